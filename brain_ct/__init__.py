@@ -1,0 +1,52 @@
+"""brain_ct: read a head-CT slice or scan and look for intracranial hemorrhage.
+
+A research and education aid, never a diagnosis. Heavy parts (torch, transformers) are
+imported only when the model is first used, so ``import brain_ct`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from brain_ct.errors import InvalidInputError, ModelLoadError, NotHeadCTError
+from brain_ct.windowing import PRESETS, to_model_input, window
+
+__version__ = "0.1.0"
+
+DISCLAIMER = (
+    "Research and education aid only — not a diagnosis. A qualified specialist must read the images."
+)
+
+__all__ = [
+    "DISCLAIMER",
+    "PRESETS",
+    "CTImage",
+    "InvalidInputError",
+    "ModelLoadError",
+    "NotHeadCTError",
+    "Prediction",
+    "Predictor",
+    "load_image",
+    "to_model_input",
+    "window",
+]
+
+_LAZY = {
+    "CTImage": "brain_ct.io",
+    "load_image": "brain_ct.io",
+    "Predictor": "brain_ct.predictor",
+    "Prediction": "brain_ct.predictor",
+}
+
+if TYPE_CHECKING:
+    from brain_ct.io import CTImage, load_image
+    from brain_ct.predictor import Prediction, Predictor
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'brain_ct' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

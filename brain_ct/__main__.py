@@ -1,0 +1,52 @@
+"""``python -m brain_ct {synth,predict,report} ...``.
+
+Exit codes: 0 all inputs succeeded, 1 some input failed (its error was reported and the
+rest went on), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from brain_ct.errors import BrainCTError
+
+SUBCOMMANDS = {
+    "synth": "brain_ct.cli.synth",
+    "predict": "brain_ct.cli.predict",
+    "report": "brain_ct.cli.report",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m brain_ct",
+        description="Brain-CT hemorrhage reading assistant (research and education aid, not a diagnosis).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    for name, module in SUBCOMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BrainCTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
