@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Brain-CT hemorrhage reading assistant (research and education aid, not a diagnosis).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
-    for name, module in SUBCOMMANDS.items():
+    for module in SUBCOMMANDS.values():
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:

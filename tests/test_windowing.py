@@ -1,0 +1,176 @@
+"""Windowing and the one preprocessing path: values worked out by hand, plus properties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from brain_ct.errors import InvalidInputError
+from brain_ct.windowing import (
+    AIR_HU,
+    DEFAULT_WINDOWS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PRESETS,
+    crop_padded,
+    heatmap_to_image,
+    model_box,
+    normalize,
+    resolve_window,
+    resolve_windows,
+    square_box,
+    to_model_input,
+    window,
+)
+
+
+@pytest.mark.parametrize(
+    ("hu", "center", "width", "expected"),
+    [
+        (0.0, 40, 80, 0.0),  # lower edge
+        (40.0, 40, 80, 0.5),  # centre
+        (80.0, 40, 80, 1.0),  # upper edge
+        (60.0, 40, 80, 0.75),
+        (-1000.0, 40, 80, 0.0),  # air clipped
+        (3000.0, 40, 80, 1.0),  # metal clipped
+        (-800.0, 600, 2800, 0.0),
+        (600.0, 600, 2800, 0.5),
+        (1300.0, 600, 2800, 0.75),
+    ],
+)
+def test_window_values_by_hand(hu, center, width, expected):
+    out = window(np.array([hu]), center, width)
+    assert out.dtype == np.float32
+    assert out[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_window_nan_and_inf_become_finite():
+    out = window(np.array([np.nan, np.inf, -np.inf]), 40, 80)
+    np.testing.assert_array_equal(out, [0.0, 1.0, 0.0])
+
+
+@pytest.mark.parametrize(("center", "width"), [(40, 0), (40, -5), (np.nan, 80), (40, np.inf)])
+def test_window_rejects_bad_parameters(center, width):
+    with pytest.raises(InvalidInputError, match="width > 0"):
+        window(np.zeros(3), center, width)
+
+
+def test_presets_resolve_by_name_and_pair():
+    assert resolve_window("brain") == (40.0, 80.0)
+    assert resolve_window("Soft tissue") == PRESETS["soft_tissue"]
+    assert resolve_window([80, 200]) == (80.0, 200.0)
+    assert resolve_windows(["brain", "subdural", "bone"]) == list(DEFAULT_WINDOWS)
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(InvalidInputError, match="unknown window preset 'lung'.*brain"):
+        resolve_window("lung")
+    with pytest.raises(InvalidInputError, match="center, width"):
+        resolve_window([1, 2, 3])
+    with pytest.raises(InvalidInputError, match="at least one window"):
+        resolve_windows([])
+
+
+def test_square_box_is_centred_and_has_margin():
+    assert square_box((10, 20, 110, 70), margin=0.0) == (10, -5, 110, 95)
+    x0, y0, x1, y1 = square_box((0, 0, 100, 100), margin=0.1)
+    assert (x1 - x0, y1 - y0) == (120, 120)
+    assert (x0 + x1) / 2 == pytest.approx(50, abs=0.5)
+
+
+def test_crop_padded_fills_outside_the_image():
+    image = np.arange(16, dtype=np.float32).reshape(4, 4)
+    crop = crop_padded(image, (-1, -1, 3, 3), fill=-1000.0)
+    assert crop.shape == (4, 4)
+    np.testing.assert_array_equal(crop[0], [-1000.0] * 4)
+    np.testing.assert_array_equal(crop[:, 0], [-1000.0] * 4)
+    np.testing.assert_array_equal(crop[1:, 1:], image[:3, :3])
+
+
+def test_heatmap_to_image_inverts_the_crop_geometry():
+    shape = (40, 60)
+    box = (10, -5, 50, 35)  # 40x40 square partly above the image
+    heat = np.zeros((8, 8), np.float32)
+    heat[4:, 4:] = 1.0  # bottom-right quarter of the box
+    out = heatmap_to_image(heat, box, shape)
+    assert out.shape == shape
+    assert out[:, :10].max() == 0.0 and out[:, 50:].max() == 0.0  # outside the box
+    assert out[30, 45] == pytest.approx(1.0)  # bottom-right quarter of the box (y 15..35, x 30..50)
+    assert out[5, 15] == pytest.approx(0.0)
+
+
+def test_normalize_checks_channel_count():
+    with pytest.raises(InvalidInputError, match="3 channels, got 2 means"):
+        normalize(np.zeros((3, 2, 2), np.float32), [0, 0], [1, 1])
+    out = normalize(np.full((3, 1, 1), 0.5, np.float32), IMAGENET_MEAN, IMAGENET_STD)
+    assert out[0, 0, 0] == pytest.approx((0.5 - 0.485) / 0.229, rel=1e-5)
+
+
+def _ct(hu=None, display=None, head_box=None):
+    from brain_ct.io import CTImage
+
+    if display is None:
+        display = (window(hu, 40, 80) * 255).astype(np.uint8)
+    h, w = display.shape
+    return CTImage(
+        hu=hu, display=display, meta={}, head_box=head_box or (0, 0, w, h), source="dicom" if hu is not None else "image", name="t"
+    )
+
+
+def test_to_model_input_dicom_has_one_channel_per_window():
+    hu = np.full((64, 64), AIR_HU, np.float32)
+    hu[16:48, 16:48] = 40.0  # brain-centre value
+    ct = _ct(hu=hu, head_box=(16, 16, 48, 48))
+    x = to_model_input(ct, ["brain", "subdural", "bone"], size=32, mean=None, std=None)
+    assert x.shape == (3, 32, 32) and x.dtype == np.float32
+    centre = x[:, 16, 16]
+    np.testing.assert_allclose(centre, [0.5, (40 - (80 - 100)) / 200, (40 - (600 - 1400)) / 2800], atol=1e-5)
+    assert x[:, 0, 0].max() == 0.0  # margin is air
+
+
+def test_to_model_input_8bit_repeats_the_grey_image():
+    grey = np.zeros((50, 50), np.uint8)
+    grey[10:40, 10:40] = 255
+    ct = _ct(display=grey, head_box=(10, 10, 40, 40))
+    x = to_model_input(ct, DEFAULT_WINDOWS, size=16, mean=None, std=None)
+    np.testing.assert_array_equal(x[0], x[1])
+    np.testing.assert_array_equal(x[0], x[2])
+    assert x[0, 8, 8] == pytest.approx(1.0)
+
+
+def test_model_box_is_square_around_the_head():
+    ct = _ct(display=np.zeros((100, 200), np.uint8), head_box=(50, 10, 150, 90))
+    x0, y0, x1, y1 = model_box(ct)
+    assert x1 - x0 == y1 - y0 >= 100
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hu=arrays(np.float32, st.integers(1, 50), elements=st.floats(-5000, 5000, width=32) | st.just(np.nan) | st.just(np.inf)),
+    center=st.floats(-1000, 2000),
+    width=st.floats(1, 4000),
+)
+def test_window_output_is_finite_and_in_unit_range(hu, center, width):
+    out = window(hu, center, width)
+    assert np.all(np.isfinite(out))
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    a=st.floats(-3000, 3000), b=st.floats(-3000, 3000), center=st.floats(-1000, 2000), width=st.floats(1, 4000)
+)
+def test_window_is_monotone_in_hu(a, b, center, width):
+    lo, hi = sorted((a, b))
+    out = window(np.array([lo, hi], np.float32), center, width)
+    assert out[0] <= out[1]
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_round_trip_their_edges(name):
+    center, width = PRESETS[name]
+    out = window(np.array([center - width / 2, center, center + width / 2], np.float32), center, width)
+    np.testing.assert_allclose(out, [0.0, 0.5, 1.0], atol=1e-5)
