@@ -1,0 +1,100 @@
+"""``python -m brain_ct report PATH --out report.pdf``: read a slice or a whole scan, write a PDF.
+
+PATH is one file (a DICOM slice, a multi-frame DICOM, a PNG/JPG), a folder of slices or a ``.zip``
+of slices. Exit codes: 0 the report was written, 1 the input could not be read (the reason is
+printed, never a traceback), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from brain_ct.errors import InvalidInputError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``report`` subcommand."""
+    parser = subparsers.add_parser(
+        "report",
+        help="read a slice or a scan (file, folder or .zip) and write a PDF report",
+        description=(
+            "Read a head-CT slice or a whole scan and write a PDF report: scan verdict, key slices "
+            "with Grad-CAM overlays, per-slice plot. Research and education aid, not a diagnosis."
+        ),
+    )
+    parser.add_argument(
+        "path", metavar="PATH", help="a DICOM/PNG/JPG file, a folder of slices or a .zip of slices"
+    )
+    parser.add_argument("--out", required=True, metavar="PDF", help="the PDF file to write, e.g. report.pdf")
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="ID_OR_DIR",
+        help="Hub id or model folder (default: $BRAIN_CT_MODEL, then the demo)",
+    )
+    parser.add_argument("--revision", default=None, help="Hub revision (a commit hash pins the model)")
+    parser.add_argument(
+        "--tta", action="store_true", help="test-time augmentation (average with the flipped slice)"
+    )
+    parser.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="skip the 'looks like an axial head CT' check for unusual but genuine slices",
+    )
+    parser.add_argument(
+        "--series-uid",
+        default=None,
+        metavar="UID",
+        help="which DICOM series to read when there are several (hashed id as listed, or the raw UID)",
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="slices per forward pass (default 16)")
+    parser.add_argument(
+        "--include-identifiers",
+        action="store_true",
+        help="print PatientName, PatientID and StudyDate in the report (off by default)",
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read PATH, predict, write the report; return the exit code."""
+    from brain_ct.predictor import Predictor
+    from brain_ct.report import write_report
+    from brain_ct.series import predict_series, read_series
+
+    if args.batch_size < 1:
+        print(f"error: --batch-size must be ≥ 1; got {args.batch_size}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        print(f"error: the folder of --out {args.out!r} does not exist; create it first", file=sys.stderr)
+        return 2
+    try:
+        series = read_series(
+            args.path,
+            series_uid=args.series_uid,
+            allow_unverified=args.allow_unverified,
+            read_identifiers=args.include_identifiers,
+        )
+    except InvalidInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    predictor = Predictor.from_pretrained(args.model, revision=args.revision)
+    try:
+        result = predict_series(predictor, series, tta=args.tta, batch_size=args.batch_size, source=args.path)
+        written = write_report(
+            result, out, model_settings=predictor.settings, include_identifiers=args.include_identifiers
+        )
+    except InvalidInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for err in series.errors:
+        print(f"skipped {err['file']}: {err['message']}", file=sys.stderr)
+    print(
+        f"{result.label} (probability {result.probability:.3f}, threshold {result.threshold:.3f}, "
+        f"{result.n_slices} slice(s)); report written to {written}"
+    )
+    return 0

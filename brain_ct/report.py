@@ -1,0 +1,388 @@
+"""PDF report of a reading: scan verdict, model, key slices with Grad-CAM overlays, per-slice plot.
+
+:func:`write_report` takes a :class:`~brain_ct.series.SeriesPrediction` (a whole scan) or a single
+:class:`~brain_ct.predictor.Prediction` (a series of one) and writes an A4 PDF with fpdf2:
+
+* the scan-level verdict, probability and threshold, and the scan rule that produced them;
+* the model's id, revision and what it was trained on ("trained on synthetic phantoms — for
+  demonstration only" for the demo model), the report's date and time;
+* a per-slice probability plot with the threshold line (series of more than one slice);
+* the key slices, most suspicious first: the plain brain-window image beside its heatmap overlay,
+  with the probability, the regions and the explanation text;
+* the disclaimer in the footer of every page.
+
+Privacy: nothing identifying is written by default — no DICOM tag values, no file or folder names
+(they often carry patient names), slices are named by index and position. Only when the caller
+passes ``include_identifiers=True`` are (0010,0010) *Patient's Name*, (0010,0020) *Patient ID* and
+(0008,0020) *Study Date* printed, taken from ``identifiers`` (or the series' explicitly read
+identifiers, :func:`brain_ct.series.read_series` with ``read_identifiers=True``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from brain_ct.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from brain_ct.predictor import Prediction
+    from brain_ct.series import SeriesPrediction
+
+#: The only identifiers a report may carry, and only with ``include_identifiers=True``.
+IDENTIFIER_KEYS: tuple[str, ...] = ("PatientName", "PatientID", "StudyDate")
+
+DEMO_NOTE = "trained on synthetic phantoms — for demonstration only"
+
+#: Longest side, pixels, of a slice image embedded in the PDF (keeps files small and fast to write).
+_MAX_IMAGE_SIDE = 384
+
+_FONT = "DejaVu"
+
+
+@dataclass
+class _SliceView:
+    """What the report shows of one slice."""
+
+    index: int
+    prediction: Prediction
+    position: float | None
+
+
+def _font_paths() -> tuple[Path, Path] | None:
+    """DejaVu Sans regular and bold bundled with matplotlib (Unicode: "≥", "—", "×")."""
+    try:
+        import matplotlib
+
+        base = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    except Exception:  # matplotlib missing or broken: fall back to the PDF core font
+        return None
+    regular, bold = base / "DejaVuSans.ttf", base / "DejaVuSans-Bold.ttf"
+    return (regular, bold) if regular.is_file() and bold.is_file() else None
+
+
+def _setting(settings: Any, key: str, default: Any = None) -> Any:
+    if settings is None:
+        return default
+    if isinstance(settings, Mapping):
+        return settings.get(key, default)
+    return getattr(settings, key, default)
+
+
+def _pdf_class() -> type:
+    from fpdf import FPDF
+
+    from brain_ct import DISCLAIMER
+
+    class _ReportPDF(FPDF):
+        font_name = "helvetica"
+
+        def footer(self) -> None:  # fpdf2 calls this on every page
+            self.set_y(-14)
+            self.set_font(self.font_name, size=7.5)
+            self.set_text_color(90, 90, 90)
+            self.multi_cell(0, 3.6, _latin(self, f"{DISCLAIMER}  Page {self.page_no()}/{{nb}}"), align="C")
+            self.set_text_color(0, 0, 0)
+
+    return _ReportPDF
+
+
+def _latin(pdf: Any, text: str) -> str:
+    """Text as the current font can show it (core fonts are Latin-1 only)."""
+    if getattr(pdf, "font_name", "") == _FONT:
+        return text
+    replaced = (
+        text.replace("—", "-").replace("–", "-").replace("≥", ">=").replace("≤", "<=").replace("×", "x")
+    )
+    return replaced.encode("latin-1", "replace").decode("latin-1")
+
+
+def _fit(image: np.ndarray) -> Any:
+    """uint8 [H, W] or [H, W, 3] → PIL image no larger than :data:`_MAX_IMAGE_SIDE`."""
+    import cv2
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    scale = _MAX_IMAGE_SIDE / max(h, w)
+    if scale < 1:
+        image = cv2.resize(
+            image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+        )
+    return Image.fromarray(np.ascontiguousarray(image))
+
+
+def probability_plot_png(
+    probabilities: Sequence[float],
+    threshold: float,
+    *,
+    positive: Sequence[int] = (),
+    highlight: int | None = None,
+    width_in: float = 7.0,
+    height_in: float = 2.2,
+    dpi: int = 120,
+) -> bytes:
+    """Per-slice probability plot with the threshold line, as PNG bytes (matplotlib Agg, no pyplot).
+
+    Args:
+        probabilities: P(hemorrhage) per slice in anatomical order (inferior → superior).
+        threshold: drawn as a dashed horizontal line.
+        positive: indices drawn in red.
+        highlight: index circled (the most suspicious slice), or None.
+        width_in, height_in: figure size, inches.
+        dpi: resolution.
+
+    Returns:
+        PNG file bytes.
+    """
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    p = np.asarray(probabilities, dtype=np.float64)
+    idx = np.arange(p.size)
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(idx, p, color="#3b6ea8", lw=1.4, marker="o", ms=3, label="slice probability")
+    pos = np.asarray([i for i in positive if 0 <= i < p.size], dtype=int)
+    if pos.size:
+        ax.scatter(pos, p[pos], color="#c0392b", s=22, zorder=3, label="positive slice")
+    if highlight is not None and 0 <= highlight < p.size:
+        ax.scatter(
+            [highlight], [p[highlight]], s=120, facecolors="none", edgecolors="black", lw=1.2, zorder=4
+        )
+    ax.axhline(threshold, color="#c0392b", ls="--", lw=1, label=f"threshold {threshold:.2f}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(-0.5, max(p.size - 0.5, 0.5))
+    ax.set_xlabel("slice index (inferior → superior)")
+    ax.set_ylabel("P(hemorrhage)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=7, frameon=False, ncol=3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _views(result: SeriesPrediction | Prediction) -> tuple[list[_SliceView], dict[str, Any]]:
+    """Per-slice views and the scan-level fields of a series or single prediction."""
+    from brain_ct.series import SeriesPrediction
+
+    if isinstance(result, SeriesPrediction):
+        views = [
+            _SliceView(i, p, result.series.positions[i] if i < len(result.series.positions) else None)
+            for i, p in enumerate(result.predictions)
+        ]
+        scan = {
+            "label": result.label,
+            "probability": float(result.probability),
+            "threshold": float(result.threshold),
+            "positive": list(result.positive_slices),
+            "most_suspicious": int(result.most_suspicious),
+            "rule": result.rule,
+            "errors": len(result.series.errors),
+            "identifiers": dict(result.series.identifiers),
+        }
+        return views, scan
+    if not hasattr(result, "probability") or not hasattr(result, "heatmap"):
+        raise InvalidInputError(
+            f"write_report needs a SeriesPrediction or a Prediction; got {type(result).__name__}"
+        )
+    scan = {
+        "label": result.label,
+        "probability": float(result.probability),
+        "threshold": float(result.threshold),
+        "positive": [0] if result.label == "hemorrhage" else [],
+        "most_suspicious": 0,
+        "rule": None,
+        "errors": 0,
+        "identifiers": {},
+    }
+    return [_SliceView(0, result, None)], scan
+
+
+def _verdict(label: str) -> str:
+    return "hemorrhage suspected" if label == "hemorrhage" else "no hemorrhage found by the model"
+
+
+def write_report(
+    result: SeriesPrediction | Prediction,
+    path: str | os.PathLike[str],
+    *,
+    model_settings: Any = None,
+    include_identifiers: bool = False,
+    identifiers: Mapping[str, str] | None = None,
+    max_key_slices: int = 4,
+    opacity: float = 0.4,
+    created: _dt.datetime | None = None,
+) -> Path:
+    """Write the PDF report of a reading.
+
+    Args:
+        result: a :class:`~brain_ct.series.SeriesPrediction`, or a single
+            :class:`~brain_ct.predictor.Prediction` (reported as a series of one slice).
+        path: the PDF file to write (its folder must exist).
+        model_settings: the predictor's settings (``predictor.settings``: ``model_id``,
+            ``revision``, ``threshold``, ``is_demo``, ``trained_on``, ``context_slices``), an
+            object or a mapping; None prints the model id stored in the prediction only.
+        include_identifiers: print PatientName, PatientID and StudyDate (and nothing else
+            identifying). Off by default: the report then carries no identifying data.
+        identifiers: those values, read explicitly by the caller; default the series'
+            ``identifiers`` (empty unless read with ``read_identifiers=True``). Ignored unless
+            ``include_identifiers``; keys other than :data:`IDENTIFIER_KEYS` are never printed.
+        max_key_slices: most slices shown with images, most suspicious first.
+        opacity: heatmap overlay opacity at full heat, in [0, 1].
+        created: the report's date and time; default now (local time, with its UTC offset).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        InvalidInputError: ``result`` is neither kind, or ``path`` cannot be written.
+    """
+    from brain_ct import explain
+
+    views, scan = _views(result)
+    if not views:
+        raise InvalidInputError("the reading has no slices; nothing to report")
+    out = Path(path)
+    created = created or _dt.datetime.now().astimezone()
+
+    pdf = _pdf_class()(orientation="P", unit="mm", format="A4")
+    pdf.set_auto_page_break(auto=True, margin=18)
+    pdf.set_margins(14, 14, 14)
+    pdf.set_creator("brain_ct")
+    pdf.set_title("Head-CT hemorrhage reading (research aid)")
+    pdf.set_creation_date(created)
+    fonts = _font_paths()
+    if fonts is not None:
+        pdf.add_font(_FONT, "", str(fonts[0]))
+        pdf.add_font(_FONT, "B", str(fonts[1]))
+        pdf.font_name = _FONT
+    pdf.add_page()
+
+    def text(line: str, size: float = 10, style: str = "", h: float = 5.2, color=(0, 0, 0)) -> None:
+        pdf.set_font(pdf.font_name, style=style, size=size)
+        pdf.set_text_color(*color)
+        pdf.multi_cell(0, h, _latin(pdf, line), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_text_color(0, 0, 0)
+
+    n = len(views)
+    label, prob, thr = scan["label"], scan["probability"], scan["threshold"]
+    text("Head-CT hemorrhage reading — research report", size=15, style="B", h=8)
+    text(f"Report created {created.strftime('%Y-%m-%d %H:%M %Z').strip()}", size=9, color=(80, 80, 80))
+    pdf.ln(2)
+
+    colour = (170, 30, 30) if label == "hemorrhage" else (25, 110, 50)
+    text(f"Verdict: {_verdict(label)} (label: {label})", size=13, style="B", h=7, color=colour)
+    scope = "scan" if n > 1 else "slice"
+    text(f"Probability of hemorrhage ({scope} level): {prob:.1%} — threshold {thr:.1%}.")
+    if n > 1:
+        positive = scan["positive"]
+        listed = ", ".join(str(i) for i in positive[:30]) + (" …" if len(positive) > 30 else "")
+        text(
+            f"Slices read: {n}. Positive slices (probability ≥ threshold): {len(positive)}"
+            + (f" — indices {listed}." if positive else ".")
+            + f" Most suspicious slice: index {scan['most_suspicious']}."
+        )
+        rule = scan["rule"]
+        if rule is not None:
+            t, k, h = rule.resolve(float(_setting(model_settings, "threshold", thr) or thr))
+            text(
+                f"Scan rule: hemorrhage when {min(k, n)} neighbouring slices reach the threshold {t:.2f}, "
+                f"or one slice reaches {h:.2f}. Slice index 0 is the most inferior slice.",
+                size=8.5,
+                color=(80, 80, 80),
+            )
+        if scan["errors"]:
+            text(
+                f"{scan['errors']} file(s) could not be read and were skipped.", size=8.5, color=(80, 80, 80)
+            )
+    pdf.ln(1.5)
+
+    model_id = _setting(model_settings, "model_id") or views[0].prediction.model_id or "unknown"
+    revision = _setting(model_settings, "revision") or "latest (not pinned)"
+    trained_on = _setting(model_settings, "trained_on") or "not stated by the model"
+    text(f"Model: {model_id} — revision: {revision}", size=9.5, style="B")
+    text(f"Trained on: {trained_on}.", size=9)
+    if _setting(model_settings, "is_demo", False):
+        text(f"This model was {DEMO_NOTE}.", size=10, style="B", color=(170, 90, 0))
+    context = int(_setting(model_settings, "context_slices", 0) or 0)
+    if context:
+        text(f"Slice context: {context} neighbouring slice(s) on each side.", size=9)
+
+    if include_identifiers:
+        ids = dict(identifiers if identifiers is not None else scan["identifiers"])
+        shown = [f"{k}: {ids[k]}" for k in IDENTIFIER_KEYS if ids.get(k)]
+        if shown:
+            pdf.ln(1)
+            text("Identifiers (included at the user's request): " + "; ".join(shown), size=9)
+
+    if n > 1:
+        pdf.ln(2)
+        png = probability_plot_png(
+            [v.prediction.probability for v in views],
+            thr,
+            positive=scan["positive"],
+            highlight=scan["most_suspicious"],
+        )
+        import io
+
+        pdf.image(io.BytesIO(png), w=pdf.epw)
+
+    order = sorted(views, key=lambda v: -v.prediction.probability)[: max(1, max_key_slices)]
+    pdf.ln(2)
+    text("Key slices, most suspicious first" if n > 1 else "The slice", size=12, style="B", h=7)
+    img_w = (pdf.epw - 4) / 2
+    for view in order:
+        pred = view.prediction
+        display = pred.display
+        rows, cols = display.shape[:2] if display is not None else pred.heatmap.shape[:2]
+        img_h = img_w * rows / cols
+        # Keep a slice's images and its caption together on one page.
+        if pdf.get_y() + img_h + 30 > pdf.h - pdf.b_margin:
+            pdf.add_page()
+        where = f" at {view.position:.1f} mm" if view.position is not None else ""
+        head = f"Slice {view.index}{where}" if n > 1 else "Slice"
+        text(
+            f"{head}: {pred.label}, probability {pred.probability:.1%}",
+            size=10.5,
+            style="B",
+            color=(170, 30, 30) if pred.label == "hemorrhage" else (0, 0, 0),
+        )
+        y = pdf.get_y() + 1
+        if display is not None:
+            pdf.image(_fit(display), x=pdf.l_margin, y=y, w=img_w, h=img_h)
+            pdf.image(_fit(pred.overlay(opacity)), x=pdf.l_margin + img_w + 4, y=y, w=img_w, h=img_h)
+        else:
+            heat = (np.clip(pred.heatmap, 0, 1) * 255).astype(np.uint8)
+            pdf.image(
+                _fit(explain.overlay(heat, pred.heatmap, opacity)), x=pdf.l_margin, y=y, w=img_w, h=img_h
+            )
+        pdf.set_y(y + img_h + 1.5)
+        text(
+            "Left: brain window. Right: Grad-CAM heatmap overlay (where the model looked).",
+            size=8,
+            color=(90, 90, 90),
+        )
+        if pred.regions:
+            described = "; ".join(
+                f"{explain.describe_region(r)} (score {float(r.get('score', 0.0)):.2f})"
+                for r in pred.regions[:4]
+            )
+            text(f"Regions: {described}.", size=9)
+        text(pred.explanation, size=9)
+        pdf.ln(3)
+
+    try:
+        pdf.output(str(out))
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    return out

@@ -1,0 +1,962 @@
+"""Whole-scan reading: gather the slices of one CT series, sort them anatomically, read them once.
+
+A head CT is 30-40 axial slices. :func:`read_series` takes what a person drops in — a folder, a
+``.zip``, several files at once, or one (multi-frame) DICOM — and returns a :class:`Series` whose
+slices are in anatomical order, inferior → superior. :func:`predict_series` runs the model over
+the series in batches and applies the documented scan-level rule (:class:`ScanRule`).
+
+Reading, in order:
+
+1. **Collect** the candidate files. Zips are checked as a whole *before* anything is read
+   (:class:`ZipLimits`: entry names, symlinks, entry count, declared sizes, compression ratio);
+   members are then read into memory one by one with the limits enforced on the bytes actually
+   inflated (declared sizes can lie). Nothing is ever written to disk.
+2. **Headers only** (``io.read_dicom_header``): group DICOMs by (0020,000E) *Series Instance UID*;
+   with several series, pick the axial non-contrast CT series with the most slices unless the
+   caller chooses one (``series_uid``, hashed or raw).
+3. **Sort** by (0020,0032) *Image Position Patient* projected on the slice normal (the cross product
+   of the row and column direction cosines of (0020,0037) *Image Orientation Patient*, oriented to
+   point superior, so positions grow from the feet to the vertex); fallback (0020,0013) *Instance
+   Number*; fallback natural order of the file names. PNG/JPG slices keep the natural order of names.
+4. **Pixels once**: each file of the chosen series is decoded exactly once (``io.load_image``, or
+   ``io.load_frames`` for a multi-frame file). A file that fails is skipped and listed in
+   :attr:`Series.errors`; the series fails only when no slice loads.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import os
+import re
+import stat
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from brain_ct import framing, privacy
+from brain_ct.errors import InvalidInputError, NotHeadCTError
+from brain_ct.io import load_frames, load_image, read_dicom_header
+
+if TYPE_CHECKING:
+    from brain_ct.io import CTImage
+    from brain_ct.predictor import Prediction, Predictor
+
+#: File name endings read as ordinary images (anything else is tried as DICOM).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+#: (0008,0016) SOP Class UID of a DICOMDIR (a PACS export's index file, no image): skipped silently.
+_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+#: |normal · z| above this (cosine of ~37°) counts as an axial slice: gantry tilts stay axial.
+_AXIAL_COSINE = 0.8
+
+_CHUNK = 1 << 20  # bytes read from a zip member at a time
+
+
+@dataclass(frozen=True)
+class ZipLimits:
+    """Limits a zip must respect to be read at all; a zip over any of them is refused as a whole.
+
+    Members are held in memory (never extracted to disk), hence the total-size limit.
+
+    Attributes:
+        max_entries: most entries (files and folders) in the zip.
+        max_total_bytes: most uncompressed bytes of all members together (1 GiB: a 2000-slice
+            thin-section CT of 512×512 slices is about 1 GiB).
+        max_entry_bytes: most uncompressed bytes of a single member.
+        max_ratio: highest uncompressed/compressed ratio of a member of at least
+            ``ratio_floor_bytes`` (DICOM deflates ~2–10×; a zip bomb of zeros ~1000×).
+        ratio_floor_bytes: members smaller than this are not checked for their ratio (a tiny
+            blank file may compress very well and is harmless).
+    """
+
+    max_entries: int = 2000
+    max_total_bytes: int = 1 << 30
+    max_entry_bytes: int = 256 << 20
+    max_ratio: float = 100.0
+    ratio_floor_bytes: int = 1 << 20
+
+
+DEFAULT_ZIP_LIMITS = ZipLimits()
+
+
+@dataclass
+class Series:
+    """The slices of one series, in anatomical order (inferior → superior).
+
+    Attributes:
+        slices: the loaded slices, one :class:`~brain_ct.io.CTImage` each.
+        files: per slice, its name inside the folder or zip (POSIX relative path), or the file's
+            own name; frames of a multi-frame DICOM are ``"name#N"`` (N from 1). Never a temp path.
+        positions: per slice, its position in mm along the slice normal (pointing superior), or
+            ``None`` where (0020,0032) *Image Position Patient* is missing.
+        series_id: hashed (0020,000E) *Series Instance UID* (:func:`brain_ct.privacy.hashed_uid`);
+            ``None`` for ordinary images.
+        errors: files of this series that were skipped: ``{"file", "type", "message"}`` each.
+        source: what was read, as a display string (the path as given, or ``"N files"``).
+        sort_key: how the slices were ordered: ``"position"``, ``"instance_number"``, ``"name"``.
+        identifiers: (0010,0010) PatientName, (0010,0020) PatientID and (0008,0020) StudyDate
+            of the first slice, only when ``read_series(..., read_identifiers=True)`` asked for
+            them (empty otherwise); never included in :meth:`to_dict` or ``repr``.
+    """
+
+    slices: list[CTImage]
+    files: list[str]
+    positions: list[float | None]
+    series_id: str | None = None
+    errors: list[dict[str, str]] = field(default_factory=list)
+    source: str = ""
+    sort_key: str = "name"
+    identifiers: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary without pixels or identifiers."""
+        return {
+            "source": self.source,
+            "series_id": self.series_id,
+            "n_slices": len(self.slices),
+            "files": list(self.files),
+            "positions": list(self.positions),
+            "sort_key": self.sort_key,
+            "errors": [dict(e) for e in self.errors],
+        }
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One series found in a source, as :func:`list_series` shows it (nothing identifying).
+
+    Attributes:
+        series_id: hashed Series Instance UID (pass it back as ``series_uid`` to choose it).
+        description: (0008,103E) *Series Description* when the privacy allow-list permits it.
+        modality: (0008,0060) *Modality*, e.g. ``"CT"``.
+        n_slices: slices in the series (frames counted for multi-frame files).
+        orientation: ``"axial"``, ``"coronal"``, ``"sagittal"``, ``"oblique"`` or ``"unknown"``.
+        contrast: True when (0018,0010) *Contrast/Bolus Agent* is set.
+        default: True for the series :func:`read_series` picks when none is chosen.
+    """
+
+    series_id: str
+    description: str | None
+    modality: str | None
+    n_slices: int
+    orientation: str
+    contrast: bool
+    default: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "series_id": self.series_id,
+            "description": self.description,
+            "modality": self.modality,
+            "n_slices": self.n_slices,
+            "orientation": self.orientation,
+            "contrast": self.contrast,
+            "default": self.default,
+        }
+
+
+# --------------------------------------------------------------------------- collecting files
+
+
+@dataclass
+class _Member:
+    """One candidate file: its display name and where its bytes are (a path, or bytes in memory)."""
+
+    name: str
+    data: Path | bytes
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders ``slice2`` before ``slice10`` (digits compared as numbers)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _skip_silently(name: str) -> bool:
+    """Files every export carries that are not slices: hidden files, macOS resource forks, DICOMDIR."""
+    parts = name.split("/")
+    return (
+        any(p.startswith(".") for p in parts)
+        or "__MACOSX" in parts
+        or parts[-1].upper() == "DICOMDIR"
+        or parts[-1].lower() in ("thumbs.db", "desktop.ini")
+    )
+
+
+def _bad_entry_name(name: str) -> str | None:
+    """Why a zip entry name is unsafe, or None when it is fine."""
+    norm = name.replace("\\", "/")
+    if "\x00" in norm:
+        return "contains a NUL character"
+    if norm.startswith("/"):
+        return "is an absolute path"
+    if re.match(r"^[A-Za-z]:", norm):
+        return "starts with a drive letter"
+    if any(part == ".." for part in norm.split("/")):
+        return "contains a '..' path part (path traversal)"
+    return None
+
+
+def check_zip(zf: zipfile.ZipFile, limits: ZipLimits = DEFAULT_ZIP_LIMITS, *, label: str = "zip") -> None:
+    """Refuse an unsafe zip as a whole, from its directory alone (before reading any member).
+
+    Raises:
+        InvalidInputError: naming the first offending entry and the limit it breaks.
+    """
+    infos = zf.infolist()
+    if len(infos) > limits.max_entries:
+        raise InvalidInputError(
+            f"{label} has {len(infos)} entries; at most {limits.max_entries} are accepted. "
+            "Zip only the slices of one CT series."
+        )
+    total = 0
+    for info in infos:
+        why = _bad_entry_name(info.filename)
+        if why:
+            raise InvalidInputError(
+                f"{label} refused: entry {info.filename!r} {why}. Zip entries must be relative paths "
+                "inside the archive; re-create the zip from the folder of slices."
+            )
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise InvalidInputError(
+                f"{label} refused: entry {info.filename!r} is a symbolic link; links are not accepted. "
+                "Zip the slice files themselves."
+            )
+        if info.flag_bits & 0x1:
+            raise InvalidInputError(
+                f"{label} refused: entry {info.filename!r} is encrypted; zip the slices without a password."
+            )
+        if info.is_dir():
+            continue
+        if info.file_size > limits.max_entry_bytes:
+            raise InvalidInputError(
+                f"{label} refused: entry {info.filename!r} declares {info.file_size} bytes uncompressed; "
+                f"at most {limits.max_entry_bytes} bytes per file are accepted."
+            )
+        if info.file_size >= limits.ratio_floor_bytes and info.file_size > limits.max_ratio * max(
+            info.compress_size, 1
+        ):
+            raise InvalidInputError(
+                f"{label} refused: entry {info.filename!r} expands {info.file_size / max(info.compress_size, 1):.0f}× "
+                f"(limit {limits.max_ratio:.0f}×); this looks like a zip bomb."
+            )
+        total += info.file_size
+        if total > limits.max_total_bytes:
+            raise InvalidInputError(
+                f"{label} refused: its files add up to more than {limits.max_total_bytes} bytes uncompressed "
+                "(the limit). Zip only the slices of one CT series."
+            )
+
+
+def _read_zip(source: Path | bytes, limits: ZipLimits, label: str) -> list[_Member]:
+    """Check a zip, then read its members into memory with the limits enforced while inflating."""
+    try:
+        zf = zipfile.ZipFile(_io.BytesIO(source) if isinstance(source, bytes) else source)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{label} is not a readable zip file ({exc}); accepted: a .zip of DICOM or PNG/JPG slices."
+        ) from None
+    members: list[_Member] = []
+    with zf:
+        check_zip(zf, limits, label=label)
+        total = 0
+        for info in zf.infolist():
+            name = info.filename.replace("\\", "/")
+            if info.is_dir() or _skip_silently(name):
+                continue
+            buf = bytearray()
+            try:
+                with zf.open(info) as fh:
+                    while chunk := fh.read(_CHUNK):
+                        buf += chunk
+                        total += len(chunk)
+                        # Declared sizes can lie: enforce the limits on what is actually inflated.
+                        if (
+                            len(buf) > min(info.file_size, limits.max_entry_bytes)
+                            or total > limits.max_total_bytes
+                        ):
+                            raise InvalidInputError(
+                                f"{label} refused: entry {info.filename!r} inflates beyond its declared size "
+                                "or the size limit; this looks like a zip bomb or a corrupt zip."
+                            )
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+                raise InvalidInputError(
+                    f"{label} is corrupt or uses an unsupported compression (entry {info.filename!r}: {exc}); "
+                    "re-create it with standard (deflate) compression."
+                ) from None
+            members.append(_Member(name, bytes(buf)))
+    return members
+
+
+def _is_zip(path: Path) -> bool:
+    return path.suffix.lower() == ".zip" or zipfile.is_zipfile(path)
+
+
+def _collect(
+    source: str | os.PathLike[str] | bytes | Sequence[str | os.PathLike[str]], limits: ZipLimits
+) -> tuple[list[_Member], str]:
+    """Candidate files of a source, with display names, and the source's display string."""
+    if isinstance(source, bytes | bytearray):
+        data = bytes(source)
+        if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
+            return _read_zip(data, limits, "the zip"), "zip"
+        return [_Member("upload", data)], "upload"
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        label = str(source)
+        if path.is_dir():
+            members = []
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for fname in files:
+                    full = Path(root, fname)
+                    rel = full.relative_to(path).as_posix()
+                    if not _skip_silently(rel) and full.is_file():
+                        members.append(_Member(rel, full))
+                if len(members) > limits.max_entries:
+                    raise InvalidInputError(
+                        f"folder {label} holds more than {limits.max_entries} files; point to the folder "
+                        "of one CT series."
+                    )
+            if not members:
+                raise InvalidInputError(
+                    f"folder {label} holds no files; accepted: a folder of DICOM or PNG/JPG slices."
+                )
+            return members, label
+        if not path.is_file():
+            raise InvalidInputError(
+                f"{label} does not exist or is not a file or folder; accepted: a DICOM/PNG/JPG file, "
+                "a folder of slices or a .zip of slices."
+            )
+        if _is_zip(path):
+            members = _read_zip(path, limits, f"zip {path.name}")
+            if not members:
+                raise InvalidInputError(
+                    f"zip {path.name} holds no files; accepted: a .zip of DICOM or PNG/JPG slices."
+                )
+            return members, label
+        return [_Member(path.name, path)], label
+    paths = list(source)
+    if not paths:
+        raise InvalidInputError("no files were given; accepted: one or more DICOM or PNG/JPG slices.")
+    if len(paths) > limits.max_entries:
+        raise InvalidInputError(f"{len(paths)} files were given; at most {limits.max_entries} are accepted.")
+    members = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise InvalidInputError(f"{path.name} is not a file; give the slice files themselves.")
+        if len(paths) == 1 and _is_zip(path):
+            return _collect(path, limits)
+        members.append(_Member(path.name, path))
+    return members, f"{len(paths)} files"
+
+
+# --------------------------------------------------------------------------- headers, grouping, sorting
+
+
+@dataclass
+class _Entry:
+    """One slice to be: a file (and a frame for multi-frame files) with its sort information."""
+
+    member: _Member
+    frame: int | None = None
+    n_frames: int = 1
+    position: float | None = None
+    instance: int | None = None
+
+
+@dataclass
+class _Group:
+    uid: str
+    entries: list[_Entry] = field(default_factory=list)
+    modality: str | None = None
+    orientation: str = "unknown"
+    contrast: bool = False
+    description: str | None = None
+    normal: np.ndarray | None = None
+
+
+def _floats(value: Any, n: int) -> np.ndarray | None:
+    try:
+        arr = np.asarray([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.shape == (n,) and np.all(np.isfinite(arr)) else None
+
+
+def _orientation_of(iop: np.ndarray | None) -> tuple[str, np.ndarray | None]:
+    """Name of the plane and the unit slice normal, oriented so its dominant axis is positive.
+
+    For axial slices the normal points superior (+z in the DICOM patient frame, LPS), so the
+    projection of Image Position Patient on it grows from inferior to superior.
+    """
+    if iop is None:
+        return "unknown", None
+    normal = np.cross(iop[:3], iop[3:])
+    norm = float(np.linalg.norm(normal))
+    if norm < 1e-6:
+        return "unknown", None
+    normal = normal / norm
+    axis = int(np.argmax(np.abs(normal)))
+    if normal[axis] < 0:
+        normal = -normal
+    if abs(normal[2]) >= _AXIAL_COSINE:
+        return "axial", normal
+    if abs(normal[axis]) >= _AXIAL_COSINE:
+        return ("sagittal" if axis == 0 else "coronal"), normal
+    return "oblique", normal
+
+
+def _frame_geometry(ds: Any, n_frames: int) -> tuple[np.ndarray | None, list[np.ndarray | None]]:
+    """Orientation and per-frame positions of an enhanced multi-frame DICOM (functional groups)."""
+    iop = None
+    shared = getattr(ds, "SharedFunctionalGroupsSequence", None)
+    if shared:
+        seq = getattr(shared[0], "PlaneOrientationSequence", None)
+        if seq:
+            iop = _floats(getattr(seq[0], "ImageOrientationPatient", None) or [], 6)
+    if iop is None:
+        iop = _floats(getattr(ds, "ImageOrientationPatient", None) or [], 6)
+    positions: list[np.ndarray | None] = [None] * n_frames
+    per_frame = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
+    if per_frame and len(per_frame) == n_frames:
+        for k, item in enumerate(per_frame):
+            seq = getattr(item, "PlanePositionSequence", None)
+            if seq:
+                positions[k] = _floats(getattr(seq[0], "ImagePositionPatient", None) or [], 3)
+            if iop is None:
+                oseq = getattr(item, "PlaneOrientationSequence", None)
+                if oseq:
+                    iop = _floats(getattr(oseq[0], "ImageOrientationPatient", None) or [], 6)
+    return iop, positions
+
+
+def _read_headers(members: list[_Member]) -> tuple[dict[str, _Group], list[_Member], list[dict[str, str]]]:
+    """Group DICOM members by series from their headers; return groups, non-DICOM members, errors."""
+    groups: dict[str, _Group] = {}
+    others: list[_Member] = []
+    errors: list[dict[str, str]] = []
+    for member in members:
+        if member.name.lower().endswith(IMAGE_EXTENSIONS):
+            others.append(member)
+            continue
+        try:
+            ds = read_dicom_header(member.data)
+        except InvalidInputError:
+            others.append(member)
+            continue
+        if str(getattr(ds, "SOPClassUID", "")) == _DICOMDIR_SOP_CLASS:
+            continue
+        if "Rows" not in ds or "Columns" not in ds:
+            errors.append(
+                {
+                    "file": member.name,
+                    "type": "InvalidInputError",
+                    "message": "DICOM without an image (e.g. a report or presentation state); skipped",
+                }
+            )
+            continue
+        uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
+        group = groups.get(uid)
+        if group is None:
+            group = groups[uid] = _Group(uid=uid)
+            group.modality = str(getattr(ds, "Modality", "") or "") or None
+            group.contrast = bool(str(getattr(ds, "ContrastBolusAgent", "") or "").strip())
+            group.description = _allowed_description(ds)
+        try:
+            n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        except (TypeError, ValueError):
+            n_frames = 1
+        try:
+            instance = int(ds.InstanceNumber) if "InstanceNumber" in ds and ds.InstanceNumber != "" else None
+        except (TypeError, ValueError):
+            instance = None
+        if n_frames > 1:
+            iop, frame_positions = _frame_geometry(ds, n_frames)
+        else:
+            iop = _floats(getattr(ds, "ImageOrientationPatient", None) or [], 6)
+            frame_positions = [_floats(getattr(ds, "ImagePositionPatient", None) or [], 3)]
+        if group.normal is None:
+            group.orientation, group.normal = _orientation_of(iop)
+        for k, ipp in enumerate(frame_positions):
+            pos = None
+            if ipp is not None and group.normal is not None:
+                pos = float(np.dot(ipp, group.normal))
+            group.entries.append(
+                _Entry(
+                    member,
+                    frame=k if n_frames > 1 else None,
+                    n_frames=n_frames,
+                    position=pos,
+                    instance=instance,
+                )
+            )
+    return groups, others, errors
+
+
+def _allowed_description(ds: Any) -> str | None:
+    """(0008,103E) Series Description, only when the privacy allow-list lets it out."""
+    if "SeriesDescription" not in privacy.ALLOWED_TAGS:
+        return None
+    text = str(getattr(ds, "SeriesDescription", "") or "").strip()
+    return text or None
+
+
+def _sort_entries(entries: list[_Entry]) -> str:
+    """Sort in place, inferior → superior; return which key was used."""
+    if entries and all(e.position is not None for e in entries):
+        entries.sort(key=lambda e: (e.position, e.instance or 0, natural_key(e.member.name), e.frame or 0))
+        return "position"
+    if entries and all(e.instance is not None for e in entries) and len({e.member.name for e in entries}) > 1:
+        entries.sort(key=lambda e: (e.instance, natural_key(e.member.name), e.frame or 0))
+        return "instance_number"
+    entries.sort(key=lambda e: (natural_key(e.member.name), e.frame or 0))
+    return "frame" if len({e.member.name for e in entries}) == 1 and len(entries) > 1 else "name"
+
+
+def _rank(group: _Group) -> tuple[bool, bool, bool, int]:
+    """Preference of a series for reading: CT, axial, non-contrast, then the most slices."""
+    return (group.modality == "CT", group.orientation == "axial", not group.contrast, len(group.entries))
+
+
+def _series_id(uid: str) -> str:
+    return privacy.hashed_uid(uid) if uid else "no-series-uid"
+
+
+def _choose(groups: dict[str, _Group], series_uid: str | None) -> _Group:
+    if series_uid is not None:
+        wanted = series_uid.strip()
+        for uid, group in groups.items():
+            if wanted in (uid, _series_id(uid)):
+                return group
+        available = ", ".join(sorted(_series_id(u) for u in groups))
+        raise InvalidInputError(
+            f"series {wanted!r} is not in this input; available series ids: {available}. "
+            "Use one of them (see list_series)."
+        )
+    return max(groups.values(), key=_rank)
+
+
+def list_series(
+    source: str | os.PathLike[str] | bytes | Sequence[str | os.PathLike[str]],
+    *,
+    zip_limits: ZipLimits = DEFAULT_ZIP_LIMITS,
+) -> list[SeriesInfo]:
+    """The DICOM series in a source (headers only, no pixels decoded), preferred first.
+
+    Args:
+        source: a folder, a ``.zip`` (path or bytes), a list of files, or a single DICOM.
+        zip_limits: limits a zip must respect.
+
+    Returns:
+        One :class:`SeriesInfo` per series, the one :func:`read_series` picks by default first
+        (its ``default`` is True). Empty when the source holds no DICOM image.
+    """
+    members, _ = _collect(source, zip_limits)
+    groups, _, _ = _read_headers(members)
+    ordered = sorted(groups.values(), key=_rank, reverse=True)
+    return [
+        SeriesInfo(
+            series_id=_series_id(g.uid),
+            description=g.description,
+            modality=g.modality,
+            n_slices=len(g.entries),
+            orientation=g.orientation,
+            contrast=g.contrast,
+            default=i == 0,
+        )
+        for i, g in enumerate(ordered)
+    ]
+
+
+def _error(name: str, exc: BaseException) -> dict[str, str]:
+    return {"file": name, "type": type(exc).__name__, "message": str(exc)}
+
+
+def _read_identifiers(member: _Member) -> dict[str, str]:
+    """PatientName, PatientID and StudyDate of one file, read only because the caller asked."""
+    ds = read_dicom_header(member.data)
+    out = {}
+    for key in ("PatientName", "PatientID", "StudyDate"):
+        value = str(getattr(ds, key, "") or "").strip()
+        if value:
+            out[key] = value
+    return out
+
+
+def read_series(
+    source: str | os.PathLike[str] | bytes | Sequence[str | os.PathLike[str]],
+    *,
+    series_uid: str | None = None,
+    allow_unverified: bool = False,
+    zip_limits: ZipLimits = DEFAULT_ZIP_LIMITS,
+    read_identifiers: bool = False,
+) -> Series:
+    """Read one series of slices, in anatomical order.
+
+    Args:
+        source: a folder (searched recursively), a ``.zip`` (path or bytes), a list of slice files
+            (several files dropped at once), or one file (a multi-frame DICOM gives one slice per
+            frame; any other single file is a series of one).
+        series_uid: which DICOM series to read when there are several: its hashed id (as
+            :func:`list_series` shows) or its raw Series Instance UID. Default: the axial
+            non-contrast CT series with the most slices.
+        allow_unverified: skip the "does this look like a head CT" check for every slice.
+        zip_limits: limits a zip must respect (:class:`ZipLimits`).
+        read_identifiers: also keep PatientName, PatientID and StudyDate of the first slice in
+            :attr:`Series.identifiers` (for a report the user explicitly asked to identify).
+
+    Returns:
+        A :class:`Series` with at least one slice.
+
+    Raises:
+        InvalidInputError: unsafe or unreadable zip, empty source, unknown ``series_uid``, or no
+            slice could be loaded (the message lists why, per file).
+    """
+    members, label = _collect(source, zip_limits)
+    groups, others, header_errors = _read_headers(members)
+    if groups:
+        group = _choose(groups, series_uid)
+        sort_key = _sort_entries(group.entries)
+        # Non-DICOM files beside DICOM slices are not part of any series: say they were skipped.
+        errors = header_errors + [
+            {
+                "file": m.name,
+                "type": "InvalidInputError",
+                "message": "not a DICOM slice of this series; skipped",
+            }
+            for m in others
+        ]
+        # The head-CT check runs once for the series (below), not per slice: a scan's first and
+        # last slices rightly show little head. A missing Modality still needs the user's consent.
+        series = _load_dicom_entries(group.entries, allow_unverified or group.modality == "CT", errors)
+        series.series_id = _series_id(group.uid)
+        if series.slices and not allow_unverified:
+            _check_plausible_series(series, label)
+        series.sort_key = sort_key
+        if read_identifiers and group.entries:
+            series.identifiers = _read_identifiers(group.entries[0].member)
+    else:
+        if series_uid is not None:
+            raise InvalidInputError(
+                f"series {series_uid!r} was asked for, but {label} holds no DICOM series "
+                "(only ordinary images, which have no series id)."
+            )
+        others.sort(key=lambda m: natural_key(m.name))
+        errors = list(header_errors)
+        series = Series(slices=[], files=[], positions=[], errors=errors, sort_key="name")
+        for member in others:
+            try:
+                ct = load_image(member.data, allow_unverified=True, name=member.name)
+            except InvalidInputError as exc:
+                errors.append(_error(member.name, exc))
+                continue
+            series.slices.append(ct)
+            series.files.append(member.name)
+            series.positions.append(None)
+    series.source = label
+    if series.slices and not allow_unverified:
+        _check_plausible_series(series, label)
+    if not series.slices:
+        details = "; ".join(f"{e['file']}: {e['message']}" for e in series.errors[:5])
+        more = f" (and {len(series.errors) - 5} more)" if len(series.errors) > 5 else ""
+        raise InvalidInputError(
+            f"no slice of {label} could be read as a head CT. Accepted: DICOM CT slices or PNG/JPG "
+            f"slices, in a folder, a zip or as several files. Per file: {details or 'no files'}{more}"
+        )
+    return series
+
+
+def _check_plausible_series(series: Series, label: str) -> None:
+    """Refuse a series that does not look like a head CT, judged on its central slices.
+
+    The middle slice and those at a quarter and three quarters are tried; one plausible slice is
+    enough (the end slices of a scan, skull base and vertex, rightly show little head).
+
+    Raises:
+        NotHeadCTError: none of them looks like an axial head-CT slice.
+    """
+    n = len(series.slices)
+    first: NotHeadCTError | None = None
+    for i in dict.fromkeys((n // 2, n // 4, (3 * n) // 4)):
+        try:
+            framing.check_plausible(series.slices[i])
+            return
+        except NotHeadCTError as exc:
+            first = first or exc
+    where = f"{label}" if n == 1 else f"{label} ({n} slices, judged on its central slices)"
+    raise NotHeadCTError(f"{where}: {first}")
+
+
+def _load_dicom_entries(
+    entries: list[_Entry], allow_unverified: bool, errors: list[dict[str, str]]
+) -> Series:
+    """Decode each file once, keeping the sorted order; frames of a multi-frame file share one decode."""
+    decoded: dict[int, list[CTImage] | InvalidInputError] = {}
+    series = Series(slices=[], files=[], positions=[], errors=errors)
+    for entry in entries:
+        member = entry.member
+        if entry.frame is None:
+            try:
+                ct = load_image(member.data, allow_unverified=allow_unverified, name=member.name)
+            except InvalidInputError as exc:
+                errors.append(_error(member.name, exc))
+                continue
+            name = member.name
+        else:
+            key = id(member)
+            if key not in decoded:
+                try:
+                    decoded[key] = load_frames(
+                        member.data, allow_unverified=allow_unverified, name=member.name
+                    )
+                except InvalidInputError as exc:
+                    decoded[key] = exc
+                    errors.append(_error(member.name, exc))
+            frames = decoded[key]
+            if isinstance(frames, InvalidInputError) or entry.frame >= len(frames):
+                continue
+            ct = frames[entry.frame]
+            name = f"{member.name}#{entry.frame + 1}"
+        series.slices.append(ct)
+        series.files.append(name)
+        series.positions.append(entry.position)
+    return series
+
+
+# --------------------------------------------------------------------------- scan-level prediction
+
+
+@dataclass(frozen=True)
+class ScanRule:
+    """How slice probabilities become the scan's probability and label.
+
+    With slice probabilities ``p[0..n-1]`` in anatomical order, ``T`` = :attr:`threshold` (default:
+    the model's threshold), ``k`` = min(:attr:`min_positive_slices`, n) and ``H`` =
+    :attr:`single_slice_threshold` (default ``T + (1 - T) / 2``):
+
+    * ``p_run`` = the highest probability held by ``k`` *neighbouring* slices together
+      (max over runs of k consecutive slices of the run's minimum) — a bleed spans neighbouring
+      slices, while a lone positive slice in a thin-section scan is more often noise;
+    * ``p_single`` = the maximum slice probability, mapped piecewise-linearly so that
+      0 → 0, ``H`` → ``T``, 1 → 1: one very confident slice is enough on its own;
+    * scan probability = max(``p_run``, ``p_single``) (never above the top slice's probability);
+    * scan label = "hemorrhage" exactly when scan probability ≥ ``T``, i.e. when k neighbouring
+      slices reach ``T`` or one slice reaches ``H``.
+
+    A series of one slice reduces to that slice's own probability and label. Positive slices are
+    those with probability ≥ ``T``.
+    """
+
+    threshold: float | None = None
+    min_positive_slices: int = 2
+    single_slice_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
+            raise InvalidInputError(f"scan threshold must be in (0, 1); got {self.threshold}")
+        if self.min_positive_slices < 1:
+            raise InvalidInputError(f"min_positive_slices must be ≥ 1; got {self.min_positive_slices}")
+        if self.single_slice_threshold is not None and not 0.0 < self.single_slice_threshold <= 1.0:
+            raise InvalidInputError(
+                f"single_slice_threshold must be in (0, 1]; got {self.single_slice_threshold}"
+            )
+
+    def resolve(self, model_threshold: float) -> tuple[float, int, float]:
+        """The (T, k, H) used with a model whose threshold is ``model_threshold``."""
+        t = float(self.threshold if self.threshold is not None else model_threshold)
+        h = float(self.single_slice_threshold if self.single_slice_threshold is not None else t + (1 - t) / 2)
+        return t, self.min_positive_slices, max(h, t)
+
+    def apply(self, probabilities: Sequence[float], model_threshold: float) -> tuple[float, str, list[int]]:
+        """Scan probability, label and positive slice indices for per-slice probabilities.
+
+        Args:
+            probabilities: P(hemorrhage) per slice, in anatomical order; at least one.
+            model_threshold: the model's slice threshold (used when :attr:`threshold` is None).
+        """
+        p = np.asarray(probabilities, dtype=np.float64)
+        if p.ndim != 1 or p.size == 0:
+            raise InvalidInputError("a scan needs at least one slice probability")
+        t, k, h = self.resolve(model_threshold)
+        k = min(k, p.size)
+        p_run = float(np.max(np.lib.stride_tricks.sliding_window_view(p, k).min(axis=1)))
+        top = float(p.max())
+        # Piecewise-linear 0 → 0, H → T, 1 → 1 (with H = 1 a lone slice can reach at most T).
+        p_single = float(np.interp(top, [0.0, h, 1.0], [0.0, t, 1.0])) if h < 1 else top * t
+        probability = float(min(max(p_run, p_single), top))
+        label = "hemorrhage" if probability >= t else "normal"
+        positive = [int(i) for i in np.flatnonzero(p >= t)]
+        return probability, label, positive
+
+
+@dataclass
+class SeriesPrediction:
+    """The model's reading of a whole series.
+
+    Attributes:
+        series: the slices read (:class:`Series`), in anatomical order.
+        predictions: one :class:`~brain_ct.predictor.Prediction` per slice, same order.
+        probability: scan-level P(hemorrhage) by :attr:`rule` (see :class:`ScanRule`).
+        label: ``"hemorrhage"`` or ``"normal"`` for the scan.
+        threshold: the scan threshold ``T`` used.
+        positive_slices: indices of slices with probability ≥ ``threshold``.
+        most_suspicious: index of the slice with the highest probability.
+        rule: the :class:`ScanRule` applied.
+        source: display string of what was read (the path as given).
+    """
+
+    series: Series
+    predictions: list[Prediction]
+    probability: float
+    label: str
+    threshold: float
+    positive_slices: list[int]
+    most_suspicious: int
+    rule: ScanRule
+    source: str
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.predictions)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """float64 [n_slices] slice probabilities in anatomical order."""
+        return np.asarray([p.probability for p in self.predictions], dtype=np.float64)
+
+    def key_slices(self, n: int = 4) -> list[int]:
+        """Indices of up to ``n`` slices to show first: the most suspicious (highest probability) first."""
+        order = sorted(range(self.n_slices), key=lambda i: -self.predictions[i].probability)
+        return order[: max(n, 0)]
+
+    def slice_dict(self, index: int) -> dict[str, Any]:
+        """JSON-safe per-slice object: ``file``, ``index`` and the single-image fields."""
+        pred = self.predictions[index]
+        return {
+            "file": self.series.files[index],
+            "index": index,
+            "label": pred.label,
+            "probability": float(pred.probability),
+            "threshold": float(pred.threshold),
+            "regions": _json_regions(pred.regions),
+            "explanation": pred.explanation,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe result in the CLI's shape (slices in anatomical order)."""
+        return {
+            "file": self.source,
+            "label": self.label,
+            "probability": float(self.probability),
+            "threshold": float(self.threshold),
+            "n_slices": self.n_slices,
+            "positive_slices": list(self.positive_slices),
+            "slices": [self.slice_dict(i) for i in range(self.n_slices)],
+            "errors": [dict(e) for e in self.series.errors],
+        }
+
+
+def _json_regions(regions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Regions with numpy scalars turned into plain Python numbers."""
+    out = []
+    for region in regions:
+        item = {}
+        for key, value in region.items():
+            if isinstance(value, np.generic):
+                value = value.item()
+            elif isinstance(value, tuple | list | np.ndarray):
+                value = [v.item() if isinstance(v, np.generic) else v for v in value]
+            item[key] = value
+        out.append(item)
+    return out
+
+
+def scan_result(
+    series: Series,
+    predictions: Sequence[Prediction],
+    *,
+    rule: ScanRule | None = None,
+    model_threshold: float | None = None,
+    source: str | None = None,
+) -> SeriesPrediction:
+    """Combine per-slice predictions (anatomical order) into a :class:`SeriesPrediction`.
+
+    Args:
+        series: the series the predictions belong to (same length and order).
+        predictions: one prediction per slice.
+        rule: the scan rule; default :class:`ScanRule` ().
+        model_threshold: the model's slice threshold; default the first prediction's ``threshold``.
+        source: display string; default ``series.source``.
+    """
+    if len(predictions) != len(series.slices) or not predictions:
+        raise InvalidInputError(
+            f"got {len(predictions)} predictions for {len(series.slices)} slices; need one per slice (≥ 1)"
+        )
+    rule = rule or ScanRule()
+    base = float(model_threshold if model_threshold is not None else predictions[0].threshold)
+    probs = [float(p.probability) for p in predictions]
+    probability, label, positive = rule.apply(probs, base)
+    return SeriesPrediction(
+        series=series,
+        predictions=list(predictions),
+        probability=probability,
+        label=label,
+        threshold=rule.resolve(base)[0],
+        positive_slices=positive,
+        most_suspicious=int(np.argmax(probs)),
+        rule=rule,
+        source=series.source if source is None else source,
+    )
+
+
+def context_neighbors(slices: Sequence[CTImage], k: int) -> list[list[CTImage | None]]:
+    """Per slice, its 2k anatomical neighbours ``[s−k, …, s−1, s+1, …, s+k]`` (None past either end).
+
+    This is the ``neighbors`` argument of ``Predictor.predict_batch`` for slice-context models
+    (``settings.context_slices`` = k); the predictor repeats the slice itself for a None.
+    """
+    n = len(slices)
+    return [
+        [slices[j] if 0 <= j < n else None for j in (*range(i - k, i), *range(i + 1, i + k + 1))]
+        for i in range(n)
+    ]
+
+
+def predict_series(
+    predictor: Predictor,
+    series: Series,
+    *,
+    tta: bool = False,
+    batch_size: int = 16,
+    rule: ScanRule | None = None,
+    source: str | None = None,
+) -> SeriesPrediction:
+    """Run the model over every slice (batched) and read the scan by :class:`ScanRule`.
+
+    Args:
+        predictor: a loaded :class:`~brain_ct.predictor.Predictor`.
+        series: from :func:`read_series`.
+        tta: test-time augmentation (horizontal flip averaged), passed to ``predict_batch``.
+            Slice-context models (``predictor.settings.context_slices`` = k > 0) get each slice's
+            k neighbours on each side in anatomical order (:func:`context_neighbors`).
+        batch_size: slices per forward pass.
+        rule: the scan rule; default :class:`ScanRule` () with the model's threshold.
+        source: display string for ``to_dict()["file"]``; default ``series.source``.
+    """
+    settings = getattr(predictor, "settings", None)
+    k = int(getattr(settings, "context_slices", 0) or 0)
+    neighbors = context_neighbors(series.slices, k) if k > 0 else None
+    predictions = predictor.predict_batch(
+        list(series.slices), batch_size=batch_size, tta=tta, neighbors=neighbors
+    )
+    threshold = getattr(settings, "threshold", None)
+    return scan_result(series, predictions, rule=rule, model_threshold=threshold, source=source)
