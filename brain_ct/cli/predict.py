@@ -1,0 +1,234 @@
+"""``python -m brain_ct predict PATH [PATH ...]``: hemorrhage prediction with Grad-CAM for slices.
+
+Output, one entry per input in the order given:
+
+* default: a table (file, label, P(hemorrhage), threshold, strongest heatmap region), then the
+  explanation of each slice;
+* ``--json``: JSON Lines on stdout, one object per input: ``file`` (the path as given),
+  ``label``, ``probability``, ``threshold``, ``regions``, ``explanation``, ``source``, ``meta``
+  (allow-listed, non-identifying), ``model``, and with ``--heatmaps DIR`` also ``heatmap``: the path
+  of a float32 ``.npy`` [H, W] in [0, 1] on the input's own pixel grid. A failed input gives
+  ``{"file": ..., "error": {"type": ..., "message": ...}}`` and the others still run.
+
+``label`` is "hemorrhage" exactly when ``probability >= threshold``.
+
+Exit codes: 0 every input succeeded; 1 an input failed (reported in its row / JSON line) or the
+model could not be loaded (message on stderr); 2 usage error (bad arguments).
+
+A folder or ``.zip`` is a whole CT series, not a list of unrelated slices; it is reported as a
+failed input here with a message saying so (series reading is a separate feature), rather than
+being silently expanded into independent slices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from brain_ct.errors import BrainCTError, InvalidInputError
+
+if TYPE_CHECKING:
+    from brain_ct.io import CTImage
+    from brain_ct.predictor import Prediction, Predictor
+
+#: Show a progress bar on stderr from this many inputs on (and only on a terminal).
+PROGRESS_MIN_FILES = 4
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``predict`` on the ``python -m brain_ct`` parser."""
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict hemorrhage with a Grad-CAM heatmap for CT slices (DICOM, PNG, JPG, ...)",
+        description=(
+            "Predict intracranial hemorrhage for each head-CT slice given, with a Grad-CAM heatmap, "
+            "the regions it points to and a short explanation. Research and education aid, not a diagnosis."
+        ),
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="CT slice files: DICOM, PNG, JPG, BMP, TIFF, WebP")
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="ID_OR_DIR",
+        help="Hugging Face Hub id or model folder (default: env BRAIN_CT_MODEL, then models/brain-ct-demo)",
+    )
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit hash) to pin")
+    parser.add_argument("--json", action="store_true", help="write JSON Lines (one object per input) to stdout")
+    parser.add_argument(
+        "--heatmaps", type=Path, default=None, metavar="DIR", help="save each heatmap as float32 .npy [H, W] in DIR"
+    )
+    parser.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="skip the 'looks like an axial head CT' check for unusual but genuine slices",
+    )
+    parser.add_argument("--tta", action="store_true", help="test-time augmentation: average with the flipped slice")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=16, metavar="N", help="slices per forward pass (default 16)"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _error_dict(exc: BaseException) -> dict[str, str]:
+    message = str(exc).strip() or type(exc).__name__
+    return {"type": type(exc).__name__, "message": message}
+
+
+def _check_path(path: str) -> None:
+    p = Path(path)
+    if p.is_dir() or (p.suffix.lower() == ".zip" and p.is_file()):
+        kind = "folder" if p.is_dir() else ".zip"
+        raise InvalidInputError(
+            f"{path!r} is a {kind}, which is read as a whole CT series, not as separate slices; "
+            "give the slice files themselves (e.g. DIR/*.dcm) to predict them one by one"
+        )
+
+
+class _HeatmapWriter:
+    """Saves heatmaps as ``DIR/<safe stem>.npy``, never overwriting an earlier one of this run."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.used: set[str] = set()
+
+    def save(self, path_as_given: str, heatmap: Any) -> str:
+        import numpy as np
+
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path_as_given).stem).strip("._")[:80] or "slice"
+        name, n = stem, 1
+        while name in self.used or (self.folder / f"{name}.npy").exists():
+            n += 1
+            name = f"{stem}-{n}"
+        self.used.add(name)
+        target = self.folder / f"{name}.npy"
+        np.save(target, np.asarray(heatmap, dtype=np.float32))
+        return str(target)
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _predict_chunk(
+    predictor: Predictor, paths: Sequence[str], args: argparse.Namespace
+) -> list[Prediction | BaseException]:
+    """Load each path (a failure stays with its path), then one batched prediction for the rest."""
+    loaded: list[CTImage | BaseException] = []
+    for path in paths:
+        try:
+            _check_path(path)
+            loaded.append(predictor.load(path, allow_unverified=args.allow_unverified))
+        except Exception as exc:  # any failure of one input is reported and the rest go on
+            loaded.append(exc)
+    good = [ct for ct in loaded if not isinstance(ct, BaseException)]
+    try:
+        predictions = iter(predictor.predict_batch(good, batch_size=max(1, len(good)), tta=args.tta))
+    except Exception:
+        # Isolate which slice broke the batch; the others still get their answer.
+        singles: list[Prediction | BaseException] = []
+        for ct in good:
+            try:
+                singles.append(predictor.predict(ct, tta=args.tta))
+            except Exception as exc:
+                singles.append(exc)
+        predictions = iter(singles)
+    return [item if isinstance(item, BaseException) else next(predictions) for item in loaded]
+
+
+def _record(path: str, result: Prediction | BaseException, writer: _HeatmapWriter | None) -> dict[str, Any]:
+    if isinstance(result, BaseException):
+        return {"file": path, "error": _error_dict(result)}
+    record: dict[str, Any] = {"file": path}
+    data = result.to_dict()
+    for key in ("label", "probability", "threshold", "regions", "explanation", "source", "meta", "model"):
+        record[key] = data[key]
+    if writer is not None:
+        record["heatmap"] = writer.save(path, result.heatmap)
+    return record
+
+
+def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
+    rows = [("file", "label", "P(hem)", "threshold", "strongest region")]
+    for r in records:
+        if "error" in r:
+            rows.append((r["file"], "ERROR", "", "", f"{r['error']['type']}: {r['error']['message']}"))
+            continue
+        top = r["regions"][0] if r["regions"] else None
+        where = f"{top['side']} {top['region']}" if top else "-"
+        rows.append((r["file"], r["label"], f"{r['probability']:.3f}", f"{r['threshold']:.3f}", where))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [row[i].ljust(widths[i]) for i in range(4)]
+        print("  ".join([*cells, row[4]]).rstrip(), file=out)
+    explained = [r for r in records if "explanation" in r]
+    if explained:
+        print(file=out)
+    for r in explained:
+        print(f"{r['file']}: {r['explanation']}", file=out)
+        if "heatmap" in r:
+            print(f"  heatmap: {r['heatmap']}", file=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Predict every input; print a table or JSON Lines. Returns the exit code (0, 1 or 2)."""
+    from tqdm import tqdm
+    from transformers.utils import logging as hf_logging
+
+    from brain_ct.predictor import Predictor
+
+    writer = None
+    if args.heatmaps is not None:
+        try:
+            args.heatmaps.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"error: cannot create the heatmap folder {str(args.heatmaps)!r}: {exc.strerror}", file=sys.stderr)
+            return 2
+        writer = _HeatmapWriter(args.heatmaps)
+
+    hf_logging.disable_progress_bar()  # weight-loading bars are noise on a CLI's stderr
+    try:
+        predictor = Predictor.from_pretrained(args.model, revision=args.revision)
+    except BrainCTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+    paths = [str(p) for p in args.paths]
+    if hasattr(sys.stdout, "reconfigure"):
+        # File names need not be valid in the terminal's encoding; never crash on printing one.
+        sys.stdout.reconfigure(errors="backslashreplace")
+    show_bar = len(paths) >= PROGRESS_MIN_FILES and sys.stderr.isatty()
+    failed = 0
+    records: list[dict[str, Any]] = []
+    with tqdm(total=len(paths), unit="file", file=sys.stderr, disable=not show_bar) as bar:
+        for chunk in _chunks(paths, args.batch_size):
+            for path, result in zip(chunk, _predict_chunk(predictor, chunk, args), strict=True):
+                try:
+                    record = _record(path, result, writer)
+                except OSError as exc:  # the heatmap could not be written
+                    record = {"file": path, "error": _error_dict(exc)}
+                failed += "error" in record
+                if args.json:
+                    print(json.dumps(record), flush=True)
+                else:
+                    records.append(record)
+                bar.update(1)
+    if not args.json:
+        _format_table(records, sys.stdout)
+    return 1 if failed else 0

@@ -1,0 +1,389 @@
+"""Where the model looked: Grad-CAM (Captum), heatmap regions, plain-language explanation, overlay.
+
+Grad-CAM (Selvaraju et al. 2017) weighs the feature maps of the last ResNet stage
+(``model.resnet.encoder.stages[-1]``, whose output is a fresh tensor, not an in-place residual add)
+by the mean gradient of the hemorrhage log-odds ``logit[hemorrhage] − logit[normal]`` — the quantity
+whose sigmoid is P(hemorrhage) for a two-class softmax — and keeps the positive part
+(``relu_attributions=True``). The prediction and the heatmap come from ONE forward pass: the forward
+function handed to Captum stores the logits it computes, and Captum's ``LayerGradCam`` runs the
+forward function exactly once (captum 0.9: ``compute_layer_gradients_and_eval`` →
+``_forward_layer_distributed_eval`` → ``_run_forward``), then one backward from the log-odds to
+the last stage. The weights have ``requires_grad=False`` (see :func:`brain_ct.model.load_model`), so
+autograd records only what follows the last stage: the backward is as cheap as it can be.
+
+Sides follow the radiological convention: axial slices are displayed as if looking up from the
+patient's feet, so the PATIENT's left is on the IMAGE's right. Every ``side`` in this module is
+the patient's side.
+
+Region names (frontal, parietal, temporal, occipital, posterior fossa, deep/ventricular, extra-axial)
+are APPROXIMATE: they come from where a region lies inside the head outline on a single axial
+slice, without knowing the slice level or the patient's anatomy. Treat them as "roughly where",
+never as an anatomical label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from brain_ct.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import torch
+
+    from brain_ct.io import CTImage
+
+#: HU above which a pixel belongs to the head (skin, fat at −100 HU, brain, bone; air is −1000 HU).
+HEAD_HU = -300.0
+#: 8-bit intensity above which a pixel belongs to the head in an already-windowed image.
+HEAD_INTENSITY = 15
+#: Heat below this (of a heatmap in [0, 1]) is not coloured in the overlay, so the image stays readable.
+OVERLAY_EPS = 0.05
+#: Heat at and above this gets the full overlay opacity; in between the opacity ramps up.
+OVERLAY_FULL = 0.25
+
+REGION_NAMES = (
+    "frontal",
+    "parietal",
+    "temporal",
+    "occipital",
+    "posterior fossa",
+    "deep/ventricular",
+    "extra-axial",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Grad-CAM
+# --------------------------------------------------------------------------------------------
+def gradcam(
+    model: torch.nn.Module, pixel_values: torch.Tensor, hemorrhage_index: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and raw Grad-CAM maps of a batch from one forward and one backward pass.
+
+    Each sample's log-odds depends only on that sample (ResNet in eval mode: batch norm uses its
+    running statistics), so the gradient of their sum — what Captum takes — gives every sample
+    its own Grad-CAM.
+
+    Args:
+        model: a ``ResNetForImageClassification`` in eval mode.
+        pixel_values: float32 ``[N, C, S, S]`` model input.
+        hemorrhage_index: class index of "hemorrhage" (1 under the model folder contract).
+
+    Returns:
+        ``(logits, cams)``: logits float32 ``[N, num_labels]`` (detached) and the non-negative
+        Grad-CAM maps float32 ``[N, h, w]`` on the last stage's grid (h = w ≈ S / 32), detached
+        and not normalised.
+    """
+    import torch
+    from captum.attr import LayerGradCam
+
+    other = 1 - hemorrhage_index
+    captured: dict[str, torch.Tensor] = {}
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        logits = model(pixel_values=x).logits
+        captured["logits"] = logits
+        # [N, 1]: the hemorrhage log-odds, target 0 below.
+        return (logits[:, hemorrhage_index] - logits[:, other]).unsqueeze(1)
+
+    layer = model.resnet.encoder.stages[-1]
+    # inference_mode would forbid the backward; Captum itself enables gradients.
+    with torch.inference_mode(False):
+        cams = LayerGradCam(forward, layer).attribute(pixel_values, target=0, relu_attributions=True)
+    return captured["logits"].detach(), cams.detach()[:, 0]
+
+
+def normalize_heatmap(cam: np.ndarray) -> np.ndarray:
+    """Scale one map to [0, 1] by its maximum; an all-zero (or non-finite) map stays all zero.
+
+    Args:
+        cam: float ``[h, w]``, any non-negative values (NaN/inf are treated as 0).
+
+    Returns:
+        float32 ``[h, w]`` in [0, 1], no NaN.
+    """
+    out = np.nan_to_num(np.asarray(cam, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    np.maximum(out, 0.0, out=out)
+    peak = float(out.max()) if out.size else 0.0
+    if peak > 0.0:
+        out *= np.float32(1.0 / peak)
+        np.minimum(out, 1.0, out=out)
+    return out
+
+
+def heatmap_for_image(cam: np.ndarray, ct: CTImage) -> np.ndarray:
+    """A normalised Grad-CAM map on the model grid → float32 [H, W] in [0, 1] on the input's grid.
+
+    The coarse map covers exactly the square :func:`~brain_ct.windowing.model_box` the model saw,
+    so one bilinear resize straight to the box's size (in
+    :func:`~brain_ct.windowing.heatmap_to_image`) places it exactly; upsampling to the model grid
+    first would be a second bilinear pass over the same samples. Outside the box the heat is 0.
+    """
+    from brain_ct import windowing
+
+    heat = windowing.heatmap_to_image(cam, windowing.model_box(ct), ct_shape(ct))
+    return np.clip(heat, 0.0, 1.0, out=heat)
+
+
+def ct_shape(ct: CTImage) -> tuple[int, int]:
+    """(H, W) of the input image, in pixels."""
+    return tuple(int(v) for v in ct.display.shape[:2])  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------
+# Head outline and regions
+# --------------------------------------------------------------------------------------------
+def head_mask(ct: CTImage) -> np.ndarray:
+    """The head (skull and everything inside it) as a bool [H, W] mask.
+
+    DICOM: HU > −300 (:data:`HEAD_HU`); 8-bit images: intensity > :data:`HEAD_INTENSITY`. The
+    largest connected component is kept (drops captions, rulers, table) and its holes are filled
+    (ventricles and dark fat in an 8-bit brain window).
+    """
+    fg = ct.hu > HEAD_HU if ct.hu is not None else ct.display > HEAD_INTENSITY
+    return _largest_filled(fg.astype(np.uint8))
+
+
+def _largest_filled(binary: np.ndarray) -> np.ndarray:
+    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = np.zeros(binary.shape, np.uint8)
+    if contours:
+        biggest = max(contours, key=cv2.contourArea)
+        cv2.drawContours(out, [biggest], -1, 1, thickness=cv2.FILLED)
+    return out.astype(bool)
+
+
+def is_skull_base_level(ct: CTImage, mask: np.ndarray) -> bool:
+    """Guess whether a slice is at the skull base (posterior fossa level) from bone inside the head.
+
+    At the skull base the petrous bones, clivus and sphenoid put bone well inside the head outline;
+    above it only small calcifications (pineal, choroid plexus, falx) do. Bone is HU > 300 for
+    DICOM and saturated white (255) for 8-bit images, where acute blood can saturate too, so the
+    8-bit rule asks for more. An approximation for naming regions, nothing more.
+    """
+    geom = _geometry(mask)
+    if geom is None:
+        return False
+    cx, cy, rx, ry = geom
+    h, w = mask.shape
+    yy, xx = np.ogrid[:h, :w]
+    inner = (((xx - cx) / (0.75 * rx)) ** 2 + ((yy - cy) / (0.75 * ry)) ** 2) <= 1.0
+    inner &= mask
+    n = int(inner.sum())
+    if n == 0:
+        return False
+    if ct.hu is not None:
+        return float((ct.hu[inner] > 300.0).sum()) / n > 0.03
+    return float((ct.display[inner] >= 250).sum()) / n > 0.06
+
+
+def _geometry(mask: np.ndarray) -> tuple[float, float, float, float] | None:
+    """Centre and half-axes (cx, cy, rx, ry) of the head's bounding box, pixels; None if empty."""
+    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+    if w < 2 or h < 2:
+        return None
+    return x + w / 2.0, y + h / 2.0, w / 2.0, h / 2.0
+
+
+def regions(
+    heatmap: np.ndarray,
+    mask: np.ndarray,
+    *,
+    skull_base: bool = False,
+    rel_threshold: float = 0.5,
+    min_area_frac: float = 0.002,
+    max_regions: int = 5,
+) -> list[dict[str, Any]]:
+    """The heatmap's hot regions inside the head, strongest first.
+
+    Heat inside ``mask`` at or above ``rel_threshold`` × its peak is split into 8-connected
+    components; components smaller than ``min_area_frac`` of the head are dropped.
+
+    Args:
+        heatmap: float32 [H, W] in [0, 1] on the input grid.
+        mask: bool [H, W] head mask (:func:`head_mask`).
+        skull_base: the slice is at the skull base (:func:`is_skull_base_level`): posterior regions
+            are named "posterior fossa" instead of "occipital".
+        rel_threshold: fraction of the in-head peak a pixel needs to be part of a region.
+        min_area_frac: smallest region kept, as a fraction of the head's area.
+        max_regions: at most this many regions are returned.
+
+    Returns:
+        A list of JSON-safe dicts, sorted by ``score`` (descending):
+        ``bbox`` [x0, y0, x1, y1] in input pixels (x1/y1 exclusive); ``side`` "left", "right" or
+        "midline" — the PATIENT's side (patient's left = image right); ``region`` an approximate
+        name from :data:`REGION_NAMES`; ``score`` the region's share of the heat inside the head
+        (0–1); ``peak`` its highest heat (0–1); ``area_px`` its size in pixels.
+    """
+    if heatmap.shape != mask.shape:
+        raise InvalidInputError(f"heatmap {heatmap.shape} and head mask {mask.shape} must have the same shape")
+    geom = _geometry(mask)
+    if geom is None:
+        return []
+    heat = np.where(mask, heatmap, np.float32(0.0)).astype(np.float32, copy=False)
+    peak = float(heat.max())
+    total = float(heat.sum())
+    if peak <= 1e-6 or total <= 0.0:
+        return []
+    binary = (heat >= rel_threshold * peak).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n <= 1:
+        return []
+    flat_labels = labels.ravel()
+    h, w = heat.shape
+    # Heat mass and heat-weighted centroid of every component at once.
+    mass = np.bincount(flat_labels, weights=heat.ravel(), minlength=n)
+    mx = np.bincount(flat_labels, weights=(heat * np.arange(w, dtype=np.float32)).ravel(), minlength=n)
+    my = np.bincount(flat_labels, weights=(heat * np.arange(h, dtype=np.float32)[:, None]).ravel(), minlength=n)
+    min_area = max(1, int(min_area_frac * float(mask.sum())))
+    out: list[dict[str, Any]] = []
+    for i in range(1, n):
+        x, y, bw, bh, area = (int(v) for v in stats[i])
+        if area < min_area or mass[i] <= 0.0:
+            continue
+        cx, cy = float(mx[i] / mass[i]), float(my[i] / mass[i])
+        crop = heat[y : y + bh, x : x + bw]
+        comp_peak = float(crop[labels[y : y + bh, x : x + bw] == i].max())
+        side, name = _locate(cx, cy, geom, skull_base)
+        out.append(
+            {
+                "bbox": [x, y, x + bw, y + bh],
+                "side": side,
+                "region": name,
+                "score": round(float(mass[i]) / total, 4),
+                "peak": round(comp_peak, 4),
+                "area_px": area,
+            }
+        )
+    out.sort(key=lambda r: (-r["score"], -r["peak"]))
+    return out[:max_regions]
+
+
+def _locate(
+    x: float, y: float, geom: tuple[float, float, float, float], skull_base: bool
+) -> tuple[str, str]:
+    """Patient side and approximate region name of a point inside the head.
+
+    Coordinates are normalised to the head's bounding ellipse: u ∈ [−1, 1] left→right on the
+    IMAGE, v ∈ [−1, 1] top (anterior, in standard axial display) → bottom (posterior).
+    """
+    cx, cy, rx, ry = geom
+    u = (x - cx) / rx
+    v = (y - cy) / ry
+    # Radiological convention: the image's right (u > 0) is the patient's LEFT.
+    side = "midline" if abs(u) < 0.1 else ("left" if u > 0 else "right")
+    r = float(np.hypot(u, v))
+    if r >= 0.82:
+        name = "extra-axial"
+    elif r < 0.35:
+        name = "deep/ventricular"
+    elif v < -0.3:
+        name = "frontal"
+    elif v > 0.45:
+        name = "posterior fossa" if skull_base else "occipital"
+    elif abs(u) > 0.5:
+        name = "temporal"
+    else:
+        name = "parietal"
+    return side, name
+
+
+# --------------------------------------------------------------------------------------------
+# Text
+# --------------------------------------------------------------------------------------------
+def probability_tier(probability: float, threshold: float) -> str:
+    """One of ``"clearly below"``, ``"near below"``, ``"near above"``, ``"well above"``.
+
+    The band around the threshold is half the distance to 0 below it and half the distance to 1
+    above it, so the tiers adapt to thresholds other than 0.5.
+    """
+    if probability < threshold:
+        return "clearly below" if probability < threshold / 2.0 else "near below"
+    return "near above" if probability < threshold + (1.0 - threshold) / 2.0 else "well above"
+
+
+def describe_region(region: dict[str, Any]) -> str:
+    """``{"side": "left", "region": "temporal"}`` → "the patient's left temporal area"."""
+    side, name = region.get("side"), region.get("region", "")
+    if name == "extra-axial":
+        where = "the midline" if side == "midline" else f"the patient's {side} side"
+        return f"the extra-axial space just inside the skull ({where})"
+    if name == "deep/ventricular":
+        where = "near the midline" if side == "midline" else f"on the patient's {side}"
+        return f"the deep / ventricular area {where}"
+    if side == "midline":
+        return f"the midline {name} area"
+    return f"the patient's {side} {name} area"
+
+
+def explanation(probability: float, threshold: float, found: Sequence[dict[str, Any]]) -> str:
+    """A short plain-language explanation of one prediction.
+
+    Args:
+        probability: P(hemorrhage) in [0, 1].
+        threshold: the model's decision threshold.
+        found: :func:`regions` of the heatmap, strongest first.
+
+    Returns:
+        A few sentences: the verdict by probability tier, where the model looked (below the threshold
+        without claiming a finding), how approximate region names are, and the disclaimer.
+    """
+    from brain_ct import DISCLAIMER
+
+    p, t = float(probability), float(threshold)
+    tier = probability_tier(p, t)
+    nums = f"probability {p:.2f}, threshold {t:.2f}"
+    verdict = {
+        "clearly below": f"No sign of intracranial hemorrhage found by the model ({nums}: clearly below).",
+        "near below": f"Below the threshold but close ({nums}): a borderline result that deserves a careful look.",
+        "near above": f"Possible intracranial hemorrhage ({nums}: above the threshold, but not by much).",
+        "well above": f"Intracranial hemorrhage likely according to the model ({nums}: well above).",
+    }[tier]
+    places = [describe_region(r) for r in found[:2]]
+    if not places:
+        where = "The heatmap shows no focused area inside the head."
+    else:
+        listed = places[0] if len(places) == 1 else f"{places[0]}, then {places[1]}"
+        if p >= t:
+            where = f"The heatmap (Grad-CAM) points to {listed}."
+        else:
+            where = f"Where the model looked most (Grad-CAM; this is not a finding): {listed}."
+        where += " Region names are approximate, estimated from position in the head outline on this slice."
+    return f"{verdict} {where} {DISCLAIMER}"
+
+
+# --------------------------------------------------------------------------------------------
+# Overlay
+# --------------------------------------------------------------------------------------------
+def overlay(display: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4) -> np.ndarray:
+    """The heatmap in the JET colour map over a grey image.
+
+    Colour is blended in only where the heat exceeds :data:`OVERLAY_EPS`, ramping up to ``opacity``
+    at :data:`OVERLAY_FULL`, so cold areas keep the original grey image.
+
+    Args:
+        display: uint8 [H, W] grey image (or [H, W, 3] RGB).
+        heatmap: float32 [H, W] in [0, 1].
+        opacity: colour weight at full heat, in [0, 1].
+
+    Returns:
+        uint8 [H, W, 3] RGB.
+    """
+    if not 0.0 <= float(opacity) <= 1.0:
+        raise InvalidInputError(f"overlay opacity must be in [0, 1]; got {opacity}")
+    if display.shape[:2] != heatmap.shape:
+        raise InvalidInputError(
+            f"image {display.shape[:2]} and heatmap {heatmap.shape} must have the same height and width"
+        )
+    base = display if display.ndim == 3 else cv2.cvtColor(display, cv2.COLOR_GRAY2RGB)
+    heat = np.clip(np.nan_to_num(heatmap.astype(np.float32, copy=False)), 0.0, 1.0)
+    colour = cv2.applyColorMap((heat * 255.0 + 0.5).astype(np.uint8), cv2.COLORMAP_JET)
+    colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
+    alpha = np.clip((heat - OVERLAY_EPS) / (OVERLAY_FULL - OVERLAY_EPS), 0.0, 1.0) * np.float32(opacity)
+    alpha = alpha[..., None]
+    out = base.astype(np.float32) * (1.0 - alpha) + colour.astype(np.float32) * alpha
+    return (out + 0.5).astype(np.uint8)

@@ -1,0 +1,415 @@
+"""Load a brain-CT hemorrhage model (a Hub id or a folder) and its preprocessing settings.
+
+A model is a ``transformers`` ``ResNetForImageClassification`` saved with safetensors weights,
+whose ``config.json`` also carries the project's preprocessing settings (the "model folder
+contract", see ``ARCHITECTURE.md``):
+
+* ``id2label`` = ``{0: "normal", 1: "hemorrhage"}``;
+* ``brain_ct_windows``: list of ``[center, width]`` in HU, one per window channel;
+* ``brain_ct_image_size``: side of the square model input, pixels;
+* ``brain_ct_threshold``: P(hemorrhage) at or above which the label is "hemorrhage";
+* ``brain_ct_image_mean`` / ``brain_ct_image_std``: per-channel normalisation (default: ImageNet,
+  :func:`brain_ct.windowing.default_stats`);
+* ``brain_ct_context_slices`` (optional, default 0): k > 0 stacks slices s−k … s+k as channels,
+  each with every window, so ``num_channels == len(windows) * (2k + 1)``;
+* ``brain_ct_trained_on`` (optional): what the weights were trained on, e.g. ``"synthetic phantoms"``.
+
+Model choice order everywhere (CLI, app, library): an explicit id/folder, then the environment
+variable ``BRAIN_CT_MODEL``, then the bundled demo model in ``models/brain-ct-demo/``.
+
+Only safetensors weights are loaded and never remote code (``trust_remote_code=False``): a model
+file can otherwise run arbitrary code on the machine that opens it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from brain_ct import windowing
+from brain_ct.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig
+
+    from brain_ct.io import CTImage
+
+#: The bundled demo model (trained on synthetic phantoms by ``python -m train``).
+DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "brain-ct-demo"
+
+#: Environment variable naming the default model (Hub id or folder).
+MODEL_ENV = "BRAIN_CT_MODEL"
+
+#: The labels every brain-CT model must have, by class index.
+ID2LABEL: dict[int, str] = {0: "normal", 1: "hemorrhage"}
+LABEL2ID: dict[str, int] = {v: k for k, v in ID2LABEL.items()}
+
+_MIN_SIZE, _MAX_SIZE = 32, 2048
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Preprocessing and decision settings of one model, read from its ``config.json``.
+
+    Attributes:
+        windows: one (center, width) in HU per window channel.
+        image_size: side of the square model input, pixels.
+        threshold: P(hemorrhage) at or above which the label is "hemorrhage", in (0, 1).
+        mean, std: per-input-channel normalisation after windowing (length ``num_channels``).
+        context_slices: k neighbouring slices on each side stacked as channels (0 = single slice).
+        trained_on: what the weights were trained on (``brain_ct_trained_on``), or None if unknown.
+        model_id: the id or folder the model was loaded from (as given, or resolved).
+        revision: the Hub revision asked for, or None.
+        is_demo: True for the bundled demo model or any model trained on synthetic data only;
+            the app shows a "for demonstration only" banner then.
+        hemorrhage_index: class index of "hemorrhage" in the logits (1 under the contract).
+    """
+
+    windows: tuple[tuple[float, float], ...]
+    image_size: int
+    threshold: float
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    context_slices: int = 0
+    trained_on: str | None = None
+    model_id: str = ""
+    revision: str | None = None
+    is_demo: bool = False
+    hemorrhage_index: int = field(default=1, repr=False)
+
+    def __post_init__(self) -> None:
+        wins = tuple((float(c), float(w)) for c, w in self.windows)
+        object.__setattr__(self, "windows", wins)
+        if not self.mean or not self.std:
+            mean, std = windowing.default_stats(self.num_channels)
+            object.__setattr__(self, "mean", tuple(mean))
+            object.__setattr__(self, "std", tuple(std))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.is_demo is False and self.trained_on and "synthetic" in self.trained_on.lower():
+            object.__setattr__(self, "is_demo", True)
+
+    @property
+    def num_channels(self) -> int:
+        """Input channels the model expects: windows × (2 × context_slices + 1)."""
+        return len(self.windows) * (2 * self.context_slices + 1)
+
+
+def resolve_model_id(explicit: str | os.PathLike[str] | None = None) -> str:
+    """Pick the model to load: ``explicit``, then env ``BRAIN_CT_MODEL``, then the bundled demo.
+
+    Args:
+        explicit: a Hub id (``owner/name``) or a folder, e.g. from ``--model``; None or "" to
+            fall through.
+
+    Returns:
+        The id or folder path as a string.
+
+    Raises:
+        ModelLoadError: nothing was given and the bundled demo model is not there.
+    """
+    if explicit is not None and str(explicit).strip():
+        return str(explicit).strip()
+    env = os.environ.get(MODEL_ENV, "").strip()
+    if env:
+        return env
+    if (DEMO_MODEL_DIR / "config.json").is_file():
+        return str(DEMO_MODEL_DIR)
+    raise ModelLoadError(
+        f"no model given and the bundled demo model is missing ({DEMO_MODEL_DIR}). "
+        "Pass a Hub id or folder with --model (or the model argument), set the environment "
+        f"variable {MODEL_ENV}, or train the demo model with python -m train "
+        "(the README's 'Demo model' section has the exact command)"
+    )
+
+
+def _looks_like_path(model_id: str) -> bool:
+    """True when ``model_id`` can only be a local path (a Hub id is ``name`` or ``owner/name``)."""
+    if model_id.startswith((".", "/", "~", "\\")) or model_id.endswith(("/", "\\")):
+        return True
+    if os.sep != "/" and os.sep in model_id:
+        return True
+    return model_id.count("/") > 1 or ":" in model_id
+
+
+def _is_demo_path(model_id: str) -> bool:
+    try:
+        return Path(model_id).expanduser().resolve() == DEMO_MODEL_DIR
+    except OSError:
+        return False
+
+
+def _as_float_list(value: Any, key: str, model_id: str) -> list[float]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ModelLoadError(f"model {model_id!r}: config key {key} must be a non-empty list; got {value!r}")
+    try:
+        out = [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise ModelLoadError(f"model {model_id!r}: config key {key} must hold numbers; got {value!r}") from None
+    if not all(math.isfinite(v) for v in out):
+        raise ModelLoadError(f"model {model_id!r}: config key {key} must hold finite numbers; got {value!r}")
+    return out
+
+
+def settings_from_config(
+    config: PretrainedConfig, model_id: str = "", revision: str | None = None
+) -> ModelSettings:
+    """Validate a model config against the model folder contract and read its settings.
+
+    Args:
+        config: the loaded ``transformers`` config.
+        model_id: the id or folder, for error messages and :attr:`ModelSettings.model_id`.
+        revision: the Hub revision asked for, or None.
+
+    Raises:
+        ModelLoadError: not a ResNet classifier, labels other than {normal, hemorrhage}, or a
+            ``brain_ct_*`` key missing or invalid. The message names the key and how to fix it.
+    """
+    name = model_id or "<config>"
+    model_type = getattr(config, "model_type", None)
+    if model_type != "resnet":
+        raise ModelLoadError(
+            f"model {name!r} is a {model_type!r} model; brain_ct loads ResNetForImageClassification "
+            "models only (model_type 'resnet'), as written by python -m train"
+        )
+    archs = getattr(config, "architectures", None) or []
+    if archs and "ResNetForImageClassification" not in archs:
+        raise ModelLoadError(
+            f"model {name!r} has architectures {archs}; a ResNetForImageClassification is required"
+        )
+    id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+    if len(id2label) != 2 or {v.lower() for v in id2label.values()} != set(LABEL2ID):
+        raise ModelLoadError(
+            f"model {name!r} has labels {id2label}; a brain-CT hemorrhage model must have exactly two "
+            "labels {0: 'normal', 1: 'hemorrhage'} (id2label in config.json)"
+        )
+    hem_index = next(k for k, v in id2label.items() if v.lower() == "hemorrhage")
+
+    missing = [
+        k for k in ("brain_ct_windows", "brain_ct_image_size", "brain_ct_threshold") if not hasattr(config, k)
+    ]
+    if missing:
+        raise ModelLoadError(
+            f"model {name!r} lacks the config key(s) {', '.join(missing)}: it was not saved by "
+            "python -m train. Add them to its config.json (see ARCHITECTURE.md, model folder contract), "
+            "e.g. \"brain_ct_windows\": [[40, 80], [80, 200], [600, 2800]], "
+            "\"brain_ct_image_size\": 224, \"brain_ct_threshold\": 0.5"
+        )
+    raw_windows = config.brain_ct_windows
+    if not isinstance(raw_windows, (list, tuple)) or not raw_windows:
+        raise ModelLoadError(
+            f"model {name!r}: brain_ct_windows must be a list of [center, width] in HU; got {raw_windows!r}"
+        )
+    windows: list[tuple[float, float]] = []
+    for w in raw_windows:
+        pair = _as_float_list(w, "brain_ct_windows", name)
+        if len(pair) != 2 or pair[1] <= 0:
+            raise ModelLoadError(
+                f"model {name!r}: each entry of brain_ct_windows is [center, width] with width > 0 HU; got {w!r}"
+            )
+        windows.append((pair[0], pair[1]))
+
+    size = config.brain_ct_image_size
+    if isinstance(size, bool) or not isinstance(size, int) or not _MIN_SIZE <= size <= _MAX_SIZE:
+        raise ModelLoadError(
+            f"model {name!r}: brain_ct_image_size must be an integer from {_MIN_SIZE} to {_MAX_SIZE} px; got {size!r}"
+        )
+    threshold = config.brain_ct_threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        raise ModelLoadError(f"model {name!r}: brain_ct_threshold must be a number in (0, 1); got {threshold!r}")
+
+    context = getattr(config, "brain_ct_context_slices", 0) or 0
+    if isinstance(context, bool) or not isinstance(context, int) or not 0 <= context <= 8:
+        raise ModelLoadError(
+            f"model {name!r}: brain_ct_context_slices must be an integer from 0 to 8; got {context!r}"
+        )
+    expected = len(windows) * (2 * context + 1)
+    num_channels = getattr(config, "num_channels", None)
+    if num_channels != expected:
+        raise ModelLoadError(
+            f"model {name!r} takes {num_channels} input channels but its settings describe {expected} "
+            f"({len(windows)} window(s) × {2 * context + 1} slice(s)); fix brain_ct_windows or "
+            "brain_ct_context_slices in config.json"
+        )
+    mean_raw = getattr(config, "brain_ct_image_mean", None)
+    std_raw = getattr(config, "brain_ct_image_std", None)
+    if mean_raw is None or std_raw is None:
+        mean, std = windowing.default_stats(expected)
+    else:
+        mean = _as_float_list(mean_raw, "brain_ct_image_mean", name)
+        std = _as_float_list(std_raw, "brain_ct_image_std", name)
+        if len(mean) != expected or len(std) != expected:
+            raise ModelLoadError(
+                f"model {name!r}: brain_ct_image_mean/std need one value per input channel ({expected}); "
+                f"got {len(mean)} and {len(std)}"
+            )
+        if min(std) <= 0:
+            raise ModelLoadError(f"model {name!r}: brain_ct_image_std values must be > 0; got {std}")
+    trained_on = getattr(config, "brain_ct_trained_on", None)
+    trained_on = str(trained_on) if trained_on else None
+    return ModelSettings(
+        windows=tuple(windows),
+        image_size=int(size),
+        threshold=float(threshold),
+        mean=tuple(mean),
+        std=tuple(std),
+        context_slices=int(context),
+        trained_on=trained_on,
+        model_id=model_id,
+        revision=revision,
+        is_demo=_is_demo_path(model_id) if model_id else False,
+        hemorrhage_index=hem_index,
+    )
+
+
+def apply_settings_to_config(config: PretrainedConfig, settings: ModelSettings) -> PretrainedConfig:
+    """Write ``settings`` (and the contract's labels) into a config, for ``save_pretrained``.
+
+    The training script calls this before saving so that every model folder it writes loads
+    with :func:`load_model`. ``num_channels`` must already match ``settings.num_channels``.
+
+    Returns:
+        The same config, modified in place.
+    """
+    config.id2label = dict(ID2LABEL)
+    config.label2id = dict(LABEL2ID)
+    config.brain_ct_windows = [[float(c), float(w)] for c, w in settings.windows]
+    config.brain_ct_image_size = int(settings.image_size)
+    config.brain_ct_threshold = float(settings.threshold)
+    config.brain_ct_image_mean = [float(v) for v in settings.mean]
+    config.brain_ct_image_std = [float(v) for v in settings.std]
+    config.brain_ct_context_slices = int(settings.context_slices)
+    if settings.trained_on:
+        config.brain_ct_trained_on = settings.trained_on
+    settings_from_config(config, "<config>")  # refuse to write what load_model would refuse
+    return config
+
+
+def _load_config(model_id: str, revision: str | None) -> PretrainedConfig:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(model_id, revision=revision, trust_remote_code=False)
+    except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors, ...
+        where = "folder" if Path(model_id).expanduser().exists() else "Hub id or folder"
+        raise ModelLoadError(
+            f"cannot load the model config of {where} {model_id!r}"
+            + (f" at revision {revision!r}" if revision else "")
+            + f": {_first_line(exc)}. Check the id/path (a folder needs config.json and model.safetensors; "
+            "a Hub id needs network access, or a cached copy when HF_HUB_OFFLINE=1)"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def load_model(
+    model_id_or_dir: str | os.PathLike[str] | None = None,
+    revision: str | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.nn.Module, ModelSettings]:
+    """Load a brain-CT model and its settings.
+
+    Args:
+        model_id_or_dir: a Hub id (``owner/name``, fetched with ``huggingface_hub`` into its cache;
+            works offline from the cache with ``HF_HUB_OFFLINE=1``) or a local folder; None
+            follows :func:`resolve_model_id`.
+        revision: a Hub branch, tag or commit hash (pin a commit on Spaces); None for the default.
+        device: torch device to put the model on.
+
+    Returns:
+        ``(model, settings)``: the ``ResNetForImageClassification`` in eval mode and its
+        :class:`ModelSettings`.
+
+    Raises:
+        ModelLoadError: bad id or folder, unreachable Hub, no safetensors weights, or a config
+            that does not follow the model folder contract. The message names the id.
+    """
+    model_id = resolve_model_id(None if model_id_or_dir is None else str(model_id_or_dir))
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ModelLoadError(
+                f"model folder {model_id!r} has no config.json; a model folder is what python -m train "
+                "writes (config.json + model.safetensors)"
+            )
+        model_id = str(local)
+    elif local.exists():
+        raise ModelLoadError(f"model {model_id!r} is a file; give the model's folder or a Hub id")
+    elif _looks_like_path(model_id):
+        raise ModelLoadError(
+            f"model folder {model_id!r} does not exist; give an existing folder or a Hub id (owner/name)"
+        )
+
+    config = _load_config(model_id, revision)
+    settings = settings_from_config(config, model_id, revision)
+
+    from transformers import AutoModelForImageClassification
+
+    try:
+        model = AutoModelForImageClassification.from_pretrained(
+            model_id, config=config, revision=revision, use_safetensors=True, trust_remote_code=False
+        )
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot load the weights of model {model_id!r}: {_first_line(exc)}. "
+            "Only safetensors weights (model.safetensors) are accepted"
+        ) from exc
+    if type(model).__name__ != "ResNetForImageClassification":
+        raise ModelLoadError(f"model {model_id!r} loaded as {type(model).__name__}, not ResNetForImageClassification")
+    model.eval()
+    model.to(device)
+    # Nothing in inference trains the weights: don't let Grad-CAM's backward fill .grad buffers.
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, settings
+
+
+def model_input(
+    ct: CTImage,
+    settings: ModelSettings,
+    neighbors: Sequence[CTImage | None] | None = None,
+) -> np.ndarray:
+    """The model input of one slice under ``settings`` (windows, size, normalisation, context).
+
+    Single-slice models (``context_slices == 0``) get :func:`brain_ct.windowing.to_model_input`
+    directly. Slice-context models get the windowed slices s−k … s+k stacked as channels, in that
+    order, each with all windows (channel index = slice offset × len(windows) + window index).
+    Neighbours are cropped with the centre slice's head box so the stack stays aligned; a missing
+    neighbour (None, or no ``neighbors`` at all, e.g. a single uploaded image) repeats the
+    centre slice.
+
+    Args:
+        ct: the slice.
+        settings: the model's settings.
+        neighbors: for context models, the 2k slices ``[s−k, …, s−1, s+1, …, s+k]`` (None entries
+            allowed); ignored by single-slice models.
+
+    Returns:
+        float32 ``[settings.num_channels, image_size, image_size]``.
+    """
+    k = settings.context_slices
+    if k == 0:
+        return windowing.to_model_input(ct, settings.windows, settings.image_size, settings.mean, settings.std)
+    nbs = list(neighbors) if neighbors is not None else [None] * (2 * k)
+    if len(nbs) != 2 * k:
+        raise ValueError(f"a context model with {k} slice(s) each side needs {2 * k} neighbours; got {len(nbs)}")
+    centre = windowing.to_model_input(ct, settings.windows, settings.image_size, None, None)
+    stack: list[np.ndarray] = []
+    for nb in [*nbs[:k], None, *nbs[k:]]:
+        if nb is None or nb is ct:
+            stack.append(centre)
+        else:
+            aligned = dataclasses.replace(nb, head_box=ct.head_box) if nb.shape == ct.shape else nb
+            stack.append(windowing.to_model_input(aligned, settings.windows, settings.image_size, None, None))
+    return windowing.normalize(np.concatenate(stack, axis=0), settings.mean, settings.std)
