@@ -1,0 +1,311 @@
+"""``python -m train``: fine-tune (or train from scratch) a brain-CT hemorrhage ResNet and save a model folder.
+
+Examples::
+
+    # the seed's layout: Dataset/train/{hemorrhage,normal}, Dataset/test/{hemorrhage,normal}
+    python -m train --train_dir Dataset/train --test_dir Dataset/test --output_dir outputs/ich-resnet50
+
+    # the same from one JSON file of arguments
+    python -m train args.json
+
+    # a small model from scratch on phantoms generated on the fly (see the README for the demo model)
+    python -m train --model_size demo --synthetic_train 4000 --synthetic_validation 400 \\
+        --synthetic_test 600 --image_size 256 --output_dir models/brain-ct-demo
+
+The default base model ``microsoft/resnet-50`` is downloaded from the Hub at run time. The output folder
+follows the model folder contract (ARCHITECTURE.md): config with ``brain_ct_*`` keys, safetensors weights,
+``preprocessor_config.json``, model card, ``eval_results.json`` and plots; checkpoints in ``checkpoint-*``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from train.args import (
+    MODEL_SIZE_PRESETS,
+    BrainCTTrainingArguments,
+    DataArguments,
+    ModelArguments,
+    load_model_config,
+)
+
+logger = logging.getLogger("train")
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, BrainCTTrainingArguments]:
+    """Read the three argument groups from ``argv`` (default ``sys.argv[1:]``) or from one JSON file."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser((ModelArguments, DataArguments, BrainCTTrainingArguments))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(json_file=str(Path(argv[0]).resolve()))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def build_model(model_args: ModelArguments, num_channels: int) -> Any:
+    """A ``ResNetForImageClassification`` with labels {0: normal, 1: hemorrhage} and ``num_channels`` inputs.
+
+    From scratch (``--model_config`` / ``--model_size``) it is built from a ``ResNetConfig`` with random
+    weights; otherwise ``--model_name_or_path`` is loaded and its 1000-class head replaced.
+    """
+    from transformers import AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification
+
+    from train.data import ID2LABEL, LABEL2ID
+
+    labels = {"num_labels": 2, "id2label": dict(ID2LABEL), "label2id": dict(LABEL2ID)}
+    if model_args.from_scratch:
+        fields = (load_model_config(model_args.model_config) if model_args.model_config is not None
+                  else dict(MODEL_SIZE_PRESETS[model_args.model_size]))
+        fields = {k: v for k, v in fields.items() if k not in ("num_labels", "id2label", "label2id")}
+        fields["num_channels"] = num_channels
+        try:
+            config = ResNetConfig(**fields, **labels)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"--model_config: not a valid ResNetConfig ({exc})") from None
+        return ResNetForImageClassification(config)
+    model = AutoModelForImageClassification.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        cache_dir=model_args.cache_dir,
+        ignore_mismatched_sizes=True,  # the pretrained 1000-class head becomes a new 2-class head
+        use_safetensors=None,
+        **labels,
+    )
+    if type(model).__name__ != "ResNetForImageClassification":
+        raise ValueError(
+            f"--model_name_or_path {model_args.model_name_or_path!r} is a {type(model).__name__}; "
+            "brain_ct models are ResNetForImageClassification"
+        )
+    if model.config.num_channels != num_channels:
+        raise ValueError(
+            f"--windows gives {num_channels} channels but the pretrained model takes {model.config.num_channels}; "
+            "use as many windows as it has input channels, or build a model from scratch (--model_size)"
+        )
+    return model
+
+
+def describe_architecture(model: Any) -> str:
+    """e.g. ``ResNet basic, stages [32, 64, 128] × depths [2, 2, 2], 0.70 M parameters, stride 16``."""
+    c = model.config
+    stride = 4 * 2 ** (len(c.depths) - 1) * (2 if c.downsample_in_first_stage else 1)
+    n = sum(p.numel() for p in model.parameters())
+    return (f"ResNet ({c.layer_type} blocks), {c.num_channels} input channels, stages {list(c.hidden_sizes)} × "
+            f"depths {list(c.depths)}, {n / 1e6:.2f} M parameters, output stride {stride}")
+
+
+def save_preprocessor(folder: str | Path, size: int, mean: list[float], std: list[float]) -> None:
+    """Write a ``ConvNextImageProcessor``-compatible ``preprocessor_config.json`` for Hub tooling.
+
+    It resizes to ``size`` and normalises an already windowed 8-bit image (no cropping: ``crop_pct`` 1).
+    brain_ct's own preprocessing (HU windows, framing to the head) is what predictions use.
+    """
+    from transformers import ConvNextImageProcessorPil
+
+    if len(mean) != 3:  # image processors speak RGB; a non-3-channel model has no meaningful one
+        return
+    ConvNextImageProcessorPil(size={"shortest_edge": size}, crop_pct=1.0, image_mean=mean,
+                              image_std=std).save_pretrained(str(folder))
+
+
+def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
+    """``--resume_from_checkpoint``: a path, or ``last`` for the newest ``checkpoint-*`` in ``--output_dir``."""
+    if value is None or value == "":
+        return None
+    if value in ("last", "latest", "true", "True"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        found = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+        if found is None:
+            raise ValueError(f"--resume_from_checkpoint {value}: no checkpoint-* folder in {output_dir!r}")
+        return found
+    if not Path(value).is_dir():
+        raise ValueError(f"--resume_from_checkpoint {value!r} is not a checkpoint folder (or say 'last')")
+    return value
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Train, choose the threshold, evaluate, save (and push). Returns the ``eval_results.json`` content."""
+    from transformers import default_data_collator, set_seed
+
+    from brain_ct.model import ModelSettings, apply_settings_to_config
+    from brain_ct.windowing import default_stats
+    from train.augment import Augmenter
+    from train.card import write_model_card
+    from train.data import SliceTransform, attach_transform, build_splits, class_weights_from_counts
+    from train.evaluate import (
+        choose_threshold,
+        clamp_threshold,
+        json_ready,
+        plot_training_curves,
+        predict_scores,
+        report_split,
+        summary_line,
+    )
+    from train.trainer import BrainCTTrainer, compute_metrics
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    model_args, data_args, training_args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
+                        handlers=[logging.StreamHandler(sys.stdout)])
+    training_args.resolve_stages(model_args.from_scratch)
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise ValueError("--streaming needs --max_steps (a stream has no length to count epochs by)")
+    set_seed(training_args.seed)
+
+    windows = data_args.window_list
+    n_ch = len(windows)
+    mean, std = (data_args.mean_list, data_args.std_list) if data_args.mean_list else default_stats(n_ch)
+    splits = build_splits(data_args, training_args.seed)
+    if training_args.class_weight_list is not None:
+        weights = training_args.class_weight_list
+    elif splits.class_counts is not None:
+        weights = class_weights_from_counts(splits.class_counts)
+    else:
+        raise ValueError("--class_weights is required with --streaming (class counts of a stream are unknown)")
+    logger.info("training data: %s; class counts %s; class weights %s", splits.description,
+                splits.class_counts, [round(w, 4) for w in weights])
+
+    model = build_model(model_args, n_ch)
+    trained_on = training_args.trained_on or splits.description
+    settings = ModelSettings(windows=tuple(windows), image_size=data_args.image_size, threshold=0.5,
+                             mean=tuple(mean), std=tuple(std), trained_on=trained_on)
+    apply_settings_to_config(model.config, settings)  # checkpoints carry the keys too
+
+    with_masks = data_args.mask_loss_weight > 0
+    if with_masks and not splits.synthetic and not splits.hub:
+        n_masks = sum(1 for m in splits.train["mask_path"] if m)
+        if n_masks == 0:
+            raise ValueError("--mask_loss_weight > 0 but no lesion masks were found (<train_dir>/masks/<stem>.png "
+                             "or --mask_dir)")
+        logger.info("mask guidance: %d training slices have lesion masks", n_masks)
+    common = {"windows": windows, "size": data_args.image_size, "mean": mean, "std": std,
+              "allow_unverified": not data_args.verify_head_ct, "synthetic_size": data_args.synthetic_size}
+    if splits.hub:
+        common.update(image_column=data_args.image_column, label_column=data_args.label_column,
+                      label_map=splits.label_map)
+    augmenter = Augmenter(rotation=data_args.rotation, zoom=data_args.zoom, shift=data_args.shift,
+                          brightness=data_args.brightness_range, horizontal_flip=data_args.horizontal_flip,
+                          window_jitter=data_args.window_jitter) if data_args.augment else None
+    train_ds = attach_transform(splits.train, SliceTransform(**common, augmenter=augmenter, with_masks=with_masks))
+    eval_transform = SliceTransform(**common)
+    val_ds = attach_transform(splits.validation, eval_transform)
+    test_ds = attach_transform(splits.test, eval_transform)
+
+    trainer = BrainCTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=default_data_collator,
+        compute_metrics=compute_metrics,
+        class_weights=weights,
+        stage1_epochs=training_args.stage1_epochs,
+        mask_loss_weight=data_args.mask_loss_weight,
+        mask_negative_weight=data_args.mask_negative_weight,
+    )
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model()  # the best checkpoint (load_best_model_at_end) lands in --output_dir itself
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+    if not trainer.is_world_process_zero():
+        return {}
+
+    # ---- threshold on validation, metrics, plots, config, card (main process only) ----
+    out = Path(training_args.output_dir)
+    model = trainer.model
+    device = str(training_args.device)
+    bs, nw = training_args.per_device_eval_batch_size, training_args.dataloader_num_workers
+    results: dict[str, Any] = {}
+    y, s, k = predict_scores(model, val_ds, bs, nw, device, desc="validation")
+    threshold = clamp_threshold(choose_threshold(y, s, training_args.threshold_strategy,
+                                                 training_args.threshold_sensitivity, training_args.threshold))
+    rule = {"sensitivity": f"the highest threshold reaching sensitivity ≥ {training_args.threshold_sensitivity}",
+            "youden": "maximum of sensitivity + specificity − 1 (Youden's J)",
+            "fixed": "fixed by --threshold"}[training_args.threshold_strategy]
+    results["threshold"] = threshold
+    results["threshold_strategy"] = training_args.threshold_strategy
+    results["validation"] = report_split("validation", y, s, k, threshold, out)
+    logger.info(summary_line("validation", results["validation"]))
+    if test_ds is not None:
+        y, s, k = predict_scores(model, test_ds, bs, nw, device, desc="test")
+        results["test"] = report_split("test", y, s, k, threshold, out)
+        logger.info(summary_line("test", results["test"]))
+        for kind, m in results["test"].get("by_input_kind", {}).items():
+            logger.info(summary_line(f"test ({kind} input)", m))
+    results["train"] = train_result.metrics
+    plots = [p for p in ("training_curves.png",)
+             if plot_training_curves(trainer.state.log_history, out / p)]
+    plots += [f"{kind}_{split}.png" for split in ("validation", "test") if split in results
+              for kind in ("roc", "confusion_matrix")]
+
+    settings = ModelSettings(windows=tuple(windows), image_size=data_args.image_size, threshold=threshold,
+                             mean=tuple(mean), std=tuple(std), trained_on=trained_on)
+    apply_settings_to_config(model.config, settings)
+    model.config.save_pretrained(str(out))
+    save_preprocessor(out, data_args.image_size, list(mean), list(std))
+    (out / "eval_results.json").write_text(json.dumps(json_ready(results), indent=2) + "\n")
+    name = training_args.hub_model_id or out.name
+    write_model_card(
+        out,
+        model_name=name,
+        trained_on=trained_on,
+        synthetic=splits.synthetic,
+        results=json_ready(results),
+        windows=windows,
+        image_size=data_args.image_size,
+        mean=mean,
+        std=std,
+        threshold=threshold,
+        threshold_rule=rule,
+        base_model=None if model_args.from_scratch else model_args.model_name_or_path,
+        architecture=describe_architecture(model),
+        training=_training_summary(training_args, data_args, weights, splits),
+        command="python -m train " + " ".join(shlex.quote(a) for a in argv),
+        plots=plots,
+    )
+    if training_args.push_to_hub_requested:
+        from train.hub import push_folder
+
+        url = push_folder(out, training_args.hub_model_id, private=bool(training_args.hub_private_repo),
+                          token=training_args.hub_token)
+        logger.info("pushed to %s", url)
+        results["hub_url"] = url
+    return results
+
+
+def _training_summary(training_args: BrainCTTrainingArguments, data_args: DataArguments, weights: list[float],
+                      splits: Any) -> dict[str, Any]:
+    t, d = training_args, data_args
+    aug = (f"rotation ±{d.rotation}°, zoom {d.zoom}, shift {d.shift}, brightness {d.brightness_range}, "
+           f"horizontal flip {d.horizontal_flip}, window jitter {d.window_jitter}") if d.augment else "off"
+    summary = {
+        "stage 1 (frozen backbone) epochs": t.stage1_epochs,
+        "stage 2 (full fine-tune) epochs": t.stage2_epochs,
+        "max steps": t.max_steps if t.max_steps > 0 else "—",
+        "learning rate": f"{t.learning_rate} ({t.lr_scheduler_type})",
+        "batch size": t.per_device_train_batch_size,
+        "class weights [normal, hemorrhage]": [round(w, 4) for w in weights],
+        "training class counts [normal, hemorrhage]": splits.class_counts,
+        "augmentation": aug,
+        "mask guidance": (f"weight {d.mask_loss_weight}, normal-slice weight {d.mask_negative_weight}"
+                          if d.mask_loss_weight > 0 else "off"),
+        "best checkpoint by": f"validation {t.metric_for_best_model}",
+        "seed": t.seed,
+    }
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ValueError as exc:  # argument and data errors: a clear message, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

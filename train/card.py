@@ -1,0 +1,192 @@
+"""The model card (``README.md``) written next to a trained model.
+
+It carries Hub metadata (``model-index`` with the test metrics, base model, tags), what the model was
+trained on, how inputs are preprocessed, the decision threshold and how it was chosen, the metrics per
+input kind, intended use, limitations and the medical disclaimer (:data:`brain_ct.DISCLAIMER`). A model
+trained on synthetic data says so in its first lines: it is for demonstration only and must not be used on
+patients.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from brain_ct import DISCLAIMER
+
+SYNTHETIC_WARNING = (
+    "**Trained on synthetic phantoms — for demonstration only, must not be used on patients.** "
+    "Its numbers are measured on synthetic test slices and say nothing about real scans."
+)
+
+_METRICS = (("auc", "roc_auc", "ROC AUC"), ("accuracy", "accuracy", "Accuracy"),
+            ("sensitivity", "recall", "Sensitivity"), ("specificity", "specificity", "Specificity"),
+            ("f1", "f1", "F1"))
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def metrics_table(results: dict[str, Any]) -> str:
+    """A Markdown table: one row per split and input kind, columns n, AUC, accuracy, sensitivity, …"""
+    rows = ["| data | n | ROC AUC | accuracy | sensitivity | specificity | F1 | confusion [[TN, FP], [FN, TP]] |",
+            "|---|---|---|---|---|---|---|---|"]
+    for split in ("validation", "test"):
+        m = results.get(split)
+        if not m:
+            continue
+        entries = [(split, m)] + [(f"{split} — {k} input", v) for k, v in m.get("by_input_kind", {}).items()]
+        for name, e in entries:
+            rows.append(
+                f"| {name} | {e['n']} | {_fmt(e['auc'])} | {_fmt(e['accuracy'])} | {_fmt(e['sensitivity'])} | "
+                f"{_fmt(e['specificity'])} | {_fmt(e['f1'])} | {e['confusion_matrix']} |"
+            )
+    return "\n".join(rows)
+
+
+def _eval_results(results: dict[str, Any], dataset_name: str) -> list[Any]:
+    from huggingface_hub import EvalResult
+
+    test = results.get("test") or results.get("validation")
+    split = "test" if results.get("test") else "validation"
+    if not test:
+        return []
+    out = []
+    for key, metric_type, metric_name in _METRICS:
+        v = test.get(key)
+        if isinstance(v, float) and math.isfinite(v):
+            out.append(EvalResult(task_type="image-classification", task_name="Intracranial hemorrhage detection",
+                                  dataset_type=re.sub(r"[^a-z0-9]+", "-", dataset_name.lower()).strip("-")[:60] or "custom",
+                                  dataset_name=dataset_name[:100], dataset_split=split,
+                                  metric_type=metric_type, metric_name=metric_name, metric_value=round(v, 4)))
+    return out
+
+
+def render_model_card(
+    *,
+    model_name: str,
+    trained_on: str,
+    synthetic: bool,
+    results: dict[str, Any],
+    windows: Sequence[Sequence[float]],
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    threshold: float,
+    threshold_rule: str,
+    base_model: str | None,
+    architecture: str,
+    training: dict[str, Any],
+    command: str | None = None,
+    plots: Sequence[str] = (),
+) -> str:
+    """The model card text (YAML front matter + Markdown).
+
+    Args:
+        model_name: the repo / folder name shown as title.
+        trained_on: the training data description (also ``brain_ct_trained_on`` in the config).
+        synthetic: trained on generated phantoms only → the "demonstration only" warning.
+        results: ``eval_results.json`` content (``validation`` / ``test`` metric dicts).
+        windows, image_size, mean, std: the preprocessing stored in the config.
+        threshold, threshold_rule: the decision threshold and how it was chosen.
+        base_model: the pretrained starting point, or None when trained from scratch.
+        architecture: a short description (stages, widths, parameter count).
+        training: hyper-parameters to list (name → value).
+        command: the exact command that reproduces the model.
+        plots: PNG file names in the folder to show.
+    """
+    from huggingface_hub import ModelCardData
+
+    data = ModelCardData(
+        model_name=model_name,
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        base_model=base_model,
+        tags=["medical-imaging", "computed-tomography", "intracranial-hemorrhage", "brain-ct", "resnet",
+              "grad-cam"] + (["synthetic-data"] if synthetic else []),
+        eval_results=_eval_results(results, "synthetic head-CT phantoms" if synthetic else trained_on) or None,
+    )
+    lines = ["---", data.to_yaml(), "---", "", f"# {model_name}", ""]
+    if synthetic:
+        lines += [f"> {SYNTHETIC_WARNING}", ""]
+    lines += [f"> {DISCLAIMER}", ""]
+    lines += [
+        "A `ResNetForImageClassification` that reads one axial head-CT slice and gives P(hemorrhage) for "
+        "intracranial hemorrhage, with labels `{0: normal, 1: hemorrhage}`. It is meant to be used with the "
+        "`brain_ct` library (Predictor, CLI and Gradio app), which also draws a Grad-CAM heatmap.",
+        "",
+        "## Intended use",
+        "",
+        "Research and teaching: showing how a CT classifier with HU windows as channels behaves and where "
+        "it looks. Not a medical device; not for diagnosis, triage or any decision about a patient.",
+        "",
+        "## Training data",
+        "",
+        trained_on + ".",
+        "",
+        "## Preprocessing",
+        "",
+        "`brain_ct.windowing.to_model_input` — the same function in training and inference: DICOM input is "
+        "converted to HU and each CT window below becomes one channel; an 8-bit PNG/JPG (already windowed by "
+        "whoever saved it) is repeated in every channel. The slice is framed to a square around the head, "
+        f"resized to {image_size}×{image_size} and normalised per channel.",
+        "",
+        f"- windows (center, width in HU): {[[float(c), float(w)] for c, w in windows]}",
+        f"- input size: {image_size} px",
+        f"- mean / std: {[round(float(v), 4) for v in mean]} / {[round(float(v), 4) for v in std]}",
+        "",
+        "These are stored in `config.json` (`brain_ct_*` keys). `preprocessor_config.json` is there for Hub "
+        "tooling only (resize + normalise of an already windowed image); it does not do the CT windowing, so "
+        "use `brain_ct` for real predictions.",
+        "",
+        "## Decision threshold",
+        "",
+        f"`brain_ct_threshold` = {threshold:.4f}: the label is \"hemorrhage\" when P(hemorrhage) ≥ this value. "
+        f"Chosen on the validation split: {threshold_rule}.",
+        "",
+        "## Evaluation",
+        "",
+        metrics_table(results) if results else "No evaluation was run.",
+        "",
+    ]
+    for plot in plots:
+        lines += [f"![{plot}]({plot})", ""]
+    lines += ["## Model and training", "", f"- architecture: {architecture}",
+              f"- base model: {base_model or 'none (random initialisation)'}"]
+    lines += [f"- {k}: {v}" for k, v in training.items()]
+    lines.append("")
+    if command:
+        lines += ["## Reproduce", "", "```bash", command, "```", ""]
+    lines += [
+        "## How to use",
+        "",
+        "```python",
+        "from brain_ct import Predictor",
+        f"predictor = Predictor.from_pretrained({model_name!r})  # a Hub id or this folder",
+        "prediction = predictor.predict(\"slice.dcm\")",
+        "print(prediction.label, prediction.probability, prediction.explanation)",
+        "```",
+        "",
+        "## Limitations",
+        "",
+        "- One slice at a time; no scan-level context unless the config says `brain_ct_context_slices`.",
+        "- Metrics are only as good as the test data; " + (
+            "these come from synthetic phantoms, not patients." if synthetic else
+            "check how the test set was collected before trusting them."),
+        "- Heatmaps show where the network looked, not a segmentation of the bleed.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(folder: str | Path, **kwargs: Any) -> Path:
+    """Render the card (see :func:`render_model_card`) into ``folder/README.md`` and return its path."""
+    path = Path(folder) / "README.md"
+    path.write_text(render_model_card(**kwargs), encoding="utf-8")
+    return path

@@ -1,0 +1,577 @@
+"""Training data: file lists, Hub datasets and on-the-fly phantoms, all decoded by ``brain_ct``.
+
+Every source becomes a :class:`datasets.Dataset` of light records and is decoded lazily in a
+``set_transform`` (:class:`SliceTransform`), so nothing is precomputed to disk and the model sees exactly
+what the Predictor feeds it: :func:`brain_ct.io.load_image` → :func:`brain_ct.windowing.to_model_input`.
+
+Record columns (file-based and synthetic sources):
+
+* ``path`` (str): image or DICOM file, "" for phantoms;
+* ``label`` (int): 0 normal, 1 hemorrhage;
+* ``mask_path`` (str): lesion mask PNG (same pixel grid as the image, non-zero = lesion) or "";
+* ``synthetic_seed`` (int): phantom seed, -1 for files;
+* ``kind`` (str): "dicom" / "image" for phantoms (how the phantom is fed), "" for files (known after decoding).
+
+Datasets' own ``imagefolder`` cannot decode DICOM, so image folders are scanned here: ``DIR/<class>/**``
+with class folders ``hemorrhage`` and ``normal`` (a few aliases accepted, see :data:`CLASS_ALIASES`);
+``DIR/masks/`` is not a class. Masks are looked up as ``<mask_dir>/<stem>.png`` (``mask_dir`` defaults to
+``DIR/masks``, which is what ``python -m brain_ct synth`` writes).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from brain_ct.errors import InvalidInputError
+from brain_ct.windowing import crop_padded, model_box, normalize, to_model_input
+from train.augment import IDENTITY, Augmenter
+
+logger = logging.getLogger(__name__)
+
+ID2LABEL: dict[int, str] = {0: "normal", 1: "hemorrhage"}
+LABEL2ID: dict[str, int] = {v: k for k, v in ID2LABEL.items()}
+
+#: Folder / class names accepted for each label (case-insensitive).
+CLASS_ALIASES: dict[str, int] = {
+    "normal": 0, "no_hemorrhage": 0, "no-hemorrhage": 0, "negative": 0, "0": 0, "healthy": 0,
+    "hemorrhage": 1, "haemorrhage": 1, "hemorrhagic": 1, "ich": 1, "positive": 1, "1": 1, "bleed": 1,
+}
+
+#: Input kinds reported per example (``input_kind``): how the slice reached the model.
+INPUT_KINDS: tuple[str, ...] = ("dicom", "image")
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom", ""}
+SKIP_DIRS = {"masks"}
+
+#: Offsets separating the phantom seeds of the train / validation / test splits (no overlap).
+SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
+
+
+def class_id(name: str, where: str) -> int:
+    """Map a class folder or label name to 0 (normal) / 1 (hemorrhage).
+
+    Raises:
+        InvalidInputError: the name is not a known class; the message lists what is accepted.
+    """
+    key = str(name).strip().lower().replace(" ", "_")
+    if key not in CLASS_ALIASES:
+        raise InvalidInputError(
+            f"{where}: class {name!r} is not recognised; use 'normal' and 'hemorrhage' "
+            f"(accepted aliases: {', '.join(sorted(CLASS_ALIASES))})"
+        )
+    return CLASS_ALIASES[key]
+
+
+def _columns(paths: list[str], labels: list[int], masks: list[str]) -> dict[str, list[Any]]:
+    return {
+        "path": paths,
+        "label": labels,
+        "mask_path": masks,
+        "synthetic_seed": [-1] * len(paths),
+        "kind": [""] * len(paths),
+    }
+
+
+def scan_imagefolder(root: str | Path, mask_dir: str | Path | None = None) -> dict[str, list[Any]]:
+    """List an image folder ``root/<class>/**`` as record columns.
+
+    Args:
+        root: folder with ``hemorrhage/`` and ``normal/`` subfolders (PNG/JPG/DICOM…, nested allowed).
+        mask_dir: where ``<stem>.png`` lesion masks live; default ``root/masks`` when it exists.
+
+    Returns:
+        Record columns (see the module docstring), sorted by path for reproducibility.
+
+    Raises:
+        InvalidInputError: no class folders, an unknown class folder, or no files.
+    """
+    root = Path(root)
+    mask_root = Path(mask_dir) if mask_dir is not None else root / "masks"
+    mask_root = mask_root if mask_root.is_dir() else None
+    class_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and d.name.lower() not in SKIP_DIRS
+                  and not d.name.startswith(".")]
+    if not class_dirs:
+        raise InvalidInputError(
+            f"image folder {str(root)!r} has no class subfolders; it needs hemorrhage/ and normal/ "
+            "subfolders of PNG/JPG/DICOM files"
+        )
+    paths: list[str] = []
+    labels: list[int] = []
+    masks: list[str] = []
+    for d in class_dirs:
+        label = class_id(d.name, f"image folder {str(root)!r}")
+        for f in sorted(d.rglob("*")):
+            if not f.is_file() or f.name.startswith(".") or f.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            paths.append(str(f))
+            labels.append(label)
+            mask = mask_root / f"{f.stem}.png" if mask_root is not None else None
+            masks.append(str(mask) if mask is not None and mask.is_file() else "")
+    if not paths:
+        raise InvalidInputError(f"image folder {str(root)!r} has class folders but no image or DICOM files")
+    return _columns(paths, labels, masks)
+
+
+def read_rsna_labels(csv_path: str | Path) -> dict[str, int]:
+    """Read an RSNA 2019 labels CSV into ``{image_id: 0/1}`` from its ``ID_<image>_any`` rows.
+
+    The file has a header ``ID,Label`` and one row per image and subtype, e.g.
+    ``ID_12cadc6af_any,1``; only the ``any`` rows decide the label. Duplicated rows (the public CSV has
+    some) must agree.
+
+    Raises:
+        InvalidInputError: missing columns, a bad label value, conflicting duplicates, or no ``_any`` row.
+    """
+    out: dict[str, int] = {}
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not {"ID", "Label"} <= set(reader.fieldnames):
+            raise InvalidInputError(
+                f"labels CSV {str(csv_path)!r} needs the header 'ID,Label' (RSNA 2019 layout); "
+                f"got {reader.fieldnames}"
+            )
+        for line, row in enumerate(reader, start=2):
+            ident = (row["ID"] or "").strip()
+            if not ident.endswith("_any"):
+                continue
+            image_id = ident[: -len("_any")]
+            value = (row["Label"] or "").strip()
+            if value not in {"0", "1"}:
+                raise InvalidInputError(
+                    f"labels CSV {str(csv_path)!r} line {line}: Label must be 0 or 1; got {value!r}"
+                )
+            if out.get(image_id, int(value)) != int(value):
+                raise InvalidInputError(
+                    f"labels CSV {str(csv_path)!r} line {line}: {ident} appears with labels 0 and 1"
+                )
+            out[image_id] = int(value)
+    if not out:
+        raise InvalidInputError(
+            f"labels CSV {str(csv_path)!r} has no 'ID_<image>_any' rows; is it the RSNA 2019 stage_2_train.csv?"
+        )
+    return out
+
+
+def scan_rsna(dicom_dir: str | Path, labels_csv: str | Path) -> dict[str, list[Any]]:
+    """Records for an RSNA 2019 folder: ``dicom_dir/ID_<image>.dcm`` labelled by the CSV's ``_any`` rows.
+
+    Images listed in the CSV but missing from the folder are skipped with a logged count (the public
+    data set is often used in parts); none found at all is an error.
+    """
+    labels = read_rsna_labels(labels_csv)
+    root = Path(dicom_dir)
+    paths: list[str] = []
+    ys: list[int] = []
+    missing = 0
+    for image_id in sorted(labels):
+        f = root / f"{image_id}.dcm"
+        if f.is_file():
+            paths.append(str(f))
+            ys.append(labels[image_id])
+        else:
+            missing += 1
+    if not paths:
+        raise InvalidInputError(
+            f"none of the {len(labels)} images in {str(labels_csv)!r} is in {str(root)!r} "
+            "(expected files named ID_<image>.dcm)"
+        )
+    if missing:
+        logger.warning("%d of %d labelled RSNA images are not in %s; skipped", missing, len(labels), root)
+    return _columns(paths, ys, [""] * len(paths))
+
+
+def synthetic_records(n: int, split: str, seed: int, fraction_8bit: float) -> dict[str, list[Any]]:
+    """Records for ``n`` phantoms generated on the fly; half of each class (alternating).
+
+    Each index gets its own phantom seed from ``(seed, split, index)`` and, from that seed, whether it is
+    fed as DICOM HU or as an 8-bit rendering; the same arguments always give the same records.
+    """
+    split_id = SPLIT_IDS[split]
+    seeds: list[int] = []
+    kinds: list[str] = []
+    for i in range(n):
+        ss = np.random.SeedSequence([int(seed), split_id, i])
+        s = int(ss.generate_state(1, dtype=np.uint32)[0])
+        seeds.append(s)
+        kinds.append("image" if np.random.default_rng(s ^ 0x5EED).random() < fraction_8bit else "dicom")
+    labels = [i % 2 for i in range(n)]
+    return {"path": [""] * n, "label": labels, "mask_path": [""] * n, "synthetic_seed": seeds, "kind": kinds}
+
+
+def stratified_split(
+    columns: dict[str, list[Any]], fraction: float, seed: int
+) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """Split record columns into (train, validation), stratified by label and seeded.
+
+    Raises:
+        InvalidInputError: a class has fewer than 2 examples (nothing to split).
+    """
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(columns["label"])
+    counts = np.bincount(labels, minlength=2)
+    if counts.min() < 2:
+        raise InvalidInputError(
+            f"cannot take a stratified validation split: class counts are normal={counts[0]}, "
+            f"hemorrhage={counts[1]}; each class needs at least 2 examples (or give --validation_dir)"
+        )
+    n_val = max(2, int(round(fraction * len(labels))))
+    n_val = min(n_val, len(labels) - 2)
+    idx_train, idx_val = train_test_split(
+        np.arange(len(labels)), test_size=n_val, stratify=labels, random_state=seed
+    )
+    pick = lambda idx: {k: [v[i] for i in sorted(idx)] for k, v in columns.items()}  # noqa: E731
+    return pick(idx_train), pick(idx_val)
+
+
+def take(columns: dict[str, list[Any]], n: int | None, seed: int) -> dict[str, list[Any]]:
+    """At most ``n`` records, chosen at random with ``seed`` (all when ``n`` is None or larger)."""
+    total = len(columns["label"])
+    if n is None or n >= total:
+        return columns
+    idx = sorted(np.random.default_rng(seed).choice(total, size=n, replace=False).tolist())
+    return {k: [v[i] for i in idx] for k, v in columns.items()}
+
+
+def class_weights_from_counts(counts: Sequence[int]) -> list[float]:
+    """Balanced cross-entropy weights ``n / (2 n_c)`` ([normal, hemorrhage]); 1.0 for an empty class."""
+    total = float(sum(counts))
+    return [total / (len(counts) * c) if c > 0 else 1.0 for c in counts]
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+def read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
+    """Read a lesion mask PNG as float32 {0, 1} on the image grid ``shape`` (H, W).
+
+    Raises:
+        InvalidInputError: unreadable, or not the image's size.
+    """
+    mask = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise InvalidInputError(f"lesion mask {path!r} cannot be read as an image (PNG expected)")
+    if mask.shape != tuple(shape):
+        raise InvalidInputError(
+            f"lesion mask {path!r} is {mask.shape[1]}×{mask.shape[0]} px but its image is "
+            f"{shape[1]}×{shape[0]} px; masks must be on the image's own pixel grid"
+        )
+    return (mask > 0).astype(np.float32)
+
+
+def mask_to_model_grid(mask: np.ndarray, ct: Any, size: int) -> np.ndarray:
+    """Crop and resize a lesion mask exactly as :func:`to_model_input` frames the image.
+
+    Returns:
+        float32 ``[size, size]`` in [0, 1] (area-averaged, so thin lesions keep partial weight).
+    """
+    patch = crop_padded(mask.astype(np.float32, copy=False), model_box(ct), 0.0)
+    interp = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(patch, (size, size), interpolation=interp)
+
+
+def pil_to_png_bytes(image: Any) -> bytes:
+    """Encode a PIL image (as ``datasets`` decodes Hub images) to PNG bytes for :func:`brain_ct.io.load_image`."""
+    arr = np.asarray(image)
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = cv2.cvtColor(arr, cv2.COLOR_RGBA2BGRA)
+    if arr.dtype not in (np.uint8, np.uint16):
+        arr = np.clip(arr, 0, 65535).astype(np.uint16)
+    ok, buf = cv2.imencode(".png", arr)
+    if not ok:
+        raise InvalidInputError(f"cannot encode a {arr.shape} {arr.dtype} image from the dataset as PNG")
+    return buf.tobytes()
+
+
+def synthetic_example(seed: int, label: int, kind: str, size: int, allow_unverified: bool = True) -> tuple[Any, np.ndarray | None]:
+    """Generate one phantom deterministically and return it as the model would receive it.
+
+    ``kind == "dicom"``: the HU slice as a DICOM-like :class:`~brain_ct.io.CTImage`;
+    ``kind == "image"``: an 8-bit internet-style rendering (:func:`brain_ct.synthetic.render_8bit`)
+    decoded through :func:`brain_ct.io.load_image`, exactly the path a dropped PNG/JPG takes.
+
+    Returns:
+        ``(ct, mask)``: the :class:`~brain_ct.io.CTImage` and the lesion mask (float32 [H, W] on ``ct``'s
+        grid, or None for normal slices).
+    """
+    from brain_ct import synthetic
+
+    phantom = synthetic.generate_slice(seed=seed, hemorrhage=bool(label), size=size)
+    if kind == "image":
+        ct, mask = synthetic.render_8bit_ct(phantom, seed)
+    else:
+        ct, mask = synthetic.phantom_ct(phantom)
+    return ct, (None if mask is None else mask.astype(np.float32))
+
+
+@dataclass
+class SliceTransform:
+    """The ``set_transform`` callable: records → model inputs (``pixel_values``, ``labels``, …).
+
+    Args:
+        windows: (center, width) in HU per channel.
+        size: model input side in pixels.
+        mean, std: per-channel normalisation.
+        augmenter: training augmentation, or None (evaluation).
+        with_masks: also return ``mask`` (float32 [size, size]) and ``has_mask`` (bool) per example.
+        allow_unverified: skip brain_ct's head-CT plausibility check (framing is always done).
+        synthetic_size: phantom side in pixels for synthetic records.
+        image_column, label_map: for Hub datasets: the image column and label value → 0/1.
+    """
+
+    windows: Sequence[tuple[float, float]]
+    size: int
+    mean: Sequence[float]
+    std: Sequence[float]
+    augmenter: Augmenter | None = None
+    with_masks: bool = False
+    allow_unverified: bool = True
+    synthetic_size: int = 256
+    image_column: str | None = None
+    label_column: str = "label"
+    label_map: dict[Any, int] | None = None
+    _load_image: Callable[..., Any] | None = field(default=None, repr=False)
+
+    def _loader(self) -> Callable[..., Any]:
+        if self._load_image is None:
+            from brain_ct.io import load_image
+
+            self._load_image = load_image
+        return self._load_image
+
+    def load(self, ex: dict[str, Any]) -> tuple[Any, np.ndarray | None, int]:
+        """Decode one record into ``(CTImage, mask on the image grid or None, label)``."""
+        if self.image_column is not None:  # a Hub dataset example
+            raw = ex[self.image_column]
+            data = raw if isinstance(raw, (bytes, bytearray)) else pil_to_png_bytes(raw)
+            ct = self._loader()(bytes(data), allow_unverified=self.allow_unverified)
+            value = ex[self.label_column]
+            label = self.label_map[value] if self.label_map is not None else int(value)
+            return ct, None, label
+        label = int(ex["label"])
+        if int(ex.get("synthetic_seed", -1)) >= 0:
+            ct, mask = synthetic_example(int(ex["synthetic_seed"]), label, ex["kind"], self.synthetic_size)
+            return ct, (mask if self.with_masks else None), label
+        ct = self._loader()(ex["path"], allow_unverified=self.allow_unverified)
+        mask = None
+        if self.with_masks and ex.get("mask_path"):
+            mask = read_mask(ex["mask_path"], ct.display.shape[:2])
+        return ct, mask, label
+
+    def encode(self, ct: Any, mask: np.ndarray | None, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """One slice → (normalised float32 [C, S, S], mask float32 [S, S] or None), augmented if training."""
+        if self.augmenter is None:
+            pv = to_model_input(ct, self.windows, self.size, self.mean, self.std)
+            grid_mask = mask_to_model_grid(mask, ct, self.size) if mask is not None else None
+            return pv, grid_mask
+        rng = rng if rng is not None else np.random.default_rng()
+        params = self.augmenter.sample(rng, self.size)
+        windows = self.augmenter.jitter_windows(self.windows, params) if ct.hu is not None else self.windows
+        channels = to_model_input(ct, windows, self.size, None, None)
+        grid_mask = mask_to_model_grid(mask, ct, self.size) if mask is not None else None
+        if params != IDENTITY:
+            channels, grid_mask = self.augmenter.apply(channels, grid_mask, params)
+        return normalize(channels, self.mean, self.std), grid_mask
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        import torch
+
+        n = len(next(iter(batch.values())))
+        out: dict[str, list[Any]] = {"pixel_values": [], "labels": [], "input_kind": []}
+        if self.with_masks:
+            out["mask"], out["has_mask"] = [], []
+        # Draw augmentation randomness from torch's RNG: the DataLoader seeds it per worker and epoch
+        # from the Trainer's seed, so runs are reproducible and workers don't repeat each other.
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item())) if self.augmenter else None
+        for i in range(n):
+            ex = {k: v[i] for k, v in batch.items()}
+            ct, mask, label = self.load(ex)
+            pv, grid_mask = self.encode(ct, mask, rng)
+            out["pixel_values"].append(torch.from_numpy(np.ascontiguousarray(pv)))
+            out["labels"].append(label)
+            out["input_kind"].append(INPUT_KINDS.index("dicom" if ct.hu is not None else "image"))
+            if self.with_masks:
+                has = grid_mask is not None and label == 1 and float(grid_mask.max()) > 0
+                out["mask"].append(torch.from_numpy(grid_mask if has else np.zeros((self.size, self.size), np.float32)))
+                out["has_mask"].append(bool(has))
+        return out
+
+
+def hf_label_map(features: Any, label_column: str) -> dict[Any, int] | None:
+    """Map a Hub dataset's label values to 0/1 by class name; None when labels are plain 0/1 ints."""
+    feat = features.get(label_column) if features is not None else None
+    names = getattr(feat, "names", None)
+    if names:
+        return {i: class_id(n, f"dataset label column {label_column!r}") for i, n in enumerate(names)}
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- splits
+
+
+@dataclass
+class Splits:
+    """The data of one run, before transforms are attached.
+
+    Attributes:
+        train, validation, test: ``datasets.Dataset`` (or ``IterableDataset`` when streaming) or None.
+        class_counts: [normal, hemorrhage] training counts, or None when unknown (streaming).
+        description: what the data is, for the config's ``brain_ct_trained_on`` and the model card.
+        synthetic: True when the training data is generated phantoms.
+        hub: True for a Hub dataset (examples carry images, not file records).
+    """
+
+    train: Any
+    validation: Any
+    test: Any
+    class_counts: list[int] | None
+    description: str
+    synthetic: bool = False
+    hub: bool = False
+    label_map: dict[Any, int] | None = None
+
+
+def to_dataset(columns: dict[str, list[Any]] | None) -> Any:
+    if columns is None:
+        return None
+    import datasets
+
+    return datasets.Dataset.from_dict(columns)
+
+
+def _counts(columns: dict[str, list[Any]]) -> list[int]:
+    return np.bincount(np.asarray(columns["label"], dtype=np.int64), minlength=2)[:2].tolist()
+
+
+def build_splits(data_args: Any, seed: int) -> Splits:
+    """Collect train / validation / test records from the data arguments (see :class:`train.args.DataArguments`).
+
+    A missing validation split is a stratified seeded split of the training records
+    (``--validation_split``); a Hub dataset uses its own splits when it has them.
+    """
+    a = data_args
+    if a.dataset_name is not None:
+        return _build_hub_splits(a, seed)
+    test = None
+    synthetic = False
+    if a.synthetic_train > 0:
+        synthetic = True
+        train = synthetic_records(a.synthetic_train, "train", a.synthetic_seed, a.synthetic_8bit_fraction)
+        desc = (
+            f"synthetic phantoms: {a.synthetic_train} slices generated by brain_ct.synthetic (seed "
+            f"{a.synthetic_seed}), {a.synthetic_8bit_fraction:.0%} fed as 8-bit internet-style renderings, "
+            "the rest as DICOM HU"
+        )
+    elif a.dicom_dir is not None:
+        train = scan_rsna(a.dicom_dir, a.labels_csv)
+        desc = f"RSNA 2019 layout DICOM folder {Path(a.dicom_dir).name!r} ({len(train['label'])} slices)"
+    else:
+        train = scan_imagefolder(a.train_dir, a.mask_dir)
+        desc = f"image folder {Path(a.train_dir).name!r} ({len(train['label'])} slices)"
+    train = take(train, a.max_train_samples, seed)
+
+    if a.validation_dir is not None:
+        validation = scan_imagefolder(a.validation_dir, None)
+    elif a.synthetic_validation > 0:
+        validation = synthetic_records(a.synthetic_validation, "validation", a.synthetic_seed,
+                                       a.synthetic_8bit_fraction)
+    else:
+        train, validation = stratified_split(train, a.validation_split, seed)
+    validation = take(validation, a.max_eval_samples, seed)
+
+    if a.test_dir is not None:
+        test = scan_imagefolder(a.test_dir, None)
+    elif a.synthetic_test > 0:
+        test = synthetic_records(a.synthetic_test, "test", a.synthetic_seed, a.synthetic_8bit_fraction)
+    if test is not None:
+        test = take(test, a.max_eval_samples, seed)
+    counts = _counts(train)
+    if min(counts) == 0:
+        raise InvalidInputError(
+            f"the training data has only one class (normal={counts[0]}, hemorrhage={counts[1]}); "
+            "it needs slices of both classes"
+        )
+    return Splits(to_dataset(train), to_dataset(validation), to_dataset(test), counts, desc, synthetic)
+
+
+def _build_hub_splits(a: Any, seed: int) -> Splits:
+    import datasets
+
+    kwargs: dict[str, Any] = {"streaming": a.streaming}
+    loaded = datasets.load_dataset(a.dataset_name, a.dataset_config_name, **kwargs)
+    names = list(loaded.keys())
+    if a.train_split not in loaded:
+        raise InvalidInputError(f"dataset {a.dataset_name!r} has no split {a.train_split!r} (--train_split); "
+                                f"it has {names}")
+    train = loaded[a.train_split]
+    features = train.features
+    for col, flag in ((a.image_column, "--image_column"), (a.label_column, "--label_column")):
+        if features is not None and col not in features:
+            raise InvalidInputError(
+                f"dataset {a.dataset_name!r} has no column {col!r} ({flag}); its columns are {list(features)}"
+            )
+    label_map = hf_label_map(features, a.label_column)
+
+    def pick(name: str | None, default: str) -> Any:
+        key = name if name is not None else (default if default in loaded else None)
+        if name is not None and name not in loaded:
+            raise InvalidInputError(f"dataset {a.dataset_name!r} has no split {name!r}; it has {names}")
+        return loaded[key] if key is not None else None
+
+    validation = pick(a.validation_split_name, "validation")
+    test = pick(a.test_split_name, "test")
+    keep = [a.image_column, a.label_column]
+    if a.streaming:
+        if validation is None:
+            n_val = a.max_eval_samples or 500
+            validation, train = train.take(n_val), train.skip(n_val)
+        elif a.max_eval_samples:
+            validation = validation.take(a.max_eval_samples)
+        if a.max_train_samples:
+            train = train.take(a.max_train_samples)
+        train = train.shuffle(seed=seed, buffer_size=1000)
+        counts = None
+    else:
+        train = train.select_columns(keep)
+        if validation is None:
+            if label_map is not None:
+                parts = train.train_test_split(test_size=a.validation_split, seed=seed,
+                                               stratify_by_column=a.label_column)
+            else:
+                parts = train.train_test_split(test_size=a.validation_split, seed=seed)
+            train, validation = parts["train"], parts["test"]
+        if a.max_train_samples:
+            train = train.shuffle(seed=seed).select(range(min(a.max_train_samples, len(train))))
+        if a.max_eval_samples:
+            validation = validation.select(range(min(a.max_eval_samples, len(validation))))
+            if test is not None:
+                test = test.select(range(min(a.max_eval_samples, len(test))))
+        raw = train[a.label_column]
+        counts = [0, 0]
+        for v in raw:
+            counts[label_map[v] if label_map is not None else int(v)] += 1
+    desc = f"Hugging Face dataset {a.dataset_name!r}" + (f" ({a.dataset_config_name})" if a.dataset_config_name else "")
+    return Splits(train, validation, test, counts, desc, synthetic=False, hub=True, label_map=label_map)
+
+
+def attach_transform(dataset: Any, transform: SliceTransform) -> Any:
+    """Decode lazily: ``set_transform`` on a map-style dataset, a batched ``map`` on a streaming one."""
+    if dataset is None:
+        return None
+    import datasets
+
+    if isinstance(dataset, datasets.IterableDataset):
+        columns = list(dataset.features) if dataset.features is not None else None
+        return dataset.map(transform, batched=True, batch_size=16, remove_columns=columns)
+    dataset.set_transform(transform)
+    return dataset

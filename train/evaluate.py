@@ -1,0 +1,379 @@
+"""Metrics, the decision threshold, plots, and ``python -m train.evaluate``.
+
+``python -m train.evaluate --model M --test_dir D`` (or ``--synthetic_test N``) scores a saved model on a
+test set through the same data transform as training (``brain_ct.io.load_image`` →
+``brain_ct.windowing.to_model_input``) and writes ``eval_results.json`` plus ROC and confusion-matrix PNGs.
+The threshold is the model's ``brain_ct_threshold`` unless ``--threshold`` is given, or re-chosen on
+``--validation_dir`` / ``--synthetic_validation`` with ``--threshold_strategy``.
+
+Threshold rules (:func:`choose_threshold`), all on validation scores P(hemorrhage):
+
+* ``sensitivity`` (default): the HIGHEST threshold whose sensitivity is still ≥ the target (0.95) — the
+  most specific operating point that misses at most 5 % of bleeds;
+* ``youden``: the threshold maximising sensitivity + specificity − 1;
+* ``fixed``: the given value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brain_ct.errors import BrainCTError, InvalidInputError
+
+logger = logging.getLogger(__name__)
+
+
+def softmax_scores(logits: np.ndarray, positive_index: int = 1) -> np.ndarray:
+    """P(class ``positive_index``) from ``[N, C]`` logits, float64 ``[N]``."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e[:, positive_index] / e.sum(axis=1)
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den > 0 else float("nan")
+
+
+def binary_metrics(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, threshold: float) -> dict[str, Any]:
+    """Accuracy, sensitivity, specificity, precision, F1, ROC AUC and the confusion matrix.
+
+    Args:
+        labels: 0/1 per example.
+        scores: P(hemorrhage) per example.
+        threshold: an example is called positive when ``score >= threshold``.
+
+    Returns:
+        A JSON-ready dict; undefined values (e.g. AUC with one class) are NaN.
+        ``confusion_matrix`` is ``[[TN, FP], [FN, TP]]`` (rows: truth normal/hemorrhage).
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape:
+        raise InvalidInputError(f"labels and scores differ in length: {y.shape} vs {s.shape}")
+    pred = (s >= threshold).astype(np.int64)
+    tp = int(((pred == 1) & (y == 1)).sum())
+    tn = int(((pred == 0) & (y == 0)).sum())
+    fp = int(((pred == 1) & (y == 0)).sum())
+    fn = int(((pred == 0) & (y == 1)).sum())
+    sens = _ratio(tp, tp + fn)
+    spec = _ratio(tn, tn + fp)
+    prec = _ratio(tp, tp + fp)
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+    auc = float("nan")
+    if 0 < y.sum() < len(y):
+        from sklearn.metrics import roc_auc_score
+
+        auc = float(roc_auc_score(y, s))
+    return {
+        "n": int(len(y)),
+        "n_hemorrhage": int(y.sum()),
+        "n_normal": int(len(y) - y.sum()),
+        "threshold": float(threshold),
+        "accuracy": _ratio(tp + tn, len(y)),
+        "sensitivity": sens,
+        "specificity": spec,
+        "precision": prec,
+        "f1": f1,
+        "auc": auc,
+        "confusion_matrix": [[tn, fp], [fn, tp]],
+    }
+
+
+def choose_threshold(
+    labels: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    strategy: str = "sensitivity",
+    target_sensitivity: float = 0.95,
+    fixed: float = 0.5,
+) -> float:
+    """Choose the decision threshold on validation scores (see the module docstring).
+
+    Raises:
+        InvalidInputError: the rule needs positives (and, for youden, negatives) the data lacks, or an
+            unknown strategy.
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    if strategy == "fixed":
+        return float(fixed)
+    if strategy == "sensitivity":
+        positives = np.sort(s[y == 1])[::-1]
+        if len(positives) == 0:
+            raise InvalidInputError("cannot choose a threshold for a target sensitivity: no hemorrhage examples "
+                                    "in the validation data")
+        # Calling the k highest-scoring positives positive gives sensitivity k/P; the smallest k reaching
+        # the target fixes the highest threshold: the k-th highest positive score.
+        k = max(1, math.ceil(target_sensitivity * len(positives) - 1e-9))
+        return float(positives[k - 1])
+    if strategy == "youden":
+        if y.sum() == 0 or y.sum() == len(y):
+            raise InvalidInputError("the youden threshold needs both classes in the validation data")
+        from sklearn.metrics import roc_curve
+
+        fpr, tpr, thr = roc_curve(y, s)
+        best = int(np.argmax(tpr - fpr))
+        return float(min(thr[best], 1.0))
+    raise InvalidInputError(f"unknown threshold strategy {strategy!r}; choose sensitivity, youden or fixed")
+
+
+def clamp_threshold(t: float) -> float:
+    """Keep a threshold inside (0, 1) as the model folder contract requires (``brain_ct_threshold``)."""
+    return float(min(max(t, 1e-6), 1.0 - 1e-6))
+
+
+def metrics_by_kind(labels: np.ndarray, scores: np.ndarray, kinds: np.ndarray, threshold: float) -> dict[str, Any]:
+    """:func:`binary_metrics` overall and per input kind (``dicom`` / ``image``) present in ``kinds``."""
+    from train.data import INPUT_KINDS
+
+    out = binary_metrics(labels, scores, threshold)
+    by_kind = {}
+    for code, name in enumerate(INPUT_KINDS):
+        sel = kinds == code
+        if sel.any():
+            by_kind[name] = binary_metrics(labels[sel], scores[sel], threshold)
+    if len(by_kind) > 1:
+        out["by_input_kind"] = by_kind
+    elif by_kind:
+        out["input_kind"] = next(iter(by_kind))
+    return out
+
+
+def predict_scores(
+    model: Any, dataset: Any, batch_size: int = 64, num_workers: int = 0, device: str = "cpu",
+    desc: str = "scoring",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run the model over a transformed dataset.
+
+    Returns:
+        ``(labels int64 [N], scores float64 [N] = P(hemorrhage), input_kind int64 [N])``.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+    from transformers import default_data_collator
+
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=default_data_collator)
+    model.eval()
+    labels, logits, kinds = [], [], []
+    with torch.inference_mode():
+        for batch in tqdm(loader, desc=desc, leave=False):
+            out = model(pixel_values=batch["pixel_values"].to(device))
+            logits.append(out.logits.float().cpu().numpy())
+            labels.append(batch["labels"].numpy())
+            kinds.append(batch["input_kind"].numpy())
+    if not logits:
+        raise InvalidInputError(f"{desc}: the data set is empty")
+    return (np.concatenate(labels).astype(np.int64), softmax_scores(np.concatenate(logits)),
+            np.concatenate(kinds).astype(np.int64))
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: files only
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_roc(labels: np.ndarray, scores: np.ndarray, threshold: float, path: Path, title: str = "ROC") -> None:
+    """Save the ROC curve with the operating point at ``threshold`` as a PNG."""
+    from sklearn.metrics import roc_curve
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+    if 0 < labels.sum() < len(labels):
+        fpr, tpr, _ = roc_curve(labels, scores)
+        m = binary_metrics(labels, scores, threshold)
+        ax.plot(fpr, tpr, lw=2, label=f"AUC = {m['auc']:.3f}")
+        ax.plot(1 - m["specificity"], m["sensitivity"], "o", color="crimson", label=f"threshold {threshold:.3f}")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+    ax.set(xlabel="1 − specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], path: Path, title: str = "Confusion matrix") -> None:
+    """Save a 2×2 confusion matrix ``[[TN, FP], [FN, TP]]`` as a PNG."""
+    plt = _pyplot()
+    m = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(4, 3.6), dpi=110)
+    ax.imshow(m, cmap="Blues")
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > m.max() / 2 else "black")
+    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["normal", "hemorrhage"],
+           yticklabels=["normal", "hemorrhage"], xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_training_curves(log_history: list[dict[str, Any]], path: Path) -> bool:
+    """Save loss and validation AUC/accuracy against epoch, as the seed plotted them. False if nothing logged."""
+    train = [(h["epoch"], h["loss"]) for h in log_history if "loss" in h and "epoch" in h]
+    evals = [h for h in log_history if "eval_loss" in h and "epoch" in h]
+    if not train and not evals:
+        return False
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=110)
+    if train:
+        ax1.plot(*zip(*train, strict=True), label="training loss")
+    if evals:
+        ax1.plot([h["epoch"] for h in evals], [h["eval_loss"] for h in evals], "o-", label="validation loss")
+        for key, name in (("eval_auc", "validation AUC"), ("eval_accuracy", "validation accuracy")):
+            pts = [(h["epoch"], h[key]) for h in evals if key in h and h[key] == h[key]]
+            if pts:
+                ax2.plot(*zip(*pts, strict=True), "o-", label=name)
+    ax1.set(xlabel="epoch", title="loss")
+    ax2.set(xlabel="epoch", title="validation", ylim=(0, 1.01))
+    for ax in (ax1, ax2):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def json_ready(value: Any) -> Any:
+    """NaN/inf → None, numpy scalars → Python, recursively (``eval_results.json`` is strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def report_split(
+    name: str, labels: np.ndarray, scores: np.ndarray, kinds: np.ndarray, threshold: float, out_dir: Path
+) -> dict[str, Any]:
+    """Metrics of one split at ``threshold`` plus its ROC and confusion-matrix PNGs in ``out_dir``."""
+    metrics = metrics_by_kind(labels, scores, kinds, threshold)
+    plot_roc(labels, scores, threshold, out_dir / f"roc_{name}.png", title=f"ROC — {name}")
+    plot_confusion(metrics["confusion_matrix"], out_dir / f"confusion_matrix_{name}.png",
+                   title=f"Confusion matrix — {name}")
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.evaluate",
+        description="Evaluate a saved brain-CT model on a test set; writes eval_results.json and plots.",
+    )
+    p.add_argument("--model", required=True, help="model folder or Hub id (as written by python -m train)")
+    p.add_argument("--test_dir", help="image folder with hemorrhage/ and normal/ subfolders")
+    p.add_argument("--synthetic_test", type=int, default=0, help="evaluate on N phantoms generated on the fly")
+    p.add_argument("--validation_dir", help="re-choose the threshold on this image folder")
+    p.add_argument("--synthetic_validation", type=int, default=0,
+                   help="re-choose the threshold on N generated phantoms")
+    p.add_argument("--synthetic_seed", type=int, default=0, help="phantom seed (same meaning as in training)")
+    p.add_argument("--synthetic_size", type=int, default=256, help="phantom side in pixels")
+    p.add_argument("--synthetic_8bit_fraction", type=float, default=0.5,
+                   help="fraction of phantoms fed as 8-bit renderings")
+    p.add_argument("--threshold", type=float, help="use this threshold instead of the model's")
+    p.add_argument("--threshold_strategy", default="sensitivity", choices=["sensitivity", "youden", "fixed"],
+                   help="rule for re-choosing the threshold on validation data")
+    p.add_argument("--threshold_sensitivity", type=float, default=0.95, help="target sensitivity")
+    p.add_argument("--output_dir", help="where to write eval_results.json and plots (default: <model>/eval)")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--num_workers", type=int, default=0, help="dataloader worker processes")
+    p.add_argument("--revision", help="Hub revision of --model")
+    return p
+
+
+def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate ``args.model`` as described by the CLI arguments; returns what is written to eval_results.json."""
+    from brain_ct.model import load_model
+    from train.data import SliceTransform, attach_transform, scan_imagefolder, synthetic_records, to_dataset
+
+    if not args.test_dir and args.synthetic_test <= 0:
+        raise InvalidInputError("nothing to evaluate: give --test_dir DIR or --synthetic_test N")
+    model, settings = load_model(args.model, revision=args.revision)
+    if settings.context_slices:
+        raise InvalidInputError("slice-context models are evaluated per series; this script scores single slices")
+    transform = SliceTransform(windows=settings.windows, size=settings.image_size, mean=settings.mean,
+                               std=settings.std, synthetic_size=args.synthetic_size)
+
+    def dataset(folder: str | None, n: int, split: str) -> Any:
+        if folder:
+            cols = scan_imagefolder(folder)
+        elif n > 0:
+            cols = synthetic_records(n, split, args.synthetic_seed, args.synthetic_8bit_fraction)
+        else:
+            return None
+        return attach_transform(to_dataset(cols), transform)
+
+    out_dir = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    threshold = settings.threshold
+    results: dict[str, Any] = {"model": str(args.model)}
+    val = dataset(args.validation_dir, args.synthetic_validation, "validation")
+    if val is not None and args.threshold is None:
+        y, s, k = predict_scores(model, val, args.batch_size, args.num_workers, desc="validation")
+        threshold = clamp_threshold(choose_threshold(y, s, args.threshold_strategy, args.threshold_sensitivity))
+        results["validation"] = report_split("validation", y, s, k, threshold, out_dir)
+    if args.threshold is not None:
+        threshold = float(args.threshold)
+    test = dataset(args.test_dir, args.synthetic_test, "test")
+    y, s, k = predict_scores(model, test, args.batch_size, args.num_workers, desc="test")
+    results["threshold"] = threshold
+    results["threshold_source"] = ("--threshold" if args.threshold is not None
+                                   else f"validation ({args.threshold_strategy})" if val is not None
+                                   else "model config (brain_ct_threshold)")
+    results["test"] = report_split("test", y, s, k, threshold, out_dir)
+    (out_dir / "eval_results.json").write_text(json.dumps(json_ready(results), indent=2) + "\n")
+    return results
+
+
+def summary_line(name: str, m: dict[str, Any]) -> str:
+    """One human-readable line of the main metrics."""
+    def f(v: Any) -> str:
+        return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
+
+    return (f"{name}: n={m['n']} AUC={f(m['auc'])} acc={f(m['accuracy'])} sens={f(m['sensitivity'])} "
+            f"spec={f(m['specificity'])} F1={f(m['f1'])} @ threshold {m['threshold']:.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; exit 0 on success, 1 on a clear error (no traceback), 2 on usage errors."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        results = evaluate_model(args)
+    except BrainCTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    test = results["test"]
+    print(summary_line("test", test))
+    for kind, m in test.get("by_input_kind", {}).items():
+        print(summary_line(f"  {kind}", m))
+    out = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval"
+    print(f"wrote {out / 'eval_results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
