@@ -271,7 +271,7 @@ def write_report(
     def text(line: str, size: float = 10, style: str = "", h: float = 5.2, color=(0, 0, 0)) -> None:
         pdf.set_font(pdf.font_name, style=style, size=size)
         pdf.set_text_color(*color)
-        pdf.multi_cell(0, h, _latin(pdf, line), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, h, _latin(pdf, line), align="L", new_x="LMARGIN", new_y="NEXT")
         pdf.set_text_color(0, 0, 0)
 
     n = len(views)
@@ -340,7 +340,8 @@ def write_report(
     order = sorted(views, key=lambda v: -v.prediction.probability)[: max(1, max_key_slices)]
     pdf.ln(2)
     text("Key slices, most suspicious first" if n > 1 else "The slice", size=12, style="B", h=7)
-    img_w = (pdf.epw - 4) / 2
+    # Two images side by side, small enough for two or three slices per page.
+    img_w = min((pdf.epw - 4) / 2, 62.0)
     for view in order:
         pred = view.prediction
         display = pred.display

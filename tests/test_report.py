@@ -1,0 +1,179 @@
+"""Tests of brain_ct.report (the PDF) and the ``report`` CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+from pypdf import PdfReader
+from test_series import FakePredictor, _head_series, _series_with_probs, _to_bytes, _zip
+
+from brain_ct.__main__ import main
+from brain_ct.errors import InvalidInputError
+from brain_ct.report import probability_plot_png, write_report
+from brain_ct.series import predict_series, read_series
+
+PATIENT_VALUES = ("DOE", "JANE", "PID-778899")
+
+
+def _pdf_pages(path) -> list[str]:
+    return [page.extract_text() or "" for page in PdfReader(str(path)).pages]
+
+
+def _all_text(path) -> str:
+    return "\n".join(_pdf_pages(path))
+
+
+@pytest.fixture
+def positive_result(make_ct_dataset, tmp_path):
+    s, by_name, names = _series_with_probs(make_ct_dataset, tmp_path, [0.02, 0.05, 0.91, 0.97, 0.04, 0.6])
+    fake = FakePredictor(by_name)
+    return predict_series(fake, s), fake.settings, names
+
+
+def test_series_report_has_verdict_model_slices_and_disclaimer_on_every_page(positive_result, tmp_path):
+    result, settings, names = positive_result
+    out = write_report(
+        result, tmp_path / "r.pdf", model_settings=settings, created=dt.datetime(2030, 1, 2, 3, 4)
+    )
+    assert out == tmp_path / "r.pdf"
+    pages = _pdf_pages(out)
+    text = "\n".join(pages)
+    assert "Verdict: hemorrhage suspected (label: hemorrhage)" in text
+    assert f"{result.probability:.1%}" in text
+    assert "Model: fake" in text
+    assert "trained on synthetic phantoms — for demonstration only" in text
+    assert "2030-01-02 03:04" in text
+    assert "indices 2, 3, 5" in text  # positive slices
+    # Key slices, most suspicious first.
+    assert (
+        text.index("Slice 3 at 15.0 mm") < text.index("Slice 2 at 10.0 mm") < text.index("Slice 5 at 25.0 mm")
+    )
+    assert "right frontal" in text  # region of a positive fake slice, described
+    assert "fake explanation p=0.97" in text
+    assert len(pages) >= 2
+    assert all("not a diagnosis" in page for page in pages)
+    # Images: the plot, and a plain image plus an overlay per key slice (4 key slices).
+    n_images = sum(len(page.images) for page in PdfReader(str(out)).pages)
+    assert n_images == 1 + 2 * 4
+
+
+def test_report_carries_no_identifiers_by_default(positive_result, tmp_path):
+    result, settings, names = positive_result
+    text = _all_text(write_report(result, tmp_path / "r.pdf", model_settings=settings))
+    for value in PATIENT_VALUES:
+        assert value not in text
+    for name in names:  # file names may carry patient names: never printed
+        assert name not in text
+    assert str(tmp_path) not in text
+    raw = (tmp_path / "r.pdf").read_bytes()
+    assert b"DOE" not in raw and b"PID-778899" not in raw
+
+
+def test_identifiers_only_when_asked(make_ct_dataset, tmp_path):
+    slices = _head_series(make_ct_dataset, 3)
+    path = tmp_path / "p.zip"
+    path.write_bytes(_zip([(f"{i}.dcm", _to_bytes(ds)) for i, (_, ds) in enumerate(slices)]))
+    s = read_series(path, read_identifiers=True)
+    fake = FakePredictor({f"{i}.dcm": 0.1 for i in range(3)})
+    result = predict_series(fake, s)
+    text = _all_text(write_report(result, tmp_path / "no.pdf", model_settings=fake.settings))
+    assert "DOE" not in text and "PID-778899" not in text
+    text = _all_text(
+        write_report(result, tmp_path / "yes.pdf", model_settings=fake.settings, include_identifiers=True)
+    )
+    assert "PatientName: DOE^JANE" in text and "PatientID: PID-778899" in text
+    text = _all_text(
+        write_report(
+            result,
+            tmp_path / "explicit.pdf",
+            include_identifiers=True,
+            identifiers={"PatientID": "X-1", "PatientBirthDate": "19700101"},
+        )
+    )
+    assert "PatientID: X-1" in text and "19700101" not in text and "DOE" not in text
+
+
+def test_negative_series_report(make_ct_dataset, tmp_path):
+    s, by_name, _ = _series_with_probs(make_ct_dataset, tmp_path, [0.02, 0.6, 0.1, 0.1])
+    fake = FakePredictor(by_name)
+    fake.settings.is_demo = False
+    text = _all_text(write_report(predict_series(fake, s), tmp_path / "n.pdf", model_settings=fake.settings))
+    assert "Verdict: no hemorrhage found by the model (label: normal)" in text
+    assert "hemorrhage suspected" not in text
+    assert "for demonstration only" not in text
+    assert "2 neighbouring slices reach the threshold 0.50, or one slice reaches 0.75" in text
+
+
+def test_single_prediction_report_with_tiny_model(make_ct_dataset, tmp_path):
+    from helpers_models import make_tiny_model
+
+    from brain_ct.predictor import Predictor
+
+    predictor = Predictor.from_pretrained(make_tiny_model(tmp_path / "m", trained_on="synthetic phantoms"))
+    ds = _head_series(make_ct_dataset, 1)[0][1]
+    pred = predictor.predict(_to_bytes(ds))
+    out = write_report(pred, tmp_path / "one.pdf", model_settings=predictor.settings)
+    text = _all_text(out)
+    assert (
+        f"Verdict: {'hemorrhage suspected' if pred.label == 'hemorrhage' else 'no hemorrhage found'}" in text
+    )
+    assert "(slice level)" in text and "Slices read" not in text
+    assert "for demonstration only" in text
+    for value in PATIENT_VALUES:
+        assert value not in text
+    assert sum(len(p.images) for p in PdfReader(str(out)).pages) == 2
+
+
+def test_report_input_errors(positive_result, tmp_path):
+    with pytest.raises(InvalidInputError, match="SeriesPrediction or a Prediction"):
+        write_report({"label": "normal"}, tmp_path / "x.pdf")
+    result, settings, _ = positive_result
+    with pytest.raises(InvalidInputError, match="cannot write the report"):
+        write_report(result, tmp_path / "missing" / "x.pdf", model_settings=settings)
+
+
+def test_probability_plot_png():
+    png = probability_plot_png([0.1, 0.8, 0.2], 0.5, positive=[1], highlight=1)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape[0] > 100 and img.shape[1] > 300
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.slow
+def test_report_cli_writes_pdf_and_refuses_bad_zip(make_ct_dataset, tmp_path, capsys):
+    from helpers_models import make_tiny_model
+
+    model = make_tiny_model(tmp_path / "m")
+    slices = _head_series(make_ct_dataset, 4)
+    scan = tmp_path / "scan.zip"
+    scan.write_bytes(_zip([(f"s{i}.dcm", _to_bytes(ds)) for i, (_, ds) in enumerate(slices)]))
+    out = tmp_path / "report.pdf"
+    code = main(["report", str(scan), "--out", str(out), "--model", str(model), "--tta"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"report written to {out}" in captured.out
+    assert "Verdict:" in _all_text(out)
+
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(_zip([("../evil.dcm", _to_bytes(slices[0][1]))]))
+    code = main(["report", str(bad), "--out", str(tmp_path / "bad.pdf"), "--model", str(model)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "path traversal" in captured.err and "Traceback" not in captured.err
+    assert not (tmp_path / "bad.pdf").exists()
+
+    code = main(["report", str(scan), "--out", str(tmp_path / "nope" / "r.pdf"), "--model", str(model)])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_report_cli_usage_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["report"])
+    assert info.value.code == 2
