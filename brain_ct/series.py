@@ -296,7 +296,14 @@ def _read_zip(source: Path | bytes, limits: ZipLimits, label: str) -> list[_Memb
 
 
 def _is_zip(path: Path) -> bool:
-    return path.suffix.lower() == ".zip" or zipfile.is_zipfile(path)
+    """A ``.zip`` name, or a zip signature at the start (a dropped file may have lost its name)."""
+    if path.suffix.lower() == ".zip":
+        return True
+    try:
+        with path.open("rb") as fh:
+            return fh.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+    except OSError:
+        return False
 
 
 def _collect(

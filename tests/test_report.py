@@ -7,7 +7,15 @@ import datetime as dt
 import numpy as np
 import pytest
 from pypdf import PdfReader
-from test_series import FakePredictor, _head_series, _series_with_probs, _to_bytes, _zip
+from test_series import (
+    FakePredictor,
+    _head_series,
+    _series_with_probs,
+    _to_bytes,
+    _zip,
+    label_predictor,
+    synthetic_zip,
+)
 
 from brain_ct.__main__ import main
 from brain_ct.errors import InvalidInputError
@@ -69,6 +77,35 @@ def test_report_carries_no_identifiers_by_default(positive_result, tmp_path):
     assert str(tmp_path) not in text
     raw = (tmp_path / "r.pdf").read_bytes()
     assert b"DOE" not in raw and b"PID-778899" not in raw
+
+
+def test_synthetic_scan_report_has_verdict_and_no_patient_data(tmp_path):
+    from brain_ct.synthetic import generate_series, to_dicom
+
+    synthetic_series = generate_series(3, n_slices=10, size=128, hemorrhage=True)
+
+    path = tmp_path / "scan.zip"
+    by_name = synthetic_zip(synthetic_series, path, patient_name="SYNTHETIC^PHANTOM")
+    fake = label_predictor(by_name)
+    result = predict_series(fake, read_series(path))
+    out = write_report(result, tmp_path / "scan.pdf", model_settings=fake.settings)
+    text = _all_text(out)
+    raw = out.read_bytes()
+    assert "Verdict: hemorrhage suspected (label: hemorrhage)" in text
+    assert "indices 0, 1, 2" in text
+    ds = to_dicom(synthetic_series[0], patient_name="SYNTHETIC^PHANTOM")
+    for value in (
+        "SYNTHETIC^PHANTOM",
+        "SYNTHETIC PHANTOM",
+        "PHANTOM SYNTHETIC",
+        str(ds.PatientID),
+        str(ds.AccessionNumber),
+        str(ds.InstitutionName),
+        str(ds.StudyDate),
+        str(ds.PatientBirthDate),
+    ):
+        assert value not in text
+        assert value.encode() not in raw
 
 
 def test_identifiers_only_when_asked(make_ct_dataset, tmp_path):

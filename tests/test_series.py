@@ -107,36 +107,78 @@ def _snapshot(*dirs: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def synthetic_series():
-    synthetic = pytest.importorskip("brain_ct.synthetic")
-    return synthetic.generate_series(3, n_slices=10, size=128, hemorrhage=False)
+    """A 10-slice phantom head with a bleed on its 3 lowest slices (labels 1, 1, 1, 0, …)."""
+    from brain_ct.synthetic import generate_series
+
+    phantoms = generate_series(3, n_slices=10, size=128, hemorrhage=True)
+    assert [p.label for p in phantoms] == [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+    return phantoms
 
 
-def test_shuffled_synthetic_zip_comes_back_in_anatomical_order(synthetic_series, tmp_path):
+def synthetic_zip(
+    phantoms, path: Path, *, seed: int = 1, patient_name: str = "TESTCASE^ROBIN"
+) -> dict[str, Any]:
+    """Write phantoms (inferior → superior) as DICOMs into a zip under shuffled random names.
+
+    Instance numbers run backwards on purpose (position must win). Returns {file name: phantom}.
+    """
     from brain_ct.synthetic import to_dicom
 
     uid = generate_uid()
-    datasets = []
-    for i, ph in enumerate(synthetic_series):
-        ds = to_dicom(ph, series_uid=uid, instance_number=len(synthetic_series) - i)
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [-120.0, -120.0, -40.0 + 5.0 * i]  # generate_series is inferior → superior
-        datasets.append((i, ds))
-    rng = random.Random(1)
-    shuffled = datasets[:]
-    rng.shuffle(shuffled)
-    names = [f"IM{rng.randrange(10**6):06d}_{k}.dcm" for k in range(len(shuffled))]
+    rng = random.Random(seed)
+    items = []
+    for i, ph in enumerate(phantoms):
+        ds = to_dicom(ph, series_uid=uid, instance_number=len(phantoms) - i, patient_name=patient_name)
+        ds.ImagePositionPatient = [-64.0, -64.0, -40.0 + 5.0 * i]
+        items.append((f"IM{rng.randrange(10**6):06d}_{i}.dcm", ph, _to_bytes(ds)))
+    rng.shuffle(items)
+    path.write_bytes(_zip([(name, data) for name, _, data in items]))
+    return {name: ph for name, ph, _ in items}
+
+
+def label_predictor(by_name: dict[str, Any]) -> FakePredictor:
+    """A predictor whose output we control: P = 0.95 on slices whose phantom shows blood, else 0.05."""
+    return FakePredictor({name: 0.95 if ph.label else 0.05 for name, ph in by_name.items()})
+
+
+def test_shuffled_synthetic_zip_comes_back_in_anatomical_order(synthetic_series, tmp_path):
     path = tmp_path / "scan.zip"
-    path.write_bytes(_zip([(name, _to_bytes(ds)) for name, (_, ds) in zip(names, shuffled, strict=True)]))
+    by_name = synthetic_zip(synthetic_series, path)
 
     s = read_series(path)
 
-    true_index = {name: i for name, (i, _) in zip(names, shuffled, strict=True)}
-    assert [true_index[f] for f in s.files] == list(range(len(synthetic_series)))
+    assert [by_name[f] for f in s.files] == list(synthetic_series)
     assert s.positions == pytest.approx([-40.0 + 5.0 * i for i in range(len(synthetic_series))])
     assert s.sort_key == "position"
     assert s.errors == []
-    # The pixels follow the files: the first slice read is the first phantom's HU.
-    np.testing.assert_allclose(s.slices[0].hu, synthetic_series[0].hu, atol=1.0)
+    # The pixels follow the files: each slice read is its phantom's HU.
+    for ct, ph in zip(s.slices, synthetic_series, strict=True):
+        np.testing.assert_allclose(ct.hu, ph.hu, atol=1.0)
+
+
+def test_synthetic_series_with_one_bleeding_slice_is_positive_and_names_it(synthetic_series, tmp_path):
+    phantoms = synthetic_series[2:]  # slice 2 bleeds; 3-9 do not
+    path = tmp_path / "one.zip"
+    by_name = synthetic_zip(phantoms, path, seed=4)
+    s = read_series(path)
+    result = predict_series(label_predictor(by_name), s)
+    assert result.label == "hemorrhage"
+    assert result.positive_slices == [0]
+    bleeding = next(name for name, ph in by_name.items() if ph.label)
+    d = result.to_dict()
+    assert [x["file"] for x in d["slices"] if x["label"] == "hemorrhage"] == [bleeding]
+    assert d["slices"][0]["file"] == bleeding
+
+
+def test_synthetic_normal_series_is_negative(tmp_path):
+    from brain_ct.synthetic import generate_series
+
+    phantoms = generate_series(5, n_slices=6, size=128, hemorrhage=False)
+    path = tmp_path / "normal.zip"
+    by_name = synthetic_zip(phantoms, path)
+    result = predict_series(label_predictor(by_name), read_series(path))
+    assert result.label == "normal" and result.positive_slices == []
+    assert result.probability < result.threshold
 
 
 # --------------------------------------------------------------------------- ordering
@@ -689,3 +731,11 @@ def test_predict_series_with_a_tiny_real_model(make_ct_dataset, tmp_path):
 
     ctx = Predictor.from_pretrained(make_tiny_model(tmp_path / "ctx", context_slices=1))
     assert predict_series(ctx, s).n_slices == 4
+
+
+def test_zip_without_zip_suffix_is_read_as_zip(make_ct_dataset, tmp_path):
+    slices = _head_series(make_ct_dataset, 3)
+    path = tmp_path / "upload_without_suffix"
+    path.write_bytes(_zip([(f"{i}.dcm", _to_bytes(ds)) for i, (_, ds) in enumerate(slices)]))
+    assert read_series(path).files == ["0.dcm", "1.dcm", "2.dcm"]
+    assert read_series([path]).files == ["0.dcm", "1.dcm", "2.dcm"]
