@@ -75,7 +75,7 @@ def gradcam(
 
     Returns:
         ``(logits, cams)``: logits float32 ``[N, num_labels]`` (detached) and the non-negative
-        Grad-CAM maps float32 ``[N, h, w]`` on the last stage's grid (h = w ≈ S / 32), detached
+        Grad-CAM maps float32 ``[N, h, w]`` on the last stage's grid (S / 32 for ResNet-50), detached
         and not normalised.
     """
     import torch
@@ -220,7 +220,9 @@ def regions(
         (0–1); ``peak`` its highest heat (0–1); ``area_px`` its size in pixels.
     """
     if heatmap.shape != mask.shape:
-        raise InvalidInputError(f"heatmap {heatmap.shape} and head mask {mask.shape} must have the same shape")
+        raise InvalidInputError(
+            f"heatmap {heatmap.shape} and head mask {mask.shape} must have the same shape"
+        )
     geom = _geometry(mask)
     if geom is None:
         return []
@@ -238,7 +240,9 @@ def regions(
     # Heat mass and heat-weighted centroid of every component at once.
     mass = np.bincount(flat_labels, weights=heat.ravel(), minlength=n)
     mx = np.bincount(flat_labels, weights=(heat * np.arange(w, dtype=np.float32)).ravel(), minlength=n)
-    my = np.bincount(flat_labels, weights=(heat * np.arange(h, dtype=np.float32)[:, None]).ravel(), minlength=n)
+    my = np.bincount(
+        flat_labels, weights=(heat * np.arange(h, dtype=np.float32)[:, None]).ravel(), minlength=n
+    )
     min_area = max(1, int(min_area_frac * float(mask.sum())))
     out: list[dict[str, Any]] = []
     for i in range(1, n):
@@ -263,9 +267,7 @@ def regions(
     return out[:max_regions]
 
 
-def _locate(
-    x: float, y: float, geom: tuple[float, float, float, float], skull_base: bool
-) -> tuple[str, str]:
+def _locate(x: float, y: float, geom: tuple[float, float, float, float], skull_base: bool) -> tuple[str, str]:
     """Patient side and approximate region name of a point inside the head.
 
     Coordinates are normalised to the head's bounding ellipse: u ∈ [−1, 1] left→right on the

@@ -153,7 +153,9 @@ def _as_float_list(value: Any, key: str, model_id: str) -> list[float]:
     try:
         out = [float(v) for v in value]
     except (TypeError, ValueError):
-        raise ModelLoadError(f"model {model_id!r}: config key {key} must hold numbers; got {value!r}") from None
+        raise ModelLoadError(
+            f"model {model_id!r}: config key {key} must hold numbers; got {value!r}"
+        ) from None
     if not all(math.isfinite(v) for v in out):
         raise ModelLoadError(f"model {model_id!r}: config key {key} must hold finite numbers; got {value!r}")
     return out
@@ -200,8 +202,8 @@ def settings_from_config(
         raise ModelLoadError(
             f"model {name!r} lacks the config key(s) {', '.join(missing)}: it was not saved by "
             "python -m train. Add them to its config.json (see ARCHITECTURE.md, model folder contract), "
-            "e.g. \"brain_ct_windows\": [[40, 80], [80, 200], [600, 2800]], "
-            "\"brain_ct_image_size\": 224, \"brain_ct_threshold\": 0.5"
+            'e.g. "brain_ct_windows": [[40, 80], [80, 200], [600, 2800]], '
+            '"brain_ct_image_size": 224, "brain_ct_threshold": 0.5'
         )
     raw_windows = config.brain_ct_windows
     if not isinstance(raw_windows, (list, tuple)) or not raw_windows:
@@ -224,7 +226,9 @@ def settings_from_config(
         )
     threshold = config.brain_ct_threshold
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
-        raise ModelLoadError(f"model {name!r}: brain_ct_threshold must be a number in (0, 1); got {threshold!r}")
+        raise ModelLoadError(
+            f"model {name!r}: brain_ct_threshold must be a number in (0, 1); got {threshold!r}"
+        )
 
     context = getattr(config, "brain_ct_context_slices", 0) or 0
     if isinstance(context, bool) or not isinstance(context, int) or not 0 <= context <= 8:
@@ -310,7 +314,7 @@ def _load_config(model_id: str, revision: str | None) -> PretrainedConfig:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return text[0].rstrip(".") if text else type(exc).__name__
 
 
 def load_model(
@@ -366,7 +370,9 @@ def load_model(
             "Only safetensors weights (model.safetensors) are accepted"
         ) from exc
     if type(model).__name__ != "ResNetForImageClassification":
-        raise ModelLoadError(f"model {model_id!r} loaded as {type(model).__name__}, not ResNetForImageClassification")
+        raise ModelLoadError(
+            f"model {model_id!r} loaded as {type(model).__name__}, not ResNetForImageClassification"
+        )
     model.eval()
     model.to(device)
     # Nothing in inference trains the weights: don't let Grad-CAM's backward fill .grad buffers.
@@ -400,10 +406,14 @@ def model_input(
     """
     k = settings.context_slices
     if k == 0:
-        return windowing.to_model_input(ct, settings.windows, settings.image_size, settings.mean, settings.std)
+        return windowing.to_model_input(
+            ct, settings.windows, settings.image_size, settings.mean, settings.std
+        )
     nbs = list(neighbors) if neighbors is not None else [None] * (2 * k)
     if len(nbs) != 2 * k:
-        raise ValueError(f"a context model with {k} slice(s) each side needs {2 * k} neighbours; got {len(nbs)}")
+        raise ValueError(
+            f"a context model with {k} slice(s) each side needs {2 * k} neighbours; got {len(nbs)}"
+        )
     centre = windowing.to_model_input(ct, settings.windows, settings.image_size, None, None)
     stack: list[np.ndarray] = []
     for nb in [*nbs[:k], None, *nbs[k:]]:

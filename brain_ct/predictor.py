@@ -67,7 +67,9 @@ def _json_safe(value: Any) -> Any:
         return value if np.isfinite(value) else None
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) or (hasattr(value, "__iter__") and not isinstance(value, (bytes, str))):
+    if isinstance(value, (list, tuple)) or (
+        hasattr(value, "__iter__") and not isinstance(value, (bytes, str))
+    ):
         return [_json_safe(v) for v in value]
     if isinstance(value, np.generic):
         return _json_safe(value.item())
@@ -272,10 +274,7 @@ class Predictor:
             return []
         x = torch.from_numpy(
             np.stack(
-                [
-                    model_input(ct, s, None if neighbors is None else neighbors[i])
-                    for i, ct in enumerate(cts)
-                ]
+                [model_input(ct, s, None if neighbors is None else neighbors[i]) for i, ct in enumerate(cts)]
             )
         )
         n = x.shape[0]
@@ -315,4 +314,3 @@ class Predictor:
             model_id=self.settings.model_id,
             display=ct.display,
         )
-

@@ -72,3 +72,47 @@ def make_tiny_model(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def phantom_ct(
+    size: int = 160,
+    *,
+    lesion: tuple[float, float, float] | None = None,
+    kind: str = "dicom",
+    lesion_hu: float = 70.0,
+    name: str = "phantom",
+):
+    """A simple axial head phantom as a :class:`~brain_ct.io.CTImage`, built without file I/O.
+
+    An elliptical skull (1000 HU) around brain (35 HU) in air (−1000 HU); an optional round lesion.
+
+    Args:
+        size: image side, pixels.
+        lesion: (x, y, radius) in pixels of a blood-density disc, or None.
+        kind: ``"dicom"`` (HU set, brain-window display) or ``"image"`` (8-bit only, ``hu`` None).
+        lesion_hu: lesion density, HU.
+        name: the CTImage's display name.
+    """
+    import numpy as np
+
+    from brain_ct.io import CTImage
+    from brain_ct.windowing import display_window
+
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    c = (size - 1) / 2.0
+    a, b = 0.40 * size, 0.46 * size  # half-axes: the head is taller than wide, as on real slices
+    r = ((xx - c) / a) ** 2 + ((yy - c) / b) ** 2
+    hu = np.full((size, size), -1000.0, np.float32)
+    hu[r <= 1.0] = 1000.0
+    hu[r <= 0.82] = 35.0
+    if lesion is not None:
+        lx, ly, lr = lesion
+        hu[(xx - lx) ** 2 + (yy - ly) ** 2 <= lr**2] = lesion_hu
+    display = display_window(
+        CTImage(hu, np.zeros((1, 1), np.uint8), {}, (0, 0, 1, 1), "dicom", name), 40.0, 80.0
+    )
+    ys, xs = np.nonzero(r <= 1.0)
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    if kind == "dicom":
+        return CTImage(hu, display, {"Modality": "CT"}, box, "dicom", name)
+    return CTImage(None, display, {"Format": "PNG"}, box, "image", name)

@@ -60,7 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "the regions it points to and a short explanation. Research and education aid, not a diagnosis."
         ),
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="CT slice files: DICOM, PNG, JPG, BMP, TIFF, WebP")
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="CT slice files: DICOM, PNG, JPG, BMP, TIFF, WebP"
+    )
     parser.add_argument(
         "--model",
         default=None,
@@ -68,18 +70,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="Hugging Face Hub id or model folder (default: env BRAIN_CT_MODEL, then models/brain-ct-demo)",
     )
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit hash) to pin")
-    parser.add_argument("--json", action="store_true", help="write JSON Lines (one object per input) to stdout")
     parser.add_argument(
-        "--heatmaps", type=Path, default=None, metavar="DIR", help="save each heatmap as float32 .npy [H, W] in DIR"
+        "--json", action="store_true", help="write JSON Lines (one object per input) to stdout"
+    )
+    parser.add_argument(
+        "--heatmaps",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="save each heatmap as float32 .npy [H, W] in DIR",
     )
     parser.add_argument(
         "--allow-unverified",
         action="store_true",
         help="skip the 'looks like an axial head CT' check for unusual but genuine slices",
     )
-    parser.add_argument("--tta", action="store_true", help="test-time augmentation: average with the flipped slice")
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=16, metavar="N", help="slices per forward pass (default 16)"
+        "--tta", action="store_true", help="test-time augmentation: average with the flipped slice"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=16,
+        metavar="N",
+        help="slices per forward pass (default 16)",
     )
     parser.set_defaults(func=run)
     return parser
@@ -198,7 +212,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             args.heatmaps.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            print(f"error: cannot create the heatmap folder {str(args.heatmaps)!r}: {exc.strerror}", file=sys.stderr)
+            print(
+                f"error: cannot create the heatmap folder {str(args.heatmaps)!r}: {exc.strerror}",
+                file=sys.stderr,
+            )
             return 2
         writer = _HeatmapWriter(args.heatmaps)
 

@@ -1,0 +1,237 @@
+"""brain_ct.explain: Grad-CAM from one forward pass, heatmap geometry, regions, text, overlay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers_models import make_tiny_model, phantom_ct
+
+from brain_ct import DISCLAIMER, explain
+from brain_ct.errors import InvalidInputError
+from brain_ct.model import load_model
+from brain_ct.windowing import model_box
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    return load_model(make_tiny_model(tmp_path_factory.mktemp("m") / "tiny", image_size=64))
+
+
+# ------------------------------------------------------------------------------ Grad-CAM
+def test_gradcam_matches_hand_computed_gradcam(tiny) -> None:
+    model, settings = tiny
+    torch.manual_seed(1)
+    x = torch.randn(3, 3, 64, 64)
+    logits, cams = explain.gradcam(model, x, settings.hemorrhage_index)
+
+    # Plain-PyTorch Grad-CAM of the log-odds, one sample at a time.
+    saved = {}
+
+    def keep(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        output.requires_grad_(True)  # the weights are frozen: start the graph at the last stage
+        saved["a"] = output
+
+    handle = model.resnet.encoder.stages[-1].register_forward_hook(keep)
+    try:
+        for n in range(3):
+            with torch.enable_grad():
+                out = model(pixel_values=x[n : n + 1]).logits
+                acts = saved["a"]
+                grads = torch.autograd.grad(out[0, 1] - out[0, 0], acts)[0]
+            expected = torch.relu((grads.mean(dim=(2, 3), keepdim=True) * acts).sum(1))[0]
+            torch.testing.assert_close(logits[n], out[0].detach(), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(cams[n], expected.detach(), rtol=1e-4, atol=1e-6)
+    finally:
+        handle.remove()
+    assert cams.shape == (3, 4, 4)  # 64 px: stem /4, then /2 in stages 2 and 3
+
+
+def test_gradcam_runs_the_model_forward_once(tiny) -> None:
+    model, settings = tiny
+    calls = {"model": 0, "stem": 0}
+    h1 = model.register_forward_hook(lambda *a: calls.__setitem__("model", calls["model"] + 1))
+    h2 = model.resnet.embedder.register_forward_hook(lambda *a: calls.__setitem__("stem", calls["stem"] + 1))
+    try:
+        explain.gradcam(model, torch.randn(4, 3, 64, 64), settings.hemorrhage_index)
+    finally:
+        h1.remove()
+        h2.remove()
+    assert calls == {"model": 1, "stem": 1}
+
+
+def test_normalize_heatmap() -> None:
+    zero = explain.normalize_heatmap(np.zeros((4, 4), np.float32))
+    assert zero.dtype == np.float32 and not zero.any()
+    nan = explain.normalize_heatmap(np.array([[np.nan, 2.0], [1.0, np.inf]]))
+    np.testing.assert_array_equal(nan, [[0.0, 1.0], [0.5, 0.0]])
+    scaled = explain.normalize_heatmap(np.array([[0.0, 4.0], [2.0, -1.0]]))
+    np.testing.assert_array_equal(scaled, [[0.0, 1.0], [0.5, 0.0]])
+
+
+def test_heatmap_for_image_lands_on_the_right_pixels() -> None:
+    # A non-square image whose model box extends past the top and bottom of the image.
+    ct = phantom_ct(120)
+    ct.display = np.zeros((120, 200), np.uint8)
+    ct.hu = np.full((120, 200), -1000.0, np.float32)
+    ct.head_box = (40, 0, 160, 120)
+    cam = np.zeros((4, 4), np.float32)
+    cam[1, 3] = 1.0  # second row, right-most column of the model grid
+    heat = explain.heatmap_for_image(cam, ct)
+    assert heat.shape == (120, 200) and heat.dtype == np.float32
+    assert heat.min() >= 0.0 and heat.max() <= 1.0
+    x0, y0, x1, y1 = model_box(ct)
+    side = x1 - x0
+    iy, ix = np.unravel_index(np.argmax(heat), heat.shape)
+    # The cell's centre: column 3.5/4 and row 1.5/4 of the box.
+    assert abs(ix - (x0 + 3.5 * side / 4)) <= side / 8
+    assert abs(iy - (y0 + 1.5 * side / 4)) <= side / 8
+    assert heat[:, : max(x0, 0)].max() == 0.0  # nothing left of the box
+
+
+# ------------------------------------------------------------------------------ head mask, regions
+def test_head_mask_fills_holes_and_ignores_marks() -> None:
+    ct = phantom_ct(160, kind="image")
+    ct.display = ct.display.copy()
+    ct.display[70:90, 70:90] = 0  # a dark ventricle inside the head
+    ct.display[2:8, 2:30] = 255  # a caption outside the head
+    mask = explain.head_mask(ct)
+    assert mask.dtype == bool
+    assert mask[80, 80]  # hole filled
+    assert not mask[4, 10]  # the caption is not head
+    assert not mask[0, 80]
+
+
+def _blob(shape: tuple[int, int], x: float, y: float, r: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * r * r)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "side", "region"),
+    [
+        (125, 80, "left", "temporal"),  # image right = patient's LEFT
+        (35, 80, "right", "temporal"),  # image left = patient's RIGHT
+        (80, 80, "midline", "deep/ventricular"),
+        (80, 30, "midline", "frontal"),
+        (100, 135, "left", "occipital"),
+        (60, 58, "right", "parietal"),
+        (80, 10, "midline", "extra-axial"),
+        (141, 80, "left", "extra-axial"),
+    ],
+)
+def test_regions_side_is_the_patients_side(x: float, y: float, side: str, region: str) -> None:
+    ct = phantom_ct(160)
+    mask = explain.head_mask(ct)
+    found = explain.regions(_blob((160, 160), x, y, 4.0), mask)
+    assert len(found) == 1
+    r = found[0]
+    assert (r["side"], r["region"]) == (side, region)
+    x0, y0, x1, y1 = r["bbox"]
+    assert x0 <= x < x1 and y0 <= y < y1
+    if region != "extra-axial":  # at the edge the head mask cuts the blob's tail
+        # A 2-D Gaussian holds 1 - 2**-1 = 0.5 of its mass inside its half-maximum circle.
+        assert r["score"] == pytest.approx(0.5, abs=0.03)
+    assert r["region"] in explain.REGION_NAMES
+
+
+def test_regions_sorted_by_score_and_posterior_fossa_at_skull_base() -> None:
+    ct = phantom_ct(160)
+    mask = explain.head_mask(ct)
+    heat = _blob((160, 160), 120, 80, 6.0) + 0.8 * _blob((160, 160), 80, 135, 4.0)
+    heat /= heat.max()
+    found = explain.regions(heat, mask)
+    assert [r["side"] for r in found] == ["left", "midline"]
+    assert found[0]["score"] > found[1]["score"] > 0
+    assert found[1]["region"] == "occipital"
+    assert explain.regions(heat, mask, skull_base=True)[1]["region"] == "posterior fossa"
+
+
+def test_regions_empty_for_cold_or_outside_heat() -> None:
+    ct = phantom_ct(160)
+    mask = explain.head_mask(ct)
+    assert explain.regions(np.zeros((160, 160), np.float32), mask) == []
+    outside = _blob((160, 160), 2, 2, 2.0)  # heat only in the air outside the head
+    outside[mask] = 0.0
+    assert explain.regions(outside, mask) == []
+    with pytest.raises(InvalidInputError, match="same shape"):
+        explain.regions(np.zeros((10, 10), np.float32), mask)
+
+
+def test_skull_base_level_from_bone_inside_the_head() -> None:
+    ct = phantom_ct(160)
+    mask = explain.head_mask(ct)
+    assert explain.is_skull_base_level(ct, mask) is False
+    ct.hu = ct.hu.copy()
+    ct.hu[70:100, 50:110] = 900.0  # petrous bone / clivus across the middle of the head
+    assert explain.is_skull_base_level(ct, mask) is True
+
+
+# ------------------------------------------------------------------------------ explanation
+REGION = {"side": "left", "region": "temporal", "bbox": [0, 0, 1, 1], "score": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("p", "tier"),
+    [
+        (0.05, "clearly below"),
+        (0.3, "near below"),
+        (0.6, "near above"),
+        (0.9, "well above"),
+        (0.5, "near above"),
+    ],
+)
+def test_probability_tiers(p: float, tier: str) -> None:
+    assert explain.probability_tier(p, 0.5) == tier
+
+
+def test_explanation_above_threshold_names_the_region() -> None:
+    text = explain.explanation(0.93, 0.5, [REGION])
+    assert "hemorrhage likely" in text.lower()
+    assert "patient's left temporal" in text
+    assert "0.93" in text and "0.50" in text
+    assert text.endswith(DISCLAIMER)
+
+
+def test_explanation_below_threshold_says_where_without_a_finding() -> None:
+    text = explain.explanation(0.05, 0.5, [REGION])
+    assert "No sign of intracranial hemorrhage" in text
+    assert "not a finding" in text
+    assert "patient's left temporal" in text
+    assert "likely" not in text and "Possible" not in text
+    assert DISCLAIMER in text
+
+
+def test_explanation_without_regions() -> None:
+    text = explain.explanation(0.45, 0.5, [])
+    assert "borderline" in text and "no focused area" in text
+    assert DISCLAIMER in text
+
+
+# ------------------------------------------------------------------------------ overlay
+def test_overlay_colours_only_the_hot_area() -> None:
+    grey = np.full((40, 50), 100, np.uint8)
+    heat = np.zeros((40, 50), np.float32)
+    heat[10:20, 10:20] = 1.0
+    rgb = explain.overlay(grey, heat, opacity=0.5)
+    assert rgb.shape == (40, 50, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[30:, 30:], 100)  # cold pixels keep the grey image
+    hot = rgb[15, 15].astype(int)
+    assert hot[0] > hot[2] + 30  # JET at 1.0 is red: R well above B
+    np.testing.assert_array_equal(explain.overlay(grey, heat, opacity=0.0), np.repeat(grey[..., None], 3, 2))
+
+
+def test_overlay_checks_its_arguments() -> None:
+    with pytest.raises(InvalidInputError, match="opacity"):
+        explain.overlay(np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.float32), opacity=2.0)
+    with pytest.raises(InvalidInputError, match="same height and width"):
+        explain.overlay(np.zeros((4, 4), np.uint8), np.zeros((5, 4), np.float32))
+
+
+def test_tiny_model_fixture_is_a_folder(tmp_path: Path) -> None:
+    folder = make_tiny_model(tmp_path / "m", num_stages=2, image_size=32)
+    assert (folder / "model.safetensors").is_file()
+    _, settings = load_model(folder)
+    assert settings.image_size == 32

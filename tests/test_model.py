@@ -1,0 +1,244 @@
+"""brain_ct.model: model choice order, loading, the model folder contract and its validation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers_models import make_tiny_model, phantom_ct
+
+from brain_ct import model as bm
+from brain_ct.errors import ModelLoadError
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def _copy_with_config(src: Path, dst: Path, **changes: object) -> Path:
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+# ------------------------------------------------------------------------------ resolve_model_id
+def test_resolve_explicit_wins_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRAIN_CT_MODEL", "env/model")
+    assert bm.resolve_model_id("given/model") == "given/model"
+
+
+def test_resolve_env_then_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "config.json").write_text("{}")
+    monkeypatch.setattr(bm, "DEMO_MODEL_DIR", demo)
+    monkeypatch.setenv("BRAIN_CT_MODEL", "env/model")
+    assert bm.resolve_model_id(None) == "env/model"
+    monkeypatch.delenv("BRAIN_CT_MODEL")
+    assert bm.resolve_model_id("") == str(demo)
+
+
+def test_resolve_without_demo_says_how_to_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("BRAIN_CT_MODEL", raising=False)
+    monkeypatch.setattr(bm, "DEMO_MODEL_DIR", tmp_path / "missing")
+    with pytest.raises(ModelLoadError, match=r"--model.*BRAIN_CT_MODEL.*python -m train"):
+        bm.resolve_model_id(None)
+
+
+# ------------------------------------------------------------------------------ load_model
+def test_load_tiny_model_reads_settings(tiny_dir: Path) -> None:
+    model, settings = bm.load_model(tiny_dir)
+    assert type(model).__name__ == "ResNetForImageClassification"
+    assert not model.training
+    assert settings.windows == ((40.0, 80.0), (80.0, 200.0), (600.0, 2800.0))
+    assert settings.image_size == 64
+    assert settings.threshold == 0.5
+    assert settings.mean == pytest.approx((0.485, 0.456, 0.406))
+    assert settings.context_slices == 0
+    assert settings.model_id == str(tiny_dir)
+    assert settings.is_demo is False
+    assert settings.hemorrhage_index == 1
+    # Inference never trains: no parameter collects gradients during Grad-CAM.
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_is_demo_from_trained_on_and_from_demo_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    synthetic = make_tiny_model(tmp_path / "synthetic", trained_on="synthetic phantoms")
+    _, settings = bm.load_model(synthetic)
+    assert settings.is_demo is True
+    assert settings.trained_on == "synthetic phantoms"
+    plain = make_tiny_model(tmp_path / "plain")
+    monkeypatch.setattr(bm, "DEMO_MODEL_DIR", plain.resolve())
+    monkeypatch.delenv("BRAIN_CT_MODEL", raising=False)
+    _, demo_settings = bm.load_model(None)
+    assert demo_settings.is_demo is True
+    assert demo_settings.model_id == str(plain.resolve())
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        (
+            {"id2label": {"0": "cat", "1": "dog"}, "label2id": {"cat": 0, "dog": 1}},
+            r"labels.*normal.*hemorrhage",
+        ),
+        (
+            {
+                "id2label": {"0": "normal", "1": "hemorrhage", "2": "other"},
+                "label2id": {"normal": 0, "hemorrhage": 1, "other": 2},
+            },
+            r"exactly two",
+        ),
+        ({"brain_ct_windows": None}, r"lacks the config key\(s\) brain_ct_windows"),
+        (
+            {"brain_ct_threshold": None, "brain_ct_image_size": None},
+            r"brain_ct_image_size, brain_ct_threshold",
+        ),
+        ({"brain_ct_windows": [[40, 80], [80, 200]]}, r"takes 3 input channels.*describe 2"),
+        ({"brain_ct_windows": [[40, 0], [80, 200], [600, 2800]]}, r"width > 0"),
+        ({"brain_ct_threshold": 1.5}, r"brain_ct_threshold must be a number in \(0, 1\)"),
+        ({"brain_ct_image_size": 8}, r"brain_ct_image_size must be an integer"),
+        ({"brain_ct_image_mean": [0.5, 0.5]}, r"one value per input channel"),
+        ({"brain_ct_context_slices": 1}, r"takes 3 input channels.*describe 9"),
+        ({"architectures": ["ResNetBackbone"]}, r"ResNetForImageClassification is required"),
+    ],
+)
+def test_contract_violations_are_refused(tiny_dir: Path, tmp_path: Path, changes: dict, match: str) -> None:
+    bad = _copy_with_config(tiny_dir, tmp_path / "bad", **changes)
+    with pytest.raises(ModelLoadError, match=match) as info:
+        bm.load_model(bad)
+    assert str(bad) in str(info.value)  # the message names the model
+
+
+def test_non_resnet_model_type_is_refused(tmp_path: Path) -> None:
+    from transformers import ViTConfig
+
+    cfg = ViTConfig(
+        hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8, image_size=32
+    )
+    cfg.save_pretrained(tmp_path / "vit")
+    with pytest.raises(ModelLoadError, match=r"'vit' model.*ResNetForImageClassification"):
+        bm.load_model(tmp_path / "vit")
+
+
+def test_only_safetensors_weights_are_loaded(tiny_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "pickle"
+    shutil.copytree(tiny_dir, folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"not loaded: pickles can run code")
+    with pytest.raises(ModelLoadError, match=r"safetensors"):
+        bm.load_model(folder)
+
+
+def test_missing_folder_and_file_and_empty_folder(tmp_path: Path, tiny_dir: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"does not exist"):
+        bm.load_model(str(tmp_path / "nope") + "/")
+    with pytest.raises(ModelLoadError, match=r"is a file"):
+        bm.load_model(tiny_dir / "config.json")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match=r"no config.json"):
+        bm.load_model(tmp_path / "empty")
+
+
+def test_unknown_hub_id_offline_names_the_id(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ModelLoadError, match=r"'someone/not-a-model'"):
+        bm.load_model("someone/not-a-model")
+
+
+def test_hub_id_loads_offline_from_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_dir: Path
+) -> None:
+    import huggingface_hub.constants as hub_constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "cache" / "models--someone--tiny-ct"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for f in tiny_dir.iterdir():
+        shutil.copy(f, snapshot / f.name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    model, settings = bm.load_model("someone/tiny-ct")
+    assert settings.model_id == "someone/tiny-ct"
+    assert settings.image_size == 64
+    _, pinned = bm.load_model("someone/tiny-ct", revision=commit)
+    assert pinned.revision == commit
+
+
+# ------------------------------------------------------------------------------ settings round trip
+def test_apply_settings_round_trip() -> None:
+    from transformers import ResNetConfig
+
+    settings = bm.ModelSettings(
+        windows=((40, 80),), image_size=96, threshold=0.3, context_slices=1, trained_on="synthetic phantoms"
+    )
+    config = bm.apply_settings_to_config(ResNetConfig(num_channels=3, num_labels=2), settings)
+    back = bm.settings_from_config(config, "x")
+    assert back.windows == ((40.0, 80.0),)
+    assert (back.image_size, back.threshold, back.context_slices) == (96, 0.3, 1)
+    assert back.mean == settings.mean and len(back.mean) == 3
+    assert back.is_demo is True
+    assert config.id2label == {0: "normal", 1: "hemorrhage"}
+
+
+def test_apply_settings_refuses_channel_mismatch() -> None:
+    from transformers import ResNetConfig
+
+    settings = bm.ModelSettings(windows=((40, 80), (80, 200)), image_size=64, threshold=0.5)
+    with pytest.raises(ModelLoadError, match=r"takes 3 input channels"):
+        bm.apply_settings_to_config(ResNetConfig(num_channels=3, num_labels=2), settings)
+
+
+# ------------------------------------------------------------------------------ model_input
+def test_model_input_single_slice_matches_to_model_input() -> None:
+    from brain_ct.windowing import to_model_input
+
+    ct = phantom_ct(120, lesion=(80, 60, 6))
+    settings = bm.ModelSettings(windows=((40, 80), (80, 200), (600, 2800)), image_size=64, threshold=0.5)
+    x = bm.model_input(ct, settings)
+    assert x.shape == (3, 64, 64) and x.dtype == np.float32
+    np.testing.assert_array_equal(x, to_model_input(ct, settings.windows, 64, settings.mean, settings.std))
+
+
+def test_model_input_context_stacks_neighbours_in_order() -> None:
+    centre = phantom_ct(120)
+    before = phantom_ct(120, lesion=(40, 60, 10))
+    after = phantom_ct(120, lesion=(80, 60, 10))
+    settings = bm.ModelSettings(windows=((40, 80),), image_size=64, threshold=0.5, context_slices=1)
+    alone = bm.model_input(centre, settings)
+    assert alone.shape == (3, 64, 64)
+    # Without neighbours the slice stands in for them; only the per-channel mean/std differ.
+    raw = (
+        alone * np.asarray(settings.std, np.float32)[:, None, None]
+        + np.asarray(settings.mean, np.float32)[:, None, None]
+    )
+    np.testing.assert_allclose(raw[0], raw[1], atol=1e-5)
+    np.testing.assert_allclose(raw[2], raw[1], atol=1e-5)
+    stacked = bm.model_input(centre, settings, [before, after])
+    raw = (
+        stacked * np.asarray(settings.std, np.float32)[:, None, None]
+        + np.asarray(settings.mean, np.float32)[:, None, None]
+    )
+    # Channel 0 is s-1 (lesion on the image's left half), channel 2 is s+1 (right half).
+    diff_before = np.abs(raw[0] - raw[1])
+    diff_after = np.abs(raw[2] - raw[1])
+    assert diff_before[:, :32].sum() > 10 * diff_before[:, 32:].sum() + 1e-6
+    assert diff_after[:, 32:].sum() > 10 * diff_after[:, :32].sum() + 1e-6
+    with pytest.raises(ValueError, match="needs 2 neighbours"):
+        bm.model_input(centre, settings, [before])
