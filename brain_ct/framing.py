@@ -1,0 +1,345 @@
+"""Find the head in a slice, and refuse what is clearly not an axial head CT.
+
+Images from the internet are screenshots and figures: black or white margins, captions,
+rulers, arrows, panel letters, several panels. :func:`find_head_box` frames the head alike in
+a scanner DICOM and in such a figure, so the model sees the same thing in both:
+
+1. a foreground mask — HU > :data:`TISSUE_HU` for DICOM (skin, brain and bone, not air or
+   the foam of the head rest); for 8-bit images, grey above a threshold derived from Otsu's;
+2. a morphological opening with a kernel ~1.2 % of the image side, which erases thin things —
+   text strokes, ruler ticks, arrow shafts, frame lines, the thin carbon head holder — but
+   not a head, which is a solid blob (skull ring filled with brain);
+3. for 8-bit images, components touching more than half of the image border are dropped (a
+   white page around a figure, a thick white frame, a radiograph's body running off the edges);
+4. each remaining large component is filled (its outer contour), and the largest is the head.
+
+:func:`check_plausible` then refuses a colour photo, a blank image and anything whose largest
+outline is not head-like (too small, not roughly elliptical, no bright skull rim). For DICOM
+the check is lenient, because Modality CT is itself strong evidence: it only refuses a scout
+(localizer) image, a blank slice, a slice with no tissue at all, and a cross-section wider than
+:data:`MAX_HEAD_MM` (a chest or abdomen CT). Every refusal raises
+:class:`~brain_ct.errors.NotHeadCTError`, which callers skip with ``allow_unverified=True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from brain_ct.errors import NotHeadCTError
+
+if TYPE_CHECKING:
+    from brain_ct.io import CTImage
+
+Box = tuple[int, int, int, int]
+
+#: HU above which a pixel counts as part of the head (skin, fat-free soft tissue, brain, bone).
+TISSUE_HU = -300.0
+
+#: A cross-section wider or taller than this (mm) is not a head (an adult head is ~140-210 mm).
+MAX_HEAD_MM = 300.0
+
+#: Fraction of strongly saturated pixels above which an image is a colour picture. Genuine CT
+#: figures are grey, with at most a few coloured arrows, circles or labels (a few per cent).
+MAX_COLOUR_FRACTION = 0.10
+
+#: Smallest head outline accepted in an ordinary image, as a fraction of the image area.
+MIN_HEAD_AREA_FRACTION = 0.02
+
+#: Smallest head side accepted in an ordinary image, in pixels.
+MIN_HEAD_SIDE = 32
+
+#: Images are analysed on a grid of at most this many pixels a side (speed; boxes are mapped back).
+WORK_SIDE = 512
+
+_OVERRIDE = "If it is one, tick 'allow unusual images' / pass allow_unverified=True."
+
+
+@dataclass(frozen=True)
+class HeadOutline:
+    """The largest filled outline found in a foreground mask.
+
+    Large images are analysed on a working grid of at most :data:`WORK_SIDE` pixels a side.
+
+    Attributes:
+        box: (x0, y0, x1, y1) in the image's own pixels, x1/y1 exclusive.
+        mask: bool, the filled outline on the working grid.
+        work_box: ``box`` on the working grid.
+        area_fraction: filled area / image area.
+        fill_ratio: area / box area (an ellipse fills pi/4 ~ 0.785 of its box).
+        solidity: area / area of its convex hull.
+        scale: image pixels per working-grid pixel (1 for images up to :data:`WORK_SIDE`).
+    """
+
+    box: Box
+    mask: np.ndarray
+    work_box: Box
+    area_fraction: float
+    fill_ratio: float
+    solidity: float
+    scale: float = 1.0
+
+
+def _kernel(shape: tuple[int, int], fraction: float = 0.012) -> np.ndarray:
+    side = max(3, int(round(min(shape) * fraction)) | 1)
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+
+
+def largest_outline(mask: np.ndarray, *, max_border_contact: float | None = 0.5) -> HeadOutline | None:
+    """The largest filled outline in a foreground mask, after erasing thin structures.
+
+    Args:
+        mask: bool or uint8 ``[H, W]``, non-zero = foreground.
+        max_border_contact: components with more than this fraction of the image border's
+            pixels are dropped as background (None keeps them, as for DICOM, where what
+            touches the border is still the patient).
+
+    Returns:
+        The outline, or None when no component of at least 0.1 % of the image remains.
+    """
+    h, w = mask.shape
+    fg = (np.asarray(mask) > 0).astype(np.uint8)
+    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, _kernel((h, w)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    if n <= 1:
+        return None
+    min_area = max(16, int(0.001 * h * w))
+    perimeter = 2 * (h + w) - 4
+    order = np.argsort(stats[1:, cv2.CC_STAT_AREA])[::-1] + 1
+    best: HeadOutline | None = None
+    for label in order[:6]:
+        if stats[label, cv2.CC_STAT_AREA] < min_area:
+            break
+        comp = (labels == label).astype(np.uint8)
+        if max_border_contact is not None:
+            on_border = (
+                int(comp[0].sum())
+                + int(comp[-1].sum())
+                + int(comp[1:-1, 0].sum())
+                + int(comp[1:-1, -1].sum())
+            )
+            if on_border > max_border_contact * perimeter:
+                continue
+        contours, _ = cv2.findContours(comp, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        contour = max(contours, key=cv2.contourArea)
+        filled = np.zeros_like(comp)
+        cv2.drawContours(filled, [contour], -1, 1, thickness=cv2.FILLED)
+        area = int(filled.sum())
+        if best is not None and area <= best.area_fraction * h * w:
+            continue
+        x, y, bw, bh = cv2.boundingRect(contour)
+        hull_area = float(cv2.contourArea(cv2.convexHull(contour)))
+        box = (int(x), int(y), int(x + bw), int(y + bh))
+        best = HeadOutline(
+            box=box,
+            mask=filled.astype(bool),
+            work_box=box,
+            area_fraction=area / float(h * w),
+            fill_ratio=area / float(bw * bh),
+            solidity=min(1.0, float(cv2.contourArea(contour)) / hull_area) if hull_area > 0 else 0.0,
+        )
+    return best
+
+
+def foreground_from_grey(grey: np.ndarray) -> np.ndarray:
+    """Foreground mask of an 8-bit grey image: pixels brighter than half Otsu's threshold.
+
+    Half of Otsu's threshold (clipped to 10..60) keeps brain tissue in brain, subdural and bone
+    windows alike while leaving out a black background and JPEG noise in it.
+    """
+    otsu, _ = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    threshold = float(np.clip(0.5 * otsu, 10.0, 60.0))
+    return grey > threshold
+
+
+def _working(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """``image`` shrunk (area interpolation) to at most :data:`WORK_SIDE` a side, and the factor."""
+    h, w = image.shape[:2]
+    factor = max(h, w) / WORK_SIDE
+    if factor <= 1.0:
+        return image, 1.0
+    size = (max(1, round(w / factor)), max(1, round(h / factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), factor
+
+
+def _to_image_grid(outline: HeadOutline, factor: float, shape: tuple[int, ...]) -> HeadOutline:
+    if factor == 1.0:
+        return outline
+    x0, y0, x1, y1 = outline.box
+    h, w = shape[:2]
+    box = (
+        max(0, int(np.floor(x0 * factor))),
+        max(0, int(np.floor(y0 * factor))),
+        min(w, int(np.ceil(x1 * factor))),
+        min(h, int(np.ceil(y1 * factor))),
+    )
+    return replace(outline, box=box, scale=factor)
+
+
+def outline_from_grey(grey: np.ndarray) -> tuple[HeadOutline | None, np.ndarray]:
+    """The head outline of an 8-bit grey image, and the working-grid image it was found on."""
+    small, factor = _working(_as_uint8(grey))
+    outline = largest_outline(foreground_from_grey(small))
+    return (None if outline is None else _to_image_grid(outline, factor, grey.shape)), small
+
+
+def outline_from_hu(hu: np.ndarray) -> HeadOutline | None:
+    """The head outline of a CT slice in HU, from HU > :data:`TISSUE_HU`."""
+    small, factor = _working(np.asarray(hu, dtype=np.float32))
+    outline = largest_outline(small > TISSUE_HU, max_border_contact=None)
+    return None if outline is None else _to_image_grid(outline, factor, hu.shape)
+
+
+def find_head_box(grey: np.ndarray) -> Box:
+    """Bounding box of the head in an 8-bit grey image (a figure, a screenshot, a PNG slice).
+
+    Args:
+        grey: uint8 ``[H, W]``.
+
+    Returns:
+        (x0, y0, x1, y1) in pixels, x1/y1 exclusive; the whole image when no outline is found.
+    """
+    outline, _ = outline_from_grey(grey)
+    return outline.box if outline is not None else _full_box(grey.shape)
+
+
+def find_head_box_hu(hu: np.ndarray) -> Box:
+    """Bounding box of the head in a CT slice in HU (float ``[H, W]``), from HU > :data:`TISSUE_HU`."""
+    outline = outline_from_hu(hu)
+    return outline.box if outline is not None else _full_box(hu.shape)
+
+
+def colour_fraction(bgr: np.ndarray) -> float:
+    """Fraction of strongly coloured pixels in an 8-bit BGR image ``[H, W, 3]``.
+
+    A pixel counts when its HSV saturation is above 0.4 and its value above 60/255 (dark
+    pixels have no reliable hue). Grey CT figures score ~0; a coloured arrow a few per cent.
+    """
+    bgr = _as_uint8(bgr)
+    mx = bgr.max(axis=2).astype(np.int16)
+    mn = bgr.min(axis=2).astype(np.int16)
+    strong = (mx > 60) & ((mx - mn) * 5 > mx * 2)
+    return float(strong.mean())
+
+
+def check_plausible(ct: CTImage, outline: HeadOutline | None = None) -> None:
+    """Refuse what clearly is not an axial head-CT slice.
+
+    Args:
+        ct: a loaded slice.
+        outline: its head outline when already computed (:func:`outline_from_hu` for DICOM,
+            :func:`outline_from_grey` otherwise); found here when None.
+
+    Raises:
+        NotHeadCTError: with the reason, and how to override the check.
+    """
+    reason = _dicom_reason(ct, ct.hu, outline) if ct.hu is not None else _image_reason(ct, outline)
+    if reason is not None:
+        raise NotHeadCTError(f"this does not look like an axial head CT slice: {reason}. {_OVERRIDE}")
+
+
+def _dicom_reason(ct: CTImage, hu: np.ndarray, outline: HeadOutline | None) -> str | None:
+    image_type = ct.meta.get("ImageType")
+    types = (
+        [str(t).upper() for t in image_type]
+        if isinstance(image_type, list)
+        else [str(image_type or "").upper()]
+    )
+    if "LOCALIZER" in types:
+        return "it is a scout (localizer) image, not an axial slice"
+    finite = hu[np.isfinite(hu)]
+    if finite.size == 0 or float(finite.std()) < 1.0:
+        return "the slice is blank (all pixels have the same value)"
+    if float((finite > TISSUE_HU).mean()) < 0.005:
+        return "the slice contains no tissue (only air)"
+    spacing = ct.meta.get("PixelSpacing")
+    if outline is None:
+        outline = outline_from_hu(hu)
+    if outline is not None and isinstance(spacing, list) and len(spacing) == 2:
+        row_mm, col_mm = (float(s) for s in spacing)
+        x0, y0, x1, y1 = outline.box
+        width_mm, height_mm = (x1 - x0) * col_mm, (y1 - y0) * row_mm
+        if max(width_mm, height_mm) > MAX_HEAD_MM:
+            return (
+                f"the body cross-section is {width_mm:.0f} x {height_mm:.0f} mm, larger than a head "
+                f"(at most ~{MAX_HEAD_MM:.0f} mm) - a chest or abdomen CT?"
+            )
+    return None
+
+
+def _image_reason(ct: CTImage, outline: HeadOutline | None) -> str | None:
+    if ct.colour_fraction > MAX_COLOUR_FRACTION:
+        return (
+            f"it is a colour picture ({100 * ct.colour_fraction:.0f}% of its pixels are strongly coloured; "
+            "CT slices are grey)"
+        )
+    grey = ct.display
+    low, high = np.percentile(grey, [1, 99])
+    if high - low < 16 or float(grey.std()) < 4.0:
+        return "the image is blank or nearly uniform"
+    if outline is None:
+        outline, small = outline_from_grey(grey)
+    else:
+        small, _ = _working(grey)
+    if outline is None:
+        return "no bright closed outline (the skull) was found"
+    x0, y0, x1, y1 = outline.box
+    bw, bh = x1 - x0, y1 - y0
+    if outline.area_fraction < MIN_HEAD_AREA_FRACTION or min(bw, bh) < MIN_HEAD_SIDE:
+        return (
+            f"the largest bright outline is only {bw}x{bh} pixels "
+            f"({100 * outline.area_fraction:.1f}% of the image)"
+        )
+    if not 0.5 <= bw / bh <= 2.0:
+        return f"the largest bright outline is {bw}x{bh} pixels, too elongated for a head"
+    if outline.solidity < 0.8 or not 0.5 <= outline.fill_ratio <= 0.97:
+        return "the largest bright outline is not roughly elliptical like a head"
+    if not _has_bright_rim(small, outline):
+        return "no bright rim (skull) surrounds the largest outline"
+    return None
+
+
+def _has_bright_rim(grey: np.ndarray, outline: HeadOutline, sectors: int = 16) -> bool:
+    """Whether a bright ring (the skull) runs round most of the outline (``grey`` on the working grid).
+
+    The outer band of the outline (12 % of its smaller side deep: scalp and skull) is split into
+    ``sectors`` angular sectors around the centroid; a sector is bright when its 90th percentile
+    is at least 25 grey levels above the inside's median and at least 60 % of the head's 99th
+    percentile (the skull is the brightest thing in a head CT, whatever the window). At least
+    70 % of the sectors must be bright (allowing gaps at the orbits, ears and skull base): a
+    radiograph's body edge or a photo's blob is not ringed by its brightest pixels.
+    """
+    x0, y0, x1, y1 = outline.work_box
+    depth = max(3, int(round(0.12 * min(x1 - x0, y1 - y0))))
+    mask = outline.mask.astype(np.uint8)
+    # distance to the outside > depth: an erosion by a disc, in linear time
+    inner = cv2.distanceTransform(mask, cv2.DIST_L2, 3) > depth
+    band = (mask > 0) & ~inner
+    inside = grey[inner]
+    if not band.any() or inside.size == 0:
+        return False
+    level = max(float(np.median(inside)) + 25.0, 0.6 * float(np.percentile(grey[mask > 0], 99)))
+    ys, xs = np.nonzero(band)
+    moments = cv2.moments(mask, binaryImage=True)
+    cx, cy = moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
+    sector = ((np.arctan2(ys - cy, xs - cx) + np.pi) / (2 * np.pi) * sectors).astype(int) % sectors
+    values = grey[ys, xs]
+    bright = 0
+    for k in range(sectors):
+        chosen = values[sector == k]
+        if chosen.size and float(np.percentile(chosen, 90)) >= level:
+            bright += 1
+    return bright >= 0.7 * sectors
+
+
+def _as_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _full_box(shape: tuple[int, ...]) -> Box:
+    return 0, 0, int(shape[1]), int(shape[0])

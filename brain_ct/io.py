@@ -1,0 +1,797 @@
+"""Read a file a person drops in — a DICOM slice or an ordinary image — into a :class:`CTImage`.
+
+DICOM (pydicom 3, compressed transfer syntaxes through the pylibjpeg plugins):
+
+* HU = stored value × (0028,1053) *Rescale Slope* + (0028,1052) *Rescale Intercept*, taken from
+  the top level or, for enhanced multi-frame CT, from the frame's (0028,9145) *Pixel Value
+  Transformation Sequence*; a (0028,3000) *Modality LUT Sequence* is applied when present. pydicom's
+  helpers silently skip a missing tag; here slope 1 and intercept 0 are assumed only when the tag
+  is absent, with a note in ``meta["Notes"]``, and a malformed value is refused.
+* (0028,0120) *Pixel Padding Value* (to (0028,0121) *Pixel Padding Range Limit* when given) is
+  compared with the stored values and set to air, -1000 HU.
+* The RSNA 2019 fix: some scanners wrote 12-bit data ((0028,0101) *Bits Stored* 12,
+  (0028,0103) *Pixel Representation* 0) with a wrong intercept (> -100) so that air wraps round
+  to large stored values. As in the RSNA 2019 Kaggle kernels (``correct_dcm`` / fastai's
+  ``fix_pxrepr``), stored + 1000 is taken modulo 4096 — values whose sum reaches 4096 wrap — and
+  the intercept becomes -1000.
+* MONOCHROME1 ("minimum is white"): stored values are mirrored within the range that
+  Bits Stored / Pixel Representation allow (s → s_min + s_max − s) before the rescale, so the
+  result follows the MONOCHROME2 convention that every CT viewer displays: dense is bright.
+* Refused: non-CT Modality (MR, US, CR, …), colour (RGB, YBR, palette), no pixel data, fewer
+  than :data:`MIN_SIDE` or more than :data:`MAX_PIXELS` pixels (checked in the header, before
+  any pixel is decoded), files without the 128-byte preamble that do not really parse as DICOM.
+  A dataset without a Modality tag is read as CT when its SOP class is a CT class or its
+  rescale says HU (noted in ``meta["Notes"]``); otherwise only with ``allow_unverified=True``.
+
+Ordinary images (OpenCV): PNG (8/16 bit), JPEG, BMP, TIFF (8/16 bit, float), WebP. The header
+is read first with Pillow (lazy, no pixel decoding) to refuse decompression bombs, and
+OpenCV's own limit is set to the same :data:`MAX_PIXELS`. EXIF orientation is applied, alpha
+is flattened onto black, colour is measured (for the plausibility check) and converted to grey;
+16-bit and float images are stretched min..max to 8 bit for display. ``hu`` stays None: such
+images were already windowed by whoever saved them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from brain_ct.errors import InvalidInputError, NotHeadCTError
+from brain_ct.privacy import extract_meta, scrub_text
+
+#: Largest image accepted, in pixels per frame (50 megapixels); checked before decoding.
+MAX_PIXELS = 50_000_000
+
+#: Largest side accepted, in pixels.
+MAX_SIDE = 16384
+
+#: Smallest side accepted, in pixels.
+MIN_SIDE = 64
+
+#: Largest number of pixels decoded at once over all frames of a multi-frame DICOM
+#: (640 slices of 512 x 512; ~0.7 GB as float32 HU).
+MAX_TOTAL_PIXELS = 640 * 512 * 512
+
+#: Largest file read, in bytes.
+MAX_FILE_BYTES = 1 << 30
+
+# OpenCV reads its limit once, at the first decode; set it before any decode happens so that
+# a forged header cannot make cv2 allocate more than the Pillow check allowed.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+
+import cv2  # noqa: E402  (must follow the environment variable above)
+
+from brain_ct import framing  # noqa: E402
+from brain_ct.windowing import AIR_HU, PRESETS, window  # noqa: E402
+
+Box = tuple[int, int, int, int]
+Source = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
+
+ACCEPTED = "a CT DICOM slice (.dcm or extension-less) or a PNG, JPEG, BMP, TIFF or WebP image"
+
+_CT_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.2",  # CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT Image Storage
+}
+
+_MODALITY_NAMES = {
+    "MR": "an MR (magnetic resonance)",
+    "US": "an ultrasound (US)",
+    "CR": "a radiograph (CR)",
+    "DX": "a radiograph (DX)",
+    "DR": "a radiograph (DR)",
+    "MG": "a mammogram (MG)",
+    "XA": "an X-ray angiography (XA)",
+    "RF": "a fluoroscopy (RF)",
+    "PT": "a PET (PT)",
+    "NM": "a nuclear medicine (NM)",
+    "OT": "an 'other' (OT, secondary capture)",
+    "SC": "a secondary capture (SC)",
+    "SEG": "a segmentation (SEG)",
+    "SR": "a structured report (SR)",
+    "RTDOSE": "a radiotherapy dose (RTDOSE)",
+    "RTPLAN": "a radiotherapy plan (RTPLAN)",
+    "RTSTRUCT": "a radiotherapy structure set (RTSTRUCT)",
+    "ECG": "an ECG waveform (ECG)",
+    "OP": "an ophthalmic photograph (OP)",
+    "XC": "an external camera photograph (XC)",
+}
+
+_IMAGE_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
+    (b"\xff\xd8\xff", 0, "JPEG"),
+    (b"II*\x00", 0, "TIFF"),
+    (b"MM\x00*", 0, "TIFF"),
+    (b"BM", 0, "BMP"),
+    (b"WEBP", 8, "WEBP"),
+)
+
+_UNSUPPORTED_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"GIF8", 0, "a GIF image"),
+    (b"%PDF", 0, "a PDF document"),
+    (b"PK\x03\x04", 0, "a zip archive (load its slices one by one, or use the series reader)"),
+    (b"\x00\x00\x00\x0cjP  ", 0, "a JPEG 2000 image"),
+    (b"ftyp", 4, "an HEIC/MP4 file"),
+    (b"\x1f\x8b", 0, "a gzip archive"),
+)
+
+
+@dataclass
+class CTImage:
+    """One loaded slice.
+
+    Attributes:
+        hu: float32 ``[H, W]`` in Hounsfield units for DICOM input; None for ordinary images.
+        display: uint8 ``[H, W]``: the brain window (40/80 HU) for DICOM, the grey image otherwise.
+        meta: allow-listed, JSON-serialisable information (see :mod:`brain_ct.privacy`).
+        head_box: (x0, y0, x1, y1), x1/y1 exclusive: the head's bounding box in this image's pixels.
+        source: ``"dicom"`` or ``"image"``.
+        name: display name: the file name when read from a path, else ``"upload"``; never a tag value.
+        colour_fraction: fraction of strongly coloured pixels before grey conversion (0 for DICOM).
+    """
+
+    hu: np.ndarray | None
+    display: np.ndarray
+    meta: dict[str, Any]
+    head_box: Box
+    source: str
+    name: str
+    colour_fraction: float = field(default=0.0)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) in pixels."""
+        return int(self.display.shape[0]), int(self.display.shape[1])
+
+
+# --------------------------------------------------------------------------- reading bytes
+
+
+def _read_source(source: Source, name: str | None) -> tuple[bytes, str]:
+    """The file's bytes and a display name (never a tag value)."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        shown = name or path.name
+        if not path.exists():
+            raise InvalidInputError(f"{shown}: no such file; give the path of {ACCEPTED}")
+        if not path.is_file():
+            raise InvalidInputError(f"{shown}: is a directory, not a file; give the path of {ACCEPTED}")
+        size = path.stat().st_size
+        _check_file_size(size, shown)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InvalidInputError(
+                f"{shown}: cannot be read ({exc.strerror}); check its permissions"
+            ) from None
+        return data, shown
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        shown = name or "upload"
+    elif hasattr(source, "read"):
+        raw = getattr(source, "name", None)
+        shown = name or (os.path.basename(raw) if isinstance(raw, str) and raw else "upload")
+        try:
+            data = source.read(MAX_FILE_BYTES + 1)
+        except Exception as exc:
+            raise InvalidInputError(f"{shown}: cannot be read ({type(exc).__name__})") from None
+        if not isinstance(data, (bytes, bytearray)):
+            raise InvalidInputError(f"{shown}: the file object must be opened in binary mode ('rb')")
+        data = bytes(data)
+    else:
+        raise InvalidInputError(
+            f"cannot read a {type(source).__name__}; give a file path, bytes or a binary file object"
+        )
+    _check_file_size(len(data), shown)
+    return data, shown
+
+
+def _check_file_size(size: int, shown: str) -> None:
+    if size == 0:
+        raise InvalidInputError(f"{shown}: the file is empty (0 bytes); expected {ACCEPTED}")
+    if size > MAX_FILE_BYTES:
+        raise InvalidInputError(
+            f"{shown}: the file is {size / 2**20:.0f} MiB, above the {MAX_FILE_BYTES / 2**20:.0f} MiB limit"
+        )
+
+
+def _sniff(data: bytes) -> str:
+    """``"dicom"``, an image format name, or ``"unknown"``."""
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return "dicom"
+    for magic, offset, fmt in _IMAGE_MAGIC:
+        if data[offset : offset + len(magic)] == magic and (fmt != "WEBP" or data[:4] == b"RIFF"):
+            return fmt
+    return "unknown"
+
+
+# --------------------------------------------------------------------------- DICOM
+
+
+_reading = threading.local()
+
+
+class _DropWhileReading(logging.Filter):
+    """Drops pydicom's log records emitted while this thread reads a file (they may quote values)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(_reading, "depth", 0) == 0
+
+
+def _install_log_filter() -> None:
+    # A logger's filters only see records created on that very logger, so the filter goes on
+    # "pydicom" and on each of its child loggers (pixel decoders log there).
+    import pydicom
+    import pydicom.pixels  # noqa: F401  (creates the decoder loggers)
+
+    drop = _DropWhileReading()
+    names = ["pydicom"] + [n for n in logging.root.manager.loggerDict if n.startswith("pydicom.")]
+    for logger_name in names:
+        logging.getLogger(logger_name).addFilter(drop)
+
+
+_install_log_filter()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence pydicom while reading: its warnings and log lines may quote tag values (a name,
+    a date) and must not reach a log. Log records are dropped per thread; warnings are silenced
+    with :func:`warnings.catch_warnings`."""
+    _reading.depth = getattr(_reading, "depth", 0) + 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        _reading.depth -= 1
+
+
+def _parse_dicom(data: bytes, shown: str, *, stop_before_pixels: bool) -> Any:
+    import pydicom
+
+    has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
+    try:
+        with _quiet():
+            ds = pydicom.dcmread(
+                io.BytesIO(data), force=not has_preamble, stop_before_pixels=stop_before_pixels
+            )
+            # force=True accepts any bytes; keep it only when real DICOM elements came out.
+            real = any(k in ds for k in ("SOPClassUID", "Modality", "Rows", "PixelData")) or (
+                "TransferSyntaxUID" in getattr(ds, "file_meta", {})
+            )
+    except Exception:
+        real = False
+        if has_preamble:
+            raise InvalidInputError(
+                f"{shown}: the DICOM file is damaged or truncated and cannot be parsed; expected {ACCEPTED}"
+            ) from None
+    if not real:
+        raise InvalidInputError(
+            f"{shown}: this is not a DICOM file or a supported image; expected {ACCEPTED}"
+        )
+    _ensure_transfer_syntax(ds)
+    return ds
+
+
+def _ensure_transfer_syntax(ds: Any) -> None:
+    """Give a dataset without file meta (old exporters) the native transfer syntax it was read with.
+
+    pydicom parses such files by guessing the encoding but cannot decode their pixels without a
+    (0002,0010) *Transfer Syntax UID*; native encodings are all that can lack it.
+    """
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    file_meta = getattr(ds, "file_meta", None)
+    if file_meta is not None and "TransferSyntaxUID" in file_meta:
+        return
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None or little is None:
+        return
+    explicit = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    syntax = ImplicitVRLittleEndian if implicit else explicit
+    if file_meta is None:
+        ds.file_meta = file_meta = FileMetaDataset()
+    file_meta.TransferSyntaxUID = syntax
+
+
+def read_dicom_header(source: Source) -> Any:
+    """Read a DICOM file's header only (no pixel data), e.g. to group and sort a series.
+
+    The result carries identifying tags: use it for grouping/sorting (SeriesInstanceUID,
+    ImagePositionPatient, ImageOrientationPatient, InstanceNumber), never for output; output
+    goes through :func:`brain_ct.privacy.extract_meta`.
+
+    Args:
+        source: a path, bytes or a binary file object.
+
+    Returns:
+        ``pydicom.Dataset`` read with ``stop_before_pixels=True``.
+
+    Raises:
+        InvalidInputError: empty, unreadable or not DICOM.
+    """
+    data, shown = _read_source(source, None)
+    kind = _sniff(data)
+    if kind not in ("dicom", "unknown"):
+        raise InvalidInputError(f"{shown}: this is a {kind} image, not a DICOM file")
+    with _quiet():
+        return _parse_dicom(data, shown, stop_before_pixels=True)
+
+
+def _int_tag(ds: Any, keyword: str, shown: str, default: int | None = None) -> int | None:
+    if keyword not in ds or ds[keyword].value in (None, ""):
+        return default
+    try:
+        value = ds[keyword].value
+        if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+            value = value[0]
+        return int(float(value))
+    except Exception:
+        raise InvalidInputError(f"{shown}: the DICOM tag {keyword} is not a valid number") from None
+
+
+def _float_value(value: Any) -> float:
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0]
+    return float(value)
+
+
+def _check_dicom(ds: Any, shown: str, allow_unverified: bool, notes: list[str]) -> tuple[int, int, int]:
+    """Validate a DICOM header; returns (rows, columns, frames). Nothing is decoded here."""
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality and modality != "CT":
+        kind = _MODALITY_NAMES.get(modality, f"a {modality}")
+        raise InvalidInputError(
+            f"{shown}: this is {kind} image; the model expects a non-contrast head CT (Modality CT)"
+        )
+    if "PixelData" not in ds:
+        sop = ds.get("SOPClassUID") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
+        what = f" ({sop.name})" if sop is not None and getattr(sop, "name", str(sop)) != str(sop) else ""
+        raise InvalidInputError(
+            f"{shown}: this DICOM has no pixel data{what}; expected a CT image slice with (7FE0,0010) Pixel Data"
+        )
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
+    samples = _int_tag(ds, "SamplesPerPixel", shown, 1)
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise InvalidInputError(
+            f"{shown}: this is a colour DICOM ({photometric}, {samples} samples per pixel); "
+            "CT slices are greyscale (MONOCHROME1/MONOCHROME2)"
+        )
+    rows = _int_tag(ds, "Rows", shown)
+    cols = _int_tag(ds, "Columns", shown)
+    if rows is None or cols is None:
+        raise InvalidInputError(f"{shown}: the DICOM has no Rows/Columns; it cannot be decoded as an image")
+    frames = _int_tag(ds, "NumberOfFrames", shown, 1) or 1
+    _check_dimensions(cols, rows, shown)
+    if frames < 1:
+        raise InvalidInputError(f"{shown}: NumberOfFrames is {frames}; expected 1 or more")
+    if not modality:
+        sop = str(
+            ds.get("SOPClassUID", "") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")
+        )
+        rescale_type = str(ds.get("RescaleType", "") or "").strip().upper()
+        if sop in _CT_SOP_CLASSES:
+            notes.append("no Modality tag: read as CT because its SOP class is a CT image class")
+        elif rescale_type == "HU":
+            notes.append("no Modality tag: read as CT because its Rescale Type is HU")
+        elif allow_unverified:
+            notes.append(
+                "no Modality tag and no sign of CT: values read as HU because allow_unverified was set"
+            )
+        else:
+            raise NotHeadCTError(
+                f"{shown}: this DICOM has no (0008,0060) Modality and nothing shows it is a CT "
+                "(no CT SOP class, no HU rescale type); if it is a CT slice, pass allow_unverified=True "
+                "/ tick 'allow unusual images'"
+            )
+    return rows, cols, frames
+
+
+def _check_dimensions(width: int, height: int, shown: str) -> None:
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise InvalidInputError(
+            f"{shown}: the image is {width}x{height} pixels, too small; at least {MIN_SIDE} pixels a side is needed"
+        )
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+        raise InvalidInputError(
+            f"{shown}: the image is {width}x{height} pixels, too large; the limit is {MAX_SIDE} pixels a side "
+            f"and {MAX_PIXELS // 1_000_000} megapixels (refused before decoding to protect memory)"
+        )
+
+
+def _functional_item(ds: Any, frame: int, sequence: str) -> Any:
+    """The item of an enhanced multi-frame functional group for ``frame`` (per-frame, else shared)."""
+    for group, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        items = ds.get(group)
+        if items and len(items) > index and sequence in items[index] and items[index][sequence].value:
+            return items[index][sequence].value[0]
+    return None
+
+
+def _rescale(ds: Any, frame: int, shown: str, notes: list[str]) -> tuple[float, float]:
+    """(slope, intercept): top level, else the frame's Pixel Value Transformation; defaults only if absent."""
+    holder = ds
+    if "RescaleSlope" not in ds and "RescaleIntercept" not in ds:
+        item = _functional_item(ds, frame, "PixelValueTransformationSequence")
+        if item is not None:
+            holder = item
+    values = []
+    for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
+        if keyword not in holder or holder[keyword].value in (None, ""):
+            notes.append(f"{keyword} missing: {default:g} assumed")
+            values.append(default)
+            continue
+        try:
+            value = _float_value(holder[keyword].value)
+        except Exception:
+            value = float("nan")
+        if not np.isfinite(value) or (keyword == "RescaleSlope" and value == 0):
+            raise InvalidInputError(
+                f"{shown}: the DICOM's {keyword} is not a usable number; HU cannot be computed"
+            )
+        values.append(value)
+    return values[0], values[1]
+
+
+def _stored_range(ds: Any, arr: np.ndarray) -> tuple[int, int]:
+    bits = int(ds.get("BitsStored") or arr.dtype.itemsize * 8)
+    if int(ds.get("PixelRepresentation") or 0) == 1:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def _padding_mask(ds: Any, stored: np.ndarray) -> np.ndarray | None:
+    if "PixelPaddingValue" not in ds or ds.PixelPaddingValue is None:
+        return None
+
+    def signed(v: int) -> int:
+        # A padding value written as US for signed data ("63536" meaning -2000).
+        bits = int(ds.get("BitsAllocated") or 16)
+        if int(ds.get("PixelRepresentation") or 0) == 1 and v >= 1 << (bits - 1):
+            return v - (1 << bits)
+        return v
+
+    pad = signed(int(_float_value(ds.PixelPaddingValue)))
+    limit = ds.get("PixelPaddingRangeLimit")
+    if limit is None or limit == "":
+        return stored == pad
+    lim = signed(int(_float_value(limit)))
+    return (stored >= min(pad, lim)) & (stored <= max(pad, lim))
+
+
+def needs_rsna_fix(ds: Any) -> bool:
+    """Whether the RSNA 2019 12-bit intercept fix applies (BitsStored 12, unsigned, intercept > -100)."""
+    try:
+        return (
+            int(ds.get("BitsStored") or 0) == 12
+            and int(ds.get("PixelRepresentation") or 0) == 0
+            and "RescaleIntercept" in ds
+            and float(ds.RescaleIntercept) > -100
+        )
+    except Exception:
+        return False
+
+
+def stored_to_hu(
+    stored: np.ndarray, ds: Any, frame: int = 0, notes: list[str] | None = None, shown: str = ""
+) -> np.ndarray:
+    """Convert one frame of stored pixel values to HU.
+
+    Order: padding mask (on the stored values), RSNA 12-bit fix, MONOCHROME1 mirroring,
+    Modality LUT or rescale, padding set to -1000 HU.
+
+    Args:
+        stored: integer ``[H, W]`` as decoded from (7FE0,0010) *Pixel Data*.
+        ds: the dataset it came from.
+        frame: the frame's index (for enhanced multi-frame rescale).
+        notes: list to which processing notes are appended.
+        shown: the file's display name, for error messages.
+
+    Returns:
+        float32 ``[H, W]`` in HU.
+    """
+    notes = [] if notes is None else notes
+    pad = _padding_mask(ds, stored)
+    values = stored.astype(np.int64 if stored.dtype.itemsize >= 4 else np.int32)
+    rsna = needs_rsna_fix(ds)
+    if rsna:
+        values = values + 1000
+        values[values >= 4096] -= 4096
+        notes.append("RSNA 12-bit intercept fix applied (stored + 1000 modulo 4096, intercept -1000)")
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
+        low, high = _stored_range(ds, stored)
+        values = (low + high) - values
+        notes.append("MONOCHROME1: stored values mirrored to the MONOCHROME2 convention before rescale")
+    if ds.get("ModalityLUTSequence"):
+        from pydicom.pixels import apply_modality_lut
+
+        hu = apply_modality_lut(values, ds).astype(np.float64)
+        notes.append("Modality LUT Sequence applied")
+    else:
+        slope, intercept = _rescale(ds, frame, shown, notes)
+        if rsna:
+            intercept = -1000.0
+        # float64: exact for any stored integer times a decimal slope; cast once at the end
+        hu = values.astype(np.float64)
+        if slope != 1.0:
+            hu *= slope
+        hu += intercept
+    if pad is not None and pad.any():
+        hu[pad] = AIR_HU
+        notes.append(f"pixel padding set to {AIR_HU:g} HU ({int(pad.sum())} pixels)")
+    return hu.astype(np.float32)
+
+
+def _dicom_frames(
+    data: bytes, shown: str, all_frames: bool, frame: int | None, allow_unverified: bool
+) -> list[tuple[CTImage, framing.HeadOutline | None]]:
+    from pydicom.pixels import pixel_array
+
+    ds = _parse_dicom(data, shown, stop_before_pixels=False)
+    notes: list[str] = []
+    rows, cols, frames = _check_dicom(ds, shown, allow_unverified, notes)
+    if not all_frames:
+        if frame is None:
+            frame = frames // 2
+        if not -frames <= frame < frames:
+            raise InvalidInputError(f"{shown}: frame {frame} requested, but the file has {frames} frame(s)")
+        indices = [frame % frames]
+    elif rows * cols * frames > MAX_TOTAL_PIXELS:
+        raise InvalidInputError(
+            f"{shown}: {frames} frames of {cols}x{rows} pixels are above the limit of "
+            f"{MAX_TOTAL_PIXELS // 1_000_000} megapixels in one file; load frames one at a time with frame=i"
+        )
+    else:
+        indices = list(range(frames))
+    base_meta = extract_meta(ds)
+    if frames > 1:
+        base_meta["NumberOfFrames"] = frames
+    images = []
+    for index in indices:
+        try:
+            stored = pixel_array(ds, index=index) if frames > 1 else pixel_array(ds)
+        except Exception as exc:
+            message = scrub_text(str(exc), ds)[:200]
+            raise InvalidInputError(
+                f"{shown}: the DICOM pixel data cannot be decoded (truncated, damaged or an unsupported "
+                f"compression: {type(exc).__name__}: {message})"
+            ) from None
+        if stored.shape != (rows, cols):
+            raise InvalidInputError(
+                f"{shown}: the decoded pixel data is {stored.shape}, not one {rows}x{cols} grey frame"
+            )
+        frame_notes = list(notes)
+        hu = stored_to_hu(stored, ds, index, frame_notes, shown)
+        display = (window(hu, *PRESETS["brain"]) * 255.0 + 0.5).astype(np.uint8)
+        meta = dict(base_meta)
+        if frames > 1:
+            meta["FrameIndex"] = index
+            meta.update(_frame_position(ds, index))
+        if frame_notes:
+            meta["Notes"] = frame_notes
+        outline = framing.outline_from_hu(hu)
+        box = outline.box if outline is not None else (0, 0, cols, rows)
+        ct = CTImage(hu=hu, display=display, meta=meta, head_box=box, source="dicom", name=shown)
+        images.append((ct, outline))
+    return images
+
+
+def _frame_position(ds: Any, index: int) -> dict[str, Any]:
+    """Per-frame geometry of enhanced multi-frame CT (plane position and orientation)."""
+    out: dict[str, Any] = {}
+    item = _functional_item(ds, index, "PlanePositionSequence")
+    if item is not None and "ImagePositionPatient" in item:
+        out["ImagePositionPatient"] = [float(v) for v in item.ImagePositionPatient]
+    item = _functional_item(ds, index, "PlaneOrientationSequence")
+    if item is not None and "ImageOrientationPatient" in item:
+        out["ImageOrientationPatient"] = [float(v) for v in item.ImageOrientationPatient]
+    item = _functional_item(ds, index, "PixelMeasuresSequence")
+    if item is not None and "PixelSpacing" in item:
+        out["PixelSpacing"] = [float(v) for v in item.PixelSpacing]
+    return out
+
+
+# --------------------------------------------------------------------------- ordinary images
+
+
+def _apply_exif_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an ``[H, W(, C)]`` array, as viewers display it."""
+    if orientation == 2:
+        return image[:, ::-1]
+    if orientation == 3:
+        return image[::-1, ::-1]
+    if orientation == 4:
+        return image[::-1]
+    if orientation == 5:
+        return image.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(image, k=-1)
+    if orientation == 7:
+        return image.swapaxes(0, 1)[::-1, ::-1]
+    if orientation == 8:
+        return np.rot90(image, k=1)
+    return image
+
+
+def _image_header(data: bytes, fmt: str, shown: str) -> tuple[int, int, int]:
+    """(width, height, EXIF orientation) from the header alone (Pillow opens lazily)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+                try:
+                    orientation = int(im.getexif().get(0x0112, 1))
+                except Exception:
+                    orientation = 1
+    except Image.DecompressionBombError:
+        raise InvalidInputError(
+            f"{shown}: the {fmt} image declares a huge size, too large (a decompression bomb?); "
+            f"the limit is {MAX_PIXELS // 1_000_000} megapixels, refused before decoding"
+        ) from None
+    except Exception:
+        raise InvalidInputError(
+            f"{shown}: the {fmt} file is damaged or truncated and cannot be read; expected {ACCEPTED}"
+        ) from None
+    _check_dimensions(width, height, shown)
+    return width, height, orientation
+
+
+def _check_complete(data: bytes, fmt: str, shown: str) -> None:
+    """Refuse truncated PNG/JPEG files that decoders would silently fill with grey."""
+    truncated = False
+    if fmt == "JPEG":
+        # After the last start-of-scan marker, entropy-coded data never contains FF D9 except as
+        # the end-of-image marker (FF bytes are stuffed), so its absence means truncation.
+        sos = data.rfind(b"\xff\xda")
+        truncated = sos < 0 or data.find(b"\xff\xd9", sos) < 0
+    elif fmt == "PNG":
+        truncated = b"IEND" not in data[-64:]
+    if truncated:
+        raise InvalidInputError(
+            f"{shown}: the {fmt} file is truncated (its end is missing); re-export or re-download it"
+        )
+
+
+def _to_uint8(image: np.ndarray, shown: str) -> np.ndarray:
+    """Scale an image of any depth to uint8: 8-bit as is, others stretched min..max."""
+    if image.dtype == np.uint8:
+        return image
+    values = image.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise InvalidInputError(
+            f"{shown}: the image contains NaN or infinite values; expected finite pixel values"
+        )
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(image.shape, np.uint8)
+    return np.clip((values - low) * (255.0 / (high - low)) + 0.5, 0, 255).astype(np.uint8)
+
+
+def _load_ordinary(data: bytes, fmt: str, shown: str) -> tuple[CTImage, framing.HeadOutline | None]:
+    _check_complete(data, fmt, shown)
+    width, height, orientation = _image_header(data, fmt, shown)
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None or decoded.size == 0:
+        raise InvalidInputError(
+            f"{shown}: the {fmt} file cannot be decoded (damaged or truncated); expected {ACCEPTED}"
+        )
+    if decoded.shape[:2] != (height, width):
+        raise InvalidInputError(
+            f"{shown}: the {fmt} header says {width}x{height} but the pixels are "
+            f"{decoded.shape[1]}x{decoded.shape[0]}; the file is damaged"
+        )
+    bit_depth = decoded.dtype.itemsize * 8
+    channels = 1 if decoded.ndim == 2 else decoded.shape[2]
+    image = _to_uint8(decoded, shown)
+    if channels == 4:
+        # Flatten onto black: transparent parts of a figure become background, not white.
+        alpha = image[..., 3:4].astype(np.float32) * (1.0 / 255.0)
+        image = (image[..., :3].astype(np.float32) * alpha + 0.5).astype(np.uint8)
+    elif channels == 2:
+        alpha = image[..., 1].astype(np.float32) * (1.0 / 255.0)
+        image = (image[..., 0].astype(np.float32) * alpha + 0.5).astype(np.uint8)
+    elif channels not in (1, 3):
+        raise InvalidInputError(f"{shown}: the image has {channels} channels; expected grey, RGB or RGBA")
+    image = np.ascontiguousarray(_apply_exif_orientation(image, orientation))
+    if image.ndim == 3:
+        colour = framing.colour_fraction(image)
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    else:
+        colour, grey = 0.0, image
+    meta: dict[str, Any] = {
+        "Format": fmt,
+        "BitDepth": bit_depth,
+        "Channels": channels,
+        "Rows": int(grey.shape[0]),
+        "Columns": int(grey.shape[1]),
+    }
+    outline, _ = framing.outline_from_grey(grey)
+    box = outline.box if outline is not None else (0, 0, int(grey.shape[1]), int(grey.shape[0]))
+    ct = CTImage(
+        hu=None, display=grey, meta=meta, head_box=box, source="image", name=shown, colour_fraction=colour
+    )
+    return ct, outline
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _load(
+    source: Source, allow_unverified: bool, frame: int | None, name: str | None, all_frames: bool
+) -> list[CTImage]:
+    data, shown = _read_source(source, name)
+    kind = _sniff(data)
+    if kind == "unknown":
+        for magic, offset, what in _UNSUPPORTED_MAGIC:
+            if data[offset : offset + len(magic)] == magic:
+                raise InvalidInputError(
+                    f"{shown}: this is {what}, which is not supported; expected {ACCEPTED}"
+                )
+    if kind in ("dicom", "unknown"):
+        with _quiet():
+            images = _dicom_frames(data, shown, all_frames, frame, allow_unverified)
+    else:
+        if frame not in (None, 0):
+            raise InvalidInputError(f"{shown}: frame {frame} requested, but a {kind} image has one frame")
+        images = [_load_ordinary(data, kind, shown)]
+    if not allow_unverified:
+        # One representative frame (the middle) is checked: a scan's first and last slices
+        # may rightly hold little or no head.
+        framing.check_plausible(*images[len(images) // 2])
+    return [ct for ct, _ in images]
+
+
+def load_image(
+    source: Source,
+    *,
+    allow_unverified: bool = False,
+    frame: int | None = None,
+    name: str | None = None,
+) -> CTImage:
+    """Load one slice from a DICOM file or an ordinary image.
+
+    Args:
+        source: a path (str or Path), bytes, or a binary file object.
+        allow_unverified: skip the head-CT plausibility check (:func:`brain_ct.framing.check_plausible`)
+            and accept a DICOM without Modality tag, for unusual but genuine slices.
+        frame: for multi-frame DICOM, the frame to read (default: the middle one).
+        name: display name; default the file name for paths, else ``"upload"``.
+
+    Returns:
+        The slice as a :class:`CTImage`.
+
+    Raises:
+        InvalidInputError: the input cannot be read as a CT slice (the message says why and
+            what is accepted); :class:`~brain_ct.errors.NotHeadCTError` when it decodes but does
+            not look like an axial head CT.
+    """
+    return _load(source, allow_unverified, frame, name, all_frames=False)[0]
+
+
+def load_frames(source: Source, *, allow_unverified: bool = False, name: str | None = None) -> list[CTImage]:
+    """Load every frame of a (multi-frame) DICOM file; a single-frame file or an image gives one.
+
+    Each frame's ``meta`` carries ``FrameIndex`` and ``NumberOfFrames`` (multi-frame only) and,
+    for enhanced CT, its own ImagePositionPatient. The plausibility check runs on the middle frame.
+
+    Raises:
+        InvalidInputError: as :func:`load_image`; also when all frames together exceed
+            :data:`MAX_TOTAL_PIXELS`.
+    """
+    return _load(source, allow_unverified, None, name, all_frames=True)

@@ -1,0 +1,332 @@
+"""The ONE allow-list of DICOM information that may appear in any output.
+
+Everything :mod:`brain_ct` shows or writes about a DICOM file — ``CTImage.meta``, the app's
+metadata table, CLI JSON, PDF reports, logs — goes through :func:`extract_meta`, which copies
+only the clinical/technical tags in :data:`ALLOWED_TAGS` (none of them identifies a patient,
+a physician, an institution or a date) plus a few values derived here (:data:`DERIVED_KEYS`).
+UIDs never leave: :func:`hashed_uid` turns a UID into a salted hash so slices can still be
+grouped by series on screen.
+
+:data:`IDENTIFYING_TAGS` is the deny list (after the DICOM PS3.15 Basic Application Level
+Confidentiality Profile, abridged). :func:`identifying_values` collects the values of those tags,
+of every person-name (PN) and date/time (DA, DT, TM) element, and of the instance UIDs — at any
+depth of sequences — so that :func:`scrub_text` can remove them from free text (error messages,
+log lines, report text), and whole-product tests can search every output for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.uid import UID
+
+#: DICOM keywords that may be copied into outputs: technical and clinical, never identifying.
+ALLOWED_TAGS: tuple[str, ...] = (
+    "Modality",
+    "BodyPartExamined",
+    "ImageType",
+    "PatientPosition",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "PixelSpacing",
+    "KVP",
+    "XRayTubeCurrent",
+    "ConvolutionKernel",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "WindowCenter",
+    "WindowWidth",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "RescaleType",
+    "PixelPaddingValue",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "InstanceNumber",
+    "SliceLocation",
+)
+
+#: Keys :func:`extract_meta` derives from the dataset rather than copying a tag.
+DERIVED_KEYS: tuple[str, ...] = (
+    "TransferSyntax",  # the transfer syntax's name, e.g. "JPEG 2000 Image Compression"
+    "SOPClass",  # the SOP class's name, e.g. "CT Image Storage"
+    "SeriesUIDHash",  # hashed_uid(SeriesInstanceUID)
+    "StudyUIDHash",  # hashed_uid(StudyInstanceUID)
+)
+
+#: Keys :mod:`brain_ct.io` adds itself (never tag values): frame bookkeeping, processing notes
+#: written by this package, and the format of ordinary (non-DICOM) images.
+LOADER_KEYS: tuple[str, ...] = ("FrameIndex", "Notes", "Format", "BitDepth", "Channels")
+
+#: Every key that may appear in ``CTImage.meta``.
+ALLOWED_META_KEYS: frozenset[str] = frozenset(ALLOWED_TAGS + DERIVED_KEYS + LOADER_KEYS)
+
+#: DICOM keywords whose values identify a person, a place, a time or an instance (deny list).
+IDENTIFYING_TAGS: tuple[str, ...] = (
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientMotherBirthName",
+    "PatientBirthDate",
+    "PatientBirthTime",
+    "PatientAge",
+    "PatientSex",
+    "PatientSize",
+    "PatientWeight",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "PatientComments",
+    "PatientReligiousPreference",
+    "EthnicGroup",
+    "Occupation",
+    "MilitaryRank",
+    "BranchOfService",
+    "CountryOfResidence",
+    "RegionOfResidence",
+    "MedicalRecordLocator",
+    "AdditionalPatientHistory",
+    "ResponsiblePerson",
+    "ResponsibleOrganization",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "StationName",
+    "DeviceSerialNumber",
+    "ReferringPhysicianName",
+    "ReferringPhysicianAddress",
+    "ReferringPhysicianTelephoneNumbers",
+    "PerformingPhysicianName",
+    "NameOfPhysiciansReadingStudy",
+    "PhysiciansOfRecord",
+    "RequestingPhysician",
+    "OperatorsName",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "SeriesDate",
+    "AcquisitionDate",
+    "ContentDate",
+    "InstanceCreationDate",
+    "StudyTime",
+    "SeriesTime",
+    "AcquisitionTime",
+    "ContentTime",
+    "InstanceCreationTime",
+    "AcquisitionDateTime",
+    "StudyDescription",
+    "SeriesDescription",
+    "ProtocolName",
+    "RequestedProcedureDescription",
+    "PerformedProcedureStepDescription",
+    "ImageComments",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "MediaStorageSOPInstanceUID",
+    "FrameOfReferenceUID",
+)
+
+#: Deny-listed tags whose bare numbers or one-letter codes ("M", "70") identify nobody on their
+#: own and would match unrelated numbers in text: never shown, but not searched for in text.
+_NOT_SEARCHED = frozenset({"PatientSex", "PatientSize", "PatientWeight"})
+
+#: Value representations whose values are always treated as identifying.
+IDENTIFYING_VRS: frozenset[str] = frozenset({"PN", "DA", "DT", "TM"})
+
+# One salt per process: hashes group slices consistently within a run, yet cannot be looked up
+# in a table of known UIDs (a plain SHA-256 of a UID could).
+_SALT = secrets.token_bytes(16)
+
+_REDACTED = "[removed]"
+
+
+def hashed_uid(uid: str, salt: bytes | None = None) -> str:
+    """A salted SHA-256 prefix of a UID: equal UIDs give equal hashes within this process.
+
+    Args:
+        uid: a DICOM UID such as (0020,000E) *Series Instance UID*.
+        salt: bytes to salt with; the per-process random salt when None.
+
+    Returns:
+        16 lowercase hex characters.
+    """
+    digest = hashlib.sha256((_SALT if salt is None else salt) + str(uid).strip().encode("ascii", "replace"))
+    return digest.hexdigest()[:16]
+
+
+def _json_value(value: Any) -> Any:
+    """A pydicom element value as JSON-serialisable data, or None when it has none."""
+    if value is None or isinstance(value, (bytes, bytearray, Dataset)):
+        return None
+    if isinstance(value, (MultiValue, list, tuple)):
+        items = [_json_value(v) for v in value]
+        if not items or any(v is None for v in items):
+            return None
+        return items
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    text = str(value).strip()
+    return text or None
+
+
+def _strings_in(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings_in(v)
+
+
+def extract_meta(ds: Dataset) -> dict[str, Any]:
+    """Copy the allow-listed, non-identifying information of a DICOM dataset.
+
+    Args:
+        ds: a dataset (pixel data need not be loaded).
+
+    Returns:
+        dict with keys from :data:`ALLOWED_TAGS` and :data:`DERIVED_KEYS` whose values are
+        JSON-serialisable (str, int, float, or lists of them). Missing or empty tags are left out.
+        A string that happens to contain an identifying value of the same dataset is dropped.
+    """
+    meta: dict[str, Any] = {}
+    for keyword in ALLOWED_TAGS:
+        try:
+            elem = ds.data_element(keyword)
+            value = None if elem is None else _json_value(elem.value)
+        except Exception:  # a malformed value (bad VR, undecodable text) is simply not shown
+            value = None
+        if value is not None:
+            meta[keyword] = value
+    file_meta = getattr(ds, "file_meta", None)
+    ts = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    if ts:
+        meta["TransferSyntax"] = UID(str(ts)).name
+    sop = ds.get("SOPClassUID") or (
+        file_meta.get("MediaStorageSOPClassUID") if file_meta is not None else None
+    )
+    if sop:
+        name = UID(str(sop)).name
+        # An unknown (private) class's "name" is the UID itself: not worth showing.
+        if name != str(sop):
+            meta["SOPClass"] = name
+    for keyword, key in (("SeriesInstanceUID", "SeriesUIDHash"), ("StudyInstanceUID", "StudyUIDHash")):
+        uid = ds.get(keyword)
+        if uid:
+            meta[key] = hashed_uid(str(uid))
+    pattern = _pattern(identifying_values(ds))
+    for key in list(meta):
+        if pattern is not None and any(pattern.search(s) for s in _strings_in(meta[key])):
+            del meta[key]
+    return meta
+
+
+def _value_strings(value: Any) -> Iterable[str]:
+    if value is None or isinstance(value, (bytes, bytearray)):
+        return
+    if isinstance(value, (MultiValue, list, tuple)):
+        for v in value:
+            yield from _value_strings(v)
+        return
+    text = str(value).strip()
+    if text:
+        yield text
+
+
+def _variants(text: str, vr: str) -> Iterable[str]:
+    """The forms a value may take in free text: as stored, and split into its parts."""
+    yield text
+    if vr == "PN" or "^" in text:
+        parts = [p.strip() for p in re.split(r"[\^=]", text) if p.strip()]
+        yield from parts
+        if len(parts) >= 2:
+            yield " ".join(parts)
+            yield " ".join(reversed(parts[:2]))
+            yield ", ".join(parts[:2])
+    if vr == "DA" and re.fullmatch(r"\d{8}", text):
+        yield f"{text[:4]}-{text[4:6]}-{text[6:]}"
+        yield f"{text[:4]}.{text[4:6]}.{text[6:]}"
+        yield f"{text[6:]}.{text[4:6]}.{text[:4]}"
+        yield f"{text[4:6]}/{text[6:]}/{text[:4]}"
+        yield f"{text[6:]}/{text[4:6]}/{text[:4]}"
+
+
+def identifying_values(ds: Dataset) -> list[str]:
+    """Every identifying value in ``ds`` (deny-listed tags, PN/DA/DT/TM elements, nested too).
+
+    Args:
+        ds: any dataset; its file meta is searched as well.
+
+    Returns:
+        Distinct strings, longest first, each at least 2 characters (shorter fragments such
+        as a one-letter sex code would match everywhere and identify nobody on their own).
+    """
+    denied = set(IDENTIFYING_TAGS)
+    found: set[str] = set()
+
+    def walk(dataset: Dataset) -> None:
+        for elem in dataset.iterall():
+            if elem.VR == "SQ":
+                continue
+            if elem.keyword in _NOT_SEARCHED:
+                continue
+            if elem.keyword in denied or elem.VR in IDENTIFYING_VRS:
+                try:
+                    value = elem.value
+                except Exception:  # undecodable value: nothing to search for
+                    continue
+                for text in _value_strings(value):
+                    found.update(v for v in _variants(text, elem.VR) if len(v) >= 2)
+
+    walk(ds)
+    file_meta = getattr(ds, "file_meta", None)
+    if file_meta is not None:
+        walk(file_meta)
+    return sorted(found, key=lambda s: (-len(s), s))
+
+
+def scrub_text(text: str, ds: Dataset | None = None, values: Iterable[str] | None = None) -> str:
+    """Remove identifying values from free text (messages, log lines, report text).
+
+    Args:
+        text: the text to clean.
+        ds: the dataset whose :func:`identifying_values` are removed.
+        values: further strings to remove (e.g. values collected earlier).
+
+    Returns:
+        ``text`` with every whole-word occurrence (case-insensitive) replaced by ``"[removed]"``.
+    """
+    banned: set[str] = set(values or ())
+    if ds is not None:
+        banned.update(identifying_values(ds))
+    pattern = _pattern(banned)
+    return text if pattern is None else pattern.sub(_REDACTED, text)
+
+
+def _pattern(values: Iterable[str]) -> re.Pattern[str] | None:
+    """One case-insensitive regex matching any of ``values`` as a whole word, longest first."""
+    kept = sorted({v for v in values if len(v) >= 2}, key=len, reverse=True)
+    if not kept:
+        return None
+    # Lookarounds instead of \b: values may start or end with punctuation ("Doe^John", "1.2.3").
+    alternatives = "|".join(re.escape(v) for v in kept)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)

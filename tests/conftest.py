@@ -1,0 +1,135 @@
+"""Shared fixtures: in-memory CT DICOMs, a drawn head phantom, encoded images, pydicom's CT files."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+#: pydicom's real CT slices with pixel data (axial head: 693_J2KI, J2K_pixelrep_mismatch; spine: CT_small).
+PYDICOM_CT_FILES = ("CT_small.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm")
+
+
+@pytest.fixture
+def pydicom_ct_path() -> Callable[[str], str]:
+    """Path of one of pydicom's bundled test files, by name (e.g. ``"693_J2KI.dcm"``)."""
+    return lambda name: str(get_testdata_file(name))
+
+
+@pytest.fixture
+def make_ct_dataset() -> Callable[..., Dataset]:
+    """Factory: a minimal CT ``Dataset`` around a 2-D integer pixel array.
+
+    ``make_ct_dataset(pixels, **tags)``: ``pixels`` int16 (signed, PixelRepresentation 1) or
+    uint16/uint8 (unsigned); defaults Modality CT, MONOCHROME2, slope 1, intercept -1024,
+    PixelSpacing 0.5 mm, BitsStored = bits of the dtype. A keyword set to None removes that tag.
+    """
+
+    def make(pixels: np.ndarray, **tags: Any) -> Dataset:
+        pixels = np.ascontiguousarray(pixels)
+        if pixels.ndim != 2:
+            raise ValueError("pixels must be 2-D")
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID = generate_uid()
+        ds.SeriesInstanceUID = generate_uid()
+        ds.Modality = "CT"
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        bits = pixels.dtype.itemsize * 8
+        ds.BitsAllocated = bits
+        ds.BitsStored = bits
+        ds.HighBit = bits - 1
+        ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
+        ds.RescaleSlope = "1"
+        ds.RescaleIntercept = "-1024"
+        ds.PixelSpacing = [0.5, 0.5]
+        ds.PixelData = pixels.tobytes()
+        for keyword, value in tags.items():
+            if value is None:
+                if keyword in ds:
+                    delattr(ds, keyword)
+            else:
+                setattr(ds, keyword, value)
+        return ds
+
+    return make
+
+
+@pytest.fixture
+def dicom_bytes() -> Callable[[Dataset], bytes]:
+    """Factory: a dataset written as a DICOM file (preamble, file meta) into bytes."""
+
+    def write(ds: Dataset) -> bytes:
+        buffer = io.BytesIO()
+        dcmwrite(buffer, ds, enforce_file_format=True)
+        return buffer.getvalue()
+
+    return write
+
+
+def draw_head_hu(size: int = 256, center: tuple[int, int] | None = None, scale: float = 1.0) -> np.ndarray:
+    """A simple axial head phantom in HU: air, scalp, skull ring, brain, two ventricles.
+
+    Args:
+        size: side of the square image in pixels.
+        center: (x, y) of the head; the image centre by default.
+        scale: head size relative to 0.8 x ``size`` tall.
+
+    Returns:
+        float32 ``[size, size]`` in HU.
+    """
+    hu = np.full((size, size), -1000.0, np.float32)
+    cx, cy = center if center is not None else (size // 2, size // 2)
+    ax, ay = int(0.32 * size * scale), int(0.40 * size * scale)
+    cv2.ellipse(hu, (cx, cy), (ax, ay), 0, 0, 360, 40.0, -1)  # scalp
+    cv2.ellipse(hu, (cx, cy), (ax - 3, ay - 3), 0, 0, 360, 1200.0, -1)  # skull
+    cv2.ellipse(hu, (cx, cy), (int(ax * 0.88), int(ay * 0.9)), 0, 0, 360, 35.0, -1)  # brain
+    for dx in (-1, 1):
+        cv2.ellipse(hu, (cx + dx * ax // 6, cy), (ax // 10, ay // 4), 0, 0, 360, 5.0, -1)  # ventricles
+    return hu
+
+
+def brain_window_uint8(hu: np.ndarray) -> np.ndarray:
+    """HU → uint8 in the brain window (40/80)."""
+    return (np.clip((hu - 0.0) / 80.0, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+@pytest.fixture
+def head_hu() -> Callable[..., np.ndarray]:
+    """Factory :func:`draw_head_hu`."""
+    return draw_head_hu
+
+
+@pytest.fixture
+def head_grey() -> Callable[..., np.ndarray]:
+    """Factory: the head phantom as a brain-window uint8 image (what a PNG from the web holds)."""
+    return lambda size=256, **kw: brain_window_uint8(draw_head_hu(size, **kw))
+
+
+@pytest.fixture
+def encode_image() -> Callable[..., bytes]:
+    """Factory: ``encode_image(array, ext=".png", params=())`` → the encoded file's bytes (OpenCV)."""
+
+    def encode(array: np.ndarray, ext: str = ".png", params: tuple[int, ...] = ()) -> bytes:
+        ok, buffer = cv2.imencode(ext, array, list(params))
+        if not ok:
+            raise ValueError(f"OpenCV could not encode {ext}")
+        return buffer.tobytes()
+
+    return encode
