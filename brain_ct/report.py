@@ -308,7 +308,7 @@ def write_report(
     pdf.ln(1.5)
 
     model_id = _setting(model_settings, "model_id") or views[0].prediction.model_id or "unknown"
-    revision = _setting(model_settings, "revision") or "latest (not pinned)"
+    revision = _setting(model_settings, "revision") or "not pinned"
     trained_on = _setting(model_settings, "trained_on") or "not stated by the model"
     text(f"Model: {model_id} — revision: {revision}", size=9.5, style="B")
     text(f"Trained on: {trained_on}.", size=9)
