@@ -1,0 +1,844 @@
+"""An analytic 3-D head in millimetres, sliced on an (oblique) plane into Hounsfield units.
+
+The head is a set of closed-form solids — nested ellipsoidal shells for scalp, skull tables and
+diploe, a skull-base "floor" height map that splits the cranial cavity into anterior, middle and
+posterior fossae, and ellipsoids for every named structure (ventricles, cisterns, deep grey
+nuclei, brainstem, orbits, sinuses, petrous bones, ...). Gyri are the zero set of a smooth 3-D
+phase field, so neighbouring slices of one head agree with each other (needed for series).
+
+Every quantity is evaluated per pixel with vectorised numpy on the slice plane: a pixel's head
+coordinates (X left–right, Y anterior(−)–posterior(+), Z foot→head, all mm, Z = 0 at the
+foramen magnum) come from the pose (rotation, translation, gantry pitch and head roll), so a
+tilted head shows one temporal lobe at a different level than the other, as real scans do.
+
+Head frame conventions: +X is the image's right side (the patient's left in radiological
+display), −Y is anterior (top of the image), gravity points to image +y (patient supine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+#: Slice levels from skull base to vertex with their Z range (mm, for a head 145 mm tall).
+LEVEL_RANGES: dict[str, tuple[float, float]] = {
+    "skull_base": (2.0, 22.0),
+    "orbits": (24.0, 40.0),
+    "posterior_fossa": (40.0, 54.0),
+    "suprasellar": (54.0, 66.0),
+    "basal_ganglia": (66.0, 82.0),
+    "ventricles": (82.0, 97.0),
+    "centrum_semiovale": (97.0, 116.0),
+    "vertex": (116.0, 136.0),
+}
+LEVELS: tuple[str, ...] = tuple(LEVEL_RANGES)
+
+STANDARD_HEIGHT = 145.0  # mm from the foramen magnum to the skin at the vertex
+
+
+def level_of(z: float, height: float) -> str:
+    """Name of the level a slice at ``z`` mm belongs to, for a head ``height`` mm tall."""
+    zs = z * STANDARD_HEIGHT / height
+    for name, (_, hi) in LEVEL_RANGES.items():
+        if zs < hi:
+            return name
+    return "vertex"
+
+
+@dataclass
+class Head:
+    """Random but fixed properties of one patient's head (all lengths in mm, densities in HU)."""
+
+    age: float  # 0 child … 1 elderly
+    A: float  # half-width of the skin outline
+    B_ant: float  # half-length, anterior half
+    B_post: float  # half-length, posterior half
+    height: float  # foramen magnum → vertex skin
+    zc: float  # height of the widest cross-section
+    egg: float  # narrowing of the forehead
+    harm: list[tuple[int, float, float]]  # outline harmonics (k, amplitude, phase)
+    scalp: float
+    temporalis: float
+    t_outer: float
+    t_diploe: float
+    t_inner: float
+    sas: float  # subarachnoid space (CSF) over the convexity
+    vent: float  # ventricle size factor
+    sulc: float  # sulcal width factor
+    gyri_k: int
+    phase: list[tuple[float, float, float, float, float]]  # (kx, ky, kz, phi, amp)
+    phase2: list[tuple[float, float, float, float, float]]
+    depth_phase: list[tuple[float, float, float, float, float]]
+    hu: dict[str, float]
+    calc: dict[str, tuple[float, float, float, float, float]]  # name → (x, y, z, r, hu)
+    extras: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def inner_offset(self) -> float:
+        return self.scalp + self.t_outer + self.t_diploe + self.t_inner
+
+
+def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(rng.uniform(lo, hi))
+
+
+def sample_head(rng: np.random.Generator, age: float | None = None) -> Head:
+    """Draw one patient's head: size, shape, age-related atrophy, tissue densities, calcifications."""
+    if age is None:
+        # Mostly adults, with children and elderly (the usual ED population).
+        age = float(np.clip(rng.beta(2.2, 1.6), 0.0, 1.0))
+    child = age < 0.15
+    scale = 0.86 if child else _u(rng, 0.93, 1.07)
+    A = _u(rng, 66, 78) * scale
+    B = _u(rng, 84, 98) * scale
+    height = _u(rng, 132, 152) * (0.9 if child else 1.0)
+    harm = [(int(k), _u(rng, 0.0, 0.02 / (k - 1)), _u(rng, 0, 2 * np.pi)) for k in (2, 3, 4, 5)]
+    sas = 0.6 + 5.0 * age**2.2 + _u(rng, 0.0, 1.0)
+    vent = 0.7 + 1.1 * age**2 + _u(rng, -0.1, 0.35)
+    if rng.random() < 0.05:  # hydrocephalus / very large ventricles
+        vent *= _u(rng, 1.4, 2.0)
+    sulc = 0.6 + 1.6 * age**2 + _u(rng, 0.0, 0.4)
+    wm = _u(rng, 22, 31)
+    gm = wm + _u(rng, 7, 13) * (1.0 - 0.35 * age)
+    hu = {
+        "wm": wm,
+        "gm": gm,
+        "deep": gm - _u(rng, 0, 4),
+        "csf": _u(rng, 0, 12),
+        "blood_vessel": _u(rng, 42, 62),
+        "fat": _u(rng, -115, -75),
+        "muscle": _u(rng, 38, 58),
+        "skin": _u(rng, 20, 55),
+        "subcut": _u(rng, -90, 5),
+        "cortical": _u(rng, 1200, 2000),
+        "diploe": _u(rng, 350, 900),
+        "dense": _u(rng, 1300, 2200),
+        "vitreous": _u(rng, 2, 15),
+        "lens": _u(rng, 80, 125),
+        "cerebellum": wm + _u(rng, 2, 7),
+        "brainstem": wm + _u(rng, 0, 6),
+        "dura": _u(rng, 42, 62),
+    }
+    calc: dict[str, tuple[float, float, float, float, float]] = {}
+    adult = 0.0 if child else 1.0
+    # Physiological calcifications: classic hemorrhage mimics, independent of the label.
+    if rng.random() < adult * (0.45 + 0.4 * age):
+        calc["pineal"] = (_u(rng, -1, 1), 0.27, _u(rng, 68, 73), _u(rng, 1.2, 3.5), _u(rng, 90, 450))
+    for side in (-1, 1):
+        if rng.random() < adult * (0.35 + 0.5 * age):
+            calc[f"choroid{side}"] = (side, 0.0, 0.0, _u(rng, 1.0, 3.0), _u(rng, 80, 350))
+        if rng.random() < adult * 0.12 * (0.5 + age):
+            calc[f"bg{side}"] = (side, 0.0, 0.0, _u(rng, 1.0, 3.0), _u(rng, 70, 220))
+    if rng.random() < adult * (0.1 + 0.35 * age):
+        calc["falx"] = (0.0, _u(rng, -0.6, 0.5), _u(rng, 85, 125), _u(rng, 4, 12), _u(rng, 150, 700))
+
+    def waves(n: int, lam_lo: float, lam_hi: float, amp_lo: float, amp_hi: float):
+        out = []
+        for _ in range(n):
+            direction = rng.normal(size=3)
+            direction /= np.linalg.norm(direction) + 1e-9
+            k = 2 * np.pi / _u(rng, lam_lo, lam_hi)
+            kx, ky, kz = (direction * k).tolist()
+            out.append((kx, ky, kz, _u(rng, 0, 2 * np.pi), _u(rng, amp_lo, amp_hi)))
+        return out
+
+    def sulcal_waves():
+        out = []
+        for _ in range(6):
+            kt = 2 * np.pi / _u(rng, 12, 30) * rng.choice([-1, 1])
+            kr = 2 * np.pi / _u(rng, 10, 30) * rng.choice([-1, 1])
+            kz = 2 * np.pi / _u(rng, 18, 50) * rng.choice([-1, 1])
+            out.append((float(kt), float(kr), float(kz), _u(rng, 0, 2 * np.pi), _u(rng, 0.5, 1.0)))
+        return out
+
+    extras = {
+        "leuko": float(rng.random() < 0.7 * age**2) * _u(rng, 3, 9),
+        "lacunes": float(rng.integers(0, 4)) if rng.random() < 0.5 * age else 0.0,
+        "pneumatisation": _u(rng, 0.3, 1.0),
+        "frontal_sinus": _u(rng, 0.0, 1.0) if not child else 0.0,
+        "sinus_fluid": float(rng.random() < 0.12),
+        "old_infarct": float(rng.random() < 0.05 + 0.1 * age),
+        "infarct_theta": _u(rng, -np.pi, np.pi),
+        "falx_shift": _u(rng, -2.0, 2.0),
+        "cisterna_magna": _u(rng, 0.6, 1.6) * (2.0 if rng.random() < 0.05 else 1.0),
+        "arachnoid_cyst": float(rng.random() < 0.03),
+        "cyst_theta": _u(rng, -np.pi, np.pi),
+        "pv_hu": _u(rng, 60, 400),
+    }
+    return Head(
+        age=age,
+        A=A,
+        B_ant=B * _u(rng, 0.95, 1.03),
+        B_post=B * _u(rng, 0.98, 1.08),
+        height=height,
+        zc=height * _u(rng, 0.5, 0.6),
+        egg=_u(rng, 0.0, 0.22),
+        harm=harm,
+        scalp=_u(rng, 2.5, 7.0),
+        temporalis=_u(rng, 2.0, 9.0),
+        t_outer=_u(rng, 1.3, 2.6),
+        t_diploe=_u(rng, 1.5, 5.0) * (0.6 if child else 1.0),
+        t_inner=_u(rng, 1.2, 2.4),
+        sas=sas,
+        vent=vent,
+        sulc=sulc,
+        gyri_k=int(rng.integers(22, 34)),
+        phase=sulcal_waves(),
+        phase2=waves(3, 25, 60, 1.0, 2.5),
+        depth_phase=waves(3, 20, 50, 0.2, 0.45),
+        hu=hu,
+        calc=calc,
+        extras=extras,
+    )
+
+
+@dataclass
+class Pose:
+    """Where the head lies in the scanner and how the slice plane cuts it."""
+
+    fov: float  # reconstructed field of view, mm (square)
+    cx: float  # head centre offset in the image, mm
+    cy: float
+    rot: float  # in-plane rotation, radians
+    pitch: float  # gantry/head tilt about the left–right axis (Z grows anteriorly if > 0), radians
+    roll: float  # head roll about the AP axis, radians
+
+
+def sample_pose(rng: np.random.Generator, head: Head) -> Pose:
+    """Random pose: scale (field of view), translation, rotation, gantry tilt and roll."""
+    width = 2 * max(head.A, head.B_post)
+    fov = width * _u(rng, 1.15, 1.75)
+    if rng.random() < 0.05:  # tight field of view that cuts the head
+        fov = width * _u(rng, 0.9, 1.05)
+    rot = rng.normal(0.0, 0.09)
+    if rng.random() < 0.1:
+        rot = _u(rng, -0.45, 0.45)
+    return Pose(
+        fov=fov,
+        cx=rng.normal(0.0, 0.05) * fov,
+        cy=rng.normal(0.0, 0.05) * fov,
+        rot=float(rot),
+        pitch=float(np.deg2rad(rng.normal(0.0, 8.0))),
+        roll=float(np.deg2rad(rng.normal(0.0, 2.5))),
+    )
+
+
+@dataclass
+class Slice:
+    """The noise-free rendering of one plane through a head, with the maps lesions need."""
+
+    hu: np.ndarray  # float32 [H, W]
+    X: np.ndarray  # head-frame mm, float32 [H, W]
+    Y: np.ndarray
+    Z: np.ndarray
+    ys: np.ndarray  # scanner-frame y (mm, gravity direction)
+    skin: np.ndarray  # bool: inside the head's outline
+    cavity: np.ndarray  # bool: intracranial (inside the inner table, above the skull-base floor)
+    brain: np.ndarray  # bool: parenchyma (cerebrum, cerebellum, brainstem)
+    csf_space: np.ndarray  # bool: sulci, fissures, cisterns, convexity CSF (where SAH goes)
+    ventricles: np.ndarray  # bool
+    mimic: np.ndarray  # bool: dense non-blood findings inside the cavity (calcification, bone, dura, sinus)
+    depth_inner: np.ndarray  # mm below the inner table (≈ distance, >0 inside)
+    depth_brain: np.ndarray  # mm below the brain surface
+    theta: np.ndarray  # polar angle in the head frame, radians
+    tissue: np.ndarray  # float32 local parenchyma HU (without CSF), for lesion contrast
+    fissure: np.ndarray  # bool: interhemispheric fissure
+    pixel_mm: float
+
+
+def plane_coords(size: int, pose: Pose, z: float) -> tuple[np.ndarray, ...]:
+    """Head-frame coordinates (mm) of every pixel centre of a ``size``² slice at height ``z``."""
+    ps = pose.fov / size
+    c = (np.arange(size, dtype=np.float32) + 0.5 - size / 2.0) * np.float32(ps)
+    xs, ys = np.meshgrid(c, c)
+    dx, dy = xs - np.float32(pose.cx), ys - np.float32(pose.cy)
+    cr, sr = np.float32(np.cos(pose.rot)), np.float32(np.sin(pose.rot))
+    X = cr * dx + sr * dy
+    Y = -sr * dx + cr * dy
+    Z = np.float32(z) - np.float32(np.tan(pose.pitch)) * Y + np.float32(np.tan(pose.roll)) * X
+    return X, Y, Z, ys
+
+
+def _ell(X, Y, Z, cx, cy, cz, a, b, c, rot=0.0, shear=0.0):
+    """Normalised squared radius of a Z-rotated ellipsoid (inside where < 1).
+
+    ``shear`` moves the centre along Y by ``shear`` mm per mm of Z (a forward/backward lean).
+    """
+    dx = X - np.float32(cx)
+    dy = Y - np.float32(cy + 0.0) - np.float32(shear) * (Z - np.float32(cz))
+    if rot:
+        cr, sr = np.float32(np.cos(rot)), np.float32(np.sin(rot))
+        dx, dy = cr * dx + sr * dy, -sr * dx + cr * dy
+    return (dx / np.float32(a)) ** 2 + (dy / np.float32(b)) ** 2 + ((Z - np.float32(cz)) / np.float32(c)) ** 2
+
+
+class _Grid:
+    """Pixel-centre head coordinates of one slice plus the pose, to evaluate solids quickly.
+
+    :meth:`ell` only evaluates an ellipsoid inside its bounding window on the image and skips it
+    entirely when the plane misses it, which keeps a slice well under 50 ms.
+    """
+
+    def __init__(self, X: np.ndarray, Y: np.ndarray, Z: np.ndarray, pose: Pose):
+        self.X, self.Y, self.Z = X, Y, Z
+        self.pose = pose
+        self.n = X.shape[0]
+        self.ps = pose.fov / self.n
+        self.cr, self.sr = float(np.cos(pose.rot)), float(np.sin(pose.rot))
+
+    def _window(self, cx: float, cy: float, radius: float) -> tuple[slice, slice] | None:
+        # head frame → scanner frame → pixel index
+        xs = self.cr * cx - self.sr * cy + self.pose.cx
+        ys = self.sr * cx + self.cr * cy + self.pose.cy
+        j = xs / self.ps + self.n / 2 - 0.5
+        i = ys / self.ps + self.n / 2 - 0.5
+        r = radius / self.ps + 2
+        j0, j1 = max(0, int(j - r)), min(self.n, int(j + r) + 2)
+        i0, i1 = max(0, int(i - r)), min(self.n, int(i + r) + 2)
+        if j0 >= j1 or i0 >= i1:
+            return None
+        return slice(i0, i1), slice(j0, j1)
+
+    def _sub_q(self, cx, cy, cz, a, b, c, rot, shear):
+        radius = max(a, b) + abs(shear) * c
+        win = self._window(cx, cy, radius)
+        if win is None:
+            return None, None
+        Z = self.Z[win]
+        if Z.min() > cz + c or Z.max() < cz - c:
+            return None, None
+        return win, _ell(self.X[win], self.Y[win], Z, cx, cy, cz, a, b, c, rot, shear)
+
+    def ell(self, cx, cy, cz, a, b, c, rot=0.0, shear=0.0, thr=1.0) -> np.ndarray:
+        """Bool mask of the ellipsoid's cross-section (normalised radius² < ``thr``)."""
+        out = np.zeros(self.X.shape, bool)
+        win, q = self._sub_q(cx, cy, cz, a, b, c, rot, shear)
+        if win is not None:
+            out[win] = q < thr
+        return out
+
+    def q(self, cx, cy, cz, a, b, c, rot=0.0, shear=0.0) -> np.ndarray:
+        """Normalised radius² of the ellipsoid (inf where it was not evaluated)."""
+        out = np.full(self.X.shape, np.inf, np.float32)
+        win, q = self._sub_q(cx, cy, cz, a, b, c, rot, shear)
+        if win is not None:
+            out[win] = q
+        return out
+
+
+def _waves(X, Y, Z, waves) -> np.ndarray:
+    out = np.zeros_like(X)
+    for kx, ky, kz, phi, amp in waves:
+        out += np.float32(amp) * np.sin(
+            np.float32(kx) * X + np.float32(ky) * Y + np.float32(kz) * Z + np.float32(phi)
+        )
+    return out
+
+
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: float) -> np.ndarray:
+    """Smooth random field (unit-ish SD) with features about ``cell`` pixels across."""
+    h, w = shape
+    gh, gw = max(2, int(h / cell) + 2), max(2, int(w / cell) + 2)
+    g = rng.standard_normal((gh, gw)).astype(np.float32)
+    return cv2.resize(g, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+class _Painter:
+    """Paints values into an HU image in order (later paints cover earlier ones)."""
+
+    def __init__(self, shape: tuple[int, int]):
+        self.hu = np.full(shape, -1000.0, np.float32)
+
+    def paint(self, mask: np.ndarray, value) -> None:
+        if np.ndim(value) == 0:
+            self.hu[mask] = value
+        else:
+            self.hu[mask] = value[mask]
+
+
+def render_anatomy(head: Head, pose: Pose, z: float, size: int, rng: np.random.Generator) -> Slice:
+    """Render the plane at height ``z`` (mm) through ``head`` in ``pose`` as noise-free HU.
+
+    ``rng`` only drives small per-slice texture (parenchymal heterogeneity), not anatomy.
+    """
+    X, Y, Z, ys = plane_coords(size, pose, z)
+    g = _Grid(X, Y, Z, pose)
+    hz = head.height / STANDARD_HEIGHT
+    H = head.hu
+    p = _Painter(X.shape)
+    f32 = np.float32
+
+    theta = np.arctan2(Y / f32(head.B_post), X / f32(head.A))
+    harm = np.ones_like(X)
+    for k, amp, ph in head.harm:
+        harm += f32(amp) * np.cos(f32(k) * theta + f32(ph))
+
+    # --- shells ---------------------------------------------------------------------------
+    lowz = np.clip((head.zc - Z) / head.zc, 0.0, 1.5)
+    a_scale = 1.0 - 0.12 * lowz**2
+    b_post_scale = 1.0 - 0.28 * lowz**2
+    egg = 1.0 + f32(head.egg) * np.clip(-Y / head.B_ant, 0, 1) ** 2
+    dome = np.maximum(Z - f32(head.zc), 0)
+    b_ant_base = f32(head.B_ant)
+    b_post_base = f32(head.B_post) * b_post_scale
+    a_base = f32(head.A) * a_scale
+    ant = Y < 0
+
+    def axes(d: float):
+        a = a_base - f32(d)
+        b = np.where(ant, b_ant_base - f32(d), b_post_base - f32(d))
+        c = f32(head.height - head.zc - d)
+        return a, b, c
+
+    def rho(d: float) -> np.ndarray:
+        a, b, c = axes(d)
+        return np.sqrt((X * egg / a) ** 2 + (Y / b) ** 2 + (dome / c) ** 2) * harm
+
+    def depth_of(d: float, r: np.ndarray) -> np.ndarray:
+        # First-order distance to the shell: (1 - rho) / |grad rho| with the base ellipsoid.
+        a, b, c = axes(d)
+        gr = np.sqrt((X / a**2) ** 2 + (Y / b**2) ** 2 + (dome / c**2) ** 2) / np.maximum(r, 1e-3)
+        return (1.0 - r) / np.maximum(gr, 1e-4)
+
+    d_skull = head.scalp
+    d_inner = head.inner_offset
+    r_skin = rho(0.0)
+    r_skull = rho(d_skull)
+    r_diploe_out = rho(d_skull + head.t_outer)
+    r_diploe_in = rho(d_inner - head.t_inner)
+    r_inner = rho(d_inner)
+
+    # --- skull-base floor (height map) ------------------------------------------------------
+    Ai = head.A - d_inner
+    Bi = head.B_post - d_inner
+    u = X / f32(Ai)
+    v = Y / f32(Bi)
+    au = np.abs(u)
+    v_sw = -0.12 - 0.30 * au  # sphenoid wing: anterior / middle fossa boundary
+    v_pr = 0.0 + 0.60 * au  # petrous ridge: middle / posterior fossa boundary
+    bumps = 1.5 * np.sin(0.31 * X + 0.8) * np.cos(0.27 * Y + 0.3) + 1.0 * np.sin(0.17 * Y - 0.45 * X)
+    F_ant = hz * (47 + 6 * np.sin(np.pi * np.clip(au / 0.7, 0, 1)) - 5 * np.exp(-((u / 0.1) ** 2))) + bumps
+    F_mid = hz * (26 + 18 * (1 - np.clip(au / 0.45, 0, 1)) ** 2) + bumps
+    r2p = (u / 0.85) ** 2 + ((v - 0.2) / 0.85) ** 2
+    F_post = hz * (-6 + 36 * np.minimum(r2p, 1.3))
+    anterior = v < v_sw
+    posterior = v > v_pr
+    F = np.where(anterior, F_ant, np.where(posterior, F_post, F_mid)).astype(np.float32)
+    t_floor = 2.0 * hz + 0.4 * head.t_diploe
+
+    in_skin = r_skin < 1
+    # nose and ears extend the outline at the lower levels
+    nose = g.ell(0, -head.B_ant - 2, 18 * hz, 11, 16, 22 * hz)
+    ear_x = head.A * (1.0 - 0.12 * ((head.zc - 32 * hz) / head.zc) ** 2) + 1.0
+    ears = g.ell(ear_x, 0.05 * head.B_post, 32 * hz, 4, 14, 16 * hz) | g.ell(
+        -ear_x, 0.05 * head.B_post, 32 * hz, 4, 14, 16 * hz
+    )
+    in_skin |= nose | ears
+    cavity_shell = r_inner < 1
+    cavity = cavity_shell & (Z > F)
+    skull_shell = (r_skull < 1) & ~cavity_shell
+    above_base = F - t_floor < Z
+    deep = (r_skull < 1) & ~above_base  # face and neck below the skull-base floor
+
+    # 1) scalp: skin, subcutaneous fibro-fatty layer, galea; temporalis laterally
+    p.paint(in_skin, H["skin"])
+    p.paint(in_skin & (rho(1.3) < 1), H["subcut"])
+    p.paint(in_skin & (rho(max(head.scalp - 1.0, 1.5)) < 1), H["muscle"] - 8)
+    temporal_band = (np.abs(X) > 0.5 * head.A) & (25 * hz < Z) & (95 * hz > Z) & (0.3 * head.B_post > Y)
+    scalp_muscle = temporal_band & (rho(max(head.scalp - head.temporalis, 0.8)) < 1)
+    p.paint(scalp_muscle, H["muscle"])
+    p.paint(ears, H["skin"] + 10)
+
+    # 2) deep extracranial tissue below the skull-base floor (face, neck), with fat planes
+    p.paint(deep, H["muscle"])
+    fat_planes = deep & (smooth_noise(rng, X.shape, max(3.0, 9.0 / g.ps)) > 1.0)
+    p.paint(fat_planes, H["fat"])
+    _paint_face(p, g, head, X, Y, Z, hz, deep | nose, in_skin)
+
+    # 3) calvarium: outer table, diploe, inner table; thin floor bone
+    bone_zone = skull_shell & above_base
+    p.paint(bone_zone, H["cortical"])
+    p.paint(bone_zone & (r_diploe_out < 1) & (r_diploe_in >= 1), H["diploe"])
+    floor_bone = cavity_shell & (Z <= F) & (F - t_floor < Z)
+    p.paint(floor_bone, np.where(anterior, f32(H["diploe"]), f32(H["cortical"] * 0.8)))
+    _paint_sutures(p, g, head, X, Y, Z, hz, bone_zone, H)
+    _paint_frontal_sinus(p, g, head, X, Y, Z, hz, bone_zone | cavity)
+    _paint_skull_base_bones(p, g, head, X, Y, Z, hz, u, v, au, v_sw, F_ant, F_mid, r_skull < 1)
+
+    # 4) cranial cavity: CSF everywhere, then parenchyma
+    cavity = cavity & (p.hu < 300)  # the petrous/clinoid bones painted above stay bone
+    p.paint(cavity, H["csf"])
+    depth_inner = depth_of(d_inner, r_inner)
+    depth_brain = np.minimum(depth_inner - f32(head.sas), Z - F - f32(0.5 * head.sas))
+
+    # tentorium height: highest at the incisura, lower laterally/posteriorly
+    T = hz * (30 + 26 * (1 - au**2) * (1 - 0.45 * np.clip((v - 0.3) / 0.6, 0, 1)))
+    infratentorial = posterior & (Z < T)
+    supratentorial = cavity & ~infratentorial
+
+    xf = f32(head.extras["falx_shift"]) * np.clip(1 - np.abs(v), 0, 1)
+    dxm = np.abs(X - xf)
+    cc_region = (v > -0.42) & (v < 0.5) & (99 * hz > Z)
+    fissure_w = 0.6 + 1.2 * head.sulc
+    fissure = supratentorial & (dxm < fissure_w) & ~cc_region
+    depth_brain = np.where(supratentorial & ~cc_region, np.minimum(depth_brain, dxm - fissure_w), depth_brain)
+    # the brainstem/cerebellum are separated from the tentorium by a thin CSF layer too
+    depth_brain = np.where(infratentorial, np.minimum(depth_brain, (T - Z) * 0.7), depth_brain)
+
+    brain = cavity & (depth_brain > 0)
+    # Gyri: sulci are the zero set of a random field whose waves run mostly across the
+    # surface (so sulci run inward, meandering and branching), deeper in some places.
+    s_arc = theta * f32(70.0)
+    field_ = np.zeros_like(X)
+    for kt, kr, kz, phi, amp in head.phase:
+        field_ += f32(amp) * np.sin(f32(kt) * s_arc + f32(kr) * depth_brain + f32(kz) * Z + f32(phi))
+    sulc_depth = (
+        (f32(13) + 6 * _waves(X, Y, Z, head.depth_phase)) * f32(0.8 + 0.3 * head.sulc) * f32(np.sqrt(hz))
+    )
+    taper = np.clip(1.0 - depth_brain / np.maximum(sulc_depth, 1.0), 0, 1)
+    af = np.abs(field_)
+    w_s = f32(0.10 + 0.12 * head.sulc)
+    sulcus = (af < w_s * (0.35 + taper)) & (depth_brain < sulc_depth)
+    grey = (depth_brain < 2.8) | ((af < 0.55 + 0.25 * taper) & (depth_brain < sulc_depth + 2.5))
+    texture = smooth_noise(rng, X.shape, max(3.0, 6.0 / g.ps)) * f32(1.2)
+    tissue = np.where(grey, f32(H["gm"]), f32(H["wm"])) + texture
+
+    # cerebellum: folia as fine lamellae roughly parallel to its surface
+    if infratentorial.any():
+        cb_r = np.sqrt((np.abs(X) - f32(0.36 * Ai)) ** 2 + (Y - f32(0.5 * Bi)) ** 2 + (Z - f32(18 * hz)) ** 2)
+        folia = np.cos(cb_r * f32(1.3) + field_ * 1.2)
+        cb_tissue = f32(H["cerebellum"]) + f32(3.0) * folia + texture
+        tissue = np.where(infratentorial, cb_tissue, tissue)
+        cb_sulcus = infratentorial & (folia > 0.985 - 0.03 * head.sulc) & (depth_brain < 15)
+        sulcus = np.where(infratentorial, cb_sulcus, sulcus & supratentorial)
+
+    p.paint(brain, tissue)
+    tissue_map = tissue
+    _paint_old_lesions(p, g, head, X, Y, Z, hz, theta, brain, depth_brain, H)
+    csf_space = cavity & ~brain
+    p.paint(brain & sulcus, H["csf"])
+    csf_space |= brain & sulcus
+
+    # --- deep structures ---------------------------------------------------------------------
+    ventricles = np.zeros_like(brain)
+    mimic = np.zeros_like(brain)
+    deep_struct = _paint_deep(
+        p, g, head, X, Y, Z, hz, Ai, Bi, cavity, H, ventricles, csf_space, tissue_map, mimic
+    )
+    brain = brain | deep_struct
+    brain &= ~(ventricles | csf_space)
+
+    # falx, tentorium and dural sinuses: normal dense structures
+    falx = fissure & (dxm < 0.5)
+    tent = cavity & (np.abs(Z - T) < 0.45) & (v > 0.0) & (au < 0.95)
+    sss = (
+        cavity
+        & (np.abs(X - xf) < 4.5 - 0.6 * depth_inner)
+        & (depth_inner < 6)
+        & (45 * hz < Z)
+        & (np.abs(v) > 0.45)
+    )
+    transverse = cavity & (depth_inner < 4.5) & (np.abs(Z - (T - 1.5)) < 3.0) & (v > 0.35) & (au > 0.25)
+    p.paint(falx, H["dura"])
+    p.paint(tent, np.maximum(p.hu, f32(H["dura"] - 8)))
+    p.paint(sss | transverse, H["blood_vessel"])
+    mimic |= falx | tent | sss | transverse
+
+    _paint_calcifications(p, g, head, X, Y, Z, hz, Ai, Bi, cavity, mimic)
+
+    # bone at or above ~120 HU inside the cavity (clinoids, petrous apex) is a mimic
+    mimic |= cavity & (p.hu > 120)
+    # Partial volume of bone in a thick slice: the orbital roofs and middle-fossa floor just below
+    # the plane, and the obliquely cut calvarium near the vertex, brighten the adjacent brain.
+    pv_floor = np.where(15 * hz < F, np.clip(1 - (Z - F) / (3.0 * hz), 0, 1), 0)
+    w_vertex = 0.8 + 5.0 * np.clip((Z - 105 * hz) / (25 * hz), 0, 1)
+    pv_vertex = np.clip(1 - depth_inner / w_vertex, 0, 1)
+    pv_amount = np.maximum(pv_floor, pv_vertex) ** 2 * f32(head.extras["pv_hu"])
+    pv = cavity & (pv_amount > 8)
+    p.paint(pv, p.hu + pv_amount)
+    mimic |= pv
+
+    return Slice(
+        hu=p.hu,
+        X=X,
+        Y=Y,
+        Z=Z,
+        ys=ys,
+        skin=in_skin,
+        cavity=cavity,
+        brain=brain & ~mimic,
+        csf_space=csf_space & ~ventricles,
+        ventricles=ventricles,
+        mimic=mimic,
+        depth_inner=depth_inner,
+        depth_brain=depth_brain,
+        theta=theta,
+        tissue=tissue_map,
+        fissure=fissure,
+        pixel_mm=pose.fov / size,
+    )
+
+
+def _paint_sutures(p, g, head, X, Y, Z, hz, bone, H):
+    """Coronal, sagittal and lambdoid sutures: thin zig-zag gaps through the calvarium."""
+    zig = np.sin(X * 0.9) * 1.2 + np.sin(Z * 0.7)
+    coronal = np.abs(Y + 0.28 * head.B_ant - 0.25 * (Z - 60 * hz) + zig) < 0.6
+    lambdoid = np.abs(Y - 0.62 * head.B_post + 0.35 * (Z - 60 * hz) + zig) < 0.6
+    sagittal = (np.abs(X + np.sin(Y * 0.8)) < 0.6) & (95 * hz < Z)
+    width = 0.6 if head.age > 0.15 else 1.5
+    if width > 1:
+        coronal = np.abs(Y + 0.28 * head.B_ant - 0.25 * (Z - 60 * hz) + zig) < width
+    p.paint(bone & (coronal | lambdoid | sagittal), H["skin"] + 150)
+
+
+def _paint_frontal_sinus(p, g, head, X, Y, Z, hz, region):
+    size = head.extras["frontal_sinus"]
+    if size < 0.15:
+        return
+    y0 = -head.B_ant + head.scalp + 5
+    outer = g.ell(0, y0 + 2, 60 * hz, 16 * size + 4, 8 * size + 3, 14 * hz * size + 4)
+    air = g.ell(0, y0 + 2, 60 * hz, 16 * size, 8 * size, 14 * hz * size)
+    p.paint(region & outer, head.hu["cortical"])
+    p.paint(region & air & (np.abs(X - 1.5) > 0.7), -950.0)
+
+
+def _honeycomb(X, Y, Z, cell: float, wall: float) -> np.ndarray:
+    """Air cells separated by thin bony septa (True where air)."""
+    k = np.float32(2 * np.pi / cell)
+    s = (
+        np.sin(k * X + 0.7 * np.sin(0.3 * Z))
+        * np.sin(k * Y + 0.5 * np.cos(0.4 * X))
+        * np.sin(k * 0.7 * Z + 0.3)
+    )
+    return np.abs(s) > wall
+
+
+def _paint_skull_base_bones(p, g, head, X, Y, Z, hz, u, v, au, v_sw, F_ant, F_mid, within):
+    H = head.hu
+    Ai = head.A - head.inner_offset
+    Bi = head.B_post - head.inner_offset
+    # greater wings of the sphenoid: a curved bony wall between anterior and middle fossae
+    wing = within & (np.abs(v - v_sw) * Bi < 2.2) & (F_ant + 3 * hz > Z) & (F_mid - 6 * hz < Z) & (au < 0.95)
+    p.paint(wing, H["cortical"])
+    for side in (-1.0, 1.0):
+        ang = side * np.deg2rad(55)
+        # petrous pyramid: dense, running anteromedial → posterolateral
+        cxp, cyp = side * 0.48 * Ai, 0.26 * Bi
+        petrous = g.ell(cxp, cyp, 30 * hz, 9.5, 30, 16 * hz, rot=ang)
+        p.paint(within & petrous, H["dense"])
+        # inner ear / internal auditory canal: small soft-tissue and air spots within
+        iac = g.ell(side * 0.3 * Ai, 0.14 * Bi, 33 * hz, 5, 1.6, 2.0, rot=side * np.deg2rad(90))
+        p.paint(within & iac, 20.0)
+        # mastoid air cells, posterolateral to the petrous bone
+        mast = g.ell(side * 0.86 * Ai, 0.34 * Bi, 22 * hz, 11, 13, 14 * hz)
+        pn = head.extras["pneumatisation"]
+        p.paint(within & mast, H["cortical"] * 0.8)
+        air = mast & _honeycomb(X, Y, Z, 3.5 + 2.5 * pn, 0.35 - 0.2 * pn)
+        if pn > 0.35:
+            p.paint(within & air, -900.0)
+        # anterior clinoid processes
+        clin = g.ell(side * 10, -0.17 * Bi, 50 * hz, 3, 6, 4 * hz)
+        p.paint(within & clin, H["cortical"])
+    # clivus: midline bone leaning back as it descends; dorsum sellae on top
+    clivus = g.ell(0, 0.0 * Bi, 26 * hz, 10, 6.5, 22 * hz, shear=-0.45)
+    p.paint(within & clivus & (48 * hz > Z), H["cortical"])
+    # sella turcica: pituitary in a bony cup
+    cup = g.ell(0, -0.1 * Bi, 44 * hz, 9, 8, 6 * hz)
+    pit = g.ell(0, -0.1 * Bi, 46 * hz, 6, 5, 4.5 * hz)
+    p.paint(within & cup, H["cortical"])
+    p.paint(within & pit, H["gm"] + 5)
+
+
+def _paint_face(p, g, head, X, Y, Z, hz, deep, in_skin):
+    """Orbits, paranasal sinuses, nasal cavity, nasopharynx and the upper neck."""
+    H = head.hu
+    yf = -head.B_ant
+    face = deep & (0.05 * head.B_ant > Y)
+    pn = head.extras["pneumatisation"]
+    # nasal cavity and septum, turbinates
+    nasal = g.ell(0, yf + 30, 14 * hz, 13, 30, 18 * hz)
+    p.paint(in_skin & nasal, -980.0)
+    turb = nasal & (np.abs(np.abs(X) - 8) < 3.5) & (np.sin(Z * 0.5) > 0.0)
+    p.paint(in_skin & turb, H["muscle"] - 10)
+    p.paint(in_skin & nasal & (np.abs(X) < 0.9), H["cortical"] * 0.5)
+    # nasopharynx
+    naso = g.ell(0, yf + 62, 8 * hz, 12, 7, 10 * hz)
+    p.paint(deep & naso, -990.0)
+    for side in (-1.0, 1.0):
+        # maxillary sinus: air box with a thin bony wall
+        mwall = g.ell(side * 27, yf + 38, 8 * hz, 15, 19, 15 * hz)
+        mair = g.ell(side * 27, yf + 38, 8 * hz, 13.5, 17.5, 13.5 * hz)
+        p.paint(face & mwall, H["cortical"])
+        p.paint(face & mair, -990.0)
+        p.paint(
+            face
+            & mair
+            & (np.abs(np.sqrt(g.q(side * 27, yf + 38, 8 * hz, 13.5, 17.5, 13.5 * hz)) - 0.95) < 0.05),
+            H["muscle"],
+        )
+        if head.extras["sinus_fluid"] and side > 0:
+            p.paint(face & mair & (yf + 44 < Y), 20.0)  # air–fluid level (supine: posterior)
+        # orbit: bony cone with fat, globe, lens, optic nerve, rectus muscles
+        oc = (side * 31, yf + 24, 36 * hz)
+        cone_bone = g.ell(oc[0], oc[1] + 8, oc[2], 19, 26, 16 * hz, rot=side * 0.3)
+        cone_fat = g.ell(oc[0], oc[1] + 8, oc[2], 17, 24.5, 14 * hz, rot=side * 0.3)
+        p.paint(face & cone_bone & (yf + 10 < Y), H["cortical"])
+        p.paint((face | in_skin) & cone_fat, H["fat"])
+        mus = cone_fat & (np.abs(np.abs(X - oc[0]) - 12.5) < 2.0) & (yf + 22 < Y)
+        p.paint(mus, H["muscle"])
+        nerve = g.ell(side * 24, yf + 38, oc[2], 2.2, 14, 2.5 * hz, rot=side * 0.35)
+        p.paint(cone_fat & nerve, H["wm"] + 5)
+        globe_c = (side * 32, yf + 13, 36 * hz)
+        gq = g.q(*globe_c, 12, 11.5, 11.5 * hz)
+        p.paint(in_skin & (gq < 1), H["muscle"] - 5)  # sclera
+        p.paint(in_skin & (gq < 0.85), H["vitreous"])
+        lens = g.ell(globe_c[0], globe_c[1] - 8.2, globe_c[2], 4.5, 1.9, 4.5 * hz)
+        p.paint(in_skin & lens, H["lens"])
+        # zygomatic arch, lateral to the temporal fossa
+        zyg = (
+            (np.abs(np.abs(X) - (head.A * 0.9)) < 2.5)
+            & (yf + 20 < Y)
+            & (0.1 * head.B_post > Y)
+            & (np.abs(Z - 24 * hz) < 3 * hz)
+        )
+        p.paint(in_skin & zyg & deep, H["cortical"])
+        # mandibular condyle in front of the ear canal
+        cond = g.ell(side * head.A * 0.72, 0.02 * head.B_post, 18 * hz, 5, 5, 10 * hz)
+        p.paint(deep & cond, H["cortical"] * 0.8)
+    # ethmoid air cells between the orbits
+    eth = g.ell(0, yf + 32, 38 * hz, 11, 20, 14 * hz)
+    p.paint(deep & eth, H["cortical"] * 0.6)
+    p.paint(deep & eth & _honeycomb(X, Y, Z, 4.5, 0.3), -920.0)
+    # sphenoid sinus under the sella
+    sph_w = g.ell(0, -0.22 * head.B_post, 33 * hz, 16, 14, 10 * hz)
+    sph = g.ell(0, -0.22 * head.B_post, 33 * hz, 14 * pn + 2, 12.5 * pn + 1.5, 9 * hz * pn + 1)
+    p.paint(deep & sph_w, H["cortical"])
+    p.paint(deep & sph & (np.abs(X - 3) > 0.7), -960.0)
+    # upper neck: C1 ring and dens, spinal canal (continuing the foramen magnum)
+    Bi = head.B_post - head.inner_offset
+    cy = 0.17 * Bi
+    c1 = g.ell(0, cy, -12 * hz, 24, 22, 7 * hz)
+    canal = g.ell(0, cy, -12 * hz, 13, 12, 20 * hz)
+    cord = g.ell(0, cy, -12 * hz, 6.5, 5.5, 30 * hz)
+    dens = g.ell(0, cy - 18, -10 * hz, 6, 6, 9 * hz)
+    p.paint(deep & c1, H["cortical"])
+    p.paint(deep & dens, H["cortical"] * 0.8)
+    p.paint(deep & canal & (Z < 0), H["csf"])
+    p.paint(deep & cord & (Z < 0), H["wm"] + 5)
+
+
+def _paint_deep(p, g, head, X, Y, Z, hz, Ai, Bi, cavity, H, ventricles, csf_space, tissue_map, mimic):
+    """Ventricles, cisterns, deep grey nuclei, brainstem. Updates the masks in place."""
+    vs = head.vent
+    sc = head.sulc
+    deep_mask = np.zeros_like(cavity)
+
+    def put(mask, value, kind):
+        m = cavity & mask
+        p.paint(m, value)
+        if kind == "csf":
+            csf_space[m] = True
+            deep_mask[m] = False
+        elif kind == "vent":
+            ventricles[m] = True
+            csf_space[m] = False
+            deep_mask[m] = False
+        else:
+            deep_mask[m] = True
+            csf_space[m] = False
+            ventricles[m] = False
+            tissue_map[m] = value if np.ndim(value) == 0 else value[m]
+
+    # sylvian fissures with insular cortex
+    for s in (-1.0, 1.0):
+        ins = g.ell(s * 0.66 * Ai, -0.08 * Bi, 66 * hz, 6, 22, 14 * hz, rot=s * 0.15)
+        put(ins, H["gm"], "tissue")
+        syl = g.ell(s * 0.72 * Ai, -0.1 * Bi, 64 * hz, 1.0 + 1.4 * sc, 24, 12 * hz, rot=s * 0.18)
+        put(syl, H["csf"], "csf")
+        syl_stem = g.ell(s * 0.4 * Ai, -0.16 * Bi, 57 * hz, 18, 1.2 + 1.2 * sc, 4 * hz, rot=s * 0.1)
+        put(syl_stem, H["csf"], "csf")
+    # basal cisterns, brainstem
+    put(g.ell(0, -0.07 * Bi, 58 * hz, 10 + 2 * sc, 9 + sc, 5 * hz), H["csf"], "csf")  # suprasellar
+    put(g.ell(0, 0.1 * Bi, 60 * hz, 13 + 1.5 * sc, 12 + sc, 7 * hz), H["csf"], "csf")  # ambient
+    put(g.ell(0, 0.1 * Bi, 60 * hz, 11, 10, 8 * hz), H["brainstem"], "tissue")  # midbrain
+    put(g.ell(0, 0.0 * Bi, 58 * hz, 2 + 0.5 * sc, 3, 5 * hz), H["csf"], "csf")  # interpeduncular
+    put(g.ell(0, 0.25 * Bi, 64 * hz, 9 + sc, 5 + sc, 6 * hz), H["csf"], "csf")  # quadrigeminal
+    put(g.ell(0, 0.03 * Bi, 35 * hz, 13 + sc, 13, 15 * hz, shear=-0.25), H["csf"], "csf")  # prepontine
+    put(g.ell(0, 0.12 * Bi, 36 * hz, 14.5, 12, 14 * hz, shear=-0.25), H["brainstem"], "tissue")  # pons
+    put(g.ell(0, 0.17 * Bi, 10 * hz, 10, 9, 16 * hz), H["brainstem"], "tissue")  # medulla
+    cm = head.extras["cisterna_magna"]
+    put(g.ell(0, 0.7 * Bi, 12 * hz, 10 * cm, 9 * cm, 10 * hz), H["csf"], "csf")  # cisterna magna
+    # vermis is tissue; the 4th ventricle sits between pons and vermis
+    put(g.ell(0, 0.3 * Bi, 37 * hz, 6 * np.sqrt(vs), 3.5 * np.sqrt(vs), 11 * hz), H["csf"], "vent")
+    put(g.ell(0, 0.0, 70 * hz, 1.2 * vs, 12, 10 * hz), H["csf"], "vent")  # 3rd ventricle
+    # deep grey nuclei
+    for s in (-1.0, 1.0):
+        put(g.ell(s * 0.36 * Ai, -0.03 * Bi, 74 * hz, 7, 16, 10 * hz, rot=-s * 0.25), H["deep"], "tissue")
+        put(g.ell(s * (8 + 2 * vs), 0.12 * Bi, 74 * hz, 9, 12, 10 * hz), H["deep"] - 1, "tissue")
+        put(g.ell(s * (9 + 5 * vs), -0.25 * Bi, 78 * hz, 5, 9, 10 * hz), H["deep"], "tissue")  # caudate
+    # lateral ventricles
+    for s in (-1.0, 1.0):
+        parts = [
+            (s * (6 + 3 * vs), -0.27 * Bi, 80 * hz, 3.2 * vs + 1.0, 15, 8 * hz, -s * 0.45),  # frontal horn
+            (s * (7 + 5 * vs), 0.0 * Bi, 90 * hz, 3.5 * vs + 0.5, 27, 6.5 * hz, -s * 0.12),  # body
+            (s * (16 + 5 * vs), 0.33 * Bi, 82 * hz, 5 * vs, 10, 10 * hz, 0.0),  # atrium
+            (s * (15 + 4 * vs), 0.5 * Bi, 77 * hz, 2.5 * vs, 11, 5 * hz, s * 0.35),  # occipital horn
+            (s * 0.5 * Ai, -0.05 * Bi, 57 * hz, 1.5 * vs, 12, 4 * hz, s * 0.2),  # temporal horn
+        ]
+        for cx, cy, cz, a, b, c, rot in parts:
+            put(g.ell(cx, cy, cz, a, b, c, rot=rot), H["csf"], "vent")
+    # periventricular white-matter hypodensity (small-vessel disease) around the horns
+    if head.extras["leuko"] > 0:
+        for s in (-1.0, 1.0):
+            cap = (
+                (g.ell(s * (10 + 4 * vs), 0.0, 88 * hz, 10 + 3 * vs, 40, 16 * hz)) & ~ventricles & ~deep_mask
+            )
+            p.paint(cavity & cap & (p.hu > 15) & (p.hu < 45), p.hu - np.float32(head.extras["leuko"]))
+    return deep_mask
+
+
+def _paint_old_lesions(p, g, head, X, Y, Z, hz, theta, brain, depth_brain, H):
+    """Non-hemorrhagic chronic findings: lacunes, an old cortical infarct, an arachnoid cyst."""
+    if head.extras["old_infarct"]:
+        t0 = head.extras["infarct_theta"]
+        wedge = (
+            brain
+            & (np.abs(np.angle(np.exp(1j * (theta - t0)))) < 0.25)
+            & (depth_brain < 22)
+            & (np.abs(Z - 85 * hz) < 25 * hz)
+        )
+        p.paint(wedge, H["csf"] + 6)
+    if head.extras["arachnoid_cyst"]:
+        t0 = head.extras["cyst_theta"]
+        cyst = (
+            brain
+            & (np.abs(np.angle(np.exp(1j * (theta - t0)))) < 0.3)
+            & (depth_brain < 14)
+            & (np.abs(Z - 60 * hz) < 18 * hz)
+        )
+        p.paint(cyst, H["csf"])
+    n = int(head.extras["lacunes"])
+    for i in range(n):
+        s = -1.0 if i % 2 else 1.0
+        lac = g.ell(s * (18 + 3 * i), -0.05 * head.B_post + 5 * i, (70 + 4 * i) * hz, 2, 2.5, 3 * hz)
+        p.paint(brain & lac, H["csf"] + 4)
+
+
+def _paint_calcifications(p, g, head, X, Y, Z, hz, Ai, Bi, cavity, mimic):
+    vs = head.vent
+    for name, (x, y, z, r, value) in head.calc.items():
+        if name == "pineal":
+            m = g.ell(x, y * Bi, z * hz, r, r, r * hz)
+        elif name.startswith("choroid"):
+            s = x
+            m = g.ell(s * (16 + 5 * vs), 0.33 * Bi, 83 * hz, r, r * 1.4, r * 1.2 * hz)
+        elif name.startswith("bg"):
+            s = x
+            m = g.ell(s * 0.3 * Ai, -0.03 * Bi, 73 * hz, r, r * 1.5, r * 1.5 * hz)
+        else:  # falx plaque
+            m = g.ell(0, y * Bi, z * hz, 1.0, r, r * 0.6 * hz)
+        m &= cavity
+        p.paint(m, value)
+        mimic |= m

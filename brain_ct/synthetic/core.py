@@ -1,0 +1,359 @@
+"""Seeded generation of single slices and whole series (see :mod:`brain_ct.synthetic`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from brain_ct.errors import InvalidInputError
+from brain_ct.synthetic.anatomy import (
+    LEVEL_RANGES,
+    LEVELS,
+    STANDARD_HEIGHT,
+    Head,
+    Pose,
+    Slice,
+    level_of,
+    render_anatomy,
+    sample_head,
+    sample_pose,
+)
+from brain_ct.synthetic.lesions import SUBTYPE_LEVELS, SUBTYPES, Lesion, paint_lesion, sample_lesion
+from brain_ct.synthetic.scanner import Scanner, add_fixtures, apply_scanner, sample_scanner
+
+MIN_SIZE, MAX_SIZE = 32, 2048
+
+
+@dataclass
+class Phantom:
+    """One synthetic axial head-CT slice with its ground truth.
+
+    Attributes:
+        hu: float32 ``[H, W]`` Hounsfield units (air −1000, CSF 0–15, white matter ~22–31, grey
+            matter ~30–44, acute blood 46–95, calcification 70–700, bone 350–2200).
+        mask: bool ``[H, W]`` hemorrhage pixels (all False for a normal slice).
+        label: 0 normal, 1 hemorrhage.
+        subtype: one of :data:`SUBTYPES`, or None for a normal slice.
+        level: one of :data:`LEVELS`.
+        bbox: ``[x0, y0, x1, y1]`` pixel box of ``mask`` (x1/y1 exclusive), None when empty.
+        seed: the seed it was generated from (the series seed for series slices).
+        z: slice position along the head axis in mm (foramen magnum = 0).
+        mimic_mask: bool ``[H, W]`` dense structures inside the cranial cavity that are NOT blood
+            (calcifications, bone and its partial volume, falx, tentorium, venous sinuses).
+        brain_mask: bool ``[H, W]`` the cranial cavity (inside the inner table, above the skull base).
+        pixel_spacing: mm per pixel (square pixels).
+        slice_thickness: mm.
+        age: 0 (child) … 1 (elderly); drives atrophy, ventricle size and calcifications.
+        scanner: scanner/protocol parameters (used for DICOM tags).
+        series_index: position in a series (0 = most inferior), or None for a single slice.
+    """
+
+    hu: np.ndarray
+    mask: np.ndarray
+    label: int
+    subtype: str | None
+    level: str
+    bbox: list[int] | None
+    seed: int
+    z: float
+    mimic_mask: np.ndarray | None = None
+    brain_mask: np.ndarray | None = None
+    pixel_spacing: float = 1.0
+    slice_thickness: float = 5.0
+    age: float = 0.5
+    scanner: Scanner | None = field(default=None, repr=False)
+    series_index: int | None = None
+
+
+def mask_bbox(mask: np.ndarray) -> list[int] | None:
+    """``[x0, y0, x1, y1]`` (x1/y1 exclusive) of the True pixels, or None when there are none."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
+
+
+def _positive_level_weights() -> np.ndarray:
+    """Level distribution of hemorrhage slices (subtypes uniform); normals copy it so the
+    level itself carries no information about the label."""
+    w = np.zeros(len(LEVELS))
+    for s in SUBTYPES:
+        allowed = SUBTYPE_LEVELS[s]
+        for lv in allowed:
+            w[LEVELS.index(lv)] += 1.0 / len(allowed)
+    return w / w.sum()
+
+
+LEVEL_WEIGHTS = _positive_level_weights()
+
+
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidInputError(f"seed must be a non-negative integer; got {seed!r}")
+    return int(seed)
+
+
+def _check_size(size: int) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not MIN_SIZE <= size <= MAX_SIZE:
+        raise InvalidInputError(f"size must be an integer from {MIN_SIZE} to {MAX_SIZE} pixels; got {size!r}")
+    return int(size)
+
+
+def _check_choice(value: str | None, allowed: tuple[str, ...], what: str) -> str | None:
+    if value is not None and value not in allowed:
+        raise InvalidInputError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
+    return value
+
+
+def _min_lesion_px(size: int) -> int:
+    return max(6, int(round(0.00035 * size * size)))
+
+
+def _finish(
+    sl: Slice,
+    mask: np.ndarray,
+    head: Head,
+    pose: Pose,
+    scanner: Scanner,
+    rng: np.random.Generator,
+    *,
+    seed: int,
+    z: float,
+    subtype: str | None,
+    thickness: float,
+    series_index: int | None = None,
+) -> Phantom:
+    hu = sl.hu
+    add_fixtures(hu, sl.skin, sl.ys, scanner, sl.pixel_mm, rng)
+    # Bone blurred into the adjacent brain by the reconstruction kernel is not blood either.
+    k = 2 * max(1, int(np.ceil(2.5 * scanner.psf_mm / sl.pixel_mm))) + 1
+    bone_spill = cv2.dilate((hu > 250).astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
+    hu, artefact = apply_scanner(
+        hu,
+        head_mask=sl.skin,
+        cavity=sl.cavity,
+        pixel_mm=sl.pixel_mm,
+        scanner=scanner,
+        rng=rng,
+        rim_mm=2 * (head.inner_offset + 3.0),
+    )
+    label = int(mask.any())
+    return Phantom(
+        hu=hu.astype(np.float32, copy=False),
+        mask=mask,
+        label=label,
+        subtype=subtype if label else None,
+        level=level_of(z, head.height),
+        bbox=mask_bbox(mask),
+        seed=seed,
+        z=float(z),
+        mimic_mask=(sl.mimic | (sl.cavity & (bone_spill | (artefact > 8.0)))) & ~mask,
+        brain_mask=sl.cavity,
+        pixel_spacing=float(sl.pixel_mm),
+        slice_thickness=float(thickness),
+        age=float(head.age),
+        scanner=scanner,
+        series_index=series_index,
+    )
+
+
+def generate_slice(
+    seed: int,
+    size: int = 256,
+    *,
+    hemorrhage: bool | None = None,
+    subtype: str | None = None,
+    level: str | None = None,
+) -> Phantom:
+    """Generate one synthetic axial head-CT slice in HU with its hemorrhage mask.
+
+    Fully deterministic per ``seed`` (``np.random.default_rng(seed)``, no global state).
+
+    Args:
+        seed: non-negative integer.
+        size: output side in pixels (square), 32–2048.
+        hemorrhage: True for a bleed, False for a normal slice, None to draw it (50/50; True
+            when ``subtype`` is given).
+        subtype: one of :data:`SUBTYPES` (implies a hemorrhage), or None to draw one.
+        level: one of :data:`LEVELS`, or None to draw one. Normal slices draw levels with the
+            same frequencies as hemorrhage slices, so the level says nothing about the label.
+
+    Returns:
+        A :class:`Phantom`; its ``mask`` is non-empty exactly when ``label == 1``.
+
+    Raises:
+        InvalidInputError: bad seed/size/subtype/level, ``hemorrhage=False`` with a subtype, or a
+            subtype that cannot occur at the requested level (intraventricular at the vertex).
+    """
+    seed = _check_seed(seed)
+    size = _check_size(size)
+    _check_choice(subtype, SUBTYPES, "subtype")
+    _check_choice(level, LEVELS, "level")
+    if hemorrhage is False and subtype is not None:
+        raise InvalidInputError(f"hemorrhage=False contradicts subtype={subtype!r}; drop one of them")
+    if subtype is not None and level is not None and level not in SUBTYPE_LEVELS[subtype]:
+        raise InvalidInputError(
+            f"a {subtype} hemorrhage cannot be placed at level {level!r}; "
+            f"choose one of {', '.join(SUBTYPE_LEVELS[subtype])}"
+        )
+    rng = np.random.default_rng(seed)
+    if hemorrhage is None:
+        hemorrhage = subtype is not None or bool(rng.random() < 0.5)
+    if hemorrhage and subtype is None:
+        options = [s for s in SUBTYPES if level is None or level in SUBTYPE_LEVELS[s]]
+        subtype = str(rng.choice(options))
+    level_fixed = level is not None
+    if level is None:
+        if hemorrhage:
+            level = str(rng.choice(SUBTYPE_LEVELS[subtype]))
+        else:
+            level = str(rng.choice(LEVELS, p=LEVEL_WEIGHTS))
+
+    head = sample_head(rng)
+    pose = sample_pose(rng, head)
+    scanner = sample_scanner(rng)
+    thickness = float(rng.choice([1.0, 2.5, 3.0, 5.0, 5.0, 5.0]))
+    hz = head.height / STANDARD_HEIGHT
+    lo, hi = LEVEL_RANGES[level]
+    texture_seed = int(rng.integers(2**31))
+
+    def render(z: float) -> Slice:
+        return render_anatomy(head, pose, z, size, np.random.default_rng(texture_seed))
+
+    z = float(rng.uniform(lo, hi) * hz)
+    sl = render(z)
+    mask = np.zeros((size, size), bool)
+    if hemorrhage:
+        need = _min_lesion_px(size)
+        if subtype == "intraventricular":  # ventricles can be small in the plane
+            need = max(4, need // 2)
+        for attempt in range(40):
+            if attempt and attempt % 4 == 0:
+                # another plane within the level (and, if the level was drawn, another level)
+                if attempt % 8 == 0 and not level_fixed:
+                    level = str(rng.choice(SUBTYPE_LEVELS[subtype]))
+                    lo, hi = LEVEL_RANGES[level]
+                z = float(rng.uniform(lo, hi) * hz)
+                sl = render(z)
+            lesion = sample_lesion(rng, head, sl, subtype)
+            if lesion is None:
+                continue
+            before = sl.hu.copy()
+            mask = paint_lesion(lesion, sl, rng)
+            if mask.sum() >= need:
+                break
+            sl.hu = before
+            mask = np.zeros((size, size), bool)
+        else:
+            raise RuntimeError(f"could not place a {subtype} hemorrhage at level {level} for seed {seed}")
+    ph = _finish(sl, mask, head, pose, scanner, rng, seed=seed, z=z, subtype=subtype, thickness=thickness)
+    ph.level = level  # the requested level (a tilted plane spans neighbouring ones)
+    return ph
+
+
+def generate_series(
+    seed: int,
+    n_slices: int = 32,
+    size: int = 256,
+    *,
+    hemorrhage: bool | None = None,
+    subtype: str | None = None,
+    slice_thickness: float = 5.0,
+) -> list[Phantom]:
+    """Generate a consistent axial series of one head, ordered inferior → superior.
+
+    The same head, pose and scanner on every slice; slices are ``slice_thickness`` mm apart and
+    end just below the vertex. A hemorrhage (if any) is one 3-D lesion, so it spans the
+    contiguous slices it intersects (a small one may show on one slice only); each slice's
+    ``label`` says whether it shows blood there.
+
+    Args:
+        seed: non-negative integer; the whole series is deterministic per seed.
+        n_slices: 1–256.
+        size: slice side in pixels.
+        hemorrhage: True/False, or None to draw it (50/50; True when ``subtype`` is given).
+        subtype: one of :data:`SUBTYPES`, or None to draw one when bleeding.
+        slice_thickness: spacing and thickness in mm (0.5–10).
+
+    Returns:
+        ``n_slices`` :class:`Phantom` objects with ``series_index`` 0 … n−1.
+    """
+    seed = _check_seed(seed)
+    size = _check_size(size)
+    _check_choice(subtype, SUBTYPES, "subtype")
+    if isinstance(n_slices, bool) or not isinstance(n_slices, (int, np.integer)) or not 1 <= n_slices <= 256:
+        raise InvalidInputError(f"n_slices must be an integer from 1 to 256; got {n_slices!r}")
+    if not 0.5 <= float(slice_thickness) <= 10.0:
+        raise InvalidInputError(f"slice_thickness must be 0.5–10 mm; got {slice_thickness!r}")
+    if hemorrhage is False and subtype is not None:
+        raise InvalidInputError(f"hemorrhage=False contradicts subtype={subtype!r}; drop one of them")
+    rng = np.random.default_rng(seed)
+    if hemorrhage is None:
+        hemorrhage = subtype is not None or bool(rng.random() < 0.5)
+    if hemorrhage and subtype is None:
+        subtype = str(rng.choice(SUBTYPES))
+    head = sample_head(rng)
+    pose = sample_pose(rng, head)
+    pose.rot *= 0.5  # a series is set up with some care
+    scanner = sample_scanner(rng)
+    texture_seed = int(rng.integers(2**31))
+    top = head.height - 4.0
+    zs = [top - (n_slices - 1 - k) * float(slice_thickness) for k in range(n_slices)]
+
+    def render(k: int) -> Slice:
+        return render_anatomy(head, pose, zs[k], size, np.random.default_rng(texture_seed + k))
+
+    slices = [render(k) for k in range(n_slices)]
+    masks = [np.zeros((size, size), bool) for _ in range(n_slices)]
+    if hemorrhage:
+        ok = [k for k in range(n_slices) if level_of(zs[k], head.height) in SUBTYPE_LEVELS[subtype]] or list(
+            range(n_slices)
+        )
+        need = _min_lesion_px(size)
+        tiny = max(3, need // 4)
+        placed = False
+        for _ in range(24):
+            ref = slices[int(rng.choice(ok))]
+            lesion: Lesion | None = sample_lesion(rng, head, ref, subtype)
+            if lesion is None:
+                continue
+            trial = []
+            for sl in slices:
+                before = sl.hu.copy()
+                m = paint_lesion(lesion, sl, rng)
+                if m.sum() < tiny:
+                    m[:] = False
+                trial.append((before, m))
+            if max(int(m.sum()) for _, m in trial) >= need:
+                masks = [m for _, m in trial]
+                for sl, (before, m) in zip(slices, trial, strict=True):
+                    if not m.any():
+                        sl.hu = before
+                placed = True
+                break
+            for sl, (before, _) in zip(slices, trial, strict=True):
+                sl.hu = before
+        if not placed:
+            raise RuntimeError(f"could not place a {subtype} hemorrhage in series seed {seed}")
+    out = []
+    for k, (sl, m) in enumerate(zip(slices, masks, strict=True)):
+        srng = np.random.default_rng([seed, k])
+        out.append(
+            _finish(
+                sl,
+                m,
+                head,
+                pose,
+                scanner,
+                srng,
+                seed=seed,
+                z=zs[k],
+                subtype=subtype,
+                thickness=float(slice_thickness),
+                series_index=k,
+            )
+        )
+    return out

@@ -1,0 +1,259 @@
+"""Tests for brain_ct.synthetic: determinism, masks vs. bright pixels, levels/subtypes, DICOM, 8-bit."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+
+from brain_ct.errors import InvalidInputError
+from brain_ct.synthetic import (
+    LEVELS,
+    SUBTYPE_LEVELS,
+    SUBTYPES,
+    generate_series,
+    generate_slice,
+    mask_bbox,
+    render_8bit,
+    to_dicom,
+    write_dataset,
+)
+from brain_ct.synthetic.export import decoration_plan
+
+SIZE = 128
+
+
+def test_same_seed_same_slice_and_different_seed_differs():
+    a = generate_slice(11, SIZE)
+    b = generate_slice(11, SIZE)
+    c = generate_slice(12, SIZE)
+    np.testing.assert_array_equal(a.hu, b.hu)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    assert (a.label, a.subtype, a.level, a.z) == (b.label, b.subtype, b.level, b.z)
+    assert not np.array_equal(a.hu, c.hu)
+
+
+def test_no_global_random_state_is_used():
+    np.random.seed(0)
+    a = generate_slice(5, SIZE)
+    np.random.seed(99)
+    b = generate_slice(5, SIZE)
+    np.testing.assert_array_equal(a.hu, b.hu)
+
+
+@pytest.mark.parametrize("subtype", SUBTYPES)
+def test_every_subtype_generates_a_labelled_mask(subtype):
+    for seed in range(3):
+        ph = generate_slice(seed, SIZE, subtype=subtype)
+        assert ph.label == 1 and ph.subtype == subtype
+        assert ph.mask.dtype == bool and ph.mask.shape == (SIZE, SIZE)
+        assert ph.mask.sum() >= 6
+        assert ph.bbox == mask_bbox(ph.mask)
+        x0, y0, x1, y1 = ph.bbox
+        assert ph.mask[y0:y1, x0:x1].sum() == ph.mask.sum()
+        assert not ph.mask[:, :x0].any() and not ph.mask[:y0].any()
+        # blood lies inside the cranial cavity
+        assert (ph.mask & ~ph.brain_mask).sum() == 0
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_every_level_generates_normal_slices_with_empty_masks(level):
+    ph = generate_slice(3, SIZE, hemorrhage=False, level=level)
+    assert ph.label == 0 and ph.subtype is None and ph.bbox is None
+    assert ph.level == level
+    assert not ph.mask.any()
+    assert ph.hu.dtype == np.float32 and ph.hu.shape == (SIZE, SIZE)
+    assert np.isfinite(ph.hu).all()
+    # air around the head, bone in the head
+    assert ph.hu[0, 0] < -900
+    assert (ph.hu > 700).sum() > 20
+
+
+@pytest.mark.parametrize("subtype", SUBTYPES)
+def test_every_allowed_level_of_a_subtype_generates(subtype):
+    for k, level in enumerate(SUBTYPE_LEVELS[subtype]):
+        ph = generate_slice(100 + k, 96, subtype=subtype, level=level)
+        assert ph.label == 1 and ph.level == level and ph.mask.any()
+
+
+def test_tissue_densities_are_plausible():
+    ph = generate_slice(4, 256, hemorrhage=False, level="ventricles")
+    tissue = ph.hu[ph.brain_mask & ~ph.mimic_mask]
+    assert 15 < np.median(tissue) < 45
+    assert ph.hu.min() >= -1024 and ph.hu.max() <= 3071
+
+
+@pytest.mark.parametrize("subtype", SUBTYPES)
+def test_mask_is_denser_than_the_surrounding_parenchyma(subtype):
+    for seed in range(4):
+        ph = generate_slice(seed, 256, subtype=subtype)
+        background = ph.brain_mask & ~ph.mask & ~ph.mimic_mask
+        assert np.median(ph.hu[ph.mask]) > np.median(ph.hu[background]) + 8
+
+
+def _bright_outside_mimics(ph):
+    smooth = cv2.medianBlur(ph.hu.astype(np.float32), 5)
+    return ph.brain_mask & (smooth > 60) & ~ph.mimic_mask
+
+
+def test_bright_pixels_in_the_brain_are_in_the_lesion_mask():
+    covered = total = 0
+    for subtype in SUBTYPES:
+        for seed in range(6):
+            ph = generate_slice(seed, 256, subtype=subtype)
+            bright = _bright_outside_mimics(ph)
+            grown = cv2.dilate(ph.mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            covered += int((bright & grown).sum())
+            total += int(bright.sum())
+    assert total > 1000
+    assert covered / total > 0.95
+
+
+def test_normal_slices_have_almost_no_bright_pixels_outside_mimics():
+    counts = [int(_bright_outside_mimics(generate_slice(s, 256, hemorrhage=False)).sum()) for s in range(12)]
+    assert max(counts) < 40, counts
+
+
+def test_mimics_appear_in_normal_slices():
+    # calcifications/dense dura/partial-volume bone are present without any hemorrhage
+    mimic_px = [generate_slice(s, SIZE, hemorrhage=False).mimic_mask.sum() for s in range(6)]
+    assert all(m > 0 for m in mimic_px)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"subtype": "chronic"}, "unknown subtype"),
+        ({"level": "neck"}, "unknown level"),
+        ({"hemorrhage": False, "subtype": "subdural"}, "contradicts"),
+        ({"subtype": "intraventricular", "level": "vertex"}, "cannot be placed"),
+        ({"size": 8}, "size must be"),
+    ],
+)
+def test_bad_arguments_raise_invalid_input(kwargs, match):
+    with pytest.raises(InvalidInputError, match=match):
+        generate_slice(1, **kwargs)
+
+
+def test_negative_seed_is_refused():
+    with pytest.raises(InvalidInputError, match="seed"):
+        generate_slice(-1)
+
+
+def test_series_is_ordered_and_a_bleed_spans_contiguous_slices():
+    series = generate_series(7, n_slices=24, size=96, subtype="intraparenchymal", slice_thickness=6.0)
+    assert len(series) == 24
+    zs = [p.z for p in series]
+    assert zs == sorted(zs) and np.allclose(np.diff(zs), 6.0)
+    assert [p.series_index for p in series] == list(range(24))
+    positive = [i for i, p in enumerate(series) if p.label]
+    assert positive, "the bleed shows on at least one slice"
+    assert positive == list(range(positive[0], positive[-1] + 1))
+    for p in series:
+        assert p.mask.any() == bool(p.label)
+    # one head: the lowest slices show the skull base, the highest the vertex
+    assert series[0].level in ("skull_base", "orbits") and series[-1].level == "vertex"
+
+
+def test_normal_series_has_no_blood_and_is_deterministic():
+    a = generate_series(3, n_slices=6, size=64, hemorrhage=False)
+    b = generate_series(3, n_slices=6, size=64, hemorrhage=False)
+    assert all(p.label == 0 and not p.mask.any() for p in a)
+    for p, q in zip(a, b, strict=True):
+        np.testing.assert_array_equal(p.hu, q.hu)
+
+
+@pytest.mark.parametrize("compress", [None, "rle", "jpeg2000"])
+def test_dicom_round_trip_gives_back_the_hu(tmp_path, compress):
+    ph = generate_slice(21, SIZE, subtype="subdural")
+    ds = to_dicom(ph, instance_number=3, compress=compress)
+    path = tmp_path / "slice.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    back = pydicom.dcmread(path)
+    assert back.Modality == "CT"
+    assert back.SOPClassUID == pydicom.uid.CTImageStorage
+    assert str(back.PatientName) == "SYNTHETIC^PHANTOM"
+    assert back.PatientID and back.PatientBirthDate and back.InstitutionName and back.AccessionNumber
+    assert int(back.InstanceNumber) == 3
+    assert float(back.RescaleIntercept) == -1024 and float(back.RescaleSlope) == 1
+    assert float(back.ImagePositionPatient[2]) == pytest.approx(ph.z, abs=1e-3)
+    assert float(back.PixelSpacing[0]) == pytest.approx(ph.pixel_spacing, rel=1e-5)
+    hu = back.pixel_array.astype(np.float32) * float(back.RescaleSlope) + float(back.RescaleIntercept)
+    assert np.abs(hu - ph.hu).max() <= 0.5 + 1e-3
+    if compress is None:
+        assert back.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+
+
+def test_dicom_pixel_representation_varies_between_scanners():
+    reps = {int(to_dicom(generate_slice(s, 64)).PixelRepresentation) for s in range(12)}
+    assert reps == {0, 1}
+
+
+def test_dicom_unknown_compression_is_refused():
+    with pytest.raises(InvalidInputError, match="compression"):
+        to_dicom(generate_slice(1, 64), compress="zip")
+
+
+def test_render_8bit_plain_is_the_brain_window():
+    ph = generate_slice(2, SIZE)
+    img = render_8bit(ph, 0, internet_style=False)
+    assert img.dtype == np.uint8 and img.shape == ph.hu.shape
+    expected = np.clip((ph.hu - 0.0) / 80.0, 0, 1) * 255
+    assert np.abs(img.astype(np.float32) - expected).max() <= 1.0
+
+
+def test_render_8bit_internet_style_sizes_and_modes():
+    modes = set()
+    for seed in range(30):
+        ph = generate_slice(seed, SIZE)
+        img = render_8bit(ph, seed)
+        assert img.dtype == np.uint8
+        assert 200 <= max(img.shape[:2]) <= 1024
+        modes.add(img.shape[2] if img.ndim == 3 else 1)
+    assert 1 in modes and 3 in modes
+
+
+def test_render_8bit_is_deterministic_per_seed():
+    ph = generate_slice(9, SIZE)
+    np.testing.assert_array_equal(render_8bit(ph, 4), render_8bit(ph, 4))
+
+
+def test_decorations_do_not_depend_on_the_label():
+    # The plan is drawn before anything about the image is known, so a normal and a
+    # hemorrhage slice rendered with the same generator state get the same decorations.
+    normal = generate_slice(1, SIZE, hemorrhage=False)
+    bleed = generate_slice(1, SIZE, hemorrhage=True)
+    for seed in range(20):
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        assert decoration_plan(a) == decoration_plan(b)
+        img_n, img_b = render_8bit(normal, seed), render_8bit(bleed, seed)
+        assert img_n.ndim == img_b.ndim
+    plans = [decoration_plan(np.random.default_rng(s)) for s in range(400)]
+    assert 0.25 < np.mean([p["arrows"] > 0 for p in plans]) < 0.45
+
+
+def test_write_dataset_refuses_bad_arguments(tmp_path):
+    with pytest.raises(InvalidInputError, match="n must be"):
+        write_dataset(tmp_path, 1)
+    with pytest.raises(InvalidInputError, match="format"):
+        write_dataset(tmp_path, 4, fmt="jpg")
+    with pytest.raises(InvalidInputError, match="style"):
+        write_dataset(tmp_path, 4, style="fancy")
+
+
+def test_write_dataset_internet_style_masks_follow_the_image(tmp_path):
+    import json
+
+    write_dataset(tmp_path, 6, seed=2, size=96, style="internet")
+    rows = [json.loads(line) for line in (tmp_path / "metadata.jsonl").read_text().splitlines()]
+    assert len(rows) == 6
+    for row in rows:
+        img = cv2.imread(str(tmp_path / row["file"]), cv2.IMREAD_UNCHANGED)
+        mask = cv2.imread(str(tmp_path / row["mask"]), cv2.IMREAD_GRAYSCALE)
+        assert img.shape[:2] == mask.shape
+        assert set(np.unique(mask)) <= {0, 255}
+        if row["label"]:
+            assert row["bbox"] == mask_bbox(mask > 0)
+        else:
+            assert row["bbox"] is None and not mask.any()
