@@ -1,0 +1,173 @@
+"""``python -m brain_ct predict``: JSON Lines schema, table, heatmaps, exit codes, failures, privacy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from helpers_models import make_tiny_model
+
+from brain_ct.__main__ import main
+
+REPO = Path(__file__).resolve().parents[1]
+SECRETS = {
+    "PatientName": "Doe^Janet^SECRETNAME",
+    "PatientID": "PID-99887766",
+    "InstitutionName": "St Elsewhere XYZ",
+}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    root = tmp_path_factory.mktemp("cli")
+    ds = pydicom.dcmread(get_testdata_file("J2K_pixelrep_mismatch.dcm"))
+    for keyword, value in SECRETS.items():
+        setattr(ds, keyword, value)
+    dcm = root / "real head.dcm"
+    ds.save_as(dcm)
+    png = np.zeros((240, 200), np.uint8)
+    cv2.ellipse(png, (100, 120), (85, 105), 0, 0, 360, 255, -1)
+    cv2.ellipse(png, (100, 120), (78, 98), 0, 0, 360, 110, -1)
+    cv2.circle(png, (140, 100), 10, 220, -1)
+    png_path = root / "phantom.png"
+    cv2.imwrite(str(png_path), png)
+    bad = root / "broken.dcm"
+    bad.write_bytes(b"DICM? no, just some text renamed to .dcm")
+    return {
+        "dcm": dcm,
+        "png": png_path,
+        "bad": bad,
+        "model": make_tiny_model(root / "model"),
+        "root": root,
+    }
+
+
+def _lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_json_lines_schema_heatmaps_and_a_bad_file(files, tmp_path: Path, capsys) -> None:
+    heat_dir = tmp_path / "heat"
+    paths = [str(files["dcm"]), str(files["bad"]), str(files["png"])]
+    code = main(["predict", *paths, "--model", str(files["model"]), "--json", "--heatmaps", str(heat_dir)])
+    assert code == 1  # one input failed
+    records = _lines(capsys.readouterr().out)
+    assert [r["file"] for r in records] == paths  # input order, paths as given
+    bad = records[1]
+    assert set(bad) == {"file", "error"}
+    assert bad["error"]["type"] == "InvalidInputError"
+    assert "broken.dcm" in bad["error"]["message"]
+    for record, shape in ((records[0], (512, 512)), (records[2], (240, 200))):
+        for key in ("label", "probability", "threshold", "regions", "explanation", "heatmap"):
+            assert key in record
+        assert isinstance(record["probability"], float) and isinstance(record["regions"], list)
+        assert record["label"] == ("hemorrhage" if record["probability"] >= record["threshold"] else "normal")
+        heat = np.load(record["heatmap"])
+        assert Path(record["heatmap"]).parent == heat_dir
+        assert heat.shape == shape and heat.dtype == np.float32
+        assert heat.min() >= 0.0 and heat.max() <= 1.0
+        for region in record["regions"]:
+            assert set(region) >= {"bbox", "side", "region", "score"}
+            assert region["side"] in {"left", "right", "midline"}
+
+
+def test_all_good_exit_zero_and_table(files, capsys) -> None:
+    code = main(["predict", str(files["png"]), str(files["dcm"]), "--model", str(files["model"])])
+    out = capsys.readouterr().out
+    assert code == 0
+    header, row1, row2 = out.splitlines()[:3]
+    assert header.split()[:3] == ["file", "label", "P(hem)"]
+    assert row1.startswith(str(files["png"])) and row2.startswith(str(files["dcm"]))
+    assert ("hemorrhage" in row1) or ("normal" in row1)
+    assert "not a diagnosis" in out
+
+
+def test_table_reports_failures_in_their_row(files, capsys) -> None:
+    code = main(["predict", str(files["bad"]), str(files["png"]), "--model", str(files["model"])])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert any(line.startswith(str(files["bad"])) and "ERROR" in line for line in out.splitlines())
+
+
+def test_folder_argument_is_refused_with_a_message(files, capsys) -> None:
+    code = main(["predict", str(files["root"]), "--model", str(files["model"]), "--json"])
+    (record,) = _lines(capsys.readouterr().out)
+    assert code == 1
+    assert "folder" in record["error"]["message"] and "series" in record["error"]["message"]
+
+
+def test_no_identifying_values_in_output(files, tmp_path: Path, capsys) -> None:
+    main(
+        ["predict", str(files["dcm"]), "--model", str(files["model"]), "--json", "--heatmaps", str(tmp_path)]
+    )
+    main(["predict", str(files["dcm"]), "--model", str(files["model"])])
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    assert "real head.dcm" in text  # the output is there...
+    for value in SECRETS.values():
+        for part in value.split("^"):
+            assert part not in text  # ...but no identifying tag value
+
+
+def test_model_load_failure_is_exit_1_with_message(files, tmp_path: Path, capsys) -> None:
+    code = main(["predict", str(files["png"]), "--model", str(tmp_path / "no-such-model") + "/"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out == ""
+    assert "no-such-model" in captured.err and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize(
+    "argv", [["predict"], ["predict", "x.png", "--batch-size", "0"], ["predict", "--bogus", "x"]]
+)
+def test_usage_errors_exit_2(argv: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "usage" in capsys.readouterr().err
+
+
+def test_heatmap_names_never_collide(files, tmp_path: Path, capsys) -> None:
+    other = tmp_path / "b"
+    other.mkdir()
+    twin = other / files["png"].name  # same file name in another folder
+    twin.write_bytes(files["png"].read_bytes())
+    heat_dir = tmp_path / "heat"
+    main(
+        [
+            "predict",
+            str(files["png"]),
+            str(twin),
+            "--model",
+            str(files["model"]),
+            "--json",
+            "--heatmaps",
+            str(heat_dir),
+        ]
+    )
+    first, second = _lines(capsys.readouterr().out)
+    assert first["heatmap"] != second["heatmap"]
+    assert len(list(heat_dir.glob("*.npy"))) == 2
+
+
+@pytest.mark.slow
+def test_real_process_exit_codes_and_no_traceback(files, tmp_path: Path) -> None:
+    garbage = tmp_path / "random.png"
+    garbage.write_bytes(os.urandom(2000))
+    cmd = [sys.executable, "-m", "brain_ct", "predict", str(garbage), str(files["png"]), "--json"]
+    env = {**os.environ, "BRAIN_CT_MODEL": str(files["model"]), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=180)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    bad, good = _lines(proc.stdout)
+    assert bad["error"]["type"] == "InvalidInputError"
+    assert good["label"] in {"normal", "hemorrhage"}
