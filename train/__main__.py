@@ -177,6 +177,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              mean=tuple(mean), std=tuple(std), trained_on=trained_on)
     apply_settings_to_config(model.config, settings)  # checkpoints carry the keys too
 
+    if splits.synthetic and data_args.synthetic_cache:
+        import os
+
+        from train.data import prefetch_phantoms
+
+        procs = max(1, training_args.dataloader_num_workers, min(4, os.cpu_count() or 1))
+        for ds in (splits.train, splits.validation):
+            if ds is not None and "synthetic_seed" in ds.column_names:
+                prefetch_phantoms(ds.to_dict(), data_args.synthetic_size, procs)
+
     with_masks = data_args.mask_loss_weight > 0
     if with_masks and not splits.synthetic and not splits.hub:
         n_masks = sum(1 for m in splits.train["mask_path"] if m)

@@ -293,25 +293,92 @@ def pil_to_png_bytes(image: Any) -> bytes:
     return buf.tobytes()
 
 
-def synthetic_example(seed: int, label: int, kind: str, size: int, allow_unverified: bool = True) -> tuple[Any, np.ndarray | None]:
-    """Generate one phantom deterministically and return it as the model would receive it.
+#: Phantoms generated ahead of training (:func:`prefetch_phantoms`), keyed by (seed, label, size). Filled in the
+#: main process before the DataLoader forks its workers, so they share it copy-on-write.
+_PHANTOMS: dict[tuple[int, int, int], Any] = {}
 
-    ``kind == "dicom"``: the HU slice as a DICOM-like :class:`~brain_ct.io.CTImage`;
-    ``kind == "image"``: an 8-bit internet-style rendering (:func:`brain_ct.synthetic.render_8bit`)
-    decoded through :func:`brain_ct.io.load_image`, exactly the path a dropped PNG/JPG takes.
+
+def _generate(key: tuple[int, int, int]) -> Any:
+    from brain_ct.synthetic import generate_slice
+
+    seed, label, size = key
+    phantom = generate_slice(seed, size, hemorrhage=bool(label))
+    # Only hu/mask and a few scalars are needed to render it; drop the large helper masks.
+    phantom.mimic_mask = phantom.brain_mask = None
+    return phantom
+
+
+def phantom_for(seed: int, label: int, size: int) -> Any:
+    """The phantom of a synthetic record: from the prefetch cache, else generated now (deterministic)."""
+    key = (int(seed), int(label), int(size))
+    phantom = _PHANTOMS.get(key)
+    return phantom if phantom is not None else _generate(key)
+
+
+def prefetch_phantoms(columns: dict[str, list[Any]], size: int, processes: int = 1) -> int:
+    """Generate the phantoms of synthetic records once, in parallel, into an in-memory cache.
+
+    Each epoch then only renders (DICOM encoding or the 8-bit figure) and augments, which is several times
+    cheaper than generating. Memory: about 330 KB per slice at 256 px.
+
+    Returns:
+        The number of phantoms generated.
+    """
+    keys = [(int(s), int(y), int(size)) for s, y in zip(columns["synthetic_seed"], columns["label"], strict=True)
+            if int(s) >= 0 and (int(s), int(y), int(size)) not in _PHANTOMS]
+    if not keys:
+        return 0
+    from tqdm.auto import tqdm
+
+    if processes > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(processes) as pool:
+            phantoms = list(tqdm(pool.imap(_generate, keys, chunksize=8), total=len(keys), desc="phantoms"))
+    else:
+        phantoms = [_generate(k) for k in tqdm(keys, desc="phantoms")]
+    _PHANTOMS.update(zip(keys, phantoms, strict=True))
+    return len(keys)
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    """uint8 grey / RGB / RGBA array → PNG bytes (lossless: exactly the pixels a person would upload)."""
+    if image.ndim == 3:
+        code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
+        image = cv2.cvtColor(image, code)
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise InvalidInputError(f"cannot encode a rendered {image.shape} phantom as PNG")
+    return buf.tobytes()
+
+
+def synthetic_example(seed: int, label: int, kind: str, size: int) -> tuple[Any, np.ndarray | None]:
+    """One phantom, deterministically, as the model would receive it through ``brain_ct.io.load_image``.
+
+    ``kind == "dicom"``: the phantom written as a CT DICOM (:func:`brain_ct.synthetic.to_dicom`) and read
+    back — HU windows as channels. ``kind == "image"``: an 8-bit internet-style rendering
+    (:func:`brain_ct.synthetic.render_internet`: window, size, borders, letters, arrows, captions, colour,
+    JPEG quality all random per seed) saved as PNG and read back — the path a dropped PNG/JPG takes.
 
     Returns:
         ``(ct, mask)``: the :class:`~brain_ct.io.CTImage` and the lesion mask (float32 [H, W] on ``ct``'s
-        grid, or None for normal slices).
+        grid; all zero for a normal slice).
     """
-    from brain_ct import synthetic
+    import io as _io
 
-    phantom = synthetic.generate_slice(seed=seed, hemorrhage=bool(label), size=size)
+    from brain_ct.io import load_image
+    from brain_ct.synthetic import render_internet, to_dicom
+
+    phantom = phantom_for(seed, label, size)
     if kind == "image":
-        ct, mask = synthetic.render_8bit_ct(phantom, seed)
+        image, mask = render_internet(phantom, np.random.default_rng([int(seed), 2]))
+        data = _png_bytes(image)
     else:
-        ct, mask = synthetic.phantom_ct(phantom)
-    return ct, (None if mask is None else mask.astype(np.float32))
+        buf = _io.BytesIO()
+        to_dicom(phantom).save_as(buf, enforce_file_format=True)
+        data, mask = buf.getvalue(), phantom.mask
+    ct = load_image(data, allow_unverified=True, name=f"phantom-{seed}")
+    return ct, mask.astype(np.float32)
 
 
 @dataclass

@@ -10,7 +10,7 @@ Threshold rules (:func:`choose_threshold`), all on validation scores P(hemorrhag
 
 * ``sensitivity`` (default): the HIGHEST threshold whose sensitivity is still ≥ the target (0.95) — the
   most specific operating point that misses at most 5 % of bleeds;
-* ``youden``: the threshold maximising sensitivity + specificity − 1;
+* ``youden``: the threshold maximising sensitivity + specificity − 1 (ties: the highest);
 * ``fixed``: the given value.
 """
 
@@ -116,13 +116,16 @@ def choose_threshold(
         k = max(1, math.ceil(target_sensitivity * len(positives) - 1e-9))
         return float(positives[k - 1])
     if strategy == "youden":
-        if y.sum() == 0 or y.sum() == len(y):
+        n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+        if n_pos == 0 or n_neg == 0:
             raise InvalidInputError("the youden threshold needs both classes in the validation data")
-        from sklearn.metrics import roc_curve
-
-        fpr, tpr, thr = roc_curve(y, s)
-        best = int(np.argmax(tpr - fpr))
-        return float(min(thr[best], 1.0))
+        candidates = np.unique(s)[::-1]  # every distinct score, highest first
+        sens = np.array([(s[y == 1] >= t).sum() / n_pos for t in candidates])
+        spec = np.array([(s[y == 0] < t).sum() / n_neg for t in candidates])
+        j = sens + spec - 1.0
+        # ties (within rounding) go to the highest threshold: the more specific operating point
+        best = int(np.flatnonzero(j >= j.max() - 1e-9)[0])
+        return float(candidates[best])
     raise InvalidInputError(f"unknown threshold strategy {strategy!r}; choose sensitivity, youden or fixed")
 
 

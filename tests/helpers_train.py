@@ -1,0 +1,70 @@
+"""A tiny head-CT image folder for the training tests, drawn in code (PNG and DICOM files, lesion masks).
+
+Layout as ``python -m brain_ct synth`` writes it: ``root/hemorrhage/*``, ``root/normal/*``,
+``root/masks/<stem>.png``. Hemorrhage slices carry a blood-density disc (70 HU) whose mask is saved.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from conftest import brain_window_uint8, draw_head_hu
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+
+def write_ct_dicom(path: Path, hu: np.ndarray) -> None:
+    """Write HU as a minimal CT DICOM (int16 stored values, intercept −1024)."""
+    stored = np.clip(np.round(hu + 1024.0), -32768, 32767).astype(np.int16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CT"
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleSlope, ds.RescaleIntercept = "1", "-1024"
+    ds.PixelSpacing = [0.5, 0.5]
+    ds.PixelData = stored.tobytes()
+    dcmwrite(str(path), ds, enforce_file_format=True)
+
+
+def write_tiny_folder(root: Path, n: int = 16, size: int = 96, dicom_every: int = 3, seed: int = 0) -> Path:
+    """Write ``n`` slices (alternating normal / hemorrhage), every ``dicom_every``-th one as DICOM.
+
+    Returns:
+        ``root``.
+    """
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for sub in ("normal", "hemorrhage", "masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        label = i % 2
+        hu = draw_head_hu(size, center=(size // 2 + int(rng.integers(-4, 5)), size // 2 + int(rng.integers(-4, 5))))
+        hu += rng.normal(0, 3, hu.shape).astype(np.float32)
+        mask = np.zeros((size, size), np.uint8)
+        if label:
+            x = size // 2 + int(rng.integers(-size // 6, size // 6))
+            y = size // 2 + int(rng.integers(-size // 6, size // 6))
+            cv2.circle(mask, (x, y), max(3, size // 14), 255, -1)
+            hu[mask > 0] = 70.0
+        stem = f"slice{i:03d}"
+        folder = root / ("hemorrhage" if label else "normal")
+        if i % dicom_every == 0:
+            write_ct_dicom(folder / f"{stem}.dcm", hu)
+        else:
+            cv2.imwrite(str(folder / f"{stem}.png"), brain_window_uint8(hu))
+        cv2.imwrite(str(root / "masks" / f"{stem}.png"), mask)
+    return root

@@ -1,0 +1,244 @@
+"""train.data and train.augment: file lists, RSNA CSV, splits, the decoding transform, augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers_train import write_tiny_folder
+
+from brain_ct.errors import InvalidInputError
+from brain_ct.io import load_image
+from brain_ct.windowing import DEFAULT_WINDOWS, IMAGENET_MEAN, IMAGENET_STD, to_model_input
+from train.augment import IDENTITY, Augmenter, AugmentParams, affine_matrix
+from train.data import (
+    SliceTransform,
+    class_id,
+    class_weights_from_counts,
+    mask_to_model_grid,
+    read_mask,
+    read_rsna_labels,
+    scan_imagefolder,
+    scan_rsna,
+    stratified_split,
+    synthetic_records,
+    take,
+)
+
+RSNA_CSV = """ID,Label
+ID_aaa_epidural,0
+ID_aaa_any,1
+ID_bbb_any,0
+ID_bbb_subdural,0
+ID_ccc_intraparenchymal,1
+ID_ccc_any,1
+ID_aaa_any,1
+"""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_folder(tmp_path_factory.mktemp("folder"), n=8, size=96)
+
+
+def test_read_rsna_labels_uses_any_rows(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text(RSNA_CSV)
+    assert read_rsna_labels(path) == {"ID_aaa": 1, "ID_bbb": 0, "ID_ccc": 1}
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("Image,Target\nID_a_any,1\n", "ID,Label"),
+        ("ID,Label\nID_a_any,2\n", "must be 0 or 1"),
+        ("ID,Label\nID_a_any,1\nID_a_any,0\n", "labels 0 and 1"),
+        ("ID,Label\nID_a_subdural,1\n", "no 'ID_<image>_any' rows"),
+    ],
+)
+def test_read_rsna_labels_errors(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    with pytest.raises(InvalidInputError, match=match):
+        read_rsna_labels(path)
+
+
+def test_scan_rsna_matches_files_and_skips_missing(tmp_path: Path) -> None:
+    (tmp_path / "labels.csv").write_text(RSNA_CSV)
+    dicoms = tmp_path / "dcm"
+    dicoms.mkdir()
+    for name in ("ID_aaa.dcm", "ID_bbb.dcm"):
+        (dicoms / name).write_bytes(b"x")
+    cols = scan_rsna(dicoms, tmp_path / "labels.csv")
+    assert [Path(p).name for p in cols["path"]] == ["ID_aaa.dcm", "ID_bbb.dcm"]
+    assert cols["label"] == [1, 0]
+    with pytest.raises(InvalidInputError, match="none of the 3 images"):
+        scan_rsna(tmp_path, tmp_path / "labels.csv")
+
+
+def test_scan_imagefolder_labels_masks_and_kinds(folder: Path) -> None:
+    cols = scan_imagefolder(folder)
+    assert len(cols["path"]) == 8
+    for path, label, mask in zip(cols["path"], cols["label"], cols["mask_path"], strict=True):
+        assert Path(path).parent.name == ("hemorrhage" if label else "normal")
+        assert Path(mask).name == Path(path).stem + ".png"  # masks/ found by stem, not a class
+    assert {Path(p).suffix for p in cols["path"]} == {".png", ".dcm"}
+
+
+def test_scan_imagefolder_rejects_unknown_class(tmp_path: Path) -> None:
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cats" / "a.png").write_bytes(b"x")
+    with pytest.raises(InvalidInputError, match="'cats' is not recognised"):
+        scan_imagefolder(tmp_path)
+
+
+def test_class_aliases() -> None:
+    assert class_id("Hemorrhagic", "x") == 1
+    assert class_id("NORMAL", "x") == 0
+
+
+def test_stratified_split_is_seeded_disjoint_and_keeps_ratio() -> None:
+    cols = {"path": [f"f{i}" for i in range(40)], "label": [1 if i < 10 else 0 for i in range(40)]}
+    train, val = stratified_split(cols, 0.2, seed=3)
+    assert len(val["label"]) == 8 and sum(val["label"]) == 2  # 25 % positives kept
+    assert set(train["path"]).isdisjoint(val["path"])
+    assert stratified_split(cols, 0.2, seed=3)[1] == val
+    assert stratified_split(cols, 0.2, seed=4)[1] != val
+
+
+def test_stratified_split_needs_two_per_class() -> None:
+    with pytest.raises(InvalidInputError, match="hemorrhage=1"):
+        stratified_split({"label": [0, 0, 0, 1]}, 0.5, seed=0)
+
+
+def test_take_is_seeded_subset() -> None:
+    cols = {"label": list(range(10))}
+    assert take(cols, 4, 1) == take(cols, 4, 1)
+    assert len(take(cols, 4, 1)["label"]) == 4
+    assert take(cols, None, 1) is cols
+
+
+def test_synthetic_records_deterministic_balanced_and_split_apart() -> None:
+    a = synthetic_records(20, "train", 7, 0.5)
+    assert a == synthetic_records(20, "train", 7, 0.5)
+    assert sum(a["label"]) == 10
+    assert set(a["kind"]) == {"dicom", "image"}
+    b = synthetic_records(20, "test", 7, 0.5)
+    assert set(a["synthetic_seed"]).isdisjoint(b["synthetic_seed"])
+    assert set(synthetic_records(10, "train", 7, 0.0)["kind"]) == {"dicom"}
+
+
+def test_class_weights_from_counts() -> None:
+    assert class_weights_from_counts([30, 10]) == pytest.approx([40 / 60, 40 / 20])
+
+
+def test_eval_transform_is_exactly_to_model_input(folder: Path) -> None:
+    """One preprocessing path: the training transform's output equals brain_ct's to_model_input."""
+    cols = scan_imagefolder(folder)
+    t = SliceTransform(windows=DEFAULT_WINDOWS, size=64, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    kinds = []
+    for i in range(len(cols["path"])):
+        out = t({k: [v[i]] for k, v in cols.items()})
+        ct = load_image(cols["path"][i], allow_unverified=True)
+        np.testing.assert_array_equal(out["pixel_values"][0].numpy(), to_model_input(ct, DEFAULT_WINDOWS, 64))
+        assert out["labels"][0] == cols["label"][i]
+        kinds.append(out["input_kind"][0])
+    assert set(kinds) == {0, 1}  # DICOM and PNG both went through
+
+
+def test_identity_augmentation_equals_eval_path(folder: Path) -> None:
+    cols = scan_imagefolder(folder)
+    aug = Augmenter(rotation=0, zoom=0, shift=0, brightness=(1.0, 1.0), horizontal_flip=False)
+    t_aug = SliceTransform(windows=DEFAULT_WINDOWS, size=64, mean=IMAGENET_MEAN, std=IMAGENET_STD, augmenter=aug)
+    t_eval = SliceTransform(windows=DEFAULT_WINDOWS, size=64, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    batch = {k: v[:3] for k, v in cols.items()}
+    a, b = t_aug(batch), t_eval(batch)
+    for x, y in zip(a["pixel_values"], b["pixel_values"], strict=True):
+        np.testing.assert_allclose(x.numpy(), y.numpy(), atol=1e-6)
+
+
+def test_masks_are_framed_like_the_image(folder: Path) -> None:
+    """The lesion mask on the model grid sits where the 70 HU disc is in the windowed input."""
+    cols = scan_imagefolder(folder)
+    i = next(j for j, p in enumerate(cols["path"]) if p.endswith(".dcm") and cols["label"][j] == 1)
+    ct = load_image(cols["path"][i], allow_unverified=True)
+    mask = read_mask(cols["mask_path"][i], ct.shape)
+    grid = mask_to_model_grid(mask, ct, 64)
+    brain = to_model_input(ct, [(40, 80)], 64, None, None)[0]
+    lesion = (brain > 0.8) & (brain < 0.95)  # 70 HU → 0.875 in the brain window
+    assert lesion.sum() > 5
+    assert grid[lesion].mean() > 0.8
+    assert grid[~lesion & (brain < 0.6)].mean() < 0.05
+
+
+def test_read_mask_wrong_size(folder: Path) -> None:
+    cols = scan_imagefolder(folder)
+    with pytest.raises(InvalidInputError, match="image's own pixel grid"):
+        read_mask(cols["mask_path"][0], (10, 10))
+
+
+def test_training_transform_returns_masks_for_positives(folder: Path) -> None:
+    cols = scan_imagefolder(folder)
+    t = SliceTransform(windows=DEFAULT_WINDOWS, size=64, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                       augmenter=Augmenter(), with_masks=True)
+    out = t({k: v[:4] for k, v in cols.items()})
+    assert out["has_mask"] == [bool(y) for y in cols["label"][:4]]
+    for m, has in zip(out["mask"], out["has_mask"], strict=True):
+        assert m.shape == (64, 64)
+        assert (float(m.max()) > 0.5) == has
+
+
+# ------------------------------------------------------------------------------------------- augment
+
+
+def _square_image(size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    img = np.zeros((3, size, size), np.float32)
+    img[:, 10:20, 40:52] = 1.0
+    return img, img[0].copy()
+
+
+def test_flip_only_mirrors_exactly() -> None:
+    img, mask = _square_image()
+    params = AugmentParams(0.0, 1.0, 0.0, 0.0, True, 1.0, 0.0, 1.0)
+    out, m = Augmenter.apply(img, mask, params)
+    np.testing.assert_allclose(out, img[:, :, ::-1], atol=1e-6)
+    np.testing.assert_allclose(m, mask[:, ::-1], atol=1e-6)
+
+
+def test_shift_moves_by_pixels() -> None:
+    img, mask = _square_image()
+    params = AugmentParams(0.0, 1.0, 5.0, -3.0, False, 1.0, 0.0, 1.0)
+    out, m = Augmenter.apply(img, mask, params)
+    np.testing.assert_allclose(out[0, 7:17, 45:57], 1.0, atol=1e-6)
+    assert out[0, 10:20, 40:45].max() == 0.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_augmentation_keeps_mask_on_image(seed: int) -> None:
+    img, mask = _square_image()
+    params = Augmenter(rotation=20, zoom=0.2, shift=0.1, brightness=(1.0, 1.0)).sample(
+        np.random.default_rng(seed), 64)
+    out, m = Augmenter.apply(img, mask, params)
+    np.testing.assert_allclose(out[0], m, atol=1e-5)  # the same warp, pixel for pixel
+    assert m.sum() > 50
+
+
+def test_brightness_scales_and_clips() -> None:
+    img = np.full((3, 8, 8), 0.9, np.float32)
+    out, _ = Augmenter.apply(img, None, AugmentParams(0.0, 1.0, 0.0, 0.0, False, 1.2, 0.0, 1.0))
+    assert out.max() == 1.0
+    out, _ = Augmenter.apply(img, None, AugmentParams(0.0, 1.0, 0.0, 0.0, False, 0.5, 0.0, 1.0))
+    np.testing.assert_allclose(out, 0.45, atol=1e-6)
+
+
+def test_window_jitter_only_when_enabled() -> None:
+    rng = np.random.default_rng(0)
+    assert Augmenter().sample(rng, 64).width_factor == 1.0
+    p = Augmenter(window_jitter=0.1).sample(rng, 64)
+    (c, w), = Augmenter.jitter_windows([(40.0, 80.0)], p)
+    assert abs(c - 40.0) <= 8.0 and 72.0 <= w <= 88.0 and (c, w) != (40.0, 80.0)
+
+
+def test_identity_matrix() -> None:
+    np.testing.assert_allclose(affine_matrix(32, IDENTITY), [[1, 0, 0], [0, 1, 0]], atol=1e-12)
