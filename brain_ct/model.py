@@ -423,3 +423,47 @@ def model_input(
             aligned = dataclasses.replace(nb, head_box=ct.head_box) if nb.shape == ct.shape else nb
             stack.append(windowing.to_model_input(aligned, settings.windows, settings.image_size, None, None))
     return windowing.normalize(np.concatenate(stack, axis=0), settings.mean, settings.std)
+
+
+def build_random_model(
+    settings: ModelSettings,
+    *,
+    hidden_sizes: Sequence[int] = (8, 16, 32),
+    depths: Sequence[int] | None = None,
+    embedding_size: int | None = None,
+    layer_type: str = "basic",
+    seed: int | None = None,
+) -> torch.nn.Module:
+    """A randomly initialised ``ResNetForImageClassification`` whose config carries ``settings``.
+
+    For tests, smoke runs and benchmarks, which must not download weights; ``save_pretrained`` on the
+    result writes a folder that :func:`load_model` accepts. ``ResNetConfig()`` defaults
+    (``hidden_sizes=(256, 512, 1024, 2048)``, ``depths=(3, 4, 6, 3)``, ``embedding_size=64``,
+    ``layer_type="bottleneck"``) give ResNet-50's compute.
+
+    Args:
+        settings: the brain-CT settings (its ``num_channels`` sets the input channels).
+        hidden_sizes: channels of each stage.
+        depths: blocks per stage (default one each).
+        embedding_size: stem channels (default ``hidden_sizes[0]``).
+        layer_type: ``"basic"`` or ``"bottleneck"``.
+        seed: torch seed for the weights, or None to leave the global RNG as it is.
+
+    Returns:
+        The model in eval mode.
+    """
+    import torch
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    config = ResNetConfig(
+        num_channels=settings.num_channels,
+        embedding_size=int(embedding_size or hidden_sizes[0]),
+        hidden_sizes=[int(h) for h in hidden_sizes],
+        depths=[int(d) for d in depths] if depths is not None else [1] * len(hidden_sizes),
+        layer_type=layer_type,
+        num_labels=2,
+    )
+    apply_settings_to_config(config, settings)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return ResNetForImageClassification(config).eval()

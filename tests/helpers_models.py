@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from brain_ct.model import ModelSettings, apply_settings_to_config
+from brain_ct.model import ModelSettings, build_random_model
 from brain_ct.windowing import DEFAULT_WINDOWS
 
 
@@ -47,9 +47,6 @@ def make_tiny_model(
     Returns:
         ``path`` as a :class:`~pathlib.Path`; loads with :func:`brain_ct.model.load_model`.
     """
-    import torch
-    from transformers import ResNetConfig, ResNetForImageClassification
-
     settings = ModelSettings(
         windows=tuple((float(c), float(w)) for c, w in windows),
         image_size=image_size,
@@ -57,17 +54,7 @@ def make_tiny_model(
         context_slices=context_slices,
         trained_on=trained_on,
     )
-    config = ResNetConfig(
-        num_channels=settings.num_channels,
-        embedding_size=width,
-        hidden_sizes=[width * 2**i for i in range(num_stages)],
-        depths=[1] * num_stages,
-        layer_type="basic",
-        num_labels=2,
-    )
-    apply_settings_to_config(config, settings)
-    torch.manual_seed(seed)
-    model = ResNetForImageClassification(config).eval()
+    model = build_random_model(settings, hidden_sizes=[width * 2**i for i in range(num_stages)], seed=seed)
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
