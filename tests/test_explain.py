@@ -235,3 +235,48 @@ def test_tiny_model_fixture_is_a_folder(tmp_path: Path) -> None:
     assert (folder / "model.safetensors").is_file()
     _, settings = load_model(folder)
     assert settings.image_size == 32
+
+
+# ------------------------------------------------------------------------------ localisation benchmark
+def test_localization_score_by_hand() -> None:
+    from benchmarks.localization import score
+
+    lesion = np.zeros((20, 20), bool)
+    lesion[5:8, 5:8] = True
+    head = np.zeros((20, 20), bool)
+    head[0:10, 0:10] = True  # 100 px of head
+    heat = np.zeros((20, 20), np.float32)
+    heat[6, 6] = 1.0  # peak in the lesion
+    heat[15, 15] = 0.5  # and some heat far away
+    s = score(heat, lesion, head, dilate_px=0)
+    assert s == {"hit": 1.0, "mass": pytest.approx(1.0 / 1.5), "chance": pytest.approx(9 / 100)}
+    heat[15, 15] = 2.0  # now the peak is outside, even after a 1-px dilation (5..8 -> 4..9)
+    s = score(heat, lesion, head, dilate_px=1)
+    assert s["hit"] == 0.0 and s["mass"] == pytest.approx(1.0 / 3.0)
+    assert score(np.zeros((20, 20), np.float32), lesion, head, 2)["hit"] == 0.0
+
+
+@pytest.mark.slow
+def test_localization_benchmark_smoke(tmp_path: Path, capsys) -> None:
+    import json
+
+    from benchmarks.localization import main
+
+    out = tmp_path / "loc.json"
+    assert main(["--smoke", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["smoke"] is True and report["n_per_subtype"] == 2
+    for kind in ("dicom", "8bit"):
+        overall = report["results"][kind]["overall"]
+        assert overall["n"] == 10
+        for key in ("pointing_game", "mass_in_mask", "chance", "sensitivity"):
+            assert 0.0 <= overall[key] <= 1.0
+        assert overall["chance"] > 0.0  # every slice has a lesion inside the head
+        assert set(report["results"][kind]["per_subtype"]) == {
+            "intraparenchymal",
+            "subdural",
+            "epidural",
+            "intraventricular",
+            "subarachnoid",
+        }
+    assert "pointing" in capsys.readouterr().out
