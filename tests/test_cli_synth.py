@@ -19,7 +19,9 @@ def _rows(out):
 def test_synth_writes_an_image_folder_that_datasets_reads(tmp_path):
     datasets = pytest.importorskip("datasets")
     out = tmp_path / "ds"
-    assert main(["synth", "--out", str(out), "--n", "8", "--size", "128", "--seed", "3", "--no-progress"]) == 0
+    assert (
+        main(["synth", "--out", str(out), "--n", "8", "--size", "128", "--seed", "3", "--no-progress"]) == 0
+    )
     rows = _rows(out)
     assert len(rows) == 8
     assert sorted(r["label"] for r in rows) == [0] * 4 + [1] * 4
@@ -48,7 +50,10 @@ def test_synth_writes_an_image_folder_that_datasets_reads(tmp_path):
 def test_synth_is_deterministic(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for out in (a, b):
-        assert main(["synth", "--out", str(out), "--n", "4", "--size", "64", "--seed", "9", "--no-progress"]) == 0
+        assert (
+            main(["synth", "--out", str(out), "--n", "4", "--size", "64", "--seed", "9", "--no-progress"])
+            == 0
+        )
     assert _rows(a) == _rows(b)
     for r in _rows(a):
         assert (a / r["file"]).read_bytes() == (b / r["file"]).read_bytes()
@@ -56,7 +61,10 @@ def test_synth_is_deterministic(tmp_path):
 
 def test_synth_dicom_format_writes_ct_dicoms(tmp_path):
     out = tmp_path / "dcm"
-    assert main(["synth", "--out", str(out), "--n", "2", "--size", "64", "--format", "dcm", "--no-progress"]) == 0
+    assert (
+        main(["synth", "--out", str(out), "--n", "2", "--size", "64", "--format", "dcm", "--no-progress"])
+        == 0
+    )
     rows = _rows(out)
     assert all(r["file"].endswith(".dcm") and r["dicom"] == r["file"] for r in rows)
     ds = pydicom.dcmread(out / rows[0]["file"])
@@ -66,7 +74,10 @@ def test_synth_dicom_format_writes_ct_dicoms(tmp_path):
 
 def test_synth_both_writes_png_and_dicom(tmp_path):
     out = tmp_path / "both"
-    assert main(["synth", "--out", str(out), "--n", "2", "--size", "64", "--format", "both", "--no-progress"]) == 0
+    assert (
+        main(["synth", "--out", str(out), "--n", "2", "--size", "64", "--format", "both", "--no-progress"])
+        == 0
+    )
     for r in _rows(out):
         assert r["file"].endswith(".png") and r["dicom"].endswith(".dcm")
         assert (out / r["dicom"]).is_file()

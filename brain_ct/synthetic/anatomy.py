@@ -114,6 +114,7 @@ def sample_head(rng: np.random.Generator, age: float | None = None) -> Head:
         "subcut": _u(rng, -90, 5),
         "cortical": _u(rng, 1200, 2000),
         "diploe": _u(rng, 350, 900),
+        "floor": _u(rng, 300, 900),
         "dense": _u(rng, 1300, 2200),
         "vitreous": _u(rng, 2, 15),
         "lens": _u(rng, 80, 125),
@@ -419,8 +420,20 @@ def render_anatomy(head: Head, pose: Pose, z: float, size: int, rng: np.random.G
     v_sw = -0.12 - 0.30 * au  # sphenoid wing: anterior / middle fossa boundary
     v_pr = 0.0 + 0.60 * au  # petrous ridge: middle / posterior fossa boundary
     bumps = 1.5 * np.sin(0.31 * X + 0.8) * np.cos(0.27 * Y + 0.3) + 1.0 * np.sin(0.17 * Y - 0.45 * X)
-    F_ant = hz * (47 + 6 * np.sin(np.pi * np.clip(au / 0.7, 0, 1)) - 5 * np.exp(-((u / 0.1) ** 2))) + bumps
-    F_mid = hz * (26 + 18 * (1 - np.clip(au / 0.45, 0, 1)) ** 2) + bumps
+    # Curved floors (domed orbital roofs, bowl-shaped middle fossae): a flat floor cut by the
+    # plane would give large unrealistic sheets of bone.
+    F_ant = hz * (40 + 12 * np.exp(-(((au - 0.36) / 0.24) ** 2) - ((v + 0.55) / 0.32) ** 2)) + bumps
+    F_mid = (
+        hz
+        * np.minimum(
+            20
+            + 14 * ((au - 0.6) / 0.35) ** 2
+            + 16 * ((v + 0.05) / 0.35) ** 2
+            + 22 * np.clip(1 - au / 0.3, 0, 1) ** 2,
+            46,
+        )
+        + bumps
+    )
     r2p = (u / 0.85) ** 2 + ((v - 0.2) / 0.85) ** 2
     F_post = hz * (-6 + 36 * np.minimum(r2p, 1.3))
     anterior = v < v_sw
@@ -453,19 +466,22 @@ def render_anatomy(head: Head, pose: Pose, z: float, size: int, rng: np.random.G
 
     # 2) deep extracranial tissue below the skull-base floor (face, neck), with fat planes
     p.paint(deep, H["muscle"])
-    fat_planes = deep & (smooth_noise(rng, X.shape, max(3.0, 9.0 / g.ps)) > 1.0)
+    fat_planes = deep & (smooth_noise(rng, X.shape, max(2.0, 6.0 / g.ps)) > 1.4)
     p.paint(fat_planes, H["fat"])
-    _paint_face(p, g, head, X, Y, Z, hz, deep | nose, in_skin)
+    low_plane = float(Z.min()) < 62 * hz  # face and skull-base solids all lie below ~60 mm
+    if low_plane:
+        _paint_face(p, g, head, X, Y, Z, hz, deep | nose, in_skin)
 
     # 3) calvarium: outer table, diploe, inner table; thin floor bone
     bone_zone = skull_shell & above_base
     p.paint(bone_zone, H["cortical"])
     p.paint(bone_zone & (r_diploe_out < 1) & (r_diploe_in >= 1), H["diploe"])
     floor_bone = cavity_shell & (Z <= F) & (F - t_floor < Z)
-    p.paint(floor_bone, np.where(anterior, f32(H["diploe"]), f32(H["cortical"] * 0.8)))
+    p.paint(floor_bone, f32(H["floor"]))
     _paint_sutures(p, g, head, X, Y, Z, hz, bone_zone, H)
     _paint_frontal_sinus(p, g, head, X, Y, Z, hz, bone_zone | cavity)
-    _paint_skull_base_bones(p, g, head, X, Y, Z, hz, u, v, au, v_sw, F_ant, F_mid, r_skull < 1)
+    if low_plane:
+        _paint_skull_base_bones(p, g, head, X, Y, Z, hz, u, v, au, v_sw, F_ant, F_mid, r_skull < 1)
 
     # 4) cranial cavity: CSF everywhere, then parenchyma
     cavity = cavity & (p.hu < 300)  # the petrous/clinoid bones painted above stay bone
@@ -485,7 +501,7 @@ def render_anatomy(head: Head, pose: Pose, z: float, size: int, rng: np.random.G
     fissure = supratentorial & (dxm < fissure_w) & ~cc_region
     depth_brain = np.where(supratentorial & ~cc_region, np.minimum(depth_brain, dxm - fissure_w), depth_brain)
     # the brainstem/cerebellum are separated from the tentorium by a thin CSF layer too
-    depth_brain = np.where(infratentorial, np.minimum(depth_brain, (T - Z) * 0.7), depth_brain)
+    depth_brain = np.where(infratentorial, np.minimum(depth_brain, (T - Z) * 3.0 - 0.3), depth_brain)
 
     brain = cavity & (depth_brain > 0)
     # Gyri: sulci are the zero set of a random field whose waves run mostly across the
@@ -620,13 +636,13 @@ def _paint_skull_base_bones(p, g, head, X, Y, Z, hz, u, v, au, v_sw, F_ant, F_mi
     Ai = head.A - head.inner_offset
     Bi = head.B_post - head.inner_offset
     # greater wings of the sphenoid: a curved bony wall between anterior and middle fossae
-    wing = within & (np.abs(v - v_sw) * Bi < 2.2) & (F_ant + 3 * hz > Z) & (F_mid - 6 * hz < Z) & (au < 0.95)
+    wing = within & (np.abs(v - v_sw) * Bi < 1.4) & (F_ant + 3 * hz > Z) & (F_mid - 6 * hz < Z) & (au < 0.95)
     p.paint(wing, H["cortical"])
     for side in (-1.0, 1.0):
-        ang = side * np.deg2rad(55)
+        ang = -side * np.deg2rad(50)
         # petrous pyramid: dense, running anteromedial → posterolateral
         cxp, cyp = side * 0.48 * Ai, 0.26 * Bi
-        petrous = g.ell(cxp, cyp, 30 * hz, 9.5, 30, 16 * hz, rot=ang)
+        petrous = g.ell(cxp, cyp, 30 * hz, 7.0, 25, 13 * hz, rot=ang)
         p.paint(within & petrous, H["dense"])
         # inner ear / internal auditory canal: small soft-tissue and air spots within
         iac = g.ell(side * 0.3 * Ai, 0.14 * Bi, 33 * hz, 5, 1.6, 2.0, rot=side * np.deg2rad(90))
@@ -635,8 +651,8 @@ def _paint_skull_base_bones(p, g, head, X, Y, Z, hz, u, v, au, v_sw, F_ant, F_mi
         mast = g.ell(side * 0.86 * Ai, 0.34 * Bi, 22 * hz, 11, 13, 14 * hz)
         pn = head.extras["pneumatisation"]
         p.paint(within & mast, H["cortical"] * 0.8)
-        air = mast & _honeycomb(X, Y, Z, 3.5 + 2.5 * pn, 0.35 - 0.2 * pn)
-        if pn > 0.35:
+        if pn > 0.35 and mast.any():
+            air = mast & _honeycomb(X, Y, Z, 3.5 + 2.5 * pn, 0.35 - 0.2 * pn)
             p.paint(within & air, -900.0)
         # anterior clinoid processes
         clin = g.ell(side * 10, -0.17 * Bi, 50 * hz, 3, 6, 4 * hz)
@@ -710,7 +726,8 @@ def _paint_face(p, g, head, X, Y, Z, hz, deep, in_skin):
     # ethmoid air cells between the orbits
     eth = g.ell(0, yf + 32, 38 * hz, 11, 20, 14 * hz)
     p.paint(deep & eth, H["cortical"] * 0.6)
-    p.paint(deep & eth & _honeycomb(X, Y, Z, 4.5, 0.3), -920.0)
+    if eth.any():
+        p.paint(deep & eth & _honeycomb(X, Y, Z, 4.5, 0.3), -920.0)
     # sphenoid sinus under the sella
     sph_w = g.ell(0, -0.22 * head.B_post, 33 * hz, 16, 14, 10 * hz)
     sph = g.ell(0, -0.22 * head.B_post, 33 * hz, 14 * pn + 2, 12.5 * pn + 1.5, 9 * hz * pn + 1)

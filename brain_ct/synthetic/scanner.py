@@ -47,7 +47,7 @@ def sample_scanner(rng: np.random.Generator) -> Scanner:
     return Scanner(
         psf_mm=float(rng.uniform(0.35, 1.1)),
         sharpen=float(rng.uniform(0.3, 1.2)) if sharp else 0.0,
-        noise_hu=float(rng.uniform(1.5, 6.0) * (1.3 if sharp else 1.0)),
+        noise_hu=float(rng.uniform(1.5, 5.0) * (1.3 if sharp else 1.0)),
         noise_grain_px=float(rng.uniform(0.5, 1.2)),
         streaks=float(rng.uniform(0.3, 1.5)),
         fine_streaks=float(rng.uniform(0, 5)) if rng.random() < 0.3 else 0.0,
@@ -194,7 +194,7 @@ def apply_scanner(
     noise = _blur(noise, g)
     noise *= np.float32(1.0 / max(noise.std(), 1e-6))
     bone_frac = _blur((hu > 400).astype(np.float32), 12.0 / pixel_mm)
-    sd = np.float32(scanner.noise_hu) * (1.0 + 1.5 * bone_frac)
+    sd = np.float32(scanner.noise_hu) * (1.0 + 1.0 * bone_frac)
     out += noise * sd
 
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
