@@ -183,6 +183,13 @@ def test_tiny_bright_mark_is_refused(encode_image):
         load_image(encode_image(image))
 
 
+def test_saturated_white_head_is_refused(encode_image):
+    image = np.zeros((300, 300), np.uint8)
+    cv2.ellipse(image, (150, 150), (100, 125), 0, 0, 360, 255, -1)  # a window that whites out the brain
+    with pytest.raises(NotHeadCTError, match="saturated white"):
+        load_image(encode_image(image))
+
+
 def test_override_message_and_allow_unverified(encode_image):
     data = encode_image(np.full((300, 300), 90, np.uint8))
     with pytest.raises(NotHeadCTError, match="allow_unverified=True"):
