@@ -1,4 +1,4 @@
-"""Gradio app: drop a head-CT slice, see the model's reading, a Grad-CAM heatmap and an explanation.
+"""Gradio app: drop a head-CT slice or a whole scan, see the model's reading, a Grad-CAM heatmap and an explanation.
 
 Wiring only: every image and model operation lives in :mod:`brain_ct`. Importing this module
 builds ``demo`` but starts no server and loads no model; ``python app.py`` (what Hugging Face
@@ -8,31 +8,39 @@ Spaces runs) loads the model once, warms it up and launches.
 
 Model order: ``--model``, env ``BRAIN_CT_MODEL``, the bundled demo model. Extra models for the
 dropdown: env ``BRAIN_CT_MODELS`` (comma-separated Hub ids or folders), loaded lazily and cached.
+
+API: ``gradio_client.Client(url).predict(handle_file(path), api_name="/predict")`` returns
+(label dict, overlay image path, explanation markdown); ``/predict_series`` takes a list of files
+(a zip, or the slices) and returns (scan verdict markdown, per-slice JSON, PDF report path).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+import cv2
 import gradio as gr
 import numpy as np
 
 from brain_ct import DISCLAIMER
 from brain_ct.errors import BrainCTError
-from brain_ct.explain import overlay as heat_overlay
 from brain_ct.io import CTImage, load_image
 from brain_ct.model import resolve_model_id
 from brain_ct.predictor import Prediction, Predictor
+from brain_ct.report import probability_plot_png, write_report
+from brain_ct.series import SeriesPrediction, predict_series, read_series
 from brain_ct.windowing import PRESETS, display_window
 
 log = logging.getLogger("brain_ct.app")
 
-MAX_FILE_SIZE = "64mb"
+MAX_FILE_SIZE = "200mb"
 CONCURRENCY = 2
 QUEUE_SIZE = 64
 WINDOW_CHOICES = ["brain", "subdural", "blood", "bone", "soft_tissue", "custom"]
@@ -54,12 +62,33 @@ class ModelRegistry:
             raise gr.Error(f"unknown model {model_id!r}; choose one of {', '.join(self.choices)}")
         with self._lock:
             if model_id not in self._cache:
-                self._cache[model_id] = Predictor.from_pretrained(model_id)
+                try:
+                    self._cache[model_id] = Predictor.from_pretrained(model_id)
+                except BrainCTError as exc:
+                    raise gr.Error(str(exc), print_exception=False) from None
             return self._cache[model_id]
+
+    def banner(self, model_id: str | None = None) -> str:
+        settings = self.get(model_id).settings
+        text = f"**Model in use:** `{settings.model_id}`"
+        if settings.trained_on:
+            text += f" — trained on {settings.trained_on}"
+        if settings.is_demo:
+            text += (
+                ". ⚠️ **Trained on synthetic phantoms — for demonstration only**; never use it on patients."
+            )
+        return text
 
 
 def _extra_models() -> list[str]:
     return [m.strip() for m in os.environ.get("BRAIN_CT_MODELS", "").split(",") if m.strip()]
+
+
+def _paths(files: Any) -> list[str]:
+    if files is None:
+        return []
+    items = files if isinstance(files, (list, tuple)) else [files]
+    return [str(getattr(f, "name", f)) for f in items if f is not None]
 
 
 def _window(preset: str, center: float | None, width: float | None) -> tuple[float | None, float | None]:
@@ -68,17 +97,23 @@ def _window(preset: str, center: float | None, width: float | None) -> tuple[flo
     return PRESETS.get(preset, (None, None))
 
 
-def _render(ct: CTImage, pred: Prediction, preset: str, center: float | None, width: float | None, opacity: float):
+def render(
+    ct: CTImage, pred: Prediction, preset: str, center: float | None, width: float | None, opacity: float
+):
+    """(overlay RGB, plain grey) of one slice in the chosen display window."""
     c, w = _window(preset, center, width)
-    plain = display_window(ct, c, w)
-    return heat_overlay(plain, pred.heatmap, opacity=opacity), plain
+    try:
+        plain = display_window(ct, c, w)
+        return pred.overlay(opacity, display=plain), plain
+    except BrainCTError as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
 
 
-def _label(pred: Prediction) -> dict[str, float]:
-    return {"hemorrhage": float(pred.probability), "normal": float(1.0 - pred.probability)}
+def label_dict(probability: float) -> dict[str, float]:
+    return {"hemorrhage": float(probability), "normal": float(1.0 - probability)}
 
 
-def _explanation_md(pred: Prediction) -> str:
+def explanation_md(pred: Prediction) -> str:
     verdict = "Hemorrhage suspected" if pred.label == "hemorrhage" else "No hemorrhage found"
     lines = [
         f"**{verdict}** — P(hemorrhage) = {pred.probability:.1%} (threshold {pred.threshold:.1%})",
@@ -86,103 +121,263 @@ def _explanation_md(pred: Prediction) -> str:
         pred.explanation,
     ]
     if pred.regions:
-        lines += ["", "| where the model looked | side (patient) | score |", "|---|---|---|"]
-        lines += [f"| {r['region']} | {r['side']} | {r['score']:.2f} |" for r in pred.regions[:5]]
+        lines += ["", "| where the model looked | side (patient's) | score |", "|---|---|---|"]
+        lines += [f"| {r['region']} | {r['side']} | {float(r['score']):.2f} |" for r in pred.regions[:5]]
     return "\n".join(lines)
 
 
-def _meta_rows(ct: CTImage) -> list[list[str]]:
+def meta_rows(ct: CTImage) -> list[list[str]]:
     return [[str(k), str(v)] for k, v in ct.meta.items()]
 
 
-def _banner(predictor: Predictor) -> str:
-    s = predictor.settings
-    text = f"Model in use: `{s.model_id}`"
-    if s.is_demo:
-        text += " — ⚠️ **trained on synthetic phantoms — for demonstration only**, not on patient data."
-    return text
+def _report_file(result: SeriesPrediction | Prediction, predictor: Predictor) -> str:
+    # A fresh private folder per request so concurrent users never share a report path; gradio's
+    # delete_cache sweeps its copy, and the folder is left for the OS temp cleaner.
+    out = Path(tempfile.mkdtemp(prefix="brain_ct_report_")) / "brain_ct_report.pdf"
+    return str(write_report(result, out, model_settings=predictor.settings))
 
 
-def build_demo(registry: ModelRegistry) -> gr.Blocks:
-    def read(file, model_id, allow_unverified, tta, preset, center, width, opacity):
-        """Read one uploaded slice: returns the label, the overlay and the explanation."""
-        if file is None:
+class Reader:
+    """The app's event functions, kept free of layout so tests can call them directly."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    def read_slice(
+        self,
+        file,
+        model_id=None,
+        allow_unverified=False,
+        tta=False,
+        preset="brain",
+        center=40.0,
+        width=80.0,
+        opacity=0.4,
+    ):
+        """One slice → (label dict, overlay, explanation markdown, state)."""
+        paths = _paths(file)
+        if not paths:
             return None, None, "", None
         try:
-            predictor = registry.get(model_id)
-            ct = load_image(file, allow_unverified=bool(allow_unverified), name=Path(file).name)
+            predictor = self.registry.get(model_id)
+            ct = load_image(paths[0], allow_unverified=bool(allow_unverified), name=Path(paths[0]).name)
             pred = predictor.predict(ct, tta=bool(tta))
         except BrainCTError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        over, _ = _render(ct, pred, preset, center, width, opacity)
-        return _label(pred), over, _explanation_md(pred), {"ct": ct, "pred": pred}
+        overlay, _ = render(ct, pred, preset, center, width, opacity)
+        return (
+            label_dict(pred.probability),
+            overlay,
+            explanation_md(pred),
+            {"ct": ct, "pred": pred, "model": model_id},
+        )
 
-    def details(state, preset, center, width, opacity):
+    def slice_details(self, state, preset="brain", center=40.0, width=80.0, opacity=0.4):
+        """Plain image, metadata table and the PDF report of the slice in ``state``."""
         if not state:
-            return None, []
-        _, plain = _render(state["ct"], state["pred"], preset, center, width, opacity)
-        return plain, _meta_rows(state["ct"])
+            return None, [], None
+        _, plain = render(state["ct"], state["pred"], preset, center, width, opacity)
+        report = _report_file(state["pred"], self.registry.get(state["model"]))
+        return plain, meta_rows(state["ct"]), report
 
-    def rerender(state, preset, center, width, opacity):
+    def rerender_slice(self, state, preset, center, width, opacity):
         if not state:
             return None, None
+        return render(state["ct"], state["pred"], preset, center, width, opacity)
+
+    def read_series(self, files, model_id=None, allow_unverified=False, tta=False):
+        """A zip, a folder's files or several slices → (verdict markdown, per-slice JSON, PDF path, state)."""
+        paths = _paths(files)
+        if not paths:
+            return "", None, None, None
         try:
-            return _render(state["ct"], state["pred"], preset, center, width, opacity)
+            predictor = self.registry.get(model_id)
+            source = paths[0] if len(paths) == 1 else paths
+            series = read_series(source, allow_unverified=bool(allow_unverified))
+            result = predict_series(predictor, series, tta=bool(tta), source=f"{len(paths)} uploaded file(s)")
         except BrainCTError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
+        summary = result.to_dict()
+        summary["file"] = "upload"
+        return series_md(result), summary, _report_file(result, predictor), {"result": result}
 
+    def show_series_slice(self, state, index, preset="brain", center=40.0, width=80.0, opacity=0.4):
+        """(overlay, explanation markdown) of slice ``index`` of the scan in ``state``."""
+        if not state:
+            return None, ""
+        result: SeriesPrediction = state["result"]
+        i = int(min(max(int(index), 0), result.n_slices - 1))
+        pred = result.predictions[i]
+        overlay, _ = render(result.series.slices[i], pred, preset, center, width, opacity)
+        head = f"**Slice {i + 1} of {result.n_slices}** (`{result.series.files[i]}`)"
+        return overlay, head + "\n\n" + explanation_md(pred)
+
+    def series_browser(self, state):
+        """Slider set to the most suspicious slice, and the per-slice probability plot."""
+        if not state:
+            return gr.update(maximum=1, value=0), None
+        result: SeriesPrediction = state["result"]
+        png = probability_plot_png(
+            result.probabilities,
+            result.threshold,
+            positive=result.positive_slices,
+            highlight=result.most_suspicious,
+        )
+        plot = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        return gr.update(
+            minimum=0, maximum=max(result.n_slices - 1, 0), value=result.most_suspicious, step=1
+        ), plot
+
+
+def series_md(result: SeriesPrediction) -> str:
+    verdict = (
+        "Hemorrhage suspected in this scan"
+        if result.label == "hemorrhage"
+        else "No hemorrhage found in this scan"
+    )
+    lines = [
+        f"## {verdict}",
+        f"Scan-level P(hemorrhage) = {result.probability:.1%} (threshold {result.threshold:.1%}); "
+        f"{result.n_slices} slices read, inferior → superior.",
+    ]
+    if result.positive_slices:
+        shown = ", ".join(str(i + 1) for i in result.positive_slices[:20])
+        lines.append(f"Suspicious slices: {shown} (most suspicious: {result.most_suspicious + 1}).")
+    if result.series.errors:
+        lines.append(f"{len(result.series.errors)} file(s) could not be read and were skipped.")
+    return "\n\n".join(lines)
+
+
+def build_demo(registry: ModelRegistry) -> gr.Blocks:
+    reader = Reader(registry)
     with gr.Blocks(title="Brain-CT hemorrhage reader", delete_cache=(600, 900)) as demo:
-        gr.Markdown("# Brain-CT hemorrhage reading assistant")
-        gr.Markdown(f"> **{DISCLAIMER}**", elem_id="disclaimer")
-        banner = gr.Markdown(_banner(registry.get()) if registry._cache else f"Model in use: `{registry.default}`")
+        gr.Markdown("# 🧠 Brain-CT hemorrhage reading assistant")
+        gr.Markdown(f"> ⚕️ **{DISCLAIMER}**", elem_id="disclaimer")
+        banner = gr.Markdown(f"**Model in use:** `{registry.default}`", elem_id="banner")
         with gr.Row():
-            with gr.Column(scale=1):
-                upload = gr.File(label="Head-CT slice: DICOM (.dcm or no extension), PNG, JPG", elem_id="upload")
-                model_id = gr.Dropdown(registry.choices, value=registry.default, label="Model")
-                with gr.Row():
-                    allow_unverified = gr.Checkbox(False, label="Allow unusual images (skip the head-CT check)")
-                    tta = gr.Checkbox(False, label="Test-time augmentation (flip)")
-                preset = gr.Radio(WINDOW_CHOICES, value="brain", label="Display window")
-                with gr.Row():
-                    center = gr.Number(40, label="Custom center (HU)")
-                    width = gr.Number(80, label="Custom width (HU)")
-                opacity = gr.Slider(0.0, 1.0, 0.4, step=0.05, label="Heatmap opacity")
-                examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*") if p.is_file())
-                if examples:
-                    gr.Examples(examples, inputs=upload, label="Examples (synthetic phantoms and a real CT test slice)")
-            with gr.Column(scale=2):
-                label = gr.Label(num_top_classes=2, label="Reading", elem_id="reading")
-                with gr.Row():
-                    overlay_img = gr.Image(label="Grad-CAM overlay", type="numpy", format="png")
-                    plain_img = gr.Image(label="Image", type="numpy", format="png")
-                explanation = gr.Markdown(elem_id="explanation")
-                meta = gr.Dataframe(headers=["DICOM tag", "value"], label="Image information (non-identifying)")
-        state = gr.State()
+            model_id = gr.Dropdown(registry.choices, value=registry.default, label="Model", scale=2)
+            allow_unverified = gr.Checkbox(False, label="Allow unusual images (skip the head-CT check)")
+            tta = gr.Checkbox(False, label="Test-time augmentation (flip)")
+        with gr.Row():
+            preset = gr.Radio(WINDOW_CHOICES, value="brain", label="Display window", scale=3)
+            center = gr.Number(40, label="Custom center (HU)", scale=1)
+            width = gr.Number(80, label="Custom width (HU)", scale=1)
+            opacity = gr.Slider(0.0, 1.0, 0.4, step=0.05, label="Heatmap opacity", scale=2)
+        view = [preset, center, width, opacity]
+        options = [model_id, allow_unverified, tta]
 
-        controls = [preset, center, width, opacity]
+        with gr.Tab("One slice"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    upload = gr.File(
+                        label="Head-CT slice: DICOM (.dcm or no extension), PNG, JPG", elem_id="upload"
+                    )
+                    examples = sorted(
+                        str(p) for p in EXAMPLES_DIR.glob("*") if p.is_file() and p.suffix != ".md"
+                    )
+                    if examples:
+                        gr.Examples(
+                            examples,
+                            inputs=upload,
+                            label="Examples (synthetic phantoms; a real CT test slice)",
+                        )
+                    label = gr.Label(num_top_classes=2, label="Reading", elem_id="reading")
+                    report = gr.File(label="PDF report", interactive=False)
+                with gr.Column(scale=2):
+                    with gr.Row():
+                        overlay_img = gr.Image(
+                            label="Grad-CAM overlay", type="numpy", format="png", interactive=False
+                        )
+                        plain_img = gr.Image(label="Image", type="numpy", format="png", interactive=False)
+                    explanation = gr.Markdown(elem_id="explanation")
+                    meta = gr.Dataframe(
+                        headers=["DICOM tag", "value"], label="Image information (non-identifying)"
+                    )
+            slice_state = gr.State()
+
+        with gr.Tab("Whole scan"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    scan_upload = gr.File(
+                        label="A .zip of the scan's DICOM slices, or several slices at once",
+                        file_count="multiple",
+                        elem_id="scan-upload",
+                    )
+                    verdict = gr.Markdown(elem_id="scan-verdict")
+                    scan_report = gr.File(label="PDF report", interactive=False)
+                with gr.Column(scale=2):
+                    plot = gr.Image(
+                        label="P(hemorrhage) per slice (dashed: threshold)", type="numpy", interactive=False
+                    )
+                    slider = gr.Slider(0, 1, 0, step=1, label="Slice (inferior → superior)")
+                    scan_overlay = gr.Image(
+                        label="Slice with Grad-CAM overlay", type="numpy", format="png", interactive=False
+                    )
+                    scan_text = gr.Markdown()
+                    scan_json = gr.JSON(label="Per-slice results", visible=False)
+            scan_state = gr.State()
+
         upload.change(
-            read,
-            inputs=[upload, model_id, allow_unverified, tta, *controls],
-            outputs=[label, overlay_img, explanation, state],
+            reader.read_slice,
+            inputs=[upload, *options, *view],
+            outputs=[label, overlay_img, explanation, slice_state],
             api_name="predict",
             concurrency_limit=CONCURRENCY,
-        ).then(details, inputs=[state, *controls], outputs=[plain_img, meta], api_visibility="private")
-        for control in controls:
+            concurrency_id="model",
+        ).then(
+            reader.slice_details,
+            inputs=[slice_state, *view],
+            outputs=[plain_img, meta, report],
+            api_visibility="private",
+        )
+        for control in view:
             control.change(
-                rerender, inputs=[state, *controls], outputs=[overlay_img, plain_img], api_visibility="private"
+                reader.rerender_slice,
+                inputs=[slice_state, *view],
+                outputs=[overlay_img, plain_img],
+                api_visibility="private",
             )
-        model_id.change(lambda m: _banner(registry.get(m)), inputs=model_id, outputs=banner, api_visibility="private")
+
+        scan_upload.change(
+            reader.read_series,
+            inputs=[scan_upload, *options],
+            outputs=[verdict, scan_json, scan_report, scan_state],
+            api_name="predict_series",
+            concurrency_limit=CONCURRENCY,
+            concurrency_id="model",
+        ).then(
+            reader.series_browser, inputs=scan_state, outputs=[slider, plot], api_visibility="private"
+        ).then(
+            reader.show_series_slice,
+            inputs=[scan_state, slider, *view],
+            outputs=[scan_overlay, scan_text],
+            api_visibility="private",
+        )
+        for control in [slider, *view]:
+            control.change(
+                reader.show_series_slice,
+                inputs=[scan_state, slider, *view],
+                outputs=[scan_overlay, scan_text],
+                api_visibility="private",
+            )
+
+        model_id.change(registry.banner, inputs=model_id, outputs=banner, api_visibility="private")
+        demo.load(registry.banner, inputs=model_id, outputs=banner, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return demo
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Brain-CT hemorrhage reading assistant (Gradio app)")
-    parser.add_argument("--model", default=None, help="Hub id or folder; default env BRAIN_CT_MODEL, then the demo")
+    parser.add_argument(
+        "--model", default=None, help="Hub id or folder; default env BRAIN_CT_MODEL, then the demo"
+    )
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
-    parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
-    parser.add_argument("--mcp", action="store_true", help="also serve the prediction as an MCP tool")
+    parser.add_argument("--share", action="store_true", help="also create a public share link")
+    parser.add_argument(
+        "--mcp", action="store_true", help="also serve the prediction as an MCP tool (gradio[mcp])"
+    )
     return parser.parse_args(argv)
 
 
@@ -190,19 +385,34 @@ def make_registry(model: str | None = None) -> ModelRegistry:
     return ModelRegistry(resolve_model_id(model), _extra_models())
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    registry = make_registry(args.model)
-    registry.get()  # load once at start, not per request
-    app = build_demo(registry)
-    app.launch(
+def warm_up(registry: ModelRegistry) -> None:
+    """Load the default model and read one synthetic DICOM through the whole path, so the first user does not wait."""
+    from pydicom.filewriter import dcmwrite
+
+    from brain_ct.synthetic import generate_slice, to_dicom
+
+    buffer = io.BytesIO()
+    dcmwrite(buffer, to_dicom(generate_slice(0, 256, hemorrhage=False)), enforce_file_format=True)
+    registry.get().predict(buffer.getvalue())
+
+
+def launch(demo_app: gr.Blocks, args: argparse.Namespace, **kwargs: Any):
+    return demo_app.launch(
         server_name=args.host,
         server_port=args.port,
         share=args.share,
         mcp_server=args.mcp,
         max_file_size=MAX_FILE_SIZE,
+        **kwargs,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    registry = make_registry(args.model)
+    warm_up(registry)  # load once at start, not per request
+    launch(build_demo(registry), args)
 
 
 demo = build_demo(make_registry())

@@ -1,0 +1,201 @@
+"""The Gradio app: event functions directly, the launched app through gradio_client, and a real browser."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from helpers_models import make_tiny_model
+from pydicom.data import get_testdata_file
+from pydicom.filewriter import dcmwrite
+
+from brain_ct.synthetic import generate_series, generate_slice, plain_8bit, to_dicom
+
+REAL_HEAD_CT = "693_J2KI.dcm"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny", trained_on="synthetic phantoms")
+
+
+@pytest.fixture(scope="module")
+def app_module(tiny_model):
+    old = os.environ.get("BRAIN_CT_MODEL")
+    os.environ["BRAIN_CT_MODEL"] = str(tiny_model)
+    import app
+
+    yield app
+    if old is None:
+        os.environ.pop("BRAIN_CT_MODEL", None)
+    else:
+        os.environ["BRAIN_CT_MODEL"] = old
+
+
+@pytest.fixture(scope="module")
+def reader(app_module):
+    return app_module.Reader(app_module.make_registry())
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("inputs")
+    phantom = generate_slice(3, 256, hemorrhage=True)
+    dcm = folder / "phantom.dcm"
+    dcmwrite(dcm, to_dicom(phantom), enforce_file_format=True)
+    png = folder / "phantom.png"
+    import cv2
+
+    cv2.imwrite(str(png), plain_8bit(phantom.hu))
+    bad = folder / "not_a_scan.dcm"
+    bad.write_text("this is text, not a DICOM file")
+    scan = folder / "scan.zip"
+    with zipfile.ZipFile(scan, "w") as zf:
+        for i, p in enumerate(generate_series(5, n_slices=6, size=128, hemorrhage=True, subtype="subdural")):
+            buffer = io.BytesIO()
+            dcmwrite(buffer, to_dicom(p, instance_number=i + 1), enforce_file_format=True)
+            zf.writestr(f"slice_{(i * 7) % 6:02d}.dcm", buffer.getvalue())
+    return {
+        "dcm": str(dcm),
+        "png": str(png),
+        "bad": str(bad),
+        "zip": str(scan),
+        "real": get_testdata_file(REAL_HEAD_CT),
+    }
+
+
+def test_import_builds_demo_without_launching(app_module):
+    assert isinstance(app_module.demo, gr.Blocks)
+    assert app_module.demo.server is None if hasattr(app_module.demo, "server") else True
+    assert not getattr(app_module.demo, "is_running", False)
+
+
+def test_read_slice_returns_label_overlay_and_explanation(reader, files):
+    label, overlay, text, state = reader.read_slice(files["real"])
+    assert set(label) == {"hemorrhage", "normal"}
+    assert label["hemorrhage"] + label["normal"] == pytest.approx(1.0)
+    assert overlay.dtype == np.uint8 and overlay.shape == (512, 512, 3)
+    assert "not a diagnosis" in text
+    plain, meta, report = reader.slice_details(state)
+    assert plain.shape == (512, 512)
+    assert ["Modality", "CT"] in meta
+    assert Path(report).read_bytes()[:5] == b"%PDF-"
+
+
+def test_window_change_rerenders_without_the_model(reader, files):
+    _, _, _, state = reader.read_slice(files["dcm"])
+    brain_overlay, brain = reader.rerender_slice(state, "brain", 40, 80, 0.0)
+    bone_overlay, bone = reader.rerender_slice(state, "bone", 40, 80, 0.0)
+    assert not np.array_equal(brain, bone)
+    custom_overlay, custom = reader.rerender_slice(state, "custom", 40, 80, 0.0)
+    np.testing.assert_array_equal(custom, brain)
+
+
+def test_bad_upload_raises_a_readable_gradio_error(reader, files):
+    with pytest.raises(gr.Error, match="not a DICOM file or a supported image"):
+        reader.read_slice(files["bad"])
+
+
+def test_no_file_clears_the_outputs(reader):
+    assert reader.read_slice(None) == (None, None, "", None)
+
+
+def test_series_reading_and_browser(reader, files):
+    verdict, summary, report, state = reader.read_series([files["zip"]])
+    assert "scan" in verdict
+    assert summary["n_slices"] == 6 and len(summary["slices"]) == 6
+    assert [s["index"] for s in summary["slices"]] == list(range(6))
+    assert Path(report).read_bytes()[:5] == b"%PDF-"
+    slider, plot = reader.series_browser(state)
+    assert slider["value"] == state["result"].most_suspicious
+    assert plot.ndim == 3
+    overlay, text = reader.show_series_slice(state, 2)
+    assert overlay.shape[2] == 3 and "Slice 3 of 6" in text
+
+
+def test_banner_labels_the_synthetic_model(app_module, tiny_model):
+    registry = app_module.ModelRegistry(str(tiny_model))
+    assert "for demonstration only" in registry.banner()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(app_module):
+    registry = app_module.make_registry()
+    app_module.warm_up(registry)
+    demo = app_module.build_demo(registry)
+    _, url, _ = demo.launch(
+        server_name="127.0.0.1",
+        server_port=_free_port(),
+        prevent_thread_lock=True,
+        quiet=True,
+        max_file_size=app_module.MAX_FILE_SIZE,
+    )
+    yield url
+    demo.close()
+
+
+@pytest.mark.slow
+def test_launched_app_through_gradio_client(served, files):
+    from gradio_client import Client, handle_file
+
+    client = Client(served, verbose=False)
+    label, overlay, text = client.predict(handle_file(files["real"]), api_name="/predict")
+    assert label["label"] in {"hemorrhage", "normal"}
+    assert Path(overlay).is_file() and "not a diagnosis" in text
+    label, _, _ = client.predict(handle_file(files["png"]), api_name="/predict")
+    assert {c["label"] for c in label["confidences"]} == {"hemorrhage", "normal"}
+    with pytest.raises(Exception, match="not a DICOM file or a supported image"):
+        client.predict(handle_file(files["bad"]), api_name="/predict")
+    label, _, _ = client.predict(handle_file(files["dcm"]), api_name="/predict")  # still serving
+    assert label["label"] in {"hemorrhage", "normal"}
+    verdict, summary, report = client.predict([handle_file(files["zip"])], api_name="/predict_series")
+    assert summary["n_slices"] == 6 and Path(report).is_file()
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_real_browser_upload_shows_the_reading(served, files):
+    executable = _chromium()
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing in CI: .ci/run must install Debian's chromium")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium chromium-driver)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=executable,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(served)
+        page.locator("#disclaimer").wait_for(timeout=60_000)
+        page.locator("#upload input[type=file]").set_input_files(files["real"])
+        reading = page.locator("#reading")
+        reading.get_by_text("normal").first.wait_for(timeout=90_000)
+        page.get_by_text("not a diagnosis").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(1500)  # let the overlay image paint before the screenshot
+        page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
+        text = page.locator("#explanation").inner_text()
+        browser.close()
+    assert "P(hemorrhage)" in text
+    assert (ARTIFACTS / "app.png").stat().st_size > 10_000
