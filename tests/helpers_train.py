@@ -68,3 +68,17 @@ def write_tiny_folder(root: Path, n: int = 16, size: int = 96, dicom_every: int 
             cv2.imwrite(str(folder / f"{stem}.png"), brain_window_uint8(hu))
         cv2.imwrite(str(root / "masks" / f"{stem}.png"), mask)
     return root
+
+
+def write_png_folder(root: Path, n: int = 12, size: int = 96) -> Path:
+    """``root/{normal,hemorrhage}/<i>.png`` only (no masks/, no DICOM): what ``datasets`` loads as an
+    image folder with a ``label`` ClassLabel column, standing in for a Hub dataset."""
+    root = Path(root)
+    for i in range(n):
+        cls = "hemorrhage" if i % 2 else "normal"
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        hu = draw_head_hu(size)
+        if i % 2:
+            hu[size // 2 - 6 : size // 2 + 4, size // 2 - 6 : size // 2 + 4] = 70.0
+        cv2.imwrite(str(root / cls / f"{i}.png"), brain_window_uint8(hu))
+    return root

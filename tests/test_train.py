@@ -40,6 +40,7 @@ def trained(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
     return out, results
 
 
+@pytest.mark.slow
 def test_saved_folder_follows_the_contract(trained: tuple[Path, dict[str, Any]]) -> None:
     out, results = trained
     config = json.loads((out / "config.json").read_text())
@@ -58,6 +59,7 @@ def test_saved_folder_follows_the_contract(trained: tuple[Path, dict[str, Any]])
         assert (out / name).stat().st_size > 100, name
 
 
+@pytest.mark.slow
 def test_eval_results_have_both_splits_and_input_kinds(trained: tuple[Path, dict[str, Any]]) -> None:
     out, results = trained
     saved = json.loads((out / "eval_results.json").read_text())
@@ -71,6 +73,7 @@ def test_eval_results_have_both_splits_and_input_kinds(trained: tuple[Path, dict
     assert set(test["by_input_kind"]) == {"dicom", "image"}
 
 
+@pytest.mark.slow
 def test_saved_model_loads_with_transformers_and_predictor(trained: tuple[Path, dict[str, Any]], data) -> None:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -89,6 +92,7 @@ def test_saved_model_loads_with_transformers_and_predictor(trained: tuple[Path, 
     assert pred.label == ("hemorrhage" if pred.probability >= pred.threshold else "normal")
 
 
+@pytest.mark.slow
 def test_model_card(trained: tuple[Path, dict[str, Any]]) -> None:
     from brain_ct import DISCLAIMER
 
@@ -101,6 +105,7 @@ def test_model_card(trained: tuple[Path, dict[str, Any]]) -> None:
     assert "synthetic phantoms" not in card.lower()  # real-folder data: no synthetic claim
 
 
+@pytest.mark.slow
 def test_resume_from_last_checkpoint(trained: tuple[Path, dict[str, Any]], data) -> None:
     out, _ = trained
     main([*TINY, "--train_dir", str(data["train"]), "--output_dir", str(out), "--max_steps", "3",
@@ -289,3 +294,45 @@ def test_cam_equals_gradcam_up_to_scale() -> None:
     # so ReLU(CAM) and Captum's relu_attributions=True heatmap agree too.
     torch.testing.assert_close(grad_cam * (h * w), cam, rtol=1e-4, atol=1e-5)
     assert np.isfinite(cam.detach().numpy()).all()
+
+
+@pytest.mark.slow
+def test_on_the_fly_phantoms_make_a_demo_style_model(tmp_path: Path) -> None:
+    from brain_ct.model import load_model
+
+    out = tmp_path / "demo"
+    results = main([*TINY, "--synthetic_train", "8", "--synthetic_validation", "4", "--synthetic_test", "6",
+                    "--synthetic_size", "64", "--output_dir", str(out), "--max_steps", "1",
+                    "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
+                    "--dataloader_num_workers", "0"])
+    card = (out / "README.md").read_text()
+    assert "trained on synthetic phantoms — for demonstration only, must not be used on patients" in card.lower()
+    assert set(results["test"]["by_input_kind"]) == {"dicom", "image"}
+    _, settings = load_model(out)
+    assert settings.is_demo and "synthetic phantoms" in settings.trained_on
+
+
+@pytest.mark.slow
+def test_streaming_hub_dataset(tmp_path: Path) -> None:
+    from helpers_train import write_png_folder
+
+    write_png_folder(tmp_path / "hub" / "train", 12)
+    write_png_folder(tmp_path / "hub" / "test", 4)
+    out = tmp_path / "m"
+    results = main([*TINY, "--dataset_name", str(tmp_path / "hub"), "--streaming", "--max_steps", "2",
+                    "--class_weights", "1,1", "--max_eval_samples", "4", "--eval_strategy", "steps",
+                    "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
+                    "--output_dir", str(out)])
+    assert results["test"]["n"] == 4
+    assert "Hugging Face dataset" in json.loads((out / "config.json").read_text())["brain_ct_trained_on"]
+
+
+def test_streaming_needs_max_steps_and_class_weights(tmp_path: Path) -> None:
+    from helpers_train import write_png_folder
+
+    write_png_folder(tmp_path / "hub" / "train", 4)
+    with pytest.raises(ValueError, match="--max_steps"):
+        main([*TINY, "--dataset_name", str(tmp_path / "hub"), "--streaming", "--output_dir", str(tmp_path / "o")])
+    with pytest.raises(ValueError, match="--class_weights"):
+        main([*TINY, "--dataset_name", str(tmp_path / "hub"), "--streaming", "--max_steps", "1",
+              "--output_dir", str(tmp_path / "o")])

@@ -242,3 +242,63 @@ def test_window_jitter_only_when_enabled() -> None:
 
 def test_identity_matrix() -> None:
     np.testing.assert_allclose(affine_matrix(32, IDENTITY), [[1, 0, 0], [0, 1, 0]], atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------- phantoms
+
+
+def test_synthetic_examples_go_through_load_image_with_aligned_masks() -> None:
+    from train.data import synthetic_example
+
+    cols = synthetic_records(6, "train", 0, 0.5)
+    seen = set()
+    for seed, label, kind in zip(cols["synthetic_seed"], cols["label"], cols["kind"], strict=True):
+        ct, mask = synthetic_example(seed, label, kind, 96)
+        seen.add(kind)
+        assert ct.source == ("dicom" if kind == "dicom" else "image")
+        assert (ct.hu is not None) == (kind == "dicom")
+        assert mask.shape == ct.shape  # on the decoded image's own grid (8-bit renderings are resized)
+        assert (mask.max() > 0) == bool(label)
+        again, mask2 = synthetic_example(seed, label, kind, 96)
+        np.testing.assert_array_equal(again.display, ct.display)  # deterministic per index
+    assert seen == {"dicom", "image"}
+
+
+def test_prefetch_fills_cache_once() -> None:
+    from train import data
+
+    cols = synthetic_records(3, "validation", 5, 0.0)
+    data._PHANTOMS.clear()
+    assert data.prefetch_phantoms(cols, 64) == 3
+    assert data.prefetch_phantoms(cols, 64) == 0  # already cached
+    key = (cols["synthetic_seed"][0], cols["label"][0], 64)
+    np.testing.assert_array_equal(data.phantom_for(*key).hu, data._generate(key).hu)
+    data._PHANTOMS.clear()
+
+
+# ------------------------------------------------------------------------------------------- Hub datasets
+
+
+def test_hub_dataset_splits_and_transform(tmp_path: Path) -> None:
+    """A datasets-loadable image folder (what a Hub dataset looks like once loaded), labels by class name."""
+    from helpers_train import write_png_folder
+
+    from train.args import DataArguments
+    from train.data import attach_transform, build_splits
+
+    write_png_folder(tmp_path / "train", 12)
+    args = DataArguments(dataset_name=str(tmp_path), validation_split=0.25)
+    splits = build_splits(args, seed=0)
+    assert splits.hub and splits.class_counts is not None and sum(splits.class_counts) == 9
+    assert len(splits.validation) == 3
+    names = splits.train.features["label"].names
+    assert {names[k]: v for k, v in splits.label_map.items()} == {"hemorrhage": 1, "normal": 0}
+    t = SliceTransform(windows=DEFAULT_WINDOWS, size=64, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                       image_column="image", label_column="label", label_map=splits.label_map)
+    raw_label = splits.validation[0]["label"]
+    expected = class_id(names[raw_label], "test")
+    ds = attach_transform(splits.validation, t)
+    row = ds[0]
+    assert row["labels"] == expected
+    assert tuple(row["pixel_values"].shape) == (3, 64, 64)
+    assert row["input_kind"] == 1  # an 8-bit image

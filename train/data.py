@@ -601,6 +601,9 @@ def _build_hub_splits(a: Any, seed: int) -> Splits:
     if a.streaming:
         if validation is None:
             n_val = a.max_eval_samples or 500
+            logger.warning("streaming %s without a validation split: the first %d examples of the stream are "
+                           "held out for validation (not stratified: make sure the stream is shuffled)",
+                           a.dataset_name, n_val)
             validation, train = train.take(n_val), train.skip(n_val)
         elif a.max_eval_samples:
             validation = validation.take(a.max_eval_samples)

@@ -205,7 +205,8 @@ def plot_roc(labels: np.ndarray, scores: np.ndarray, threshold: float, path: Pat
         ax.plot(1 - m["specificity"], m["sensitivity"], "o", color="crimson", label=f"threshold {threshold:.3f}")
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
     ax.set(xlabel="1 − specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
