@@ -157,28 +157,40 @@ def _largest_filled(binary: np.ndarray) -> np.ndarray:
     return out.astype(bool)
 
 
-def is_skull_base_level(ct: CTImage, mask: np.ndarray) -> bool:
-    """Guess whether a slice is at the skull base (posterior fossa level) from bone inside the head.
+def head_depth(mask: np.ndarray) -> np.ndarray:
+    """How deep each pixel lies inside the head: float32 [H, W], 0 at the outline, 1 at the deepest point.
 
-    At the skull base the petrous bones, clivus and sphenoid put bone well inside the head outline;
-    above it only small calcifications (pineal, choroid plexus, falx) do. Bone is HU > 300 for
-    DICOM and saturated white (255) for 8-bit images, where acute blood can saturate too, so the
-    8-bit rule asks for more. An approximation for naming regions, nothing more.
+    The Euclidean distance to the head's outline divided by its maximum (the inscribed radius), so
+    it does not depend on the image's size or pixel spacing.
     """
-    geom = _geometry(mask)
-    if geom is None:
-        return False
-    cx, cy, rx, ry = geom
-    h, w = mask.shape
-    yy, xx = np.ogrid[:h, :w]
-    inner = (((xx - cx) / (0.75 * rx)) ** 2 + ((yy - cy) / (0.75 * ry)) ** 2) <= 1.0
-    inner &= mask
-    n = int(inner.sum())
-    if n == 0:
+    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
+    peak = float(dist.max())
+    if peak > 0:
+        dist *= np.float32(1.0 / peak)
+    return dist
+
+
+def is_skull_base_level(ct: CTImage, mask: np.ndarray, depth: np.ndarray | None = None) -> bool:
+    """Guess whether a slice is at the skull base (posterior fossa level) from bone deep inside the head.
+
+    At the skull base the petrous bones, clivus and sphenoid put bone in the middle of the head
+    (depth > 0.5, see :func:`head_depth`) while brain still fills much of it; above it only small
+    calcifications do. Slices through the skull cap near the vertex also show much bone inside, but
+    little brain, which is what tells them apart. Bone is HU > 300 for DICOM and saturated white
+    (≥ 250) for 8-bit images (where acute blood can saturate too: an approximation for naming
+    regions, nothing more).
+    """
+    depth = head_depth(mask) if depth is None else depth
+    centre = depth > 0.5
+    if not centre.any() or not mask.any():
         return False
     if ct.hu is not None:
-        return float((ct.hu[inner] > 300.0).sum()) / n > 0.03
-    return float((ct.display[inner] >= 250).sum()) / n > 0.06
+        bone = float((ct.hu[centre] > 300.0).mean())
+        soft = float(((ct.hu[mask] > 0.0) & (ct.hu[mask] < 100.0)).mean())
+    else:
+        bone = float((ct.display[centre] >= 250).mean())
+        soft = float(((ct.display[mask] > 20) & (ct.display[mask] < 240)).mean())
+    return 0.015 <= bone <= 0.6 and soft >= 0.4
 
 
 def _geometry(mask: np.ndarray) -> tuple[float, float, float, float] | None:
@@ -194,6 +206,7 @@ def regions(
     mask: np.ndarray,
     *,
     skull_base: bool = False,
+    depth: np.ndarray | None = None,
     rel_threshold: float = 0.5,
     min_area_frac: float = 0.002,
     max_regions: int = 5,
@@ -208,6 +221,7 @@ def regions(
         mask: bool [H, W] head mask (:func:`head_mask`).
         skull_base: the slice is at the skull base (:func:`is_skull_base_level`): posterior regions
             are named "posterior fossa" instead of "occipital".
+        depth: :func:`head_depth` of ``mask`` if already computed.
         rel_threshold: fraction of the in-head peak a pixel needs to be part of a region.
         min_area_frac: smallest region kept, as a fraction of the head's area.
         max_regions: at most this many regions are returned.
@@ -243,16 +257,18 @@ def regions(
     my = np.bincount(
         flat_labels, weights=(heat * np.arange(h, dtype=np.float32)[:, None]).ravel(), minlength=n
     )
+    depth = head_depth(mask) if depth is None else depth
+    md = np.bincount(flat_labels, weights=(heat * depth).ravel(), minlength=n)
     min_area = max(1, int(min_area_frac * float(mask.sum())))
     out: list[dict[str, Any]] = []
     for i in range(1, n):
         x, y, bw, bh, area = (int(v) for v in stats[i])
         if area < min_area or mass[i] <= 0.0:
             continue
-        cx, cy = float(mx[i] / mass[i]), float(my[i] / mass[i])
+        cx, cy, d = float(mx[i] / mass[i]), float(my[i] / mass[i]), float(md[i] / mass[i])
         crop = heat[y : y + bh, x : x + bw]
         comp_peak = float(crop[labels[y : y + bh, x : x + bw] == i].max())
-        side, name = _locate(cx, cy, geom, skull_base)
+        side, name = _locate(cx, cy, d, geom, skull_base)
         out.append(
             {
                 "bbox": [x, y, x + bw, y + bh],
@@ -267,21 +283,30 @@ def regions(
     return out[:max_regions]
 
 
-def _locate(x: float, y: float, geom: tuple[float, float, float, float], skull_base: bool) -> tuple[str, str]:
-    """Patient side and approximate region name of a point inside the head.
+#: Heat-weighted mean depth (:func:`head_depth`) below which a region hugs the skull: "extra-axial".
+EXTRA_AXIAL_DEPTH = 0.24
+#: Heat-weighted mean depth above which a region is "deep/ventricular".
+DEEP_DEPTH = 0.65
 
-    Coordinates are normalised to the head's bounding ellipse: u ∈ [−1, 1] left→right on the
-    IMAGE, v ∈ [−1, 1] top (anterior, in standard axial display) → bottom (posterior).
+
+def _locate(
+    x: float, y: float, depth: float, geom: tuple[float, float, float, float], skull_base: bool
+) -> tuple[str, str]:
+    """Patient side and approximate region name of a region with centroid (x, y) and mean depth.
+
+    Depth decides extra-axial (along the inner table, where subdural and epidural blood lie) and
+    deep/ventricular; otherwise the centroid's position in the head's bounding ellipse decides the
+    lobe: u ∈ [−1, 1] left→right on the IMAGE, v ∈ [−1, 1] top (anterior, in standard axial display)
+    → bottom (posterior). Thresholds were checked on synthetic lesions of known subtype.
     """
     cx, cy, rx, ry = geom
     u = (x - cx) / rx
     v = (y - cy) / ry
     # Radiological convention: the image's right (u > 0) is the patient's LEFT.
     side = "midline" if abs(u) < 0.1 else ("left" if u > 0 else "right")
-    r = float(np.hypot(u, v))
-    if r >= 0.82:
+    if depth < EXTRA_AXIAL_DEPTH:
         name = "extra-axial"
-    elif r < 0.35:
+    elif depth >= DEEP_DEPTH:
         name = "deep/ventricular"
     elif v < -0.3:
         name = "frontal"
