@@ -249,16 +249,16 @@ def regions(
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if n <= 1:
         return []
-    flat_labels = labels.ravel()
-    h, w = heat.shape
-    # Heat mass and heat-weighted centroid of every component at once.
-    mass = np.bincount(flat_labels, weights=heat.ravel(), minlength=n)
-    mx = np.bincount(flat_labels, weights=(heat * np.arange(w, dtype=np.float32)).ravel(), minlength=n)
-    my = np.bincount(
-        flat_labels, weights=(heat * np.arange(h, dtype=np.float32)[:, None]).ravel(), minlength=n
-    )
+    # Heat mass, heat-weighted centroid and depth of every component at once, over the hot pixels only.
+    idx = np.flatnonzero(binary)
+    lab = labels.ravel()[idx]
+    hv = heat.ravel()[idx].astype(np.float64)
+    ys, xs = np.divmod(idx, heat.shape[1])
     depth = head_depth(mask) if depth is None else depth
-    md = np.bincount(flat_labels, weights=(heat * depth).ravel(), minlength=n)
+    mass = np.bincount(lab, weights=hv, minlength=n)
+    mx = np.bincount(lab, weights=hv * xs, minlength=n)
+    my = np.bincount(lab, weights=hv * ys, minlength=n)
+    md = np.bincount(lab, weights=hv * depth.ravel()[idx], minlength=n)
     min_area = max(1, int(min_area_frac * float(mask.sum())))
     out: list[dict[str, Any]] = []
     for i in range(1, n):
