@@ -98,11 +98,66 @@ def test_table_reports_failures_in_their_row(files, capsys) -> None:
     assert any(line.startswith(str(files["bad"])) and "ERROR" in line for line in out.splitlines())
 
 
-def test_folder_argument_is_refused_with_a_message(files, capsys) -> None:
-    code = main(["predict", str(files["root"]), "--model", str(files["model"]), "--json"])
-    (record,) = _lines(capsys.readouterr().out)
+def _shuffled_scan_zip(path: Path, n: int = 5) -> list[float]:
+    """A zip of a synthetic scan with scrambled file names; returns the slices' z in mm."""
+    import io
+    import zipfile
+
+    from pydicom.filewriter import dcmwrite
+
+    from brain_ct.synthetic import generate_series, to_dicom
+
+    phantoms = generate_series(11, n_slices=n, size=128, hemorrhage=False)
+    with zipfile.ZipFile(path, "w") as zf:
+        for i, phantom in enumerate(phantoms):
+            buffer = io.BytesIO()
+            dcmwrite(buffer, to_dicom(phantom, instance_number=i + 1), enforce_file_format=True)
+            zf.writestr(f"img_{(i * 3) % n}.dcm", buffer.getvalue())
+    return [p.z for p in phantoms]
+
+
+def test_zip_is_read_as_one_series_in_anatomical_order(files, tmp_path: Path, capsys) -> None:
+    scan = tmp_path / "scan.zip"
+    _shuffled_scan_zip(scan, n=5)
+    heat_dir = tmp_path / "heat"
+    code = main(
+        [
+            "predict",
+            str(scan),
+            str(files["png"]),
+            "--model",
+            str(files["model"]),
+            "--json",
+            "--heatmaps",
+            str(heat_dir),
+        ]
+    )
+    series, single = _lines(capsys.readouterr().out)
+    assert code == 0
+    assert series["file"] == str(scan) and single["file"] == str(files["png"])
+    assert series["n_slices"] == 5 and [s["index"] for s in series["slices"]] == [0, 1, 2, 3, 4]
+    # written in scrambled order img_0, img_3, img_1, img_4, img_2 → read back inferior to superior
+    assert [s["file"] for s in series["slices"]] == [
+        "img_0.dcm",
+        "img_3.dcm",
+        "img_1.dcm",
+        "img_4.dcm",
+        "img_2.dcm",
+    ]
+    assert series["label"] == ("hemorrhage" if series["probability"] >= series["threshold"] else "normal")
+    for s in series["slices"]:
+        assert {"label", "probability", "threshold", "regions", "explanation"} <= set(s)
+        assert np.load(s["heatmap"]).shape == (128, 128)
+
+
+def test_empty_folder_is_a_failed_series_and_the_rest_go_on(files, tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main(["predict", str(empty), str(files["png"]), "--model", str(files["model"]), "--json"])
+    failed, good = _lines(capsys.readouterr().out)
     assert code == 1
-    assert "folder" in record["error"]["message"] and "series" in record["error"]["message"]
+    assert failed["file"] == str(empty) and failed["error"]["type"] == "InvalidInputError"
+    assert "label" in good
 
 
 def test_no_identifying_values_in_output(files, tmp_path: Path, capsys) -> None:

@@ -15,9 +15,12 @@ Output, one entry per input in the order given:
 Exit codes: 0 every input succeeded; 1 an input failed (reported in its row / JSON line) or the
 model could not be loaded (message on stderr); 2 usage error (bad arguments).
 
-A folder or ``.zip`` is a whole CT series, not a list of unrelated slices; it is reported as a
-failed input here with a message saying so (series reading is a separate feature), rather than
-being silently expanded into independent slices.
+A folder or ``.zip`` is a whole CT series (see :mod:`brain_ct.series`): it prints ONE object with
+the scan-level ``label`` and ``probability`` (documented rule in :class:`brain_ct.series.ScanRule`),
+``positive_slices``, ``n_slices``, ``errors`` (files skipped inside it) and ``slices``: one object per
+slice in anatomical order (inferior to superior, by position along the slice normal), each with
+``file`` (its name inside the zip or folder), ``index`` and the per-slice fields above (and
+``heatmap`` with ``--heatmaps``). ``--series-uid`` picks one series when a zip holds several.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ import argparse
 import json
 import re
 import sys
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from brain_ct.errors import BrainCTError, InvalidInputError
+from brain_ct.errors import BrainCTError
 
 if TYPE_CHECKING:
     from brain_ct.io import CTImage
@@ -61,7 +65,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     parser.add_argument(
-        "paths", nargs="+", metavar="PATH", help="CT slice files: DICOM, PNG, JPG, BMP, TIFF, WebP"
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="CT slice files (DICOM, PNG, JPG, BMP, TIFF, WebP), or a folder / .zip holding one scan",
     )
     parser.add_argument(
         "--model",
@@ -95,6 +102,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="N",
         help="slices per forward pass (default 16)",
     )
+    parser.add_argument(
+        "--series-uid",
+        default=None,
+        metavar="UID",
+        help="for a folder or zip holding several series: the one to read (hashed id as listed, or the UID)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -104,14 +117,15 @@ def _error_dict(exc: BaseException) -> dict[str, str]:
     return {"type": type(exc).__name__, "message": message}
 
 
-def _check_path(path: str) -> None:
+def is_series_path(path: str) -> bool:
+    """A folder, or a zip file (by extension or signature), is read as one CT series."""
     p = Path(path)
-    if p.is_dir() or (p.suffix.lower() == ".zip" and p.is_file()):
-        kind = "folder" if p.is_dir() else ".zip"
-        raise InvalidInputError(
-            f"{path!r} is a {kind}, which is read as a whole CT series, not as separate slices; "
-            "give the slice files themselves (e.g. DIR/*.dcm) to predict them one by one"
-        )
+    if p.is_dir():
+        return True
+    try:
+        return p.is_file() and (p.suffix.lower() == ".zip" or zipfile.is_zipfile(p))
+    except OSError:
+        return False
 
 
 class _HeatmapWriter:
@@ -147,7 +161,6 @@ def _predict_chunk(
     loaded: list[CTImage | BaseException] = []
     for path in paths:
         try:
-            _check_path(path)
             loaded.append(predictor.load(path, allow_unverified=args.allow_unverified))
         except Exception as exc:  # any failure of one input is reported and the rest go on
             loaded.append(exc)
@@ -178,11 +191,48 @@ def _record(path: str, result: Prediction | BaseException, writer: _HeatmapWrite
     return record
 
 
+def _series_record(
+    predictor: Predictor, path: str, args: argparse.Namespace, writer: _HeatmapWriter | None
+) -> dict[str, Any]:
+    from brain_ct.series import predict_series, read_series
+
+    try:
+        series = read_series(path, series_uid=args.series_uid, allow_unverified=args.allow_unverified)
+        result = predict_series(predictor, series, tta=args.tta, batch_size=args.batch_size, source=path)
+    except Exception as exc:  # one failed scan is reported and the other inputs go on
+        return {"file": path, "error": _error_dict(exc)}
+    record = result.to_dict()
+    if writer is not None:
+        for slice_record, prediction in zip(record["slices"], result.predictions, strict=True):
+            slice_record["heatmap"] = writer.save(
+                f"{Path(path).stem}_{slice_record['index']:04d}", prediction.heatmap
+            )
+    return record
+
+
+def _groups(paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, Sequence[str]]]:
+    """Consecutive slice files in batches of ``batch_size``; each series on its own; order kept."""
+    pending: list[str] = []
+    for path in paths:
+        if is_series_path(path):
+            yield from (("slices", chunk) for chunk in _chunks(pending, batch_size))
+            pending = []
+            yield "series", [path]
+        else:
+            pending.append(path)
+    yield from (("slices", chunk) for chunk in _chunks(pending, batch_size))
+
+
 def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
     rows = [("file", "label", "P(hem)", "threshold", "strongest region")]
     for r in records:
         if "error" in r:
             rows.append((r["file"], "ERROR", "", "", f"{r['error']['type']}: {r['error']['message']}"))
+            continue
+        if "slices" in r:
+            positive = ", ".join(str(i) for i in r["positive_slices"]) or "none"
+            where = f"scan of {r['n_slices']} slices; positive slices: {positive}"
+            rows.append((r["file"], r["label"], f"{r['probability']:.3f}", f"{r['threshold']:.3f}", where))
             continue
         top = r["regions"][0] if r["regions"] else None
         where = f"{top['side']} {top['region']}" if top else "-"
@@ -191,7 +241,7 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
     for row in rows:
         cells = [row[i].ljust(widths[i]) for i in range(4)]
         print("  ".join([*cells, row[4]]).rstrip(), file=out)
-    explained = [r for r in records if "explanation" in r]
+    explained = [s for r in records for s in r.get("slices", [r]) if "explanation" in s]
     if explained:
         print(file=out)
     for r in explained:
@@ -234,10 +284,17 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     records: list[dict[str, Any]] = []
     with tqdm(total=len(paths), unit="file", file=sys.stderr, disable=not show_bar) as bar:
-        for chunk in _chunks(paths, args.batch_size):
-            for path, result in zip(chunk, _predict_chunk(predictor, chunk, args), strict=True):
+        for kind, group in _groups(paths, args.batch_size):
+            if kind == "series":
+                results: list[tuple[str, Any]] = [(group[0], None)]
+            else:
+                results = list(zip(group, _predict_chunk(predictor, group, args), strict=True))
+            for path, result in results:
                 try:
-                    record = _record(path, result, writer)
+                    if kind == "series":
+                        record = _series_record(predictor, path, args, writer)
+                    else:
+                        record = _record(path, result, writer)
                 except OSError as exc:  # the heatmap could not be written
                     record = {"file": path, "error": _error_dict(exc)}
                 failed += "error" in record
