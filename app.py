@@ -71,12 +71,12 @@ class ModelRegistry:
     def banner(self, model_id: str | None = None) -> str:
         settings = self.get(model_id).settings
         text = f"**Model in use:** `{settings.model_id}`"
-        if settings.trained_on:
-            text += f" — trained on {settings.trained_on}"
         if settings.is_demo:
             text += (
-                ". ⚠️ **Trained on synthetic phantoms — for demonstration only**; never use it on patients."
+                " — ⚠️ **trained on synthetic phantoms — for demonstration only**; never use it on patients."
             )
+        elif settings.trained_on:
+            text += f" — trained on {settings.trained_on}"
         return text
 
 
@@ -251,8 +251,8 @@ def series_md(result: SeriesPrediction) -> str:
 def build_demo(registry: ModelRegistry) -> gr.Blocks:
     reader = Reader(registry)
     with gr.Blocks(title="Brain-CT hemorrhage reader", delete_cache=(600, 900)) as demo:
-        gr.Markdown("# 🧠 Brain-CT hemorrhage reading assistant")
-        gr.Markdown(f"> ⚕️ **{DISCLAIMER}**", elem_id="disclaimer")
+        gr.Markdown("# Brain-CT hemorrhage reading assistant")
+        gr.Markdown(f"> **{DISCLAIMER}**", elem_id="disclaimer")
         banner = gr.Markdown(f"**Model in use:** `{registry.default}`", elem_id="banner")
         with gr.Row():
             model_id = gr.Dropdown(registry.choices, value=registry.default, label="Model", scale=2)
