@@ -185,8 +185,9 @@ def generate_slice(
         A :class:`Phantom`; its ``mask`` is non-empty exactly when ``label == 1``.
 
     Raises:
-        InvalidInputError: bad seed/size/subtype/level, ``hemorrhage=False`` with a subtype, or a
-            subtype that cannot occur at the requested level (intraventricular at the vertex).
+        InvalidInputError: bad seed/size/subtype/level, ``hemorrhage=False`` with a subtype, a
+            subtype that cannot occur at the requested level (intraventricular at the vertex), or
+            a requested subtype that does not fit the slice (a drawn one gives way to another).
     """
     seed = _check_seed(seed)
     size = _check_size(size)
@@ -200,6 +201,7 @@ def generate_slice(
             f"choose one of {', '.join(SUBTYPE_LEVELS[subtype])}"
         )
     rng = np.random.default_rng(seed)
+    requested_subtype = subtype
     if hemorrhage is None:
         hemorrhage = subtype is not None or bool(rng.random() < 0.5)
     if hemorrhage and subtype is None:
@@ -219,36 +221,58 @@ def generate_slice(
     hz = head.height / STANDARD_HEIGHT
     lo, hi = LEVEL_RANGES[level]
     texture_seed = int(rng.integers(2**31))
+    # No plane above the top of the brain: a slice of nothing but skull cap is not what anyone
+    # reads (or posts) as a head CT.
+    z_top = head.height - head.inner_offset - 4.0
 
     def render(z: float) -> Slice:
         return render_anatomy(head, pose, z, size, np.random.default_rng(texture_seed))
 
-    z = float(rng.uniform(lo, hi) * hz)
+    z = float(rng.uniform(lo * hz, min(hi * hz, z_top)))
     sl = render(z)
     mask = np.zeros((size, size), bool)
     if hemorrhage:
-        need = _min_lesion_px(size)
-        if subtype == "intraventricular":  # ventricles can be small in the plane
-            need = max(4, need // 2)
-        for attempt in range(40):
-            if attempt and attempt % 4 == 0:
-                # another plane within the level (and, if the level was drawn, another level)
-                if attempt % 8 == 0 and not level_fixed:
-                    level = str(rng.choice(SUBTYPE_LEVELS[subtype]))
-                    lo, hi = LEVEL_RANGES[level]
-                z = float(rng.uniform(lo, hi) * hz)
+        subtype_fixed = requested_subtype is not None
+        # A drawn subtype that will not fit this head/level gives way to the others (in a
+        # seeded order); a requested one is tried harder and refused with a clear message.
+        others = [s for s in SUBTYPES if s != subtype and (not level_fixed or level in SUBTYPE_LEVELS[s])]
+        candidates = [subtype] + ([] if subtype_fixed else [str(s) for s in rng.permutation(others)])
+        placed = False
+        for cand in candidates:
+            subtype = cand
+            need = _min_lesion_px(size)
+            if subtype == "intraventricular":  # ventricles can be small in the plane
+                need = max(4, need // 2)
+            if not level_fixed and level not in SUBTYPE_LEVELS[subtype]:
+                level = str(rng.choice(SUBTYPE_LEVELS[subtype]))
+                lo, hi = LEVEL_RANGES[level]
+                z = float(rng.uniform(lo * hz, min(hi * hz, z_top)))
                 sl = render(z)
-            lesion = sample_lesion(rng, head, sl, subtype)
-            if lesion is None:
-                continue
-            before = sl.hu.copy()
-            mask = paint_lesion(lesion, sl, rng)
-            if mask.sum() >= need:
+            for attempt in range(40 if cand == candidates[0] else 24):
+                if attempt and attempt % 4 == 0:
+                    # another plane within the level (and, if the level was drawn, another level)
+                    if attempt % 8 == 0 and not level_fixed:
+                        level = str(rng.choice(SUBTYPE_LEVELS[subtype]))
+                        lo, hi = LEVEL_RANGES[level]
+                    z = float(rng.uniform(lo * hz, min(hi * hz, z_top)))
+                    sl = render(z)
+                lesion = sample_lesion(rng, head, sl, subtype)
+                if lesion is None:
+                    continue
+                before = sl.hu.copy()
+                mask = paint_lesion(lesion, sl, rng)
+                if mask.sum() >= need:
+                    placed = True
+                    break
+                sl.hu = before
+                mask = np.zeros((size, size), bool)
+            if placed:
                 break
-            sl.hu = before
-            mask = np.zeros((size, size), bool)
-        else:
-            raise RuntimeError(f"could not place a {subtype} hemorrhage at level {level} for seed {seed}")
+        if not placed:
+            raise InvalidInputError(
+                f"could not place a {requested_subtype or 'hemorrhage'} at level {level!r} in a "
+                f"{size} px slice (seed {seed}); try a larger size, another level or another seed"
+            )
     ph = _finish(sl, mask, head, pose, scanner, rng, seed=seed, z=z, subtype=subtype, thickness=thickness)
     ph.level = level  # the requested level (a tilted plane spans neighbouring ones)
     return ph
@@ -266,9 +290,11 @@ def generate_series(
     """Generate a consistent axial series of one head, ordered inferior → superior.
 
     The same head, pose and scanner on every slice; slices are ``slice_thickness`` mm apart and
-    end just below the vertex. A hemorrhage (if any) is one 3-D lesion, so it spans the
-    contiguous slices it intersects (a small one may show on one slice only); each slice's
-    ``label`` says whether it shows blood there.
+    the last one cuts the top of the brain just under the vertex. A hemorrhage (if any) is one
+    3-D lesion, so it spans the contiguous slices it intersects (a small one may show on one
+    slice only); each slice's ``label`` says whether it shows blood there. A drawn subtype the
+    covered levels cannot show (intraventricular blood in a few slices near the vertex) is
+    replaced by one they can; ``subtype`` on the phantoms says which.
 
     Args:
         seed: non-negative integer; the whole series is deterministic per seed.
@@ -280,6 +306,10 @@ def generate_series(
 
     Returns:
         ``n_slices`` :class:`Phantom` objects with ``series_index`` 0 … n−1.
+
+    Raises:
+        InvalidInputError: bad arguments, or a requested ``subtype`` (or any hemorrhage) that
+            cannot be placed in the covered range (intraventricular blood in 2 slices at the top).
     """
     seed = _check_seed(seed)
     size = _check_size(size)
@@ -291,6 +321,7 @@ def generate_series(
     if hemorrhage is False and subtype is not None:
         raise InvalidInputError(f"hemorrhage=False contradicts subtype={subtype!r}; drop one of them")
     rng = np.random.default_rng(seed)
+    requested_subtype = subtype
     if hemorrhage is None:
         hemorrhage = subtype is not None or bool(rng.random() < 0.5)
     if hemorrhage and subtype is None:
@@ -300,7 +331,8 @@ def generate_series(
     pose.rot *= 0.5  # a series is set up with some care
     scanner = sample_scanner(rng)
     texture_seed = int(rng.integers(2**31))
-    top = head.height - 4.0
+    # the top slice still shows a cap of brain under the skull, as a scan's last slice does
+    top = head.height - head.inner_offset - 3.0
     zs = [top - (n_slices - 1 - k) * float(slice_thickness) for k in range(n_slices)]
 
     def render(k: int) -> Slice:
@@ -309,35 +341,53 @@ def generate_series(
     slices = [render(k) for k in range(n_slices)]
     masks = [np.zeros((size, size), bool) for _ in range(n_slices)]
     if hemorrhage:
-        ok = [k for k in range(n_slices) if level_of(zs[k], head.height) in SUBTYPE_LEVELS[subtype]] or list(
-            range(n_slices)
-        )
-        need = _min_lesion_px(size)
-        tiny = max(3, need // 4)
+        requested = requested_subtype is not None
+        levels = [level_of(zk, head.height) for zk in zs]
+        # A drawn subtype that this series cannot show (e.g. intraventricular blood in a few
+        # slices near the vertex) gives way to the others in a seeded order.
+        others = [str(s) for s in rng.permutation([s for s in SUBTYPES if s != subtype])]
         placed = False
-        for _ in range(24):
-            ref = slices[int(rng.choice(ok))]
-            lesion: Lesion | None = sample_lesion(rng, head, ref, subtype)
-            if lesion is None:
+        for cand in [subtype] + ([] if requested else others):
+            ok = [k for k in range(n_slices) if levels[k] in SUBTYPE_LEVELS[cand]]
+            if not ok and not requested:
                 continue
-            trial = []
-            for sl in slices:
-                before = sl.hu.copy()
-                m = paint_lesion(lesion, sl, rng)
-                if m.sum() < tiny:
-                    m[:] = False
-                trial.append((before, m))
-            if max(int(m.sum()) for _, m in trial) >= need:
-                masks = [m for _, m in trial]
-                for sl, (before, m) in zip(slices, trial, strict=True):
-                    if not m.any():
-                        sl.hu = before
-                placed = True
+            ok = ok or list(range(n_slices))
+            need = _min_lesion_px(size)
+            if cand == "intraventricular":
+                need = max(4, need // 2)
+            tiny = max(3, need // 4)
+            for _ in range(40 if requested else 24):
+                ref = slices[int(rng.choice(ok))]
+                lesion: Lesion | None = sample_lesion(rng, head, ref, cand)
+                if lesion is None:
+                    continue
+                trial = []
+                for sl in slices:
+                    before = sl.hu.copy()
+                    m = paint_lesion(lesion, sl, rng)
+                    if m.sum() < tiny:
+                        m[:] = False
+                    trial.append((before, m))
+                if max(int(m.sum()) for _, m in trial) >= need:
+                    masks = [m for _, m in trial]
+                    for sl, (before, m) in zip(slices, trial, strict=True):
+                        if not m.any():
+                            sl.hu = before
+                    placed = True
+                    break
+                for sl, (before, _) in zip(slices, trial, strict=True):
+                    sl.hu = before
+            if placed:
+                subtype = cand
                 break
-            for sl, (before, _) in zip(slices, trial, strict=True):
-                sl.hu = before
         if not placed:
-            raise RuntimeError(f"could not place a {subtype} hemorrhage in series seed {seed}")
+            raise InvalidInputError(
+                f"could not place a {requested_subtype or 'hemorrhage'} in a {n_slices}-slice series of "
+                f"{slice_thickness} mm slices (levels {levels[0]} to {levels[-1]}, seed {seed}); "
+                f"{requested_subtype or 'blood'} needs "
+                f"{', '.join(SUBTYPE_LEVELS[requested_subtype]) if requested else 'a cranial cavity'} "
+                "in the covered range: use more or thicker slices, a larger size or another subtype"
+            )
     out = []
     for k, (sl, m) in enumerate(zip(slices, masks, strict=True)):
         srng = np.random.default_rng([seed, k])

@@ -186,6 +186,7 @@ _WINDOWS = [
     ((80, 200), 0.1),
     ((40, 150), 0.05),
 ]
+_WIDE = [(40, 400), (300, 1500), (600, 2800), (500, 2000)]
 _COLOURS = [
     (0, 0, 255),
     (0, 255, 255),
@@ -276,6 +277,11 @@ def render_internet(phantom: Phantom, rng: np.random.Generator) -> tuple[np.ndar
     (c, w) = _WINDOWS[int(rng.choice(len(_WINDOWS), p=probs / probs.sum()))][0]
     c += rng.normal(0, 3)
     w *= rng.uniform(0.9, 1.12)
+    head = phantom.hu > -300
+    if head.any() and float(np.mean(phantom.hu[head] >= c + w / 2)) > 0.3:
+        # Mostly bone in the plane (top of the skull): nobody posts a saturated white disc;
+        # such slices go online in a wide or bone window.
+        c, w = _WIDE[int(rng.integers(len(_WIDE)))]
     grey = plain_8bit(phantom.hu, c, w)
     mask = phantom.mask.astype(np.uint8)
     if rng.random() < 0.3:  # a gamma/brightness tweak from the figure's author or viewer
