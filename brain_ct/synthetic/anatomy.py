@@ -466,7 +466,8 @@ def render_anatomy(head: Head, pose: Pose, z: float, size: int, rng: np.random.G
 
     # 2) deep extracranial tissue below the skull-base floor (face, neck), with fat planes
     p.paint(deep, H["muscle"])
-    fat_planes = deep & (smooth_noise(rng, X.shape, max(2.0, 6.0 / g.ps)) > 1.4)
+    # fat planes between the muscles: thin sheets (the zero set of a random field), not blobs
+    fat_planes = deep & (np.abs(smooth_noise(rng, X.shape, max(3.0, 16.0 / g.ps))) < 0.05)
     p.paint(fat_planes, H["fat"])
     low_plane = float(Z.min()) < 62 * hz  # face and skull-base solids all lie below ~60 mm
     if low_plane:
@@ -684,18 +685,16 @@ def _paint_face(p, g, head, X, Y, Z, hz, deep, in_skin):
     p.paint(deep & naso, -990.0)
     for side in (-1.0, 1.0):
         # maxillary sinus: air box with a thin bony wall
-        mwall = g.ell(side * 27, yf + 38, 8 * hz, 15, 19, 15 * hz)
-        mair = g.ell(side * 27, yf + 38, 8 * hz, 13.5, 17.5, 13.5 * hz)
-        p.paint(face & mwall, H["cortical"])
-        p.paint(face & mair, -990.0)
-        p.paint(
-            face
-            & mair
-            & (np.abs(np.sqrt(g.q(side * 27, yf + 38, 8 * hz, 13.5, 17.5, 13.5 * hz)) - 0.95) < 0.05),
-            H["muscle"],
-        )
+        # (a rounded box, flat medial wall, not a ring; mucosa lines it, septa cross it)
+        mq = _box_q(g, side * 27, yf + 38, 8 * hz, 14.5, 18.5, 15 * hz, rot=side * 0.25)
+        wall = 1.2 + 0.8 * float(head.extras["frontal_sinus"])
+        p.paint(face & (mq < 1), H["cortical"] * 0.7)
+        inner = mq < (1 - wall / 14.5) ** 4
+        p.paint(face & inner, -990.0)
+        p.paint(face & inner & (mq > (1 - (wall + 1.5 * pn) / 14.5) ** 4), H["muscle"] - 15)
+        p.paint(face & inner & (np.abs(np.sin(0.35 * (Y - yf) + side * 0.2 * X)) < 0.04), H["cortical"] * 0.5)
         if head.extras["sinus_fluid"] and side > 0:
-            p.paint(face & mair & (yf + 44 < Y), 20.0)  # air–fluid level (supine: posterior)
+            p.paint(face & inner & (yf + 44 < Y), 20.0)  # air–fluid level (supine: posterior)
         # orbit: bony cone with fat, globe, lens, optic nerve, rectus muscles
         oc = (side * 31, yf + 24, 36 * hz)
         cone_bone = g.ell(oc[0], oc[1] + 8, oc[2], 19, 26, 16 * hz, rot=side * 0.3)
@@ -720,6 +719,15 @@ def _paint_face(p, g, head, X, Y, Z, hz, deep, in_skin):
             & (np.abs(Z - 24 * hz) < 3 * hz)
         )
         p.paint(in_skin & zyg & deep, H["cortical"])
+        # mandibular ramus (cortical shell, marrow) with the masseter outside and the
+        # pterygoid plates medially: the bright lateral bones of the lowest slices
+        ram = _box_q(
+            g, side * head.A * 0.66, 0.02 * head.B_post - 14, -2 * hz, 4.5, 13, 16 * hz, rot=side * 0.25
+        )
+        p.paint(deep & (ram < 1), H["cortical"] * 0.9)
+        p.paint(deep & (ram < 0.25), H["diploe"])
+        pter = g.ell(side * 13, yf + 66, 6 * hz, 1.6, 9, 12 * hz, rot=side * 0.3)
+        p.paint(deep & pter, H["cortical"] * 0.8)
         # mandibular condyle in front of the ear canal
         cond = g.ell(side * head.A * 0.72, 0.02 * head.B_post, 18 * hz, 5, 5, 10 * hz)
         p.paint(deep & cond, H["cortical"] * 0.8)
@@ -744,6 +752,26 @@ def _paint_face(p, g, head, X, Y, Z, hz, deep, in_skin):
     p.paint(deep & dens, H["cortical"] * 0.8)
     p.paint(deep & canal & (Z < 0), H["csf"])
     p.paint(deep & cord & (Z < 0), H["wm"] + 5)
+
+
+def _box_q(g, cx, cy, cz, a, b, c, rot=0.0) -> np.ndarray:
+    """Like :meth:`_Grid.q` but for a rounded box (fourth-power superellipsoid), inf outside."""
+    out = np.full(g.X.shape, np.inf, np.float32)
+    win = g._window(cx, cy, 1.42 * max(a, b))
+    if win is None:
+        return out
+    Z = g.Z[win]
+    if Z.min() > cz + c or Z.max() < cz - c:
+        return out
+    dx = g.X[win] - np.float32(cx)
+    dy = g.Y[win] - np.float32(cy)
+    if rot:
+        cr, sr = np.float32(np.cos(rot)), np.float32(np.sin(rot))
+        dx, dy = cr * dx + sr * dy, -sr * dx + cr * dy
+    out[win] = (
+        (dx / np.float32(a)) ** 4 + (dy / np.float32(b)) ** 4 + ((Z - np.float32(cz)) / np.float32(c)) ** 2
+    )
+    return out
 
 
 def _paint_deep(p, g, head, X, Y, Z, hz, Ai, Bi, cavity, H, ventricles, csf_space, tissue_map, mimic):

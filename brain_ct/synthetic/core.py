@@ -19,6 +19,7 @@ from brain_ct.synthetic.anatomy import (
     render_anatomy,
     sample_head,
     sample_pose,
+    smooth_noise,
 )
 from brain_ct.synthetic.lesions import SUBTYPE_LEVELS, SUBTYPES, Lesion, paint_lesion, sample_lesion
 from brain_ct.synthetic.scanner import Scanner, add_fixtures, apply_scanner, sample_scanner
@@ -128,8 +129,20 @@ def _finish(
 ) -> Phantom:
     hu = sl.hu
     add_fixtures(hu, sl.skin, sl.ys, scanner, sl.pixel_mm, rng)
+    # Bone is not a flat plateau: trabecular texture (cancellous bone darker, cortex brighter)...
+    bone = hu > 300
+    if bone.any():
+        grain = smooth_noise(rng, hu.shape, max(1.5, 1.2 / sl.pixel_mm))
+        hu[bone] *= np.float32(1.0) + np.float32(rng.uniform(0.1, 0.3)) * grain[bone]
+    # ...and a slice several mm thick averages bone with the tissue above and below it: the
+    # edges of the skull base, orbital roofs and calvarium show intermediate 60–300 HU rims,
+    # the classic false positives for blood (so they belong in the normal slices too).
+    pv_sigma = (0.2 + 0.12 * thickness) * rng.uniform(0.5, 1.5) / sl.pixel_mm
+    if pv_sigma > 0.3:
+        excess = np.maximum(hu - np.float32(150.0), 0)
+        hu += cv2.GaussianBlur(excess, (0, 0), sigmaX=float(pv_sigma)) - excess
     # Bone blurred into the adjacent brain by the reconstruction kernel is not blood either.
-    k = 2 * max(1, int(np.ceil(2.5 * scanner.psf_mm / sl.pixel_mm))) + 1
+    k = 2 * max(1, int(np.ceil(2.5 * scanner.psf_mm / sl.pixel_mm + 2.5 * pv_sigma))) + 1
     bone_spill = cv2.dilate((hu > 250).astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
     hu, artefact = apply_scanner(
         hu,
