@@ -121,6 +121,7 @@ _UNSUPPORTED_MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"GIF8", 0, "a GIF image"),
     (b"%PDF", 0, "a PDF document"),
     (b"PK\x03\x04", 0, "a zip archive (load its slices one by one, or use the series reader)"),
+    (b"PK\x05\x06", 0, "an empty zip archive"),
     (b"\x00\x00\x00\x0cjP  ", 0, "a JPEG 2000 image"),
     (b"ftyp", 4, "an HEIC/MP4 file"),
     (b"\x1f\x8b", 0, "a gzip archive"),
@@ -256,6 +257,11 @@ def _quiet() -> Iterator[None]:
             yield
     finally:
         _reading.depth -= 1
+
+
+#: The same guard for other modules that touch pydicom datasets: pydicom converts element values
+#: lazily, on first access, so reading a tag after :func:`read_dicom_header` may warn or log too.
+quiet_dicom = _quiet
 
 
 def _parse_dicom(data: bytes, shown: str, *, stop_before_pixels: bool) -> Any:

@@ -39,7 +39,7 @@ import numpy as np
 
 from brain_ct import framing, privacy
 from brain_ct.errors import InvalidInputError, NotHeadCTError
-from brain_ct.io import load_frames, load_image, read_dicom_header
+from brain_ct.io import load_frames, load_image, quiet_dicom, read_dicom_header
 
 if TYPE_CHECKING:
     from brain_ct.io import CTImage
@@ -448,6 +448,13 @@ def _frame_geometry(ds: Any, n_frames: int) -> tuple[np.ndarray | None, list[np.
 
 def _read_headers(members: list[_Member]) -> tuple[dict[str, _Group], list[_Member], list[dict[str, str]]]:
     """Group DICOM members by series from their headers; return groups, non-DICOM members, errors."""
+    # pydicom converts values on first access and its warnings and log lines about a malformed
+    # value quote it (a UID, a date): touch the headers only under the io module's quiet guard.
+    with quiet_dicom():
+        return _group_headers(members)
+
+
+def _group_headers(members: list[_Member]) -> tuple[dict[str, _Group], list[_Member], list[dict[str, str]]]:
     groups: dict[str, _Group] = {}
     others: list[_Member] = []
     errors: list[dict[str, str]] = []
@@ -592,10 +599,11 @@ def _read_identifiers(member: _Member) -> dict[str, str]:
     """PatientName, PatientID and StudyDate of one file, read only because the caller asked."""
     ds = read_dicom_header(member.data)
     out = {}
-    for key in ("PatientName", "PatientID", "StudyDate"):
-        value = str(getattr(ds, key, "") or "").strip()
-        if value:
-            out[key] = value
+    with quiet_dicom():  # a malformed name or date must not be quoted in a warning or log line
+        for key in ("PatientName", "PatientID", "StudyDate"):
+            value = str(getattr(ds, key, "") or "").strip()
+            if value:
+                out[key] = value
     return out
 
 
