@@ -45,6 +45,8 @@ CONCURRENCY = 2
 QUEUE_SIZE = 64
 WINDOW_CHOICES = ["brain", "subdural", "blood", "bone", "soft_tissue", "custom"]
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+#: pydicom's bundled real head-CT slice (JPEG 2000), shown as an example of real anatomy.
+REAL_EXAMPLE = "693_J2KI.dcm"
 
 
 class ModelRegistry:
@@ -78,6 +80,18 @@ class ModelRegistry:
         elif settings.trained_on:
             text += f" — trained on {settings.trained_on}"
         return text
+
+
+def example_files() -> list[str]:
+    """The app's one-click examples: synthetic phantoms made by the project, and a real CT test slice."""
+    files = sorted(str(p) for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in {".dcm", ".png", ".jpg"})
+    try:
+        from pydicom.data import get_testdata_file
+
+        real = get_testdata_file(REAL_EXAMPLE)
+    except Exception:  # the real slice is a bonus; the app works without it
+        real = None
+    return files + ([str(real)] if real else [])
 
 
 def _extra_models() -> list[str]:
@@ -272,9 +286,7 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
                     upload = gr.File(
                         label="Head-CT slice: DICOM (.dcm or no extension), PNG, JPG", elem_id="upload"
                     )
-                    examples = sorted(
-                        str(p) for p in EXAMPLES_DIR.glob("*") if p.is_file() and p.suffix != ".md"
-                    )
+                    examples = example_files()
                     if examples:
                         gr.Examples(
                             examples,
