@@ -406,11 +406,18 @@ def overlay(display: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4) -> n
         raise InvalidInputError(
             f"image {display.shape[:2]} and heatmap {heatmap.shape} must have the same height and width"
         )
-    base = display if display.ndim == 3 else cv2.cvtColor(display, cv2.COLOR_GRAY2RGB)
+    out = display.copy() if display.ndim == 3 else cv2.cvtColor(display, cv2.COLOR_GRAY2RGB)
     heat = np.clip(np.nan_to_num(heatmap.astype(np.float32, copy=False)), 0.0, 1.0)
-    colour = cv2.applyColorMap((heat * 255.0 + 0.5).astype(np.uint8), cv2.COLORMAP_JET)
-    colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
     alpha = np.clip((heat - OVERLAY_EPS) / (OVERLAY_FULL - OVERLAY_EPS), 0.0, 1.0) * np.float32(opacity)
-    alpha = alpha[..., None]
-    out = base.astype(np.float32) * (1.0 - alpha) + colour.astype(np.float32) * alpha
-    return (out + 0.5).astype(np.uint8)
+    # Blend only inside the bounding box of the coloured pixels (alpha > 0): elsewhere the result is
+    # the grey image itself, and most of a 512² slice is cold — same output, a fraction of the work.
+    rows = np.flatnonzero(alpha.any(axis=1))
+    if rows.size == 0:
+        return out
+    cols = np.flatnonzero(alpha.any(axis=0))
+    box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    a = alpha[box][..., None]
+    levels = (heat[box] * 255.0 + 0.5).astype(np.uint8)
+    colour = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    out[box] = (out[box].astype(np.float32) * (1.0 - a) + colour.astype(np.float32) * a + 0.5).astype(np.uint8)
+    return out
