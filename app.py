@@ -17,11 +17,14 @@ API: ``gradio_client.Client(url).predict(handle_file(path), api_name="/predict")
 from __future__ import annotations
 
 import argparse
+import atexit
 import io
 import logging
 import os
+import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,9 @@ log = logging.getLogger("brain_ct.app")
 MAX_FILE_SIZE = "200mb"
 CONCURRENCY = 2
 QUEUE_SIZE = 64
+#: (sweep every s, delete older than s): uploads, overlays and report links expire after ~5 minutes;
+#: deleting an upload inside the handler is unsafe, as identical uploads share one cached path.
+UPLOAD_CACHE = (60, 300)
 WINDOW_CHOICES = ["brain", "subdural", "blood", "bone", "soft_tissue", "custom"]
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 #: pydicom's bundled real head-CT slice (JPEG 2000), shown as an example of real anatomy.
@@ -144,10 +150,25 @@ def meta_rows(ct: CTImage) -> list[list[str]]:
     return [[str(k), str(v)] for k, v in ct.meta.items()]
 
 
+#: Reports live in one private folder per process; each request gets its own subfolder, swept after
+#: REPORT_MAX_AGE_S (gradio serves its own cached copy of the returned file) and at exit.
+REPORT_ROOT = Path(tempfile.mkdtemp(prefix="brain_ct_reports_"))
+REPORT_MAX_AGE_S = 300
+atexit.register(shutil.rmtree, REPORT_ROOT, True)
+
+
+def _sweep_reports(now: float) -> None:
+    for old in REPORT_ROOT.iterdir():
+        try:
+            if now - old.stat().st_mtime > REPORT_MAX_AGE_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:  # another request swept it first
+            continue
+
+
 def _report_file(result: SeriesPrediction | Prediction, predictor: Predictor) -> str:
-    # A fresh private folder per request so concurrent users never share a report path; gradio's
-    # delete_cache sweeps its copy, and the folder is left for the OS temp cleaner.
-    out = Path(tempfile.mkdtemp(prefix="brain_ct_report_")) / "brain_ct_report.pdf"
+    _sweep_reports(time.time())
+    out = Path(tempfile.mkdtemp(dir=REPORT_ROOT)) / "brain_ct_report.pdf"
     return str(write_report(result, out, model_settings=predictor.settings))
 
 
@@ -264,7 +285,7 @@ def series_md(result: SeriesPrediction) -> str:
 
 def build_demo(registry: ModelRegistry) -> gr.Blocks:
     reader = Reader(registry)
-    with gr.Blocks(title="Brain-CT hemorrhage reader", delete_cache=(600, 900)) as demo:
+    with gr.Blocks(title="Brain-CT hemorrhage reader", delete_cache=UPLOAD_CACHE) as demo:
         gr.Markdown("# Brain-CT hemorrhage reading assistant")
         gr.Markdown(f"> **{DISCLAIMER}**", elem_id="disclaimer")
         banner = gr.Markdown(f"**Model in use:** `{registry.default}`", elem_id="banner")

@@ -48,7 +48,7 @@ def reader(app_module):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("inputs")
-    phantom = generate_slice(3, 256, hemorrhage=True)
+    phantom = generate_slice(3, 256, hemorrhage=True, level="ventricles")
     dcm = folder / "phantom.dcm"
     dcmwrite(dcm, to_dicom(phantom), enforce_file_format=True)
     png = folder / "phantom.png"
