@@ -16,7 +16,7 @@ from brain_ct.windowing import PRESETS
 from train import main
 from train.args import MODEL_SIZE_PRESETS, parse_windows
 from train.hub import IGNORE_PATTERNS, push_folder
-from train.trainer import class_activation_map, mask_guidance_loss
+from train.trainer import class_activation_map, mask_bce_loss, mask_guidance_loss
 
 TINY = ["--model_size", "tiny", "--image_size", "64", "--per_device_train_batch_size", "4",
         "--per_device_eval_batch_size", "8", "--logging_steps", "1", "--seed", "1"]
@@ -185,6 +185,8 @@ def test_push_folder_refuses_a_non_model_folder(tmp_path: Path) -> None:
         (["--synthetic_train", "10", "--brightness", "1.2,0.8"], "--brightness"),
         (["--synthetic_train", "10", "--dicom_dir", "."], "exactly one training source"),
         (["--synthetic_train", "10", "--mask_dir", "."], "--mask_loss_weight"),
+        (["--synthetic_train", "10", "--mask_loss_type", "dice"], "--mask_loss_type"),
+        (["--synthetic_train", "10", "--mask_pos_weight", "0"], "--mask_pos_weight"),
     ],
 )
 def test_argument_errors_name_the_flag(extra: list[str], match: str) -> None:
@@ -273,6 +275,43 @@ def test_mask_guidance_loss_by_hand() -> None:
     # positive: 1 - 3/4 = 0.25; negative: 0.5 * 2/4 = 0.25
     assert float(loss) == pytest.approx(0.5, abs=1e-5)
     assert float(mask_guidance_loss(cam, mask, torch.tensor([False, False]), labels, 0.0)) == 0.0
+
+
+def test_mask_bce_loss_by_hand() -> None:
+    logodds = torch.zeros(3, 2, 2)
+    logodds[0, 0, 0] = 2.0  # lesion cell of a positive slice
+    logodds[1, 1, 1] = -1.0  # a normal slice
+    mask = torch.zeros(3, 4, 4)
+    mask[0, 0, 0] = 1.0  # any lesion pixel marks its whole cell
+    labels = torch.tensor([1, 0, 1])
+    has_mask = torch.tensor([True, False, False])  # the third (positive without a mask) is left out
+    loss = mask_bce_loss(logodds, mask, has_mask, labels, pos_weight=4.0)
+
+    def bce(x: float, t: float, w: float = 4.0) -> float:
+        import math
+
+        return -(w * t * math.log(1 / (1 + math.exp(-x))) + (1 - t) * math.log(1 - 1 / (1 + math.exp(-x))))
+
+    expected = (bce(2.0, 1.0) + 3 * bce(0.0, 0.0) + bce(-1.0, 0.0) + 3 * bce(0.0, 0.0)) / 8
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    only_unmasked = mask_bce_loss(logodds[2:], mask[2:], has_mask[2:], labels[2:], 4.0)
+    assert float(only_unmasked) == 0.0
+
+
+def test_mask_bce_mean_of_the_map_is_the_slice_logit_difference() -> None:
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(0)
+    model = ResNetForImageClassification(
+        ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=2)
+    ).eval()
+    out = model(pixel_values=torch.randn(2, 3, 64, 64), output_hidden_states=True)
+    head = model.classifier[-1]
+    features = out.hidden_states[-1]
+    logodds = class_activation_map(features, head.weight, 1) - class_activation_map(features, head.weight, 0)
+    logodds = logodds + (head.bias[1] - head.bias[0])
+    diff = out.logits[:, 1] - out.logits[:, 0]
+    torch.testing.assert_close(logodds.mean(dim=(1, 2)), diff, rtol=1e-4, atol=1e-5)
 
 
 def test_cam_equals_gradcam_up_to_scale() -> None:

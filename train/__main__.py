@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         stage1_epochs=training_args.stage1_epochs,
         mask_loss_weight=data_args.mask_loss_weight,
         mask_negative_weight=data_args.mask_negative_weight,
+        mask_loss_type=data_args.mask_loss_type,
+        mask_pos_weight=data_args.mask_pos_weight,
     )
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)

@@ -28,6 +28,9 @@ from brain_ct.errors import InvalidInputError
 from brain_ct.windowing import PRESETS, Window, resolve_window
 
 #: ``--model_size`` presets: ``ResNetConfig`` keyword arguments for networks trained from scratch.
+#: Mask-guidance losses (see train/trainer.py).
+MASK_LOSS_TYPES = ("bce", "outside")
+
 #: ``demo`` keeps three stages (total stride 16) so Grad-CAM is 16×16 at a 256-pixel input, and stays < 10 MB.
 MODEL_SIZE_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "layer_type": "basic"},
@@ -256,7 +259,19 @@ class DataArguments:
     mask_negative_weight: float = field(
         default=0.1,
         metadata={"help": "Relative weight of the mask-guidance term keeping the activation map negative "
-                  "on normal slices."},
+                  "on normal slices (--mask_loss_type outside only)."},
+    )
+    mask_loss_type: str = field(
+        default="bce",
+        metadata={"help": "Mask guidance: 'bce' = per-cell binary cross-entropy of the hemorrhage log-odds map "
+                  "against the mask (dense supervision: every lesion cell positive, every cell of a normal "
+                  "slice negative; learns far faster from scratch), or 'outside' = the share of the "
+                  "activation map outside the mask."},
+    )
+    mask_pos_weight: float = field(
+        default=5.0,
+        metadata={"help": "--mask_loss_type bce: weight of lesion cells against background cells (lesions "
+                  "cover a few percent of a slice)."},
     )
 
     def __post_init__(self) -> None:
@@ -323,6 +338,10 @@ class DataArguments:
             raise ValueError(f"--window_jitter must be in [0, 1); got {self.window_jitter}")
         if self.mask_loss_weight < 0 or self.mask_negative_weight < 0:
             raise ValueError("--mask_loss_weight and --mask_negative_weight must be >= 0")
+        if self.mask_loss_type not in MASK_LOSS_TYPES:
+            raise ValueError(f"--mask_loss_type must be one of {', '.join(MASK_LOSS_TYPES)}; got {self.mask_loss_type!r}")
+        if self.mask_pos_weight <= 0:
+            raise ValueError(f"--mask_pos_weight must be > 0; got {self.mask_pos_weight}")
         if self.mask_dir is not None and self.mask_loss_weight == 0:
             raise ValueError("--mask_dir is only used with --mask_loss_weight > 0 (mask guidance is off)")
         if self.streaming and self.dataset_name is None:
