@@ -443,12 +443,16 @@ def launch(demo_app: gr.Blocks, args: argparse.Namespace, **kwargs: Any):
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    registry = make_registry(args.model)
-    warm_up(registry)  # load once at start, not per request
-    launch(build_demo(registry), args)
+    app_registry, app_demo = registry, demo
+    if args.model is not None and resolve_model_id(args.model) != registry.default:
+        app_registry = make_registry(args.model)
+        app_demo = build_demo(app_registry)
+    warm_up(app_registry)  # load once at start, not per request
+    launch(app_demo, args)
 
 
-demo = build_demo(make_registry())
+registry = make_registry()
+demo = build_demo(registry)
 
 if __name__ == "__main__":
     main()
