@@ -6,8 +6,9 @@ Spaces runs) loads the model once, warms it up and launches.
 
     python app.py [--model ID_OR_DIR] [--port 7860] [--host 127.0.0.1] [--share] [--mcp]
 
-Model order: ``--model``, env ``BRAIN_CT_MODEL``, the bundled demo model. Extra models for the
-dropdown: env ``BRAIN_CT_MODELS`` (comma-separated Hub ids or folders), loaded lazily and cached.
+Model order: ``--model``, env ``BRAIN_CT_MODEL``, the bundled demo model; ``--revision`` or env
+``BRAIN_CT_MODEL_REVISION`` pins a Hub model to a commit. Extra models for the dropdown: env
+``BRAIN_CT_MODELS`` (comma-separated Hub ids or folders), loaded lazily and cached.
 
 API: ``gradio_client.Client(url).predict(handle_file(path), api_name="/predict")`` returns
 (label dict, overlay image path, explanation markdown); ``/predict_series`` takes a list of files
@@ -58,8 +59,9 @@ REAL_EXAMPLE = "693_J2KI.dcm"
 class ModelRegistry:
     """Predictors by model id: the default is loaded at start, extra ones on first use, all cached."""
 
-    def __init__(self, default: str, extra: list[str] | None = None) -> None:
+    def __init__(self, default: str, extra: list[str] | None = None, revision: str | None = None) -> None:
         self.default = default
+        self.revision = revision
         self.choices = list(dict.fromkeys([default, *(extra or [])]))
         self._cache: dict[str, Predictor] = {}
         self._lock = threading.Lock()
@@ -71,7 +73,8 @@ class ModelRegistry:
         with self._lock:
             if model_id not in self._cache:
                 try:
-                    self._cache[model_id] = Predictor.from_pretrained(model_id)
+                    revision = self.revision if model_id == self.default else None
+                    self._cache[model_id] = Predictor.from_pretrained(model_id, revision=revision)
                 except BrainCTError as exc:
                     raise gr.Error(str(exc), print_exception=False) from None
             return self._cache[model_id]
@@ -405,6 +408,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model", default=None, help="Hub id or folder; default env BRAIN_CT_MODEL, then the demo"
     )
+    parser.add_argument(
+        "--revision",
+        default=os.environ.get("BRAIN_CT_MODEL_REVISION") or None,
+        help="Hub revision of the model; a commit hash pins it (default: env BRAIN_CT_MODEL_REVISION)",
+    )
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--share", action="store_true", help="also create a public share link")
@@ -414,8 +422,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def make_registry(model: str | None = None) -> ModelRegistry:
-    return ModelRegistry(resolve_model_id(model), _extra_models())
+def make_registry(model: str | None = None, revision: str | None = None) -> ModelRegistry:
+    revision = revision or os.environ.get("BRAIN_CT_MODEL_REVISION") or None
+    return ModelRegistry(resolve_model_id(model), _extra_models(), revision=revision)
 
 
 def warm_up(registry: ModelRegistry) -> None:
@@ -444,8 +453,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     app_registry, app_demo = registry, demo
-    if args.model is not None and resolve_model_id(args.model) != registry.default:
-        app_registry = make_registry(args.model)
+    if (args.model is not None and resolve_model_id(args.model) != registry.default) or (
+        args.revision != registry.revision
+    ):
+        app_registry = make_registry(args.model, args.revision)
         app_demo = build_demo(app_registry)
     warm_up(app_registry)  # load once at start, not per request
     launch(app_demo, args)
