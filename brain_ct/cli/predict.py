@@ -34,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from brain_ct.cli.common import add_reading_arguments
 from brain_ct.errors import BrainCTError
 
 if TYPE_CHECKING:
@@ -42,16 +43,6 @@ if TYPE_CHECKING:
 
 #: Show a progress bar on stderr from this many inputs on (and only on a terminal).
 PROGRESS_MIN_FILES = 4
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -70,13 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="PATH",
         help="CT slice files (DICOM, PNG, JPG, BMP, TIFF, WebP), or a folder / .zip holding one scan",
     )
-    parser.add_argument(
-        "--model",
-        default=None,
-        metavar="ID_OR_DIR",
-        help="Hugging Face Hub id or model folder (default: env BRAIN_CT_MODEL, then models/brain-ct-demo)",
-    )
-    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit hash) to pin")
+    add_reading_arguments(parser)
     parser.add_argument(
         "--json", action="store_true", help="write JSON Lines (one object per input) to stdout"
     )
@@ -86,27 +71,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         metavar="DIR",
         help="save each heatmap as float32 .npy [H, W] in DIR",
-    )
-    parser.add_argument(
-        "--allow-unverified",
-        action="store_true",
-        help="skip the 'looks like an axial head CT' check for unusual but genuine slices",
-    )
-    parser.add_argument(
-        "--tta", action="store_true", help="test-time augmentation: average with the flipped slice"
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=_positive_int,
-        default=16,
-        metavar="N",
-        help="slices per forward pass (default 16)",
-    )
-    parser.add_argument(
-        "--series-uid",
-        default=None,
-        metavar="UID",
-        help="for a folder or zip holding several series: the one to read (hashed id as listed, or the UID)",
     )
     parser.set_defaults(func=run)
     return parser

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from brain_ct.cli.common import add_reading_arguments
 from brain_ct.errors import InvalidInputError
 
 
@@ -28,28 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "path", metavar="PATH", help="a DICOM/PNG/JPG file, a folder of slices or a .zip of slices"
     )
     parser.add_argument("--out", required=True, metavar="PDF", help="the PDF file to write, e.g. report.pdf")
-    parser.add_argument(
-        "--model",
-        default=None,
-        metavar="ID_OR_DIR",
-        help="Hub id or model folder (default: $BRAIN_CT_MODEL, then the demo)",
-    )
-    parser.add_argument("--revision", default=None, help="Hub revision (a commit hash pins the model)")
-    parser.add_argument(
-        "--tta", action="store_true", help="test-time augmentation (average with the flipped slice)"
-    )
-    parser.add_argument(
-        "--allow-unverified",
-        action="store_true",
-        help="skip the 'looks like an axial head CT' check for unusual but genuine slices",
-    )
-    parser.add_argument(
-        "--series-uid",
-        default=None,
-        metavar="UID",
-        help="which DICOM series to read when there are several (hashed id as listed, or the raw UID)",
-    )
-    parser.add_argument("--batch-size", type=int, default=16, help="slices per forward pass (default 16)")
+    add_reading_arguments(parser)
     parser.add_argument(
         "--include-identifiers",
         action="store_true",
@@ -65,9 +45,6 @@ def run(args: argparse.Namespace) -> int:
     from brain_ct.report import write_report
     from brain_ct.series import predict_series, read_series
 
-    if args.batch_size < 1:
-        print(f"error: --batch-size must be ≥ 1; got {args.batch_size}", file=sys.stderr)
-        return 2
     out = Path(args.out)
     if not out.parent.is_dir():
         print(f"error: the folder of --out {args.out!r} does not exist; create it first", file=sys.stderr)
