@@ -51,12 +51,23 @@ ALL_ROWS = ("single", "stages", "series", "memory", "app", "cold", "train")
 SMOKE_ROWS = ("single", "stages", "series")
 
 #: ``ResNetConfig()`` defaults: the compute of microsoft/resnet-50.
-RESNET50 = {"hidden_sizes": (256, 512, 1024, 2048), "depths": (3, 4, 6, 3), "embedding_size": 64,
-            "layer_type": "bottleneck"}
+RESNET50 = {
+    "hidden_sizes": (256, 512, 1024, 2048),
+    "depths": (3, 4, 6, 3),
+    "embedding_size": 64,
+    "layer_type": "bottleneck",
+}
 #: A few-kilobyte network for ``--smoke``.
 TINY = {"hidden_sizes": (8, 16), "depths": (1, 1), "embedding_size": 8, "layer_type": "basic"}
-TARGETS = {"ratio_resnet50": 1.3, "ratio_demo": 1.5, "series_speedup": 1.5, "series_rss_mb": 1500.0,
-           "app_overhead_ms": 150.0, "cold_start_s": 15.0, "train_ratio": 0.9}
+TARGETS = {
+    "ratio_resnet50": 1.3,
+    "ratio_demo": 1.5,
+    "series_speedup": 1.5,
+    "series_rss_mb": 1500.0,
+    "app_overhead_ms": 150.0,
+    "cold_start_s": 15.0,
+    "train_ratio": 0.9,
+}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -77,7 +88,12 @@ def stats(samples: list[float]) -> dict[str, float]:
     """Median, p95, min and count of wall times in seconds (reported in milliseconds)."""
     xs = sorted(samples)
     p95 = xs[min(len(xs) - 1, int(np.ceil(0.95 * len(xs))) - 1)]
-    return {"median_ms": 1e3 * statistics.median(xs), "p95_ms": 1e3 * p95, "min_ms": 1e3 * xs[0], "n": len(xs)}
+    return {
+        "median_ms": 1e3 * statistics.median(xs),
+        "p95_ms": 1e3 * p95,
+        "min_ms": 1e3 * xs[0],
+        "n": len(xs),
+    }
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 1) -> dict[str, list[float]]:
@@ -126,9 +142,18 @@ def machine() -> dict[str, Any]:
                 mem_gb = round(int(line.split()[1]) / 1024**2, 1)
     except OSError:
         pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": usable, "torch_threads": torch.get_num_threads(),
-            "memory_gb": mem_gb, "python": platform.python_version(), "platform": platform.platform(),
-            "load_average": list(os.getloadavg()), "versions": versions, "gpu": "none (CPU only)"}
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "torch_threads": torch.get_num_threads(),
+        "memory_gb": mem_gb,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": list(os.getloadavg()),
+        "versions": versions,
+        "gpu": "none (CPU only)",
+    }
 
 
 def _free_port() -> int:
@@ -153,7 +178,11 @@ def make_model(kind: str, folder: Path) -> dict[str, Any]:
     from brain_ct.model import DEMO_MODEL_DIR, ModelSettings, build_random_model
     from brain_ct.windowing import DEFAULT_WINDOWS
 
-    if kind == "demo" and (DEMO_MODEL_DIR / "config.json").is_file() and (DEMO_MODEL_DIR / "model.safetensors").is_file():
+    if (
+        kind == "demo"
+        and (DEMO_MODEL_DIR / "config.json").is_file()
+        and (DEMO_MODEL_DIR / "model.safetensors").is_file()
+    ):
         return {"dir": str(DEMO_MODEL_DIR), "source": "bundled models/brain-ct-demo"}
     size = 224
     if kind == "resnet50":
@@ -163,7 +192,10 @@ def make_model(kind: str, folder: Path) -> dict[str, Any]:
 
         preset = MODEL_SIZE_PRESETS["demo"]
         arch = {k: preset[k] for k in ("hidden_sizes", "depths", "embedding_size", "layer_type")}
-        size, source = 256, "random weights, train 'demo' size preset at 256 px (bundled demo model not present)"
+        size, source = (
+            256,
+            "random weights, train 'demo' size preset at 256 px (bundled demo model not present)",
+        )
     else:
         arch, size, source = TINY, 64, "random tiny ResNet (smoke)"
     settings = ModelSettings(windows=DEFAULT_WINDOWS, image_size=size, threshold=0.5)
@@ -251,9 +283,17 @@ def bench_single(model_dir: str, slice_path: str, reps: int) -> dict[str, Any]:
     def predict_overlay_png() -> None:
         png_encode(pred.predict(slice_path).overlay(0.4))
 
-    times = interleaved({"floor": floor_cl, "floor (NCHW)": floor_nchw, "predict": predict,
-                         "predict (NCHW)": lambda: nchw.predict(slice_path),
-                         "predict+overlay+png": predict_overlay_png}, reps, 2)
+    times = interleaved(
+        {
+            "floor": floor_cl,
+            "floor (NCHW)": floor_nchw,
+            "predict": predict,
+            "predict (NCHW)": lambda: nchw.predict(slice_path),
+            "predict+overlay+png": predict_overlay_png,
+        },
+        reps,
+        2,
+    )
     p = last["p"]
     over = interleaved({"overlay": lambda: p.overlay(0.4)}, max(reps, 5), 1)["overlay"]
     s = {k: stats(v) for k, v in times.items()}
@@ -289,8 +329,9 @@ def bench_stages(model_dir: str, slice_path: str, reps: int) -> dict[str, Any]:
     logits, cams = explain.gradcam(pred.model, x, s.hemorrhage_index)
     p = pred.predict(ct)
     overlay = p.overlay(0.4)
-    patch = windowing._resize(windowing.crop_padded(ct.hu.astype(np.float32, copy=False), box, windowing.AIR_HU),
-                              s.image_size)
+    patch = windowing._resize(
+        windowing.crop_padded(ct.hu.astype(np.float32, copy=False), box, windowing.AIR_HU), s.image_size
+    )
 
     def forward() -> None:
         with torch.inference_mode():
@@ -299,9 +340,11 @@ def bench_stages(model_dir: str, slice_path: str, reps: int) -> dict[str, Any]:
     fns = {
         "decode": lambda: load_image(data),
         "resize": lambda: windowing._resize(
-            windowing.crop_padded(ct.hu.astype(np.float32, copy=False), box, windowing.AIR_HU), s.image_size),
+            windowing.crop_padded(ct.hu.astype(np.float32, copy=False), box, windowing.AIR_HU), s.image_size
+        ),
         "window": lambda: windowing.normalize(
-            np.stack([windowing.window(patch, c, w) for c, w in s.windows]), s.mean, s.std),
+            np.stack([windowing.window(patch, c, w) for c, w in s.windows]), s.mean, s.std
+        ),
         "model_input (resize+window+normalise)": lambda: model_input(ct, s),
         "forward (inference_mode)": forward,
         "forward+Grad-CAM (explain.gradcam)": lambda: explain.gradcam(pred.model, x, s.hemorrhage_index),
@@ -310,11 +353,16 @@ def bench_stages(model_dir: str, slice_path: str, reps: int) -> dict[str, Any]:
         "encode (PNG of the overlay)": lambda: png_encode(overlay),
     }
     times = {k: stats(v) for k, v in interleaved(fns, reps, 1).items()}
-    gc = times["forward+Grad-CAM (explain.gradcam)"]["median_ms"] - times["forward (inference_mode)"]["median_ms"]
+    gc = (
+        times["forward+Grad-CAM (explain.gradcam)"]["median_ms"]
+        - times["forward (inference_mode)"]["median_ms"]
+    )
     return {"times": times, "gradcam_extra_ms": gc}
 
 
-def bench_series(model_dir: str, paths: list[str], reps: int, batch_size: int = 16, warmup: int = 1) -> dict[str, Any]:
+def bench_series(
+    model_dir: str, paths: list[str], reps: int, batch_size: int = 16, warmup: int = 1
+) -> dict[str, Any]:
     import torch
 
     from brain_ct.io import load_image
@@ -324,9 +372,14 @@ def bench_series(model_dir: str, paths: list[str], reps: int, batch_size: int = 
     pred = Predictor.from_pretrained(model_dir)
     n = len(paths)
     blobs = [Path(p).read_bytes() for p in paths]
-    xs = torch.from_numpy(np.stack([model_input(load_image(b, allow_unverified=True), pred.settings) for b in blobs]))
+    xs = torch.from_numpy(
+        np.stack([model_input(load_image(b, allow_unverified=True), pred.settings) for b in blobs])
+    )
     xs = xs.contiguous(memory_format=torch.channels_last)
-    fb = [floor_fn(pred.model, xs[i : i + batch_size], pred.settings.hemorrhage_index) for i in range(0, n, batch_size)]
+    fb = [
+        floor_fn(pred.model, xs[i : i + batch_size], pred.settings.hemorrhage_index)
+        for i in range(0, n, batch_size)
+    ]
     f1 = [floor_fn(pred.model, xs[i : i + 1], pred.settings.hemorrhage_index) for i in range(n)]
     fns = {
         "predict_batch": lambda: pred.predict_batch(paths, batch_size=batch_size, allow_unverified=True),
@@ -365,8 +418,11 @@ def _child(args: argparse.Namespace) -> None:
         assert result.n_slices > 0
     end = _rss_mb()
     # VmHWM is the kernel's RSS high-water mark; ru_maxrss (KiB on Linux) where /proc is missing.
-    peak = max(_rss_mb("VmHWM"), end, after_load) if Path("/proc/self/status").exists() else (
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak = (
+        max(_rss_mb("VmHWM"), end, after_load)
+        if Path("/proc/self/status").exists()
+        else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    )
     print(json.dumps({"rss_after_model_load_mb": after_load, "peak_rss_mb": peak, "rss_end_mb": end}))
 
 
@@ -375,7 +431,11 @@ def bench_memory(model_dir: str, slice_path: str, series_dir: str, n_slices: int
     for kind, src in (("single", slice_path), ("series", series_dir)):
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks.run", "--child", kind, "--model", model_dir, "--input", src],
-            cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         if proc.returncode != 0:
             raise RuntimeError(f"memory child ({kind}) failed:\n{proc.stderr[-3000:]}")
@@ -440,21 +500,28 @@ def _noop_round_trip(slice_path: str, rgb: np.ndarray, reps: int) -> list[float]
     noop.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        return interleaved({"noop": lambda: client.predict(handle_file(slice_path), api_name="/predict")},
-                           reps, 2)["noop"]
+        return interleaved(
+            {"noop": lambda: client.predict(handle_file(slice_path), api_name="/predict")}, reps, 2
+        )["noop"]
     finally:
         noop.close()
 
 
 def _importtime(top: int = 12) -> list[dict[str, Any]]:
     """Top-level modules by cumulative import time of ``import app`` (``python -X importtime``)."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import app"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import app"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     rows = []
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
-        _self_us, cum_us, name = line[len("import time:"):].split("|", 2)
+        _self_us, cum_us, name = line[len("import time:") :].split("|", 2)
         name = name.strip()
         # Top-level packages at any depth (each is imported once; its time includes what it pulls in).
         if "." not in name and name != "app" and not name.startswith("_"):
@@ -467,17 +534,29 @@ def bench_cold(model_dir: str, slice_path: str) -> dict[str, Any]:
     """``python app.py --port P`` → first answered ``/predict``; plus ``import app`` time and its top imports."""
     from gradio_client import Client, handle_file
 
-    env = {**os.environ, "BRAIN_CT_MODEL": model_dir, "PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {
+        **os.environ,
+        "BRAIN_CT_MODEL": model_dir,
+        "PYTHONPATH": str(ROOT),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
     t0 = time.perf_counter()
-    imp = subprocess.run([sys.executable, "-c", "import app"], cwd=ROOT, env=env, capture_output=True, timeout=300)
+    imp = subprocess.run(
+        [sys.executable, "-c", "import app"], cwd=ROOT, env=env, capture_output=True, timeout=300
+    )
     import_s = time.perf_counter() - t0
     if imp.returncode != 0:
         raise RuntimeError(f"import app failed: {imp.stderr.decode()[-2000:]}")
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     up_s = first_s = None
     try:
         while time.perf_counter() - t0 < 180:
@@ -498,11 +577,17 @@ def bench_cold(model_dir: str, slice_path: str) -> dict[str, Any]:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-    return {"import_app_s": import_s, "server_up_s": up_s, "first_answer_s": first_s,
-            "top_imports_of_app": _importtime()}
+    return {
+        "import_app_s": import_s,
+        "server_up_s": up_s,
+        "first_answer_s": first_s,
+        "top_imports_of_app": _importtime(),
+    }
 
 
-def bench_train(model_dir: str, n_records: int, batch: int, steps: int, warmup: int, workers: int) -> dict[str, Any]:
+def bench_train(
+    model_dir: str, n_records: int, batch: int, steps: int, warmup: int, workers: int
+) -> dict[str, Any]:
     """Images/s of the project's training step against a plain PyTorch loop on the same model, batch and data."""
     import torch
     import torch.nn.functional as F
@@ -518,8 +603,15 @@ def bench_train(model_dir: str, n_records: int, batch: int, steps: int, warmup: 
     size = settings.image_size
     records = synthetic_records(n_records, "train", 0, 0.5)
     prefetch_phantoms(records, 256, processes=min(2, os.cpu_count() or 1))
-    transform = SliceTransform(windows=settings.windows, size=size, mean=settings.mean, std=settings.std,
-                               augmenter=Augmenter(), allow_unverified=True, synthetic_size=256)
+    transform = SliceTransform(
+        windows=settings.windows,
+        size=size,
+        mean=settings.mean,
+        std=settings.std,
+        augmenter=Augmenter(),
+        allow_unverified=True,
+        synthetic_size=256,
+    )
     dataset = attach_transform(to_dataset(records), transform)
 
     def fresh_model() -> Any:
@@ -541,19 +633,41 @@ def bench_train(model_dir: str, n_records: int, batch: int, steps: int, warmup: 
     with tempfile.TemporaryDirectory() as tmp:
         clock = StepClock()
         args = BrainCTTrainingArguments(
-            output_dir=tmp, max_steps=steps, per_device_train_batch_size=batch, eval_strategy="no",
-            save_strategy="no", load_best_model_at_end=False, report_to=[], logging_steps=10_000,
-            dataloader_num_workers=workers, stage1_epochs=0, stage2_epochs=1, disable_tqdm=True, use_cpu=True,
+            output_dir=tmp,
+            max_steps=steps,
+            per_device_train_batch_size=batch,
+            eval_strategy="no",
+            save_strategy="no",
+            load_best_model_at_end=False,
+            report_to=[],
+            logging_steps=10_000,
+            dataloader_num_workers=workers,
+            stage1_epochs=0,
+            stage2_epochs=1,
+            disable_tqdm=True,
+            use_cpu=True,
         )
-        trainer = BrainCTTrainer(model=fresh_model(), args=args, train_dataset=dataset,
-                                 data_collator=default_data_collator, class_weights=(1.0, 1.0), callbacks=[clock])
+        trainer = BrainCTTrainer(
+            model=fresh_model(),
+            args=args,
+            train_dataset=dataset,
+            data_collator=default_data_collator,
+            class_weights=(1.0, 1.0),
+            callbacks=[clock],
+        )
         trainer.train()
         trainer_ips = rate(clock.ends)
 
     model = fresh_model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
-                                         collate_fn=default_data_collator, drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=default_data_collator,
+        drop_last=True,
+    )
 
     def step(b: dict[str, Any]) -> None:
         for k in EXTRA_KEYS:
@@ -586,10 +700,17 @@ def bench_train(model_dir: str, n_records: int, batch: int, steps: int, warmup: 
         dataset[i]
     data_ips = k / (time.perf_counter() - t0)
     return {
-        "model_input": size, "batch": batch, "steps": steps, "warmup_steps": warmup, "dataloader_workers": workers,
-        "images_per_s": {"project Trainer": trainer_ips, "plain PyTorch loop": plain_ips,
-                         "plain loop, batch in memory (compute only)": compute_ips,
-                         "data transform alone, 1 process": data_ips},
+        "model_input": size,
+        "batch": batch,
+        "steps": steps,
+        "warmup_steps": warmup,
+        "dataloader_workers": workers,
+        "images_per_s": {
+            "project Trainer": trainer_ips,
+            "plain PyTorch loop": plain_ips,
+            "plain loop, batch in memory (compute only)": compute_ips,
+            "data transform alone, 1 process": data_ips,
+        },
         "ratio_trainer_to_plain": trainer_ips / plain_ips,
     }
 
@@ -604,52 +725,77 @@ def _f(v: float | None, unit: str = "", nd: int = 0) -> str:
 def table(res: dict[str, Any]) -> str:
     """Markdown table of the key numbers (what ``benchmarks/README.md`` shows)."""
     m = res["machine"]
-    lines = [f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs, torch {m['versions']['torch']} with "
-             f"{m['torch_threads']} threads, CPU only; load average at start {m['load_average'][0]:.1f}.", "",
-             "| measurement | model | result | target |", "|---|---|---|---|"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs, torch {m['versions']['torch']} with "
+        f"{m['torch_threads']} threads, CPU only; load average at start {m['load_average'][0]:.1f}.",
+        "",
+        "| measurement | model | result | target |",
+        "|---|---|---|---|",
+    ]
     for key, r in res.get("single", {}).items():
         t = r["times"]
         tgt = TARGETS["ratio_resnet50"] if key == "resnet50" else TARGETS["ratio_demo"]
-        lines.append(f"| one 512² DICOM slice: `predict` median / p95 | {key} | {_f(t['predict']['median_ms'], ' ms')} / "
-                     f"{_f(t['predict']['p95_ms'], ' ms')} | |")
-        lines.append(f"| floor (forward + backward to last stage), channels-last / NCHW | {key} | "
-                     f"{_f(t['floor']['median_ms'], ' ms')} / {_f(t['floor (NCHW)']['median_ms'], ' ms')} | |")
-        lines.append(f"| `predict`, channels-last (default) / NCHW | {key} | {_f(t['predict']['median_ms'], ' ms')} / "
-                     f"{_f(t['predict (NCHW)']['median_ms'], ' ms')} (×{r['channels_last_speedup_predict']:.2f}) | |")
-        lines.append(f"| ratio `predict` / floor (+ overlay + PNG) | {key} | {r['ratio_predict_to_floor']:.2f} "
-                     f"({r['ratio_with_overlay_png_to_floor']:.2f}) | ≤ {tgt} |")
+        lines.append(
+            f"| one 512² DICOM slice: `predict` median / p95 | {key} | {_f(t['predict']['median_ms'], ' ms')} / "
+            f"{_f(t['predict']['p95_ms'], ' ms')} | |"
+        )
+        lines.append(
+            f"| floor (forward + backward to last stage), channels-last / NCHW | {key} | "
+            f"{_f(t['floor']['median_ms'], ' ms')} / {_f(t['floor (NCHW)']['median_ms'], ' ms')} | |"
+        )
+        lines.append(
+            f"| `predict`, channels-last (default) / NCHW | {key} | {_f(t['predict']['median_ms'], ' ms')} / "
+            f"{_f(t['predict (NCHW)']['median_ms'], ' ms')} (×{r['channels_last_speedup_predict']:.2f}) | |"
+        )
+        lines.append(
+            f"| ratio `predict` / floor (+ overlay + PNG) | {key} | {r['ratio_predict_to_floor']:.2f} "
+            f"({r['ratio_with_overlay_png_to_floor']:.2f}) | ≤ {tgt} |"
+        )
     for key, r in res.get("stages", {}).items():
-        parts = ", ".join(f"{k.split(' (')[0]} {v['median_ms']:.1f}" for k, v in r["times"].items()
-                          if not k.startswith("model_input") and not k.startswith("forward+"))
+        parts = ", ".join(
+            f"{k.split(' (')[0]} {v['median_ms']:.1f}"
+            for k, v in r["times"].items()
+            if not k.startswith("model_input") and not k.startswith("forward+")
+        )
         lines.append(f"| stages, ms (Grad-CAM extra {r['gradcam_extra_ms']:.1f}) | {key} | {parts} | |")
     for key, r in res.get("series", {}).items():
         sps = r["slices_per_s"]
-        lines.append(f"| {r['slices']}-slice series: `predict_batch` vs {r['slices']}× `predict`, slices/s | {key} | "
-                     f"{sps['predict_batch']:.2f} vs {sps['predict x n']:.2f} (×{r['speedup_predict_batch']:.2f}; "
-                     f"bare model ×{r['speedup_floor_batched']:.2f}) | ≥ ×{TARGETS['series_speedup']} |")
+        lines.append(
+            f"| {r['slices']}-slice series: `predict_batch` vs {r['slices']}× `predict`, slices/s | {key} | "
+            f"{sps['predict_batch']:.2f} vs {sps['predict x n']:.2f} (×{r['speedup_predict_batch']:.2f}; "
+            f"bare model ×{r['speedup_floor_batched']:.2f}) | ≥ ×{TARGETS['series_speedup']} |"
+        )
     for key, r in res.get("memory", {}).items():
-        lines.append(f"| peak RSS, one slice / {r['series']['slices']}-slice series | {key} | "
-                     f"{r['single']['peak_rss_mb']:.0f} MB / {r['series']['peak_rss_mb']:.0f} MB | "
-                     f"< {TARGETS['series_rss_mb']:.0f} MB (series) |")
+        lines.append(
+            f"| peak RSS, one slice / {r['series']['slices']}-slice series | {key} | "
+            f"{r['single']['peak_rss_mb']:.0f} MB / {r['series']['peak_rss_mb']:.0f} MB | "
+            f"< {TARGETS['series_rss_mb']:.0f} MB (series) |"
+        )
     if "app" in res:
         r = res["app"]
         t = r["times"]
-        lines.append(f"| app round trip (`gradio_client`) vs in-process `predict` | {r['model']} | "
-                     f"{t['gradio_client /predict']['median_ms']:.0f} vs {t['in-process Predictor.predict']['median_ms']:.0f} ms "
-                     f"(overhead {r['overhead_vs_predict_ms']:.0f} ms; vs event fn {r['overhead_vs_event_function_ms']:.0f}; "
-                     f"Gradio no-op app {r['gradio_floor_ms']:.0f} ms) "
-                     f"| ≤ {TARGETS['app_overhead_ms']:.0f} ms |")
+        lines.append(
+            f"| app round trip (`gradio_client`) vs in-process `predict` | {r['model']} | "
+            f"{t['gradio_client /predict']['median_ms']:.0f} vs {t['in-process Predictor.predict']['median_ms']:.0f} ms "
+            f"(overhead {r['overhead_vs_predict_ms']:.0f} ms; vs event fn {r['overhead_vs_event_function_ms']:.0f}; "
+            f"Gradio no-op app {r['gradio_floor_ms']:.0f} ms) "
+            f"| ≤ {TARGETS['app_overhead_ms']:.0f} ms |"
+        )
     if "cold" in res:
         r = res["cold"]
-        lines.append(f"| cold start `python app.py` → first answer (server up; `import app`) | {r['model']} | "
-                     f"{_f(r['first_answer_s'], ' s', 1)} ({_f(r['server_up_s'], ' s', 1)}; {r['import_app_s']:.1f} s) "
-                     f"| ≤ {TARGETS['cold_start_s']:.0f} s |")
+        lines.append(
+            f"| cold start `python app.py` → first answer (server up; `import app`) | {r['model']} | "
+            f"{_f(r['first_answer_s'], ' s', 1)} ({_f(r['server_up_s'], ' s', 1)}; {r['import_app_s']:.1f} s) "
+            f"| ≤ {TARGETS['cold_start_s']:.0f} s |"
+        )
     if "train" in res:
         r = res["train"]
         ips = r["images_per_s"]
-        lines.append(f"| training images/s: project Trainer vs plain loop (compute only) | {r['model']} | "
-                     f"{ips['project Trainer']:.1f} vs {ips['plain PyTorch loop']:.1f} ({ips['plain loop, batch in memory (compute only)']:.1f}) "
-                     f"= ×{r['ratio_trainer_to_plain']:.2f} | ≥ ×{TARGETS['train_ratio']} |")
+        lines.append(
+            f"| training images/s: project Trainer vs plain loop (compute only) | {r['model']} | "
+            f"{ips['project Trainer']:.1f} vs {ips['plain PyTorch loop']:.1f} ({ips['plain loop, batch in memory (compute only)']:.1f}) "
+            f"= ×{r['ratio_trainer_to_plain']:.2f} | ≥ ×{TARGETS['train_ratio']} |"
+        )
     return "\n".join(lines)
 
 
@@ -659,11 +805,17 @@ def table(res: dict[str, Any]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny model, few repetitions, a subset of rows (CI)")
-    ap.add_argument("--rows", nargs="+", choices=ALL_ROWS, default=None,
-                    help="rows to run (default: all); with an existing --out file, only these rows are replaced")
+    ap.add_argument(
+        "--rows",
+        nargs="+",
+        choices=ALL_ROWS,
+        default=None,
+        help="rows to run (default: all); with an existing --out file, only these rows are replaced",
+    )
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per single-slice measurement")
-    ap.add_argument("--out", default=None, help=f"results JSON (default {DEFAULT_OUT}; --smoke: not written "
-                    "unless given)")
+    ap.add_argument(
+        "--out", default=None, help=f"results JSON (default {DEFAULT_OUT}; --smoke: not written unless given)"
+    )
     ap.add_argument("--child", choices=("single", "series"), help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
@@ -706,29 +858,68 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         for key in kinds:
             if "single" in rows:
-                run("single", key, lambda k=key: bench_single(models[k]["dir"], data["slice"],
-                                                            reps if k == big else 3 * reps))
+                run(
+                    "single",
+                    key,
+                    lambda k=key: bench_single(
+                        models[k]["dir"], data["slice"], reps if k == big else 3 * reps
+                    ),
+                )
             if "stages" in rows:
-                run("stages", key, lambda k=key: bench_stages(models[k]["dir"], data["slice"],
-                                                            reps if k == big else 3 * reps))
+                run(
+                    "stages",
+                    key,
+                    lambda k=key: bench_stages(
+                        models[k]["dir"], data["slice"], reps if k == big else 3 * reps
+                    ),
+                )
         if "series" in rows:
             n = min(32, n_series)
             for key in kinds:
                 # ResNet-50: one round (4 × 32 slices at ~0.5-1 s each, interleaved); the demo model three.
-                run("series", key, lambda k=key: bench_series(
-                    models[k]["dir"], data["series"][:n], 1 if smoke or k == big else 3,
-                    warmup=0 if smoke else (0 if k == big else 1)))
+                run(
+                    "series",
+                    key,
+                    lambda k=key: bench_series(
+                        models[k]["dir"],
+                        data["series"][:n],
+                        1 if smoke or k == big else 3,
+                        warmup=0 if smoke else (0 if k == big else 1),
+                    ),
+                )
         if "memory" in rows:
-            run("memory", big, lambda: bench_memory(models[big]["dir"], data["slice"], data["series_dir"], n_series))
+            run(
+                "memory",
+                big,
+                lambda: bench_memory(models[big]["dir"], data["slice"], data["series_dir"], n_series),
+            )
         if "app" in rows:
-            run("app", None, lambda: {"model": small, **bench_app(models[small]["dir"], data["slice"],
-                                                                   5 if smoke else 30)})
+            run(
+                "app",
+                None,
+                lambda: {
+                    "model": small,
+                    **bench_app(models[small]["dir"], data["slice"], 5 if smoke else 30),
+                },
+            )
         if "cold" in rows:
             run("cold", None, lambda: {"model": small, **bench_cold(models[small]["dir"], data["slice"])})
         if "train" in rows:
-            run("train", None, lambda: {"model": small, **bench_train(
-                models[small]["dir"], 64 if not smoke else 8, 16 if not smoke else 4,
-                14 if not smoke else 4, 3 if not smoke else 1, 0)})
+            run(
+                "train",
+                None,
+                lambda: {
+                    "model": small,
+                    **bench_train(
+                        models[small]["dir"],
+                        64 if not smoke else 8,
+                        16 if not smoke else 4,
+                        14 if not smoke else 4,
+                        3 if not smoke else 1,
+                        0,
+                    ),
+                },
+            )
     res["total_wall_s"] = round(time.perf_counter() - t_start, 1)
     res["machine"]["load_average_end"] = list(os.getloadavg())
     out = args.out or (None if smoke else str(DEFAULT_OUT))

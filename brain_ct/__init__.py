@@ -13,9 +13,7 @@ from brain_ct.windowing import PRESETS, to_model_input, window
 
 __version__ = "0.1.0"
 
-DISCLAIMER = (
-    "Research and education aid only — not a diagnosis. A qualified specialist must read the images."
-)
+DISCLAIMER = "Research and education aid only — not a diagnosis. A qualified specialist must read the images."
 
 __all__ = [
     "DISCLAIMER",

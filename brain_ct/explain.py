@@ -419,5 +419,7 @@ def overlay(display: np.ndarray, heatmap: np.ndarray, opacity: float = 0.4) -> n
     a = alpha[box][..., None]
     levels = (heat[box] * 255.0 + 0.5).astype(np.uint8)
     colour = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    out[box] = (out[box].astype(np.float32) * (1.0 - a) + colour.astype(np.float32) * a + 0.5).astype(np.uint8)
+    out[box] = (out[box].astype(np.float32) * (1.0 - a) + colour.astype(np.float32) * a + 0.5).astype(
+        np.uint8
+    )
     return out

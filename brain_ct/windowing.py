@@ -167,9 +167,7 @@ def to_model_input(
     return normalize(channels, mean, std)
 
 
-def normalize(
-    channels: np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None
-) -> np.ndarray:
+def normalize(channels: np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
     """Per-channel ``(x - mean) / std`` on a float32 ``[C, H, W]`` array (in place)."""
     if mean is None or std is None:
         return channels

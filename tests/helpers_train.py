@@ -52,7 +52,9 @@ def write_tiny_folder(root: Path, n: int = 16, size: int = 96, dicom_every: int 
         (root / sub).mkdir(parents=True, exist_ok=True)
     for i in range(n):
         label = i % 2
-        hu = draw_head_hu(size, center=(size // 2 + int(rng.integers(-4, 5)), size // 2 + int(rng.integers(-4, 5))))
+        hu = draw_head_hu(
+            size, center=(size // 2 + int(rng.integers(-4, 5)), size // 2 + int(rng.integers(-4, 5)))
+        )
         hu += rng.normal(0, 3, hu.shape).astype(np.float32)
         mask = np.zeros((size, size), np.uint8)
         if label:

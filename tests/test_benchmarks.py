@@ -45,7 +45,14 @@ def test_smoke_writes_json_with_every_smoke_row(smoke, capsys):
     assert _positive(single["ratio_predict_to_floor"])
     assert single["image"] == "128x128 DICOM"
     stages = saved["stages"]["tiny"]["times"]
-    for key in ("decode", "resize", "window", "forward (inference_mode)", "overlay", "encode (PNG of the overlay)"):
+    for key in (
+        "decode",
+        "resize",
+        "window",
+        "forward (inference_mode)",
+        "overlay",
+        "encode (PNG of the overlay)",
+    ):
         assert _positive(stages[key]["median_ms"]), key
     series = saved["series"]["tiny"]
     assert series["slices"] == 4
@@ -95,7 +102,12 @@ def test_memory_child_reports_peak_rss(tmp_path, capsys):
 
 def test_localization_entry_point_still_separate():
     """``python -m benchmarks.localization`` is another module: the package entry point must not shadow it."""
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.localization", "--help"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.localization", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "localization" in proc.stdout.lower() or "usage" in proc.stdout.lower()

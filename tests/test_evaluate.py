@@ -85,8 +85,10 @@ def test_metrics_by_kind_splits_dicom_and_image() -> None:
     m = metrics_by_kind(LABELS, SCORES, kinds, 0.55)
     assert m["n"] == 10
     assert m["by_input_kind"]["dicom"]["n"] == 5 and m["by_input_kind"]["image"]["n"] == 5
-    assert m["by_input_kind"]["dicom"]["confusion_matrix"] == binary_metrics(
-        LABELS[kinds == 0], SCORES[kinds == 0], 0.55)["confusion_matrix"]
+    assert (
+        m["by_input_kind"]["dicom"]["confusion_matrix"]
+        == binary_metrics(LABELS[kinds == 0], SCORES[kinds == 0], 0.55)["confusion_matrix"]
+    )
 
 
 def test_evaluate_cli_writes_results_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -109,16 +111,34 @@ def test_evaluate_cli_rechooses_threshold_on_validation(tmp_path: Path) -> None:
     model = make_tiny_model(tmp_path / "m", image_size=64)
     data = write_tiny_folder(tmp_path / "d", n=6, size=96)
     out = tmp_path / "eval"
-    assert main(["--model", str(model), "--test_dir", str(data), "--validation_dir", str(data),
-                 "--threshold_strategy", "sensitivity", "--threshold_sensitivity", "1.0",
-                 "--output_dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(model),
+                "--test_dir",
+                str(data),
+                "--validation_dir",
+                str(data),
+                "--threshold_strategy",
+                "sensitivity",
+                "--threshold_sensitivity",
+                "1.0",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "eval_results.json").read_text())
     assert results["threshold_source"] == "validation (sensitivity)"
     assert results["validation"]["sensitivity"] == 1.0  # the rule's target, met on the same data
     assert results["test"]["sensitivity"] == 1.0
 
 
-def test_evaluate_cli_without_data_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_cli_without_data_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     model = make_tiny_model(tmp_path / "m")
     assert main(["--model", str(model)]) == 1
     assert "--test_dir" in capsys.readouterr().err

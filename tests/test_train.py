@@ -18,25 +18,60 @@ from train.args import MODEL_SIZE_PRESETS, parse_windows
 from train.hub import IGNORE_PATTERNS, push_folder
 from train.trainer import class_activation_map, mask_bce_loss, mask_guidance_loss
 
-TINY = ["--model_size", "tiny", "--image_size", "64", "--per_device_train_batch_size", "4",
-        "--per_device_eval_batch_size", "8", "--logging_steps", "1", "--seed", "1"]
+TINY = [
+    "--model_size",
+    "tiny",
+    "--image_size",
+    "64",
+    "--per_device_train_batch_size",
+    "4",
+    "--per_device_eval_batch_size",
+    "8",
+    "--logging_steps",
+    "1",
+    "--seed",
+    "1",
+]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("data")
-    return {"train": write_tiny_folder(root / "train", n=16, size=96, seed=0),
-            "test": write_tiny_folder(root / "test", n=8, size=96, seed=1)}
+    return {
+        "train": write_tiny_folder(root / "train", n=16, size=96, seed=0),
+        "test": write_tiny_folder(root / "test", n=8, size=96, seed=1),
+    }
 
 
 @pytest.fixture(scope="module")
 def trained(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """One 2-step run with mask guidance and per-step checkpoints, shared by the checks below."""
     out = tmp_path_factory.mktemp("run") / "model"
-    results = main([*TINY, "--train_dir", str(data["train"]), "--test_dir", str(data["test"]),
-                    "--output_dir", str(out), "--max_steps", "2", "--eval_strategy", "steps",
-                    "--save_strategy", "steps", "--eval_steps", "1", "--save_steps", "1",
-                    "--mask_loss_weight", "0.5", "--window_jitter", "0.1"])
+    results = main(
+        [
+            *TINY,
+            "--train_dir",
+            str(data["train"]),
+            "--test_dir",
+            str(data["test"]),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "2",
+            "--eval_strategy",
+            "steps",
+            "--save_strategy",
+            "steps",
+            "--eval_steps",
+            "1",
+            "--save_steps",
+            "1",
+            "--mask_loss_weight",
+            "0.5",
+            "--window_jitter",
+            "0.1",
+        ]
+    )
     return out, results
 
 
@@ -54,8 +89,14 @@ def test_saved_folder_follows_the_contract(trained: tuple[Path, dict[str, Any]])
     assert "image folder 'train'" in config["brain_ct_trained_on"]
     assert (out / "model.safetensors").is_file()
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
-    for name in ("preprocessor_config.json", "training_curves.png", "roc_validation.png", "roc_test.png",
-                 "confusion_matrix_test.png", "README.md"):
+    for name in (
+        "preprocessor_config.json",
+        "training_curves.png",
+        "roc_validation.png",
+        "roc_test.png",
+        "confusion_matrix_test.png",
+        "README.md",
+    ):
         assert (out / name).stat().st_size > 100, name
 
 
@@ -74,7 +115,9 @@ def test_eval_results_have_both_splits_and_input_kinds(trained: tuple[Path, dict
 
 
 @pytest.mark.slow
-def test_saved_model_loads_with_transformers_and_predictor(trained: tuple[Path, dict[str, Any]], data) -> None:
+def test_saved_model_loads_with_transformers_and_predictor(
+    trained: tuple[Path, dict[str, Any]], data
+) -> None:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     from brain_ct import Predictor
@@ -108,9 +151,27 @@ def test_model_card(trained: tuple[Path, dict[str, Any]]) -> None:
 @pytest.mark.slow
 def test_resume_from_last_checkpoint(trained: tuple[Path, dict[str, Any]], data) -> None:
     out, _ = trained
-    main([*TINY, "--train_dir", str(data["train"]), "--output_dir", str(out), "--max_steps", "3",
-          "--eval_strategy", "steps", "--save_strategy", "steps", "--eval_steps", "1", "--save_steps", "1",
-          "--resume_from_checkpoint", "last"])
+    main(
+        [
+            *TINY,
+            "--train_dir",
+            str(data["train"]),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "3",
+            "--eval_strategy",
+            "steps",
+            "--save_strategy",
+            "steps",
+            "--eval_steps",
+            "1",
+            "--save_steps",
+            "1",
+            "--resume_from_checkpoint",
+            "last",
+        ]
+    )
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     first_logged = [h["step"] for h in state["log_history"] if "loss" in h]
@@ -119,10 +180,22 @@ def test_resume_from_last_checkpoint(trained: tuple[Path, dict[str, Any]], data)
 
 def test_json_argument_file(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "m"
-    args = {"model_size": "tiny", "image_size": 64, "train_dir": str(data["train"]), "output_dir": str(out),
-            "max_steps": 1, "per_device_train_batch_size": 4, "eval_strategy": "no", "save_strategy": "no",
-            "load_best_model_at_end": False, "windows": ["brain", "80,200"], "class_weights": "1.0,1.3",
-            "threshold_strategy": "fixed", "threshold": 0.4, "augment": False}
+    args = {
+        "model_size": "tiny",
+        "image_size": 64,
+        "train_dir": str(data["train"]),
+        "output_dir": str(out),
+        "max_steps": 1,
+        "per_device_train_batch_size": 4,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "load_best_model_at_end": False,
+        "windows": ["brain", "80,200"],
+        "class_weights": "1.0,1.3",
+        "threshold_strategy": "fixed",
+        "threshold": 0.4,
+        "augment": False,
+    }
     path = tmp_path / "args.json"
     path.write_text(json.dumps(args))
     results = main([str(path)])
@@ -133,8 +206,9 @@ def test_json_argument_file(data: dict[str, Path], tmp_path: Path) -> None:
     assert "[1.0, 1.3]" in (out / "README.md").read_text()
 
 
-def test_push_to_hub_uploads_the_output_folder(data: dict[str, Path], tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_push_to_hub_uploads_the_output_folder(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from huggingface_hub import HfApi
 
     calls: dict[str, Any] = {}
@@ -151,15 +225,39 @@ def test_push_to_hub_uploads_the_output_folder(data: dict[str, Path], tmp_path: 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     out = tmp_path / "m"
-    results = main([*TINY, "--train_dir", str(data["train"]), "--output_dir", str(out), "--max_steps", "1",
-                    "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
-                    "--push_to_hub", "--hub_model_id", "someone/brain-ct-test", "--hub_private"])
+    results = main(
+        [
+            *TINY,
+            "--train_dir",
+            str(data["train"]),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "1",
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+            "--push_to_hub",
+            "--hub_model_id",
+            "someone/brain-ct-test",
+            "--hub_private",
+        ]
+    )
     assert calls["create"][0] == "someone/brain-ct-test"
     assert calls["create"][1]["private"] is True
     assert calls["upload"]["repo_id"] == "someone/brain-ct-test"
     assert Path(calls["upload"]["folder_path"]) == out
     assert "checkpoint-*" in calls["upload"]["ignore_patterns"]
-    for name in ("config.json", "model.safetensors", "README.md", "eval_results.json", "preprocessor_config.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "README.md",
+        "eval_results.json",
+        "preprocessor_config.json",
+    ):
         assert name in calls["files"]
     assert results["hub_url"] == "https://huggingface.co/someone/brain-ct-test"
 
@@ -195,7 +293,11 @@ def test_argument_errors_name_the_flag(extra: list[str], match: str) -> None:
 
 
 def test_parse_windows_accepts_presets_and_pairs() -> None:
-    assert parse_windows(["brain", "600,2800", "Soft tissue"]) == [(40.0, 80.0), (600.0, 2800.0), (40.0, 380.0)]
+    assert parse_windows(["brain", "600,2800", "Soft tissue"]) == [
+        (40.0, 80.0),
+        (600.0, 2800.0),
+        (40.0, 380.0),
+    ]
 
 
 def test_demo_preset_is_small_with_stride_16() -> None:
@@ -221,19 +323,36 @@ def test_stage1_freezes_backbone_then_stage2_trains_it(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = ResNetForImageClassification(ResNetConfig(**MODEL_SIZE_PRESETS["tiny"], num_labels=2))
     rows = [{"pixel_values": torch.randn(3, 32, 32), "labels": i % 2, "input_kind": 0} for i in range(8)]
-    args = BrainCTTrainingArguments(output_dir=str(tmp_path), stage1_epochs=1, stage2_epochs=1, max_steps=2,
-                                    per_device_train_batch_size=4, eval_strategy="no", save_strategy="no",
-                                    load_best_model_at_end=False, report_to="none", learning_rate=1e-2)
-    trainer = BrainCTTrainer(model=model, args=args, train_dataset=rows, data_collator=default_data_collator,
-                             class_weights=[1.0, 2.0], stage1_epochs=1)
+    args = BrainCTTrainingArguments(
+        output_dir=str(tmp_path),
+        stage1_epochs=1,
+        stage2_epochs=1,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        report_to="none",
+        learning_rate=1e-2,
+    )
+    trainer = BrainCTTrainer(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        data_collator=default_data_collator,
+        class_weights=[1.0, 2.0],
+        stage1_epochs=1,
+    )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     bn = model.resnet.embedder.embedder.normalization.running_mean.clone()
     trainer.train()
     assert trainer.stage1_steps == 1  # stage 1 is 1 of 2 epochs: half of the 2 steps
     after = dict(model.named_parameters())
     head_changed = not torch.equal(before["classifier.1.weight"], after["classifier.1.weight"])
-    backbone_changed = not torch.equal(before["resnet.embedder.embedder.convolution.weight"],
-                                       after["resnet.embedder.embedder.convolution.weight"])
+    backbone_changed = not torch.equal(
+        before["resnet.embedder.embedder.convolution.weight"],
+        after["resnet.embedder.embedder.convolution.weight"],
+    )
     assert head_changed and backbone_changed  # step 1 head only, step 2 everything
     assert not torch.equal(bn, model.resnet.embedder.embedder.normalization.running_mean)
 
@@ -247,11 +366,20 @@ def test_stage1_only_keeps_backbone_and_batchnorm_fixed(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = ResNetForImageClassification(ResNetConfig(**MODEL_SIZE_PRESETS["tiny"], num_labels=2))
     rows = [{"pixel_values": torch.randn(3, 32, 32), "labels": i % 2} for i in range(8)]
-    args = BrainCTTrainingArguments(output_dir=str(tmp_path), stage1_epochs=4, stage2_epochs=0,
-                                    per_device_train_batch_size=4, eval_strategy="no", save_strategy="no",
-                                    load_best_model_at_end=False, report_to="none", learning_rate=1e-2)
-    trainer = BrainCTTrainer(model=model, args=args, train_dataset=rows, data_collator=default_data_collator,
-                             stage1_epochs=4)
+    args = BrainCTTrainingArguments(
+        output_dir=str(tmp_path),
+        stage1_epochs=4,
+        stage2_epochs=0,
+        per_device_train_batch_size=4,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        report_to="none",
+        learning_rate=1e-2,
+    )
+    trainer = BrainCTTrainer(
+        model=model, args=args, train_dataset=rows, data_collator=default_data_collator, stage1_epochs=4
+    )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     buffers = {n: b.clone() for n, b in model.named_buffers()}
     trainer.train()
@@ -340,12 +468,35 @@ def test_on_the_fly_phantoms_make_a_demo_style_model(tmp_path: Path) -> None:
     from brain_ct.model import load_model
 
     out = tmp_path / "demo"
-    results = main([*TINY, "--synthetic_train", "8", "--synthetic_validation", "4", "--synthetic_test", "6",
-                    "--synthetic_size", "64", "--output_dir", str(out), "--max_steps", "1",
-                    "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
-                    "--dataloader_num_workers", "0"])
+    results = main(
+        [
+            *TINY,
+            "--synthetic_train",
+            "8",
+            "--synthetic_validation",
+            "4",
+            "--synthetic_test",
+            "6",
+            "--synthetic_size",
+            "64",
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "1",
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+            "--dataloader_num_workers",
+            "0",
+        ]
+    )
     card = (out / "README.md").read_text()
-    assert "trained on synthetic phantoms — for demonstration only, must not be used on patients" in card.lower()
+    assert (
+        "trained on synthetic phantoms — for demonstration only, must not be used on patients" in card.lower()
+    )
     assert set(results["test"]["by_input_kind"]) == {"dicom", "image"}
     _, settings = load_model(out)
     assert settings.is_demo and "synthetic phantoms" in settings.trained_on
@@ -358,10 +509,30 @@ def test_streaming_hub_dataset(tmp_path: Path) -> None:
     write_png_folder(tmp_path / "hub" / "train", 12)
     write_png_folder(tmp_path / "hub" / "test", 4)
     out = tmp_path / "m"
-    results = main([*TINY, "--dataset_name", str(tmp_path / "hub"), "--streaming", "--max_steps", "2",
-                    "--class_weights", "1,1", "--max_eval_samples", "4", "--eval_strategy", "steps",
-                    "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
-                    "--output_dir", str(out)])
+    results = main(
+        [
+            *TINY,
+            "--dataset_name",
+            str(tmp_path / "hub"),
+            "--streaming",
+            "--max_steps",
+            "2",
+            "--class_weights",
+            "1,1",
+            "--max_eval_samples",
+            "4",
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "2",
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            "2",
+            "--output_dir",
+            str(out),
+        ]
+    )
     assert results["test"]["n"] == 4
     assert "Hugging Face dataset" in json.loads((out / "config.json").read_text())["brain_ct_trained_on"]
 
@@ -371,7 +542,26 @@ def test_streaming_needs_max_steps_and_class_weights(tmp_path: Path) -> None:
 
     write_png_folder(tmp_path / "hub" / "train", 4)
     with pytest.raises(ValueError, match="--max_steps"):
-        main([*TINY, "--dataset_name", str(tmp_path / "hub"), "--streaming", "--output_dir", str(tmp_path / "o")])
+        main(
+            [
+                *TINY,
+                "--dataset_name",
+                str(tmp_path / "hub"),
+                "--streaming",
+                "--output_dir",
+                str(tmp_path / "o"),
+            ]
+        )
     with pytest.raises(ValueError, match="--class_weights"):
-        main([*TINY, "--dataset_name", str(tmp_path / "hub"), "--streaming", "--max_steps", "1",
-              "--output_dir", str(tmp_path / "o")])
+        main(
+            [
+                *TINY,
+                "--dataset_name",
+                str(tmp_path / "hub"),
+                "--streaming",
+                "--max_steps",
+                "1",
+                "--output_dir",
+                str(tmp_path / "o"),
+            ]
+        )

@@ -150,7 +150,9 @@ def test_eval_transform_is_exactly_to_model_input(folder: Path) -> None:
 def test_identity_augmentation_equals_eval_path(folder: Path) -> None:
     cols = scan_imagefolder(folder)
     aug = Augmenter(rotation=0, zoom=0, shift=0, brightness=(1.0, 1.0), horizontal_flip=False)
-    t_aug = SliceTransform(windows=DEFAULT_WINDOWS, size=64, mean=IMAGENET_MEAN, std=IMAGENET_STD, augmenter=aug)
+    t_aug = SliceTransform(
+        windows=DEFAULT_WINDOWS, size=64, mean=IMAGENET_MEAN, std=IMAGENET_STD, augmenter=aug
+    )
     t_eval = SliceTransform(windows=DEFAULT_WINDOWS, size=64, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     batch = {k: v[:3] for k, v in cols.items()}
     a, b = t_aug(batch), t_eval(batch)
@@ -180,8 +182,14 @@ def test_read_mask_wrong_size(folder: Path) -> None:
 
 def test_training_transform_returns_masks_for_positives(folder: Path) -> None:
     cols = scan_imagefolder(folder)
-    t = SliceTransform(windows=DEFAULT_WINDOWS, size=64, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                       augmenter=Augmenter(), with_masks=True)
+    t = SliceTransform(
+        windows=DEFAULT_WINDOWS,
+        size=64,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        augmenter=Augmenter(),
+        with_masks=True,
+    )
     out = t({k: v[:4] for k, v in cols.items()})
     assert out["has_mask"] == [bool(y) for y in cols["label"][:4]]
     for m, has in zip(out["mask"], out["has_mask"], strict=True):
@@ -218,7 +226,8 @@ def test_shift_moves_by_pixels() -> None:
 def test_random_augmentation_keeps_mask_on_image(seed: int) -> None:
     img, mask = _square_image()
     params = Augmenter(rotation=20, zoom=0.2, shift=0.1, brightness=(1.0, 1.0)).sample(
-        np.random.default_rng(seed), 64)
+        np.random.default_rng(seed), 64
+    )
     out, m = Augmenter.apply(img, mask, params)
     np.testing.assert_allclose(out[0], m, atol=1e-5)  # the same warp, pixel for pixel
     assert m.sum() > 50
@@ -236,7 +245,7 @@ def test_window_jitter_only_when_enabled() -> None:
     rng = np.random.default_rng(0)
     assert Augmenter().sample(rng, 64).width_factor == 1.0
     p = Augmenter(window_jitter=0.1).sample(rng, 64)
-    (c, w), = Augmenter.jitter_windows([(40.0, 80.0)], p)
+    ((c, w),) = Augmenter.jitter_windows([(40.0, 80.0)], p)
     assert abs(c - 40.0) <= 8.0 and 72.0 <= w <= 88.0 and (c, w) != (40.0, 80.0)
 
 
@@ -293,8 +302,15 @@ def test_hub_dataset_splits_and_transform(tmp_path: Path) -> None:
     assert len(splits.validation) == 3
     names = splits.train.features["label"].names
     assert {names[k]: v for k, v in splits.label_map.items()} == {"hemorrhage": 1, "normal": 0}
-    t = SliceTransform(windows=DEFAULT_WINDOWS, size=64, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                       image_column="image", label_column="label", label_map=splits.label_map)
+    t = SliceTransform(
+        windows=DEFAULT_WINDOWS,
+        size=64,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        image_column="image",
+        label_column="label",
+        label_map=splits.label_map,
+    )
     raw_label = splits.validation[0]["label"]
     expected = class_id(names[raw_label], "test")
     ds = attach_transform(splits.validation, t)

@@ -116,7 +116,12 @@ def _ct(hu=None, display=None, head_box=None):
         display = (window(hu, 40, 80) * 255).astype(np.uint8)
     h, w = display.shape
     return CTImage(
-        hu=hu, display=display, meta={}, head_box=head_box or (0, 0, w, h), source="dicom" if hu is not None else "image", name="t"
+        hu=hu,
+        display=display,
+        meta={},
+        head_box=head_box or (0, 0, w, h),
+        source="dicom" if hu is not None else "image",
+        name="t",
     )
 
 
@@ -149,7 +154,11 @@ def test_model_box_is_square_around_the_head():
 
 @settings(max_examples=60, deadline=None)
 @given(
-    hu=arrays(np.float32, st.integers(1, 50), elements=st.floats(-5000, 5000, width=32) | st.just(np.nan) | st.just(np.inf)),
+    hu=arrays(
+        np.float32,
+        st.integers(1, 50),
+        elements=st.floats(-5000, 5000, width=32) | st.just(np.nan) | st.just(np.inf),
+    ),
     center=st.floats(-1000, 2000),
     width=st.floats(1, 4000),
 )
@@ -161,7 +170,10 @@ def test_window_output_is_finite_and_in_unit_range(hu, center, width):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    a=st.floats(-3000, 3000), b=st.floats(-3000, 3000), center=st.floats(-1000, 2000), width=st.floats(1, 4000)
+    a=st.floats(-3000, 3000),
+    b=st.floats(-3000, 3000),
+    center=st.floats(-1000, 2000),
+    width=st.floats(1, 4000),
 )
 def test_window_is_monotone_in_hu(a, b, center, width):
     lo, hi = sorted((a, b))

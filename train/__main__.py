@@ -37,7 +37,9 @@ from train.args import (
 logger = logging.getLogger("train")
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, BrainCTTrainingArguments]:
+def parse_args(
+    argv: list[str] | None = None,
+) -> tuple[ModelArguments, DataArguments, BrainCTTrainingArguments]:
     """Read the three argument groups from ``argv`` (default ``sys.argv[1:]``) or from one JSON file."""
     from transformers import HfArgumentParser
 
@@ -60,8 +62,11 @@ def build_model(model_args: ModelArguments, num_channels: int) -> Any:
 
     labels = {"num_labels": 2, "id2label": dict(ID2LABEL), "label2id": dict(LABEL2ID)}
     if model_args.from_scratch:
-        fields = (load_model_config(model_args.model_config) if model_args.model_config is not None
-                  else dict(MODEL_SIZE_PRESETS[model_args.model_size]))
+        fields = (
+            load_model_config(model_args.model_config)
+            if model_args.model_config is not None
+            else dict(MODEL_SIZE_PRESETS[model_args.model_size])
+        )
         fields = {k: v for k, v in fields.items() if k not in ("num_labels", "id2label", "label2id")}
         fields["num_channels"] = num_channels
         try:
@@ -95,8 +100,10 @@ def describe_architecture(model: Any) -> str:
     c = model.config
     stride = 4 * 2 ** (len(c.depths) - 1) * (2 if c.downsample_in_first_stage else 1)
     n = sum(p.numel() for p in model.parameters())
-    return (f"ResNet ({c.layer_type} blocks), {c.num_channels} input channels, stages {list(c.hidden_sizes)} × "
-            f"depths {list(c.depths)}, {n / 1e6:.2f} M parameters, output stride {stride}")
+    return (
+        f"ResNet ({c.layer_type} blocks), {c.num_channels} input channels, stages {list(c.hidden_sizes)} × "
+        f"depths {list(c.depths)}, {n / 1e6:.2f} M parameters, output stride {stride}"
+    )
 
 
 def save_preprocessor(folder: str | Path, size: int, mean: list[float], std: list[float]) -> None:
@@ -109,8 +116,9 @@ def save_preprocessor(folder: str | Path, size: int, mean: list[float], std: lis
 
     if len(mean) != 3:  # image processors speak RGB; a non-3-channel model has no meaningful one
         return
-    ConvNextImageProcessorPil(size={"shortest_edge": size}, crop_pct=1.0, image_mean=mean,
-                              image_std=std).save_pretrained(str(folder))
+    ConvNextImageProcessorPil(
+        size={"shortest_edge": size}, crop_pct=1.0, image_mean=mean, image_std=std
+    ).save_pretrained(str(folder))
 
 
 def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
@@ -151,8 +159,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     model_args, data_args, training_args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
-                        handlers=[logging.StreamHandler(sys.stdout)])
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO,
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
     training_args.resolve_stages(model_args.from_scratch)
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("--streaming needs --max_steps (a stream has no length to count epochs by)")
@@ -167,14 +178,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     elif splits.class_counts is not None:
         weights = class_weights_from_counts(splits.class_counts)
     else:
-        raise ValueError("--class_weights is required with --streaming (class counts of a stream are unknown)")
-    logger.info("training data: %s; class counts %s; class weights %s", splits.description,
-                splits.class_counts, [round(w, 4) for w in weights])
+        raise ValueError(
+            "--class_weights is required with --streaming (class counts of a stream are unknown)"
+        )
+    logger.info(
+        "training data: %s; class counts %s; class weights %s",
+        splits.description,
+        splits.class_counts,
+        [round(w, 4) for w in weights],
+    )
 
     model = build_model(model_args, n_ch)
     trained_on = training_args.trained_on or splits.description
-    settings = ModelSettings(windows=tuple(windows), image_size=data_args.image_size, threshold=0.5,
-                             mean=tuple(mean), std=tuple(std), trained_on=trained_on)
+    settings = ModelSettings(
+        windows=tuple(windows),
+        image_size=data_args.image_size,
+        threshold=0.5,
+        mean=tuple(mean),
+        std=tuple(std),
+        trained_on=trained_on,
+    )
     apply_settings_to_config(model.config, settings)  # checkpoints carry the keys too
 
     if splits.synthetic and data_args.synthetic_cache:
@@ -191,18 +214,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if with_masks and not splits.synthetic and not splits.hub:
         n_masks = sum(1 for m in splits.train["mask_path"] if m)
         if n_masks == 0:
-            raise ValueError("--mask_loss_weight > 0 but no lesion masks were found (<train_dir>/masks/<stem>.png "
-                             "or --mask_dir)")
+            raise ValueError(
+                "--mask_loss_weight > 0 but no lesion masks were found (<train_dir>/masks/<stem>.png "
+                "or --mask_dir)"
+            )
         logger.info("mask guidance: %d training slices have lesion masks", n_masks)
-    common = {"windows": windows, "size": data_args.image_size, "mean": mean, "std": std,
-              "allow_unverified": not data_args.verify_head_ct, "synthetic_size": data_args.synthetic_size}
+    common = {
+        "windows": windows,
+        "size": data_args.image_size,
+        "mean": mean,
+        "std": std,
+        "allow_unverified": not data_args.verify_head_ct,
+        "synthetic_size": data_args.synthetic_size,
+    }
     if splits.hub:
-        common.update(image_column=data_args.image_column, label_column=data_args.label_column,
-                      label_map=splits.label_map)
-    augmenter = Augmenter(rotation=data_args.rotation, zoom=data_args.zoom, shift=data_args.shift,
-                          brightness=data_args.brightness_range, horizontal_flip=data_args.horizontal_flip,
-                          window_jitter=data_args.window_jitter) if data_args.augment else None
-    train_ds = attach_transform(splits.train, SliceTransform(**common, augmenter=augmenter, with_masks=with_masks))
+        common.update(
+            image_column=data_args.image_column,
+            label_column=data_args.label_column,
+            label_map=splits.label_map,
+        )
+    augmenter = (
+        Augmenter(
+            rotation=data_args.rotation,
+            zoom=data_args.zoom,
+            shift=data_args.shift,
+            brightness=data_args.brightness_range,
+            horizontal_flip=data_args.horizontal_flip,
+            window_jitter=data_args.window_jitter,
+        )
+        if data_args.augment
+        else None
+    )
+    train_ds = attach_transform(
+        splits.train, SliceTransform(**common, augmenter=augmenter, with_masks=with_masks)
+    )
     eval_transform = SliceTransform(**common)
     val_ds = attach_transform(splits.validation, eval_transform)
     test_ds = attach_transform(splits.test, eval_transform)
@@ -237,11 +282,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bs, nw = training_args.per_device_eval_batch_size, training_args.dataloader_num_workers
     results: dict[str, Any] = {}
     y, s, k = predict_scores(model, val_ds, bs, nw, device, desc="validation")
-    threshold = clamp_threshold(choose_threshold(y, s, training_args.threshold_strategy,
-                                                 training_args.threshold_sensitivity, training_args.threshold))
-    rule = {"sensitivity": f"the highest threshold reaching sensitivity ≥ {training_args.threshold_sensitivity}",
-            "youden": "maximum of sensitivity + specificity − 1 (Youden's J)",
-            "fixed": "fixed by --threshold"}[training_args.threshold_strategy]
+    threshold = clamp_threshold(
+        choose_threshold(
+            y,
+            s,
+            training_args.threshold_strategy,
+            training_args.threshold_sensitivity,
+            training_args.threshold,
+        )
+    )
+    rule = {
+        "sensitivity": f"the highest threshold reaching sensitivity ≥ {training_args.threshold_sensitivity}",
+        "youden": "maximum of sensitivity + specificity − 1 (Youden's J)",
+        "fixed": "fixed by --threshold",
+    }[training_args.threshold_strategy]
     results["threshold"] = threshold
     results["threshold_strategy"] = training_args.threshold_strategy
     results["validation"] = report_split("validation", y, s, k, threshold, out)
@@ -253,13 +307,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for kind, m in results["test"].get("by_input_kind", {}).items():
             logger.info(summary_line(f"test ({kind} input)", m))
     results["train"] = train_result.metrics
-    plots = [p for p in ("training_curves.png",)
-             if plot_training_curves(trainer.state.log_history, out / p)]
-    plots += [f"{kind}_{split}.png" for split in ("validation", "test") if split in results
-              for kind in ("roc", "confusion_matrix")]
+    plots = [p for p in ("training_curves.png",) if plot_training_curves(trainer.state.log_history, out / p)]
+    plots += [
+        f"{kind}_{split}.png"
+        for split in ("validation", "test")
+        if split in results
+        for kind in ("roc", "confusion_matrix")
+    ]
 
-    settings = ModelSettings(windows=tuple(windows), image_size=data_args.image_size, threshold=threshold,
-                             mean=tuple(mean), std=tuple(std), trained_on=trained_on)
+    settings = ModelSettings(
+        windows=tuple(windows),
+        image_size=data_args.image_size,
+        threshold=threshold,
+        mean=tuple(mean),
+        std=tuple(std),
+        trained_on=trained_on,
+    )
     apply_settings_to_config(model.config, settings)
     model.config.save_pretrained(str(out))
     save_preprocessor(out, data_args.image_size, list(mean), list(std))
@@ -286,18 +349,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if training_args.push_to_hub_requested:
         from train.hub import push_folder
 
-        url = push_folder(out, training_args.hub_model_id, private=bool(training_args.hub_private_repo),
-                          token=training_args.hub_token)
+        url = push_folder(
+            out,
+            training_args.hub_model_id,
+            private=bool(training_args.hub_private_repo),
+            token=training_args.hub_token,
+        )
         logger.info("pushed to %s", url)
         results["hub_url"] = url
     return results
 
 
-def _training_summary(training_args: BrainCTTrainingArguments, data_args: DataArguments, weights: list[float],
-                      splits: Any) -> dict[str, Any]:
+def _training_summary(
+    training_args: BrainCTTrainingArguments, data_args: DataArguments, weights: list[float], splits: Any
+) -> dict[str, Any]:
     t, d = training_args, data_args
-    aug = (f"rotation ±{d.rotation}°, zoom {d.zoom}, shift {d.shift}, brightness {d.brightness_range}, "
-           f"horizontal flip {d.horizontal_flip}, window jitter {d.window_jitter}") if d.augment else "off"
+    aug = (
+        (
+            f"rotation ±{d.rotation}°, zoom {d.zoom}, shift {d.shift}, brightness {d.brightness_range}, "
+            f"horizontal flip {d.horizontal_flip}, window jitter {d.window_jitter}"
+        )
+        if d.augment
+        else "off"
+    )
     summary = {
         "stage 1 (frozen backbone) epochs": t.stage1_epochs,
         "stage 2 (full fine-tune) epochs": t.stage2_epochs,
@@ -307,8 +381,11 @@ def _training_summary(training_args: BrainCTTrainingArguments, data_args: DataAr
         "class weights [normal, hemorrhage]": [round(w, 4) for w in weights],
         "training class counts [normal, hemorrhage]": splits.class_counts,
         "augmentation": aug,
-        "mask guidance": (f"weight {d.mask_loss_weight}, normal-slice weight {d.mask_negative_weight}"
-                          if d.mask_loss_weight > 0 else "off"),
+        "mask guidance": (
+            f"weight {d.mask_loss_weight}, normal-slice weight {d.mask_negative_weight}"
+            if d.mask_loss_weight > 0
+            else "off"
+        ),
         "best checkpoint by": f"validation {t.metric_for_best_model}",
         "seed": t.seed,
     }

@@ -35,8 +35,12 @@ MASK_LOSS_TYPES = ("bce", "outside")
 MODEL_SIZE_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "layer_type": "basic"},
     "demo": {"embedding_size": 32, "hidden_sizes": [32, 64, 128], "depths": [2, 2, 2], "layer_type": "basic"},
-    "resnet18-random": {"embedding_size": 64, "hidden_sizes": [64, 128, 256, 512], "depths": [2, 2, 2, 2],
-                        "layer_type": "basic"},
+    "resnet18-random": {
+        "embedding_size": 64,
+        "hidden_sizes": [64, 128, 256, 512],
+        "depths": [2, 2, 2, 2],
+        "layer_type": "basic",
+    },
     "resnet50-random": {},  # ResNetConfig() defaults: the same compute as microsoft/resnet-50
 }
 
@@ -60,7 +64,11 @@ def _parse_floats(text: str, flag: str, count: int | None = None) -> list[float]
 def _has_accelerator() -> bool:
     import torch
 
-    return bool(torch.cuda.is_available() or getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    return bool(
+        torch.cuda.is_available()
+        or getattr(torch.backends, "mps", None)
+        and torch.backends.mps.is_available()
+    )
 
 
 def parse_windows(specs: list[str] | tuple[str, ...]) -> list[Window]:
@@ -98,9 +106,13 @@ def load_model_config(spec: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"--model_config is not valid JSON ({exc}); give e.g. '{{\"depths\": [1, 1]}}'") from None
+        raise ValueError(
+            f"--model_config is not valid JSON ({exc}); give e.g. '{{\"depths\": [1, 1]}}'"
+        ) from None
     if not isinstance(value, dict):
-        raise ValueError(f"--model_config must be a JSON object of ResNetConfig fields; got {type(value).__name__}")
+        raise ValueError(
+            f"--model_config must be a JSON object of ResNetConfig fields; got {type(value).__name__}"
+        )
     return value
 
 
@@ -110,18 +122,24 @@ class ModelArguments:
 
     model_name_or_path: str = field(
         default=DEFAULT_BASE_MODEL,
-        metadata={"help": "Pretrained ResNet on the Hub or a local folder (the default needs the Hub at run "
-                  "time). Ignored when --model_config or --model_size is given."},
+        metadata={
+            "help": "Pretrained ResNet on the Hub or a local folder (the default needs the Hub at run "
+            "time). Ignored when --model_config or --model_size is given."
+        },
     )
     model_config: str | None = field(
         default=None,
-        metadata={"help": "Build a ResNet from scratch (random weights) from this ResNetConfig: a JSON file "
-                  "path or an inline JSON object, e.g. '{\"hidden_sizes\": [16, 32], \"depths\": [1, 1]}'."},
+        metadata={
+            "help": "Build a ResNet from scratch (random weights) from this ResNetConfig: a JSON file "
+            'path or an inline JSON object, e.g. \'{"hidden_sizes": [16, 32], "depths": [1, 1]}\'.'
+        },
     )
     model_size: str | None = field(
         default=None,
-        metadata={"help": f"Build a ResNet from scratch from a size preset: {', '.join(MODEL_SIZE_PRESETS)}. "
-                  "'demo' is the bundled demo model's architecture (3 stages, stride 16, < 10 MB)."},
+        metadata={
+            "help": f"Build a ResNet from scratch from a size preset: {', '.join(MODEL_SIZE_PRESETS)}. "
+            "'demo' is the bundled demo model's architecture (3 stages, stride 16, < 10 MB)."
+        },
     )
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the base model."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are cached."})
@@ -148,19 +166,25 @@ class DataArguments:
 
     train_dir: str | None = field(
         default=None,
-        metadata={"help": "Image folder for training: hemorrhage/ and normal/ subfolders of PNG/JPG/DICOM "
-                  "files (the seed's Dataset/train layout)."},
+        metadata={
+            "help": "Image folder for training: hemorrhage/ and normal/ subfolders of PNG/JPG/DICOM "
+            "files (the seed's Dataset/train layout)."
+        },
     )
     validation_dir: str | None = field(
         default=None,
-        metadata={"help": "Image folder for validation. Without one, a stratified seeded split of the "
-                  "training data is used (--validation_split)."},
+        metadata={
+            "help": "Image folder for validation. Without one, a stratified seeded split of the "
+            "training data is used (--validation_split)."
+        },
     )
     test_dir: str | None = field(default=None, metadata={"help": "Image folder for the final test metrics."})
     dataset_name: str | None = field(
         default=None, metadata={"help": "A Hugging Face dataset (Hub id or local loading script/folder)."}
     )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Configuration of --dataset_name."}
+    )
     image_column: str = field(default="image", metadata={"help": "Image column of --dataset_name."})
     label_column: str = field(
         default="label",
@@ -168,35 +192,46 @@ class DataArguments:
     )
     train_split: str = field(default="train", metadata={"help": "Training split of --dataset_name."})
     validation_split_name: str | None = field(
-        default=None, metadata={"help": "Validation split of --dataset_name (default: 'validation' if present)."}
+        default=None,
+        metadata={"help": "Validation split of --dataset_name (default: 'validation' if present)."},
     )
     test_split_name: str | None = field(
         default=None, metadata={"help": "Test split of --dataset_name (default: 'test' if present)."}
     )
     streaming: bool = field(
         default=False,
-        metadata={"help": "Stream --dataset_name instead of downloading it (needs --max_steps and "
-                  "--class_weights, and a validation split or --max_eval_samples taken from the stream)."},
+        metadata={
+            "help": "Stream --dataset_name instead of downloading it (needs --max_steps and "
+            "--class_weights, and a validation split or --max_eval_samples taken from the stream)."
+        },
     )
     dicom_dir: str | None = field(
         default=None, metadata={"help": "Folder of DICOM slices in the RSNA 2019 layout (ID_<image>.dcm)."}
     )
     labels_csv: str | None = field(
         default=None,
-        metadata={"help": "RSNA 2019 labels CSV for --dicom_dir: 'ID,Label' rows; the ID_<image>_any rows "
-                  "give the label."},
+        metadata={
+            "help": "RSNA 2019 labels CSV for --dicom_dir: 'ID,Label' rows; the ID_<image>_any rows "
+            "give the label."
+        },
     )
     synthetic_train: int = field(
         default=0,
-        metadata={"help": "Generate this many phantom slices on the fly for training (half of each class); "
-                  "no files are written and lesion masks come for free."},
+        metadata={
+            "help": "Generate this many phantom slices on the fly for training (half of each class); "
+            "no files are written and lesion masks come for free."
+        },
     )
-    synthetic_validation: int = field(default=0, metadata={"help": "Phantom slices generated for validation."})
+    synthetic_validation: int = field(
+        default=0, metadata={"help": "Phantom slices generated for validation."}
+    )
     synthetic_test: int = field(default=0, metadata={"help": "Phantom slices generated for the test set."})
     synthetic_8bit_fraction: float = field(
         default=0.5,
-        metadata={"help": "Fraction of phantom slices fed as 8-bit internet-style renderings instead of "
-                  "DICOM HU (chosen per index, deterministically)."},
+        metadata={
+            "help": "Fraction of phantom slices fed as 8-bit internet-style renderings instead of "
+            "DICOM HU (chosen per index, deterministically)."
+        },
     )
     synthetic_size: int = field(default=256, metadata={"help": "Side of the generated phantoms in pixels."})
     synthetic_seed: int = field(
@@ -204,12 +239,15 @@ class DataArguments:
     )
     synthetic_cache: bool = field(
         default=True,
-        metadata={"help": "Generate the training and validation phantoms once, in parallel, and keep them in "
-                  "memory (about 330 KB per 256-px slice); each epoch then only renders and augments them. "
-                  "--no_synthetic_cache regenerates every phantom every time (no memory, ~3x the CPU)."},
+        metadata={
+            "help": "Generate the training and validation phantoms once, in parallel, and keep them in "
+            "memory (about 330 KB per 256-px slice); each epoch then only renders and augments them. "
+            "--no_synthetic_cache regenerates every phantom every time (no memory, ~3x the CPU)."
+        },
     )
     validation_split: float = field(
-        default=0.15, metadata={"help": "Fraction of training data held out for validation when none is given."}
+        default=0.15,
+        metadata={"help": "Fraction of training data held out for validation when none is given."},
     )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use at most this many training examples (debugging, quick runs)."}
@@ -219,59 +257,80 @@ class DataArguments:
     )
     windows: list[str] = field(
         default_factory=lambda: ["brain", "subdural", "bone"],
-        metadata={"help": f"CT windows, one input channel each: preset names ({', '.join(PRESETS)}) or "
-                  "'center,width' in HU, e.g. --windows brain subdural 600,2800."},
+        metadata={
+            "help": f"CT windows, one input channel each: preset names ({', '.join(PRESETS)}) or "
+            "'center,width' in HU, e.g. --windows brain subdural 600,2800."
+        },
     )
     image_size: int = field(default=224, metadata={"help": "Model input side in pixels."})
     image_mean: str | None = field(
-        default=None, metadata={"help": "Per-channel normalisation mean, comma-separated (default: ImageNet)."}
+        default=None,
+        metadata={"help": "Per-channel normalisation mean, comma-separated (default: ImageNet)."},
     )
     image_std: str | None = field(
         default=None, metadata={"help": "Per-channel normalisation std, comma-separated (default: ImageNet)."}
     )
     verify_head_ct: bool = field(
         default=False,
-        metadata={"help": "Run brain_ct's head-CT plausibility check on training files too (off: the "
-                  "labelled data is trusted to be head CT; framing to the head is always done)."},
+        metadata={
+            "help": "Run brain_ct's head-CT plausibility check on training files too (off: the "
+            "labelled data is trusted to be head CT; framing to the head is always done)."
+        },
     )
-    augment: bool = field(default=True, metadata={"help": "Augment training slices (--no_augment to turn off)."})
+    augment: bool = field(
+        default=True, metadata={"help": "Augment training slices (--no_augment to turn off)."}
+    )
     rotation: float = field(default=20.0, metadata={"help": "Random rotation range in degrees (±)."})
     zoom: float = field(default=0.2, metadata={"help": "Random zoom range: scale in [1-zoom, 1+zoom]."})
     shift: float = field(default=0.15, metadata={"help": "Random shift as a fraction of the side (±)."})
-    brightness: str = field(default="0.8,1.2", metadata={"help": "Random brightness factor range 'low,high'."})
+    brightness: str = field(
+        default="0.8,1.2", metadata={"help": "Random brightness factor range 'low,high'."}
+    )
     horizontal_flip: bool = field(default=True, metadata={"help": "Random left-right flip."})
     window_jitter: float = field(
         default=0.0,
-        metadata={"help": "DICOM input only: jitter each window's center by ±jitter×width and its width by a "
-                  "factor in [1-jitter, 1+jitter] (0 = off; 0.1 is a sensible value)."},
+        metadata={
+            "help": "DICOM input only: jitter each window's center by ±jitter×width and its width by a "
+            "factor in [1-jitter, 1+jitter] (0 = off; 0.1 is a sensible value)."
+        },
     )
     mask_dir: str | None = field(
         default=None,
-        metadata={"help": "Folder of lesion masks named like the images (<stem>.png). Without it, "
-                  "<train_dir>/masks/ is used when present. Masks are only read when "
-                  "--mask_loss_weight > 0."},
+        metadata={
+            "help": "Folder of lesion masks named like the images (<stem>.png). Without it, "
+            "<train_dir>/masks/ is used when present. Masks are only read when "
+            "--mask_loss_weight > 0."
+        },
     )
     mask_loss_weight: float = field(
         default=0.0,
-        metadata={"help": "Weight of the mask-guidance loss that pulls the class activation map (= Grad-CAM "
-                  "up to scale) into the lesion mask on positive slices (0 = off)."},
+        metadata={
+            "help": "Weight of the mask-guidance loss that pulls the class activation map (= Grad-CAM "
+            "up to scale) into the lesion mask on positive slices (0 = off)."
+        },
     )
     mask_negative_weight: float = field(
         default=0.1,
-        metadata={"help": "Relative weight of the mask-guidance term keeping the activation map negative "
-                  "on normal slices (--mask_loss_type outside only)."},
+        metadata={
+            "help": "Relative weight of the mask-guidance term keeping the activation map negative "
+            "on normal slices (--mask_loss_type outside only)."
+        },
     )
     mask_loss_type: str = field(
         default="bce",
-        metadata={"help": "Mask guidance: 'bce' = per-cell binary cross-entropy of the hemorrhage log-odds map "
-                  "against the mask (dense supervision: every lesion cell positive, every cell of a normal "
-                  "slice negative; learns far faster from scratch), or 'outside' = the share of the "
-                  "activation map outside the mask."},
+        metadata={
+            "help": "Mask guidance: 'bce' = per-cell binary cross-entropy of the hemorrhage log-odds map "
+            "against the mask (dense supervision: every lesion cell positive, every cell of a normal "
+            "slice negative; learns far faster from scratch), or 'outside' = the share of the "
+            "activation map outside the mask."
+        },
     )
     mask_pos_weight: float = field(
         default=5.0,
-        metadata={"help": "--mask_loss_type bce: weight of lesion cells against background cells (lesions "
-                  "cover a few percent of a slice)."},
+        metadata={
+            "help": "--mask_loss_type bce: weight of lesion cells against background cells (lesions "
+            "cover a few percent of a slice)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -292,28 +351,38 @@ class DataArguments:
             )
         if (self.dicom_dir is None) != (self.labels_csv is None):
             raise ValueError("--dicom_dir and --labels_csv go together (RSNA 2019 layout)")
-        for flag, value in (("--train_dir", self.train_dir), ("--validation_dir", self.validation_dir),
-                            ("--test_dir", self.test_dir), ("--dicom_dir", self.dicom_dir),
-                            ("--mask_dir", self.mask_dir)):
+        for flag, value in (
+            ("--train_dir", self.train_dir),
+            ("--validation_dir", self.validation_dir),
+            ("--test_dir", self.test_dir),
+            ("--dicom_dir", self.dicom_dir),
+            ("--mask_dir", self.mask_dir),
+        ):
             if value is not None and not Path(value).is_dir():
                 raise ValueError(f"{flag} {value!r} is not a folder")
         if self.labels_csv is not None and not Path(self.labels_csv).is_file():
             raise ValueError(f"--labels_csv {self.labels_csv!r} is not a file")
-        for flag, value in (("--synthetic_train", self.synthetic_train),
-                            ("--synthetic_validation", self.synthetic_validation),
-                            ("--synthetic_test", self.synthetic_test)):
+        for flag, value in (
+            ("--synthetic_train", self.synthetic_train),
+            ("--synthetic_validation", self.synthetic_validation),
+            ("--synthetic_test", self.synthetic_test),
+        ):
             if value < 0:
                 raise ValueError(f"{flag} must be >= 0; got {value}")
         if not 0.0 <= self.synthetic_8bit_fraction <= 1.0:
-            raise ValueError(f"--synthetic_8bit_fraction must be in [0, 1]; got {self.synthetic_8bit_fraction}")
+            raise ValueError(
+                f"--synthetic_8bit_fraction must be in [0, 1]; got {self.synthetic_8bit_fraction}"
+            )
         if self.synthetic_size < 64:
             raise ValueError(f"--synthetic_size must be >= 64 pixels; got {self.synthetic_size}")
         if not 0.0 < self.validation_split < 1.0:
             raise ValueError(f"--validation_split must be in (0, 1); got {self.validation_split}")
         if self.image_size < 32:
             raise ValueError(f"--image_size must be >= 32 pixels; got {self.image_size}")
-        for flag, value in (("--max_train_samples", self.max_train_samples),
-                            ("--max_eval_samples", self.max_eval_samples)):
+        for flag, value in (
+            ("--max_train_samples", self.max_train_samples),
+            ("--max_eval_samples", self.max_eval_samples),
+        ):
             if value is not None and value < 1:
                 raise ValueError(f"{flag} must be >= 1; got {value}")
         self.window_list: list[Window] = parse_windows(self.windows)
@@ -339,7 +408,9 @@ class DataArguments:
         if self.mask_loss_weight < 0 or self.mask_negative_weight < 0:
             raise ValueError("--mask_loss_weight and --mask_negative_weight must be >= 0")
         if self.mask_loss_type not in MASK_LOSS_TYPES:
-            raise ValueError(f"--mask_loss_type must be one of {', '.join(MASK_LOSS_TYPES)}; got {self.mask_loss_type!r}")
+            raise ValueError(
+                f"--mask_loss_type must be one of {', '.join(MASK_LOSS_TYPES)}; got {self.mask_loss_type!r}"
+            )
         if self.mask_pos_weight <= 0:
             raise ValueError(f"--mask_pos_weight must be > 0; got {self.mask_pos_weight}")
         if self.mask_dir is not None and self.mask_loss_weight == 0:
@@ -361,7 +432,9 @@ class BrainCTTrainingArguments(TrainingArguments):
     )
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (AdamW)."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
-    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per device."})
+    per_device_eval_batch_size: int = field(
+        default=64, metadata={"help": "Evaluation batch size per device."}
+    )
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
     save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint: no, steps or epoch."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Keep at most this many checkpoints."})
@@ -371,27 +444,37 @@ class BrainCTTrainingArguments(TrainingArguments):
     metric_for_best_model: str | None = field(
         default="auc", metadata={"help": "Validation metric choosing the best checkpoint (default ROC AUC)."}
     )
-    greater_is_better: bool | None = field(default=True, metadata={"help": "Whether larger metric is better."})
+    greater_is_better: bool | None = field(
+        default=True, metadata={"help": "Whether larger metric is better."}
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Must stay False: the transform builds the model inputs."}
     )
     logging_steps: float = field(default=10, metadata={"help": "Log the training loss every N steps."})
     stage1_epochs: float | None = field(
         default=None,
-        metadata={"help": "Stage 1: epochs training only the classification head with the backbone frozen "
-                  "(default 5 for a pretrained model, 0 for one built from scratch)."},
+        metadata={
+            "help": "Stage 1: epochs training only the classification head with the backbone frozen "
+            "(default 5 for a pretrained model, 0 for one built from scratch)."
+        },
     )
-    stage2_epochs: float = field(default=25, metadata={"help": "Stage 2: epochs fine-tuning the whole network."})
+    stage2_epochs: float = field(
+        default=25, metadata={"help": "Stage 2: epochs fine-tuning the whole network."}
+    )
     class_weights: str | None = field(
         default=None,
-        metadata={"help": "Cross-entropy weights 'normal,hemorrhage', e.g. '1.0,1.3' (the seed's). Default: "
-                  "computed from the training class counts (n / (2 n_class))."},
+        metadata={
+            "help": "Cross-entropy weights 'normal,hemorrhage', e.g. '1.0,1.3' (the seed's). Default: "
+            "computed from the training class counts (n / (2 n_class))."
+        },
     )
     threshold_strategy: str = field(
         default="sensitivity",
-        metadata={"help": f"How the decision threshold is chosen on validation: {', '.join(THRESHOLD_STRATEGIES)} "
-                  "(sensitivity: the highest threshold reaching --threshold_sensitivity; youden: max TPR-FPR; "
-                  "fixed: --threshold)."},
+        metadata={
+            "help": f"How the decision threshold is chosen on validation: {', '.join(THRESHOLD_STRATEGIES)} "
+            "(sensitivity: the highest threshold reaching --threshold_sensitivity; youden: max TPR-FPR; "
+            "fixed: --threshold)."
+        },
     )
     threshold_sensitivity: float = field(
         default=0.95, metadata={"help": "Target sensitivity for --threshold_strategy sensitivity."}
@@ -400,8 +483,10 @@ class BrainCTTrainingArguments(TrainingArguments):
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
     trained_on: str | None = field(
         default=None,
-        metadata={"help": "Description of the training data for the config and model card (default: "
-                  "derived from the data arguments)."},
+        metadata={
+            "help": "Description of the training data for the config and model card (default: "
+            "derived from the data arguments)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -430,7 +515,9 @@ class BrainCTTrainingArguments(TrainingArguments):
         self.push_to_hub = False
         self.num_train_epochs = float((self.stage1_epochs or 0) + self.stage2_epochs)
         if self.num_train_epochs <= 0 and self.max_steps <= 0:
-            raise ValueError("nothing to train: --stage1_epochs + --stage2_epochs is 0 and --max_steps is not set")
+            raise ValueError(
+                "nothing to train: --stage1_epochs + --stage2_epochs is 0 and --max_steps is not set"
+            )
         if self.dataloader_pin_memory and not _has_accelerator():
             self.dataloader_pin_memory = False  # pinning needs a GPU; on CPU it only warns
         super().__post_init__()

@@ -102,8 +102,12 @@ class Augmenter:
             np.clip(out, 0.0, 1.0, out=out)
         if mask is not None:
             mask = cv2.warpAffine(
-                mask.astype(np.float32, copy=False), matrix, (size, size),
-                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
+                mask.astype(np.float32, copy=False),
+                matrix,
+                (size, size),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0.0,
             )
         return out, mask
 

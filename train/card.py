@@ -22,9 +22,13 @@ SYNTHETIC_WARNING = (
     "Its numbers are measured on synthetic test slices and say nothing about real scans."
 )
 
-_METRICS = (("auc", "roc_auc", "ROC AUC"), ("accuracy", "accuracy", "Accuracy"),
-            ("sensitivity", "recall", "Sensitivity"), ("specificity", "specificity", "Specificity"),
-            ("f1", "f1", "F1"))
+_METRICS = (
+    ("auc", "roc_auc", "ROC AUC"),
+    ("accuracy", "accuracy", "Accuracy"),
+    ("sensitivity", "recall", "Sensitivity"),
+    ("specificity", "specificity", "Specificity"),
+    ("f1", "f1", "F1"),
+)
 
 
 def _fmt(v: Any) -> str:
@@ -35,8 +39,10 @@ def _fmt(v: Any) -> str:
 
 def metrics_table(results: dict[str, Any]) -> str:
     """A Markdown table: one row per split and input kind, columns n, AUC, accuracy, sensitivity, …"""
-    rows = ["| data | n | ROC AUC | accuracy | sensitivity | specificity | F1 | confusion [[TN, FP], [FN, TP]] |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| data | n | ROC AUC | accuracy | sensitivity | specificity | F1 | confusion [[TN, FP], [FN, TP]] |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for split in ("validation", "test"):
         m = results.get(split)
         if not m:
@@ -61,10 +67,18 @@ def _eval_results(results: dict[str, Any], dataset_name: str) -> list[Any]:
     for key, metric_type, metric_name in _METRICS:
         v = test.get(key)
         if isinstance(v, float) and math.isfinite(v):
-            out.append(EvalResult(task_type="image-classification", task_name="Intracranial hemorrhage detection",
-                                  dataset_type=re.sub(r"[^a-z0-9]+", "-", dataset_name.lower()).strip("-")[:60] or "custom",
-                                  dataset_name=dataset_name[:100], dataset_split=split,
-                                  metric_type=metric_type, metric_name=metric_name, metric_value=round(v, 4)))
+            out.append(
+                EvalResult(
+                    task_type="image-classification",
+                    task_name="Intracranial hemorrhage detection",
+                    dataset_type=re.sub(r"[^a-z0-9]+", "-", dataset_name.lower()).strip("-")[:60] or "custom",
+                    dataset_name=dataset_name[:100],
+                    dataset_split=split,
+                    metric_type=metric_type,
+                    metric_name=metric_name,
+                    metric_value=round(v, 4),
+                )
+            )
     return out
 
 
@@ -108,9 +122,17 @@ def render_model_card(
         library_name="transformers",
         pipeline_tag="image-classification",
         base_model=base_model,
-        tags=["medical-imaging", "computed-tomography", "intracranial-hemorrhage", "brain-ct", "resnet",
-              "grad-cam"] + (["synthetic-data"] if synthetic else []),
-        eval_results=_eval_results(results, "synthetic head-CT phantoms" if synthetic else trained_on) or None,
+        tags=[
+            "medical-imaging",
+            "computed-tomography",
+            "intracranial-hemorrhage",
+            "brain-ct",
+            "resnet",
+            "grad-cam",
+        ]
+        + (["synthetic-data"] if synthetic else []),
+        eval_results=_eval_results(results, "synthetic head-CT phantoms" if synthetic else trained_on)
+        or None,
     )
     lines = ["---", data.to_yaml(), "---", "", f"# {model_name}", ""]
     if synthetic:
@@ -147,7 +169,7 @@ def render_model_card(
         "",
         "## Decision threshold",
         "",
-        f"`brain_ct_threshold` = {threshold:.4f}: the label is \"hemorrhage\" when P(hemorrhage) ≥ this value. "
+        f'`brain_ct_threshold` = {threshold:.4f}: the label is "hemorrhage" when P(hemorrhage) ≥ this value. '
         f"Chosen on the validation split: {threshold_rule}.",
         "",
         "## Evaluation",
@@ -157,8 +179,12 @@ def render_model_card(
     ]
     for plot in plots:
         lines += [f"![{plot}]({plot})", ""]
-    lines += ["## Model and training", "", f"- architecture: {architecture}",
-              f"- base model: {base_model or 'none (random initialisation)'}"]
+    lines += [
+        "## Model and training",
+        "",
+        f"- architecture: {architecture}",
+        f"- base model: {base_model or 'none (random initialisation)'}",
+    ]
     lines += [f"- {k}: {v}" for k, v in training.items()]
     lines.append("")
     if command:
@@ -169,16 +195,19 @@ def render_model_card(
         "```python",
         "from brain_ct import Predictor",
         f"predictor = Predictor.from_pretrained({model_name!r})  # a Hub id or this folder",
-        "prediction = predictor.predict(\"slice.dcm\")",
+        'prediction = predictor.predict("slice.dcm")',
         "print(prediction.label, prediction.probability, prediction.explanation)",
         "```",
         "",
         "## Limitations",
         "",
         "- One slice at a time; no scan-level context unless the config says `brain_ct_context_slices`.",
-        "- Metrics are only as good as the test data; " + (
-            "these come from synthetic phantoms, not patients." if synthetic else
-            "check how the test set was collected before trusting them."),
+        "- Metrics are only as good as the test data; "
+        + (
+            "these come from synthetic phantoms, not patients."
+            if synthetic
+            else "check how the test set was collected before trusting them."
+        ),
         "- Heatmaps show where the network looked, not a segmentation of the bleed.",
         "",
     ]

@@ -41,8 +41,19 @@ LABEL2ID: dict[str, int] = {v: k for k, v in ID2LABEL.items()}
 
 #: Folder / class names accepted for each label (case-insensitive).
 CLASS_ALIASES: dict[str, int] = {
-    "normal": 0, "no_hemorrhage": 0, "no-hemorrhage": 0, "negative": 0, "0": 0, "healthy": 0,
-    "hemorrhage": 1, "haemorrhage": 1, "hemorrhagic": 1, "ich": 1, "positive": 1, "1": 1, "bleed": 1,
+    "normal": 0,
+    "no_hemorrhage": 0,
+    "no-hemorrhage": 0,
+    "negative": 0,
+    "0": 0,
+    "healthy": 0,
+    "hemorrhage": 1,
+    "haemorrhage": 1,
+    "hemorrhagic": 1,
+    "ich": 1,
+    "positive": 1,
+    "1": 1,
+    "bleed": 1,
 }
 
 #: Input kinds reported per example (``input_kind``): how the slice reached the model.
@@ -96,8 +107,11 @@ def scan_imagefolder(root: str | Path, mask_dir: str | Path | None = None) -> di
     root = Path(root)
     mask_root = Path(mask_dir) if mask_dir is not None else root / "masks"
     mask_root = mask_root if mask_root.is_dir() else None
-    class_dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and d.name.lower() not in SKIP_DIRS
-                  and not d.name.startswith(".")]
+    class_dirs = [
+        d
+        for d in sorted(root.iterdir())
+        if d.is_dir() and d.name.lower() not in SKIP_DIRS and not d.name.startswith(".")
+    ]
     if not class_dirs:
         raise InvalidInputError(
             f"image folder {str(root)!r} has no class subfolders; it needs hemorrhage/ and normal/ "
@@ -324,8 +338,11 @@ def prefetch_phantoms(columns: dict[str, list[Any]], size: int, processes: int =
     Returns:
         The number of phantoms generated.
     """
-    keys = [(int(s), int(y), int(size)) for s, y in zip(columns["synthetic_seed"], columns["label"], strict=True)
-            if int(s) >= 0 and (int(s), int(y), int(size)) not in _PHANTOMS]
+    keys = [
+        (int(s), int(y), int(size))
+        for s, y in zip(columns["synthetic_seed"], columns["label"], strict=True)
+        if int(s) >= 0 and (int(s), int(y), int(size)) not in _PHANTOMS
+    ]
     if not keys:
         return 0
     from tqdm.auto import tqdm
@@ -435,7 +452,9 @@ class SliceTransform:
             mask = read_mask(ex["mask_path"], ct.display.shape[:2])
         return ct, mask, label
 
-    def encode(self, ct: Any, mask: np.ndarray | None, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def encode(
+        self, ct: Any, mask: np.ndarray | None, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """One slice → (normalised float32 [C, S, S], mask float32 [S, S] or None), augmented if training."""
         if self.augmenter is None:
             pv = to_model_input(ct, self.windows, self.size, self.mean, self.std)
@@ -469,7 +488,9 @@ class SliceTransform:
             out["input_kind"].append(INPUT_KINDS.index("dicom" if ct.hu is not None else "image"))
             if self.with_masks:
                 has = grid_mask is not None and label == 1 and float(grid_mask.max()) > 0
-                out["mask"].append(torch.from_numpy(grid_mask if has else np.zeros((self.size, self.size), np.float32)))
+                out["mask"].append(
+                    torch.from_numpy(grid_mask if has else np.zeros((self.size, self.size), np.float32))
+                )
                 out["has_mask"].append(bool(has))
         return out
 
@@ -550,8 +571,9 @@ def build_splits(data_args: Any, seed: int) -> Splits:
     if a.validation_dir is not None:
         validation = scan_imagefolder(a.validation_dir, None)
     elif a.synthetic_validation > 0:
-        validation = synthetic_records(a.synthetic_validation, "validation", a.synthetic_seed,
-                                       a.synthetic_8bit_fraction)
+        validation = synthetic_records(
+            a.synthetic_validation, "validation", a.synthetic_seed, a.synthetic_8bit_fraction
+        )
     else:
         train, validation = stratified_split(train, a.validation_split, seed)
     validation = take(validation, a.max_eval_samples, seed)
@@ -578,8 +600,9 @@ def _build_hub_splits(a: Any, seed: int) -> Splits:
     loaded = datasets.load_dataset(a.dataset_name, a.dataset_config_name, **kwargs)
     names = list(loaded.keys())
     if a.train_split not in loaded:
-        raise InvalidInputError(f"dataset {a.dataset_name!r} has no split {a.train_split!r} (--train_split); "
-                                f"it has {names}")
+        raise InvalidInputError(
+            f"dataset {a.dataset_name!r} has no split {a.train_split!r} (--train_split); it has {names}"
+        )
     train = loaded[a.train_split]
     features = train.features
     for col, flag in ((a.image_column, "--image_column"), (a.label_column, "--label_column")):
@@ -601,9 +624,12 @@ def _build_hub_splits(a: Any, seed: int) -> Splits:
     if a.streaming:
         if validation is None:
             n_val = a.max_eval_samples or 500
-            logger.warning("streaming %s without a validation split: the first %d examples of the stream are "
-                           "held out for validation (not stratified: make sure the stream is shuffled)",
-                           a.dataset_name, n_val)
+            logger.warning(
+                "streaming %s without a validation split: the first %d examples of the stream are "
+                "held out for validation (not stratified: make sure the stream is shuffled)",
+                a.dataset_name,
+                n_val,
+            )
             validation, train = train.take(n_val), train.skip(n_val)
         elif a.max_eval_samples:
             validation = validation.take(a.max_eval_samples)
@@ -615,8 +641,9 @@ def _build_hub_splits(a: Any, seed: int) -> Splits:
         train = train.select_columns(keep)
         if validation is None:
             if label_map is not None:
-                parts = train.train_test_split(test_size=a.validation_split, seed=seed,
-                                               stratify_by_column=a.label_column)
+                parts = train.train_test_split(
+                    test_size=a.validation_split, seed=seed, stratify_by_column=a.label_column
+                )
             else:
                 parts = train.train_test_split(test_size=a.validation_split, seed=seed)
             train, validation = parts["train"], parts["test"]
@@ -630,7 +657,9 @@ def _build_hub_splits(a: Any, seed: int) -> Splits:
         counts = [0, 0]
         for v in raw:
             counts[label_map[v] if label_map is not None else int(v)] += 1
-    desc = f"Hugging Face dataset {a.dataset_name!r}" + (f" ({a.dataset_config_name})" if a.dataset_config_name else "")
+    desc = f"Hugging Face dataset {a.dataset_name!r}" + (
+        f" ({a.dataset_config_name})" if a.dataset_config_name else ""
+    )
     return Splits(train, validation, test, counts, desc, synthetic=False, hub=True, label_map=label_map)
 
 

@@ -44,7 +44,9 @@ def _ratio(num: float, den: float) -> float:
     return float(num / den) if den > 0 else float("nan")
 
 
-def binary_metrics(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, threshold: float) -> dict[str, Any]:
+def binary_metrics(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, threshold: float
+) -> dict[str, Any]:
     """Accuracy, sensitivity, specificity, precision, F1, ROC AUC and the confusion matrix.
 
     Args:
@@ -109,8 +111,10 @@ def choose_threshold(
     if strategy == "sensitivity":
         positives = np.sort(s[y == 1])[::-1]
         if len(positives) == 0:
-            raise InvalidInputError("cannot choose a threshold for a target sensitivity: no hemorrhage examples "
-                                    "in the validation data")
+            raise InvalidInputError(
+                "cannot choose a threshold for a target sensitivity: no hemorrhage examples "
+                "in the validation data"
+            )
         # Calling the k highest-scoring positives positive gives sensitivity k/P; the smallest k reaching
         # the target fixes the highest threshold: the k-th highest positive score.
         k = max(1, math.ceil(target_sensitivity * len(positives) - 1e-9))
@@ -134,7 +138,9 @@ def clamp_threshold(t: float) -> float:
     return float(min(max(t, 1e-6), 1.0 - 1e-6))
 
 
-def metrics_by_kind(labels: np.ndarray, scores: np.ndarray, kinds: np.ndarray, threshold: float) -> dict[str, Any]:
+def metrics_by_kind(
+    labels: np.ndarray, scores: np.ndarray, kinds: np.ndarray, threshold: float
+) -> dict[str, Any]:
     """:func:`binary_metrics` overall and per input kind (``dicom`` / ``image``) present in ``kinds``."""
     from train.data import INPUT_KINDS
 
@@ -152,7 +158,11 @@ def metrics_by_kind(labels: np.ndarray, scores: np.ndarray, kinds: np.ndarray, t
 
 
 def predict_scores(
-    model: Any, dataset: Any, batch_size: int = 64, num_workers: int = 0, device: str = "cpu",
+    model: Any,
+    dataset: Any,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: str = "cpu",
     desc: str = "scoring",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run the model over a transformed dataset.
@@ -165,7 +175,9 @@ def predict_scores(
     from tqdm.auto import tqdm
     from transformers import default_data_collator
 
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=default_data_collator)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=default_data_collator
+    )
     model.eval()
     labels, logits, kinds = [], [], []
     with torch.inference_mode():
@@ -176,8 +188,11 @@ def predict_scores(
             kinds.append(batch["input_kind"].numpy())
     if not logits:
         raise InvalidInputError(f"{desc}: the data set is empty")
-    return (np.concatenate(labels).astype(np.int64), softmax_scores(np.concatenate(logits)),
-            np.concatenate(kinds).astype(np.int64))
+    return (
+        np.concatenate(labels).astype(np.int64),
+        softmax_scores(np.concatenate(logits)),
+        np.concatenate(kinds).astype(np.int64),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- plots
@@ -192,7 +207,9 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_roc(labels: np.ndarray, scores: np.ndarray, threshold: float, path: Path, title: str = "ROC") -> None:
+def plot_roc(
+    labels: np.ndarray, scores: np.ndarray, threshold: float, path: Path, title: str = "ROC"
+) -> None:
     """Save the ROC curve with the operating point at ``threshold`` as a PNG."""
     from sklearn.metrics import roc_curve
 
@@ -202,7 +219,9 @@ def plot_roc(labels: np.ndarray, scores: np.ndarray, threshold: float, path: Pat
         fpr, tpr, _ = roc_curve(labels, scores)
         m = binary_metrics(labels, scores, threshold)
         ax.plot(fpr, tpr, lw=2, label=f"AUC = {m['auc']:.3f}")
-        ax.plot(1 - m["specificity"], m["sensitivity"], "o", color="crimson", label=f"threshold {threshold:.3f}")
+        ax.plot(
+            1 - m["specificity"], m["sensitivity"], "o", color="crimson", label=f"threshold {threshold:.3f}"
+        )
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
     ax.set(xlabel="1 − specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
     if ax.get_legend_handles_labels()[0]:
@@ -220,8 +239,15 @@ def plot_confusion(matrix: Sequence[Sequence[int]], path: Path, title: str = "Co
     ax.imshow(m, cmap="Blues")
     for (i, j), v in np.ndenumerate(m):
         ax.text(j, i, str(v), ha="center", va="center", color="white" if v > m.max() / 2 else "black")
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["normal", "hemorrhage"],
-           yticklabels=["normal", "hemorrhage"], xlabel="predicted", ylabel="true", title=title)
+    ax.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=["normal", "hemorrhage"],
+        yticklabels=["normal", "hemorrhage"],
+        xlabel="predicted",
+        ylabel="true",
+        title=title,
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -274,8 +300,11 @@ def report_split(
     """Metrics of one split at ``threshold`` plus its ROC and confusion-matrix PNGs in ``out_dir``."""
     metrics = metrics_by_kind(labels, scores, kinds, threshold)
     plot_roc(labels, scores, threshold, out_dir / f"roc_{name}.png", title=f"ROC — {name}")
-    plot_confusion(metrics["confusion_matrix"], out_dir / f"confusion_matrix_{name}.png",
-                   title=f"Confusion matrix — {name}")
+    plot_confusion(
+        metrics["confusion_matrix"],
+        out_dir / f"confusion_matrix_{name}.png",
+        title=f"Confusion matrix — {name}",
+    )
     return metrics
 
 
@@ -289,17 +318,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, help="model folder or Hub id (as written by python -m train)")
     p.add_argument("--test_dir", help="image folder with hemorrhage/ and normal/ subfolders")
-    p.add_argument("--synthetic_test", type=int, default=0, help="evaluate on N phantoms generated on the fly")
+    p.add_argument(
+        "--synthetic_test", type=int, default=0, help="evaluate on N phantoms generated on the fly"
+    )
     p.add_argument("--validation_dir", help="re-choose the threshold on this image folder")
-    p.add_argument("--synthetic_validation", type=int, default=0,
-                   help="re-choose the threshold on N generated phantoms")
+    p.add_argument(
+        "--synthetic_validation", type=int, default=0, help="re-choose the threshold on N generated phantoms"
+    )
     p.add_argument("--synthetic_seed", type=int, default=0, help="phantom seed (same meaning as in training)")
     p.add_argument("--synthetic_size", type=int, default=256, help="phantom side in pixels")
-    p.add_argument("--synthetic_8bit_fraction", type=float, default=0.5,
-                   help="fraction of phantoms fed as 8-bit renderings")
+    p.add_argument(
+        "--synthetic_8bit_fraction",
+        type=float,
+        default=0.5,
+        help="fraction of phantoms fed as 8-bit renderings",
+    )
     p.add_argument("--threshold", type=float, help="use this threshold instead of the model's")
-    p.add_argument("--threshold_strategy", default="sensitivity", choices=["sensitivity", "youden", "fixed"],
-                   help="rule for re-choosing the threshold on validation data")
+    p.add_argument(
+        "--threshold_strategy",
+        default="sensitivity",
+        choices=["sensitivity", "youden", "fixed"],
+        help="rule for re-choosing the threshold on validation data",
+    )
     p.add_argument("--threshold_sensitivity", type=float, default=0.95, help="target sensitivity")
     p.add_argument("--output_dir", help="where to write eval_results.json and plots (default: <model>/eval)")
     p.add_argument("--batch_size", type=int, default=64)
@@ -317,9 +357,16 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
         raise InvalidInputError("nothing to evaluate: give --test_dir DIR or --synthetic_test N")
     model, settings = load_model(args.model, revision=args.revision)
     if settings.context_slices:
-        raise InvalidInputError("slice-context models are evaluated per series; this script scores single slices")
-    transform = SliceTransform(windows=settings.windows, size=settings.image_size, mean=settings.mean,
-                               std=settings.std, synthetic_size=args.synthetic_size)
+        raise InvalidInputError(
+            "slice-context models are evaluated per series; this script scores single slices"
+        )
+    transform = SliceTransform(
+        windows=settings.windows,
+        size=settings.image_size,
+        mean=settings.mean,
+        std=settings.std,
+        synthetic_size=args.synthetic_size,
+    )
 
     def dataset(folder: str | None, n: int, split: str) -> Any:
         if folder:
@@ -337,16 +384,22 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     val = dataset(args.validation_dir, args.synthetic_validation, "validation")
     if val is not None and args.threshold is None:
         y, s, k = predict_scores(model, val, args.batch_size, args.num_workers, desc="validation")
-        threshold = clamp_threshold(choose_threshold(y, s, args.threshold_strategy, args.threshold_sensitivity))
+        threshold = clamp_threshold(
+            choose_threshold(y, s, args.threshold_strategy, args.threshold_sensitivity)
+        )
         results["validation"] = report_split("validation", y, s, k, threshold, out_dir)
     if args.threshold is not None:
         threshold = float(args.threshold)
     test = dataset(args.test_dir, args.synthetic_test, "test")
     y, s, k = predict_scores(model, test, args.batch_size, args.num_workers, desc="test")
     results["threshold"] = threshold
-    results["threshold_source"] = ("--threshold" if args.threshold is not None
-                                   else f"validation ({args.threshold_strategy})" if val is not None
-                                   else "model config (brain_ct_threshold)")
+    results["threshold_source"] = (
+        "--threshold"
+        if args.threshold is not None
+        else f"validation ({args.threshold_strategy})"
+        if val is not None
+        else "model config (brain_ct_threshold)"
+    )
     results["test"] = report_split("test", y, s, k, threshold, out_dir)
     (out_dir / "eval_results.json").write_text(json.dumps(json_ready(results), indent=2) + "\n")
     return results
@@ -354,11 +407,14 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
 
 def summary_line(name: str, m: dict[str, Any]) -> str:
     """One human-readable line of the main metrics."""
+
     def f(v: Any) -> str:
         return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
 
-    return (f"{name}: n={m['n']} AUC={f(m['auc'])} acc={f(m['accuracy'])} sens={f(m['sensitivity'])} "
-            f"spec={f(m['specificity'])} F1={f(m['f1'])} @ threshold {m['threshold']:.4f}")
+    return (
+        f"{name}: n={m['n']} AUC={f(m['auc'])} acc={f(m['accuracy'])} sens={f(m['sensitivity'])} "
+        f"spec={f(m['specificity'])} F1={f(m['f1'])} @ threshold {m['threshold']:.4f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

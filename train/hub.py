@@ -53,7 +53,9 @@ def push_folder(
 
     folder = Path(folder)
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{folder} is not a saved model folder (config.json and model.safetensors needed)")
+        raise FileNotFoundError(
+            f"{folder} is not a saved model folder (config.json and model.safetensors needed)"
+        )
     api = HfApi(token=token)
     url = api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)
     target = getattr(url, "repo_id", None) or repo_id

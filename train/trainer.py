@@ -38,7 +38,9 @@ EXTRA_KEYS = ("mask", "has_mask", "input_kind")
 EPS = 1e-6
 
 
-def class_activation_map(features: torch.Tensor, classifier_weight: torch.Tensor, class_index: int = 1) -> torch.Tensor:
+def class_activation_map(
+    features: torch.Tensor, classifier_weight: torch.Tensor, class_index: int = 1
+) -> torch.Tensor:
     """CAM of one class: ``Σ_k W[class, k] · F_k``.
 
     Args:
@@ -53,7 +55,11 @@ def class_activation_map(features: torch.Tensor, classifier_weight: torch.Tensor
 
 
 def mask_guidance_loss(
-    cam: torch.Tensor, mask: torch.Tensor, has_mask: torch.Tensor, labels: torch.Tensor, negative_weight: float
+    cam: torch.Tensor,
+    mask: torch.Tensor,
+    has_mask: torch.Tensor,
+    labels: torch.Tensor,
+    negative_weight: float,
 ) -> torch.Tensor:
     """The auxiliary loss aligning the activation map with lesion masks (see the module docstring).
 
@@ -159,20 +165,25 @@ class BrainCTTrainer(Trainer):
             for is_backbone in (False, True):
                 for with_decay in (True, False):
                     params = [
-                        p for n, p in opt_model.named_parameters()
+                        p
+                        for n, p in opt_model.named_parameters()
                         if (n in self._backbone_names) == is_backbone and (n in decay) == with_decay
                     ]
                     if params:
-                        groups.append({
-                            "params": params,
-                            "weight_decay": self.args.weight_decay if with_decay else 0.0,
-                            "brain_ct_backbone": is_backbone,
-                        })
+                        groups.append(
+                            {
+                                "params": params,
+                                "weight_decay": self.args.weight_decay if with_decay else 0.0,
+                                "brain_ct_backbone": is_backbone,
+                            }
+                        )
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
-    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> Any:
         """The usual schedule, with the backbone groups' factor held at 0 for the first ``stage1_steps``."""
         scheduler = super().create_scheduler(num_training_steps, optimizer)
         epochs = float(self.args.num_train_epochs)
@@ -241,7 +252,9 @@ class BrainCTTrainer(Trainer):
             head = self.accelerator.unwrap_model(model).classifier[-1]
             features = outputs.hidden_states[-1]
             if self.mask_loss_type == "bce":
-                logodds = class_activation_map(features, head.weight, 1) - class_activation_map(features, head.weight, 0)
+                logodds = class_activation_map(features, head.weight, 1) - class_activation_map(
+                    features, head.weight, 0
+                )
                 logodds = logodds + (head.bias[1] - head.bias[0])
                 aux = mask_bce_loss(logodds, mask, has_mask, labels, self.mask_pos_weight)
             else:
