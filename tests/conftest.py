@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
-from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+from helpers_dicom import ct_dataset
+from helpers_dicom import dicom_bytes as write_dicom_bytes
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filewriter import dcmwrite
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
 
 #: pydicom's real CT slices with pixel data (axial head: 693_J2KI, J2K_pixelrep_mismatch; spine: CT_small).
 PYDICOM_CT_FILES = ("CT_small.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm")
@@ -33,54 +31,14 @@ def make_ct_dataset() -> Callable[..., Dataset]:
     PixelSpacing 0.5 mm, BitsStored = bits of the dtype. A keyword set to None removes that tag.
     """
 
-    def make(pixels: np.ndarray, **tags: Any) -> Dataset:
-        pixels = np.ascontiguousarray(pixels)
-        if pixels.ndim != 2:
-            raise ValueError("pixels must be 2-D")
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID = generate_uid()
-        ds.SeriesInstanceUID = generate_uid()
-        ds.Modality = "CT"
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        bits = pixels.dtype.itemsize * 8
-        ds.BitsAllocated = bits
-        ds.BitsStored = bits
-        ds.HighBit = bits - 1
-        ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
-        ds.RescaleSlope = "1"
-        ds.RescaleIntercept = "-1024"
-        ds.PixelSpacing = [0.5, 0.5]
-        ds.PixelData = pixels.tobytes()
-        for keyword, value in tags.items():
-            if value is None:
-                if keyword in ds:
-                    delattr(ds, keyword)
-            else:
-                setattr(ds, keyword, value)
-        return ds
-
-    return make
+    return ct_dataset
 
 
 @pytest.fixture
 def dicom_bytes() -> Callable[[Dataset], bytes]:
     """Factory: a dataset written as a DICOM file (preamble, file meta) into bytes."""
 
-    def write(ds: Dataset) -> bytes:
-        buffer = io.BytesIO()
-        dcmwrite(buffer, ds, enforce_file_format=True)
-        return buffer.getvalue()
-
-    return write
+    return write_dicom_bytes
 
 
 def draw_head_hu(size: int = 256, center: tuple[int, int] | None = None, scale: float = 1.0) -> np.ndarray:

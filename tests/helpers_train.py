@@ -11,32 +11,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 from conftest import brain_window_uint8, draw_head_hu
-from pydicom.dataset import Dataset, FileMetaDataset
+from helpers_dicom import ct_dataset
 from pydicom.filewriter import dcmwrite
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 
 def write_ct_dicom(path: Path, hu: np.ndarray) -> None:
     """Write HU as a minimal CT DICOM (int16 stored values, intercept −1024)."""
     stored = np.clip(np.round(hu + 1024.0), -32768, 32767).astype(np.int16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
-    ds.RescaleSlope, ds.RescaleIntercept = "1", "-1024"
-    ds.PixelSpacing = [0.5, 0.5]
-    ds.PixelData = stored.tobytes()
+    ds = ct_dataset(stored)
     dcmwrite(str(path), ds, enforce_file_format=True)
 
 

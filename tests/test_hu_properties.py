@@ -9,14 +9,10 @@ are computed here independently, with the formulas of PS3.3 C.11.1 (rescale), C.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
+from helpers_dicom import ct_dataset, dicom_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filewriter import dcmwrite
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from brain_ct.io import load_image
 from brain_ct.windowing import PRESETS, window
@@ -34,30 +30,17 @@ def _stored(seed: int, bits: int, signed: bool) -> np.ndarray:
 
 
 def _dicom(stored: np.ndarray, bits: int, slope: str, intercept: str, photometric: str, **tags) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    ds.PixelRepresentation = 1 if stored.dtype.kind == "i" else 0
-    ds.RescaleSlope = slope
-    ds.RescaleIntercept = intercept
-    for key, value in tags.items():
-        setattr(ds, key, value)
-    ds.PixelData = stored.tobytes()
-    buffer = io.BytesIO()
-    dcmwrite(buffer, ds, enforce_file_format=True)
-    return buffer.getvalue()
+    ds = ct_dataset(
+        stored,
+        BitsStored=bits,
+        HighBit=bits - 1,
+        RescaleSlope=slope,
+        RescaleIntercept=intercept,
+        PhotometricInterpretation=photometric,
+        PixelSpacing=None,
+        **tags,
+    )
+    return dicom_bytes(ds)
 
 
 def _expected_hu(
