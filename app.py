@@ -192,7 +192,19 @@ class Reader:
         width=80.0,
         opacity=0.4,
     ):
-        """One slice → (label dict, overlay, explanation markdown, state)."""
+        """Read one head-CT slice (DICOM, PNG or JPG) for intracranial hemorrhage: P(hemorrhage), a Grad-CAM
+        overlay and a plain-language explanation. Research and education aid, not a diagnosis.
+
+        Args:
+            file: the slice to read.
+            model_id: the model (default: the app's model).
+            allow_unverified: skip the "looks like an axial head CT" check.
+            tta: average with the horizontally flipped slice.
+            preset: display window of the overlay (brain, subdural, blood, bone, soft_tissue, custom).
+            center: custom window center in HU.
+            width: custom window width in HU.
+            opacity: heatmap opacity in [0, 1].
+        """
         paths = _paths(file)
         if not paths:
             return None, None, "", None
@@ -224,7 +236,15 @@ class Reader:
         return render(state["ct"], state["pred"], preset, center, width, opacity)
 
     def read_series(self, files, model_id=None, allow_unverified=False, tta=False):
-        """A zip, a folder's files or several slices → (verdict markdown, per-slice JSON, PDF path, state)."""
+        """Read a whole head-CT scan (a zip of DICOM slices, or several slices) for intracranial hemorrhage:
+        the scan verdict, per-slice results in anatomical order and a PDF report. Not a diagnosis.
+
+        Args:
+            files: a .zip of the scan's slices, or the slice files.
+            model_id: the model (default: the app's model).
+            allow_unverified: skip the "looks like an axial head CT" check.
+            tta: average with the horizontally flipped slices.
+        """
         paths = _paths(files)
         if not paths:
             return "", None, None, None
