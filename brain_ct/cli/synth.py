@@ -8,17 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from brain_ct.cli.common import int_at_least
 from brain_ct.errors import InvalidInputError
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
+_non_negative_int = int_at_least(0)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -37,11 +30,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument(
-        "--n", required=True, type=_positive_int, metavar="N", help="number of slices in total (>= 2)"
+        "--n", required=True, type=_non_negative_int, metavar="N", help="number of slices in total (>= 2)"
     )
-    p.add_argument("--seed", type=_positive_int, default=0, metavar="S", help="master seed (default 0)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="master seed (default 0)")
     p.add_argument(
-        "--size", type=_positive_int, default=256, metavar="PX", help="slice side in pixels (default 256)"
+        "--size", type=_non_negative_int, default=256, metavar="PX", help="slice side in pixels (default 256)"
     )
     p.add_argument("--format", dest="fmt", choices=FORMATS, default="png", help="png (default), dcm or both")
     p.add_argument(
