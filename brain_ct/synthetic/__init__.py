@@ -9,7 +9,8 @@ and varied scanners; it randomises broadly rather than imitating one look.
 
 Public API:
 
-* :func:`generate_slice` / :func:`generate_series` → :class:`Phantom` (HU, mask, label, ...)
+* :func:`generate_slice` / :func:`generate_series` / :func:`generate_context` (a slice and its
+  neighbours, for slice-context training) → :class:`Phantom` (HU, mask, label, ...)
 * :func:`to_dicom` → CT DICOM dataset with realistic (fake) tags
 * :func:`render_8bit` → an 8-bit image like those found online
 * :func:`write_dataset` → an image folder for ``datasets`` (used by ``python -m brain_ct synth``)
@@ -22,7 +23,7 @@ Modules: :mod:`~brain_ct.synthetic.anatomy` (the 3-D head), :mod:`~brain_ct.synt
 from __future__ import annotations
 
 from brain_ct.synthetic.anatomy import LEVELS
-from brain_ct.synthetic.core import Phantom, generate_series, generate_slice, mask_bbox
+from brain_ct.synthetic.core import Phantom, generate_context, generate_series, generate_slice, mask_bbox
 from brain_ct.synthetic.export import (
     COMPRESSIONS,
     FORMATS,
@@ -43,6 +44,7 @@ __all__ = [
     "SUBTYPES",
     "SUBTYPE_LEVELS",
     "Phantom",
+    "generate_context",
     "generate_series",
     "generate_slice",
     "mask_bbox",

@@ -348,6 +348,132 @@ def generate_series(
     top = head.height - head.inner_offset - 3.0
     zs = [top - (n_slices - 1 - k) * float(slice_thickness) for k in range(n_slices)]
 
+    out = _render_series(
+        rng,
+        seed,
+        head,
+        pose,
+        scanner,
+        texture_seed,
+        zs,
+        size,
+        hemorrhage=hemorrhage,
+        subtype=subtype,
+        requested_subtype=requested_subtype,
+        slice_thickness=float(slice_thickness),
+    )
+    if out is None:
+        levels = [level_of(zk, head.height) for zk in zs]
+        raise InvalidInputError(
+            f"could not place a {requested_subtype or 'hemorrhage'} in a {n_slices}-slice series of "
+            f"{slice_thickness} mm slices (levels {levels[0]} to {levels[-1]}, seed {seed}); "
+            f"{requested_subtype or 'blood'} needs "
+            f"{', '.join(SUBTYPE_LEVELS[requested_subtype]) if requested_subtype else 'a cranial cavity'} "
+            "in the covered range: use more or thicker slices, a larger size or another subtype"
+        )
+    return out
+
+
+def generate_context(
+    seed: int,
+    size: int = 256,
+    k: int = 1,
+    *,
+    hemorrhage: bool | None = None,
+) -> list[Phantom]:
+    """Generate one slice with its ``k`` neighbouring slices on each side, for slice-context models.
+
+    Like :func:`generate_slice` (a level drawn the same way, so the level says nothing about the
+    label), but the head is cut at ``2k + 1`` planes one slice thickness apart, as consecutive
+    slices of a scan, and a hemorrhage is one 3-D lesion that always shows on the centre slice
+    (and on the neighbours it reaches). Slice thickness and spacing are drawn from 2.5–5 mm.
+
+    Args:
+        seed: non-negative integer; deterministic per seed.
+        size: slice side in pixels.
+        k: neighbours on each side, 1–8.
+        hemorrhage: True/False, or None to draw it (50/50).
+
+    Returns:
+        ``2k + 1`` :class:`Phantom` objects, inferior → superior; the centre (index ``k``) has
+        ``label == 1`` exactly when ``hemorrhage``.
+
+    Raises:
+        InvalidInputError: bad arguments, or (rarely) no hemorrhage could be placed for this seed.
+    """
+    seed = _check_seed(seed)
+    size = _check_size(size)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 8:
+        raise InvalidInputError(f"k must be an integer from 1 to 8; got {k!r}")
+    rng = np.random.default_rng(seed)
+    if hemorrhage is None:
+        hemorrhage = bool(rng.random() < 0.5)
+    subtype = str(rng.choice(SUBTYPES)) if hemorrhage else None
+    head = sample_head(rng)
+    pose = sample_pose(rng, head)
+    scanner = sample_scanner(rng)
+    thickness = float(rng.choice([2.5, 3.0, 5.0, 5.0, 5.0]))
+    texture_seed = int(rng.integers(2**31))
+    hz = head.height / STANDARD_HEIGHT
+    # The top neighbour still cuts brain under the vertex, as a scan's last slice does.
+    z_top = head.height - head.inner_offset - 3.0 - k * thickness
+    for attempt in range(6):
+        # A drawn subtype that does not fit draws the next try's level from another subtype.
+        choice = subtype if attempt < 3 or subtype is None else str(rng.choice(SUBTYPES))
+        if hemorrhage:
+            level = str(rng.choice(SUBTYPE_LEVELS[choice]))
+        else:
+            level = str(rng.choice(LEVELS, p=LEVEL_WEIGHTS))
+        lo, hi = LEVEL_RANGES[level]
+        centre = float(rng.uniform(min(lo * hz, z_top), min(hi * hz, z_top)))
+        zs = [centre + (j - k) * thickness for j in range(2 * k + 1)]
+        out = _render_series(
+            rng,
+            seed,
+            head,
+            pose,
+            scanner,
+            texture_seed,
+            zs,
+            size,
+            hemorrhage=hemorrhage,
+            subtype=choice,
+            requested_subtype=None,
+            slice_thickness=thickness,
+            lesion_slice=k,
+        )
+        if out is not None:
+            return out
+    raise InvalidInputError(
+        f"could not place a hemorrhage on the centre slice of a {2 * k + 1}-slice stack (seed {seed}, "
+        f"{size} px); try another seed or a larger size"
+    )
+
+
+def _render_series(
+    rng: np.random.Generator,
+    seed: int,
+    head: Head,
+    pose: Pose,
+    scanner: Scanner,
+    texture_seed: int,
+    zs: list[float],
+    size: int,
+    *,
+    hemorrhage: bool,
+    subtype: str | None,
+    requested_subtype: str | None,
+    slice_thickness: float,
+    lesion_slice: int | None = None,
+) -> list[Phantom] | None:
+    """Render the planes ``zs`` of one head and, when bleeding, one 3-D lesion across them.
+
+    ``lesion_slice`` None: the lesion may sit anywhere its subtype's levels are covered (a whole
+    series). An index: the lesion must show on that slice (a slice and its neighbours, whose
+    label is the centre's). Returns None when no lesion could be placed.
+    """
+    n_slices = len(zs)
+
     def render(k: int) -> Slice:
         return render_anatomy(head, pose, zs[k], size, np.random.default_rng(texture_seed + k))
 
@@ -361,10 +487,11 @@ def generate_series(
         others = [str(s) for s in rng.permutation([s for s in SUBTYPES if s != subtype])]
         placed = False
         for cand in [subtype] + ([] if requested else others):
-            ok = [k for k in range(n_slices) if levels[k] in SUBTYPE_LEVELS[cand]]
+            where = range(n_slices) if lesion_slice is None else [lesion_slice]
+            ok = [k for k in where if levels[k] in SUBTYPE_LEVELS[cand]]
             if not ok and not requested:
                 continue
-            ok = ok or list(range(n_slices))
+            ok = ok or list(where)
             need = _min_lesion_px(size)
             if cand == "intraventricular":
                 need = max(4, need // 2)
@@ -381,7 +508,8 @@ def generate_series(
                     if m.sum() < tiny:
                         m[:] = False
                     trial.append((before, m))
-                if max(int(m.sum()) for _, m in trial) >= need:
+                shown = [int(m.sum()) for _, m in trial]
+                if (max(shown) if lesion_slice is None else shown[lesion_slice]) >= need:
                     masks = [m for _, m in trial]
                     for sl, (before, m) in zip(slices, trial, strict=True):
                         if not m.any():
@@ -394,13 +522,7 @@ def generate_series(
                 subtype = cand
                 break
         if not placed:
-            raise InvalidInputError(
-                f"could not place a {requested_subtype or 'hemorrhage'} in a {n_slices}-slice series of "
-                f"{slice_thickness} mm slices (levels {levels[0]} to {levels[-1]}, seed {seed}); "
-                f"{requested_subtype or 'blood'} needs "
-                f"{', '.join(SUBTYPE_LEVELS[requested_subtype]) if requested else 'a cranial cavity'} "
-                "in the covered range: use more or thicker slices, a larger size or another subtype"
-            )
+            return None
     out = []
     for k, (sl, m) in enumerate(zip(slices, masks, strict=True)):
         srng = np.random.default_rng([seed, k])
