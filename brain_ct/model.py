@@ -389,11 +389,7 @@ def model_input(
     """The model input of one slice under ``settings`` (windows, size, normalisation, context).
 
     Single-slice models (``context_slices == 0``) get :func:`brain_ct.windowing.to_model_input`
-    directly. Slice-context models get the windowed slices s−k … s+k stacked as channels, in that
-    order, each with all windows (channel index = slice offset × len(windows) + window index).
-    Neighbours are cropped with the centre slice's head box so the stack stays aligned; a missing
-    neighbour (None, or no ``neighbors`` at all, e.g. a single uploaded image) repeats the
-    centre slice.
+    directly; slice-context models get :func:`context_stack`.
 
     Args:
         ct: the slice.
@@ -404,25 +400,47 @@ def model_input(
     Returns:
         float32 ``[settings.num_channels, image_size, image_size]``.
     """
-    k = settings.context_slices
-    if k == 0:
+    if settings.context_slices == 0:
         return windowing.to_model_input(
             ct, settings.windows, settings.image_size, settings.mean, settings.std
         )
+    stack = context_stack(ct, settings.windows, settings.image_size, settings.context_slices, neighbors)
+    return windowing.normalize(stack, settings.mean, settings.std)
+
+
+def context_stack(
+    ct: CTImage,
+    windows: Sequence[tuple[float, float]],
+    size: int,
+    k: int,
+    neighbors: Sequence[CTImage | None] | None = None,
+) -> np.ndarray:
+    """Windowed slices s−k … s+k stacked as channels, not yet normalised (training augments this).
+
+    Channel index = slice offset × len(windows) + window index. Neighbours are cropped with the
+    centre slice's head box so the stack stays aligned; a missing neighbour (None, or no
+    ``neighbors`` at all, e.g. a single uploaded image) repeats the centre slice. ``k == 0`` is
+    :func:`brain_ct.windowing.to_model_input` without normalisation.
+
+    Returns:
+        float32 ``[len(windows) × (2k + 1), size, size]`` in [0, 1].
+    """
+    centre = windowing.to_model_input(ct, windows, size, None, None)
+    if k == 0:
+        return centre
     nbs = list(neighbors) if neighbors is not None else [None] * (2 * k)
     if len(nbs) != 2 * k:
         raise ValueError(
             f"a context model with {k} slice(s) each side needs {2 * k} neighbours; got {len(nbs)}"
         )
-    centre = windowing.to_model_input(ct, settings.windows, settings.image_size, None, None)
     stack: list[np.ndarray] = []
     for nb in [*nbs[:k], None, *nbs[k:]]:
         if nb is None or nb is ct:
             stack.append(centre)
         else:
             aligned = dataclasses.replace(nb, head_box=ct.head_box) if nb.shape == ct.shape else nb
-            stack.append(windowing.to_model_input(aligned, settings.windows, settings.image_size, None, None))
-    return windowing.normalize(np.concatenate(stack, axis=0), settings.mean, settings.std)
+            stack.append(windowing.to_model_input(aligned, windows, size, None, None))
+    return np.concatenate(stack, axis=0)
 
 
 def build_random_model(

@@ -33,7 +33,7 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -44,6 +44,8 @@ from brain_ct.io import load_frames, load_image, quiet_dicom, read_dicom_header
 if TYPE_CHECKING:
     from brain_ct.io import CTImage
     from brain_ct.predictor import Prediction, Predictor
+
+T = TypeVar("T")
 
 #: File name endings read as ordinary images (anything else is tried as DICOM).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -933,17 +935,47 @@ def scan_result(
     )
 
 
-def context_neighbors(slices: Sequence[CTImage], k: int) -> list[list[CTImage | None]]:
+def context_neighbors(slices: Sequence[T], k: int) -> list[list[T | None]]:
     """Per slice, its 2k anatomical neighbours ``[s−k, …, s−1, s+1, …, s+k]`` (None past either end).
 
-    This is the ``neighbors`` argument of ``Predictor.predict_batch`` for slice-context models
-    (``settings.context_slices`` = k); the predictor repeats the slice itself for a None.
+    With the slices of a :class:`Series` this is the ``neighbors`` argument of
+    ``Predictor.predict_batch`` for slice-context models (``settings.context_slices`` = k); the
+    predictor repeats the slice itself for a None. Training uses it on file indices
+    (:func:`anatomical_groups`).
     """
     n = len(slices)
     return [
         [slices[j] if 0 <= j < n else None for j in (*range(i - k, i), *range(i + 1, i + k + 1))]
         for i in range(n)
     ]
+
+
+def anatomical_groups(paths: Sequence[str | os.PathLike[str]]) -> list[list[int]]:
+    """Group DICOM files into series by their headers, each in anatomical order (inferior → superior).
+
+    For slice-context training on files (an image folder, an RSNA folder): a slice's neighbours are
+    the files next to it in its group, wherever they sit on disk. Only headers are parsed. Files
+    left out have no neighbours: PNG/JPG and other non-DICOM files, multi-frame files, files
+    without a SeriesInstanceUID, and series whose order would be a guess (no Image Position
+    Patient or Instance Number on every slice).
+
+    Args:
+        paths: DICOM (or other) files.
+
+    Returns:
+        One list per series of indices into ``paths``, inferior → superior.
+    """
+    members = [_Member(str(p), Path(p)) for p in paths]
+    index = {id(m): i for i, m in enumerate(members)}
+    groups, _, _ = _read_headers(members)
+    out: list[list[int]] = []
+    for uid, group in groups.items():
+        entries = [e for e in group.entries if e.n_frames == 1]
+        if not uid or len(entries) < 2:
+            continue
+        if _sort_entries(entries) in ("position", "instance_number"):
+            out.append([index[id(e.member)] for e in entries])
+    return out
 
 
 def predict_series(
