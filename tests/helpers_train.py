@@ -66,3 +66,51 @@ def write_png_folder(root: Path, n: int = 12, size: int = 96) -> Path:
             hu[size // 2 - 6 : size // 2 + 4, size // 2 - 6 : size // 2 + 4] = 70.0
         cv2.imwrite(str(root / cls / f"{i}.png"), brain_window_uint8(hu))
     return root
+
+
+def write_dicom_series_folder(
+    root: Path, n_series: int = 2, n_slices: int = 5, size: int = 96, seed: int = 0
+) -> dict[str, list[Path]]:
+    """Image folder of whole DICOM series, each slice filed under its own label (as RSNA-style data is).
+
+    Every series has one bleeding slice in the middle (a 70 HU disc with a mask) and normal slices
+    around it; slices carry SeriesInstanceUID, ImagePositionPatient (1 mm … along z, written in
+    shuffled file order) and ImageOrientationPatient, so only the headers give the anatomical order.
+
+    Returns:
+        ``{series uid: [paths inferior → superior]}``.
+    """
+    from pydicom.uid import generate_uid
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for sub in ("normal", "hemorrhage", "masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    series: dict[str, list[Path]] = {}
+    names = iter(rng.permutation(n_series * n_slices))  # file names say nothing about position
+    for s in range(n_series):
+        uid = generate_uid()
+        paths = []
+        for z in range(n_slices):
+            hu = draw_head_hu(size, scale=0.7 + 0.05 * z)
+            hu += rng.normal(0, 3, hu.shape).astype(np.float32)
+            mask = np.zeros((size, size), np.uint8)
+            label = int(z == n_slices // 2)
+            if label:
+                cv2.circle(mask, (size // 2 + 8, size // 2), max(3, size // 14), 255, -1)
+                hu[mask > 0] = 70.0
+            stem = f"img{next(names):03d}"
+            path = root / ("hemorrhage" if label else "normal") / f"{stem}.dcm"
+            stored = np.clip(np.round(hu + 1024.0), -32768, 32767).astype(np.int16)
+            ds = ct_dataset(
+                stored,
+                SeriesInstanceUID=uid,
+                ImagePositionPatient=[-24.0, -24.0, float(5 * z + 10 * s)],
+                ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+                InstanceNumber=n_slices - z,  # reversed: position must win over instance number
+            )
+            dcmwrite(str(path), ds, enforce_file_format=True)
+            cv2.imwrite(str(root / "masks" / f"{stem}.png"), mask)
+            paths.append(path)
+        series[uid] = paths
+    return series

@@ -280,8 +280,10 @@ def test_prefetch_fills_cache_once() -> None:
     data._PHANTOMS.clear()
     assert data.prefetch_phantoms(cols, 64) == 3
     assert data.prefetch_phantoms(cols, 64) == 0  # already cached
-    key = (cols["synthetic_seed"][0], cols["label"][0], 64)
-    np.testing.assert_array_equal(data.phantom_for(*key).hu, data._generate(key).hu)
+    key = (cols["synthetic_seed"][0], cols["label"][0], 64, 0)
+    np.testing.assert_array_equal(data.phantoms_for(*key)[0].hu, data._generate(key)[0].hu)
+    assert data.prefetch_phantoms(cols, 64, k=1) == 3  # context stacks are cached apart
+    assert len(data.phantoms_for(*key[:3], 1)) == 3
     data._PHANTOMS.clear()
 
 

@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     set_seed(training_args.seed)
 
     windows = data_args.window_list
-    n_ch = len(windows)
+    context = data_args.context_slices
+    n_ch = len(windows) * (2 * context + 1)
     mean, std = (data_args.mean_list, data_args.std_list) if data_args.mean_list else default_stats(n_ch)
     splits = build_splits(data_args, training_args.seed)
     if training_args.class_weight_list is not None:
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         threshold=0.5,
         mean=tuple(mean),
         std=tuple(std),
+        context_slices=context,
         trained_on=trained_on,
     )
     apply_settings_to_config(model.config, settings)  # checkpoints carry the keys too
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         procs = max(1, training_args.dataloader_num_workers, min(4, os.cpu_count() or 1))
         for ds in (splits.train, splits.validation):
             if ds is not None and "synthetic_seed" in ds.column_names:
-                prefetch_phantoms(ds.to_dict(), data_args.synthetic_size, procs)
+                prefetch_phantoms(ds.to_dict(), data_args.synthetic_size, procs, context)
 
     with_masks = data_args.mask_loss_weight > 0
     if with_masks and not splits.synthetic and not splits.hub:
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "std": std,
         "allow_unverified": not data_args.verify_head_ct,
         "synthetic_size": data_args.synthetic_size,
+        "context_slices": context,
     }
     if splits.hub:
         common.update(
@@ -321,6 +324,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         threshold=threshold,
         mean=tuple(mean),
         std=tuple(std),
+        context_slices=context,
         trained_on=trained_on,
     )
     apply_settings_to_config(model.config, settings)
@@ -381,6 +385,11 @@ def _training_summary(
         "class weights [normal, hemorrhage]": [round(w, 4) for w in weights],
         "training class counts [normal, hemorrhage]": splits.class_counts,
         "augmentation": aug,
+        "slice context": (
+            f"{d.context_slices} slice(s) on each side stacked as channels (brain_ct_context_slices)"
+            if d.context_slices
+            else "none (single-slice model)"
+        ),
         "mask guidance": (
             f"weight {d.mask_loss_weight}, normal-slice weight {d.mask_negative_weight}"
             if d.mask_loss_weight > 0

@@ -262,13 +262,30 @@ class DataArguments:
             "'center,width' in HU, e.g. --windows brain subdural 600,2800."
         },
     )
+    context_slices: int = field(
+        default=0,
+        metadata={
+            "help": "Slice context: also stack the k neighbouring slices on each side as channels (all "
+            "windows per slice, 2k+1 slices; 0 = single-slice model). Neighbours come from DICOM series "
+            "headers (SeriesInstanceUID, ImagePositionPatient) of --train_dir / --dicom_dir, or from "
+            "generated phantom stacks; a PNG/JPG or a series' end slice repeats itself. With a pretrained "
+            "3-channel ResNet use one window: --windows brain --context_slices 1. The Predictor reads k "
+            "from the saved config (brain_ct_context_slices) and feeds series slices the same way."
+        },
+    )
     image_size: int = field(default=224, metadata={"help": "Model input side in pixels."})
     image_mean: str | None = field(
         default=None,
-        metadata={"help": "Per-channel normalisation mean, comma-separated (default: ImageNet)."},
+        metadata={
+            "help": "Normalisation mean per window, comma-separated (default: ImageNet); slice-context "
+            "models repeat it for every stacked slice."
+        },
     )
     image_std: str | None = field(
-        default=None, metadata={"help": "Per-channel normalisation std, comma-separated (default: ImageNet)."}
+        default=None,
+        metadata={
+            "help": "Normalisation std per window, comma-separated (default: ImageNet); see --image_mean."
+        },
     )
     verify_head_ct: bool = field(
         default=False,
@@ -379,6 +396,8 @@ class DataArguments:
             raise ValueError(f"--validation_split must be in (0, 1); got {self.validation_split}")
         if self.image_size < 32:
             raise ValueError(f"--image_size must be >= 32 pixels; got {self.image_size}")
+        if not 0 <= self.context_slices <= 8:
+            raise ValueError(f"--context_slices must be 0–8 slices on each side; got {self.context_slices}")
         for flag, value in (
             ("--max_train_samples", self.max_train_samples),
             ("--max_eval_samples", self.max_eval_samples),
@@ -389,6 +408,10 @@ class DataArguments:
         n = len(self.window_list)
         self.mean_list = _parse_floats(self.image_mean, "--image_mean", n) if self.image_mean else None
         self.std_list = _parse_floats(self.image_std, "--image_std", n) if self.image_std else None
+        if self.mean_list is not None and self.std_list is not None:
+            # one value per window, repeated for each stacked slice of a context model
+            self.mean_list = self.mean_list * (2 * self.context_slices + 1)
+            self.std_list = self.std_list * (2 * self.context_slices + 1)
         if self.std_list is not None and min(self.std_list) <= 0:
             raise ValueError(f"--image_std must be > 0; got {self.image_std!r}")
         if (self.mean_list is None) != (self.std_list is None):

@@ -10,7 +10,13 @@ Record columns (file-based and synthetic sources):
 * ``label`` (int): 0 normal, 1 hemorrhage;
 * ``mask_path`` (str): lesion mask PNG (same pixel grid as the image, non-zero = lesion) or "";
 * ``synthetic_seed`` (int): phantom seed, -1 for files;
-* ``kind`` (str): "dicom" / "image" for phantoms (how the phantom is fed), "" for files (known after decoding).
+* ``kind`` (str): "dicom" / "image" for phantoms (how the phantom is fed), "" for files (known after decoding);
+* ``neighbors`` (list[str], slice-context training with files only): the 2k files ``[s−k … s−1, s+1 … s+k]``
+  of the slice's series in anatomical order, "" past either end (:func:`add_file_neighbors`).
+
+Slice-context models (``--context_slices k``) see the windowed slices s−k … s+k as channels, built by
+:func:`brain_ct.model.context_stack` as the Predictor builds them. Files get their neighbours from DICOM
+series headers; phantoms are generated as a slice with its neighbours (:func:`brain_ct.synthetic.generate_context`).
 
 Datasets' own ``imagefolder`` cannot decode DICOM, so image folders are scanned here: ``DIR/<class>/**``
 with class folders ``hemorrhage`` and ``normal`` (a few aliases accepted, see :data:`CLASS_ALIASES`);
@@ -31,7 +37,7 @@ import cv2
 import numpy as np
 
 from brain_ct.errors import InvalidInputError
-from brain_ct.windowing import crop_padded, model_box, normalize, to_model_input
+from brain_ct.windowing import crop_padded, model_box, normalize
 from train.augment import IDENTITY, Augmenter
 
 logger = logging.getLogger(__name__)
@@ -225,10 +231,14 @@ def stratified_split(
 ) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
     """Split record columns into (train, validation), stratified by label and seeded.
 
+    With a ``series_group`` column (slice-context training) whole series go to one side, so validation
+    never sees a neighbour of a training slice; the split is then as close to ``fraction`` and to the
+    label ratio as whole series allow.
+
     Raises:
         InvalidInputError: a class has fewer than 2 examples (nothing to split).
     """
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
     labels = np.asarray(columns["label"])
     counts = np.bincount(labels, minlength=2)
@@ -237,12 +247,20 @@ def stratified_split(
             f"cannot take a stratified validation split: class counts are normal={counts[0]}, "
             f"hemorrhage={counts[1]}; each class needs at least 2 examples (or give --validation_dir)"
         )
+    pick = lambda idx: {k: [v[i] for i in sorted(idx)] for k, v in columns.items()}  # noqa: E731
+    groups = columns.get("series_group")
+    if groups is not None and len(set(groups)) < len(groups):
+        folds = max(2, int(round(1.0 / max(fraction, 1e-6))))
+        splitter = StratifiedGroupKFold(
+            n_splits=min(folds, len(set(groups))), shuffle=True, random_state=seed
+        )
+        idx_train, idx_val = next(splitter.split(np.zeros(len(labels)), labels, groups))
+        return pick(idx_train), pick(idx_val)
     n_val = max(2, int(round(fraction * len(labels))))
     n_val = min(n_val, len(labels) - 2)
     idx_train, idx_val = train_test_split(
         np.arange(len(labels)), test_size=n_val, stratify=labels, random_state=seed
     )
-    pick = lambda idx: {k: [v[i] for i in sorted(idx)] for k, v in columns.items()}  # noqa: E731
     return pick(idx_train), pick(idx_val)
 
 
@@ -307,41 +325,50 @@ def pil_to_png_bytes(image: Any) -> bytes:
     return buf.tobytes()
 
 
-#: Phantoms generated ahead of training (:func:`prefetch_phantoms`), keyed by (seed, label, size). Filled in the
-#: main process before the DataLoader forks its workers, so they share it copy-on-write.
-_PHANTOMS: dict[tuple[int, int, int], Any] = {}
+#: Phantoms generated ahead of training (:func:`prefetch_phantoms`), keyed by (seed, label, size, context k):
+#: ``[slice]``, or the 2k + 1 slices of a context stack. Filled in the main process before the DataLoader
+#: forks its workers, so they share it copy-on-write.
+_PHANTOMS: dict[tuple[int, int, int, int], list[Any]] = {}
 
 
-def _generate(key: tuple[int, int, int]) -> Any:
-    from brain_ct.synthetic import generate_slice
+def _generate(key: tuple[int, int, int, int]) -> list[Any]:
+    from brain_ct.synthetic import generate_context, generate_slice
 
-    seed, label, size = key
-    phantom = generate_slice(seed, size, hemorrhage=bool(label))
-    # Only hu/mask and a few scalars are needed to render it; drop the large helper masks.
-    phantom.mimic_mask = phantom.brain_mask = None
-    return phantom
-
-
-def phantom_for(seed: int, label: int, size: int) -> Any:
-    """The phantom of a synthetic record: from the prefetch cache, else generated now (deterministic)."""
-    key = (int(seed), int(label), int(size))
-    phantom = _PHANTOMS.get(key)
-    return phantom if phantom is not None else _generate(key)
+    seed, label, size, k = key
+    if k > 0:
+        phantoms = generate_context(seed, size, k, hemorrhage=bool(label))
+    else:
+        phantoms = [generate_slice(seed, size, hemorrhage=bool(label))]
+    for phantom in phantoms:
+        # Only hu/mask and a few scalars are needed to render it; drop the large helper masks.
+        phantom.mimic_mask = phantom.brain_mask = None
+    return phantoms
 
 
-def prefetch_phantoms(columns: dict[str, list[Any]], size: int, processes: int = 1) -> int:
+def phantoms_for(seed: int, label: int, size: int, k: int = 0) -> list[Any]:
+    """The phantom(s) of a synthetic record: from the prefetch cache, else generated now (deterministic).
+
+    Returns:
+        ``[slice]`` for single-slice records, the ``2k + 1`` slices (centre at index k) for context ones.
+    """
+    key = (int(seed), int(label), int(size), int(k))
+    phantoms = _PHANTOMS.get(key)
+    return phantoms if phantoms is not None else _generate(key)
+
+
+def prefetch_phantoms(columns: dict[str, list[Any]], size: int, processes: int = 1, k: int = 0) -> int:
     """Generate the phantoms of synthetic records once, in parallel, into an in-memory cache.
 
     Each epoch then only renders (DICOM encoding or the 8-bit figure) and augments, which is several times
-    cheaper than generating. Memory: about 330 KB per slice at 256 px.
+    cheaper than generating. Memory: about 330 KB per slice at 256 px (× 2k + 1 for context stacks).
 
     Returns:
-        The number of phantoms generated.
+        The number of records whose phantoms were generated.
     """
     keys = [
-        (int(s), int(y), int(size))
+        (int(s), int(y), int(size), int(k))
         for s, y in zip(columns["synthetic_seed"], columns["label"], strict=True)
-        if int(s) >= 0 and (int(s), int(y), int(size)) not in _PHANTOMS
+        if int(s) >= 0 and (int(s), int(y), int(size), int(k)) not in _PHANTOMS
     ]
     if not keys:
         return 0
@@ -353,7 +380,7 @@ def prefetch_phantoms(columns: dict[str, list[Any]], size: int, processes: int =
         with mp.get_context("fork").Pool(processes) as pool:
             phantoms = list(tqdm(pool.imap(_generate, keys, chunksize=8), total=len(keys), desc="phantoms"))
     else:
-        phantoms = [_generate(k) for k in tqdm(keys, desc="phantoms")]
+        phantoms = [_generate(key) for key in tqdm(keys, desc="phantoms")]
     _PHANTOMS.update(zip(keys, phantoms, strict=True))
     return len(keys)
 
@@ -381,12 +408,39 @@ def synthetic_example(seed: int, label: int, kind: str, size: int) -> tuple[Any,
         ``(ct, mask)``: the :class:`~brain_ct.io.CTImage` and the lesion mask (float32 [H, W] on ``ct``'s
         grid; all zero for a normal slice).
     """
+    return _phantom_input(phantoms_for(seed, label, size)[0], seed, kind)
+
+
+def synthetic_context_example(
+    seed: int, label: int, kind: str, size: int, k: int
+) -> tuple[Any, np.ndarray, list[Any | None]]:
+    """A phantom slice with its k neighbours on each side, as a slice-context model receives them.
+
+    ``kind == "dicom"``: every slice of the stack goes through DICOM and ``load_image``; for about one
+    record in seven, seeded, one side's neighbours are missing, as at a scan's first or last slice or for
+    a lone DICOM (the Predictor repeats the centre then). ``kind == "image"``: only the centre, rendered as
+    an internet figure — a PNG/JPG has no neighbours.
+
+    Returns:
+        ``(ct, mask, neighbors)``: the centre slice, its lesion mask (as :func:`synthetic_example`) and the
+        2k neighbours ``[s−k … s−1, s+1 … s+k]`` (None where missing).
+    """
+    phantoms = phantoms_for(seed, label, size, k)
+    ct, mask = _phantom_input(phantoms[k], seed, kind)
+    if kind == "image":
+        return ct, mask, [None] * (2 * k)
+    drop = np.random.default_rng([int(seed), 3]).random(2) < 0.075
+    below = [None if drop[0] else _phantom_input(ph, seed, kind)[0] for ph in phantoms[:k]]
+    above = [None if drop[1] else _phantom_input(ph, seed, kind)[0] for ph in phantoms[k + 1 :]]
+    return ct, mask, below + above
+
+
+def _phantom_input(phantom: Any, seed: int, kind: str) -> tuple[Any, np.ndarray]:
     import io as _io
 
     from brain_ct.io import load_image
     from brain_ct.synthetic import render_internet, to_dicom
 
-    phantom = phantom_for(seed, label, size)
     if kind == "image":
         image, mask = render_internet(phantom, np.random.default_rng([int(seed), 2]))
         data = _png_bytes(image)
@@ -396,6 +450,39 @@ def synthetic_example(seed: int, label: int, kind: str, size: int) -> tuple[Any,
         data, mask = buf.getvalue(), phantom.mask
     ct = load_image(data, allow_unverified=True, name=f"phantom-{seed}")
     return ct, mask.astype(np.float32)
+
+
+def add_file_neighbors(columns: dict[str, list[Any]], k: int) -> dict[str, list[Any]]:
+    """Add the ``neighbors`` column for slice-context training on files (image folders, RSNA folders).
+
+    A slice's neighbours are the files next to it in its DICOM series, grouped and ordered from the
+    headers (:func:`brain_ct.series.anatomical_groups`), wherever they sit on disk (a series' slices are
+    usually split between ``hemorrhage/`` and ``normal/``). Call it on a whole listing before it is split
+    or subsampled. Files outside any series (PNG/JPG, lone DICOMs) get none: the centre is repeated.
+
+    Returns:
+        ``columns`` with ``neighbors`` (per record, 2k paths, "" past either end of its series) and
+        ``series_group`` (which series a record belongs to, so :func:`stratified_split` keeps series whole).
+    """
+    from brain_ct.series import anatomical_groups, context_neighbors
+
+    paths = columns["path"]
+    neighbors = [[""] * (2 * k) for _ in paths]
+    # Files outside any series are groups of their own (negative ids).
+    series_group = [-1 - i for i in range(len(paths))]
+    in_series = 0
+    for g, group in enumerate(anatomical_groups(paths)):
+        for i, nbs in zip(group, context_neighbors(group, k), strict=True):
+            neighbors[i] = [paths[j] if j is not None else "" for j in nbs]
+            series_group[i] = g
+            in_series += 1
+    logger.info(
+        "slice context: %d of %d slices belong to a DICOM series with neighbours; the others repeat "
+        "themselves as context",
+        in_series,
+        len(paths),
+    )
+    return {**columns, "neighbors": neighbors, "series_group": series_group}
 
 
 @dataclass
@@ -411,6 +498,8 @@ class SliceTransform:
         allow_unverified: skip brain_ct's head-CT plausibility check (framing is always done).
         synthetic_size: phantom side in pixels for synthetic records.
         image_column, label_map: for Hub datasets: the image column and label value → 0/1.
+        context_slices: k neighbouring slices on each side stacked as channels (slice-context models);
+            ``mean`` and ``std`` then have one entry per stacked channel.
     """
 
     windows: Sequence[tuple[float, float]]
@@ -424,6 +513,7 @@ class SliceTransform:
     image_column: str | None = None
     label_column: str = "label"
     label_map: dict[Any, int] | None = None
+    context_slices: int = 0
     _load_image: Callable[..., Any] | None = field(default=None, repr=False)
 
     def _loader(self) -> Callable[..., Any]:
@@ -435,35 +525,74 @@ class SliceTransform:
 
     def load(self, ex: dict[str, Any]) -> tuple[Any, np.ndarray | None, int]:
         """Decode one record into ``(CTImage, mask on the image grid or None, label)``."""
+        ct, mask, label, _ = self.load_with_context(ex)
+        return ct, mask, label
+
+    def load_with_context(self, ex: dict[str, Any]) -> tuple[Any, np.ndarray | None, int, list[Any] | None]:
+        """Decode one record into ``(CTImage, mask or None, label, neighbours)``.
+
+        The neighbours are None for single-slice training, else the 2k slices around the centre (None
+        entries where the record has none).
+        """
+        k = self.context_slices
         if self.image_column is not None:  # a Hub dataset example
             raw = ex[self.image_column]
             data = raw if isinstance(raw, (bytes, bytearray)) else pil_to_png_bytes(raw)
             ct = self._loader()(bytes(data), allow_unverified=self.allow_unverified)
             value = ex[self.label_column]
             label = self.label_map[value] if self.label_map is not None else int(value)
-            return ct, None, label
+            return ct, None, label, ([None] * (2 * k) if k else None)
         label = int(ex["label"])
         if int(ex.get("synthetic_seed", -1)) >= 0:
-            ct, mask = synthetic_example(int(ex["synthetic_seed"]), label, ex["kind"], self.synthetic_size)
-            return ct, (mask if self.with_masks else None), label
+            seed, kind = int(ex["synthetic_seed"]), ex["kind"]
+            if k:
+                ct, mask, neighbors = synthetic_context_example(seed, label, kind, self.synthetic_size, k)
+            else:
+                (ct, mask), neighbors = synthetic_example(seed, label, kind, self.synthetic_size), None
+            return ct, (mask if self.with_masks else None), label, neighbors
         ct = self._loader()(ex["path"], allow_unverified=self.allow_unverified)
         mask = None
         if self.with_masks and ex.get("mask_path"):
             mask = read_mask(ex["mask_path"], ct.display.shape[:2])
-        return ct, mask, label
+        neighbors = None
+        if k:
+            # A neighbour is context, not the example: one that will not load is left out (repeated centre).
+            paths = list(ex.get("neighbors") or [""] * (2 * k))
+            neighbors = [self._load_neighbor(path) for path in paths]
+        return ct, mask, label, neighbors
+
+    def _load_neighbor(self, path: str) -> Any | None:
+        if not path:
+            return None
+        try:
+            return self._loader()(path, allow_unverified=True)
+        except InvalidInputError as exc:
+            logger.warning("slice-context neighbour %s skipped: %s", Path(path).name, exc)
+            return None
 
     def encode(
-        self, ct: Any, mask: np.ndarray | None, rng: np.random.Generator | None = None
+        self,
+        ct: Any,
+        mask: np.ndarray | None,
+        rng: np.random.Generator | None = None,
+        neighbors: Sequence[Any | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """One slice → (normalised float32 [C, S, S], mask float32 [S, S] or None), augmented if training."""
+        """One slice → (normalised float32 [C, S, S], mask float32 [S, S] or None), augmented if training.
+
+        The channels are :func:`brain_ct.model.context_stack` — exactly the Predictor's input — with the
+        same geometric augmentation applied to every stacked slice.
+        """
+        from brain_ct.model import context_stack
+
+        k = self.context_slices
         if self.augmenter is None:
-            pv = to_model_input(ct, self.windows, self.size, self.mean, self.std)
+            pv = normalize(context_stack(ct, self.windows, self.size, k, neighbors), self.mean, self.std)
             grid_mask = mask_to_model_grid(mask, ct, self.size) if mask is not None else None
             return pv, grid_mask
         rng = rng if rng is not None else np.random.default_rng()
         params = self.augmenter.sample(rng, self.size)
         windows = self.augmenter.jitter_windows(self.windows, params) if ct.hu is not None else self.windows
-        channels = to_model_input(ct, windows, self.size, None, None)
+        channels = context_stack(ct, windows, self.size, k, neighbors)
         grid_mask = mask_to_model_grid(mask, ct, self.size) if mask is not None else None
         if params != IDENTITY:
             channels, grid_mask = self.augmenter.apply(channels, grid_mask, params)
@@ -481,8 +610,8 @@ class SliceTransform:
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item())) if self.augmenter else None
         for i in range(n):
             ex = {k: v[i] for k, v in batch.items()}
-            ct, mask, label = self.load(ex)
-            pv, grid_mask = self.encode(ct, mask, rng)
+            ct, mask, label, neighbors = self.load_with_context(ex)
+            pv, grid_mask = self.encode(ct, mask, rng, neighbors)
             out["pixel_values"].append(torch.from_numpy(np.ascontiguousarray(pv)))
             out["labels"].append(label)
             out["input_kind"].append(INPUT_KINDS.index("dicom" if ct.hu is not None else "image"))
@@ -548,8 +677,18 @@ def build_splits(data_args: Any, seed: int) -> Splits:
     (``--validation_split``); a Hub dataset uses its own splits when it has them.
     """
     a = data_args
+    k = int(getattr(a, "context_slices", 0) or 0)
     if a.dataset_name is not None:
+        if k:
+            raise InvalidInputError(
+                "--context_slices needs slices in series order: DICOM series (--train_dir or --dicom_dir) "
+                "or phantoms (--synthetic_train); a Hub image dataset carries no series"
+            )
         return _build_hub_splits(a, seed)
+
+    def files(columns: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        return add_file_neighbors(columns, k) if k else columns
+
     test = None
     synthetic = False
     if a.synthetic_train > 0:
@@ -561,15 +700,15 @@ def build_splits(data_args: Any, seed: int) -> Splits:
             "the rest as DICOM HU"
         )
     elif a.dicom_dir is not None:
-        train = scan_rsna(a.dicom_dir, a.labels_csv)
+        train = files(scan_rsna(a.dicom_dir, a.labels_csv))
         desc = f"RSNA 2019 layout DICOM folder {Path(a.dicom_dir).name!r} ({len(train['label'])} slices)"
     else:
-        train = scan_imagefolder(a.train_dir, a.mask_dir)
+        train = files(scan_imagefolder(a.train_dir, a.mask_dir))
         desc = f"image folder {Path(a.train_dir).name!r} ({len(train['label'])} slices)"
     train = take(train, a.max_train_samples, seed)
 
     if a.validation_dir is not None:
-        validation = scan_imagefolder(a.validation_dir, None)
+        validation = files(scan_imagefolder(a.validation_dir, None))
     elif a.synthetic_validation > 0:
         validation = synthetic_records(
             a.synthetic_validation, "validation", a.synthetic_seed, a.synthetic_8bit_fraction
@@ -579,7 +718,7 @@ def build_splits(data_args: Any, seed: int) -> Splits:
     validation = take(validation, a.max_eval_samples, seed)
 
     if a.test_dir is not None:
-        test = scan_imagefolder(a.test_dir, None)
+        test = files(scan_imagefolder(a.test_dir, None))
     elif a.synthetic_test > 0:
         test = synthetic_records(a.synthetic_test, "test", a.synthetic_seed, a.synthetic_8bit_fraction)
     if test is not None:

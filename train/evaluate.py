@@ -351,26 +351,33 @@ def build_parser() -> argparse.ArgumentParser:
 def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate ``args.model`` as described by the CLI arguments; returns what is written to eval_results.json."""
     from brain_ct.model import load_model
-    from train.data import SliceTransform, attach_transform, scan_imagefolder, synthetic_records, to_dataset
+    from train.data import (
+        SliceTransform,
+        add_file_neighbors,
+        attach_transform,
+        scan_imagefolder,
+        synthetic_records,
+        to_dataset,
+    )
 
     if not args.test_dir and args.synthetic_test <= 0:
         raise InvalidInputError("nothing to evaluate: give --test_dir DIR or --synthetic_test N")
     model, settings = load_model(args.model, revision=args.revision)
-    if settings.context_slices:
-        raise InvalidInputError(
-            "slice-context models are evaluated per series; this script scores single slices"
-        )
+    k = settings.context_slices
     transform = SliceTransform(
         windows=settings.windows,
         size=settings.image_size,
         mean=settings.mean,
         std=settings.std,
         synthetic_size=args.synthetic_size,
+        context_slices=k,
     )
 
     def dataset(folder: str | None, n: int, split: str) -> Any:
         if folder:
             cols = scan_imagefolder(folder)
+            if k:  # slice-context models see each slice with its series neighbours
+                cols = add_file_neighbors(cols, k)
         elif n > 0:
             cols = synthetic_records(n, split, args.synthetic_seed, args.synthetic_8bit_fraction)
         else:
