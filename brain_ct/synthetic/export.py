@@ -187,6 +187,10 @@ _WINDOWS = [
     ((40, 150), 0.05),
 ]
 _WIDE = [(40, 400), (300, 1500), (600, 2800), (500, 2000)]
+#: Fraction of head pixels at or above the window's top above which a plane counts as mostly bone.
+_MOSTLY_BONE = 0.4
+#: Fraction of internet figures with brain in view that are nonetheless shown in a wide window.
+_WIDE_FRACTION = 0.04
 _COLOURS = [
     (0, 0, 255),
     (0, 255, 255),
@@ -278,9 +282,12 @@ def render_internet(phantom: Phantom, rng: np.random.Generator) -> tuple[np.ndar
     c += rng.normal(0, 3)
     w *= rng.uniform(0.9, 1.12)
     head = phantom.hu > -300
-    if head.any() and float(np.mean(phantom.hu[head] >= c + w / 2)) > 0.3:
-        # Mostly bone in the plane (top of the skull): nobody posts a saturated white disc;
-        # such slices go online in a wide or bone window.
+    bone_fraction = float(np.mean(phantom.hu[head] >= c + w / 2)) if head.any() else 0.0
+    # A plane that is mostly bone (a cut through the skull cap) is not posted as a saturated white
+    # disc but in a wide or bone window. Wherever brain shows, figures use a brain window (a few
+    # are posted in a wide one, of either class alike): in a bone window blood is invisible, so
+    # such a figure's label could not be read from it.
+    if bone_fraction > _MOSTLY_BONE or rng.random() < _WIDE_FRACTION:
         c, w = _WIDE[int(rng.integers(len(_WIDE)))]
     grey = plain_8bit(phantom.hu, c, w)
     mask = phantom.mask.astype(np.uint8)
