@@ -363,21 +363,21 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     if not args.test_dir and args.synthetic_test <= 0:
         raise InvalidInputError("nothing to evaluate: give --test_dir DIR or --synthetic_test N")
     model, settings = load_model(args.model, revision=args.revision)
-    k = settings.context_slices
+    context = settings.context_slices
     transform = SliceTransform(
         windows=settings.windows,
         size=settings.image_size,
         mean=settings.mean,
         std=settings.std,
         synthetic_size=args.synthetic_size,
-        context_slices=k,
+        context_slices=context,
     )
 
     def dataset(folder: str | None, n: int, split: str) -> Any:
         if folder:
             cols = scan_imagefolder(folder)
-            if k:  # slice-context models see each slice with its series neighbours
-                cols = add_file_neighbors(cols, k)
+            if context:  # slice-context models see each slice with its series neighbours
+                cols = add_file_neighbors(cols, context)
         elif n > 0:
             cols = synthetic_records(n, split, args.synthetic_seed, args.synthetic_8bit_fraction)
         else:
