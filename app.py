@@ -36,7 +36,7 @@ import numpy as np
 from brain_ct import DISCLAIMER
 from brain_ct.errors import BrainCTError
 from brain_ct.io import CTImage, load_image
-from brain_ct.model import resolve_model_id
+from brain_ct.model import resolve_model_id, shown_model_id
 from brain_ct.predictor import Prediction, Predictor
 from brain_ct.report import probability_plot_png, write_report
 from brain_ct.series import SeriesPrediction, predict_series, read_series
@@ -60,9 +60,11 @@ class ModelRegistry:
     """Predictors by model id: the default is loaded at start, extra ones on first use, all cached."""
 
     def __init__(self, default: str, extra: list[str] | None = None, revision: str | None = None) -> None:
-        self.default = default
+        # Choices are the ids users see (the bundled demo as models/brain-ct-demo, not the server's path).
+        self._sources = {shown_model_id(m): m for m in [*(extra or [])[::-1], default]}
+        self.default = shown_model_id(default)
         self.revision = revision
-        self.choices = list(dict.fromkeys([default, *(extra or [])]))
+        self.choices = list(dict.fromkeys([self.default, *(shown_model_id(m) for m in extra or [])]))
         self._cache: dict[str, Predictor] = {}
         self._lock = threading.Lock()
 
@@ -74,7 +76,9 @@ class ModelRegistry:
             if model_id not in self._cache:
                 try:
                     revision = self.revision if model_id == self.default else None
-                    self._cache[model_id] = Predictor.from_pretrained(model_id, revision=revision)
+                    self._cache[model_id] = Predictor.from_pretrained(
+                        self._sources[model_id], revision=revision
+                    )
                 except BrainCTError as exc:
                     raise gr.Error(str(exc), print_exception=False) from None
             return self._cache[model_id]
@@ -473,7 +477,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     app_registry, app_demo = registry, demo
-    if (args.model is not None and resolve_model_id(args.model) != registry.default) or (
+    if (args.model is not None and shown_model_id(resolve_model_id(args.model)) != registry.default) or (
         args.revision != registry.revision
     ):
         app_registry = make_registry(args.model, args.revision)

@@ -234,18 +234,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _shown_model_id(model_id: str) -> str:
-    """A Hub id as is; a folder inside this repository relative to it (results must not carry a home path)."""
-    repo = Path(__file__).resolve().parent.parent
-    path = Path(model_id)
-    if path.exists():
-        try:
-            return path.resolve().relative_to(repo).as_posix()
-        except ValueError:
-            return path.name
-    return model_id
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.n_per_subtype < 1 or args.size < 64 or args.dilate < 0 or args.batch_size < 1:
@@ -288,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
         )
     report = {
-        "model": "tiny random model (--smoke)" if args.smoke else _shown_model_id(predictor.model_id),
+        "model": "tiny random model (--smoke)" if args.smoke else predictor.model_id,
         "revision": args.revision,
         "is_demo": bool(predictor.settings.is_demo),
         "smoke": bool(args.smoke),

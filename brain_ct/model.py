@@ -43,7 +43,8 @@ if TYPE_CHECKING:
     from brain_ct.io import CTImage
 
 #: The bundled demo model (trained on synthetic phantoms by ``python -m train``).
-DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "brain-ct-demo"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEMO_MODEL_DIR = PROJECT_ROOT / "models" / "brain-ct-demo"
 
 #: Environment variable naming the default model (Hub id or folder).
 MODEL_ENV = "BRAIN_CT_MODEL"
@@ -66,7 +67,8 @@ class ModelSettings:
         mean, std: per-input-channel normalisation after windowing (length ``num_channels``).
         context_slices: k neighbouring slices on each side stacked as channels (0 = single slice).
         trained_on: what the weights were trained on (``brain_ct_trained_on``), or None if unknown.
-        model_id: the id or folder the model was loaded from (as given, or resolved).
+        model_id: the id or folder the model was loaded from (as given, or resolved; a folder inside
+            this project relative to it, see :func:`shown_model_id`).
         revision: the Hub revision asked for, or None.
         is_demo: True for the bundled demo model or any model trained on synthetic data only;
             the app shows a "for demonstration only" banner then.
@@ -129,6 +131,21 @@ def resolve_model_id(explicit: str | os.PathLike[str] | None = None) -> str:
         f"variable {MODEL_ENV}, or train the demo model with python -m train "
         "(the README's 'Demo model' section has the exact command)"
     )
+
+
+def shown_model_id(model_id: str) -> str:
+    """The model id to show in outputs: a Hub id as given; a folder inside this project relative to it.
+
+    The bundled demo is resolved to an absolute path for loading; outputs, reports and the public app
+    show ``models/brain-ct-demo`` instead of the server's directory layout. Other folders stay as given.
+    """
+    path = Path(model_id).expanduser()
+    if not model_id or not path.exists():
+        return model_id
+    try:
+        return path.resolve().relative_to(PROJECT_ROOT).as_posix()
+    except ValueError:
+        return model_id
 
 
 def _looks_like_path(model_id: str) -> bool:
@@ -267,7 +284,7 @@ def settings_from_config(
         std=tuple(std),
         context_slices=int(context),
         trained_on=trained_on,
-        model_id=model_id,
+        model_id=shown_model_id(model_id),
         revision=revision,
         is_demo=_is_demo_path(model_id) if model_id else False,
         hemorrhage_index=hem_index,

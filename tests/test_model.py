@@ -242,3 +242,11 @@ def test_model_input_context_stacks_neighbours_in_order() -> None:
     assert diff_after[:, 32:].sum() > 10 * diff_after[:, :32].sum() + 1e-6
     with pytest.raises(ValueError, match="needs 2 neighbours"):
         bm.model_input(centre, settings, [before])
+
+
+def test_shown_model_id_hides_the_server_path_of_project_folders(tmp_path: Path) -> None:
+    assert bm.shown_model_id(str(bm.DEMO_MODEL_DIR)) == "models/brain-ct-demo"
+    assert bm.shown_model_id("someone/tiny-ct") == "someone/tiny-ct"  # a Hub id as given
+    assert bm.shown_model_id(str(tmp_path)) == str(tmp_path)  # a user's own folder as given
+    _, settings = bm.load_model(str(bm.DEMO_MODEL_DIR))
+    assert settings.model_id == "models/brain-ct-demo" and settings.is_demo
