@@ -14,6 +14,9 @@ from conftest import brain_window_uint8, draw_head_hu
 from helpers_dicom import ct_dataset
 from pydicom.filewriter import dcmwrite
 
+#: ``python -m train`` flags for a smoke run that only trains: no per-epoch evaluation, no checkpoints.
+NO_EVAL = ["--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false"]
+
 
 def write_ct_dicom(path: Path, hu: np.ndarray) -> None:
     """Write HU as a minimal CT DICOM (int16 stored values, intercept −1024)."""

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers_train import write_tiny_folder
+from helpers_train import NO_EVAL, write_tiny_folder
 
 from brain_ct.windowing import PRESETS
 from train import main
@@ -234,12 +234,7 @@ def test_push_to_hub_uploads_the_output_folder(
             str(out),
             "--max_steps",
             "1",
-            "--eval_strategy",
-            "no",
-            "--save_strategy",
-            "no",
-            "--load_best_model_at_end",
-            "false",
+            *NO_EVAL,
             "--push_to_hub",
             "--hub_model_id",
             "someone/brain-ct-test",
@@ -483,12 +478,7 @@ def test_on_the_fly_phantoms_make_a_demo_style_model(tmp_path: Path) -> None:
             str(out),
             "--max_steps",
             "1",
-            "--eval_strategy",
-            "no",
-            "--save_strategy",
-            "no",
-            "--load_best_model_at_end",
-            "false",
+            *NO_EVAL,
             "--dataloader_num_workers",
             "0",
         ]

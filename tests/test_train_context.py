@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers_dicom import dicom_bytes
-from helpers_train import write_dicom_series_folder, write_tiny_folder
+from helpers_train import NO_EVAL, write_dicom_series_folder, write_tiny_folder
 
 from brain_ct.errors import InvalidInputError
 from brain_ct.io import load_image
@@ -198,12 +198,7 @@ def test_train_a_context_model_on_dicom_series_and_read_a_scan(
             "2",
             "--per_device_train_batch_size",
             "4",
-            "--eval_strategy",
-            "no",
-            "--save_strategy",
-            "no",
-            "--load_best_model_at_end",
-            "false",
+            *NO_EVAL,
             "--mask_loss_weight",
             "0.5",
             "--dataloader_num_workers",
@@ -259,12 +254,7 @@ def test_train_a_context_model_on_phantom_stacks(tmp_path: Path) -> None:
             "1",
             "--per_device_train_batch_size",
             "3",
-            "--eval_strategy",
-            "no",
-            "--save_strategy",
-            "no",
-            "--load_best_model_at_end",
-            "false",
+            *NO_EVAL,
             "--dataloader_num_workers",
             "0",
         ]
