@@ -98,7 +98,10 @@ class Series:
             ``None`` where (0020,0032) *Image Position Patient* is missing.
         series_id: hashed (0020,000E) *Series Instance UID* (:func:`brain_ct.privacy.hashed_uid`);
             ``None`` for ordinary images.
-        errors: files of this series that were skipped: ``{"file", "type", "message"}`` each.
+        errors: files that could not be read: ``{"file", "type", "message"}`` each.
+        skipped: readable input files that are not part of this series (another series, a non-image
+            DICOM such as RTPLAN or SR, an ordinary image beside DICOM slices): ``{"file", "reason"}`` each,
+            e.g. ``{"file": "IM0003", "reason": "other series 3f2a…, 1 slice"}``.
         source: what was read, as a display string (the path as given, or ``"N files"``).
         sort_key: how the slices were ordered: ``"position"``, ``"instance_number"``, ``"name"``.
         identifiers: (0010,0010) PatientName, (0010,0020) PatientID and (0008,0020) StudyDate
@@ -111,6 +114,7 @@ class Series:
     positions: list[float | None]
     series_id: str | None = None
     errors: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
     source: str = ""
     sort_key: str = "name"
     identifiers: dict[str, str] = field(default_factory=dict, repr=False)
@@ -128,6 +132,7 @@ class Series:
             "positions": list(self.positions),
             "sort_key": self.sort_key,
             "errors": [dict(e) for e in self.errors],
+            "skipped": [dict(s) for s in self.skipped],
         }
 
 

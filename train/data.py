@@ -65,6 +65,11 @@ CLASS_ALIASES: dict[str, int] = {
 #: Input kinds reported per example (``input_kind``): how the slice reached the model.
 INPUT_KINDS: tuple[str, ...] = ("dicom", "image")
 
+#: Anatomy domains reported per example (``domain``): "phantom" for generated heads (``synthetic_seed`` ≥ 0),
+#: "real" for everything read from files or the Hub (real anatomy, with or without painted-in lesions).
+#: The real-anatomy threshold rule bounds false positives on the real normals of the validation split.
+DOMAINS: tuple[str, ...] = ("phantom", "real")
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom", ""}
 SKIP_DIRS = {"masks"}
 
@@ -602,7 +607,7 @@ class SliceTransform:
         import torch
 
         n = len(next(iter(batch.values())))
-        out: dict[str, list[Any]] = {"pixel_values": [], "labels": [], "input_kind": []}
+        out: dict[str, list[Any]] = {"pixel_values": [], "labels": [], "input_kind": [], "domain": []}
         if self.with_masks:
             out["mask"], out["has_mask"] = [], []
         # Draw augmentation randomness from torch's RNG: the DataLoader seeds it per worker and epoch
@@ -615,6 +620,9 @@ class SliceTransform:
             out["pixel_values"].append(torch.from_numpy(np.ascontiguousarray(pv)))
             out["labels"].append(label)
             out["input_kind"].append(INPUT_KINDS.index("dicom" if ct.hu is not None else "image"))
+            out["domain"].append(
+                DOMAINS.index("phantom" if int(ex.get("synthetic_seed", -1)) >= 0 else "real")
+            )
             if self.with_masks:
                 has = grid_mask is not None and label == 1 and float(grid_mask.max()) > 0
                 out["mask"].append(

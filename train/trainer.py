@@ -34,7 +34,7 @@ from transformers import Trainer
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 
 #: Batch keys the data transform adds that the model's forward does not take.
-EXTRA_KEYS = ("mask", "has_mask", "input_kind")
+EXTRA_KEYS = ("mask", "has_mask", "input_kind", "domain")
 EPS = 1e-6
 
 
