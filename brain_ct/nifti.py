@@ -1,0 +1,846 @@
+"""NIfTI head-CT volumes in as a :class:`~brain_ct.series.Series`, heatmap volumes out on the source grid.
+
+Research head-CT data is mostly distributed as NIfTI (``.nii`` / ``.nii.gz``, e.g. after
+``dcm2niix``). :func:`read_nifti_series` reads one volume into the same :class:`Series` of
+:class:`~brain_ct.io.CTImage` slices that the DICOM reader gives, so the model, the scan rule,
+regions and the report work unchanged; :func:`write_heatmap_nifti` writes the per-slice heatmaps
+back as a float32 volume on the ORIGINAL voxel grid and affine, so it opens aligned over the scan
+in 3D Slicer or ITK-SNAP.
+
+Reading, in order (nothing is written anywhere):
+
+1. **Bytes**: the file (at most :data:`brain_ct.io.MAX_FILE_BYTES`), gzip or not. The header is
+   parsed first (NIfTI-1, 348 bytes, or NIfTI-2, 540 bytes, either byte order) and checked
+   before a single voxel is read: 2–7 dims, a 3-D volume (a 2-D file or a third dim of 1 is one
+   slice; a 4th or 5th dim above 1 — a time series, several volumes or channels — is refused),
+   a grey data type (no RGB, no complex), and the declared voxel bytes at most
+   :data:`MAX_VOLUME_BYTES` / :data:`MAX_VOXELS`. Then exactly the bytes the header announces are
+   read from the (gzip) stream, so a truncated file is caught and a gzip bomb cannot inflate
+   beyond the declared size.
+2. **Geometry** from nibabel's best affine (sform, else qform; voxel → RAS+ mm): a voxel axis
+   more than :data:`MAX_OBLIQUITY_DEG` from every patient axis is refused (an oblique volume
+   cannot be read as axial slices without resampling). The axes are permuted and flipped
+   (``nibabel.orientations``) to the reading layout ``[row, column, slice]`` = posterior,
+   patient-left, superior: each slice shows as an axial DICOM does (radiological convention:
+   anterior at the top, the patient's left on the image's right) and slices run inferior →
+   superior. Axial slices whose pixels are not square (ratio above :data:`MAX_PIXEL_ASPECT`, a
+   thick-slice coronal or sagittal acquisition) are refused.
+3. **HU** = stored value × ``scl_slope`` + ``scl_inter`` (nibabel's scaling; slope 0 or NaN means
+   none, as the NIfTI standard says), for integer and float storage. NaN or infinite values are
+   refused, and so is a volume that is not in HU (:func:`check_ct_like`: no air near -1000 HU or
+   no soft tissue — an MRI, a normalised array, a CT saved without its rescale).
+4. **Slices** with DICOM-like geometry in ``meta``: ``PixelSpacing`` (row, column spacing in mm),
+   ``ImagePositionPatient`` / ``ImageOrientationPatient`` in the DICOM patient frame (LPS) and
+   ``SpacingBetweenSlices``; :attr:`Series.positions` are the slice positions in mm along the
+   slice normal pointing superior, exactly as the DICOM reader computes them. The header's free
+   text (``descrip``, ``aux_file``, ``intent_name``, ``db_name``) and extensions may carry
+   identifying text (dcm2niix writes acquisition times there): none of it is read into an output.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io as _io
+import os
+import tempfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations
+
+from brain_ct import framing
+from brain_ct.errors import InvalidInputError
+from brain_ct.io import MAX_FILE_BYTES, MAX_SIDE, MAX_TOTAL_PIXELS, MIN_SIDE, CTImage
+from brain_ct.series import Series, _check_plausible_series
+from brain_ct.windowing import PRESETS, window
+
+NiftiSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
+
+#: Most bytes of voxel data a header may declare (checked before any voxel is read).
+MAX_VOLUME_BYTES = 1 << 30
+
+#: Most voxels in one volume: as many as the largest multi-frame DICOM read (640 slices of 512²).
+MAX_VOXELS = MAX_TOTAL_PIXELS
+
+#: A voxel axis further than this from every patient axis (degrees) makes the volume oblique.
+MAX_OBLIQUITY_DEG = 30.0
+
+#: Largest ratio of the two pixel spacings of an axial slice (real CT slices have square pixels).
+MAX_PIXEL_ASPECT = 1.2
+
+#: HU at or below which a voxel counts as air (air is -1000 HU; fat is about -100 HU).
+AIR_LIMIT_HU = -500.0
+
+#: Soft tissue (brain, blood, muscle) in HU.
+SOFT_TISSUE_HU = (-100.0, 100.0)
+
+#: Smallest fraction of voxels that must be air, and soft tissue, for a volume to count as HU.
+MIN_CT_FRACTION = 0.01
+
+#: Reading layout: voxel axes pointing to posterior, patient-left, superior (nibabel axis codes).
+READING_AXCODES = ("P", "L", "S")
+
+ACCEPTED = "a NIfTI-1 or NIfTI-2 head-CT volume in HU (.nii or .nii.gz)"
+
+_READING_ORNT = orientations.axcodes2ornt(READING_AXCODES)
+_LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
+_UNIT_MM = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 0.001}
+_CHUNK = 1 << 22
+# Bytes of a header that tell NIfTI apart (sizeof_hdr 348 + magic "n+1"/"ni1", or 540 + "n+2").
+_SNIFF_BYTES = 540
+
+
+@dataclass(frozen=True)
+class NiftiGrid:
+    """A source volume's voxel grid and how it maps to the reading layout ``[row, column, slice]``.
+
+    Keeps only geometry (never a header's free text or extensions): enough to write a volume back
+    on the source grid (:func:`write_heatmap_nifti`) that a viewer overlays exactly. Built by
+    :func:`read_nifti_series` for NIfTI input and by :func:`grid_from_series` for DICOM series.
+
+    Attributes:
+        shape: the source's spatial shape as stored (2 or 3 ints; trailing singleton dims dropped).
+        affine: float64 ``[4, 4]``, source voxel index → RAS+ mm (nibabel's best affine).
+        reading_ornt: ``[3, 2]`` nibabel orientation transform from the source voxel axes to the
+            reading layout (row, column, slice), as :func:`nibabel.orientations.apply_orientation` takes it.
+        qform, sform: float64 ``[4, 4]`` written to a volume on this grid.
+        qform_code, sform_code: their NIfTI codes (0 = not set).
+        zooms: voxel sizes (``pixdim``) of the spatial axes, in ``unit``.
+        unit: spatial unit name of the header (``"mm"``, ``"meter"``, ``"micron"``, ``"unknown"``).
+    """
+
+    shape: tuple[int, ...]
+    affine: np.ndarray = field(repr=False)
+    reading_ornt: np.ndarray = field(repr=False)
+    qform: np.ndarray = field(repr=False)
+    sform: np.ndarray = field(repr=False)
+    qform_code: int = 0
+    sform_code: int = 0
+    zooms: tuple[float, ...] = ()
+    unit: str = "mm"
+
+    @property
+    def shape3(self) -> tuple[int, int, int]:
+        """The spatial shape as three dims (a 2-D source has a third dim of 1)."""
+        return (*self.shape, 1, 1)[:3]  # type: ignore[return-value]
+
+    @property
+    def reading_shape(self) -> tuple[int, int, int]:
+        """(rows, columns, slices) of the reading layout."""
+        out = [0, 0, 0]
+        for axis, (target, _) in enumerate(self.reading_ornt):
+            out[int(target)] = self.shape3[axis]
+        return out[0], out[1], out[2]
+
+    @property
+    def reading_affine(self) -> np.ndarray:
+        """float64 ``[4, 4]``: (row, column, slice) index → RAS+ mm."""
+        return self.affine @ orientations.inv_ornt_aff(self.reading_ornt, self.shape3)
+
+    def to_reading(self, volume: np.ndarray) -> np.ndarray:
+        """A volume in the source's voxel layout (``shape``) → ``[rows, columns, slices]`` (a view)."""
+        return orientations.apply_orientation(np.reshape(volume, self.shape3), self.reading_ornt)
+
+    def to_source(self, volume: np.ndarray) -> np.ndarray:
+        """A ``[rows, columns, slices]`` volume → the source's voxel layout and ``shape``."""
+        back = np.zeros_like(self.reading_ornt)
+        for axis, (target, flip) in enumerate(self.reading_ornt):
+            back[int(target)] = (axis, flip)
+        return np.reshape(orientations.apply_orientation(volume, back), self.shape)
+
+
+@dataclass
+class NiftiSeries(Series):
+    """A :class:`~brain_ct.series.Series` read from a NIfTI volume, with the volume's grid.
+
+    Attributes:
+        grid: the source voxel grid (:class:`NiftiGrid`), for :func:`write_heatmap_nifti` and
+            :func:`read_nifti_mask`.
+    """
+
+    grid: NiftiGrid | None = None
+
+
+# --------------------------------------------------------------------------- bytes and header
+
+
+def is_nifti(source: NiftiSource) -> bool:
+    """Whether ``source`` looks like a NIfTI file: a ``.nii``/``.nii.gz`` name, or a NIfTI header.
+
+    Only the first bytes are looked at (a gzip stream is inflated for at most 540 bytes), so this
+    is cheap and safe to call on anything a person drops in.
+    """
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            return True
+        try:
+            with path.open("rb") as fh:
+                head = fh.read(1 << 16)
+        except OSError:
+            return False
+    elif isinstance(source, bytes | bytearray | memoryview):
+        head = bytes(source[: 1 << 16])
+    else:
+        return False
+    return _is_nifti_header(_inflate_start(head))
+
+
+def _inflate_start(head: bytes) -> bytes:
+    """The first bytes of ``head``, inflated when it is gzip (never more than a header's worth)."""
+    if head[:2] != b"\x1f\x8b":
+        return head[:_SNIFF_BYTES]
+    try:
+        return zlib.decompressobj(wbits=31).decompress(head, _SNIFF_BYTES)
+    except zlib.error:
+        return b""
+
+
+def _is_nifti_header(head: bytes) -> bool:
+    if len(head) >= 348 and _sizeof_hdr(head[:4]) == 348:
+        return head[344:347] in (b"n+1", b"ni1")
+    return len(head) >= 12 and _sizeof_hdr(head[:4]) == 540 and head[4:7] == b"n+2"
+
+
+def _sizeof_hdr(first: bytes) -> int | None:
+    """348 (NIfTI-1) or 540 (NIfTI-2) from the header's first field, in either byte order."""
+    found = _header_kind(first)
+    return found[0] if found else None
+
+
+def _header_kind(first: bytes) -> tuple[int, str] | None:
+    """(sizeof_hdr, byte order ``"<"`` or ``">"``) from the header's first 4 bytes, or None."""
+    for order, code in (("little", "<"), ("big", ">")):
+        value = int.from_bytes(first, order)  # type: ignore[arg-type]
+        if value in (348, 540):
+            return value, code
+    return None
+
+
+def _read_bytes(source: NiftiSource, name: str | None) -> tuple[bytes, str, str]:
+    """The file's bytes, its display name and the source's display string (the path as given)."""
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        shown = name or path.name
+        if not path.is_file():
+            what = "is a directory" if path.is_dir() else "does not exist"
+            raise InvalidInputError(f"{shown} {what}; give the path of {ACCEPTED}")
+        _check_file_size(path.stat().st_size, shown)
+        try:
+            return path.read_bytes(), shown, str(source)
+        except OSError as exc:
+            raise InvalidInputError(
+                f"{shown}: cannot be read ({exc.strerror}); check its permissions"
+            ) from None
+    if isinstance(source, bytes | bytearray | memoryview):
+        data, shown = bytes(source), name or "upload"
+    elif hasattr(source, "read"):
+        raw = getattr(source, "name", None)
+        shown = name or (os.path.basename(raw) if isinstance(raw, str) and raw else "upload")
+        data = source.read(MAX_FILE_BYTES + 1)
+        if not isinstance(data, bytes | bytearray):
+            raise InvalidInputError(f"{shown}: the file object must be opened in binary mode ('rb')")
+        data = bytes(data)
+    else:
+        raise InvalidInputError(
+            f"cannot read a {type(source).__name__} as NIfTI; give a file path, bytes or a binary file object"
+        )
+    _check_file_size(len(data), shown)
+    return data, shown, shown
+
+
+def _check_file_size(size: int, shown: str) -> None:
+    if size == 0:
+        raise InvalidInputError(f"{shown}: the file is empty (0 bytes); expected {ACCEPTED}")
+    if size > MAX_FILE_BYTES:
+        raise InvalidInputError(
+            f"{shown}: the file is {size / 2**20:.0f} MiB, above the {MAX_FILE_BYTES / 2**20:.0f} MiB limit"
+        )
+
+
+def _read_exact(stream: IO[bytes], n: int, shown: str) -> bytes:
+    """Read up to ``n`` bytes; a damaged gzip stream becomes a clear error."""
+    parts: list[bytes] = []
+    got = 0
+    try:
+        while got < n:
+            chunk = stream.read(min(_CHUNK, n - got))
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+    except (EOFError, OSError, zlib.error):
+        raise InvalidInputError(
+            f"{shown}: the gzip stream is truncated or corrupt (it ends early or fails its checks); "
+            "re-download or re-export the .nii.gz"
+        ) from None
+    return b"".join(parts)
+
+
+@dataclass
+class _Parsed:
+    header: Any  # nibabel Nifti1Header or Nifti2Header
+    shape: tuple[int, ...]  # spatial shape as stored (2 or 3 dims)
+    data: bytes  # header + extensions + voxel bytes, exactly as many as declared
+    kind: str  # "NIfTI-1" or "NIfTI-2"
+
+
+def _parse(data: bytes, shown: str) -> _Parsed:
+    """Parse and check the header, then read exactly the voxel bytes it declares."""
+    gz = data[:2] == b"\x1f\x8b"
+    stream: IO[bytes] = gzip.GzipFile(fileobj=_io.BytesIO(data)) if gz else _io.BytesIO(data)
+    first = _read_exact(stream, 4, shown)
+    found = _header_kind(first) if len(first) == 4 else None
+    if found is None:
+        inside = "a gzip file that does not hold a NIfTI volume" if gz else "not a NIfTI file"
+        raise InvalidInputError(
+            f"{shown}: this is {inside} (no NIfTI header at its start); expected {ACCEPTED}"
+        )
+    size, order = found
+    head = first + _read_exact(stream, size - 4, shown)
+    if len(head) < size:
+        raise InvalidInputError(
+            f"{shown}: the file ends inside its NIfTI header (truncated); expected {ACCEPTED}"
+        )
+    klass, kind = (nib.Nifti1Header, "NIfTI-1") if size == 348 else (nib.Nifti2Header, "NIfTI-2")
+    try:
+        # The byte order comes from sizeof_hdr: nibabel would guess it from dim[0], and a damaged
+        # dim[0] would then read as a byte-swapped, even more confusing header.
+        header = klass.from_fileobj(_io.BytesIO(head), endianness=order, check=False)
+        magic = bytes(header["magic"]).rstrip(b"\x00")[:3]
+    except Exception:
+        raise InvalidInputError(f"{shown}: the {kind} header is damaged and cannot be parsed") from None
+    if magic in (b"ni1", b"ni2"):
+        raise InvalidInputError(
+            f"{shown}: this is the header of a .hdr/.img pair; give a single-file .nii or .nii.gz "
+            "(convert it, e.g. with nibabel: nib.save(nib.load('x.hdr'), 'x.nii.gz'))"
+        )
+    if magic not in (b"n+1", b"n+2"):
+        raise InvalidInputError(f"{shown}: the {kind} header has no valid magic string; the file is damaged")
+    shape, dtype = _check_header(header, shown, kind)
+    n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    offset = int(header["vox_offset"])
+    if offset < size:
+        raise InvalidInputError(
+            f"{shown}: the header says the voxels start at byte {offset}, inside the header itself; "
+            "the file is damaged"
+        )
+    body = _read_exact(stream, offset + n_bytes - size, shown)
+    if len(body) < offset + n_bytes - size:
+        raise InvalidInputError(
+            f"{shown}: the file is truncated: its header announces {n_bytes} bytes of voxels, "
+            f"but only {max(len(body) + size - offset, 0)} are there; re-download or re-export it"
+        )
+    spatial = tuple(shape[:3]) if len(shape) >= 3 else tuple(shape)
+    return _Parsed(header=header, shape=spatial, data=head + body, kind=kind)
+
+
+def _check_header(header: Any, shown: str, kind: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Dimensions, data type and declared size, checked before any voxel is read."""
+    dim = [int(d) for d in header["dim"]]
+    ndim = dim[0]
+    if not 2 <= ndim <= 7:
+        raise InvalidInputError(
+            f"{shown}: the header declares {ndim} dimensions (dim[0]); a NIfTI volume has 2 to 7, "
+            "a CT volume 3. The file is damaged or not a volume"
+        )
+    shape = tuple(dim[1 : ndim + 1])
+    if any(n < 1 for n in shape):
+        raise InvalidInputError(
+            f"{shown}: the header declares dimensions {shape}; every dimension must be at least 1"
+        )
+    extra = shape[3:]
+    if any(n > 1 for n in extra):
+        what = (
+            f"{extra[0]} volumes along its 4th dimension (a time series or several scans)"
+            if extra[0] > 1
+            else f"{int(np.prod(extra))} values per voxel (several channels, e.g. a vector or label image)"
+        )
+        raise InvalidInputError(
+            f"{shown}: this NIfTI holds {what}, shape {shape}; give one 3-D CT volume "
+            "(split it first, e.g. with fslsplit or nibabel's image slicing)"
+        )
+    try:
+        dtype = header.get_data_dtype()
+    except Exception:
+        raise InvalidInputError(
+            f"{shown}: the header's data type code {int(header['datatype'])} is not a NIfTI data type; "
+            "the file is damaged"
+        ) from None
+    if dtype.fields is not None:
+        raise InvalidInputError(
+            f"{shown}: the voxels are colour ({', '.join(dtype.names or ())}), several channels per voxel; "
+            "a CT volume has one grey value (HU) per voxel"
+        )
+    if dtype.kind not in "iuf":
+        raise InvalidInputError(
+            f"{shown}: the voxel data type {dtype} is not supported; a CT volume holds integers or floats"
+        )
+    slope, inter = (float(header["scl_slope"]), float(header["scl_inter"]))
+    # nibabel (and the standard) ignore a slope of 0 or NaN; an infinite one is a damaged header.
+    if np.isinf(slope) or (slope not in (0.0,) and np.isfinite(slope) and not np.isfinite(inter)):
+        raise InvalidInputError(
+            f"{shown}: the header's scaling (scl_slope {slope:g}, scl_inter {inter:g}) is infinite or NaN; "
+            "every voxel would be NaN or infinite. Fix the scaling fields (HU = stored x scl_slope + scl_inter)"
+        )
+    n_vox = int(np.prod(shape, dtype=object))
+    n_bytes = n_vox * dtype.itemsize
+    if n_vox > MAX_VOXELS or n_bytes > MAX_VOLUME_BYTES:
+        raise InvalidInputError(
+            f"{shown}: the header declares {' x '.join(map(str, shape))} voxels of {dtype} "
+            f"({n_bytes / 2**20:,.0f} MiB); at most {MAX_VOXELS:,} voxels and {MAX_VOLUME_BYTES / 2**20:,.0f} MiB "
+            "are read. Refused before reading any voxel; crop or downsample the volume"
+        )
+    return shape, dtype
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _grid(parsed: _Parsed, shown: str, notes: list[str]) -> NiftiGrid:
+    """The source grid from the header; refuses degenerate and oblique affines."""
+    header = parsed.header
+    affine = np.asarray(header.get_best_affine(), dtype=np.float64)
+    qform, qcode = header.get_qform(coded=True)
+    sform, scode = header.get_sform(coded=True)
+    if not np.isfinite(affine).all():
+        raise InvalidInputError(f"{shown}: the header's affine (sform/qform) holds NaN or infinite values")
+    if not scode and not qcode:
+        notes.append(
+            "NIfTI header without orientation (sform and qform codes 0): nibabel's default orientation "
+            "assumed, so the patient's left and right may be swapped"
+        )
+    lin = affine[:3, :3]
+    zooms = np.linalg.norm(lin, axis=0)
+    if np.any(zooms < 1e-6) or abs(np.linalg.det(lin)) < 1e-9 * float(np.prod(zooms)):
+        raise InvalidInputError(
+            f"{shown}: the header's affine is degenerate (a voxel size of 0 or axes that coincide); "
+            "the file is damaged"
+        )
+    cosines = np.clip(np.abs(lin / zooms).max(axis=0), 0.0, 1.0)
+    angles = np.degrees(np.arccos(cosines))
+    worst = float(angles.max())
+    if worst > MAX_OBLIQUITY_DEG:
+        raise InvalidInputError(
+            f"{shown}: this volume is oblique: a voxel axis is {worst:.0f}° from the closest patient axis "
+            f"(at most {MAX_OBLIQUITY_DEG:.0f}° can be read as axial slices). Resample it to an axis-aligned "
+            "grid first (e.g. 3D Slicer's 'Resample Scalar Volume', or dcm2niix with gantry-tilt correction)"
+        )
+    if worst > 1.0:
+        notes.append(
+            f"oblique volume ({worst:.0f}° from the patient axes): slices kept as stored, not resampled"
+        )
+    pixdim = tuple(float(z) for z in header.get_zooms()[: len(parsed.shape)])
+    unit = str(header.get_xyzt_units()[0])
+    return NiftiGrid(
+        shape=parsed.shape,
+        affine=affine,
+        reading_ornt=orientations.ornt_transform(orientations.io_orientation(affine), _READING_ORNT),
+        qform=np.asarray(qform if qform is not None else affine, dtype=np.float64),
+        sform=np.asarray(sform if sform is not None else affine, dtype=np.float64),
+        qform_code=int(qcode or 0),
+        sform_code=int(scode or 0),
+        zooms=pixdim,
+        unit=unit,
+    )
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """DICOM-like geometry of the reading layout (LPS patient frame, mm)."""
+
+    pixel_spacing: tuple[float, float]  # (between rows, between columns)
+    orientation: list[float]  # ImageOrientationPatient: row direction then column direction
+    positions_patient: np.ndarray  # [n, 3] ImagePositionPatient per slice
+    positions: list[float]  # per slice, mm along the slice normal (pointing superior)
+    spacing: float  # between slices along the normal
+
+
+def _geometry(grid: NiftiGrid, shown: str) -> _Geometry:
+    """Pixel spacing, orientation and slice positions as the DICOM reader would compute them."""
+    scale = _UNIT_MM.get(grid.unit, 1.0)
+    aff = grid.reading_affine
+    row_step = _LPS_FROM_RAS @ aff[:3, 0] * scale  # from one row to the next (down the image)
+    col_step = _LPS_FROM_RAS @ aff[:3, 1] * scale  # from one column to the next (to the right)
+    row_mm, col_mm = float(np.linalg.norm(row_step)), float(np.linalg.norm(col_step))
+    rows, cols, n = grid.reading_shape
+    if max(row_mm, col_mm) > MAX_PIXEL_ASPECT * min(row_mm, col_mm):
+        raise InvalidInputError(
+            f"{shown}: axial slices of this volume would have {row_mm:.2g} x {col_mm:.2g} mm pixels (not square; "
+            "it was probably acquired coronal or sagittal with thick slices), so it cannot be read as axial "
+            "slices. Give an axial CT volume, or resample it to square in-plane pixels"
+        )
+    if min(rows, cols) < MIN_SIDE or max(rows, cols) > MAX_SIDE:
+        raise InvalidInputError(
+            f"{shown}: axial slices of this volume are {cols} x {rows} pixels; accepted: {MIN_SIDE} to "
+            f"{MAX_SIDE} pixels a side"
+        )
+    # DICOM's (0020,0037): direction of increasing column index first, then of increasing row index.
+    row_dir, col_dir = col_step / col_mm, row_step / row_mm
+    normal = np.cross(row_dir, col_dir)
+    normal /= np.linalg.norm(normal)
+    if normal[2] < 0:  # as brain_ct.series orients an axial normal: pointing superior
+        normal = -normal
+    index = np.stack([np.zeros(n), np.zeros(n), np.arange(n), np.ones(n)])
+    ipp = ((_LPS_FROM_RAS @ (aff @ index)[:3]) * scale).T
+    positions = [float(p) for p in ipp @ normal]
+    spacing = float(abs(np.dot(_LPS_FROM_RAS @ aff[:3, 2] * scale, normal)))
+    return _Geometry((row_mm, col_mm), [*map(float, row_dir), *map(float, col_dir)], ipp, positions, spacing)
+
+
+# --------------------------------------------------------------------------- voxels
+
+
+def _load_voxels(parsed: _Parsed, shown: str, notes: list[str]) -> np.ndarray:
+    """float32 voxels in the source layout (``parsed.shape``), scaled by scl_slope / scl_inter."""
+    klass = nib.Nifti1Image if parsed.kind == "NIfTI-1" else nib.Nifti2Image
+    try:
+        image = klass.from_bytes(parsed.data)
+        # From the header as parsed: nibabel moves the scaling into the image's data proxy.
+        slope, inter = parsed.header.get_slope_inter()
+        voxels = np.asarray(image.get_fdata(dtype=np.float32), dtype=np.float32)
+    except InvalidInputError:
+        raise
+    except Exception as exc:
+        raise InvalidInputError(
+            f"{shown}: the {parsed.kind} voxels cannot be read ({type(exc).__name__}); the file is damaged"
+        ) from None
+    if slope is not None and (slope, inter) != (1.0, 0.0):
+        notes.append(f"NIfTI scaling applied: HU = stored x {slope:g} + {inter:g} (scl_slope, scl_inter)")
+    voxels = voxels.reshape(parsed.shape)
+    bad = int(voxels.size - np.count_nonzero(np.isfinite(voxels)))
+    if bad:
+        raise InvalidInputError(
+            f"{shown}: {bad} voxel(s) are NaN or infinite; a CT volume holds finite HU values. "
+            "Replace them (e.g. with -1000, air) before reading it"
+        )
+    return voxels
+
+
+def check_ct_like(hu: np.ndarray, shown: str = "the volume") -> None:
+    """Refuse a volume whose values are not Hounsfield units of a head CT.
+
+    A head CT in HU has air around the head (about -1000 HU) and soft tissue (brain, blood:
+    -100 to 100 HU); each must make up at least :data:`MIN_CT_FRACTION` of the voxels. An MRI
+    (0 to a few thousand, no air), a normalised array (0..1, z-scores) or a CT saved without its
+    rescale (air at 0) fails.
+
+    Args:
+        hu: float ``[...]`` values that should be HU (finite).
+        shown: display name for the message.
+
+    Raises:
+        InvalidInputError: with the value range received and how to fix it.
+    """
+    sample = _sample(hu)
+    air, tissue = _ct_fractions(sample)
+    if air >= MIN_CT_FRACTION and tissue >= MIN_CT_FRACTION:
+        return
+    low, high = (float(v) for v in np.percentile(sample, [1, 99]))
+    missing = (
+        "no air (values at or below -500 HU)" if air < MIN_CT_FRACTION else "no soft tissue (-100..100 HU)"
+    )
+    # A CT saved as stored values without its rescale would pass once shifted back by -1024.
+    shifted = min(_ct_fractions(sample - 1024.0)) >= MIN_CT_FRACTION
+    hint = (
+        " If it is a CT stored without its rescale (air at 0 instead of -1000), set scl_inter to -1024"
+        if shifted
+        else ""
+    )
+    raise InvalidInputError(
+        f"{shown}: the values do not look like a CT in Hounsfield units: they run from about {low:g} to "
+        f"{high:g} (1st-99th percentile) with {missing}; a head CT has air at about -1000 HU around the head "
+        f"and brain at 20-40 HU. This may be an MRI or a normalised array, which the model cannot read.{hint}"
+    )
+
+
+def _sample(values: np.ndarray) -> np.ndarray:
+    """A strided sample of at most ~2 million values: fractions of 1 % stay exact enough, and cheap."""
+    flat = values.reshape(-1)
+    return flat[:: max(1, flat.size // 2_000_000)]
+
+
+def _ct_fractions(sample: np.ndarray) -> tuple[float, float]:
+    """Fractions of air and of soft tissue among HU values."""
+    air = float(np.mean(sample <= AIR_LIMIT_HU))
+    tissue = float(np.mean((sample >= SOFT_TISSUE_HU[0]) & (sample <= SOFT_TISSUE_HU[1])))
+    return air, tissue
+
+
+def _slice_image(hu: np.ndarray, meta: dict[str, Any], name: str) -> CTImage:
+    """One axial slice as the DICOM reader builds it: HU, brain-window display, head box."""
+    display = (window(hu, *PRESETS["brain"]) * 255.0 + 0.5).astype(np.uint8)
+    outline = framing.outline_from_hu(hu)
+    box = outline.box if outline is not None else (0, 0, int(hu.shape[1]), int(hu.shape[0]))
+    return CTImage(hu=hu, display=display, meta=meta, head_box=box, source="nifti", name=name)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def read_nifti_series(
+    source: NiftiSource, *, name: str | None = None, allow_unverified: bool = False
+) -> NiftiSeries:
+    """Read a NIfTI head-CT volume as a series of axial slices, inferior → superior.
+
+    Args:
+        source: a ``.nii`` / ``.nii.gz`` path, its bytes, or a binary file object.
+        name: display name; default the file name for paths, else ``"upload"``. Slices are named
+            ``"<name>#k"`` (k from 1, inferior first), like the frames of a multi-frame DICOM.
+        allow_unverified: skip the "does this look like a head CT" check of the central slices
+            (:func:`brain_ct.framing.check_plausible`). The HU check (:func:`check_ct_like`) always runs.
+
+    Returns:
+        A :class:`NiftiSeries`: ``slices`` of :class:`~brain_ct.io.CTImage` (``hu`` float32 [H, W]
+        HU, ``display`` uint8 brain window, ``source`` ``"nifti"``, ``meta`` with ``PixelSpacing``,
+        ``ImagePositionPatient``, ``ImageOrientationPatient`` (LPS), ``SpacingBetweenSlices``,
+        ``InstanceNumber``, ``Format``, ``Notes``); ``positions`` in mm along the slice normal;
+        ``sort_key`` ``"position"``; ``grid`` for writing volumes back.
+
+    Raises:
+        InvalidInputError: not NIfTI, truncated or damaged, 4-D or multi-channel, too large
+            (checked before reading voxels), oblique, non-square axial pixels, NaN/inf, not HU;
+            :class:`~brain_ct.errors.NotHeadCTError` when no central slice looks like a head CT.
+    """
+    data, shown, label = _read_bytes(source, name)
+    parsed = _parse(data, shown)
+    del data
+    kind = parsed.kind
+    notes: list[str] = []
+    grid = _grid(parsed, shown, notes)
+    geometry = _geometry(grid, shown)
+    voxels = _load_voxels(parsed, shown, notes)
+    del parsed
+    check_ct_like(voxels, shown)
+    # [slice, row, column], C-contiguous: each slice is a contiguous [H, W] view of one buffer.
+    volume = np.ascontiguousarray(np.moveaxis(grid.to_reading(voxels), 2, 0))
+    del voxels
+    rows, cols, n = grid.reading_shape
+    series = NiftiSeries(slices=[], files=[], positions=[], source=label, sort_key="position", grid=grid)
+    for k in range(n):
+        meta: dict[str, Any] = {
+            "Format": kind,
+            "Rows": rows,
+            "Columns": cols,
+            "PixelSpacing": [round(v, 6) for v in geometry.pixel_spacing],
+            "SpacingBetweenSlices": round(geometry.spacing, 6),
+            "ImagePositionPatient": [round(float(v), 4) for v in geometry.positions_patient[k]],
+            "ImageOrientationPatient": [round(v, 6) for v in geometry.orientation],
+            "InstanceNumber": k + 1,
+        }
+        if notes:
+            meta["Notes"] = list(notes)
+        series.slices.append(_slice_image(volume[k], meta, f"{shown}#{k + 1}"))
+        series.files.append(f"{shown}#{k + 1}")
+        series.positions.append(round(geometry.positions[k], 4))
+    if not allow_unverified:
+        _check_plausible_series(series, label)
+    return series
+
+
+def read_nifti_mask(source: NiftiSource, grid: NiftiGrid, *, name: str | None = None) -> np.ndarray:
+    """Read a voxel mask (or label map) volume on the same grid as a scan, in the scan's reading order.
+
+    For training from volumes with masks: ``mask[k]`` lies over ``series.slices[k]``.
+
+    Args:
+        source: the mask's ``.nii`` / ``.nii.gz`` path, bytes or binary file object.
+        grid: the scan's grid (``NiftiSeries.grid``).
+        name: display name for messages.
+
+    Returns:
+        int32 ``[slices, rows, columns]``: the mask's values rounded to integers (0 = no lesion;
+        label maps keep their labels, e.g. BHSD's 1-5 subtypes).
+
+    Raises:
+        InvalidInputError: as :func:`read_nifti_series` for a bad file; also when the mask's shape or
+            affine differ from the scan's, or it holds negative values.
+    """
+    data, shown, _ = _read_bytes(source, name)
+    parsed = _parse(data, shown)
+    del data
+    if tuple(parsed.shape) != tuple(grid.shape):
+        raise InvalidInputError(
+            f"{shown}: the mask is {parsed.shape} voxels but its scan is {grid.shape}; a mask must lie on "
+            "its scan's voxel grid (same shape and affine)"
+        )
+    affine = np.asarray(parsed.header.get_best_affine(), dtype=np.float64)
+    # Masks saved by other tools carry float32-rounded affines: allow a hundredth of a voxel.
+    tolerance = 0.01 * float(np.min(np.linalg.norm(grid.affine[:3, :3], axis=0)))
+    if not np.allclose(affine, grid.affine, rtol=0.0, atol=max(tolerance, 1e-4)):
+        raise InvalidInputError(
+            f"{shown}: the mask's affine differs from its scan's, so it does not lie over the scan; "
+            "resample the mask onto the scan's grid (same shape and affine)"
+        )
+    values = _load_voxels(parsed, shown, [])
+    if values.size and float(values.min()) < 0:
+        raise InvalidInputError(
+            f"{shown}: the mask holds negative values; expected 0 (background) and labels >= 1"
+        )
+    labels = np.rint(grid.to_reading(values)).astype(np.int32)
+    return np.ascontiguousarray(np.moveaxis(labels, 2, 0))
+
+
+def grid_from_series(series: Series) -> NiftiGrid:
+    """The voxel grid of a series: a NIfTI series's own grid, or one built from DICOM slice geometry.
+
+    For DICOM the grid is the one ``dcm2niix`` would write: voxel axes (column, row, slice) with
+    the affine from (0020,0037) *Image Orientation Patient*, (0028,0030) *Pixel Spacing* and the
+    (0020,0032) *Image Position Patient* of the first and last slices (LPS turned into RAS), so a
+    heatmap volume overlays the scan in a viewer. The reading layout is the slices as stored.
+
+    Raises:
+        InvalidInputError: slices without geometry (PNG/JPG), of different sizes or orientations,
+            or not evenly spaced (a volume needs one slice step).
+    """
+    if isinstance(series, NiftiSeries) and series.grid is not None:
+        return series.grid
+    slices = series.slices
+    if not slices:
+        raise InvalidInputError("the series has no slices; a heatmap volume needs at least one")
+    metas = [ct.meta for ct in slices]
+    try:
+        ipp = np.asarray([[float(v) for v in m["ImagePositionPatient"]] for m in metas], dtype=np.float64)
+        iop = np.asarray([[float(v) for v in m["ImageOrientationPatient"]] for m in metas], dtype=np.float64)
+        spacing = np.asarray([[float(v) for v in m["PixelSpacing"]] for m in metas], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise InvalidInputError(
+            "a heatmap volume needs each slice's position, orientation and pixel spacing (DICOM Image "
+            "Position Patient, Image Orientation Patient, Pixel Spacing); these slices lack them "
+            "(PNG/JPG slices have none). Use DICOM or NIfTI input"
+        ) from None
+    shapes = {ct.shape for ct in slices}
+    if len(shapes) > 1 or ipp.shape[1:] != (3,) or iop.shape[1:] != (6,) or spacing.shape[1:] != (2,):
+        raise InvalidInputError(
+            f"the slices differ in size ({sorted(shapes)}) or carry malformed geometry; a heatmap volume needs "
+            "one grid"
+        )
+    if not (np.allclose(iop, iop[0], atol=1e-4) and np.allclose(spacing, spacing[0], atol=1e-4)):
+        raise InvalidInputError(
+            "the slices differ in orientation or pixel spacing, so they do not form one volume; "
+            "a heatmap volume needs one grid"
+        )
+    rows, cols = slices[0].shape
+    row_dir, col_dir = iop[0, :3], iop[0, 3:]
+    row_mm, col_mm = spacing[0]
+    n = len(slices)
+    if n > 1:
+        step = (ipp[-1] - ipp[0]) / (n - 1)
+        if np.linalg.norm(step) < 1e-6 or np.abs(np.diff(ipp, axis=0) - step).max() > 0.01 * np.linalg.norm(
+            step
+        ):
+            raise InvalidInputError(
+                "the slices are not evenly spaced (a gap, an overlap or a repeated position), so they do not "
+                "form one regular volume; a heatmap volume needs one slice step"
+            )
+    else:
+        thickness = float(metas[0].get("SpacingBetweenSlices") or metas[0].get("SliceThickness") or 1.0)
+        step = np.cross(row_dir, col_dir) * thickness
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * col_mm  # voxel axis i: along a row, from one column to the next
+    lps[:3, 1] = col_dir * row_mm  # voxel axis j: down a column, from one row to the next
+    lps[:3, 2] = step
+    lps[:3, 3] = ipp[0]
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    return NiftiGrid(
+        shape=(cols, rows, n),
+        affine=affine,
+        # Source axes (column, row, slice) → reading layout (row, column, slice): a swap, no flip.
+        reading_ornt=np.array([[1.0, 1.0], [0.0, 1.0], [2.0, 1.0]]),
+        qform=affine,
+        sform=affine,
+        qform_code=1,
+        sform_code=1,
+        zooms=(float(col_mm), float(row_mm), float(np.linalg.norm(step))),
+        unit="mm",
+    )
+
+
+def heatmap_volume(heatmaps: Sequence[np.ndarray], grid: NiftiGrid) -> np.ndarray:
+    """Per-slice heatmaps (reading order) as one float32 volume in the source's voxel layout.
+
+    Args:
+        heatmaps: one float ``[rows, columns]`` per slice, in the series' order (``Prediction.heatmap``).
+        grid: the series' grid (:func:`grid_from_series`).
+
+    Returns:
+        float32 array of shape ``grid.shape``.
+
+    Raises:
+        InvalidInputError: wrong count or shape, or non-finite values.
+    """
+    rows, cols, n = grid.reading_shape
+    if len(heatmaps) != n:
+        raise InvalidInputError(
+            f"got {len(heatmaps)} heatmaps for a volume of {n} slices; need one per slice"
+        )
+    planes = [np.asarray(h, dtype=np.float32) for h in heatmaps]
+    for k, plane in enumerate(planes):
+        if plane.shape != (rows, cols):
+            raise InvalidInputError(
+                f"heatmap {k} is {plane.shape}, but the slices are ({rows}, {cols}); give each slice's heatmap "
+                "on its own pixel grid"
+            )
+        if not np.isfinite(plane).all():
+            raise InvalidInputError(f"heatmap {k} holds NaN or infinite values")
+    stack = np.stack(planes, axis=-1) if planes else np.zeros((rows, cols, 0), np.float32)
+    return np.ascontiguousarray(grid.to_source(stack), dtype=np.float32)
+
+
+def write_heatmap_nifti(
+    heatmaps: Sequence[np.ndarray], reference: NiftiGrid | Series, path: str | os.PathLike[str]
+) -> Path:
+    """Write per-slice heatmaps as a float32 NIfTI volume on the source's grid and affine.
+
+    The file carries the source's qform and sform (and codes) and voxel sizes, so 3D Slicer,
+    ITK-SNAP or FSLeyes overlay it exactly on the scan; nothing from the source header's free
+    text or extensions is copied. The file appears complete or not at all (written to a
+    temporary file beside it, then renamed).
+
+    Args:
+        heatmaps: one float ``[rows, columns]`` per slice, in the series' order (``Prediction.heatmap``).
+        reference: the series read (:class:`NiftiSeries`, or a DICOM :class:`~brain_ct.series.Series`
+            with slice geometry) or its :class:`NiftiGrid`.
+        path: output file ending in ``.nii`` or ``.nii.gz`` (gzip-compressed); its folder must exist.
+
+    Returns:
+        The path written.
+
+    Raises:
+        InvalidInputError: a bad name or folder, heatmaps that do not fit the grid, a series without
+            geometry. Nothing is written then.
+    """
+    out = Path(path)
+    if not out.name.lower().endswith((".nii", ".nii.gz")):
+        raise InvalidInputError(f"heatmap volume {out.name!r}: the file name must end in .nii or .nii.gz")
+    if not out.parent.is_dir():
+        raise InvalidInputError(
+            f"heatmap volume {out}: the folder {out.parent} does not exist; create it first"
+        )
+    grid = reference if isinstance(reference, NiftiGrid) else grid_from_series(reference)
+    volume = heatmap_volume(heatmaps, grid)
+    image = nib.Nifti1Image(volume, affine=None)
+    header = image.header
+    header.set_qform(grid.qform, code=int(grid.qform_code))
+    header.set_sform(grid.sform, code=int(grid.sform_code))
+    header.set_zooms(grid.zooms[: volume.ndim])
+    header.set_xyzt_units(xyz=grid.unit if grid.unit in _UNIT_MM else "unknown")
+    header["descrip"] = b"brain_ct Grad-CAM heatmap 0-1; research aid, not a diagnosis"
+    header["cal_min"], header["cal_max"] = 0.0, 1.0
+    payload = image.to_bytes()
+    if out.name.lower().endswith(".gz"):
+        payload = gzip.compress(payload, compresslevel=6, mtime=0)
+    fd, tmp = tempfile.mkstemp(prefix=".heatmap-", suffix=".part", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
