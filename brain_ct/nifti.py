@@ -482,10 +482,10 @@ def _geometry(grid: NiftiGrid, shown: str) -> _Geometry:
         )
     # DICOM's (0020,0037): direction of increasing column index first, then of increasing row index.
     row_dir, col_dir = col_step / col_mm, row_step / row_mm
+    # Columns run to the patient's left (+x in LPS), rows to posterior (+y): the normal points
+    # superior (+z), as brain_ct.series orients an axial slice normal.
     normal = np.cross(row_dir, col_dir)
     normal /= np.linalg.norm(normal)
-    if normal[2] < 0:  # as brain_ct.series orients an axial normal: pointing superior
-        normal = -normal
     index = np.stack([np.zeros(n), np.zeros(n), np.arange(n), np.ones(n)])
     ipp = ((_LPS_FROM_RAS @ (aff @ index)[:3]) * scale).T
     positions = [float(p) for p in ipp @ normal]

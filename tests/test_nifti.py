@@ -562,3 +562,55 @@ def test_is_nifti(good_bytes: bytes, tmp_path: Path, dicom_series: Series) -> No
     series = read_nifti_series(two)
     assert series.slices[0].meta["Format"] == "NIfTI-2"
     _assert_same_scan(series, dicom_series)
+
+
+def test_big_endian_file_reads_the_same(dicom_series: Series) -> None:
+    hu, affine = _reading(dicom_series)
+    header = nib.Nifti1Header(endianness=">")
+    raw = nib.Nifti1Image(hu.astype(np.int16), affine, header=header).to_bytes()
+    assert raw[:4] == (348).to_bytes(4, "big")
+    _assert_same_scan(read_nifti_series(raw), dicom_series)
+
+
+def test_file_over_the_size_limit_is_refused(good_bytes: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("brain_ct.nifti.MAX_FILE_BYTES", len(good_bytes) - 1)
+    with pytest.raises(InvalidInputError, match="above the .* limit"):
+        read_nifti_series(good_bytes)
+
+
+def test_only_the_declared_bytes_are_inflated(good_bytes: bytes, dicom_series: Series) -> None:
+    # 64 MiB of zeros after the voxels (a gzip bomb's payload): never inflated, the scan reads.
+    packed = gzip.compress(good_bytes + bytes(64 << 20), compresslevel=1)
+    assert len(packed) < 1 << 20
+    _assert_same_scan(read_nifti_series(packed), dicom_series)
+
+
+def test_slices_smaller_than_the_minimum_are_refused(dicom_series: Series) -> None:
+    hu, affine = _reading(dicom_series)
+    with pytest.raises(InvalidInputError, match=r"32 x 32 pixels; accepted: 64"):
+        read_nifti_series(_nifti_bytes(hu[::2, ::2], affine @ np.diag([2.0, 2.0, 1.0, 1.0])))
+
+
+def test_model_reads_a_nifti_scan_and_its_heatmaps_go_back_to_the_grid(
+    dicom_series: Series, tmp_path: Path
+) -> None:
+    from helpers_models import make_tiny_model
+
+    from brain_ct.predictor import Predictor
+    from brain_ct.series import predict_series
+
+    hu, affine = _reading(dicom_series)
+    data, aff = _layout(hu, affine, "RAS")
+    series = read_nifti_series(_nifti_bytes(data, aff))
+    predictor = Predictor.from_pretrained(make_tiny_model(tmp_path / "tiny"))
+    from_nifti = predict_series(predictor, series)
+    from_dicom = predict_series(predictor, dicom_series)
+    np.testing.assert_allclose(from_nifti.probabilities, from_dicom.probabilities, atol=1e-6)
+    heatmaps = [p.heatmap for p in from_nifti.predictions]
+    back = nib.load(write_heatmap_nifti(heatmaps, series, tmp_path / "heat.nii.gz"))
+    volume = np.asarray(back.dataobj)
+    assert volume.shape == data.shape and float(volume.max()) > 0
+    # RAS storage → reading layout is "flip i and j, swap them": each heatmap sits on its slice's voxels.
+    np.testing.assert_allclose(
+        volume[::-1, ::-1, :].transpose(1, 0, 2), np.stack(heatmaps, axis=-1), atol=1e-6
+    )
