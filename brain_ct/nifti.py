@@ -382,8 +382,10 @@ def _check_header(header: Any, shown: str, kind: str) -> tuple[tuple[int, ...], 
             f"{shown}: the voxel data type {dtype} is not supported; a CT volume holds integers or floats"
         )
     slope, inter = (float(header["scl_slope"]), float(header["scl_inter"]))
-    # nibabel (and the standard) ignore a slope of 0 or NaN; an infinite one is a damaged header.
-    if np.isinf(slope) or (slope not in (0.0,) and np.isfinite(slope) and not np.isfinite(inter)):
+    # nibabel (and the standard) ignore a slope of 0 or NaN; an infinite slope, or an applied slope
+    # with a non-finite intercept, is a damaged header that would turn every voxel into inf/NaN.
+    applied = bool(np.isfinite(slope)) and slope != 0.0
+    if np.isinf(slope) or (applied and not np.isfinite(inter)):
         raise InvalidInputError(
             f"{shown}: the header's scaling (scl_slope {slope:g}, scl_inter {inter:g}) is infinite or NaN; "
             "every voxel would be NaN or infinite. Fix the scaling fields (HU = stored x scl_slope + scl_inter)"

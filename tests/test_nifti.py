@@ -484,9 +484,17 @@ def test_nan_and_inf_are_refused(dicom_series: Series, bad: float) -> None:
         read_nifti_series(_nifti_bytes(hu, affine, dtype=np.float32))
 
 
-def test_infinite_slope_is_refused(good_bytes: bytes) -> None:
-    with pytest.raises(InvalidInputError, match="NaN or infinite"):
-        read_nifti_series(_with_header(good_bytes, "<ff", 112, np.inf, 0.0))
+@pytest.mark.parametrize(("slope", "inter"), [(np.inf, 0.0), (-np.inf, 0.0), (1.0, np.nan), (2.0, np.inf)])
+def test_non_finite_scaling_is_refused(good_bytes: bytes, slope: float, inter: float) -> None:
+    with pytest.raises(InvalidInputError, match=r"scaling \(scl_slope .*\) is infinite or NaN"):
+        read_nifti_series(_with_header(good_bytes, "<ff", 112, slope, inter))
+
+
+def test_zero_or_nan_slope_means_no_scaling(dicom_series: Series, good_bytes: bytes) -> None:
+    # good_bytes stores the HU themselves (int16); a slope of 0 or NaN must leave them unscaled.
+    for slope in (0.0, np.nan):
+        series = read_nifti_series(_with_header(good_bytes, "<ff", 112, slope, -1024.0))
+        _assert_same_scan(series, dicom_series)
 
 
 @pytest.mark.parametrize(
