@@ -502,7 +502,10 @@ def _load_voxels(parsed: _Parsed, shown: str, notes: list[str]) -> np.ndarray:
     """float32 voxels in the source layout (``parsed.shape``), scaled by scl_slope / scl_inter."""
     klass = nib.Nifti1Image if parsed.kind == "NIfTI-1" else nib.Nifti2Image
     try:
-        image = klass.from_bytes(parsed.data)
+        # nibabel prints header fix-ups to stderr through its own log handler; the header was
+        # checked here already, so keep the CLI and the server log quiet.
+        with nib.imageglobals.LoggingOutputSuppressor():
+            image = klass.from_bytes(parsed.data)
         # From the header as parsed: nibabel moves the scaling into the image's data proxy.
         slope, inter = parsed.header.get_slope_inter()
         voxels = np.asarray(image.get_fdata(dtype=np.float32), dtype=np.float32)

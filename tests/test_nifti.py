@@ -256,7 +256,7 @@ def test_not_a_head_is_refused_unless_allowed(dicom_series: Series) -> None:
     assert len(read_nifti_series(raw, allow_unverified=True)) == N_SLICES
 
 
-def test_meta_and_to_dict_carry_no_header_text(dicom_series: Series) -> None:
+def test_no_header_text_reaches_meta_dict_or_heatmap(dicom_series: Series, tmp_path: Path) -> None:
     hu, affine = _reading(dicom_series)
     image = nib.Nifti1Image(hu.astype(np.int16), affine)
     image.header["descrip"] = b"DOE^JANE 19700101"
@@ -269,6 +269,10 @@ def test_meta_and_to_dict_carry_no_header_text(dicom_series: Series) -> None:
     from brain_ct.privacy import ALLOWED_META_KEYS
 
     assert set(series.slices[0].meta) <= ALLOWED_META_KEYS
+    heat = write_heatmap_nifti([np.zeros(ct.shape) for ct in series.slices], series, tmp_path / "heat.nii")
+    written = heat.read_bytes()
+    assert b"DOE" not in written and b"778899" not in written and b"19700101" not in written
+    assert nib.load(heat).header.extensions == []
 
 
 # --------------------------------------------------------------------------- heatmaps back on the source grid
