@@ -192,13 +192,17 @@ def test_scl_slope_and_inter_give_hu(dicom_series: Series, dtype: type, slope: f
     assert any("scl_slope" in note for note in series.slices[0].meta["Notes"])
 
 
-def test_two_d_file_and_single_slice_read_as_one_slice(dicom_series: Series) -> None:
+def test_two_d_file_and_single_slice_read_as_one_slice(dicom_series: Series, tmp_path: Path) -> None:
     hu, affine = _reading(dicom_series)
     data, aff = _layout(hu[:, :, 4:5], affine, "RAS")
     for image in (data, data[:, :, 0]):  # third dim 1, and a true 2-D file
         series = read_nifti_series(_nifti_bytes(image, aff))
         assert len(series) == 1 and series.grid is not None and series.grid.shape == image.shape
         np.testing.assert_array_equal(series.slices[0].hu, dicom_series.slices[4].hu)
+        heat = write_heatmap_nifti([np.ones(series.slices[0].shape)], series, tmp_path / "heat.nii")
+        back = nib.load(heat)
+        assert back.shape == image.shape
+        np.testing.assert_allclose(back.affine, aff, atol=1e-4)
 
 
 def test_trailing_singleton_fourth_dim_is_one_volume(dicom_series: Series) -> None:
