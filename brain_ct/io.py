@@ -22,6 +22,10 @@ DICOM (pydicom 3, compressed transfer syntaxes through the pylibjpeg plugins):
   any pixel is decoded), files without the 128-byte preamble that do not really parse as DICOM.
   A dataset without a Modality tag is read as CT when its SOP class is a CT class or its
   rescale says HU (noted in ``meta["Notes"]``); otherwise only with ``allow_unverified=True``.
+* Codec bombs (:mod:`brain_ct.decode_guard`): a deflated dataset is inflated through a size-capped
+  decompressor before pydicom parses it; a compressed frame whose own header (JPEG 2000 SIZ,
+  JPEG SOF, JPEG-LS SOF55) disagrees with Rows/Columns is refused before decoding, and compressed
+  frames are decoded in a worker process with a capped address space.
 
 Ordinary images (OpenCV): PNG (8/16 bit), JPEG, BMP, TIFF (8/16 bit, float), WebP. The header
 is read first with Pillow (lazy, no pixel decoding) to refuse decompression bombs, and
@@ -46,6 +50,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from brain_ct import decode_guard
 from brain_ct.errors import InvalidInputError, NotHeadCTError
 from brain_ct.privacy import extract_meta, scrub_text
 
@@ -268,11 +273,15 @@ def _parse_dicom(data: bytes, shown: str, *, stop_before_pixels: bool) -> Any:
     import pydicom
 
     has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
+    # pydicom inflates a deflated dataset whole before parsing it: inflate it here, capped, first.
+    data, inflated = decode_guard.inflate_deflated(data, shown)
     try:
         with _quiet():
             ds = pydicom.dcmread(
                 io.BytesIO(data), force=not has_preamble, stop_before_pixels=stop_before_pixels
             )
+            if inflated:  # report the file's own transfer syntax; its pixels are native either way
+                ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
             # force=True accepts any bytes; keep it only when real DICOM elements came out.
             real = any(k in ds for k in ("SOPClassUID", "Modality", "Rows", "PixelData")) or (
                 "TransferSyntaxUID" in getattr(ds, "file_meta", {})
@@ -544,8 +553,6 @@ def stored_to_hu(
 def _dicom_frames(
     data: bytes, shown: str, all_frames: bool, frame: int | None, allow_unverified: bool
 ) -> list[tuple[CTImage, framing.HeadOutline | None]]:
-    from pydicom.pixels import pixel_array
-
     ds = _parse_dicom(data, shown, stop_before_pixels=False)
     notes: list[str] = []
     rows, cols, frames = _check_dicom(ds, shown, allow_unverified, notes)
@@ -568,7 +575,9 @@ def _dicom_frames(
     images = []
     for index in indices:
         try:
-            stored = pixel_array(ds, index=index) if frames > 1 else pixel_array(ds)
+            stored = decode_guard.decode_frame(ds, index, frames, shown)
+        except InvalidInputError:
+            raise
         except Exception as exc:
             message = scrub_text(str(exc), ds)[:200]
             raise InvalidInputError(
