@@ -250,17 +250,51 @@ def _install_log_filter() -> None:
 _install_log_filter()
 
 
+# Warning filters are process-wide (before Python 3.14), so a per-call warnings.catch_warnings()
+# is not thread-safe: two overlapping reads restore each other's saved filters and leave warnings
+# off for good. Instead one "ignore" entry is added while at least one read is in progress,
+# counted under a lock, and removed by the last read to finish.
+_quiet_lock = threading.Lock()
+_quiet_count = 0
+_IGNORE_ALL = ("ignore", None, Warning, None, 0)  # what warnings.filterwarnings("ignore") adds
+_added_ignore = False
+
+
+def _silence_warnings() -> None:
+    global _quiet_count, _added_ignore
+    with _quiet_lock:
+        _quiet_count += 1
+        if _quiet_count == 1:
+            # An identical entry the application set itself stays where it is, and is kept.
+            _added_ignore = _IGNORE_ALL not in warnings.filters
+            if _added_ignore:
+                warnings.filterwarnings("ignore")
+
+
+def _restore_warnings() -> None:
+    global _quiet_count, _added_ignore
+    with _quiet_lock:
+        _quiet_count -= 1
+        if _quiet_count == 0 and _added_ignore:
+            _added_ignore = False
+            with contextlib.suppress(ValueError):  # someone else reset the filters meanwhile
+                warnings.filters.remove(_IGNORE_ALL)
+            mutated = getattr(warnings, "_filters_mutated", None)  # drops the filter cache
+            if mutated is not None:
+                mutated()
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence pydicom while reading: its warnings and log lines may quote tag values (a name,
-    a date) and must not reach a log. Log records are dropped per thread; warnings are silenced
-    with :func:`warnings.catch_warnings`."""
+    a date) and must not reach a log. Log records are dropped per thread; warnings are ignored
+    while any read is in progress (thread-safe, see above)."""
     _reading.depth = getattr(_reading, "depth", 0) + 1
+    _silence_warnings()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
+        yield
     finally:
+        _restore_warnings()
         _reading.depth -= 1
 
 

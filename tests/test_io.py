@@ -6,6 +6,8 @@ import io
 import json
 import os
 import struct
+import threading
+import warnings
 import zlib
 
 import cv2
@@ -23,6 +25,7 @@ from brain_ct.io import (
     CTImage,
     load_frames,
     load_image,
+    quiet_dicom,
     read_dicom_header,
     stored_to_hu,
 )
@@ -546,3 +549,56 @@ def test_finite_float_tiff_is_read(head_grey, encode_image):
     ct = load_image(encode_image(image, ".tiff"))
     assert ct.meta["BitDepth"] == 32
     assert np.abs(ct.display.astype(int) - head_grey(256)).max() <= 1
+
+
+# --------------------------------------------------------------------------- warnings while reading
+
+
+def test_overlapping_quiet_reads_in_threads_restore_the_warning_filters():
+    # Thread a enters, b enters, a leaves, b leaves: with a save/restore per call, b's exit
+    # restored the filters a had changed, and warnings stayed off for the whole process.
+    before = list(warnings.filters)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, bool] = {}
+
+    def first() -> None:
+        with quiet_dicom():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def second() -> None:
+        a_in.wait(5)
+        with quiet_dicom():
+            b_in.set()
+            a_out.wait(5)
+            seen["quiet_after_a_left"] = any(f[0] == "ignore" and f[2] is Warning for f in warnings.filters)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen["quiet_after_a_left"], "b's read lost its silencing when a left"
+    assert warnings.filters == before
+
+
+def test_many_concurrent_reads_leave_warnings_on(make_ct_dataset, dicom_bytes, head_hu):
+    data = dicom_bytes(make_ct_dataset(ct_pixels(head_hu)))
+    before = list(warnings.filters)
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for _ in range(5):
+                load_image(data)
+        except BaseException as exc:  # reported below; a thread cannot fail the test itself
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert warnings.filters == before
