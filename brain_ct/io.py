@@ -449,6 +449,44 @@ def _check_dicom(ds: Any, shown: str, allow_unverified: bool, notes: list[str]) 
     return rows, cols, frames
 
 
+#: Header tags :func:`brain_ct.framing.header_reason` reads (descriptions are matched, never shown).
+_HEAD_HEADER_TAGS = (
+    "BodyPartExamined",
+    "StudyDescription",
+    "SeriesDescription",
+    "ProtocolName",
+    "PatientPosition",
+    "PixelSpacing",
+    "Rows",
+    "Columns",
+)
+
+
+def _check_head_header(ds: Any, shown: str, allow_unverified: bool, notes: list[str]) -> None:
+    """Refuse, before decoding, a slice whose header names another body region (framing.header_reason).
+
+    With ``allow_unverified`` the slice is read and the reason is kept in ``meta["Notes"]``.
+    """
+    header: dict[str, Any] = {}
+    for keyword in _HEAD_HEADER_TAGS:
+        try:
+            value = ds.get(keyword)
+        except Exception:  # a malformed value says nothing
+            continue
+        if value is not None and value != "":
+            header[keyword] = list(value) if keyword == "PixelSpacing" else value
+    if "PixelSpacing" not in header:
+        item = _functional_item(ds, 0, "PixelMeasuresSequence")
+        if item is not None and "PixelSpacing" in item:
+            header["PixelSpacing"] = list(item.PixelSpacing)
+    reason = framing.header_reason(header)
+    if reason is None:
+        return
+    if not allow_unverified:
+        raise NotHeadCTError(f"{shown}: this does not look like a head CT: {reason}. {framing.OVERRIDE_HINT}")
+    notes.append(f"not verified as a head CT: {reason} (read because allow_unverified was set)")
+
+
 def _check_dimensions(width: int, height: int, shown: str) -> None:
     if width < MIN_SIDE or height < MIN_SIDE:
         raise InvalidInputError(
@@ -590,6 +628,7 @@ def _dicom_frames(
     ds = _parse_dicom(data, shown, stop_before_pixels=False)
     notes: list[str] = []
     rows, cols, frames = _check_dicom(ds, shown, allow_unverified, notes)
+    _check_head_header(ds, shown, allow_unverified, notes)
     if not all_frames:
         if frame is None:
             frame = frames // 2
