@@ -328,7 +328,7 @@ def header_reason(header: Mapping[str, Any]) -> str | None:
     if position.startswith("FF") and fov is not None and fov < MIN_HEAD_FOV_MM:
         return (
             f"the patient lay feet first ({position}) and the field of view is only {fov:.0f} mm wide, "
-            f"smaller than a head (at least ~{MIN_HEAD_FOV_MM:.0f} mm) - a spine or limb slice?"
+            f"smaller than a head (at least ~{MIN_HEAD_FOV_MM:.0f} mm), as in a spine or limb slice"
         )
     return None
 

@@ -41,6 +41,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -111,7 +112,41 @@ _MODALITY_NAMES = {
     "ECG": "an ECG waveform (ECG)",
     "OP": "an ophthalmic photograph (OP)",
     "XC": "an external camera photograph (XC)",
+    "KO": "a key object selection (KO)",
+    "PR": "a presentation state (PR)",
+    "DOC": "an encapsulated document (DOC)",
+    "REG": "a registration (REG)",
+    "RTRECORD": "a radiotherapy treatment record (RTRECORD)",
+    "HD": "a haemodynamic waveform (HD)",
+    "AU": "an audio recording (AU)",
 }
+
+#: Modalities whose objects hold no image at all (plans, reports, waveforms, documents).
+_NOT_IMAGE_MODALITIES = frozenset(
+    {
+        "SR",
+        "RTPLAN",
+        "RTSTRUCT",
+        "RTRECORD",
+        "ECG",
+        "HD",
+        "AU",
+        "KO",
+        "PR",
+        "DOC",
+        "REG",
+        "FID",
+        "PLAN",
+        "RWV",
+    }
+)
+
+# The start of a DICOM dataset written without its file meta: a group 0008 element (or group 0002
+# without the preamble) in explicit VR (tag, two VR letters) or implicit VR (tag, 4-byte length).
+_DATASET_START = re.compile(
+    rb"[\x02\x08]\x00[\x00-\xff]{2}(?:AE|AS|AT|CS|DA|DS|DT|FD|FL|IS|LO|LT|OB|OW|PN|SH|SQ|ST|TM|UI|UL|UN|US|UT)"
+    rb"|\x08\x00(?:\x05|\x08|\x16|\x18)\x00[\x00-\xff][\x00-\x01]\x00\x00"
+)
 
 _IMAGE_MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
@@ -327,6 +362,12 @@ def _parse_dicom(data: bytes, shown: str, *, stop_before_pixels: bool) -> Any:
                 f"{shown}: the DICOM file is damaged or truncated and cannot be parsed; expected {ACCEPTED}"
             ) from None
     if not real:
+        if _DATASET_START.search(data[:256]):
+            raise InvalidInputError(
+                f"{shown}: this looks like a DICOM dataset without its file meta header (no 128-byte "
+                "preamble and 'DICM' marker) and cannot be parsed as one (damaged, or an encoding that "
+                "cannot be guessed); re-export it from the viewer or PACS as a standard DICOM file"
+            )
         raise InvalidInputError(
             f"{shown}: this is not a DICOM file or a supported image; expected {ACCEPTED}"
         )
@@ -403,8 +444,9 @@ def _check_dicom(ds: Any, shown: str, allow_unverified: bool, notes: list[str]) 
     modality = str(ds.get("Modality", "") or "").strip().upper()
     if modality and modality != "CT":
         kind = _MODALITY_NAMES.get(modality, f"a {modality}")
+        what = f"{kind}, not an image" if modality in _NOT_IMAGE_MODALITIES else f"{kind} image"
         raise InvalidInputError(
-            f"{shown}: this is {kind} image; the model expects a non-contrast head CT (Modality CT)"
+            f"{shown}: this is {what}; the model expects a non-contrast head CT (Modality CT)"
         )
     if "PixelData" not in ds:
         sop = ds.get("SOPClassUID") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")

@@ -609,3 +609,44 @@ def test_many_concurrent_reads_leave_warnings_on(make_ct_dataset, dicom_bytes, h
         t.join(60)
     assert not errors
     assert warnings.filters == before
+
+
+# --------------------------------------------------------------------------- wording of refusals
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("rtplan.dcm", "a radiotherapy plan (RTPLAN)"),
+        ("test-SR.dcm", "a structured report (SR)"),
+        ("waveform_ecg.dcm", "an ECG waveform (ECG)"),
+        ("rtstruct.dcm", "a radiotherapy structure set (RTSTRUCT)"),
+    ],
+)
+def test_non_image_dicoms_are_called_not_images(name, kind):
+    with pytest.raises(InvalidInputError) as info:
+        load_image(get_testdata_file(name))
+    message = str(info.value)
+    assert f"this is {kind}, not an image" in message
+    assert f"{kind} image" not in message
+
+
+def test_image_modalities_are_still_called_images(make_ct_dataset, dicom_bytes, head_hu):
+    data = dicom_bytes(make_ct_dataset(ct_pixels(head_hu), Modality="RTDOSE"))
+    with pytest.raises(InvalidInputError, match=r"this is a radiotherapy dose \(RTDOSE\) image;"):
+        load_image(data)
+
+
+def test_dataset_without_file_meta_is_not_called_not_dicom():
+    path = get_testdata_file("no_meta.dcm")  # CT_small without its file meta (and unparseable as is)
+    with pytest.raises(InvalidInputError) as info:
+        load_image(path)
+    message = str(info.value)
+    assert "not a DICOM file" not in message
+    assert "DICOM dataset without its file meta header" in message
+
+
+def test_random_bytes_are_still_not_dicom():
+    data = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    with pytest.raises(InvalidInputError, match="not a DICOM file"):
+        load_image(data)
