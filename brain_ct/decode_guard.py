@@ -344,31 +344,33 @@ class _Worker:
         self.process.stdin.write(struct.pack("<Q", len(payload)) + payload)  # type: ignore[union-attr]
         self.process.stdin.flush()  # type: ignore[union-attr]
         deadline = time.monotonic() + timeout
-        header = json.loads(self._read(self._read_length(deadline), deadline))
+        header = json.loads(bytes(self._read(self._read_length(deadline), deadline)))
         body = self._read(self._read_length(deadline), deadline)
         if "error" in header:
             if header["error"] == "MemoryError":
                 raise MemoryError
             raise DecodeError(f"{header['error']}: {header.get('message', '')}")
-        return np.frombuffer(body, dtype=np.dtype(header["dtype"])).reshape(header["shape"]).copy()
+        return np.frombuffer(body, dtype=np.dtype(header["dtype"])).reshape(header["shape"])
 
     def _read_length(self, deadline: float) -> int:
         return int(struct.unpack("<Q", self._read(8, deadline))[0])
 
-    def _read(self, size: int, deadline: float) -> bytes:
-        # Unbuffered reads on the pipe's descriptor: select() only sees what the OS still holds.
-        fd = self.process.stdout.fileno()  # type: ignore[union-attr]
-        chunks, left = [], size
-        while left:
+    def _read(self, size: int, deadline: float) -> bytearray:
+        # Unbuffered reads straight into one buffer: select() only sees what the OS still holds,
+        # and a large frame is not copied chunk by chunk.
+        stdout = self.process.stdout
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        done = 0
+        while done < size:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            if remaining <= 0 or not select.select([stdout], [], [], remaining)[0]:
                 raise TimeoutError
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
+            count = stdout.readinto(view[done : done + (1 << 20)])  # type: ignore[union-attr]
+            if not count:
                 raise EOFError
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+            done += count
+        return buffer
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -381,9 +383,25 @@ class _Worker:
 
 # Idle workers; None is a free slot whose worker starts on first use. A caller takes one (waiting
 # while all DECODE_WORKERS are busy) and puts it back, or None if the worker had to be stopped.
-_slots: queue.Queue[_Worker | None] = queue.Queue()
-for _ in range(DECODE_WORKERS):
-    _slots.put(None)
+def _new_slots() -> queue.Queue[_Worker | None]:
+    slots: queue.Queue[_Worker | None] = queue.Queue()
+    for _ in range(DECODE_WORKERS):
+        slots.put(None)
+    return slots
+
+
+_slots = _new_slots()
+
+
+def _forget_workers_after_fork() -> None:
+    # A forked child (a data-loader worker) must not talk to its parent's decoding workers over
+    # the same pipes: it starts its own.
+    global _slots
+    _slots = _new_slots()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_workers_after_fork)
 
 
 def _decode_fenced(small: Any, timeout: float) -> np.ndarray:

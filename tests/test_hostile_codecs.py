@@ -237,6 +237,37 @@ def test_worker_decodes_exactly_as_pydicom(name: str) -> None:
         np.testing.assert_array_equal(got, expected)
 
 
+def _worker_pids() -> set[int]:
+    return {w.process.pid for w in list(decode_guard._slots.queue) if w is not None}
+
+
+def _decode_in_child(path: str, queue) -> None:
+    ds = pydicom.dcmread(path)
+    shape = decode_guard.decode_frame(ds, 0, 1, "child.dcm").shape
+    queue.put((shape, _worker_pids()))
+
+
+def test_forked_child_gets_its_own_workers() -> None:
+    import multiprocessing
+
+    path = get_testdata_file("693_J2KI.dcm")
+    ds = pydicom.dcmread(path)
+    decode_guard.decode_frame(ds, 0, 1, "parent.dcm")  # the parent's worker is running
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    children = [context.Process(target=_decode_in_child, args=(path, results)) for _ in range(2)]
+    for child in children:
+        child.start()
+    replies = [results.get(timeout=60) for _ in children]
+    for child in children:
+        child.join(30)
+    assert [shape for shape, _ in replies] == [(512, 512), (512, 512)]
+    parents = _worker_pids()
+    assert parents and all(pids and not pids & parents for _, pids in replies)  # never shared pipes
+    assert all(child.exitcode == 0 for child in children)
+    np.testing.assert_array_equal(decode_guard.decode_frame(ds, 0, 1, "parent.dcm"), pixel_array(ds))
+
+
 def test_small_deflated_file_still_reads(tmp_path: Path) -> None:
     files = make_hostile_files(tmp_path, seed=1, deflate_bytes=1 << 20)  # 1 MiB hidden: within the cap
     ct = load_image(files["deflate_bomb"], allow_unverified=True)
