@@ -513,10 +513,10 @@ def _check_head_header(ds: Any, shown: str, allow_unverified: bool, notes: list[
     for keyword in _HEAD_HEADER_TAGS:
         try:
             value = ds.get(keyword)
+            if value is not None and value != "":
+                header[keyword] = list(value) if keyword == "PixelSpacing" else value
         except Exception:  # a malformed value says nothing
             continue
-        if value is not None and value != "":
-            header[keyword] = list(value) if keyword == "PixelSpacing" else value
     if "PixelSpacing" not in header:
         item = _functional_item(ds, 0, "PixelMeasuresSequence")
         if item is not None and "PixelSpacing" in item:

@@ -345,3 +345,8 @@ def test_synthetic_phantom_dicoms_pass_the_header_check():
 
     for seed in range(4):
         load_image(write(to_dicom(generate_slice(seed, 256))))
+
+
+def test_malformed_pixel_spacing_says_nothing(make_ct_dataset, dicom_bytes, head_hu):
+    pixels = np.round(head_hu(256) + 1024).astype(np.int16)
+    load_image(dicom_bytes(make_ct_dataset(pixels, PixelSpacing="0.3", PatientPosition="FFS")))
