@@ -237,6 +237,30 @@ def test_worker_decodes_exactly_as_pydicom(name: str) -> None:
         np.testing.assert_array_equal(got, expected)
 
 
+def test_concurrent_threads_share_the_workers_safely() -> None:
+    import threading
+
+    files = ["693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm", "MR_small_jpeg_ls_lossless.dcm"]
+    datasets = [pydicom.dcmread(get_testdata_file(name)) for name in files]
+    expected = [pixel_array(ds) for ds in datasets]
+    failures: list[str] = []
+
+    def run(k: int) -> None:
+        for round_ in range(4):
+            i = (k + round_) % len(datasets)
+            got = decode_guard.decode_frame(datasets[i], 0, 1, files[i])
+            if got.dtype != expected[i].dtype or not np.array_equal(got, expected[i]):
+                failures.append(f"thread {k}: {files[i]} decoded differently")
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2 * decode_guard.DECODE_WORKERS + 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not failures
+    assert decode_guard._slots.qsize() == decode_guard.DECODE_WORKERS  # every worker was given back
+
+
 def _worker_pids() -> set[int]:
     return {w.process.pid for w in list(decode_guard._slots.queue) if w is not None}
 
