@@ -289,7 +289,11 @@ def _serve() -> None:
     if idle is not None:
         cap = idle + DECODE_MEMORY_BYTES
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    # The replies get a private copy of stdout; descriptor 1 itself goes to /dev/null, so that
+    # nothing a decoder library prints can corrupt the protocol (or reach a log).
+    source, sink = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (lives as long as the worker)
     while True:
         try:
             (size,) = struct.unpack("<Q", _read_exactly(source, 8))
@@ -299,16 +303,17 @@ def _serve() -> None:
         try:
             array = np.ascontiguousarray(pixel_array(small))
             header = {"dtype": array.dtype.str, "shape": list(array.shape)}
-            body = array.tobytes()
+            body = memoryview(array).cast("B")  # sent as it lies in memory, no copy
         except MemoryError:
-            header, body = {"error": "MemoryError"}, b""
+            header, body = {"error": "MemoryError"}, memoryview(b"")
         except Exception as exc:
-            header, body = {"error": type(exc).__name__, "message": str(exc)[:500]}, b""
+            header, body = {"error": type(exc).__name__, "message": str(exc)[:500]}, memoryview(b"")
         del small
         encoded = json.dumps(header).encode()
-        sink.write(struct.pack("<Q", len(encoded)) + encoded + struct.pack("<Q", len(body)))
+        sink.write(struct.pack("<Q", len(encoded)) + encoded + struct.pack("<Q", body.nbytes))
         sink.write(body)
         sink.flush()
+        del body
 
 
 class DecodeError(Exception):
