@@ -219,7 +219,7 @@ COMPRESSED_FILES = [
     "MR_small_RLE.dcm",
     "JPGExtended.dcm",
     "SC_rgb_jpeg_dcmtk.dcm",
-    "emri_small_RLE.dcm",
+    "SC_rgb_rle_2frame.dcm",  # two frames
 ]
 
 
