@@ -25,8 +25,10 @@ tissue at all, and a cross-section wider than :data:`MAX_HEAD_MM` (a chest or ab
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -57,7 +59,36 @@ MIN_HEAD_SIDE = 32
 #: Images are analysed on a grid of at most this many pixels a side (speed; boxes are mapped back).
 WORK_SIDE = 512
 
-_OVERRIDE = "If it is one, tick 'allow unusual images' / pass allow_unverified=True."
+#: A DICOM field of view narrower than this (mm, PixelSpacing x Columns/Rows) cannot hold a whole
+#: head cross-section (an adult head is ~140-210 mm wide; head CTs are reconstructed at 180-250 mm).
+MIN_HEAD_FOV_MM = 120.0
+
+# Words of (0018,0015) Body Part Examined, Study/Series Description and Protocol Name, matched on
+# whole upper-case words (and word beginnings for head words: HEADNECK, CRANIAL, CEREBRAL).
+_HEAD_WORD = re.compile(
+    r"\b(?:HEAD|BRAIN|SKULL|CRAN|CEREBR|NEURO|STROKE|KOPF|SCHADEL|SCHAEDEL|SCHÄDEL|HIRN|CABEZA|CRANE|CAPO)"
+)
+_OTHER_REGIONS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("spine", re.compile(r"\b(?:[CLT]-?SPINE|SPINE|SPINAL|LUMBAR|VERTEBRA\w*|SACRUM|COCCYX|WIRBEL\w*)\b")),
+    ("chest", re.compile(r"\b(?:CHEST|THORAX|THORACIC|LUNGS?|PULMONARY|THORAX\w*|CARDIAC|HEART|CORONARY)\b")),
+    ("abdomen", re.compile(r"\b(?:ABDOMEN|ABD|ABDOMINAL|LIVER|KIDNEYS?|RENAL|COLON|PANCREAS|UROGRAM)\b")),
+    ("pelvis", re.compile(r"\b(?:PELVIS|PELVIC|HIPS?|BECKEN)\b")),
+    (
+        "limb",
+        re.compile(
+            r"\b(?:KNEE|ANKLE|FOOT|FEET|LEG|FEMUR|TIBIA|SHOULDER|ELBOW|WRIST|HAND|ARM|HUMERUS|EXTREMITY|EXTREMITIES)\b"
+        ),
+    ),
+)
+_HEADER_FIELDS = {
+    "BodyPartExamined": "(0018,0015) Body Part Examined",
+    "StudyDescription": "study description",
+    "SeriesDescription": "series description",
+    "ProtocolName": "protocol name",
+}
+
+#: How to skip the head-CT checks, appended to every NotHeadCTError message.
+OVERRIDE_HINT = "If it is one, tick 'allow unusual images' / pass allow_unverified=True."
 
 
 @dataclass(frozen=True)
@@ -261,7 +292,57 @@ def check_plausible(ct: CTImage, outline: HeadOutline | None = None) -> None:
     """
     reason = _dicom_reason(ct, ct.hu, outline) if ct.hu is not None else _image_reason(ct, outline)
     if reason is not None:
-        raise NotHeadCTError(f"this does not look like an axial head CT slice: {reason}. {_OVERRIDE}")
+        raise NotHeadCTError(f"this does not look like an axial head CT slice: {reason}. {OVERRIDE_HINT}")
+
+
+def header_reason(header: Mapping[str, Any]) -> str | None:
+    """Why a DICOM header says the slice is not a head CT, or None when it does not say so.
+
+    Read together with the image check (:func:`check_plausible`); a missing tag never refuses
+    on its own. Refused when:
+
+    * (0018,0015) *Body Part Examined*, the study or series description or the protocol name
+      names another region (chest, abdomen, pelvis, spine, a limb) and none of them names the
+      head (HEAD, BRAIN, SKULL, CRANIAL, HEADNECK, ...: a head word wins over any other);
+    * the patient lay feet first ((0018,5100) *Patient Position* FF*) **and** the field of view
+      ((0028,0030) *Pixel Spacing* x Columns/Rows) is narrower than :data:`MIN_HEAD_FOV_MM`:
+      each alone happens in genuine head CTs (a trauma protocol, a temporal-bone reconstruction).
+
+    Args:
+        header: keyword -> value for BodyPartExamined, StudyDescription, SeriesDescription,
+            ProtocolName, PatientPosition, PixelSpacing ([row, column] mm), Rows, Columns;
+            missing keys are fine. Descriptions are matched here, never quoted in the reason.
+
+    Returns:
+        The reason, in words, or None.
+    """
+    texts = {key: str(header.get(key) or "").upper() for key in _HEADER_FIELDS}
+    if any(_HEAD_WORD.search(text) for text in texts.values()):
+        return None
+    for region, pattern in _OTHER_REGIONS:
+        for key, text in texts.items():
+            if pattern.search(text):
+                return f"its {_HEADER_FIELDS[key]} names the {region}, not the head"
+    position = str(header.get("PatientPosition") or "").strip().upper()
+    fov = _field_of_view_mm(header)
+    if position.startswith("FF") and fov is not None and fov < MIN_HEAD_FOV_MM:
+        return (
+            f"the patient lay feet first ({position}) and the field of view is only {fov:.0f} mm wide, "
+            f"smaller than a head (at least ~{MIN_HEAD_FOV_MM:.0f} mm), as in a spine or limb slice"
+        )
+    return None
+
+
+def _field_of_view_mm(header: Mapping[str, Any]) -> float | None:
+    """The larger side of the reconstructed field of view in mm, or None when the tags are missing."""
+    try:
+        row_mm, col_mm = (float(v) for v in header["PixelSpacing"])
+        width = col_mm * int(header["Columns"])
+        height = row_mm * int(header["Rows"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    fov = max(width, height)
+    return fov if fov > 0 else None
 
 
 def _dicom_reason(ct: CTImage, hu: np.ndarray, outline: HeadOutline | None) -> str | None:

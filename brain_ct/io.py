@@ -22,6 +22,10 @@ DICOM (pydicom 3, compressed transfer syntaxes through the pylibjpeg plugins):
   any pixel is decoded), files without the 128-byte preamble that do not really parse as DICOM.
   A dataset without a Modality tag is read as CT when its SOP class is a CT class or its
   rescale says HU (noted in ``meta["Notes"]``); otherwise only with ``allow_unverified=True``.
+* Codec bombs (:mod:`brain_ct.decode_guard`): a deflated dataset is inflated through a size-capped
+  decompressor before pydicom parses it; a compressed frame whose own header (JPEG 2000 SIZ,
+  JPEG SOF, JPEG-LS SOF55) disagrees with Rows/Columns is refused before decoding, and compressed
+  frames are decoded in a worker process with a capped address space.
 
 Ordinary images (OpenCV): PNG (8/16 bit), JPEG, BMP, TIFF (8/16 bit, float), WebP. The header
 is read first with Pillow (lazy, no pixel decoding) to refuse decompression bombs, and
@@ -37,6 +41,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -46,6 +51,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from brain_ct import decode_guard
 from brain_ct.errors import InvalidInputError, NotHeadCTError
 from brain_ct.privacy import extract_meta, scrub_text
 
@@ -106,7 +112,41 @@ _MODALITY_NAMES = {
     "ECG": "an ECG waveform (ECG)",
     "OP": "an ophthalmic photograph (OP)",
     "XC": "an external camera photograph (XC)",
+    "KO": "a key object selection (KO)",
+    "PR": "a presentation state (PR)",
+    "DOC": "an encapsulated document (DOC)",
+    "REG": "a registration (REG)",
+    "RTRECORD": "a radiotherapy treatment record (RTRECORD)",
+    "HD": "a haemodynamic waveform (HD)",
+    "AU": "an audio recording (AU)",
 }
+
+#: Modalities whose objects hold no image at all (plans, reports, waveforms, documents).
+_NOT_IMAGE_MODALITIES = frozenset(
+    {
+        "SR",
+        "RTPLAN",
+        "RTSTRUCT",
+        "RTRECORD",
+        "ECG",
+        "HD",
+        "AU",
+        "KO",
+        "PR",
+        "DOC",
+        "REG",
+        "FID",
+        "PLAN",
+        "RWV",
+    }
+)
+
+# The start of a DICOM dataset written without its file meta: a group 0008 element (or group 0002
+# without the preamble) in explicit VR (tag, two VR letters) or implicit VR (tag, 4-byte length).
+_DATASET_START = re.compile(
+    rb"[\x02\x08]\x00[\x00-\xff]{2}(?:AE|AS|AT|CS|DA|DS|DT|FD|FL|IS|LO|LT|OB|OW|PN|SH|SQ|ST|TM|UI|UL|UN|US|UT)"
+    rb"|\x08\x00(?:\x05|\x08|\x16|\x18)\x00[\x00-\xff][\x00-\x01]\x00\x00"
+)
 
 _IMAGE_MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
@@ -245,17 +285,51 @@ def _install_log_filter() -> None:
 _install_log_filter()
 
 
+# Warning filters are process-wide (before Python 3.14), so a per-call warnings.catch_warnings()
+# is not thread-safe: two overlapping reads restore each other's saved filters and leave warnings
+# off for good. Instead one "ignore" entry is added while at least one read is in progress,
+# counted under a lock, and removed by the last read to finish.
+_quiet_lock = threading.Lock()
+_quiet_count = 0
+_IGNORE_ALL = ("ignore", None, Warning, None, 0)  # what warnings.filterwarnings("ignore") adds
+_added_ignore = False
+
+
+def _silence_warnings() -> None:
+    global _quiet_count, _added_ignore
+    with _quiet_lock:
+        _quiet_count += 1
+        if _quiet_count == 1:
+            # An identical entry the application set itself stays where it is, and is kept.
+            _added_ignore = _IGNORE_ALL not in warnings.filters
+            if _added_ignore:
+                warnings.filterwarnings("ignore")
+
+
+def _restore_warnings() -> None:
+    global _quiet_count, _added_ignore
+    with _quiet_lock:
+        _quiet_count -= 1
+        if _quiet_count == 0 and _added_ignore:
+            _added_ignore = False
+            with contextlib.suppress(ValueError):  # someone else reset the filters meanwhile
+                warnings.filters.remove(_IGNORE_ALL)
+            mutated = getattr(warnings, "_filters_mutated", None)  # drops the filter cache
+            if mutated is not None:
+                mutated()
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence pydicom while reading: its warnings and log lines may quote tag values (a name,
-    a date) and must not reach a log. Log records are dropped per thread; warnings are silenced
-    with :func:`warnings.catch_warnings`."""
+    a date) and must not reach a log. Log records are dropped per thread; warnings are ignored
+    while any read is in progress (thread-safe, see above)."""
     _reading.depth = getattr(_reading, "depth", 0) + 1
+    _silence_warnings()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
+        yield
     finally:
+        _restore_warnings()
         _reading.depth -= 1
 
 
@@ -268,11 +342,15 @@ def _parse_dicom(data: bytes, shown: str, *, stop_before_pixels: bool) -> Any:
     import pydicom
 
     has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
+    # pydicom inflates a deflated dataset whole before parsing it: inflate it here, capped, first.
+    data, inflated = decode_guard.inflate_deflated(data, shown)
     try:
         with _quiet():
             ds = pydicom.dcmread(
                 io.BytesIO(data), force=not has_preamble, stop_before_pixels=stop_before_pixels
             )
+            if inflated:  # report the file's own transfer syntax; its pixels are native either way
+                ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
             # force=True accepts any bytes; keep it only when real DICOM elements came out.
             real = any(k in ds for k in ("SOPClassUID", "Modality", "Rows", "PixelData")) or (
                 "TransferSyntaxUID" in getattr(ds, "file_meta", {})
@@ -284,6 +362,12 @@ def _parse_dicom(data: bytes, shown: str, *, stop_before_pixels: bool) -> Any:
                 f"{shown}: the DICOM file is damaged or truncated and cannot be parsed; expected {ACCEPTED}"
             ) from None
     if not real:
+        if _DATASET_START.search(data[:256]):
+            raise InvalidInputError(
+                f"{shown}: this looks like a DICOM dataset without its file meta header (no 128-byte "
+                "preamble and 'DICM' marker) and cannot be parsed as one (damaged, or an encoding that "
+                "cannot be guessed); re-export it from the viewer or PACS as a standard DICOM file"
+            )
         raise InvalidInputError(
             f"{shown}: this is not a DICOM file or a supported image; expected {ACCEPTED}"
         )
@@ -360,8 +444,9 @@ def _check_dicom(ds: Any, shown: str, allow_unverified: bool, notes: list[str]) 
     modality = str(ds.get("Modality", "") or "").strip().upper()
     if modality and modality != "CT":
         kind = _MODALITY_NAMES.get(modality, f"a {modality}")
+        what = f"{kind}, not an image" if modality in _NOT_IMAGE_MODALITIES else f"{kind} image"
         raise InvalidInputError(
-            f"{shown}: this is {kind} image; the model expects a non-contrast head CT (Modality CT)"
+            f"{shown}: this is {what}; the model expects a non-contrast head CT (Modality CT)"
         )
     if "PixelData" not in ds:
         sop = ds.get("SOPClassUID") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID")
@@ -404,6 +489,44 @@ def _check_dicom(ds: Any, shown: str, allow_unverified: bool, notes: list[str]) 
                 "/ tick 'allow unusual images'"
             )
     return rows, cols, frames
+
+
+#: Header tags :func:`brain_ct.framing.header_reason` reads (descriptions are matched, never shown).
+_HEAD_HEADER_TAGS = (
+    "BodyPartExamined",
+    "StudyDescription",
+    "SeriesDescription",
+    "ProtocolName",
+    "PatientPosition",
+    "PixelSpacing",
+    "Rows",
+    "Columns",
+)
+
+
+def _check_head_header(ds: Any, shown: str, allow_unverified: bool, notes: list[str]) -> None:
+    """Refuse, before decoding, a slice whose header names another body region (framing.header_reason).
+
+    With ``allow_unverified`` the slice is read and the reason is kept in ``meta["Notes"]``.
+    """
+    header: dict[str, Any] = {}
+    for keyword in _HEAD_HEADER_TAGS:
+        try:
+            value = ds.get(keyword)
+            if value is not None and value != "":
+                header[keyword] = list(value) if keyword == "PixelSpacing" else value
+        except Exception:  # a malformed value says nothing
+            continue
+    if "PixelSpacing" not in header:
+        item = _functional_item(ds, 0, "PixelMeasuresSequence")
+        if item is not None and "PixelSpacing" in item:
+            header["PixelSpacing"] = list(item.PixelSpacing)
+    reason = framing.header_reason(header)
+    if reason is None:
+        return
+    if not allow_unverified:
+        raise NotHeadCTError(f"{shown}: this does not look like a head CT: {reason}. {framing.OVERRIDE_HINT}")
+    notes.append(f"not verified as a head CT: {reason} (read because allow_unverified was set)")
 
 
 def _check_dimensions(width: int, height: int, shown: str) -> None:
@@ -544,11 +667,10 @@ def stored_to_hu(
 def _dicom_frames(
     data: bytes, shown: str, all_frames: bool, frame: int | None, allow_unverified: bool
 ) -> list[tuple[CTImage, framing.HeadOutline | None]]:
-    from pydicom.pixels import pixel_array
-
     ds = _parse_dicom(data, shown, stop_before_pixels=False)
     notes: list[str] = []
     rows, cols, frames = _check_dicom(ds, shown, allow_unverified, notes)
+    _check_head_header(ds, shown, allow_unverified, notes)
     if not all_frames:
         if frame is None:
             frame = frames // 2
@@ -568,7 +690,9 @@ def _dicom_frames(
     images = []
     for index in indices:
         try:
-            stored = pixel_array(ds, index=index) if frames > 1 else pixel_array(ds)
+            stored = decode_guard.decode_frame(ds, index, frames, shown)
+        except InvalidInputError:
+            raise
         except Exception as exc:
             message = scrub_text(str(exc), ds)[:200]
             raise InvalidInputError(

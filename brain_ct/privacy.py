@@ -170,6 +170,60 @@ def hashed_uid(uid: str, salt: bytes | None = None) -> str:
     return digest.hexdigest()[:16]
 
 
+#: Longest free-text value shown (a DICOM LO value holds at most 64 characters).
+MAX_FREE_TEXT = 64
+
+# What identifies a person in free text, as far as text alone can tell: a DICOM person name
+# ("Doe^Jane"), "Surname, Given", an ID-like run of 5+ digits (record numbers, UIDs, dates
+# written without separators), a date with separators, a phone number, an e-mail address.
+_IDENTIFYING_TEXT = re.compile(
+    r"\^"
+    r"|\b[A-Z][a-z]+, [A-Z][a-z]+\b"
+    r"|\d{5,}"
+    r"|\b\d{1,4}[./-]\d{1,2}[./-]\d{1,4}\b"
+    r"|\b\d{3}[-. ]\d{4}\b"
+    r"|@"
+)
+# Markup and control characters: no technical DICOM text needs them, and a page must not get them.
+_UNSAFE_CHARACTERS = re.compile(r"[<>\x00-\x1f\x7f]")
+
+
+def safe_free_text(value: Any) -> str | None:
+    """Free text from an upload (a tag value, a file name) when it cannot identify anybody.
+
+    One screening for every free-text string that may be shown: allow-listed DICOM text tags
+    such as (0008,0008) *Image Type* and (0018,1210) *Convolution Kernel* here, file and folder
+    names in :mod:`brain_ct.series`. A value is refused when it looks like a person name (a
+    ``^`` separator, "Surname, Given"), holds an ID-like run of 5 or more digits, a date, a
+    phone number or an e-mail address, contains markup or control characters, or is longer
+    than :data:`MAX_FREE_TEXT` characters.
+
+    Args:
+        value: the text (anything else gives None).
+
+    Returns:
+        The text without surrounding blanks, or None when it is empty or may identify someone.
+    """
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text or len(text) > MAX_FREE_TEXT:
+        return None
+    if _UNSAFE_CHARACTERS.search(text) or _IDENTIFYING_TEXT.search(text):
+        return None
+    return text
+
+
+def _screened(value: Any) -> Any:
+    """A tag's JSON value with its free text screened: unsafe strings (or list items) are left out."""
+    if isinstance(value, str):
+        return safe_free_text(value)
+    if isinstance(value, list) and any(isinstance(v, str) for v in value):
+        kept = [v for v in (_screened(v) for v in value) if v is not None]
+        return kept or None
+    return value
+
+
 def _json_value(value: Any) -> Any:
     """A pydicom element value as JSON-serialisable data, or None when it has none."""
     if value is None or isinstance(value, (bytes, bytearray, Dataset)):
@@ -206,13 +260,14 @@ def extract_meta(ds: Dataset) -> dict[str, Any]:
     Returns:
         dict with keys from :data:`ALLOWED_TAGS` and :data:`DERIVED_KEYS` whose values are
         JSON-serialisable (str, int, float, or lists of them). Missing or empty tags are left out.
-        A string that happens to contain an identifying value of the same dataset is dropped.
+        Text goes through :func:`safe_free_text` (an unsafe item of a multi-valued tag is left
+        out); a string that happens to contain an identifying value of the same dataset is dropped.
     """
     meta: dict[str, Any] = {}
     for keyword in ALLOWED_TAGS:
         try:
             elem = ds.data_element(keyword)
-            value = None if elem is None else _json_value(elem.value)
+            value = None if elem is None else _screened(_json_value(elem.value))
         except Exception:  # a malformed value (bad VR, undecodable text) is simply not shown
             value = None
         if value is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from hostile import make_hostile_files
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import (
@@ -370,6 +371,16 @@ def make_bad_files(folder: str | Path, seed: int = 0, *, include_bombs: bool = T
             "100000 declared frames",
             kind="bomb",
         )
+        # Codec bombs: honest DICOM headers, gigantic frame headers or inflated size (tests/hostile.py).
+        whys = {
+            "j2k_siz_bomb": "a JPEG 2000 frame whose SIZ says 20000² (Rows/Columns 512)",
+            "j2k_siz_mismatch": "a JPEG 2000 frame whose SIZ says 1024² (Rows/Columns 512)",
+            "jpeg_sof_bomb": "a baseline JPEG frame whose SOF0 says 65000²",
+            "jpeg_ls_sof55_bomb": "a JPEG-LS frame whose SOF55 says 65000²",
+            "deflate_bomb": "a deflated dataset hiding 384 MiB of zeros",
+        }
+        for key, path in make_hostile_files(out / "codec", seed).items():
+            files.append(BadFile(key, path, "error", "bomb", whys[key]))
     return files
 
 

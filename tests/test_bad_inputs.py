@@ -66,7 +66,8 @@ def test_corpus_is_seeded_and_covers_the_issue(tmp_path: Path, corpus: list[BadF
         "zero_bytes", "text_as_dcm", "truncated_dicom_pixels", "truncated_png", "dicom_no_pixels", "mr",
         "us", "rgb_ct", "palette_ct", "big_endian", "implicit_vr", "multiframe", "one_pixel_png",
         "png_bomb", "nan_tiff", "inf_tiff", "random_bytes", "unicode_name", "long_name", "empty_zip",
-        "zip_traversal", "zip_absolute", "zip_bomb",
+        "zip_traversal", "zip_absolute", "zip_bomb", "j2k_siz_bomb", "jpeg_sof_bomb", "jpeg_ls_sof55_bomb",
+        "deflate_bomb",
     }  # fmt: skip
     assert wanted <= set(first)
     bomb = next(f for f in corpus if f.key == "png_bomb")
@@ -172,8 +173,10 @@ def test_every_pydicom_test_file_reads_or_is_refused_cleanly() -> None:
                 read.append(Path(path).name)
                 assert result.hu is not None and np.isfinite(result.hu).all()
     assert not problems, "\n".join(problems)
-    # pydicom's real CT slices are read as CT by default; nothing else is.
-    assert {"CT_small.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm"} <= set(read)
+    # pydicom's real head-CT slices are read as CT by default; nothing else is (CT_small.dcm, a spine
+    # slice, is refused by the head-CT check from its header: test_framing).
+    assert {"693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm"} <= set(read)
+    assert "CT_small.dcm" not in read
 
 
 # --------------------------------------------------------------------------- memory
@@ -200,7 +203,12 @@ def test_bombs_stay_within_the_memory_limit(corpus: list[BadFile], tmp_path: Pat
                 except BaseException as exc:
                     result = type(exc).__name__
                 out[path + " " + name] = result
-        out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent (pytest) across exec.
+        with open("/proc/self/status") as f:
+            out["maxrss_mb"] = int(next(l for l in f if l.startswith("VmHWM:")).split()[1]) / 1024
+        from brain_ct import decode_guard
+        decode_guard.shutdown_workers()
+        out["workers_maxrss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(json.dumps(out))
         """
     )
@@ -215,9 +223,14 @@ def test_bombs_stay_within_the_memory_limit(corpus: list[BadFile], tmp_path: Pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     peak = out.pop("maxrss_mb")
+    workers = out.pop("workers_maxrss_mb")
     assert out and set(out.values()) == {"InvalidInputError"}, out
-    print(f"bomb inputs: peak RSS {peak:.0f} MB under a {MEMORY_LIMIT_BYTES >> 30} GB address-space limit")
+    print(
+        f"bomb inputs: peak RSS {peak:.0f} MB (decoding workers {workers:.0f} MB) under a "
+        f"{MEMORY_LIMIT_BYTES >> 30} GB address-space limit"
+    )
     assert peak < 1024  # refused before decoding: nowhere near the limit
+    assert workers < 1024
 
 
 # --------------------------------------------------------------------------- CLI

@@ -229,3 +229,124 @@ def test_colour_fraction():
     dark = np.zeros((50, 50, 3), np.uint8)
     dark[..., 2] = 40  # too dark to have a reliable hue
     assert framing.colour_fraction(dark) == 0.0
+
+
+# --------------------------------------------------------------------------- the headers' say
+
+
+def _head_dicom(make_ct_dataset, dicom_bytes, head_hu, **tags) -> bytes:
+    """A plausible head slice (256 px x 0.9 mm = 230 mm field of view) with the given header tags."""
+    pixels = np.round(head_hu(256) + 1024).astype(np.int16)
+    return dicom_bytes(make_ct_dataset(pixels, PixelSpacing=[0.9, 0.9], **tags))
+
+
+HEADER_FIELDS = ("BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName")
+
+
+@pytest.mark.parametrize("field", HEADER_FIELDS)
+@pytest.mark.parametrize(
+    "text", ["HEAD", "BRAIN", "CT HEAD W/O", "AXIAL HEAD 5mm", "HEADNECK", "CTA HEAD/NECK", "Schadel nativ"]
+)
+def test_head_descriptions_pass(field, text, make_ct_dataset, dicom_bytes, head_hu):
+    ct = load_image(_head_dicom(make_ct_dataset, dicom_bytes, head_hu, **{field: text}))
+    assert ct.hu is not None
+
+
+@pytest.mark.parametrize("field", HEADER_FIELDS)
+@pytest.mark.parametrize(
+    ("text", "region"),
+    [
+        ("CHEST", "chest"),
+        ("ABDOMEN", "abdomen"),
+        ("SPINE", "spine"),
+        ("L-SPINE", "spine"),
+        ("LSPINE", "spine"),
+        ("CT CHEST W/CONTRAST", "chest"),
+        ("PELVIS", "pelvis"),
+        ("KNEE LEFT", "limb"),
+    ],
+)
+def test_other_body_regions_are_refused_with_the_reason(
+    field, text, region, make_ct_dataset, dicom_bytes, head_hu
+):
+    data = _head_dicom(make_ct_dataset, dicom_bytes, head_hu, **{field: text})
+    with pytest.raises(NotHeadCTError, match=rf"names the {region}") as info:
+        load_image(data)
+    assert "allow_unverified" in str(info.value)
+    ct = load_image(data, allow_unverified=True)  # overridable, as the image check is
+    assert any("not verified as a head CT" in note for note in ct.meta["Notes"])
+
+
+def test_a_head_word_wins_over_another_region(make_ct_dataset, dicom_bytes, head_hu):
+    load_image(
+        _head_dicom(
+            make_ct_dataset, dicom_bytes, head_hu, BodyPartExamined="HEAD", StudyDescription="CHEST ABD"
+        )
+    )
+
+
+def test_the_refusal_does_not_quote_the_description(make_ct_dataset, dicom_bytes, head_hu):
+    data = _head_dicom(make_ct_dataset, dicom_bytes, head_hu, SeriesDescription="CHEST for Zorblatt 4411")
+    with pytest.raises(NotHeadCTError) as info:
+        load_image(data)
+    assert "Zorblatt" not in str(info.value) and "4411" not in str(info.value)
+
+
+def test_pydicom_ct_small_spine_slice_is_refused_from_its_header():
+    path = get_testdata_file("CT_small.dcm")  # a thoracic vertebra, feet first, 85 mm field of view
+    with pytest.raises(NotHeadCTError, match=r"feet first.*85 mm"):
+        load_image(path)
+    assert load_image(path, allow_unverified=True).hu.shape == (128, 128)
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {},  # nothing said: never refused for missing tags
+        {"PatientPosition": "FFS"},  # feet first alone
+        {"PixelSpacing": [0.3, 0.3]},  # small field of view alone (77 mm: a temporal-bone reconstruction)
+        {"PatientPosition": None, "PixelSpacing": None},
+        {"BodyPartExamined": "", "SeriesDescription": "5/5mm Plain", "StudyDescription": "e+1"},
+    ],
+)
+def test_weak_or_missing_header_signs_alone_never_refuse(tags, make_ct_dataset, dicom_bytes, head_hu):
+    pixels = np.round(head_hu(256) + 1024).astype(np.int16)
+    base = {"PixelSpacing": [0.9, 0.9]}
+    base.update(tags)
+    load_image(dicom_bytes(make_ct_dataset(pixels, **base)))
+
+
+def test_feet_first_with_a_small_field_of_view_is_refused(make_ct_dataset, dicom_bytes, head_hu):
+    pixels = np.round(head_hu(256) + 1024).astype(np.int16)
+    data = dicom_bytes(make_ct_dataset(pixels, PatientPosition="FFS", PixelSpacing=[0.3, 0.3]))
+    with pytest.raises(NotHeadCTError, match="feet first"):
+        load_image(data)
+
+
+REAL_HEAD_CT_DIR = "/work/shared/real-head-ct/dcm_qa_ct-GE"
+
+
+def test_real_head_cts_pass_the_header_check():
+    import glob
+
+    paths = [get_testdata_file("693_J2KI.dcm"), get_testdata_file("J2K_pixelrep_mismatch.dcm")]
+    paths += sorted(glob.glob(f"{REAL_HEAD_CT_DIR}/*.dcm"))
+    for path in paths:
+        load_image(path)
+    if len(paths) == 2:
+        pytest.skip(f"{REAL_HEAD_CT_DIR} not present: only pydicom's head slices were checked")
+    assert len(paths) == 30
+
+
+def test_synthetic_phantom_dicoms_pass_the_header_check():
+    from helpers_dicom import dicom_bytes as write
+
+    from brain_ct.synthetic import generate_slice, to_dicom
+
+    for seed in range(4):
+        load_image(write(to_dicom(generate_slice(seed, 256))))
+
+
+def test_malformed_pixel_spacing_says_nothing(make_ct_dataset, dicom_bytes, head_hu):
+    pixels = np.round(head_hu(256) + 1024).astype(np.int16)
+    load_image(dicom_bytes(make_ct_dataset(pixels, PixelSpacing="0.3", PatientPosition="FFS")))

@@ -6,6 +6,8 @@ import io
 import json
 import os
 import struct
+import threading
+import warnings
 import zlib
 
 import cv2
@@ -23,6 +25,7 @@ from brain_ct.io import (
     CTImage,
     load_frames,
     load_image,
+    quiet_dicom,
     read_dicom_header,
     stored_to_hu,
 )
@@ -200,7 +203,8 @@ def test_real_ct_files_decode_to_rescaled_hu(name):
     expected = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
     if "PixelPaddingValue" in ds:
         expected[ds.pixel_array == ds.PixelPaddingValue] = -1000.0
-    ct = load_image(path)
+    # CT_small is a spine slice: refused as a head CT by default (test_framing), read when allowed.
+    ct = load_image(path, allow_unverified=name == "CT_small.dcm")
     assert ct.meta["Modality"] == "CT"
     assert ct.name == name
     np.testing.assert_allclose(ct.hu, expected, atol=1e-3)
@@ -226,6 +230,9 @@ def _is_dicom(path: str) -> bool:
     return not path.endswith((".txt", ".json", ".dump", ".gz", ".icc")) and os.path.basename(path) != "README"
 
 
+#: pydicom's CT slices that are not of a head (CT_small: a thoracic vertebra, feet first, 85 mm wide).
+NOT_HEAD_CT = {"CT_small.dcm"}
+
 ALL_TEST_FILES = sorted(f for f in get_testdata_files() if os.path.isfile(f))
 
 
@@ -239,6 +246,9 @@ def test_every_pydicom_test_file_decodes_or_is_refused_clearly(path):
     is_ct_image = modality == "CT" and "PixelData" in pydicom.dcmread(path, force=True) and big_enough
     try:
         ct = load_image(path)
+    except NotHeadCTError as exc:
+        assert os.path.basename(path) in NOT_HEAD_CT, f"a head CT slice was refused: {exc}"
+        return
     except InvalidInputError as exc:
         assert not is_ct_image, f"a CT slice was refused: {exc}"
         assert len(str(exc)) > 20
@@ -546,3 +556,97 @@ def test_finite_float_tiff_is_read(head_grey, encode_image):
     ct = load_image(encode_image(image, ".tiff"))
     assert ct.meta["BitDepth"] == 32
     assert np.abs(ct.display.astype(int) - head_grey(256)).max() <= 1
+
+
+# --------------------------------------------------------------------------- warnings while reading
+
+
+def test_overlapping_quiet_reads_in_threads_restore_the_warning_filters():
+    # Thread a enters, b enters, a leaves, b leaves: with a save/restore per call, b's exit
+    # restored the filters a had changed, and warnings stayed off for the whole process.
+    before = list(warnings.filters)
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, bool] = {}
+
+    def first() -> None:
+        with quiet_dicom():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def second() -> None:
+        a_in.wait(5)
+        with quiet_dicom():
+            b_in.set()
+            a_out.wait(5)
+            seen["quiet_after_a_left"] = any(f[0] == "ignore" and f[2] is Warning for f in warnings.filters)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen["quiet_after_a_left"], "b's read lost its silencing when a left"
+    assert warnings.filters == before
+
+
+def test_many_concurrent_reads_leave_warnings_on(make_ct_dataset, dicom_bytes, head_hu):
+    data = dicom_bytes(make_ct_dataset(ct_pixels(head_hu)))
+    before = list(warnings.filters)
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for _ in range(5):
+                load_image(data)
+        except BaseException as exc:  # reported below; a thread cannot fail the test itself
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert warnings.filters == before
+
+
+# --------------------------------------------------------------------------- wording of refusals
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("rtplan.dcm", "a radiotherapy plan (RTPLAN)"),
+        ("test-SR.dcm", "a structured report (SR)"),
+        ("waveform_ecg.dcm", "an ECG waveform (ECG)"),
+        ("rtstruct.dcm", "a radiotherapy structure set (RTSTRUCT)"),
+    ],
+)
+def test_non_image_dicoms_are_called_not_images(name, kind):
+    with pytest.raises(InvalidInputError) as info:
+        load_image(get_testdata_file(name))
+    message = str(info.value)
+    assert f"this is {kind}, not an image" in message
+    assert f"{kind} image" not in message
+
+
+def test_image_modalities_are_still_called_images(make_ct_dataset, dicom_bytes, head_hu):
+    data = dicom_bytes(make_ct_dataset(ct_pixels(head_hu), Modality="RTDOSE"))
+    with pytest.raises(InvalidInputError, match=r"this is a radiotherapy dose \(RTDOSE\) image;"):
+        load_image(data)
+
+
+def test_dataset_without_file_meta_is_not_called_not_dicom():
+    path = get_testdata_file("no_meta.dcm")  # CT_small without its file meta (and unparseable as is)
+    with pytest.raises(InvalidInputError) as info:
+        load_image(path)
+    message = str(info.value)
+    assert "not a DICOM file" not in message
+    assert "DICOM dataset without its file meta header" in message
+
+
+def test_random_bytes_are_still_not_dicom():
+    data = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    with pytest.raises(InvalidInputError, match="not a DICOM file"):
+        load_image(data)

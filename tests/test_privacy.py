@@ -136,3 +136,76 @@ def test_no_identifying_value_in_errors_or_logs(identified_ct, dicom_bytes, capl
     for value in privacy.identifying_values(identified_ct):
         assert value not in str(info.value)
         assert value not in logged
+
+
+# --------------------------------------------------------------------------- free text screening
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "HEAD",
+        "BRAIN",
+        "CT HEAD W/O",
+        "5/5mm Plain",
+        "Lv2",
+        "H30s",
+        "FC26",
+        "Axial 2.5 mm",
+        "ORIGINAL",
+        "HEAD ROUTINE 120kV",
+        "JPEG 2000 Image Compression",
+    ],
+)
+def test_safe_free_text_keeps_technical_text(text):
+    assert privacy.safe_free_text(text) == text
+    assert privacy.safe_free_text(f"  {text} ") == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ZORBLATT^QUENNELL",  # a DICOM person name
+        "Doe^Jane^Q",
+        "PIDZ99183",  # an ID-like number run
+        "MRN 00417731",
+        "1.2.826.0.1.3680043.8.498.1",  # a UID
+        "20210915",  # dates in any common form
+        "2021-09-15",
+        "15.09.2021",
+        "09/15/2021",
+        "head of Doe, Jane",  # "Surname, Given"
+        "call 555-0199",  # a phone number
+        "jane.doe@example.org",
+        "<img src=x>",  # markup: a tracking pixel in a page
+        "tab\there",  # control characters
+        "x" * 65,  # longer than any free-text DICOM value (LO: 64)
+        "",
+        "   ",
+    ],
+)
+def test_safe_free_text_drops_identifying_text(text):
+    assert privacy.safe_free_text(text) is None
+
+
+def test_safe_free_text_of_a_non_string_is_none():
+    assert privacy.safe_free_text(None) is None
+    assert privacy.safe_free_text(12345) is None
+
+
+def test_allow_listed_free_text_tags_are_screened(make_ct_dataset):
+    ds = make_ct_dataset(
+        np.zeros((64, 64), np.int16),
+        ImageType=["ORIGINAL", "PRIMARY", "ZORBLATT^QUENNELL"],
+        ConvolutionKernel="PIDZ99183",
+        BodyPartExamined="20210915",
+        PatientPosition="HFS",
+    )
+    meta = privacy.extract_meta(ds)
+    text = json.dumps(meta)
+    for needle in ("ZORBLATT", "QUENNELL", "99183", "20210915"):
+        assert needle not in text
+    assert meta["ImageType"] == ["ORIGINAL", "PRIMARY"]  # the rest of a multi-valued tag is kept
+    assert "ConvolutionKernel" not in meta and "BodyPartExamined" not in meta
+    assert meta["PatientPosition"] == "HFS"
+    assert meta["Modality"] == "CT"
