@@ -328,7 +328,10 @@ GE_DIR = Path(__file__).resolve().parent.parent / "data" / "real_anatomy" / "dcm
 
 
 def test_real_holdout_is_whole_levels_spread_and_deterministic() -> None:
-    from train.data import holdout_levels, real_anatomy_split
+    from train.data import holdout_levels, real_anatomy_files, real_anatomy_split
+
+    # skull base → vertex from the headers (ImagePositionPatient), not from the file names
+    assert [Path(p).name for p in real_anatomy_files(GE_DIR)] == [f"{i:02d}.dcm" for i in range(1, 29)]
 
     assert holdout_levels(28, 7) == [2, 6, 10, 14, 18, 22, 26]
     assert holdout_levels(4, 7) == [1, 3]  # never more than half
@@ -400,6 +403,17 @@ def test_real_anatomy_training_draws_fresh_variants() -> None:
     ct_c, _ = real_anatomy_example(ex, 128, None)
     ct_d, _ = real_anatomy_example(ex, 128, None)
     assert np.array_equal(ct_c.display, ct_d.display)  # the record's own seed without an rng
+
+
+def test_real_anatomy_files_are_ordered_by_header_not_name(tmp_path: Path) -> None:
+    import shutil
+
+    from train.data import real_anatomy_files
+
+    # 10.dcm → a.dcm, 05.dcm → b.dcm, 20.dcm → c.dcm: name order is not anatomical order
+    for src, dst in (("10", "a"), ("05", "b"), ("20", "c")):
+        shutil.copy(GE_DIR / f"{src}.dcm", tmp_path / f"{dst}.dcm")
+    assert [Path(p).stem for p in real_anatomy_files(tmp_path)] == ["b", "a", "c"]
 
 
 def test_real_anatomy_dir_without_dicoms_is_a_clear_error(tmp_path: Path) -> None:

@@ -12,7 +12,11 @@ Record columns (file-based and synthetic sources):
 * ``synthetic_seed`` (int): phantom seed, -1 for files;
 * ``kind`` (str): "dicom" / "image" for phantoms (how the phantom is fed), "" for files (known after decoding);
 * ``neighbors`` (list[str], slice-context training with files only): the 2k files ``[s−k … s−1, s+1 … s+k]``
-  of the slice's series in anatomical order, "" past either end (:func:`add_file_neighbors`).
+  of the slice's series in anatomical order, "" past either end (:func:`add_file_neighbors`);
+* ``real_seed`` / ``real_subtype`` / ``real_augment`` (real-anatomy records only, :func:`real_anatomy_records`;
+  other sources get −1 / "" / False in :func:`merge_records`): a real normal slice (``path``) made into a
+  variant — a painted lesion when ``label`` is 1, deformation and re-scan when ``real_augment`` — and fed
+  as ``kind``. ``synthetic_seed`` is −1, so the anatomy domain is "real".
 
 Slice-context models (``--context_slices k``) see the windowed slices s−k … s+k as channels, built by
 :func:`brain_ct.model.context_stack` as the Predictor builds them. Files get their neighbours from DICOM
@@ -811,7 +815,12 @@ class SliceTransform:
         k = self.context_slices
         if int(ex.get("real_seed", -1)) >= 0:
             ct, mask = real_anatomy_example(ex, self.synthetic_size, rng)
-            return ct, (mask if self.with_masks else None), int(ex["label"]), None
+            return (
+                ct,
+                (mask if self.with_masks else None),
+                int(ex["label"]),
+                ([None] * (2 * k) if k else None),
+            )
         if self.image_column is not None:  # a Hub dataset example
             raw = ex[self.image_column]
             data = raw if isinstance(raw, (bytes, bytearray)) else pil_to_png_bytes(raw)
