@@ -160,7 +160,8 @@ def test_synthetic_series_with_one_bleeding_slice_is_positive_and_names_it(synth
     # Exactly one bleeding slice: the lowest one that shows blood, plus every slice without blood.
     first = next(i for i, p in enumerate(synthetic_series) if p.label)
     phantoms = [p for i, p in enumerate(synthetic_series) if i == first or not p.label]
-    index = phantoms.index(synthetic_series[first])
+    # by identity: Phantom == compares numpy arrays, so list.index only works when it hits the first item
+    index = next(i for i, p in enumerate(phantoms) if p is synthetic_series[first])
     path = tmp_path / "one.zip"
     by_name = synthetic_zip(phantoms, path, seed=4)
     s = read_series(path)

@@ -320,3 +320,105 @@ def test_hub_dataset_splits_and_transform(tmp_path: Path) -> None:
     assert row["labels"] == expected
     assert tuple(row["pixel_values"].shape) == (3, 64, 64)
     assert row["input_kind"] == 1  # an 8-bit image
+
+
+# ---------------------------------------------------------------------------------------------- real anatomy
+
+GE_DIR = Path(__file__).resolve().parent.parent / "data" / "real_anatomy" / "dcm_qa_ct-GE"
+
+
+def test_real_holdout_is_whole_levels_spread_and_deterministic() -> None:
+    from train.data import holdout_levels, real_anatomy_files, real_anatomy_split
+
+    # skull base → vertex from the headers (ImagePositionPatient), not from the file names
+    assert [Path(p).name for p in real_anatomy_files(GE_DIR)] == [f"{i:02d}.dcm" for i in range(1, 29)]
+
+    assert holdout_levels(28, 7) == [2, 6, 10, 14, 18, 22, 26]
+    assert holdout_levels(4, 7) == [1, 3]  # never more than half
+    assert holdout_levels(10, 0) == []
+    train, held = real_anatomy_split(GE_DIR)
+    assert [Path(p).name for p in held] == [
+        "03.dcm",
+        "07.dcm",
+        "11.dcm",
+        "15.dcm",
+        "19.dcm",
+        "23.dcm",
+        "27.dcm",
+    ]
+    assert len(train) == 21 and not set(train) & set(held)
+    assert real_anatomy_split(GE_DIR) == (train, held)
+
+
+def test_real_records_train_and_validation_never_share_a_level() -> None:
+    from train.data import real_anatomy_records
+
+    tr = real_anatomy_records(GE_DIR, "train", 0, variants=4)
+    va = real_anatomy_records(GE_DIR, "validation", 0)
+    te = real_anatomy_records(GE_DIR, "test", 0)
+    assert not set(tr["path"]) & set(va["path"])
+    assert set(va["path"]) == set(te["path"]) and va["real_seed"] != te["real_seed"]
+    assert set(tr["synthetic_seed"]) == set(va["synthetic_seed"]) == {-1}  # domain "real"
+    assert len(tr["label"]) == 21 * 4 and 0 < sum(tr["label"]) <= 21 * 2
+    assert all(tr["real_augment"]) and not any(va["real_augment"])
+    # validation: per held-out level an unchanged DICOM normal and an 8-bit normal; positives where room
+    normals = [
+        (Path(p).name, k) for p, y, k in zip(va["path"], va["label"], va["kind"], strict=True) if y == 0
+    ]
+    assert ("15.dcm", "dicom") in normals and ("15.dcm", "image") in normals and len(normals) == 14
+    assert sum(va["label"]) >= 8 and all(s for s, y in zip(va["real_subtype"], va["label"], strict=True) if y)
+    assert real_anatomy_records(GE_DIR, "train", 0, variants=4) == tr
+
+
+def test_real_anatomy_transform_is_domain_real_with_masks() -> None:
+    from train.data import merge_records, real_anatomy_records, to_dataset
+
+    va = real_anatomy_records(GE_DIR, "validation", 0)
+    cols = merge_records(synthetic_records(2, "validation", 0, 0.0), va)
+    assert cols["real_seed"][:2] == [-1, -1] and cols["real_subtype"][:2] == ["", ""]
+    tf = SliceTransform(DEFAULT_WINDOWS, 64, IMAGENET_MEAN, IMAGENET_STD, with_masks=True, synthetic_size=128)
+    pick = [0, 1] + [2 + i for i, y in enumerate(va["label"]) if y][:2] + [2 + va["label"].index(0)]
+    batch = {k: [v[i] for i in pick] for k, v in cols.items()}
+    out = tf(batch)
+    assert out["domain"] == [0, 0, 1, 1, 1]  # phantom, phantom, real ×3
+    assert out["labels"] == [0, 1, 1, 1, 0]
+    assert out["has_mask"][2:] == [True, True, False]
+    assert tuple(out["pixel_values"][2].shape) == (3, 64, 64)
+    # validation records decode identically every time; the unchanged normal is the file itself
+    again = tf(batch)
+    assert all(np.array_equal(a, b) for a, b in zip(out["pixel_values"], again["pixel_values"], strict=True))
+    ds = to_dataset(batch)
+    assert ds.num_rows == 5
+
+
+def test_real_anatomy_training_draws_fresh_variants() -> None:
+    from train.data import real_anatomy_example, real_anatomy_records
+
+    tr = real_anatomy_records(GE_DIR, "train", 0, variants=2, size=128)
+    i = tr["label"].index(1)
+    ex = {k: v[i] for k, v in tr.items()}
+    ct_a, mask_a = real_anatomy_example(ex, 128, np.random.default_rng(1))
+    ct_b, mask_b = real_anatomy_example(ex, 128, np.random.default_rng(2))
+    assert mask_a.any() and mask_b.any() and not np.array_equal(mask_a, mask_b)
+    ct_c, _ = real_anatomy_example(ex, 128, None)
+    ct_d, _ = real_anatomy_example(ex, 128, None)
+    assert np.array_equal(ct_c.display, ct_d.display)  # the record's own seed without an rng
+
+
+def test_real_anatomy_files_are_ordered_by_header_not_name(tmp_path: Path) -> None:
+    import shutil
+
+    from train.data import real_anatomy_files
+
+    # 10.dcm → a.dcm, 05.dcm → b.dcm, 20.dcm → c.dcm: name order is not anatomical order
+    for src, dst in (("10", "a"), ("05", "b"), ("20", "c")):
+        shutil.copy(GE_DIR / f"{src}.dcm", tmp_path / f"{dst}.dcm")
+    assert [Path(p).stem for p in real_anatomy_files(tmp_path)] == ["b", "a", "c"]
+
+
+def test_real_anatomy_dir_without_dicoms_is_a_clear_error(tmp_path: Path) -> None:
+    from train.data import real_anatomy_records
+
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InvalidInputError, match="has no DICOM files"):
+        real_anatomy_records(tmp_path, "train", 0)

@@ -245,6 +245,35 @@ class DataArguments:
             "--no_synthetic_cache regenerates every phantom every time (no memory, ~3x the CPU)."
         },
     )
+    real_anatomy_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of real NORMAL head-CT DICOMs (e.g. data/real_anatomy/dcm_qa_ct-GE): each "
+            "training level yields --real_anatomy_variants examples, half normal and half with a lesion "
+            "painted in, deformed and re-scanned afresh every epoch, fed as DICOM or 8-bit figure "
+            "(--synthetic_8bit_fraction). Whole levels are held out for validation as domain 'real'. "
+            "Alone or mixed with --synthetic_train, --train_dir or --dicom_dir."
+        },
+    )
+    real_anatomy_variants: int = field(
+        default=8,
+        metadata={"help": "Examples per real training level per epoch (half normal, half lesioned)."},
+    )
+    real_anatomy_holdout: int = field(
+        default=7,
+        metadata={
+            "help": "Real levels held out per series (never trained on), spread from skull base to vertex; "
+            "their normals (unchanged DICOM and 8-bit renders) and painted positives join validation."
+        },
+    )
+    real_anatomy_eval_variants: int = field(
+        default=2,
+        metadata={"help": "Normals and positives per held-out real level in validation (and test)."},
+    )
+    real_anatomy_test: bool = field(
+        default=False,
+        metadata={"help": "Also put the held-out real levels (other lesion seeds) into the test split."},
+    )
     validation_split: float = field(
         default=0.15,
         metadata={"help": "Fraction of training data held out for validation when none is given."},
@@ -357,11 +386,27 @@ class DataArguments:
             self.dicom_dir is not None,
             self.synthetic_train > 0,
         ]
-        if sum(sources) == 0:
+        if sum(sources) == 0 and self.real_anatomy_dir is None:
             raise ValueError(
                 "no training data: give --train_dir, --dataset_name, --dicom_dir with --labels_csv, "
-                "or --synthetic_train N"
+                "--synthetic_train N or --real_anatomy_dir DIR"
             )
+        if self.real_anatomy_dir is not None:
+            if self.dataset_name is not None:
+                raise ValueError(
+                    "--real_anatomy_dir mixes with file folders and phantoms, not --dataset_name"
+                )
+            if self.context_slices:
+                raise ValueError("--real_anatomy_dir does not support --context_slices yet (no neighbours)")
+            if not Path(self.real_anatomy_dir).is_dir():
+                raise ValueError(f"--real_anatomy_dir {self.real_anatomy_dir!r} is not a folder")
+            for flag, value, low in (
+                ("--real_anatomy_variants", self.real_anatomy_variants, 2),
+                ("--real_anatomy_holdout", self.real_anatomy_holdout, 0),
+                ("--real_anatomy_eval_variants", self.real_anatomy_eval_variants, 1),
+            ):
+                if value < low:
+                    raise ValueError(f"{flag} must be >= {low}; got {value}")
         if sum(sources) > 1:
             raise ValueError(
                 "give exactly one training source: --train_dir, --dataset_name, --dicom_dir or --synthetic_train"

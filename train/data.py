@@ -12,7 +12,11 @@ Record columns (file-based and synthetic sources):
 * ``synthetic_seed`` (int): phantom seed, -1 for files;
 * ``kind`` (str): "dicom" / "image" for phantoms (how the phantom is fed), "" for files (known after decoding);
 * ``neighbors`` (list[str], slice-context training with files only): the 2k files ``[s−k … s−1, s+1 … s+k]``
-  of the slice's series in anatomical order, "" past either end (:func:`add_file_neighbors`).
+  of the slice's series in anatomical order, "" past either end (:func:`add_file_neighbors`);
+* ``real_seed`` / ``real_subtype`` / ``real_augment`` (real-anatomy records only, :func:`real_anatomy_records`;
+  other sources get −1 / "" / False in :func:`merge_records`): a real normal slice (``path``) made into a
+  variant — a painted lesion when ``label`` is 1, deformation and re-scan when ``real_augment`` — and fed
+  as ``kind``. ``synthetic_seed`` is −1, so the anatomy domain is "real".
 
 Slice-context models (``--context_slices k``) see the windowed slices s−k … s+k as channels, built by
 :func:`brain_ct.model.context_stack` as the Predictor builds them. Files get their neighbours from DICOM
@@ -441,19 +445,28 @@ def synthetic_context_example(
 
 
 def _phantom_input(phantom: Any, seed: int, kind: str) -> tuple[Any, np.ndarray]:
+    return encode_phantom(phantom, kind, np.random.default_rng([int(seed), 2]), f"phantom-{seed}")
+
+
+def encode_phantom(phantom: Any, kind: str, rng: np.random.Generator, name: str) -> tuple[Any, np.ndarray]:
+    """A phantom (generated, or a real slice wrapped as one) as the model receives it via ``load_image``.
+
+    ``kind == "image"``: rendered as an internet figure with ``rng`` and read back from PNG;
+    ``"dicom"``: written as a CT DICOM and read back. Returns ``(ct, mask float32 on ct's grid)``.
+    """
     import io as _io
 
     from brain_ct.io import load_image
     from brain_ct.synthetic import render_internet, to_dicom
 
     if kind == "image":
-        image, mask = render_internet(phantom, np.random.default_rng([int(seed), 2]))
+        image, mask = render_internet(phantom, rng)
         data = _png_bytes(image)
     else:
         buf = _io.BytesIO()
         to_dicom(phantom).save_as(buf, enforce_file_format=True)
         data, mask = buf.getvalue(), phantom.mask
-    ct = load_image(data, allow_unverified=True, name=f"phantom-{seed}")
+    ct = load_image(data, allow_unverified=True, name=name)
     return ct, mask.astype(np.float32)
 
 
@@ -488,6 +501,261 @@ def add_file_neighbors(columns: dict[str, list[Any]], k: int) -> dict[str, list[
         len(paths),
     )
     return {**columns, "neighbors": neighbors, "series_group": series_group}
+
+
+# ---------------------------------------------------------------------------------------------- real anatomy
+
+#: Default number of real levels held out per series (7 of the 28 GE levels), spread base → vertex.
+REAL_HOLDOUT_DEFAULT = 7
+
+
+@dataclass
+class RealSlice:
+    """A real normal slice prepared once per process: HU at the working size and where lesions fit."""
+
+    hu: np.ndarray  # float32 [size, size]-ish HU (longer side = size)
+    pixel_mm: float
+    space: Any  # brain_ct.synthetic.real_lesions.IntracranialSpace
+    room: tuple[str, ...]  # subtypes that fit (lesion_room)
+    slice_thickness: float
+
+
+#: Real slices loaded in this process, keyed by (path, size). Filled by :func:`real_anatomy_records` in the
+#: main process before the DataLoader forks, so workers share it.
+_REAL: dict[tuple[str, int], RealSlice] = {}
+
+
+def load_real_slice(path: str, size: int) -> RealSlice:
+    """Read a real DICOM slice (HU), scale it so its longer side is ``size`` px, and find its spaces.
+
+    Raises:
+        InvalidInputError: not a DICOM with HU, or without (0028,0030) *Pixel Spacing*.
+    """
+    key = (str(path), int(size))
+    if key in _REAL:
+        return _REAL[key]
+    from brain_ct.io import load_image
+    from brain_ct.synthetic.real_lesions import intracranial_space, lesion_room
+
+    ct = load_image(path, allow_unverified=True)
+    name = Path(path).name
+    if ct.hu is None:
+        raise InvalidInputError(
+            f"real anatomy file {name!r} is an 8-bit image; --real_anatomy_dir needs CT DICOMs with HU "
+            "(lesions are painted in Hounsfield units)"
+        )
+    spacing = ct.meta.get("PixelSpacing")
+    if not spacing:
+        raise InvalidInputError(
+            f"real anatomy file {name!r} has no (0028,0030) Pixel Spacing; lesion sizes need it"
+        )
+    h, w = ct.hu.shape
+    factor = size / float(max(h, w))
+    pixel_mm = float(np.mean([float(v) for v in spacing])) / factor
+    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    hu = cv2.resize(ct.hu, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=interp)
+    space = intracranial_space(hu, pixel_mm)
+    thickness = float(ct.meta.get("SliceThickness") or 5.0)
+    _REAL[key] = RealSlice(hu.astype(np.float32), pixel_mm, space, lesion_room(space), thickness)
+    return _REAL[key]
+
+
+def _has_dicm(path: Path) -> bool:
+    """An extension-less file that is a DICOM Part 10 file ("DICM" after the 128-byte preamble)."""
+    if path.suffix:
+        return False
+    with open(path, "rb") as fh:
+        return fh.read(132)[128:] == b"DICM"
+
+
+def _dicom_paths(directory: str | Path) -> list[str]:
+    from brain_ct.series import natural_key
+
+    root = Path(directory)
+    paths = sorted(
+        (
+            str(f)
+            for f in root.rglob("*")
+            if f.is_file()
+            and not f.name.startswith(".")
+            and (f.suffix.lower() in {".dcm", ".dicom"} or _has_dicm(f))
+        ),
+        key=natural_key,
+    )
+    if not paths:
+        raise InvalidInputError(
+            f"--real_anatomy_dir {str(root)!r} has no DICOM files (.dcm, .dicom, or DICOM files without a suffix)"
+        )
+    return paths
+
+
+def real_anatomy_files(directory: str | Path) -> list[str]:
+    """The DICOM files of ``directory`` (recursively) in anatomical order, skull base → vertex, series by
+    series (:func:`brain_ct.series.anatomical_groups`); files outside a series follow in name order.
+
+    Raises:
+        InvalidInputError: no files.
+    """
+    return [path for series in _series_of(_dicom_paths(directory)) for path in series]
+
+
+def holdout_levels(n: int, holdout: int) -> list[int]:
+    """Indices of ``holdout`` of ``n`` levels in anatomical order, one from the middle of each of
+    ``holdout`` equal bins (spread from skull base to vertex); at most half the levels."""
+    h = max(0, min(int(holdout), n // 2))
+    return sorted({int((i + 0.5) * n / h) for i in range(h)}) if h else []
+
+
+def _series_of(paths: list[str]) -> list[list[str]]:
+    from brain_ct.series import anatomical_groups
+
+    groups = anatomical_groups(paths)
+    grouped = {i for g in groups for i in g}
+    loose = [paths[i] for i in range(len(paths)) if i not in grouped]
+    return [[paths[i] for i in g] for g in groups] + ([loose] if loose else [])
+
+
+def real_anatomy_split(
+    directory: str | Path, holdout: int = REAL_HOLDOUT_DEFAULT
+) -> tuple[list[str], list[str]]:
+    """``(train_files, held_out_files)``: whole levels, chosen per series by :func:`holdout_levels`;
+    deterministic (no seed), so every run, the evaluator and the tests agree on the held-out levels."""
+    train: list[str] = []
+    held: list[str] = []
+    for series in _series_of(_dicom_paths(directory)):
+        out = set(holdout_levels(len(series), holdout))
+        for i, path in enumerate(series):
+            (held if i in out else train).append(path)
+    return train, held
+
+
+def real_anatomy_records(
+    directory: str | Path,
+    split: str,
+    seed: int,
+    *,
+    size: int = 256,
+    variants: int = 8,
+    holdout: int = REAL_HOLDOUT_DEFAULT,
+    eval_variants: int = 2,
+    fraction_8bit: float = 0.5,
+) -> dict[str, list[Any]]:
+    """Records for real normal slices of ``directory`` and lesions painted into them.
+
+    ``split == "train"``: per training level, ``variants`` records, alternately normal and with a painted
+    lesion (all normal for a level without room for any lesion: vertex, low skull base); each is
+    deformed and re-scanned freshly whenever it is read in training. ``"validation"`` / ``"test"``: per
+    held-out level, ``eval_variants`` normals (the first as the unchanged DICOM, then alternately the
+    8-bit internet rendering and the DICOM) and as many positives (lesion painted, no other change,
+    DICOM and 8-bit alternately, subtypes in turn); test uses other seeds than validation. The same
+    arguments always give the same records; held-out and training levels never overlap.
+
+    Columns: those of every source (``path`` = the real file, ``synthetic_seed`` −1 so the domain is
+    "real", ``kind``) plus ``real_seed`` (≥ 0), ``real_subtype`` ("" = any that fits) and
+    ``real_augment``.
+
+    Raises:
+        InvalidInputError: unknown split, no DICOM files, or a file that is not a CT DICOM with HU.
+    """
+    if split not in SPLIT_IDS:
+        raise InvalidInputError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_IDS)}")
+    train_files, held = real_anatomy_split(directory, holdout)
+    files = train_files if split == "train" else held
+    cols: dict[str, list[Any]] = {k: [] for k in (*_columns([], [], []), *REAL_COLUMNS)}
+
+    def add(path: str, label: int, kind: str, rseed: int, subtype: str, augment: bool) -> None:
+        for key, value in zip(
+            (*_columns([], [], []), *REAL_COLUMNS),
+            (path, label, "", -1, kind, rseed, subtype, augment),
+            strict=True,
+        ):
+            cols[key].append(value)
+
+    for level, path in enumerate(files):
+        room = load_real_slice(path, size).room
+
+        def state(v: int, level: int = level) -> int:
+            return int(
+                np.random.SeedSequence([int(seed), SPLIT_IDS[split], 17, level, v]).generate_state(1)[0]
+            )
+
+        if split == "train":
+            for v in range(variants):
+                s = state(v)
+                kind = "image" if np.random.default_rng(s ^ 0x5EED).random() < fraction_8bit else "dicom"
+                add(path, int(v % 2 == 1 and bool(room)), kind, s, "", True)
+            continue
+        for v in range(eval_variants):
+            add(path, 0, "dicom" if v % 2 == 0 else "image", state(v), "", False)
+        for v in range(eval_variants if room else 0):
+            subtype = room[(level + v) % len(room)]
+            add(path, 1, "dicom" if v % 2 == 0 else "image", state(100 + v), subtype, False)
+    return cols
+
+
+#: Columns only real-anatomy records carry (others get the defaults in :func:`merge_records`).
+REAL_COLUMNS: dict[str, Any] = {"real_seed": -1, "real_subtype": "", "real_augment": False}
+
+
+def merge_records(*parts: dict[str, list[Any]] | None) -> dict[str, list[Any]]:
+    """Concatenate record columns of several sources; a column one source lacks gets its default."""
+    present = [p for p in parts if p is not None]
+    keys: list[str] = []
+    for p in present:
+        keys += [k for k in p if k not in keys]
+    out: dict[str, list[Any]] = {k: [] for k in keys}
+    for p in present:
+        n = len(p["label"])
+        for k in keys:
+            out[k] += p[k] if k in p else [REAL_COLUMNS.get(k, "")] * n
+    return out
+
+
+def real_anatomy_example(
+    ex: dict[str, Any], size: int, rng: np.random.Generator | None = None
+) -> tuple[Any, np.ndarray]:
+    """Decode a real-anatomy record: the variant (lesion, deformation, scanner) rendered as DICOM or as an
+    8-bit figure and read back through ``load_image``, with its lesion mask on the image's grid.
+
+    ``rng`` None: the record's ``real_seed`` decides everything (validation, test: the same every time).
+
+    Raises:
+        InvalidInputError: a positive record whose slice has no room for any lesion (not made by
+            :func:`real_anatomy_records`, which never asks for that).
+    """
+    from brain_ct.synthetic.real_augment import real_variant
+
+    path, label, kind = str(ex["path"]), int(ex["label"]), str(ex["kind"])
+    real = load_real_slice(path, size)
+    rng = rng if rng is not None else np.random.default_rng(int(ex["real_seed"]))
+    augment = bool(ex.get("real_augment", True))
+    name = f"real-{Path(path).stem}"
+    common = {
+        "seed": int(ex["real_seed"]),
+        "augment": augment,
+        "space": real.space,
+        "slice_thickness": real.slice_thickness,
+    }
+    variant = None
+    if label == 0:
+        variant = real_variant(real.hu, real.pixel_mm, rng, **common)
+    else:
+        wanted = str(ex.get("real_subtype") or "")
+        order = [wanted] if wanted in real.room else list(rng.permutation(list(real.room)))
+        order += [s for s in real.room if s not in order]
+        for subtype in order:
+            for _ in range(3):  # a draw can be warped off the picture; try again
+                variant = real_variant(real.hu, real.pixel_mm, rng, subtype=str(subtype), **common)
+                if variant is not None:
+                    break
+            if variant is not None:
+                break
+    if variant is None:
+        raise InvalidInputError(
+            f"real anatomy file {Path(path).name!r} has no room for a lesion at this level; "
+            "label its records normal"
+        )
+    return encode_phantom(variant, kind, rng, name)
 
 
 @dataclass
@@ -528,18 +796,31 @@ class SliceTransform:
             self._load_image = load_image
         return self._load_image
 
-    def load(self, ex: dict[str, Any]) -> tuple[Any, np.ndarray | None, int]:
+    def load(
+        self, ex: dict[str, Any], rng: np.random.Generator | None = None
+    ) -> tuple[Any, np.ndarray | None, int]:
         """Decode one record into ``(CTImage, mask on the image grid or None, label)``."""
-        ct, mask, label, _ = self.load_with_context(ex)
+        ct, mask, label, _ = self.load_with_context(ex, rng)
         return ct, mask, label
 
-    def load_with_context(self, ex: dict[str, Any]) -> tuple[Any, np.ndarray | None, int, list[Any] | None]:
+    def load_with_context(
+        self, ex: dict[str, Any], rng: np.random.Generator | None = None
+    ) -> tuple[Any, np.ndarray | None, int, list[Any] | None]:
         """Decode one record into ``(CTImage, mask or None, label, neighbours)``.
 
         The neighbours are None for single-slice training, else the 2k slices around the centre (None
-        entries where the record has none).
+        entries where the record has none). ``rng`` (training) draws a fresh variant of a real-anatomy
+        record each time; without it the record's own seed makes it the same every time.
         """
         k = self.context_slices
+        if int(ex.get("real_seed", -1)) >= 0:
+            ct, mask = real_anatomy_example(ex, self.synthetic_size, rng)
+            return (
+                ct,
+                (mask if self.with_masks else None),
+                int(ex["label"]),
+                ([None] * (2 * k) if k else None),
+            )
         if self.image_column is not None:  # a Hub dataset example
             raw = ex[self.image_column]
             data = raw if isinstance(raw, (bytes, bytearray)) else pil_to_png_bytes(raw)
@@ -615,7 +896,7 @@ class SliceTransform:
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item())) if self.augmenter else None
         for i in range(n):
             ex = {k: v[i] for k, v in batch.items()}
-            ct, mask, label, neighbors = self.load_with_context(ex)
+            ct, mask, label, neighbors = self.load_with_context(ex, rng)
             pv, grid_mask = self.encode(ct, mask, rng, neighbors)
             out["pixel_values"].append(torch.from_numpy(np.ascontiguousarray(pv)))
             out["labels"].append(label)
@@ -654,6 +935,8 @@ class Splits:
         description: what the data is, for the config's ``brain_ct_trained_on`` and the model card.
         synthetic: True when the training data is generated phantoms.
         hub: True for a Hub dataset (examples carry images, not file records).
+        generated_masks: True when lesion masks come with generated examples (phantoms, lesions painted
+            into real anatomy) rather than from mask files.
     """
 
     train: Any
@@ -664,6 +947,7 @@ class Splits:
     synthetic: bool = False
     hub: bool = False
     label_map: dict[Any, int] | None = None
+    generated_masks: bool = False
 
 
 def to_dataset(columns: dict[str, list[Any]] | None) -> Any:
@@ -699,7 +983,12 @@ def build_splits(data_args: Any, seed: int) -> Splits:
 
     test = None
     synthetic = False
-    if a.synthetic_train > 0:
+    real_dir = getattr(a, "real_anatomy_dir", None)
+    if real_dir is not None and k:
+        raise InvalidInputError("--real_anatomy_dir does not support --context_slices yet")
+    if a.synthetic_train <= 0 and a.dicom_dir is None and a.train_dir is None:
+        train, desc = None, ""  # real anatomy alone
+    elif a.synthetic_train > 0:
         synthetic = True
         train = synthetic_records(a.synthetic_train, "train", a.synthetic_seed, a.synthetic_8bit_fraction)
         desc = (
@@ -713,17 +1002,18 @@ def build_splits(data_args: Any, seed: int) -> Splits:
     else:
         train = files(scan_imagefolder(a.train_dir, a.mask_dir))
         desc = f"image folder {Path(a.train_dir).name!r} ({len(train['label'])} slices)"
-    train = take(train, a.max_train_samples, seed)
+    train = take(train, a.max_train_samples, seed) if train is not None else None
 
+    validation = None
     if a.validation_dir is not None:
         validation = files(scan_imagefolder(a.validation_dir, None))
     elif a.synthetic_validation > 0:
         validation = synthetic_records(
             a.synthetic_validation, "validation", a.synthetic_seed, a.synthetic_8bit_fraction
         )
-    else:
+    elif train is not None:
         train, validation = stratified_split(train, a.validation_split, seed)
-    validation = take(validation, a.max_eval_samples, seed)
+    validation = take(validation, a.max_eval_samples, seed) if validation is not None else None
 
     if a.test_dir is not None:
         test = files(scan_imagefolder(a.test_dir, None))
@@ -731,13 +1021,44 @@ def build_splits(data_args: Any, seed: int) -> Splits:
         test = synthetic_records(a.synthetic_test, "test", a.synthetic_seed, a.synthetic_8bit_fraction)
     if test is not None:
         test = take(test, a.max_eval_samples, seed)
+    if real_dir is not None:
+        # Real levels are added after the other sources are split, so a held-out level never reaches
+        # training through a stratified split and --max_*_samples never drops the real anatomy.
+        real = {
+            "size": a.synthetic_size,
+            "variants": a.real_anatomy_variants,
+            "holdout": a.real_anatomy_holdout,
+            "eval_variants": a.real_anatomy_eval_variants,
+            "fraction_8bit": a.synthetic_8bit_fraction,
+        }
+        real_train = real_anatomy_records(real_dir, "train", seed, **real)
+        real_val = real_anatomy_records(real_dir, "validation", seed, **real)
+        train = merge_records(train, real_train)
+        validation = merge_records(validation, real_val) if real_val["label"] or validation else None
+        if a.real_anatomy_test:
+            test = merge_records(test, real_anatomy_records(real_dir, "test", seed, **real))
+        n_train = len(set(real_train["path"]))
+        n_held = len(set(real_val["path"]))
+        desc = (desc + "; " if desc else "") + (
+            f"real anatomy: {n_train} normal head-CT levels of {Path(real_dir).name!r}, "
+            f"{a.real_anatomy_variants} variants each per epoch (half with a painted lesion; deformed, "
+            f"re-scanned, {a.synthetic_8bit_fraction:.0%} as 8-bit figures); {n_held} levels held out"
+        )
     counts = _counts(train)
     if min(counts) == 0:
         raise InvalidInputError(
             f"the training data has only one class (normal={counts[0]}, hemorrhage={counts[1]}); "
             "it needs slices of both classes"
         )
-    return Splits(to_dataset(train), to_dataset(validation), to_dataset(test), counts, desc, synthetic)
+    return Splits(
+        to_dataset(train),
+        to_dataset(validation),
+        to_dataset(test),
+        counts,
+        desc,
+        synthetic,
+        generated_masks=synthetic or real_dir is not None,
+    )
 
 
 def _build_hub_splits(a: Any, seed: int) -> Splits:

@@ -14,6 +14,9 @@ Public API:
 * :func:`to_dicom` → CT DICOM dataset with realistic (fake) tags
 * :func:`render_8bit` → an 8-bit image like those found online
 * :func:`write_dataset` → an image folder for ``datasets`` (used by ``python -m brain_ct synth``)
+* :func:`paint_real_lesion` → a hemorrhage painted into a REAL HU slice (:mod:`.real_lesions`);
+  :func:`real_variant` → one real slice made into many (deformed, re-scanned, with or without a lesion;
+  :mod:`.real_augment`), written by the same :func:`to_dicom` / :func:`render_internet`
 
 Modules: :mod:`~brain_ct.synthetic.anatomy` (the 3-D head), :mod:`~brain_ct.synthetic.lesions`
 (hemorrhage subtypes), :mod:`~brain_ct.synthetic.scanner` (noise, blur, artefacts, fixtures),
@@ -35,6 +38,8 @@ from brain_ct.synthetic.export import (
     write_dataset,
 )
 from brain_ct.synthetic.lesions import SUBTYPE_LEVELS, SUBTYPES
+from brain_ct.synthetic.real_augment import real_variant
+from brain_ct.synthetic.real_lesions import intracranial_space, lesion_room, paint_real_lesion
 
 __all__ = [
     "COMPRESSIONS",
@@ -47,9 +52,13 @@ __all__ = [
     "generate_context",
     "generate_series",
     "generate_slice",
+    "intracranial_space",
+    "lesion_room",
     "mask_bbox",
+    "paint_real_lesion",
     "plain_8bit",
     "render_8bit",
+    "real_variant",
     "render_internet",
     "to_dicom",
     "write_dataset",
