@@ -144,11 +144,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from brain_ct.model import ModelSettings, apply_settings_to_config
     from brain_ct.windowing import default_stats
     from train.augment import Augmenter
+    from train.calibrate import calibrate_and_choose, calibration_groups, calibration_report, plot_reliability
     from train.card import write_model_card
     from train.data import SliceTransform, attach_transform, build_splits, class_weights_from_counts
     from train.evaluate import (
-        choose_threshold,
-        clamp_threshold,
         json_ready,
         plot_training_curves,
         predict_scores,
@@ -284,31 +283,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = str(training_args.device)
     bs, nw = training_args.per_device_eval_batch_size, training_args.dataloader_num_workers
     results: dict[str, Any] = {}
-    y, s, k = predict_scores(model, val_ds, bs, nw, device, desc="validation")
-    threshold = clamp_threshold(
-        choose_threshold(
-            y,
-            s,
-            training_args.threshold_strategy,
-            training_args.threshold_sensitivity,
-            training_args.threshold,
-        )
+    cal = calibrate_and_choose(
+        model,
+        predict_scores(model, val_ds, bs, nw, device, desc="validation"),
+        temperature_scaling=training_args.temperature_scaling,
+        strategy=training_args.threshold_strategy,
+        target_sensitivity=training_args.threshold_sensitivity,
+        max_real_fpr=training_args.max_real_fpr,
+        fixed=training_args.threshold,
     )
-    rule = {
-        "sensitivity": f"the highest threshold reaching sensitivity ≥ {training_args.threshold_sensitivity}",
-        "youden": "maximum of sensitivity + specificity − 1 (Youden's J)",
-        "fixed": "fixed by --threshold",
-    }[training_args.threshold_strategy]
+    threshold, rule = cal.threshold, cal.rule
     results["threshold"] = threshold
-    results["threshold_strategy"] = training_args.threshold_strategy
-    results["validation"] = report_split("validation", y, s, k, threshold, out)
+    results["threshold_strategy"] = rule["strategy"]
+    results["threshold_rule"] = rule
+    y, s, k, d = cal.validation
+    results["validation"] = report_split("validation", y, s, k, threshold, out, d)
     logger.info(summary_line("validation", results["validation"]))
+    results["calibration"] = cal.report
+    reliability = {"validation": calibration_groups(y, s, k, d)}
     if test_ds is not None:
-        y, s, k = predict_scores(model, test_ds, bs, nw, device, desc="test")
-        results["test"] = report_split("test", y, s, k, threshold, out)
+        y, s, k, d = predict_scores(model, test_ds, bs, nw, device, desc="test")
+        results["test"] = report_split("test", y, s, k, threshold, out, d)
+        results["calibration"]["test"] = calibration_report(y, s, k, d)
+        reliability["test"] = calibration_groups(y, s, k, d)
         logger.info(summary_line("test", results["test"]))
         for kind, m in results["test"].get("by_input_kind", {}).items():
             logger.info(summary_line(f"test ({kind} input)", m))
+    calibration_plots = []
+    for split, groups in reliability.items():
+        plot_reliability(groups, out / f"reliability_{split}.png", f"Reliability — {split}")
+        calibration_plots.append(f"reliability_{split}.png")
     results["train"] = train_result.metrics
     plots = [p for p in ("training_curves.png",) if plot_training_curves(trainer.state.log_history, out / p)]
     plots += [
@@ -326,9 +330,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         std=tuple(std),
         context_slices=context,
         trained_on=trained_on,
+        threshold_rule=rule,
+        temperature=cal.temperature,
     )
     apply_settings_to_config(model.config, settings)
-    model.config.save_pretrained(str(out))
+    # the weights too: a kept temperature was folded into the classifier after the Trainer saved them
+    model.save_pretrained(str(out))
     save_preprocessor(out, data_args.image_size, list(mean), list(std))
     (out / "eval_results.json").write_text(json.dumps(json_ready(results), indent=2) + "\n")
     name = training_args.hub_model_id or out.name
@@ -344,6 +351,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         std=std,
         threshold=threshold,
         threshold_rule=rule,
+        calibration=json_ready(results["calibration"]),
+        calibration_plots=calibration_plots,
         base_model=None if model_args.from_scratch else model_args.model_name_or_path,
         architecture=describe_architecture(model),
         training=_training_summary(training_args, data_args, weights, splits),

@@ -44,7 +44,8 @@ MODEL_SIZE_PRESETS: dict[str, dict[str, Any]] = {
     "resnet50-random": {},  # ResNetConfig() defaults: the same compute as microsoft/resnet-50
 }
 
-THRESHOLD_STRATEGIES = ("sensitivity", "youden", "fixed")
+#: ``--threshold_strategy`` values (the rules: train.evaluate).
+THRESHOLD_STRATEGIES = ("auto", "real_fpr", "sensitivity", "youden", "fixed")
 DEFAULT_BASE_MODEL = "microsoft/resnet-50"
 
 
@@ -492,11 +493,28 @@ class BrainCTTrainingArguments(TrainingArguments):
         },
     )
     threshold_strategy: str = field(
-        default="sensitivity",
+        default="auto",
         metadata={
             "help": f"How the decision threshold is chosen on validation: {', '.join(THRESHOLD_STRATEGIES)} "
-            "(sensitivity: the highest threshold reaching --threshold_sensitivity; youden: max TPR-FPR; "
-            "fixed: --threshold)."
+            "(real_fpr: the most sensitive threshold whose false-positive rate on the validation split's "
+            "REAL normal slices is <= --max_real_fpr; sensitivity: the highest threshold reaching "
+            "--threshold_sensitivity; youden: max TPR-FPR; fixed: --threshold; auto: real_fpr when the "
+            "validation split has real normal slices, else sensitivity). The rule is recorded in "
+            "config.json (brain_ct_threshold_rule) and the model card."
+        },
+    )
+    max_real_fpr: float = field(
+        default=0.10,
+        metadata={
+            "help": "--threshold_strategy real_fpr: the highest false-positive rate allowed on the "
+            "validation split's real normal slices."
+        },
+    )
+    temperature_scaling: bool = field(
+        default=True,
+        metadata={
+            "help": "Fit a temperature on the validation split after training and fold it into the "
+            "classifier's weights when it lowers the validation NLL (--no_temperature_scaling: off)."
         },
     )
     threshold_sensitivity: float = field(
@@ -530,6 +548,8 @@ class BrainCTTrainingArguments(TrainingArguments):
             raise ValueError(f"--threshold_sensitivity must be in (0, 1]; got {self.threshold_sensitivity}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"--threshold must be in [0, 1]; got {self.threshold}")
+        if not 0.0 <= self.max_real_fpr <= 1.0:
+            raise ValueError(f"--max_real_fpr must be in [0, 1]; got {self.max_real_fpr}")
         if self.hub_private:
             self.hub_private_repo = True
         # The Trainer must not push on its own: the pushed folder needs the threshold and model card
