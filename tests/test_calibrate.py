@@ -77,6 +77,9 @@ def test_fit_temperature_not_kept_when_already_calibrated_or_one_class() -> None
     assert not fit.kept and fit.temperature == pytest.approx(1.0, abs=1e-3) and fit.reason
     one = fit_temperature([1, 1, 1], [0.6, 0.7, 0.8])
     assert not one.kept and "one class" in one.reason
+    # ranked the wrong way round: the NLL falls all the way to the edge of the range (T → ∞), not kept
+    wrong = fit_temperature([0, 1] * 20, [0.9, 0.1] * 20)
+    assert not wrong.kept and "edge of the search range" in wrong.reason
 
 
 def test_folded_model_gives_softmax_of_logits_over_t() -> None:
@@ -194,6 +197,7 @@ def test_calibrate_cli_writes_an_updated_model_folder(
     card = (out / "README.md").read_text()
     assert "old rule" not in card and "real normal validation slices" in card
     assert "## Calibration" in card and "reliability_validation.png" in card
+    assert "10 equal-width bins of P(hemorrhage) on [0, 1]" in card
     assert "python -m train.calibrate" in section_body(card, "Reproduce")
     # the written folder loads, with the folded weights: its validation scores are the calibrated ones
     model, settings = load_model(out)

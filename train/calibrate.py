@@ -199,6 +199,15 @@ def fit_temperature(
     lo, hi = math.log(T_RANGE[0]), math.log(T_RANGE[1])
     res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
     temperature, after = float(math.exp(res.x)), float(res.fun)
+    if not T_RANGE[0] * 1.01 < temperature < T_RANGE[1] / 1.01:
+        # no optimum inside the range: too few examples, or scores that rank the classes the wrong way
+        return TemperatureFit(
+            temperature,
+            before,
+            after,
+            False,
+            f"the fit ran to the edge of the search range {T_RANGE} (too few or unseparated validation examples)",
+        )
     if after < before - 1e-6:
         return TemperatureFit(temperature, before, after, True)
     return TemperatureFit(temperature, before, after, False, "it does not lower the validation NLL")

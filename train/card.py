@@ -97,8 +97,12 @@ def calibration_text(calibration: Mapping[str, Any], plots: Sequence[str] = ()) 
                 f"(validation NLL {_fmt(temp.get('nll_before'))})."
             )
         lines.append("")
+    binning = next(
+        (calibration[s]["binning"] for s in ("validation", "test") if calibration.get(s, {}).get("binning")),
+        "equal-width bins of P(hemorrhage)",
+    )
     lines += [
-        f"Expected calibration error (ECE) with {calibration.get('binning', 'equal-width bins of P(hemorrhage)')}: the mean absolute gap "
+        f"Expected calibration error (ECE) with {binning}: the mean absolute gap "
         "between the fraction of hemorrhage and the mean P(hemorrhage) in each bin, weighted by its count. "
         "The validation split is also what the temperature was fitted on, so its ECE is optimistic.",
         "",
