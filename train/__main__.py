@@ -26,12 +26,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from train.args import (
     MODEL_SIZE_PRESETS,
     BrainCTTrainingArguments,
     DataArguments,
     ModelArguments,
     load_model_config,
+    preset_defaults,
 )
 
 logger = logging.getLogger("train")
@@ -40,13 +43,29 @@ logger = logging.getLogger("train")
 def parse_args(
     argv: list[str] | None = None,
 ) -> tuple[ModelArguments, DataArguments, BrainCTTrainingArguments]:
-    """Read the three argument groups from ``argv`` (default ``sys.argv[1:]``) or from one JSON file."""
+    """Read the three argument groups from ``argv`` (default ``sys.argv[1:]``) or from one JSON file.
+
+    With ``--preset NAME`` (or ``"preset"`` in the JSON file) the preset's values become the defaults
+    (:func:`train.args.preset_defaults`), so any flag given explicitly still wins.
+    """
+    import argparse
+
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser((ModelArguments, DataArguments, BrainCTTrainingArguments))
     argv = sys.argv[1:] if argv is None else list(argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=str(Path(argv[0]).resolve()))
+        path = Path(argv[0]).resolve()
+        values = json.loads(path.read_text(encoding="utf-8"))
+        if values.get("preset"):
+            values = {**preset_defaults(values["preset"], values.get("model_name_or_path")), **values}
+        return parser.parse_dict(values)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset")
+    pre.add_argument("--model_name_or_path")
+    known, _ = pre.parse_known_args(argv)
+    if known.preset:
+        parser.set_defaults(**preset_defaults(known.preset, known.model_name_or_path))
     return parser.parse_args_into_dataclasses(args=argv)
 
 
@@ -189,7 +208,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
 
     model = build_model(model_args, n_ch)
+    validation_note = describe_validation(data_args, splits)
+    logger.info("validation data: %s", validation_note)
     trained_on = training_args.trained_on or splits.description
+    if model_args.preset == "adapt" and not training_args.trained_on:
+        from brain_ct.model import shown_model_id
+
+        trained_on += f", fine-tuned from {shown_model_id(model_args.model_name_or_path)}"
     settings = ModelSettings(
         windows=tuple(windows),
         image_size=data_args.image_size,
@@ -355,7 +380,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         calibration_plots=calibration_plots,
         base_model=None if model_args.from_scratch else model_args.model_name_or_path,
         architecture=describe_architecture(model),
-        training=_training_summary(training_args, data_args, weights, splits),
+        training={
+            **_training_summary(training_args, data_args, weights, splits),
+            "validation data": validation_note,
+            **({"preset": model_args.preset} if model_args.preset else {}),
+        },
         command="python -m train " + " ".join(shlex.quote(a) for a in argv),
         plots=plots,
     )
@@ -371,6 +400,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         logger.info("pushed to %s", url)
         results["hub_url"] = url
     return results
+
+
+def describe_validation(data_args: DataArguments, splits: Any) -> str:
+    """How many validation slices of each class there are and where they came from (logged and carded)."""
+    a = data_args
+    if a.validation_dir is not None:
+        source = f"image folder {Path(a.validation_dir).name!r}"
+    elif a.synthetic_validation > 0:
+        source = "generated phantoms"
+    elif a.dataset_name is not None:
+        source = f"the validation split of {a.dataset_name!r}"
+    else:
+        source = (
+            f"a stratified {a.validation_split:.0%} split of the training data (seeded; never trained on)"
+        )
+    val = splits.validation
+    if splits.hub or val is None or "label" not in (val.column_names or []):
+        return source  # a Hub split's labels may be names, and a stream has no length
+    counts = np.bincount(np.asarray(val["label"], dtype=np.int64), minlength=2)
+    return f"{int(counts.sum())} slices ({int(counts[0])} normal, {int(counts[1])} hemorrhage), {source}"
 
 
 def _training_summary(
