@@ -216,3 +216,20 @@ def test_calibrate_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFi
     args = ["--model", str(model_dir), "--output_dir", str(tmp_path / "o"), "--synthetic_validation", "2"]
     assert main([*args, "--max_real_fpr", "1.5"]) == 1
     assert "--max_real_fpr" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_calibrate_cli_slice_context_model(tmp_path: Path) -> None:
+    from helpers_train import write_dicom_series_folder
+
+    model_dir = make_tiny_model(tmp_path / "m", image_size=64, windows=((40, 80),), context_slices=1)
+    write_dicom_series_folder(tmp_path / "val", n_series=3, n_slices=5, size=96)
+    out = tmp_path / "o"
+    assert (
+        main(["--model", str(model_dir), "--validation_dir", str(tmp_path / "val"), "--output_dir", str(out)])
+        == 0
+    )
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["validation"]["n"] == 15 and results["threshold_rule"]["n_real_negatives"] == 12
+    _, settings = load_model(out)
+    assert settings.context_slices == 1

@@ -432,15 +432,21 @@ def merge_columns(parts: Sequence[dict[str, list[Any]]]) -> dict[str, list[Any]]
     return out
 
 
-def split_columns(args: argparse.Namespace, split: str) -> dict[str, list[Any]] | None:
-    """The records of ``split`` ("validation" or "test") from the CLI's sources, or None when none given."""
-    from train.data import scan_imagefolder, synthetic_records
+def split_columns(
+    args: argparse.Namespace, split: str, context_slices: int = 0
+) -> dict[str, list[Any]] | None:
+    """The records of ``split`` ("validation" or "test") from the CLI's sources, or None when none given.
+
+    Files of a slice-context model carry their series neighbours (phantoms are generated as stacks).
+    """
+    from train.data import add_file_neighbors, scan_imagefolder, synthetic_records
 
     folder = args.validation_dir if split == "validation" else args.test_dir
     n = args.synthetic_validation if split == "validation" else args.synthetic_test
     parts = []
     if folder:
-        parts.append(scan_imagefolder(folder))
+        files = scan_imagefolder(folder)
+        parts.append(add_file_neighbors(files, context_slices) if context_slices else files)
     if n > 0:
         parts.append(synthetic_records(n, split, args.synthetic_seed, args.synthetic_8bit_fraction))
     if args.real_anatomy_dir:
@@ -496,18 +502,18 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
     import dataclasses
 
     from brain_ct.model import apply_settings_to_config, load_model, shown_model_id
-    from train.data import SliceTransform, add_file_neighbors, attach_transform, to_dataset
+    from train.data import SliceTransform, attach_transform, to_dataset
     from train.evaluate import json_ready, predict_scores, report_split
 
     if not 0.0 <= args.max_real_fpr <= 1.0:
         raise InvalidInputError(f"--max_real_fpr must be in [0, 1]; got {args.max_real_fpr}")
-    columns = split_columns(args, "validation")
+    model, settings = load_model(args.model)
+    columns = split_columns(args, "validation", settings.context_slices)
     if columns is None:
         raise InvalidInputError(
             "nothing to calibrate on: give --validation_dir DIR, --synthetic_validation N and/or "
             "--real_anatomy_dir DIR (real normal slices let the threshold bound false positives on real anatomy)"
         )
-    model, settings = load_model(args.model)
     transform = SliceTransform(
         windows=settings.windows,
         size=settings.image_size,
@@ -518,8 +524,6 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
     )
 
     def dataset(cols: dict[str, list[Any]]) -> Any:
-        if settings.context_slices and any(cols["path"]):
-            cols = add_file_neighbors(cols, settings.context_slices)
         return attach_transform(to_dataset(cols), transform)
 
     val = predict_scores(model, dataset(columns), args.batch_size, args.num_workers, desc="validation")
@@ -551,7 +555,11 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
     results["validation"] = report_split("validation", y, s, k, cal.threshold, out, d)
     results["calibration"] = cal.report
     groups = {"validation": calibration_groups(y, s, k, d)}
-    test_columns = split_columns(args, "test") if (args.test_dir or args.synthetic_test > 0) else None
+    test_columns = (
+        split_columns(args, "test", settings.context_slices)
+        if (args.test_dir or args.synthetic_test > 0)
+        else None
+    )
     if test_columns is not None:
         # the folded model scores the test set: this also checks the folding end to end
         test = predict_scores(model, dataset(test_columns), args.batch_size, args.num_workers, desc="test")
