@@ -12,7 +12,12 @@ contract", see ``ARCHITECTURE.md``):
   :func:`brain_ct.windowing.default_stats`);
 * ``brain_ct_context_slices`` (optional, default 0): k > 0 stacks slices s−k … s+k as channels,
   each with every window, so ``num_channels == len(windows) * (2k + 1)``;
-* ``brain_ct_trained_on`` (optional): what the weights were trained on, e.g. ``"synthetic phantoms"``.
+* ``brain_ct_trained_on`` (optional): what the weights were trained on, e.g. ``"synthetic phantoms"``;
+* ``brain_ct_threshold_rule`` (optional): how ``brain_ct_threshold`` was chosen, a JSON object such as
+  ``{"strategy": "real_fpr", "max_real_fpr": 0.1, "n_real_negatives": 14, ...}`` (``train.evaluate``);
+* ``brain_ct_temperature`` (optional, default 1): the calibration temperature T already folded into the
+  classifier's last linear layer (its weight and bias divided by T), so the logits ARE the calibrated ones
+  and inference needs nothing extra; it is recorded for the card and for refitting (temperatures multiply).
 
 Model choice order everywhere (CLI, app, library): an explicit id/folder, then the environment
 variable ``BRAIN_CT_MODEL``, then the bundled demo model in ``models/brain-ct-demo/``.
@@ -73,6 +78,9 @@ class ModelSettings:
         is_demo: True for the bundled demo model or any model trained on synthetic data only;
             the app shows a "for demonstration only" banner then.
         hemorrhage_index: class index of "hemorrhage" in the logits (1 under the contract).
+        threshold_rule: how ``threshold`` was chosen (``brain_ct_threshold_rule``), or None if unrecorded.
+        temperature: calibration temperature already folded into the weights (``brain_ct_temperature``);
+            informational, 1.0 when none.
     """
 
     windows: tuple[tuple[float, float], ...]
@@ -86,6 +94,9 @@ class ModelSettings:
     revision: str | None = None
     is_demo: bool = False
     hemorrhage_index: int = field(default=1, repr=False)
+    # A dict cannot be hashed: leave it out of the (frozen dataclass's) hash, keep it in equality.
+    threshold_rule: dict[str, Any] | None = field(default=None, hash=False)
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         wins = tuple((float(c), float(w)) for c, w in self.windows)
@@ -276,6 +287,24 @@ def settings_from_config(
             raise ModelLoadError(f"model {name!r}: brain_ct_image_std values must be > 0; got {std}")
     trained_on = getattr(config, "brain_ct_trained_on", None)
     trained_on = str(trained_on) if trained_on else None
+    rule = getattr(config, "brain_ct_threshold_rule", None)
+    if rule is not None and not isinstance(rule, dict):
+        raise ModelLoadError(
+            f"model {name!r}: brain_ct_threshold_rule must be a JSON object describing how the threshold "
+            f"was chosen; got {rule!r}. Remove the key or write it as python -m train does"
+        )
+    temperature = getattr(config, "brain_ct_temperature", None)
+    temperature = 1.0 if temperature is None else temperature
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
+        raise ModelLoadError(
+            f"model {name!r}: brain_ct_temperature must be a number > 0 (the calibration temperature "
+            f"folded into the weights; 1 = none); got {temperature!r}"
+        )
     return ModelSettings(
         windows=tuple(windows),
         image_size=int(size),
@@ -288,6 +317,8 @@ def settings_from_config(
         revision=revision,
         is_demo=_is_demo_path(model_id) if model_id else False,
         hemorrhage_index=hem_index,
+        threshold_rule=dict(rule) if rule is not None else None,
+        temperature=float(temperature),
     )
 
 
@@ -310,6 +341,9 @@ def apply_settings_to_config(config: PretrainedConfig, settings: ModelSettings) 
     config.brain_ct_context_slices = int(settings.context_slices)
     if settings.trained_on:
         config.brain_ct_trained_on = settings.trained_on
+    if settings.threshold_rule is not None:
+        config.brain_ct_threshold_rule = dict(settings.threshold_rule)
+    config.brain_ct_temperature = float(settings.temperature)
     settings_from_config(config, "<config>")  # refuse to write what load_model would refuse
     return config
 

@@ -111,6 +111,9 @@ def test_is_demo_from_trained_on_and_from_demo_path(monkeypatch: pytest.MonkeyPa
         ({"brain_ct_image_mean": [0.5, 0.5]}, r"one value per input channel"),
         ({"brain_ct_context_slices": 1}, r"takes 3 input channels.*describe 9"),
         ({"architectures": ["ResNetBackbone"]}, r"ResNetForImageClassification is required"),
+        ({"brain_ct_temperature": 0}, r"brain_ct_temperature must be a number > 0"),
+        ({"brain_ct_temperature": "2"}, r"brain_ct_temperature must be a number > 0"),
+        ({"brain_ct_threshold_rule": "real_fpr"}, r"brain_ct_threshold_rule must be a JSON object"),
     ],
 )
 def test_contract_violations_are_refused(tiny_dir: Path, tmp_path: Path, changes: dict, match: str) -> None:
@@ -195,6 +198,29 @@ def test_apply_settings_round_trip() -> None:
     assert back.mean == settings.mean and len(back.mean) == 3
     assert back.is_demo is True
     assert config.id2label == {0: "normal", 1: "hemorrhage"}
+
+
+def test_threshold_rule_and_temperature_round_trip_and_old_configs_load(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import ResNetConfig
+
+    rule = {"strategy": "real_fpr", "max_real_fpr": 0.1, "n_real_negatives": 14}
+    settings = bm.ModelSettings(
+        windows=((40, 80),), image_size=96, threshold=0.3, threshold_rule=rule, temperature=1.7
+    )
+    config = bm.apply_settings_to_config(ResNetConfig(num_channels=1, num_labels=2), settings)
+    assert config.brain_ct_threshold_rule == rule and config.brain_ct_temperature == 1.7
+    back = bm.settings_from_config(config, "x")
+    assert back.threshold_rule == rule and back.temperature == 1.7
+    assert hash(back)  # the dict-valued field stays out of the frozen dataclass's hash
+    # a config written before these keys existed (like the first demo models) loads with the defaults
+    old = _copy_with_config(
+        tiny_dir, tmp_path / "old", brain_ct_threshold_rule=None, brain_ct_temperature=None
+    )
+    assert "brain_ct_temperature" not in json.loads((old / "config.json").read_text())
+    _, loaded = bm.load_model(old)
+    assert loaded.threshold_rule is None and loaded.temperature == 1.0
 
 
 def test_apply_settings_refuses_channel_mismatch() -> None:

@@ -105,8 +105,20 @@ def test_eval_results_have_both_splits_and_input_kinds(trained: tuple[Path, dict
     out, results = trained
     saved = json.loads((out / "eval_results.json").read_text())
     assert saved["threshold"] == pytest.approx(results["threshold"])
-    assert saved["threshold_strategy"] == "sensitivity"
-    assert saved["validation"]["sensitivity"] >= 0.95  # the rule's target, on the data it was chosen on
+    # image-folder files are real anatomy: by default the threshold bounds false positives on their normals
+    rule = saved["threshold_rule"]
+    assert saved["threshold_strategy"] == "real_fpr" == rule["strategy"] and "fallback" not in rule
+    assert rule["max_real_fpr"] == 0.1 and rule["n_real_negatives"] >= 1
+    # with fewer than 10 real normals, 10 % allows none: every one of them is below the threshold
+    assert rule["real_false_positives"] == 0 and saved["validation"]["confusion_matrix"][0][1] == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["brain_ct_threshold_rule"] == rule
+    cal = saved["calibration"]
+    assert config["brain_ct_temperature"] == pytest.approx(
+        cal["temperature"]["temperature"] if cal["temperature"]["kept"] else 1.0
+    )
+    assert cal["validation"]["by_domain"].keys() == {"real"} and 0 <= cal["test"]["ece"] <= 1
+    assert (out / "reliability_test.png").stat().st_size > 1000
     test = saved["test"]
     assert test["n"] == 8
     for key in ("accuracy", "sensitivity", "specificity", "f1", "auc", "confusion_matrix"):
@@ -146,6 +158,8 @@ def test_model_card(trained: tuple[Path, dict[str, Any]]) -> None:
     assert "## Training data" in card and "## Intended use" in card
     assert "python -m train --model_size tiny" in card  # the reproducing command
     assert "synthetic phantoms" not in card.lower()  # real-folder data: no synthetic claim
+    assert "real normal validation slices" in card and "brain_ct_threshold_rule" in card
+    assert "## Calibration" in card and "Expected calibration error" in card
 
 
 @pytest.mark.slow
@@ -490,6 +504,12 @@ def test_on_the_fly_phantoms_make_a_demo_style_model(tmp_path: Path) -> None:
     assert set(results["test"]["by_input_kind"]) == {"dicom", "image"}
     _, settings = load_model(out)
     assert settings.is_demo and "synthetic phantoms" in settings.trained_on
+    # phantoms only: no real normals to bound false positives on, so the sensitivity rule, said everywhere
+    rule = results["threshold_rule"]
+    assert rule["strategy"] == "sensitivity" and rule["requested"] == "auto"
+    assert "no real normal slices" in rule["fallback"]
+    assert settings.threshold_rule == rule
+    assert "**Fallback:**" in card and "no real normal slices" in card
 
 
 @pytest.mark.slow

@@ -26,12 +26,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from train.args import (
     MODEL_SIZE_PRESETS,
     BrainCTTrainingArguments,
     DataArguments,
     ModelArguments,
     load_model_config,
+    preset_defaults,
 )
 
 logger = logging.getLogger("train")
@@ -40,13 +43,29 @@ logger = logging.getLogger("train")
 def parse_args(
     argv: list[str] | None = None,
 ) -> tuple[ModelArguments, DataArguments, BrainCTTrainingArguments]:
-    """Read the three argument groups from ``argv`` (default ``sys.argv[1:]``) or from one JSON file."""
+    """Read the three argument groups from ``argv`` (default ``sys.argv[1:]``) or from one JSON file.
+
+    With ``--preset NAME`` (or ``"preset"`` in the JSON file) the preset's values become the defaults
+    (:func:`train.args.preset_defaults`), so any flag given explicitly still wins.
+    """
+    import argparse
+
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser((ModelArguments, DataArguments, BrainCTTrainingArguments))
     argv = sys.argv[1:] if argv is None else list(argv)
     if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=str(Path(argv[0]).resolve()))
+        path = Path(argv[0]).resolve()
+        values = json.loads(path.read_text(encoding="utf-8"))
+        if values.get("preset"):
+            values = {**preset_defaults(values["preset"], values.get("model_name_or_path")), **values}
+        return parser.parse_dict(values)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset")
+    pre.add_argument("--model_name_or_path")
+    known, _ = pre.parse_known_args(argv)
+    if known.preset:
+        parser.set_defaults(**preset_defaults(known.preset, known.model_name_or_path))
     return parser.parse_args_into_dataclasses(args=argv)
 
 
@@ -144,11 +163,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from brain_ct.model import ModelSettings, apply_settings_to_config
     from brain_ct.windowing import default_stats
     from train.augment import Augmenter
+    from train.calibrate import calibrate_and_choose, calibration_groups, calibration_report, plot_reliability
     from train.card import write_model_card
     from train.data import SliceTransform, attach_transform, build_splits, class_weights_from_counts
     from train.evaluate import (
-        choose_threshold,
-        clamp_threshold,
         json_ready,
         plot_training_curves,
         predict_scores,
@@ -190,7 +208,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
 
     model = build_model(model_args, n_ch)
+    validation_note = describe_validation(data_args, splits)
+    logger.info("validation data: %s", validation_note)
     trained_on = training_args.trained_on or splits.description
+    if model_args.preset == "adapt" and not training_args.trained_on:
+        from brain_ct.model import shown_model_id
+
+        trained_on += f", fine-tuned from {shown_model_id(model_args.model_name_or_path)}"
     settings = ModelSettings(
         windows=tuple(windows),
         image_size=data_args.image_size,
@@ -284,31 +308,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = str(training_args.device)
     bs, nw = training_args.per_device_eval_batch_size, training_args.dataloader_num_workers
     results: dict[str, Any] = {}
-    y, s, k = predict_scores(model, val_ds, bs, nw, device, desc="validation")
-    threshold = clamp_threshold(
-        choose_threshold(
-            y,
-            s,
-            training_args.threshold_strategy,
-            training_args.threshold_sensitivity,
-            training_args.threshold,
-        )
+    cal = calibrate_and_choose(
+        model,
+        predict_scores(model, val_ds, bs, nw, device, desc="validation"),
+        temperature_scaling=training_args.temperature_scaling,
+        strategy=training_args.threshold_strategy,
+        target_sensitivity=training_args.threshold_sensitivity,
+        max_real_fpr=training_args.max_real_fpr,
+        fixed=training_args.threshold,
     )
-    rule = {
-        "sensitivity": f"the highest threshold reaching sensitivity ≥ {training_args.threshold_sensitivity}",
-        "youden": "maximum of sensitivity + specificity − 1 (Youden's J)",
-        "fixed": "fixed by --threshold",
-    }[training_args.threshold_strategy]
+    threshold, rule = cal.threshold, cal.rule
     results["threshold"] = threshold
-    results["threshold_strategy"] = training_args.threshold_strategy
-    results["validation"] = report_split("validation", y, s, k, threshold, out)
+    results["threshold_strategy"] = rule["strategy"]
+    results["threshold_rule"] = rule
+    y, s, k, d = cal.validation
+    results["validation"] = report_split("validation", y, s, k, threshold, out, d)
     logger.info(summary_line("validation", results["validation"]))
+    results["calibration"] = cal.report
+    reliability = {"validation": calibration_groups(y, s, k, d)}
     if test_ds is not None:
-        y, s, k = predict_scores(model, test_ds, bs, nw, device, desc="test")
-        results["test"] = report_split("test", y, s, k, threshold, out)
+        y, s, k, d = predict_scores(model, test_ds, bs, nw, device, desc="test")
+        results["test"] = report_split("test", y, s, k, threshold, out, d)
+        results["calibration"]["test"] = calibration_report(y, s, k, d)
+        reliability["test"] = calibration_groups(y, s, k, d)
         logger.info(summary_line("test", results["test"]))
         for kind, m in results["test"].get("by_input_kind", {}).items():
             logger.info(summary_line(f"test ({kind} input)", m))
+    calibration_plots = []
+    for split, groups in reliability.items():
+        plot_reliability(groups, out / f"reliability_{split}.png", f"Reliability — {split}")
+        calibration_plots.append(f"reliability_{split}.png")
     results["train"] = train_result.metrics
     plots = [p for p in ("training_curves.png",) if plot_training_curves(trainer.state.log_history, out / p)]
     plots += [
@@ -326,9 +355,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         std=tuple(std),
         context_slices=context,
         trained_on=trained_on,
+        threshold_rule=rule,
+        temperature=cal.temperature,
     )
     apply_settings_to_config(model.config, settings)
-    model.config.save_pretrained(str(out))
+    # the weights too: a kept temperature was folded into the classifier after the Trainer saved them
+    model.save_pretrained(str(out))
     save_preprocessor(out, data_args.image_size, list(mean), list(std))
     (out / "eval_results.json").write_text(json.dumps(json_ready(results), indent=2) + "\n")
     name = training_args.hub_model_id or out.name
@@ -344,9 +376,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         std=std,
         threshold=threshold,
         threshold_rule=rule,
+        calibration=json_ready(results["calibration"]),
+        calibration_plots=calibration_plots,
         base_model=None if model_args.from_scratch else model_args.model_name_or_path,
         architecture=describe_architecture(model),
-        training=_training_summary(training_args, data_args, weights, splits),
+        training={
+            **_training_summary(training_args, data_args, weights, splits),
+            "validation data": validation_note,
+            **({"preset": model_args.preset} if model_args.preset else {}),
+        },
         command="python -m train " + " ".join(shlex.quote(a) for a in argv),
         plots=plots,
     )
@@ -362,6 +400,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         logger.info("pushed to %s", url)
         results["hub_url"] = url
     return results
+
+
+def describe_validation(data_args: DataArguments, splits: Any) -> str:
+    """How many validation slices of each class there are and where they came from (logged and carded)."""
+    a = data_args
+    if a.validation_dir is not None:
+        source = f"image folder {Path(a.validation_dir).name!r}"
+    elif a.synthetic_validation > 0:
+        source = "generated phantoms"
+    elif a.dataset_name is not None:
+        source = f"the validation split of {a.dataset_name!r}"
+    else:
+        source = (
+            f"a stratified {a.validation_split:.0%} split of the training data (seeded; never trained on)"
+        )
+    val = splits.validation
+    if splits.hub or val is None or "label" not in (val.column_names or []):
+        return source  # a Hub split's labels may be names, and a stream has no length
+    counts = np.bincount(np.asarray(val["label"], dtype=np.int64), minlength=2)
+    return f"{int(counts.sum())} slices ({int(counts[0])} normal, {int(counts[1])} hemorrhage), {source}"
 
 
 def _training_summary(

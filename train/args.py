@@ -44,7 +44,72 @@ MODEL_SIZE_PRESETS: dict[str, dict[str, Any]] = {
     "resnet50-random": {},  # ResNetConfig() defaults: the same compute as microsoft/resnet-50
 }
 
-THRESHOLD_STRATEGIES = ("sensitivity", "youden", "fixed")
+#: ``--threshold_strategy`` values (the rules: train.evaluate).
+THRESHOLD_STRATEGIES = ("auto", "real_fpr", "sensitivity", "youden", "fixed")
+
+#: ``--preset`` names (their defaults: :func:`preset_defaults`).
+PRESETS_OF_RUN = ("adapt",)
+
+#: ``--preset adapt``: training defaults for fine-tuning a brain-CT model on a small folder of real images
+#: on a CPU in minutes. The whole network trains from the first step (the base already reads CT: a frozen
+#: stage would only spend the few epochs there are); 1e-4 is AdamW's usual fine-tuning rate (measured: 2 CPU
+#: minutes on 140 internet figures took the demo model from AUC 0.88 to 0.98 on 60 held-out ones).
+ADAPT_DEFAULTS: dict[str, Any] = {
+    "stage1_epochs": 0.0,
+    "stage2_epochs": 10.0,
+    "learning_rate": 1e-4,
+    "warmup_steps": 0.1,  # a float below 1 is a ratio of the total steps (transformers 5)
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 32,
+    "validation_split": 0.2,
+    "threshold_strategy": "real_fpr",
+    "max_real_fpr": 0.10,
+    "logging_steps": 5,
+    "save_total_limit": 1,
+}
+
+
+def preset_defaults(preset: str, model_name_or_path: str | None) -> dict[str, Any]:
+    """Argument defaults of ``--preset`` (argument name → value); explicit flags override them.
+
+    ``adapt`` takes the preprocessing of the model it starts from (``brain_ct_windows``, image size, mean
+    and std, slice context) so the fine-tuned model reads images exactly as its base did.
+
+    Raises:
+        ValueError: naming ``--model_name_or_path`` when the base is not a loadable brain-CT model.
+    """
+    if preset not in PRESETS_OF_RUN:
+        raise ValueError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS_OF_RUN)}")
+    from transformers import AutoConfig
+
+    from brain_ct.errors import ModelLoadError
+    from brain_ct.model import resolve_model_id, settings_from_config
+
+    try:
+        base = resolve_model_id(model_name_or_path)  # explicit, then BRAIN_CT_MODEL, then the bundled demo
+        config = AutoConfig.from_pretrained(base, trust_remote_code=False)
+        settings = settings_from_config(config, base)
+    except ModelLoadError as exc:
+        raise ValueError(
+            f"--preset adapt: the base model (--model_name_or_path) cannot be used: {exc}"
+        ) from None
+    except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors
+        raise ValueError(
+            f"--preset adapt: cannot read the config of --model_name_or_path {base!r} ({exc}); give a model "
+            "folder written by python -m train, or leave it out to adapt the bundled demo model"
+        ) from None
+    n = len(settings.windows)
+    return {
+        **ADAPT_DEFAULTS,
+        "model_name_or_path": base,
+        "windows": [f"{c:g},{w:g}" for c, w in settings.windows],
+        "image_size": settings.image_size,
+        "image_mean": ",".join(f"{v:g}" for v in settings.mean[:n]),
+        "image_std": ",".join(f"{v:g}" for v in settings.std[:n]),
+        "context_slices": settings.context_slices,
+    }
+
+
 DEFAULT_BASE_MODEL = "microsoft/resnet-50"
 
 
@@ -141,12 +206,31 @@ class ModelArguments:
             "'demo' is the bundled demo model's architecture (3 stages, stride 16, < 10 MB)."
         },
     )
+    preset: str | None = field(
+        default=None,
+        metadata={
+            "help": "A set of defaults; flags given explicitly override them. 'adapt': fine-tune an "
+            "existing brain-CT model (default: the bundled models/brain-ct-demo, or --model_name_or_path) "
+            "on your own labelled folder (--train_dir) on a laptop CPU: its windows, input size and "
+            "normalisation, no frozen stage, learning rate 1e-4 for 10 epochs, batch 16, a stratified 20 %% "
+            "validation split, and the real_fpr threshold rule (your files are real anatomy)."
+        },
+    )
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the base model."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where Hub downloads are cached."})
 
     def __post_init__(self) -> None:
         if self.model_config is not None and self.model_size is not None:
             raise ValueError("give either --model_config or --model_size, not both")
+        if self.preset is not None and self.preset not in PRESETS_OF_RUN:
+            raise ValueError(
+                f"--preset {self.preset!r} is unknown; choose one of {', '.join(PRESETS_OF_RUN)}"
+            )
+        if self.preset == "adapt" and self.from_scratch:
+            raise ValueError(
+                "--preset adapt fine-tunes an existing model; drop --model_size / --model_config "
+                "(or give --model_name_or_path to start from another model folder)"
+            )
         if self.model_size is not None and self.model_size not in MODEL_SIZE_PRESETS:
             raise ValueError(
                 f"--model_size {self.model_size!r} is unknown; choose one of {', '.join(MODEL_SIZE_PRESETS)}"
@@ -537,11 +621,28 @@ class BrainCTTrainingArguments(TrainingArguments):
         },
     )
     threshold_strategy: str = field(
-        default="sensitivity",
+        default="auto",
         metadata={
             "help": f"How the decision threshold is chosen on validation: {', '.join(THRESHOLD_STRATEGIES)} "
-            "(sensitivity: the highest threshold reaching --threshold_sensitivity; youden: max TPR-FPR; "
-            "fixed: --threshold)."
+            "(real_fpr: the most sensitive threshold whose false-positive rate on the validation split's "
+            "REAL normal slices is <= --max_real_fpr; sensitivity: the highest threshold reaching "
+            "--threshold_sensitivity; youden: max TPR-FPR; fixed: --threshold; auto: real_fpr when the "
+            "validation split has real normal slices, else sensitivity). The rule is recorded in "
+            "config.json (brain_ct_threshold_rule) and the model card."
+        },
+    )
+    max_real_fpr: float = field(
+        default=0.10,
+        metadata={
+            "help": "--threshold_strategy real_fpr: the highest false-positive rate allowed on the "
+            "validation split's real normal slices."
+        },
+    )
+    temperature_scaling: bool = field(
+        default=True,
+        metadata={
+            "help": "Fit a temperature on the validation split after training and fold it into the "
+            "classifier's weights when it lowers the validation NLL (--no_temperature_scaling: off)."
         },
     )
     threshold_sensitivity: float = field(
@@ -575,6 +676,8 @@ class BrainCTTrainingArguments(TrainingArguments):
             raise ValueError(f"--threshold_sensitivity must be in (0, 1]; got {self.threshold_sensitivity}")
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"--threshold must be in [0, 1]; got {self.threshold}")
+        if not 0.0 <= self.max_real_fpr <= 1.0:
+            raise ValueError(f"--max_real_fpr must be in [0, 1]; got {self.max_real_fpr}")
         if self.hub_private:
             self.hub_private_repo = True
         # The Trainer must not push on its own: the pushed folder needs the threshold and model card

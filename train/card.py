@@ -9,9 +9,10 @@ patients.
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,99 @@ def metrics_table(results: dict[str, Any]) -> str:
         if not m:
             continue
         entries = [(split, m)] + [(f"{split} — {k} input", v) for k, v in m.get("by_input_kind", {}).items()]
+        entries += [(f"{split} — {k} anatomy", v) for k, v in m.get("by_domain", {}).items()]
         for name, e in entries:
             rows.append(
                 f"| {name} | {e['n']} | {_fmt(e['auc'])} | {_fmt(e['accuracy'])} | {_fmt(e['sensitivity'])} | "
                 f"{_fmt(e['specificity'])} | {_fmt(e['f1'])} | {e['confusion_matrix']} |"
             )
     return "\n".join(rows)
+
+
+def threshold_text(threshold: float, rule: Mapping[str, Any] | str) -> str:
+    """The card's "Decision threshold" paragraph."""
+    description = rule if isinstance(rule, str) else str(rule.get("description", rule.get("strategy", "")))
+    text = (
+        f'`brain_ct_threshold` = {threshold:.4f}: the label is "hemorrhage" when P(hemorrhage) ≥ this value. '
+        f"Chosen on the validation split: {description}."
+    )
+    if isinstance(rule, Mapping):
+        text += (
+            "\n\nThe rule and its inputs are recorded in `config.json` as `brain_ct_threshold_rule`: "
+            f"`{json.dumps(dict(rule), ensure_ascii=False)}`."
+        )
+        if rule.get("fallback"):
+            text += (
+                f"\n\n**Fallback:** {rule.get('requested')} was asked for, but {rule['fallback']}. "
+                "Nothing bounds how often real normal heads are called hemorrhage at this threshold."
+            )
+    return text
+
+
+def calibration_text(calibration: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
+    """The card's "Calibration" section body from ``eval_results.json``'s ``calibration`` entry."""
+    temp = calibration.get("temperature") or {}
+    lines = []
+    if temp:
+        total = temp.get("folded_total", temp.get("temperature"))
+        if temp.get("kept"):
+            lines.append(
+                f"Temperature scaling: T = {temp['temperature']:.3f} fitted on the validation split lowered "
+                f"its negative log-likelihood from {temp['nll_before']:.4f} to {temp['nll_after']:.4f}; it is "
+                "folded into the classifier's last linear layer (weight and bias divided by T), so the "
+                f"weights give calibrated probabilities directly (`brain_ct_temperature` = {total:.4f})."
+            )
+        else:
+            lines.append(
+                f"Temperature scaling was tried and not kept: {temp.get('reason') or 'no improvement'} "
+                f"(validation NLL {_fmt(temp.get('nll_before'))})."
+            )
+        lines.append("")
+    binning = next(
+        (calibration[s]["binning"] for s in ("validation", "test") if calibration.get(s, {}).get("binning")),
+        "equal-width bins of P(hemorrhage)",
+    )
+    lines += [
+        f"Expected calibration error (ECE) with {binning}: the mean absolute gap "
+        "between the fraction of hemorrhage and the mean P(hemorrhage) in each bin, weighted by its count. "
+        "The validation split is also what the temperature was fitted on, so its ECE is optimistic.",
+        "",
+        "| data | n | ECE | NLL | Brier |",
+        "|---|---|---|---|---|",
+    ]
+    for split in ("validation", "test"):
+        report = calibration.get(split)
+        if not report:
+            continue
+        rows = [(split, report)]
+        rows += [(f"{split} — {k} input", v) for k, v in report.get("by_input_kind", {}).items()]
+        rows += [(f"{split} — {k} anatomy", v) for k, v in report.get("by_domain", {}).items()]
+        for name, m in rows:
+            lines.append(f"| {name} | {m['n']} | {_fmt(m['ece'])} | {_fmt(m['nll'])} | {_fmt(m['brier'])} |")
+    lines.append("")
+    for plot in plots:
+        lines += [f"![{plot}]({plot})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def replace_section(card: str, heading: str, body: str, before: str | None = None) -> str:
+    """Replace the body of the Markdown section ``## heading`` (up to the next ``## ``) with ``body``;
+    without such a section, insert it before ``## before`` (or at the end)."""
+    block = f"## {heading}\n\n{body.strip()}\n\n"
+    pattern = re.compile(rf"^## {re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(card):
+        return pattern.sub(lambda _: block, card, count=1)
+    if before is not None:
+        anchor = re.search(rf"^## {re.escape(before)}\n", card, re.M)
+        if anchor:
+            return card[: anchor.start()] + block + card[anchor.start() :]
+    return card.rstrip("\n") + "\n\n" + block
+
+
+def section_body(card: str, heading: str) -> str | None:
+    """The body of ``## heading`` (up to the next ``## ``), or None when the card has no such section."""
+    m = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", card, re.S | re.M)
+    return m.group(1).strip() if m else None
 
 
 def _eval_results(results: dict[str, Any], dataset_name: str) -> list[Any]:
@@ -93,12 +181,14 @@ def render_model_card(
     mean: Sequence[float],
     std: Sequence[float],
     threshold: float,
-    threshold_rule: str,
+    threshold_rule: str | Mapping[str, Any],
     base_model: str | None,
     architecture: str,
     training: dict[str, Any],
     command: str | None = None,
     plots: Sequence[str] = (),
+    calibration: Mapping[str, Any] | None = None,
+    calibration_plots: Sequence[str] = (),
 ) -> str:
     """The model card text (YAML front matter + Markdown).
 
@@ -108,12 +198,16 @@ def render_model_card(
         synthetic: trained on generated phantoms only → the "demonstration only" warning.
         results: ``eval_results.json`` content (``validation`` / ``test`` metric dicts).
         windows, image_size, mean, std: the preprocessing stored in the config.
-        threshold, threshold_rule: the decision threshold and how it was chosen.
+        threshold, threshold_rule: the decision threshold and how it was chosen (a sentence, or the rule
+            dict of :func:`train.evaluate.select_threshold`, also stored as ``brain_ct_threshold_rule``).
         base_model: the pretrained starting point, or None when trained from scratch.
         architecture: a short description (stages, widths, parameter count).
         training: hyper-parameters to list (name → value).
         command: the exact command that reproduces the model.
         plots: PNG file names in the folder to show.
+        calibration: ``eval_results.json``'s ``calibration`` entry (temperature, ECE per split, input kind
+            and domain), or None for no calibration section.
+        calibration_plots: reliability-diagram PNG names to show in that section.
     """
     from huggingface_hub import ModelCardData
 
@@ -169,8 +263,7 @@ def render_model_card(
         "",
         "## Decision threshold",
         "",
-        f'`brain_ct_threshold` = {threshold:.4f}: the label is "hemorrhage" when P(hemorrhage) ≥ this value. '
-        f"Chosen on the validation split: {threshold_rule}.",
+        threshold_text(threshold, threshold_rule),
         "",
         "## Evaluation",
         "",
@@ -179,6 +272,8 @@ def render_model_card(
     ]
     for plot in plots:
         lines += [f"![{plot}]({plot})", ""]
+    if calibration:
+        lines += ["## Calibration", "", calibration_text(calibration, calibration_plots)]
     lines += [
         "## Model and training",
         "",

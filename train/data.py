@@ -106,18 +106,23 @@ def _columns(paths: list[str], labels: list[int], masks: list[str]) -> dict[str,
     }
 
 
-def scan_imagefolder(root: str | Path, mask_dir: str | Path | None = None) -> dict[str, list[Any]]:
-    """List an image folder ``root/<class>/**`` as record columns.
+def scan_imagefolder(
+    root: str | Path, mask_dir: str | Path | None = None, *, validate: bool = True
+) -> dict[str, list[Any]]:
+    """List an image folder ``root/<class>/**`` as record columns, keeping only files brain_ct can read.
 
     Args:
         root: folder with ``hemorrhage/`` and ``normal/`` subfolders (PNG/JPG/DICOM…, nested allowed).
         mask_dir: where ``<stem>.png`` lesion masks live; default ``root/masks`` when it exists.
+        validate: decode every file once through :func:`brain_ct.io.load_image` (:func:`usable_files`):
+            unreadable and non-CT files are left out and named in a warning, with files of other types
+            (``.txt``, ``.pdf``, …) found in the class folders. False lists by file name only.
 
     Returns:
         Record columns (see the module docstring), sorted by path for reproducibility.
 
     Raises:
-        InvalidInputError: no class folders, an unknown class folder, or no files.
+        InvalidInputError: no class folders, an unknown class folder, no files, or no usable file.
     """
     root = Path(root)
     mask_root = Path(mask_dir) if mask_dir is not None else root / "masks"
@@ -135,10 +140,14 @@ def scan_imagefolder(root: str | Path, mask_dir: str | Path | None = None) -> di
     paths: list[str] = []
     labels: list[int] = []
     masks: list[str] = []
+    other_types: list[tuple[str, str]] = []
     for d in class_dirs:
         label = class_id(d.name, f"image folder {str(root)!r}")
         for f in sorted(d.rglob("*")):
-            if not f.is_file() or f.name.startswith(".") or f.suffix.lower() not in IMAGE_SUFFIXES:
+            if not f.is_file() or f.name.startswith("."):
+                continue
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                other_types.append((str(f), f"not an image or DICOM file ({f.suffix} files are not read)"))
                 continue
             paths.append(str(f))
             labels.append(label)
@@ -146,7 +155,10 @@ def scan_imagefolder(root: str | Path, mask_dir: str | Path | None = None) -> di
             masks.append(str(mask) if mask is not None and mask.is_file() else "")
     if not paths:
         raise InvalidInputError(f"image folder {str(root)!r} has class folders but no image or DICOM files")
-    return _columns(paths, labels, masks)
+    columns = _columns(paths, labels, masks)
+    if validate:
+        columns = usable_files(columns, f"image folder {str(root)!r}", root=root, also_refused=other_types)
+    return columns
 
 
 def read_rsna_labels(csv_path: str | Path) -> dict[str, int]:
@@ -1142,3 +1154,71 @@ def attach_transform(dataset: Any, transform: SliceTransform) -> Any:
         return dataset.map(transform, batched=True, batch_size=16, remove_columns=columns)
     dataset.set_transform(transform)
     return dataset
+
+
+# ---------------------------------------------------------------------------------------------- file check
+
+
+def usable_files(
+    columns: dict[str, list[Any]],
+    where: str,
+    *,
+    root: str | Path | None = None,
+    also_refused: Sequence[tuple[str, str]] = (),
+    allow_unverified: bool = True,
+    loader: Callable[..., Any] | None = None,
+) -> dict[str, list[Any]]:
+    """Keep the file records that :func:`brain_ct.io.load_image` reads; name every refused file and why.
+
+    A labelled folder from a user often holds a stray PDF, a screenshot of a report, an MR series or a
+    truncated download. Each is decoded once here, at scan time, so training neither crashes halfway
+    through an epoch nor silently learns from it: refused files are listed in one warning (each with
+    the reason ``load_image`` gives), together with how many files are used.
+
+    Args:
+        columns: record columns with ``path`` (other columns are filtered alongside).
+        where: what was scanned, for the messages (e.g. ``"image folder 'my_scans'"``).
+        root: shown paths are relative to this folder.
+        also_refused: ``(path, reason)`` of files already left out (e.g. by their type), listed too.
+        allow_unverified: skip brain_ct's head-CT plausibility check (the default: labelled data is
+            trusted to be head CT; decoding, modality and size are always checked).
+        loader: ``load_image`` replacement (tests).
+
+    Returns:
+        The columns of the usable files, in the same order.
+
+    Raises:
+        InvalidInputError: no file is usable; the message lists the refused ones.
+    """
+    if loader is None:
+        from brain_ct.io import load_image as loader
+
+    def shown(path: str) -> str:
+        try:
+            return Path(path).relative_to(root).as_posix() if root is not None else path
+        except ValueError:
+            return path
+
+    keep: list[int] = []
+    refused = [(shown(p), why) for p, why in also_refused]
+    for i, path in enumerate(columns["path"]):
+        try:
+            loader(path, allow_unverified=allow_unverified)
+        except InvalidInputError as exc:
+            reason = str(exc)
+            prefix = f"{Path(path).name}: "
+            refused.append((shown(path), reason[len(prefix) :] if reason.startswith(prefix) else reason))
+        else:
+            keep.append(i)
+    total = len(columns["path"]) + len(also_refused)
+    listing = "\n".join(f"  - {name}: {why}" for name, why in refused)
+    if not keep:
+        raise InvalidInputError(
+            f"{where}: none of its {total} files can be used, so there is nothing to train or evaluate on:\n"
+            f"{listing}\nPut readable head-CT slices (DICOM, PNG or JPG) in its class folders."
+        )
+    if refused:
+        logger.warning(
+            "%s: %d of %d files refused, %d used:\n%s", where, len(refused), total, len(keep), listing
+        )
+    return {k: [v[i] for i in keep] for k, v in columns.items()}

@@ -8,10 +8,17 @@ The threshold is the model's ``brain_ct_threshold`` unless ``--threshold`` is gi
 
 Threshold rules (:func:`choose_threshold`), all on validation scores P(hemorrhage):
 
-* ``sensitivity`` (default): the HIGHEST threshold whose sensitivity is still ≥ the target (0.95) — the
-  most specific operating point that misses at most 5 % of bleeds;
+* ``real_fpr``: the most sensitive (lowest) threshold whose false-positive rate on the validation split's
+  REAL normal slices (domain "real", label 0) is ≤ ``max_real_fpr`` (0.10); among thresholds with that same
+  validation sensitivity, the highest (a positive's score), as the other rules do. Phantom normals don't
+  bound it: real anatomy scores far above phantom anatomy, and a threshold tuned on phantoms alone calls
+  almost every real head "hemorrhage";
+* ``sensitivity``: the HIGHEST threshold whose sensitivity is still ≥ the target (0.95) — the most specific
+  operating point that misses at most 5 % of bleeds;
 * ``youden``: the threshold maximising sensitivity + specificity − 1 (ties: the highest);
-* ``fixed``: the given value.
+* ``fixed``: the given value;
+* ``auto`` (the default, :func:`select_threshold`): ``real_fpr`` when the validation split has real normal
+  slices, else ``sensitivity`` — and the returned rule says which and why.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -97,17 +104,31 @@ def choose_threshold(
     strategy: str = "sensitivity",
     target_sensitivity: float = 0.95,
     fixed: float = 0.5,
+    domains: Sequence[int] | np.ndarray | None = None,
+    max_real_fpr: float = 0.10,
 ) -> float:
     """Choose the decision threshold on validation scores (see the module docstring).
 
+    Args:
+        labels, scores: 0/1 and P(hemorrhage) per validation example.
+        strategy: ``real_fpr``, ``sensitivity``, ``youden`` or ``fixed``.
+        target_sensitivity: for ``sensitivity``.
+        fixed: for ``fixed``.
+        domains: index into :data:`train.data.DOMAINS` per example (needed by ``real_fpr``).
+        max_real_fpr: for ``real_fpr``.
+
     Raises:
-        InvalidInputError: the rule needs positives (and, for youden, negatives) the data lacks, or an
-            unknown strategy.
+        InvalidInputError: the rule needs examples the data lacks (positives; negatives for youden; real
+            normals for real_fpr), or an unknown strategy.
     """
     y = np.asarray(labels, dtype=np.int64)
     s = np.asarray(scores, dtype=np.float64)
     if strategy == "fixed":
         return float(fixed)
+    if strategy == "real_fpr":
+        if domains is None:
+            raise InvalidInputError("the real_fpr threshold needs the domain of each validation example")
+        return real_fpr_threshold(y, s, np.asarray(domains, dtype=np.int64), max_real_fpr)
     if strategy == "sensitivity":
         positives = np.sort(s[y == 1])[::-1]
         if len(positives) == 0:
@@ -130,7 +151,132 @@ def choose_threshold(
         # ties (within rounding) go to the highest threshold: the more specific operating point
         best = int(np.flatnonzero(j >= j.max() - 1e-9)[0])
         return float(candidates[best])
-    raise InvalidInputError(f"unknown threshold strategy {strategy!r}; choose sensitivity, youden or fixed")
+    raise InvalidInputError(
+        f"unknown threshold strategy {strategy!r}; choose {', '.join(THRESHOLD_STRATEGIES)}"
+    )
+
+
+#: ``--threshold_strategy`` values; ``auto`` is resolved by :func:`select_threshold`.
+THRESHOLD_STRATEGIES: tuple[str, ...] = ("auto", "real_fpr", "sensitivity", "youden", "fixed")
+
+
+def _real_domain() -> int:
+    from train.data import DOMAINS
+
+    return DOMAINS.index("real")
+
+
+def real_fpr_threshold(
+    labels: np.ndarray, scores: np.ndarray, domains: np.ndarray, max_real_fpr: float
+) -> float:
+    """The ``real_fpr`` rule: the most sensitive threshold with FPR on REAL normals ≤ ``max_real_fpr``.
+
+    With the N real-normal scores sorted high to low, m = ⌊max_real_fpr · N⌋ of them may be called positive,
+    so the threshold must lie above the (m+1)-th highest, ``bound``. Every threshold just above ``bound``
+    has the same (the highest admissible) sensitivity; the highest of those is the lowest positive score
+    above ``bound``. When no positive scores above ``bound``, the threshold is the next float above it
+    (sensitivity 0: the model cannot separate its bleeds from real anatomy at this bound).
+
+    Raises:
+        InvalidInputError: the validation data has no real normal slices.
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    d = np.asarray(domains, dtype=np.int64)
+    negatives = np.sort(s[(y == 0) & (d == _real_domain())])[::-1]
+    if len(negatives) == 0:
+        raise InvalidInputError(
+            "cannot bound the false-positive rate on real anatomy: the validation split has no real "
+            "normal slices (give --validation_dir / --real_anatomy_dir with normal scans, or use "
+            "--threshold_strategy sensitivity)"
+        )
+    allowed = math.floor(max_real_fpr * len(negatives) + 1e-9)
+    bound = -math.inf if allowed >= len(negatives) else float(negatives[allowed])
+    positives = s[(y == 1) & (s > bound)]
+    if len(positives):
+        return float(positives.min())
+    return float(np.nextafter(bound, np.inf))
+
+
+def select_threshold(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    domains: np.ndarray,
+    strategy: str = "auto",
+    *,
+    target_sensitivity: float = 0.95,
+    max_real_fpr: float = 0.10,
+    fixed: float = 0.5,
+) -> tuple[float, dict[str, Any]]:
+    """Choose the threshold by ``strategy`` and describe the rule and its inputs (for config and card).
+
+    ``auto`` means ``real_fpr`` when the validation data has real normal slices, else ``sensitivity``;
+    an explicit ``real_fpr`` without real normals also falls back to ``sensitivity``. A fallback is logged
+    and recorded in the rule (``requested`` and ``fallback``).
+
+    Returns:
+        ``(threshold clamped to (0, 1), rule)`` where ``rule`` is JSON-ready: ``strategy`` (the rule used),
+        its parameters, the counts it was chosen on and the validation operating point it gives
+        (``validation_sensitivity``; ``real_fpr`` for ``real_fpr``), and ``description`` (one sentence).
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    d = np.asarray(domains, dtype=np.int64)
+    real_neg = (y == 0) & (d == _real_domain())
+    n_real_neg = int(real_neg.sum())
+    rule: dict[str, Any] = {}
+    used = strategy
+    if strategy in ("auto", "real_fpr"):
+        used = "real_fpr" if n_real_neg else "sensitivity"
+        if not n_real_neg:
+            reason = (
+                "the validation split has no real normal slices, so false positives on real anatomy could "
+                f"not be bounded; the threshold is the highest with sensitivity ≥ {target_sensitivity}"
+            )
+            rule.update(requested=strategy, fallback=reason)
+            log = logger.warning if strategy == "real_fpr" else logger.info
+            log("threshold rule %s: %s", strategy, reason)
+    if used not in THRESHOLD_STRATEGIES[1:]:
+        raise InvalidInputError(
+            f"unknown threshold strategy {strategy!r}; choose {', '.join(THRESHOLD_STRATEGIES)}"
+        )
+    threshold = clamp_threshold(
+        choose_threshold(y, s, used, target_sensitivity, fixed, domains=d, max_real_fpr=max_real_fpr)
+    )
+    n_pos = int((y == 1).sum())
+    sens = _ratio(int(((s >= threshold) & (y == 1)).sum()), n_pos)
+    rule = {"strategy": used, **rule, "n_validation": int(len(y)), "n_positives": n_pos}
+    if used == "real_fpr":
+        fp = int((s[real_neg] >= threshold).sum())
+        rule.update(
+            max_real_fpr=float(max_real_fpr),
+            n_real_negatives=n_real_neg,
+            real_false_positives=fp,
+            real_fpr=fp / n_real_neg,
+        )
+        rule["description"] = (
+            f"the most sensitive threshold whose false-positive rate on the {n_real_neg} real normal "
+            f"validation slices is ≤ {max_real_fpr:g} (here {fp}/{n_real_neg}); validation sensitivity "
+            f"{sens:.3f} on {n_pos} hemorrhage slices"
+        )
+        if sens == 0 or not math.isfinite(sens):
+            logger.warning(
+                "threshold rule real_fpr: no hemorrhage slice of the validation split scores above the "
+                "real normals allowed by --max_real_fpr %g; the model calls nothing positive there",
+                max_real_fpr,
+            )
+    elif used == "sensitivity":
+        rule["target_sensitivity"] = float(target_sensitivity)
+        rule["description"] = f"the highest threshold reaching sensitivity ≥ {target_sensitivity}" + (
+            f" ({rule['fallback']})" if "fallback" in rule else ""
+        )
+    elif used == "youden":
+        rule["description"] = "maximum of sensitivity + specificity − 1 (Youden's J)"
+    else:
+        rule["fixed"] = float(fixed)
+        rule["description"] = "fixed by --threshold"
+    rule["validation_sensitivity"] = sens
+    return threshold, json_ready(rule)
 
 
 def clamp_threshold(t: float) -> float:
@@ -139,10 +285,15 @@ def clamp_threshold(t: float) -> float:
 
 
 def metrics_by_kind(
-    labels: np.ndarray, scores: np.ndarray, kinds: np.ndarray, threshold: float
+    labels: np.ndarray,
+    scores: np.ndarray,
+    kinds: np.ndarray,
+    threshold: float,
+    domains: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """:func:`binary_metrics` overall and per input kind (``dicom`` / ``image``) present in ``kinds``."""
-    from train.data import INPUT_KINDS
+    """:func:`binary_metrics` overall and per input kind (``dicom`` / ``image``) present in ``kinds``;
+    with ``domains``, also per anatomy domain (``by_domain``: ``phantom`` / ``real``) when both occur."""
+    from train.data import DOMAINS, INPUT_KINDS
 
     out = binary_metrics(labels, scores, threshold)
     by_kind = {}
@@ -154,7 +305,27 @@ def metrics_by_kind(
         out["by_input_kind"] = by_kind
     elif by_kind:
         out["input_kind"] = next(iter(by_kind))
+    if domains is not None:
+        by_domain = {
+            name: binary_metrics(labels[domains == code], scores[domains == code], threshold)
+            for code, name in enumerate(DOMAINS)
+            if (domains == code).any()
+        }
+        if len(by_domain) > 1:
+            out["by_domain"] = by_domain
+        elif by_domain:
+            out["domain"] = next(iter(by_domain))
     return out
+
+
+class Scored(NamedTuple):
+    """A model's scores on one split: ``labels``, ``scores`` = P(hemorrhage) (float64), ``input_kind``
+    (index into ``train.data.INPUT_KINDS``) and ``domain`` (index into ``train.data.DOMAINS``), all ``[N]``."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+    input_kind: np.ndarray
+    domain: np.ndarray
 
 
 def predict_scores(
@@ -164,11 +335,12 @@ def predict_scores(
     num_workers: int = 0,
     device: str = "cpu",
     desc: str = "scoring",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> Scored:
     """Run the model over a transformed dataset.
 
     Returns:
-        ``(labels int64 [N], scores float64 [N] = P(hemorrhage), input_kind int64 [N])``.
+        :class:`Scored` ``(labels int64 [N], scores float64 [N] = P(hemorrhage), input_kind int64 [N],
+        domain int64 [N])``; a dataset whose examples carry no ``domain`` counts as all "real".
     """
     import torch
     from torch.utils.data import DataLoader
@@ -179,19 +351,22 @@ def predict_scores(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=default_data_collator
     )
     model.eval()
-    labels, logits, kinds = [], [], []
+    labels, logits, kinds, domains = [], [], [], []
     with torch.inference_mode():
         for batch in tqdm(loader, desc=desc, leave=False):
             out = model(pixel_values=batch["pixel_values"].to(device))
             logits.append(out.logits.float().cpu().numpy())
             labels.append(batch["labels"].numpy())
             kinds.append(batch["input_kind"].numpy())
+            domain = batch.get("domain")
+            domains.append(domain.numpy() if domain is not None else np.full(len(labels[-1]), _real_domain()))
     if not logits:
         raise InvalidInputError(f"{desc}: the data set is empty")
-    return (
+    return Scored(
         np.concatenate(labels).astype(np.int64),
         softmax_scores(np.concatenate(logits)),
         np.concatenate(kinds).astype(np.int64),
+        np.concatenate(domains).astype(np.int64),
     )
 
 
@@ -295,10 +470,16 @@ def json_ready(value: Any) -> Any:
 
 
 def report_split(
-    name: str, labels: np.ndarray, scores: np.ndarray, kinds: np.ndarray, threshold: float, out_dir: Path
+    name: str,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    kinds: np.ndarray,
+    threshold: float,
+    out_dir: Path,
+    domains: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Metrics of one split at ``threshold`` plus its ROC and confusion-matrix PNGs in ``out_dir``."""
-    metrics = metrics_by_kind(labels, scores, kinds, threshold)
+    metrics = metrics_by_kind(labels, scores, kinds, threshold, domains)
     plot_roc(labels, scores, threshold, out_dir / f"roc_{name}.png", title=f"ROC — {name}")
     plot_confusion(
         metrics["confusion_matrix"],
@@ -336,9 +517,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="use this threshold instead of the model's")
     p.add_argument(
         "--threshold_strategy",
-        default="sensitivity",
-        choices=["sensitivity", "youden", "fixed"],
-        help="rule for re-choosing the threshold on validation data",
+        default="auto",
+        choices=[s for s in THRESHOLD_STRATEGIES if s != "fixed"],
+        help="rule for re-choosing the threshold on validation data (auto: real_fpr when it has real "
+        "normal slices, else sensitivity)",
+    )
+    p.add_argument(
+        "--max_real_fpr",
+        type=float,
+        default=0.10,
+        help="real_fpr rule: highest false-positive rate allowed on the validation split's real normal slices",
     )
     p.add_argument("--threshold_sensitivity", type=float, default=0.95, help="target sensitivity")
     p.add_argument("--output_dir", help="where to write eval_results.json and plots (default: <model>/eval)")
@@ -351,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
 def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate ``args.model`` as described by the CLI arguments; returns what is written to eval_results.json."""
     from brain_ct.model import load_model
+    from train.calibrate import calibration_groups, calibration_report, plot_reliability
     from train.data import (
         SliceTransform,
         add_file_neighbors,
@@ -389,25 +578,31 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     threshold = settings.threshold
     results: dict[str, Any] = {"model": str(args.model)}
     val = dataset(args.validation_dir, args.synthetic_validation, "validation")
+    source = "model config (brain_ct_threshold)"
     if val is not None and args.threshold is None:
-        y, s, k = predict_scores(model, val, args.batch_size, args.num_workers, desc="validation")
-        threshold = clamp_threshold(
-            choose_threshold(y, s, args.threshold_strategy, args.threshold_sensitivity)
+        y, s, k, d = predict_scores(model, val, args.batch_size, args.num_workers, desc="validation")
+        threshold, rule = select_threshold(
+            y,
+            s,
+            d,
+            args.threshold_strategy,
+            target_sensitivity=args.threshold_sensitivity,
+            max_real_fpr=args.max_real_fpr,
         )
-        results["validation"] = report_split("validation", y, s, k, threshold, out_dir)
+        results["threshold_rule"] = rule
+        results["validation"] = report_split("validation", y, s, k, threshold, out_dir, d)
+        source = f"validation ({rule['strategy']})"
+    elif settings.threshold_rule is not None:
+        results["threshold_rule"] = settings.threshold_rule
     if args.threshold is not None:
-        threshold = float(args.threshold)
+        threshold, source = float(args.threshold), "--threshold"
     test = dataset(args.test_dir, args.synthetic_test, "test")
-    y, s, k = predict_scores(model, test, args.batch_size, args.num_workers, desc="test")
+    y, s, k, d = predict_scores(model, test, args.batch_size, args.num_workers, desc="test")
     results["threshold"] = threshold
-    results["threshold_source"] = (
-        "--threshold"
-        if args.threshold is not None
-        else f"validation ({args.threshold_strategy})"
-        if val is not None
-        else "model config (brain_ct_threshold)"
-    )
-    results["test"] = report_split("test", y, s, k, threshold, out_dir)
+    results["threshold_source"] = source
+    results["test"] = report_split("test", y, s, k, threshold, out_dir, d)
+    results["calibration"] = {"test": calibration_report(y, s, k, d)}
+    plot_reliability(calibration_groups(y, s, k, d), out_dir / "reliability_test.png", "Reliability — test")
     (out_dir / "eval_results.json").write_text(json.dumps(json_ready(results), indent=2) + "\n")
     return results
 
@@ -437,6 +632,11 @@ def main(argv: list[str] | None = None) -> int:
     print(summary_line("test", test))
     for kind, m in test.get("by_input_kind", {}).items():
         print(summary_line(f"  {kind}", m))
+    for domain, m in test.get("by_domain", {}).items():
+        print(summary_line(f"  {domain} anatomy", m))
+    print(
+        f"test ECE {results['calibration']['test']['ece']:.4f} ({results['calibration']['test']['binning']})"
+    )
     out = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval"
     print(f"wrote {out / 'eval_results.json'}")
     return 0

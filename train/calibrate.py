@@ -1,0 +1,621 @@
+"""Calibration: reliability, expected calibration error, temperature scaling folded into the weights, and
+``python -m train.calibrate``.
+
+Calibration is measured on P(hemorrhage) with :data:`ECE_BINS` equal-width bins on [0, 1] (bin i holds
+scores in [i/B, (i+1)/B); the last bin includes 1): the expected calibration error is
+``Σ_b (n_b / N) · |fraction of hemorrhage in b − mean P(hemorrhage) in b|``, reported overall, per input
+kind (``dicom`` / ``image``) and per anatomy domain (``phantom`` / ``real``), with a reliability diagram.
+
+Temperature scaling (Guo et al., 2017) divides the logits by one T > 0 fitted on the validation split by
+minimising its negative log-likelihood (a bounded 1-D search over log T). It is kept only when it lowers the
+validation NLL. It changes no decision (the ranking is the same; the threshold is re-chosen on the calibrated
+scores) and is applied without touching the Predictor: :func:`fold_temperature` divides the classifier's last
+linear layer (weight and bias) by T, so ``softmax(W x / T + b / T) == softmax((W x + b) / T)`` and the saved
+model's logits ARE the calibrated ones; ``brain_ct_temperature`` in ``config.json`` records T.
+
+``python -m train.calibrate --model DIR --output_dir OUT [--synthetic_validation N] [--validation_dir DIR]
+[--real_anatomy_dir DIR] [--max_real_fpr 0.1] [--synthetic_test N | --test_dir DIR]`` does all of it after
+training on an existing model folder: scores the validation data, fits T, chooses the threshold by the rule
+(:func:`train.evaluate.select_threshold`) and writes the updated model folder (config, weights when T is
+kept, ``eval_results.json``, reliability and ROC plots, and the card's threshold, calibration and evaluation
+sections).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brain_ct.errors import BrainCTError, InvalidInputError
+
+logger = logging.getLogger(__name__)
+
+#: Equal-width bins on P(hemorrhage) for the expected calibration error and the reliability diagram.
+ECE_BINS = 10
+BINNING = f"{ECE_BINS} equal-width bins of P(hemorrhage) on [0, 1]"
+
+#: Search range of the temperature (a model needing more than this is not worth calibrating by T alone).
+T_RANGE = (0.05, 20.0)
+
+_EPS = 1e-12
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+def margins(scores: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The logit difference ``z_hem − z_normal = log(p / (1 − p))`` behind each two-class score p.
+
+    Scores are clipped to [1e-12, 1 − 1e-12] first, so margins beyond ±27.6 saturate (no finite model
+    output on real data gets there, and the NLL of such a score is unaffected to 1e-12).
+    """
+    p = np.clip(np.asarray(scores, dtype=np.float64), _EPS, 1.0 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def apply_temperature(scores: Sequence[float] | np.ndarray, temperature: float) -> np.ndarray:
+    """P(hemorrhage) after dividing the two logits by ``temperature``: ``sigmoid(margin / T)``."""
+    return 1.0 / (1.0 + np.exp(-margins(scores) / float(temperature)))
+
+
+def binary_nll(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+    """Mean negative log-likelihood (natural log) of the labels under P(hemorrhage) = ``scores``."""
+    y = np.asarray(labels, dtype=np.int64)
+    p = np.clip(np.asarray(scores, dtype=np.float64), _EPS, 1.0 - _EPS)
+    return float(-np.mean(np.where(y == 1, np.log(p), np.log1p(-p))))
+
+
+def reliability_bins(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, n_bins: int = ECE_BINS
+) -> list[dict[str, Any]]:
+    """Per equal-width bin of P(hemorrhage): its edges, count, mean score and fraction of hemorrhage.
+
+    Empty bins have ``n`` 0 and NaN means (``None`` in JSON).
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    index = np.minimum((s * n_bins).astype(np.int64), n_bins - 1)
+    out = []
+    for b in range(n_bins):
+        sel = index == b
+        n = int(sel.sum())
+        out.append(
+            {
+                "low": b / n_bins,
+                "high": (b + 1) / n_bins,
+                "n": n,
+                "mean_score": float(s[sel].mean()) if n else float("nan"),
+                "fraction_hemorrhage": float(y[sel].mean()) if n else float("nan"),
+            }
+        )
+    return out
+
+
+def expected_calibration_error(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, n_bins: int = ECE_BINS
+) -> float:
+    """``Σ_b (n_b / N) · |fraction of hemorrhage in b − mean score in b|`` over equal-width bins (NaN if empty)."""
+    bins = reliability_bins(labels, scores, n_bins)
+    total = sum(b["n"] for b in bins)
+    if total == 0:
+        return float("nan")
+    return float(
+        sum(b["n"] / total * abs(b["fraction_hemorrhage"] - b["mean_score"]) for b in bins if b["n"])
+    )
+
+
+def calibration_metrics(labels: np.ndarray, scores: np.ndarray, n_bins: int = ECE_BINS) -> dict[str, Any]:
+    """``n``, ``ece``, ``nll``, ``brier`` and the reliability ``bins`` of one group of examples."""
+    y = np.asarray(labels, dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    return {
+        "n": int(len(y)),
+        "ece": expected_calibration_error(y, s, n_bins),
+        "nll": binary_nll(y, s) if len(y) else float("nan"),
+        "brier": float(np.mean((s - y) ** 2)) if len(y) else float("nan"),
+        "bins": reliability_bins(y, s, n_bins),
+    }
+
+
+def calibration_groups(
+    labels: np.ndarray, scores: np.ndarray, kinds: np.ndarray, domains: np.ndarray
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{"all": (y, s), "dicom": …, "image": …, "phantom": …, "real": …}`` — the groups present."""
+    from train.data import DOMAINS, INPUT_KINDS
+
+    groups = {"all": (labels, scores)}
+    for values, names in ((kinds, INPUT_KINDS), (domains, DOMAINS)):
+        for code, name in enumerate(names):
+            sel = values == code
+            if sel.any():
+                groups[name] = (labels[sel], scores[sel])
+    return groups
+
+
+def calibration_report(
+    labels: np.ndarray, scores: np.ndarray, kinds: np.ndarray, domains: np.ndarray, n_bins: int = ECE_BINS
+) -> dict[str, Any]:
+    """Calibration overall, ``by_input_kind`` and ``by_domain`` (each :func:`calibration_metrics`)."""
+    from train.data import DOMAINS, INPUT_KINDS
+
+    groups = calibration_groups(labels, scores, kinds, domains)
+    report: dict[str, Any] = {"binning": f"{n_bins} equal-width bins of P(hemorrhage) on [0, 1]"}
+    report.update(calibration_metrics(*groups["all"], n_bins))
+    report["by_input_kind"] = {k: calibration_metrics(*groups[k], n_bins) for k in INPUT_KINDS if k in groups}
+    report["by_domain"] = {k: calibration_metrics(*groups[k], n_bins) for k in DOMAINS if k in groups}
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- temperature
+
+
+@dataclass(frozen=True)
+class TemperatureFit:
+    """Result of :func:`fit_temperature`: the fitted T, validation NLL before and after, and whether T is
+    kept (it lowers the NLL); ``reason`` says why not when it isn't."""
+
+    temperature: float
+    nll_before: float
+    nll_after: float
+    kept: bool
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fit_temperature(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> TemperatureFit:
+    """Fit T minimising the NLL of ``sigmoid(margin / T)`` on validation labels (bounded search on log T).
+
+    Kept only if it lowers the NLL by more than 1e-6 nats; with one class only the NLL keeps falling as
+    T → 0 or ∞ (nothing to calibrate against), so no T is fitted then.
+    """
+    from scipy.optimize import minimize_scalar
+
+    y = np.asarray(labels, dtype=np.int64)
+    z = margins(scores)
+    before = binary_nll(y, scores)
+    if len(y) == 0 or y.min() == y.max():
+        return TemperatureFit(1.0, before, before, False, "the validation data has only one class")
+
+    def nll(log_t: float) -> float:
+        # log-sigmoid form, stable for large margins: −log σ(u) = log(1 + e^(−u))
+        u = z / math.exp(log_t)
+        return float(np.mean(np.logaddexp(0.0, np.where(y == 1, -u, u))))
+
+    lo, hi = math.log(T_RANGE[0]), math.log(T_RANGE[1])
+    res = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
+    temperature, after = float(math.exp(res.x)), float(res.fun)
+    if not T_RANGE[0] * 1.01 < temperature < T_RANGE[1] / 1.01:
+        # no optimum inside the range: too few examples, or scores that rank the classes the wrong way
+        return TemperatureFit(
+            temperature,
+            before,
+            after,
+            False,
+            f"the fit ran to the edge of the search range {T_RANGE} (too few or unseparated validation examples)",
+        )
+    if after < before - 1e-6:
+        return TemperatureFit(temperature, before, after, True)
+    return TemperatureFit(temperature, before, after, False, "it does not lower the validation NLL")
+
+
+def fold_temperature(model: Any, temperature: float) -> None:
+    """Divide the classifier's last linear layer (weight and bias) by ``temperature``, in place.
+
+    The logits are linear in that layer's parameters, so the folded model's logits are the original ones
+    divided by T and its softmax is ``softmax(logits / T)``: every consumer of the weights (Predictor,
+    Grad-CAM, Hub tooling) gets calibrated probabilities with no extra step.
+    """
+    import torch
+
+    head = model.classifier[-1] if isinstance(model.classifier, torch.nn.Sequential) else model.classifier
+    if not isinstance(head, torch.nn.Linear):
+        raise InvalidInputError(f"cannot fold a temperature into a {type(head).__name__} classifier head")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise InvalidInputError(f"the temperature must be a finite number > 0; got {temperature!r}")
+    with torch.no_grad():
+        head.weight.div_(float(temperature))
+        if head.bias is not None:
+            head.bias.div_(float(temperature))
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def plot_reliability(
+    groups: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str, n_bins: int = ECE_BINS
+) -> None:
+    """Save a reliability diagram: fraction of hemorrhage against mean P(hemorrhage) per bin, one line per
+    group (with its ECE in the legend), the diagonal, and the overall score histogram below."""
+    from train.evaluate import _pyplot
+
+    plt = _pyplot()
+    fig, (ax, hist) = plt.subplots(
+        2, 1, figsize=(4.8, 5.6), dpi=110, gridspec_kw={"height_ratios": [3, 1]}, sharex=True
+    )
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfectly calibrated")
+    for name, (y, s) in groups.items():
+        bins = [b for b in reliability_bins(y, s, n_bins) if b["n"]]
+        ece = expected_calibration_error(y, s, n_bins)
+        ax.plot(
+            [b["mean_score"] for b in bins],
+            [b["fraction_hemorrhage"] for b in bins],
+            "o-",
+            lw=2 if name == "all" else 1.2,
+            ms=4,
+            label=f"{name} (n={len(y)}, ECE {ece:.3f})",
+        )
+    ax.set(ylabel="fraction hemorrhage", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="upper left", fontsize=7)
+    if "all" in groups:
+        hist.hist(groups["all"][1], bins=n_bins, range=(0, 1), color="steelblue")
+    hist.set(xlabel="P(hemorrhage)", ylabel="slices")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- one step
+
+
+@dataclass
+class Calibrated:
+    """What :func:`calibrate_and_choose` decided on the validation split.
+
+    Attributes:
+        threshold: the decision threshold on the calibrated scores.
+        rule: the threshold rule and its inputs (``brain_ct_threshold_rule``).
+        temperature: the model's total folded temperature afterwards (``brain_ct_temperature``).
+        validation: the validation scores after calibration (labels, scores, input kind, domain).
+        report: ``eval_results.json``'s ``calibration`` entry so far: ``temperature`` (the fit),
+            ``validation_before`` and ``validation`` (:func:`calibration_report` before / after).
+    """
+
+    threshold: float
+    rule: dict[str, Any]
+    temperature: float
+    validation: Any
+    report: dict[str, Any]
+
+
+def calibrate_and_choose(
+    model: Any,
+    validation: Any,
+    *,
+    temperature_scaling: bool = True,
+    prior_temperature: float = 1.0,
+    strategy: str = "auto",
+    target_sensitivity: float = 0.95,
+    max_real_fpr: float = 0.10,
+    fixed: float = 0.5,
+) -> Calibrated:
+    """Fit the temperature on validation scores (folding it into ``model`` when kept), then choose the
+    threshold on the calibrated scores by ``strategy`` (:func:`train.evaluate.select_threshold`).
+
+    Args:
+        model: the ``ResNetForImageClassification`` that produced ``validation`` (modified in place).
+        validation: :class:`train.evaluate.Scored` of the validation split.
+        temperature_scaling: False skips the fit (the report still has the calibration metrics).
+        prior_temperature: a temperature already folded into ``model`` (the new one multiplies it).
+        strategy, target_sensitivity, max_real_fpr, fixed: the threshold rule.
+    """
+    from train.evaluate import Scored, select_threshold
+
+    y, s, kinds, domains = validation
+    report: dict[str, Any] = {"validation_before": calibration_report(y, s, kinds, domains)}
+    total = float(prior_temperature)
+    if temperature_scaling:
+        fit = fit_temperature(y, s)
+        info = fit.as_dict()
+        if fit.kept:
+            fold_temperature(model, fit.temperature)
+            s = apply_temperature(s, fit.temperature)
+            total *= fit.temperature
+            logger.info(
+                "temperature scaling: T = %.4f lowers validation NLL %.4f → %.4f (folded into the classifier)",
+                fit.temperature,
+                fit.nll_before,
+                fit.nll_after,
+            )
+        else:
+            logger.info("temperature scaling not kept: %s", fit.reason)
+        report["temperature"] = {**info, "folded_total": total}
+    threshold, rule = select_threshold(
+        y,
+        s,
+        domains,
+        strategy,
+        target_sensitivity=target_sensitivity,
+        max_real_fpr=max_real_fpr,
+        fixed=fixed,
+    )
+    logger.info("threshold %.4f: %s", threshold, rule["description"])
+    report["validation"] = calibration_report(y, s, kinds, domains)
+    return Calibrated(threshold, rule, total, Scored(y, s, kinds, domains), report)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.calibrate",
+        description="Calibrate a saved brain-CT model (temperature scaling folded into its weights) and "
+        "re-choose its threshold on validation data; writes the updated model folder.",
+    )
+    p.add_argument("--model", required=True, help="model folder (as written by python -m train)")
+    p.add_argument("--output_dir", required=True, help="where to write the calibrated model folder")
+    p.add_argument("--validation_dir", help="validation image folder (hemorrhage/ and normal/ subfolders)")
+    p.add_argument(
+        "--synthetic_validation", type=int, default=0, help="N validation phantoms generated on the fly"
+    )
+    p.add_argument(
+        "--real_anatomy_dir",
+        help="folder of real normal head DICOMs: its held-out levels join the validation data as real anatomy "
+        "(normals and painted-in lesions, via train.data.real_anatomy_records)",
+    )
+    p.add_argument("--test_dir", help="test image folder: test metrics at the new threshold")
+    p.add_argument("--synthetic_test", type=int, default=0, help="N test phantoms generated on the fly")
+    p.add_argument("--synthetic_seed", type=int, default=0, help="phantom seed (same meaning as in training)")
+    p.add_argument("--synthetic_size", type=int, default=256, help="phantom side in pixels")
+    p.add_argument("--synthetic_8bit_fraction", type=float, default=0.5, help="fraction fed as 8-bit renders")
+    p.add_argument(
+        "--threshold_strategy",
+        default="auto",
+        choices=["auto", "real_fpr", "sensitivity", "youden"],
+        help="threshold rule (auto: real_fpr when the validation data has real normal slices, else sensitivity)",
+    )
+    p.add_argument(
+        "--max_real_fpr",
+        type=float,
+        default=0.10,
+        help="real_fpr: the highest false-positive rate allowed on the validation split's real normal slices",
+    )
+    p.add_argument("--threshold_sensitivity", type=float, default=0.95, help="target of the sensitivity rule")
+    p.add_argument(
+        "--no_temperature_scaling",
+        dest="temperature_scaling",
+        action="store_false",
+        help="only re-choose the threshold (weights unchanged)",
+    )
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--num_workers", type=int, default=0, help="dataloader worker processes")
+    return p
+
+
+def real_anatomy_columns(folder: str, split: str, seed: int) -> dict[str, list[Any]]:
+    """Records of the real-anatomy source's ``split`` (its held-out levels for validation/test).
+
+    The ONE place this module meets that source (``train.data.real_anatomy_records``).
+    """
+    from train import data
+
+    records = getattr(data, "real_anatomy_records", None)
+    if records is None:
+        raise InvalidInputError(
+            "--real_anatomy_dir needs the real-anatomy training source (train.data.real_anatomy_records), "
+            "which this installation lacks; give --validation_dir with real normal slices instead"
+        )
+    return records(folder, split, seed)
+
+
+def merge_columns(parts: Sequence[dict[str, list[Any]]]) -> dict[str, list[Any]]:
+    """Concatenate record columns of several sources; a column one source lacks is filled with its
+    neutral value (``""``, ``-1`` for ``synthetic_seed``, ``[]`` for lists, else None)."""
+    parts = [p for p in parts if p]
+    keys = list(dict.fromkeys(k for p in parts for k in p))
+    out: dict[str, list[Any]] = {k: [] for k in keys}
+    for part in parts:
+        n = len(part["label"])
+        for key in keys:
+            if key in part:
+                out[key].extend(part[key])
+                continue
+            sample = next((p[key][0] for p in parts if key in p and p[key]), None)
+            fill: Any = -1 if key == "synthetic_seed" else "" if isinstance(sample, str) else None
+            fill = [] if isinstance(sample, list) else fill
+            out[key].extend([fill] * n)
+    return out
+
+
+def split_columns(
+    args: argparse.Namespace, split: str, context_slices: int = 0
+) -> dict[str, list[Any]] | None:
+    """The records of ``split`` ("validation" or "test") from the CLI's sources, or None when none given.
+
+    Files of a slice-context model carry their series neighbours (phantoms are generated as stacks).
+    """
+    from train.data import add_file_neighbors, scan_imagefolder, synthetic_records
+
+    folder = args.validation_dir if split == "validation" else args.test_dir
+    n = args.synthetic_validation if split == "validation" else args.synthetic_test
+    parts = []
+    if folder:
+        files = scan_imagefolder(folder)
+        parts.append(add_file_neighbors(files, context_slices) if context_slices else files)
+    if n > 0:
+        parts.append(synthetic_records(n, split, args.synthetic_seed, args.synthetic_8bit_fraction))
+    if args.real_anatomy_dir:
+        parts.append(real_anatomy_columns(args.real_anatomy_dir, split, args.synthetic_seed))
+    return merge_columns(parts) if parts else None
+
+
+def _copy_model_folder(src: Path, dst: Path) -> None:
+    if src.resolve() == dst.resolve():
+        return
+    # checkpoints and trainer state belong to the training run, not to the calibrated model
+    shutil.copytree(
+        src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint-*", "runs", "*.bin", "eval")
+    )
+
+
+def _update_card(
+    out: Path, results: dict[str, Any], calibration_plots: list[str], plots: list[str], command: str
+) -> None:
+    from train.card import calibration_text, metrics_table, replace_section, section_body, threshold_text
+
+    path = out / "README.md"
+    if not path.is_file():
+        return
+    card = path.read_text(encoding="utf-8")
+    card = replace_section(
+        card, "Decision threshold", threshold_text(results["threshold"], results["threshold_rule"])
+    )
+    evaluation = metrics_table(results)
+    if "test" not in results:
+        evaluation += (
+            "\n\nTest metrics were not recomputed at this threshold by `python -m train.calibrate`; "
+            "run `python -m train.evaluate` on a test set."
+        )
+    evaluation += "\n\n" + "\n\n".join(f"![{p}]({p})" for p in plots)
+    card = replace_section(card, "Evaluation", evaluation, before="Model and training")
+    card = replace_section(
+        card,
+        "Calibration",
+        calibration_text(results["calibration"], calibration_plots),
+        before="Model and training",
+    )
+    reproduce = section_body(card, "Reproduce") or ""
+    calibrate_block = f"```bash\n{command}\n```"
+    if calibrate_block not in reproduce:
+        reproduce = (reproduce + "\n\nThen calibrated and thresholded with:\n\n" + calibrate_block).strip()
+        card = replace_section(card, "Reproduce", reproduce, before="How to use")
+    path.write_text(card, encoding="utf-8")
+
+
+def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
+    """Run ``python -m train.calibrate`` (see the module docstring); returns the new ``eval_results.json``."""
+    import dataclasses
+
+    from brain_ct.model import apply_settings_to_config, load_model, shown_model_id
+    from train.data import SliceTransform, attach_transform, to_dataset
+    from train.evaluate import json_ready, predict_scores, report_split
+
+    if not 0.0 <= args.max_real_fpr <= 1.0:
+        raise InvalidInputError(f"--max_real_fpr must be in [0, 1]; got {args.max_real_fpr}")
+    model, settings = load_model(args.model)
+    columns = split_columns(args, "validation", settings.context_slices)
+    if columns is None:
+        raise InvalidInputError(
+            "nothing to calibrate on: give --validation_dir DIR, --synthetic_validation N and/or "
+            "--real_anatomy_dir DIR (real normal slices let the threshold bound false positives on real anatomy)"
+        )
+    transform = SliceTransform(
+        windows=settings.windows,
+        size=settings.image_size,
+        mean=settings.mean,
+        std=settings.std,
+        synthetic_size=args.synthetic_size,
+        context_slices=settings.context_slices,
+    )
+
+    def dataset(cols: dict[str, list[Any]]) -> Any:
+        return attach_transform(to_dataset(cols), transform)
+
+    val = predict_scores(model, dataset(columns), args.batch_size, args.num_workers, desc="validation")
+    cal = calibrate_and_choose(
+        model,
+        val,
+        temperature_scaling=args.temperature_scaling,
+        prior_temperature=settings.temperature,
+        strategy=args.threshold_strategy,
+        target_sensitivity=args.threshold_sensitivity,
+        max_real_fpr=args.max_real_fpr,
+    )
+    src, out = Path(args.model), Path(args.output_dir)
+    previous = None
+    if src.is_dir():
+        if (src / "eval_results.json").is_file():
+            previous = json.loads((src / "eval_results.json").read_text())
+            previous.pop("before_calibration", None)
+        _copy_model_folder(src, out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    results: dict[str, Any] = {
+        "model": shown_model_id(str(args.model)),
+        "threshold": cal.threshold,
+        "threshold_strategy": cal.rule["strategy"],
+        "threshold_rule": cal.rule,
+    }
+    y, s, k, d = cal.validation
+    results["validation"] = report_split("validation", y, s, k, cal.threshold, out, d)
+    results["calibration"] = cal.report
+    groups = {"validation": calibration_groups(y, s, k, d)}
+    test_columns = (
+        split_columns(args, "test", settings.context_slices)
+        if (args.test_dir or args.synthetic_test > 0)
+        else None
+    )
+    if test_columns is not None:
+        # the folded model scores the test set: this also checks the folding end to end
+        test = predict_scores(model, dataset(test_columns), args.batch_size, args.num_workers, desc="test")
+        results["test"] = report_split("test", *test[:3], cal.threshold, out, test.domain)
+        results["calibration"]["test"] = calibration_report(*test)
+        groups["test"] = calibration_groups(*test)
+    calibration_plots = []
+    for split, split_groups in groups.items():
+        name = f"reliability_{split}.png"
+        plot_reliability(split_groups, out / name, f"Reliability — {split}")
+        calibration_plots.append(name)
+    if previous is not None:
+        results["before_calibration"] = previous
+
+    settings = dataclasses.replace(
+        settings, threshold=cal.threshold, threshold_rule=cal.rule, temperature=cal.temperature
+    )
+    apply_settings_to_config(model.config, settings)
+    model.save_pretrained(str(out))
+    (out / "eval_results.json").write_text(json.dumps(json_ready(results), indent=2) + "\n")
+    command = "python -m train.calibrate " + " ".join(shlex.quote(a) for a in argv)
+    plots = [p for p in ("training_curves.png",) if (out / p).is_file()]
+    plots += [
+        f"{kind}_{split}.png"
+        for split in ("validation", "test")
+        if split in results
+        for kind in ("roc", "confusion_matrix")
+    ]
+    _update_card(out, json_ready(results), calibration_plots, plots, command)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; exit 0 on success, 1 on a clear error (no traceback), 2 on usage errors."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        results = calibrate_model(args, argv)
+    except BrainCTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    from train.evaluate import summary_line
+
+    temp = results["calibration"].get("temperature")
+    if temp:
+        kept = "kept" if temp["kept"] else f"not kept ({temp['reason']})"
+        print(f"temperature {temp['temperature']:.4f}: {kept}; folded total {temp['folded_total']:.4f}")
+    print(f"threshold {results['threshold']:.4f}: {results['threshold_rule']['description']}")
+    for split in ("validation", "test"):
+        if split in results:
+            print(summary_line(split, results[split]))
+            print(f"  {split} ECE {results['calibration'][split]['ece']:.4f} ({BINNING})")
+    print(f"wrote {args.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
