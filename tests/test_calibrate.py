@@ -24,10 +24,10 @@ from train.calibrate import (
     fold_temperature,
     main,
     margins,
-    merge_columns,
     reliability_bins,
 )
 from train.card import replace_section, section_body, threshold_text
+from train.data import merge_records
 from train.evaluate import Scored
 
 
@@ -130,10 +130,10 @@ def test_calibration_report_groups() -> None:
     assert "equal-width" in report["binning"]
 
 
-def test_merge_columns_fills_missing_columns() -> None:
+def test_merge_records_fills_missing_columns() -> None:
     a = {"path": ["a.png"], "label": [0], "synthetic_seed": [-1]}
     b = {"path": [""], "label": [1], "synthetic_seed": [7], "kind": ["dicom"], "neighbors": [["x"]]}
-    m = merge_columns([a, b])
+    m = merge_records(a, b)
     assert m == {
         "path": ["a.png", ""],
         "label": [0, 1],

@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 prefetch_phantoms(ds.to_dict(), data_args.synthetic_size, procs, context)
 
     with_masks = data_args.mask_loss_weight > 0
-    if with_masks and not splits.synthetic and not splits.hub:
+    if with_masks and not splits.generated_masks and not splits.hub:
         n_masks = sum(1 for m in splits.train["mask_path"] if m)
         if n_masks == 0:
             raise ValueError(

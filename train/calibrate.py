@@ -404,32 +404,7 @@ def real_anatomy_columns(folder: str, split: str, seed: int) -> dict[str, list[A
     """
     from train import data
 
-    records = getattr(data, "real_anatomy_records", None)
-    if records is None:
-        raise InvalidInputError(
-            "--real_anatomy_dir needs the real-anatomy training source (train.data.real_anatomy_records), "
-            "which this installation lacks; give --validation_dir with real normal slices instead"
-        )
-    return records(folder, split, seed)
-
-
-def merge_columns(parts: Sequence[dict[str, list[Any]]]) -> dict[str, list[Any]]:
-    """Concatenate record columns of several sources; a column one source lacks is filled with its
-    neutral value (``""``, ``-1`` for ``synthetic_seed``, ``[]`` for lists, else None)."""
-    parts = [p for p in parts if p]
-    keys = list(dict.fromkeys(k for p in parts for k in p))
-    out: dict[str, list[Any]] = {k: [] for k in keys}
-    for part in parts:
-        n = len(part["label"])
-        for key in keys:
-            if key in part:
-                out[key].extend(part[key])
-                continue
-            sample = next((p[key][0] for p in parts if key in p and p[key]), None)
-            fill: Any = -1 if key == "synthetic_seed" else "" if isinstance(sample, str) else None
-            fill = [] if isinstance(sample, list) else fill
-            out[key].extend([fill] * n)
-    return out
+    return data.real_anatomy_records(folder, split, seed)
 
 
 def split_columns(
@@ -439,7 +414,7 @@ def split_columns(
 
     Files of a slice-context model carry their series neighbours (phantoms are generated as stacks).
     """
-    from train.data import add_file_neighbors, scan_imagefolder, synthetic_records
+    from train.data import add_file_neighbors, merge_records, scan_imagefolder, synthetic_records
 
     folder = args.validation_dir if split == "validation" else args.test_dir
     n = args.synthetic_validation if split == "validation" else args.synthetic_test
@@ -451,7 +426,7 @@ def split_columns(
         parts.append(synthetic_records(n, split, args.synthetic_seed, args.synthetic_8bit_fraction))
     if args.real_anatomy_dir:
         parts.append(real_anatomy_columns(args.real_anatomy_dir, split, args.synthetic_seed))
-    return merge_columns(parts) if parts else None
+    return merge_records(*parts) if parts else None
 
 
 def _copy_model_folder(src: Path, dst: Path) -> None:

@@ -710,17 +710,25 @@ REAL_COLUMNS: dict[str, Any] = {"real_seed": -1, "real_subtype": "", "real_augme
 
 
 def merge_records(*parts: dict[str, list[Any]] | None) -> dict[str, list[Any]]:
-    """Concatenate record columns of several sources; a column one source lacks gets its default."""
-    present = [p for p in parts if p is not None]
-    keys: list[str] = []
-    for p in present:
-        keys += [k for k in p if k not in keys]
+    """Concatenate record columns of several sources; a column one source lacks gets its neutral value
+    (:data:`REAL_COLUMNS`' defaults, ``-1`` for ``synthetic_seed``, ``[]`` for lists, ``""`` for text)."""
+    present = [p for p in parts if p]
+    keys = list(dict.fromkeys(k for p in present for k in p))
     out: dict[str, list[Any]] = {k: [] for k in keys}
     for p in present:
         n = len(p["label"])
         for k in keys:
-            out[k] += p[k] if k in p else [REAL_COLUMNS.get(k, "")] * n
+            out[k] += p[k] if k in p else [_neutral(k, present)] * n
     return out
+
+
+def _neutral(key: str, parts: list[dict[str, list[Any]]]) -> Any:
+    if key in REAL_COLUMNS:
+        return REAL_COLUMNS[key]
+    if key == "synthetic_seed":
+        return -1
+    sample = next((p[key][0] for p in parts if p.get(key)), None)
+    return [] if isinstance(sample, list) else "" if isinstance(sample, str) else None
 
 
 def real_anatomy_example(
