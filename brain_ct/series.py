@@ -8,12 +8,19 @@ the series in batches and applies the documented scan-level rule (:class:`ScanRu
 Reading, in order:
 
 1. **Collect** the candidate files. Zips are checked as a whole *before* anything is read
-   (:class:`ZipLimits`: entry names, symlinks, entry count, declared sizes, compression ratio);
-   members are then read into memory one by one with the limits enforced on the bytes actually
-   inflated (declared sizes can lie). Nothing is ever written to disk.
+   (:class:`ZipLimits`: entry names, symlinks, entry count, declared sizes, compression ratio of
+   each member and of the whole zip); members are then read into memory one by one with the
+   limits enforced on the bytes actually inflated (declared sizes can lie). Nothing is ever
+   written to disk. The first bytes of each file decide what it is (:func:`_sniff`: the DICOM
+   ``DICM`` marker or a DICOM element at the start, or an image signature); anything else is
+   never inflated further nor parsed, and is listed in :attr:`Series.errors`. The whole request
+   runs under a time budget (:attr:`ZipLimits.max_seconds`).
 2. **Headers only** (``io.read_dicom_header``): group DICOMs by (0020,000E) *Series Instance UID*;
    with several series, pick the axial non-contrast CT series with the most slices unless the
-   caller chooses one (``series_uid``, hashed or raw).
+   caller chooses one (``series_uid``, hashed or raw). Files not read are listed in
+   :attr:`Series.skipped` with the reason (another series, a DICOM without an image, an
+   ordinary image beside DICOM slices, a DICOMDIR). File names are user data: they are shown
+   only when they pass :func:`screen_name`.
 3. **Sort** by (0020,0032) *Image Position Patient* projected on the slice normal (the cross product
    of the row and column direction cosines of (0020,0037) *Image Orientation Patient*, oriented to
    point superior, so positions grow from the feet to the vertex); fallback (0020,0013) *Instance
@@ -25,6 +32,7 @@ Reading, in order:
 
 from __future__ import annotations
 
+import hashlib
 import io as _io
 import math
 import os
@@ -103,17 +111,23 @@ class Series:
 
     Attributes:
         slices: the loaded slices, one :class:`~brain_ct.io.CTImage` each.
-        files: per slice, its name inside the folder or zip (POSIX relative path), or the file's
-            own name; frames of a multi-frame DICOM are ``"name#N"`` (N from 1). Never a temp path.
+        files: per slice, its display name: the name inside the folder or zip (POSIX relative
+            path, or the base name) when it passes :func:`screen_name`, else ``"slice N at Z mm"``
+            (N from 1 in anatomical order, Z its position; ``"slice N"`` without one); frames of a
+            multi-frame DICOM are ``"name#N"`` (N from 1). Never a temp path. Also ``CTImage.name``.
         positions: per slice, its position in mm along the slice normal (pointing superior), or
             ``None`` where (0020,0032) *Image Position Patient* is missing.
-        series_id: hashed (0020,000E) *Series Instance UID* (:func:`brain_ct.privacy.hashed_uid`);
-            ``None`` for ordinary images.
-        errors: files that could not be read: ``{"file", "type", "message"}`` each.
+        series_id: hashed (0020,000E) *Series Instance UID* (:func:`brain_ct.privacy.hashed_uid`
+            salted with the input's own UIDs, so the same files give the same id in every run;
+            not equal to ``meta["SeriesUIDHash"]``); ``None`` for ordinary images.
+        errors: files that could not be read: ``{"file", "type", "message"}`` each; ``file`` is the
+            screened name or ``"file N"`` (N from 1 in the natural order of the input's names).
         skipped: readable input files that are not part of this series (another series, a non-image
             DICOM such as RTPLAN or SR, an ordinary image beside DICOM slices): ``{"file", "reason"}`` each,
             e.g. ``{"file": "IM0003", "reason": "other series 3f2a…, 1 slice"}``.
-        source: what was read, as a display string (the path as given, or ``"N files"``).
+        source: what was read, as a display string: the file or folder's own name (never the
+            folder it sits in: an upload sits in the server's cache), ``"zip"``/``"upload"`` for
+            bytes, or ``"N files"``.
         sort_key: how the slices were ordered: ``"position"``, ``"instance_number"``, ``"name"``.
         identifiers: (0010,0010) PatientName, (0010,0020) PatientID and (0008,0020) StudyDate
             of the first slice, only when ``read_series(..., read_identifiers=True)`` asked for
@@ -152,7 +166,8 @@ class SeriesInfo:
     """One series found in a source, as :func:`list_series` shows it (nothing identifying).
 
     Attributes:
-        series_id: hashed Series Instance UID (pass it back as ``series_uid`` to choose it).
+        series_id: hashed Series Instance UID, the same in every run for the same input (pass it
+            back as ``series_uid`` to choose it, also from another process).
         description: (0008,103E) *Series Description* when the privacy allow-list permits it.
         modality: (0008,0060) *Modality*, e.g. ``"CT"``.
         n_slices: slices in the series (frames counted for multi-frame files).
@@ -735,6 +750,11 @@ class _Headers:
     problems: list[tuple[_Member, str, str]] = field(default_factory=list)  # (member, type, why)
     not_images: list[tuple[_Member, str]] = field(default_factory=list)  # (member, reason)
     identifying: dict[int, list[str]] = field(default_factory=dict)
+    uids: list[str] = field(default_factory=list)  # Series and SOP Instance UIDs of the images
+
+    @property
+    def salt(self) -> bytes:
+        return _input_salt(self.uids)
 
 
 def _read_headers(members: list[_Member], budget: _Budget) -> _Headers:
@@ -782,6 +802,7 @@ def _group_headers(members: list[_Member], budget: _Budget) -> _Headers:
             found.not_images.append((member, _not_an_image(ds, sop)))
             continue
         uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
+        found.uids += [uid, str(getattr(ds, "SOPInstanceUID", "") or "")]
         group = groups.get(uid)
         if group is None:
             group = groups[uid] = _Group(uid=uid)
@@ -855,17 +876,31 @@ def _rank(group: _Group) -> tuple[bool, bool, bool, int]:
     return (group.modality == "CT", group.orientation == "axial", not group.contrast, len(group.entries))
 
 
-def _series_id(uid: str) -> str:
-    return privacy.hashed_uid(uid) if uid else "no-series-uid"
+def _series_id(uid: str, salt: bytes) -> str:
+    return privacy.hashed_uid(uid, salt=salt) if uid else "no-series-uid"
 
 
-def _choose(groups: dict[str, _Group], series_uid: str | None) -> _Group:
+def _input_salt(uids: Sequence[str]) -> bytes:
+    """Salt for the series ids of one input: derived from every image's UIDs in it.
+
+    The ids must agree between two runs (``predict --list-series`` then ``--series-uid ID``), so
+    the per-process salt of :func:`brain_ct.privacy.hashed_uid` cannot be used; a salt made of
+    all the input's SOP Instance and Series Instance UIDs is stable for the same files, yet an id
+    cannot be matched against a table of known Series UIDs without every other UID of the input.
+    """
+    digest = hashlib.sha256(b"brain_ct.series ids\0")
+    for uid in sorted(set(uids)):
+        digest.update(uid.encode("ascii", "replace") + b"\0")
+    return digest.digest()[:16]
+
+
+def _choose(groups: dict[str, _Group], series_uid: str | None, salt: bytes) -> _Group:
     if series_uid is not None:
         wanted = series_uid.strip()
         for uid, group in groups.items():
-            if wanted in (uid, _series_id(uid)):
+            if wanted in (uid, _series_id(uid, salt)):
                 return group
-        available = ", ".join(sorted(_series_id(u) for u in groups))
+        available = ", ".join(sorted(_series_id(u, salt) for u in groups))
         raise InvalidInputError(
             f"series {wanted!r} is not in this input; available series ids: {available}. "
             "Use one of them (see list_series)."
@@ -889,11 +924,12 @@ def list_series(
         (its ``default`` is True). Empty when the source holds no DICOM image.
     """
     members, _, budget = _collect(source, zip_limits)
-    groups = _read_headers(members, budget).groups
+    found = _read_headers(members, budget)
+    groups = found.groups
     ordered = sorted(groups.values(), key=_rank, reverse=True)
     return [
         SeriesInfo(
-            series_id=_series_id(g.uid),
+            series_id=_series_id(g.uid, found.salt),
             description=g.description,
             modality=g.modality,
             n_slices=len(g.entries),
@@ -966,12 +1002,14 @@ def read_series(
     ]
     skipped = [(m.ordinal, {"file": m.label, "reason": why}) for m, why in found.not_images]
     if found.groups:
-        group = _choose(found.groups, series_uid)
+        group = _choose(found.groups, series_uid, found.salt)
         sort_key = _sort_entries(group.entries)
         for other in found.groups.values():
             if other is group:
                 continue
-            reason = f"other series {_series_id(other.uid)}, {plural(len(other.entries), 'slice')}"
+            reason = (
+                f"other series {_series_id(other.uid, found.salt)}, {plural(len(other.entries), 'slice')}"
+            )
             for member in {id(e.member): e.member for e in other.entries}.values():
                 skipped.append((member.ordinal, {"file": member.label, "reason": reason}))
         for member in found.images:
@@ -989,7 +1027,7 @@ def read_series(
         series = _load_dicom_entries(
             group.entries, allow_unverified or group.modality == "CT", errors, budget
         )
-        series.series_id = _series_id(group.uid)
+        series.series_id = _series_id(group.uid, found.salt)
         series.sort_key = sort_key
         if read_identifiers and group.entries:
             series.identifiers = _read_identifiers(group.entries[0].member)

@@ -1038,3 +1038,24 @@ def test_one_slice_is_singular():
     assert plural(1, "slice") == "1 slice"
     assert plural(0, "slice") == "0 slices"
     assert plural(12, "slice") == "12 slices"
+
+
+def test_series_ids_are_stable_across_runs_for_the_same_input(make_ct_dataset, monkeypatch):
+    from brain_ct import privacy
+
+    a = _head_series(make_ct_dataset, 2)
+    b = _head_series(make_ct_dataset, 3)
+    entries = [(f"a{i}.dcm", _to_bytes(ds)) for i, (_, ds) in enumerate(a)]
+    entries += [(f"b{i}.dcm", _to_bytes(ds)) for i, (_, ds) in enumerate(b)]
+    data = _zip(entries)
+    first = [i.series_id for i in list_series(data)]
+    monkeypatch.setattr(privacy, "_SALT", b"another process has another salt")
+    # `predict --list-series` and `predict --series-uid ID` run in two processes: the ids must agree.
+    assert [i.series_id for i in list_series(data)] == first
+    assert read_series(data, series_uid=first[1]).series_id == first[1]
+    # The id depends on the whole input, so it cannot be looked up from one UID alone.
+    more = _zip(
+        entries
+        + [("b9.dcm", _to_bytes(_head_series(make_ct_dataset, 1, uid=str(b[0][1].SeriesInstanceUID))[0][1]))]
+    )
+    assert set(i.series_id for i in list_series(more)).isdisjoint(first)
