@@ -1253,6 +1253,7 @@ class SeriesPrediction:
             "probability": float(self.probability),
             "threshold": float(self.threshold),
             "n_slices": self.n_slices,
+            "series_id": self.series.series_id,
             "positive_slices": list(self.positive_slices),
             "slices": [self.slice_dict(i) for i in range(self.n_slices)],
             "errors": [dict(e) for e in self.series.errors],
