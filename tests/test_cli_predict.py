@@ -306,5 +306,5 @@ def test_table_numbers_slices_from_one_and_lists_files_not_read(capsys) -> None:
     assert "scan of 1 slice;" in out
     assert "scan.zip slice 1 of 3 (IM0): why 0" in out and "scan.zip slice 3 of 3 (IM2): why 2" in out
     assert "slice 0" not in out
-    assert "scan.zip: 1 file skipped: b0.dcm (other series 0123, 1 slice)" in out
+    assert "scan.zip: 1 file skipped (other series 0123, 1 slice): b0.dcm" in out
     assert "scan.zip: 1 file could not be read: file 5: not a DICOM file" in out

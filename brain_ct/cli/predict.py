@@ -227,9 +227,12 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
         cells = [row[i].ljust(widths[i]) for i in range(4)]
         print("  ".join([*cells, row[4]]).rstrip(), file=out)
     for r in records:
-        if r.get("skipped"):
-            listed = "; ".join(f"{k['file']} ({k['reason']})" for k in r["skipped"])
-            print(f"{r['file']}: {plural(len(r['skipped']), 'file')} skipped: {listed}", file=out)
+        by_reason: dict[str, list[str]] = {}
+        for item in r.get("skipped") or []:
+            by_reason.setdefault(item["reason"], []).append(item["file"])
+        for reason, names in by_reason.items():
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            print(f"{r['file']}: {plural(len(names), 'file')} skipped ({reason}): {shown}", file=out)
         if r.get("errors"):
             listed = "; ".join(e["message"] for e in r["errors"])
             print(f"{r['file']}: {plural(len(r['errors']), 'file')} could not be read: {listed}", file=out)
