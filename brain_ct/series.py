@@ -320,34 +320,35 @@ def check_zip(zf: zipfile.ZipFile, limits: ZipLimits = DEFAULT_ZIP_LIMITS, *, la
             "Zip only the slices of one CT series."
         )
     total = compressed = 0
-    for info in infos:
+    for k, info in enumerate(infos, start=1):
+        entry = _entry_label(info.filename, k, len(infos))
         why = _bad_entry_name(info.filename)
         if why:
             raise InvalidInputError(
-                f"{label} refused: entry {info.filename!r} {why}. Zip entries must be relative paths "
+                f"{label} refused: entry {entry} {why}. Zip entries must be relative paths "
                 "inside the archive; re-create the zip from the folder of slices."
             )
         if stat.S_ISLNK(info.external_attr >> 16):
             raise InvalidInputError(
-                f"{label} refused: entry {info.filename!r} is a symbolic link; links are not accepted. "
+                f"{label} refused: entry {entry} is a symbolic link; links are not accepted. "
                 "Zip the slice files themselves."
             )
         if info.flag_bits & 0x1:
             raise InvalidInputError(
-                f"{label} refused: entry {info.filename!r} is encrypted; zip the slices without a password."
+                f"{label} refused: entry {entry} is encrypted; zip the slices without a password."
             )
         if info.is_dir():
             continue
         if info.file_size > limits.max_entry_bytes:
             raise InvalidInputError(
-                f"{label} refused: entry {info.filename!r} declares {info.file_size} bytes uncompressed; "
+                f"{label} refused: entry {entry} declares {info.file_size} bytes uncompressed; "
                 f"at most {limits.max_entry_bytes} bytes per file are accepted."
             )
         if info.file_size >= limits.ratio_floor_bytes and info.file_size > limits.max_ratio * max(
             info.compress_size, 1
         ):
             raise InvalidInputError(
-                f"{label} refused: entry {info.filename!r} expands {info.file_size / max(info.compress_size, 1):.0f}× "
+                f"{label} refused: entry {entry} expands {info.file_size / max(info.compress_size, 1):.0f}× "
                 f"(limit {limits.max_ratio:.0f}×); this looks like a zip bomb."
             )
         total += info.file_size
@@ -362,6 +363,23 @@ def check_zip(zf: zipfile.ZipFile, limits: ZipLimits = DEFAULT_ZIP_LIMITS, *, la
             f"{label} refused: its {len(infos)} entries expand {total / max(compressed, 1):.0f}× together "
             f"(limit {limits.max_ratio:.0f}×); this looks like a zip bomb. Zip only the slices of one CT series."
         )
+
+
+def _entry_label(name: str, k: int, n: int) -> str:
+    """How a message names zip entry ``k`` of ``n``: its name, quoted, when it passes
+    :func:`screen_name` (entry names are user data), else ``"number k of n"``."""
+    return repr(name) if screen_name(name.replace("\\", "/")) else f"number {k} of {n}"
+
+
+def _zip_failure(exc: BaseException) -> str:
+    text = str(exc)
+    if "CRC" in text:
+        return "its checksum does not match"
+    if isinstance(exc, NotImplementedError):
+        return "unsupported compression method"
+    if isinstance(exc, EOFError):
+        return "the data ends early"
+    return type(exc).__name__
 
 
 class _Budget:
@@ -400,6 +418,7 @@ def _read_zip(source: Path | bytes, limits: ZipLimits, label: str, budget: _Budg
         for done, info in enumerate(infos):
             budget.check(done, len(infos), "unpacked")
             name = info.filename.replace("\\", "/")
+            entry = _entry_label(info.filename, done + 1, len(infos))
             if info.is_dir() or _skip_silently(name):
                 continue
             buf = bytearray()
@@ -417,13 +436,15 @@ def _read_zip(source: Path | bytes, limits: ZipLimits, label: str, budget: _Budg
                             or total > limits.max_total_bytes
                         ):
                             raise InvalidInputError(
-                                f"{label} refused: entry {info.filename!r} inflates beyond its declared size "
+                                f"{label} refused: entry {entry} inflates beyond its declared size "
                                 "or the size limit; this looks like a zip bomb or a corrupt zip."
                             )
                         budget.check(done, len(infos), "unpacked")
             except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
                 raise InvalidInputError(
-                    f"{label} is corrupt or uses an unsupported compression (entry {info.filename!r}: {exc}); "
+                    f"{label} is corrupt or uses an unsupported compression (entry {entry}: "
+                    # zipfile's own messages quote the entry name: only the kind of failure is shown
+                    f"{_zip_failure(exc)}); "
                     "re-create it with standard (deflate) compression."
                 ) from None
             members.append(_Member(name, b"" if kind == "other" else bytes(buf), kind=kind))

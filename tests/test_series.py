@@ -471,7 +471,33 @@ def test_unsafe_entry_names_refuse_the_whole_zip(name, match, make_ct_dataset, g
     data = _zip([("good.dcm", good), (name, good)])
     with pytest.raises(InvalidInputError, match=match) as info:
         read_series(data)
-    assert name in str(info.value) or name.replace("\\", "\\\\") in str(info.value)
+    # The entry is named when its name passes the identifier screening, else numbered.
+    named = name in str(info.value) or name.replace("\\", "\\\\") in str(info.value)
+    assert named or "entry number 2 of 2" in str(info.value)
+
+
+def test_refusals_never_quote_an_identifying_entry_name(make_ct_dataset):
+    secret = "ZORBLATT^QUENNELL_PIDZ99183/20210915"
+    link = zipfile.ZipInfo(f"{secret}/IM0001")
+    link.create_system = 3
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    good = _valid_entry(make_ct_dataset)
+    for entries, match in (
+        ([("IM0000", good), (link, b"/etc/passwd")], "entry number 2 of 2 is a symbolic link"),
+        ([("IM0000", good), (f"/{secret}/IM0002", good)], "entry number 2 of 2 is an absolute path"),
+    ):
+        with pytest.raises(InvalidInputError, match=match) as info:
+            read_series(_zip(entries))
+        assert not any(v in str(info.value) for v in IDENTITY)
+    # zipfile's own error text quotes the entry name: a corrupt member is described, not quoted.
+    data = bytearray(_zip([(f"{secret}/IM0003", bytes(128) + b"DICM" + bytes(5000))]))
+    central = data.find(b"PK\x01\x02")
+    data[central + 16 : central + 20] = b"\x00\x00\x00\x00"  # wrong CRC in the directory
+    local = data.find(b"PK\x03\x04")
+    data[local + 14 : local + 18] = b"\x00\x00\x00\x00"
+    with pytest.raises(InvalidInputError, match="corrupt") as info:
+        read_series(bytes(data), zip_limits=ZipLimits(max_ratio=1e9))
+    assert not any(v in str(info.value) for v in IDENTITY)
 
 
 def test_symlink_entry_is_refused(make_ct_dataset, guard):
