@@ -26,8 +26,9 @@ Reading, in order:
    point superior, so positions grow from the feet to the vertex); fallback (0020,0013) *Instance
    Number*; fallback natural order of the file names. PNG/JPG slices keep the natural order of names.
 4. **Pixels once**: each file of the chosen series is decoded exactly once (``io.load_image``, or
-   ``io.load_frames`` for a multi-frame file). A file that fails is skipped and listed in
-   :attr:`Series.errors`; the series fails only when no slice loads.
+   ``io.load_frames`` for a multi-frame file), from the bytes read in step 1: a file is read from
+   disk once (unless the kept bytes would pass ``ZipLimits.max_total_bytes``). A file that fails
+   is skipped and listed in :attr:`Series.errors`; the series fails only when no slice loads.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ import numpy as np
 
 from brain_ct import framing, privacy
 from brain_ct.errors import InvalidInputError, NotHeadCTError
-from brain_ct.io import load_frames, load_image, quiet_dicom, read_dicom_header
+from brain_ct.io import MAX_FILE_BYTES, load_frames, load_image, quiet_dicom, read_dicom_header
 
 if TYPE_CHECKING:
     from brain_ct.io import CTImage
@@ -236,6 +237,7 @@ class _Member:
     kind: str = ""
     shown: str | None = None
     ordinal: int = 0
+    problem: str | None = None
 
     @property
     def label(self) -> str:
@@ -471,6 +473,36 @@ def _sniff_path(member: _Member) -> None:
         member.kind = "other"
 
 
+def _read_path(member: _Member, limits: ZipLimits, kept: int) -> int:
+    """Read a file on disk once: set its ``kind``, and keep its bytes for the header and the decode
+    while all kept bytes stay within ``limits.max_total_bytes`` (past that it is read again when
+    decoded). A file too large, empty or unreadable gets its ``problem``. Returns the bytes kept."""
+    path = Path(member.data)  # type: ignore[arg-type]  (only called on paths)
+    limit = min(MAX_FILE_BYTES, limits.max_entry_bytes)
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            member.kind = "other"
+            member.problem = (
+                f"the file is {size / 2**20:.0f} MiB, above the {limit / 2**20:.0f} MiB limit per file"
+            )
+            return 0
+        data = path.read_bytes()
+    except OSError as exc:
+        member.kind = "other"
+        member.problem = f"cannot be read ({exc.strerror or type(exc).__name__}); check its permissions"
+        return 0
+    if not data:
+        member.kind = "other"
+        member.problem = "the file is empty (0 bytes)"
+        return 0
+    member.kind = _sniff(data[:_HEAD_BYTES])
+    if member.kind == "other" or kept + len(data) > limits.max_total_bytes:
+        return 0
+    member.data = data
+    return len(data)
+
+
 def _collect(
     source: str | os.PathLike[str] | bytes | Sequence[str | os.PathLike[str]], limits: ZipLimits
 ) -> tuple[list[_Member], str, _Budget]:
@@ -481,10 +513,11 @@ def _collect(
     :func:`_name_members`) and ``ordinal`` set.
     """
     members, label, budget = _gather(source, limits)
-    for member in members:
+    kept = 0
+    for done, member in enumerate(members):
         if not member.kind:
-            budget.check(member.ordinal, len(members), "looked at")
-            _sniff_path(member)
+            budget.check(done, len(members), "read")
+            kept += _read_path(member, limits, kept)
     for k, member in enumerate(sorted(members, key=lambda m: natural_key(m.name)), start=1):
         member.ordinal = k
     return members, label, budget
@@ -804,7 +837,7 @@ def _group_headers(members: list[_Member], budget: _Budget) -> _Headers:
             found.images.append(member)
             continue
         if member.kind != "dicom":
-            found.problems.append((member, "InvalidInputError", _NOT_DICOM_OR_IMAGE))
+            found.problems.append((member, "InvalidInputError", member.problem or _NOT_DICOM_OR_IMAGE))
             continue
         try:
             ds = read_dicom_header(member.data)
@@ -1033,6 +1066,10 @@ def read_series(
             )
             for member in {id(e.member): e.member for e in other.entries}.values():
                 skipped.append((member.ordinal, {"file": member.label, "reason": reason}))
+        chosen = {id(e.member) for e in group.entries}
+        for member in members:
+            if id(member) not in chosen:
+                member.data = b""  # not part of the series: its bytes are not needed any more
         for member in found.images:
             skipped.append(
                 (

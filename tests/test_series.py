@@ -417,6 +417,30 @@ def test_each_file_is_decoded_once(make_ct_dataset, tmp_path, monkeypatch):
     assert len(calls) == 6
 
 
+def test_each_file_is_read_from_disk_once(make_ct_dataset, encode_image, head_grey, tmp_path, monkeypatch):
+    import collections
+
+    slices = _head_series(make_ct_dataset, 3)
+    d = tmp_path / "folder"
+    d.mkdir()
+    for i, (_, ds) in enumerate(slices):
+        (d / f"{i}.dcm").write_bytes(_to_bytes(ds))
+    (d / "thumb.png").write_bytes(encode_image(head_grey(128)))
+    (d / "notes.txt").write_text("not an image")
+    opened: collections.Counter[str] = collections.Counter()
+    real_open = io.open
+
+    def counting_open(file, *args, **kwargs):
+        if str(file).startswith(str(d)):
+            opened[Path(file).name] += 1
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open)
+    s = read_series(d)
+    assert len(s) == 3
+    assert opened == {name: 1 for name in ("0.dcm", "1.dcm", "2.dcm", "thumb.png", "notes.txt")}
+
+
 # --------------------------------------------------------------------------- zip safety
 
 
