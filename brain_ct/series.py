@@ -258,13 +258,14 @@ def natural_key(name: str) -> list[Any]:
 def _sniff(head: bytes) -> str:
     """``"dicom"``, ``"image"`` or ``"other"`` from a file's first bytes, before any parsing.
 
-    DICOM: the ``DICM`` marker after the 128-byte preamble, or (old exporters, no preamble) a
+    DICOM: the ``DICM`` marker after the 128-byte preamble followed by the file meta group and a
+    data element (:func:`_dataset_follows_meta`), or (old exporters, no preamble) a
     first data element of a group in :data:`_FIRST_GROUPS`, little- or big-endian, with either
     an explicit VR (two capital letters) or a plausible implicit length. Anything else is never
     handed to pydicom, whose forced parsing of arbitrary bytes is slow (~2 MB/s).
     """
     if head[128:132] == b"DICM":
-        return "dicom"
+        return "dicom" if _dataset_follows_meta(head) else "other"
     for magic, offset in _IMAGE_SIGNATURES:
         if head[offset : offset + len(magic)] == magic and (offset == 0 or head[:4] == b"RIFF"):
             return "image"
@@ -279,6 +280,20 @@ def _sniff(head: bytes) -> str:
             if int.from_bytes(head[4:8], "little" if order == "<" else "big") < 1 << 16:
                 return "dicom"
     return "other"
+
+
+def _dataset_follows_meta(head: bytes) -> bool:
+    """After ``DICM`` comes the file meta group (0002,xxxx), explicit VR little endian; when its
+    (0002,0000) *File Meta Information Group Length* is there, the first data element after it
+    must be of a real group (not 0x0000: a run of zeros parses as thousands of empty elements)."""
+    if head[132:134] != b"\x02\x00":
+        return False
+    if head[134:136] != b"\x00\x00" or head[136:138] != b"UL":
+        return True  # no group length: nothing more to check cheaply
+    start = 144 + int.from_bytes(head[140:144], "little")
+    if start + 2 > len(head):
+        return True  # the dataset starts past the bytes looked at
+    return head[start : start + 2] != b"\x00\x00"
 
 
 def _skip_silently(name: str) -> bool:

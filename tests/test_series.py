@@ -514,7 +514,7 @@ def test_refusals_never_quote_an_identifying_entry_name(make_ct_dataset):
             read_series(_zip(entries))
         assert not any(v in str(info.value) for v in IDENTITY)
     # zipfile's own error text quotes the entry name: a corrupt member is described, not quoted.
-    data = bytearray(_zip([(f"{secret}/IM0003", bytes(128) + b"DICM" + bytes(5000))]))
+    data = bytearray(_zip([(f"{secret}/IM0003", _dicom_then_zeros(5000))]))
     central = data.find(b"PK\x01\x02")
     data[central + 16 : central + 20] = b"\x00\x00\x00\x00"  # wrong CRC in the directory
     local = data.find(b"PK\x03\x04")
@@ -960,9 +960,23 @@ def test_a_tiny_zip_of_1000_zero_files_costs_little_time_and_memory(limits, matc
     assert "1000 more" not in str(info.value)  # the message stays short
 
 
+def _dicom_then_zeros(n: int) -> bytes:
+    """A DICOM start that passes every cheap check (marker, file meta, one element), then n zeros."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    return _to_bytes(ds) + bytes(n)
+
+
 def test_zip_with_dicom_magic_but_zeros_is_bounded_by_the_time_budget():
-    # The "DICM" marker passes the cheap check, so only the per-request time budget stops it.
-    payload = bytes(128) + b"DICM" + bytes(200_000)
+    # A DICOM start passes the cheap checks, so only the per-request time budget stops this one.
+    payload = _dicom_then_zeros(200_000)
     data = _zip_of_copies(300, payload)
     with pytest.raises(InvalidInputError, match=r"0\.2 s limit"):
         read_series(data, zip_limits=ZipLimits(max_seconds=0.2, max_ratio=10_000))
@@ -970,7 +984,7 @@ def test_zip_with_dicom_magic_but_zeros_is_bounded_by_the_time_budget():
         read_series(data)  # by default the whole zip's ratio refuses it before anything is read
 
 
-def test_files_without_dicom_or_image_signature_are_not_parsed(tmp_path, monkeypatch):
+def test_files_without_dicom_or_image_signature_are_not_parsed(make_ct_dataset, tmp_path, monkeypatch):
     import pydicom
 
     calls = []
@@ -980,6 +994,11 @@ def test_files_without_dicom_or_image_signature_are_not_parsed(tmp_path, monkeyp
     d.mkdir()
     for i in range(20):
         (d / f"{i}.dcm").write_bytes(bytes(3000))
+    # The DICM marker followed by zeros, and a real file meta group followed by zeros: no dataset.
+    (d / "dicm.dcm").write_bytes(bytes(128) + b"DICM" + bytes(3000))
+    real = _to_bytes(_head_series(make_ct_dataset, 1)[0][1])
+    meta_end = 132 + 12 + int.from_bytes(real[140:144], "little")
+    (d / "meta.dcm").write_bytes(real[:meta_end] + bytes(3000))
     with pytest.raises(InvalidInputError, match="could be read"):
         read_series(d)
     assert calls == []
