@@ -493,7 +493,7 @@ def _read_path(member: _Member, limits: ZipLimits, kept: int) -> int:
     while all kept bytes stay within ``limits.max_total_bytes`` (past that it is read again when
     decoded). A file too large, empty or unreadable gets its ``problem``. Returns the bytes kept."""
     path = Path(member.data)  # type: ignore[arg-type]  (only called on paths)
-    limit = min(MAX_FILE_BYTES, limits.max_entry_bytes)
+    limit = MAX_FILE_BYTES  # the io module's limit: a large multi-frame file on disk is fine
     try:
         size = path.stat().st_size
         if size > limit:
