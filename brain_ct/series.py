@@ -1071,14 +1071,13 @@ def read_series(
     ]
     skipped = [(m.ordinal, {"file": m.label, "reason": why}) for m, why in found.not_images]
     if found.groups:
-        group = _choose(found.groups, series_uid, found.salt)
+        salt = found.salt
+        group = _choose(found.groups, series_uid, salt)
         sort_key = _sort_entries(group.entries)
         for other in found.groups.values():
             if other is group:
                 continue
-            reason = (
-                f"other series {_series_id(other.uid, found.salt)}, {plural(len(other.entries), 'slice')}"
-            )
+            reason = f"other series {_series_id(other.uid, salt)}, {plural(len(other.entries), 'slice')}"
             for member in {id(e.member): e.member for e in other.entries}.values():
                 skipped.append((member.ordinal, {"file": member.label, "reason": reason}))
         chosen = {id(e.member) for e in group.entries}
@@ -1100,7 +1099,7 @@ def read_series(
         series = _load_dicom_entries(
             group.entries, allow_unverified or group.modality == "CT", errors, budget
         )
-        series.series_id = _series_id(group.uid, found.salt)
+        series.series_id = _series_id(group.uid, salt)
         series.sort_key = sort_key
         if read_identifiers and group.entries:
             series.identifiers = _read_identifiers(group.entries[0].member)
@@ -1118,8 +1117,9 @@ def read_series(
     if series.slices and not allow_unverified:
         _check_plausible_series(series, label)
     if not series.slices:
-        details = "; ".join(e["message"] for e in series.errors[:5])
-        more = f" (and {len(series.errors) - 5} more)" if len(series.errors) > 5 else ""
+        why = [e["message"] for e in series.errors] + [f"{k['file']}: {k['reason']}" for k in series.skipped]
+        details = "; ".join(why[:5])
+        more = f" (and {len(why) - 5} more)" if len(why) > 5 else ""
         raise InvalidInputError(
             f"no slice of {label} could be read as a head CT. Accepted: DICOM CT slices or PNG/JPG "
             f"slices, in a folder, a zip or as several files. Per file: {details or 'no files'}{more}"

@@ -867,6 +867,14 @@ def test_non_image_dicom_and_ordinary_images_beside_a_series_are_skipped_with_a_
     assert "not a DICOM file" in s.errors[0]["message"]
 
 
+def test_an_input_of_only_non_image_dicom_says_why(make_ct_dataset):
+    ds = _head_series(make_ct_dataset, 1)[0][1]
+    for keyword in ("Rows", "Columns", "PixelData"):
+        delattr(ds, keyword)
+    with pytest.raises(InvalidInputError, match=r"Per file: a\.dcm: not an image"):
+        read_series(_zip([("a.dcm", _to_bytes(ds))]))
+
+
 def test_scan_json_carries_skipped_and_errors(make_ct_dataset, tmp_path):
     a = _head_series(make_ct_dataset, 2)
     b = _head_series(make_ct_dataset, 3)
