@@ -1306,7 +1306,8 @@ class SeriesPrediction:
         return order[: max(n, 0)]
 
     def slice_dict(self, index: int) -> dict[str, Any]:
-        """JSON-safe per-slice object: ``file``, ``index`` and the single-image fields."""
+        """JSON-safe per-slice object: ``file``, ``index`` (0-based position in anatomical order;
+        text for people numbers slices from 1) and the single-image fields."""
         pred = self.predictions[index]
         return {
             "file": self.series.files[index],
@@ -1319,7 +1320,8 @@ class SeriesPrediction:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe result in the CLI's shape (slices in anatomical order)."""
+        """JSON-safe result in the CLI's shape (slices in anatomical order; ``index`` and
+        ``positive_slices`` 0-based), with ``series_id``, ``errors`` and ``skipped``."""
         return {
             "file": self.source,
             "label": self.label,
