@@ -8,27 +8,38 @@ the series in batches and applies the documented scan-level rule (:class:`ScanRu
 Reading, in order:
 
 1. **Collect** the candidate files. Zips are checked as a whole *before* anything is read
-   (:class:`ZipLimits`: entry names, symlinks, entry count, declared sizes, compression ratio);
-   members are then read into memory one by one with the limits enforced on the bytes actually
-   inflated (declared sizes can lie). Nothing is ever written to disk.
+   (:class:`ZipLimits`: entry names, symlinks, entry count, declared sizes, compression ratio of
+   each member and of the whole zip); members are then read into memory one by one with the
+   limits enforced on the bytes actually inflated (declared sizes can lie). Nothing is ever
+   written to disk. The first bytes of each file decide what it is (:func:`_sniff`: the DICOM
+   ``DICM`` marker or a DICOM element at the start, or an image signature); anything else is
+   never inflated further nor parsed, and is listed in :attr:`Series.errors`. The whole request
+   runs under a time budget (:attr:`ZipLimits.max_seconds`).
 2. **Headers only** (``io.read_dicom_header``): group DICOMs by (0020,000E) *Series Instance UID*;
    with several series, pick the axial non-contrast CT series with the most slices unless the
-   caller chooses one (``series_uid``, hashed or raw).
+   caller chooses one (``series_uid``, hashed or raw). Files not read are listed in
+   :attr:`Series.skipped` with the reason (another series, a DICOM without an image, an
+   ordinary image beside DICOM slices, a DICOMDIR). File names are user data: they are shown
+   only when they pass :func:`screen_name`.
 3. **Sort** by (0020,0032) *Image Position Patient* projected on the slice normal (the cross product
    of the row and column direction cosines of (0020,0037) *Image Orientation Patient*, oriented to
    point superior, so positions grow from the feet to the vertex); fallback (0020,0013) *Instance
    Number*; fallback natural order of the file names. PNG/JPG slices keep the natural order of names.
 4. **Pixels once**: each file of the chosen series is decoded exactly once (``io.load_image``, or
-   ``io.load_frames`` for a multi-frame file). A file that fails is skipped and listed in
-   :attr:`Series.errors`; the series fails only when no slice loads.
+   ``io.load_frames`` for a multi-frame file), from the bytes read in step 1: a file is read from
+   disk once (unless the kept bytes would pass ``ZipLimits.max_total_bytes``). A file that fails
+   is skipped and listed in :attr:`Series.errors`; the series fails only when no slice loads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io as _io
+import math
 import os
 import re
 import stat
+import time
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,7 +50,7 @@ import numpy as np
 
 from brain_ct import framing, privacy
 from brain_ct.errors import InvalidInputError, NotHeadCTError
-from brain_ct.io import load_frames, load_image, quiet_dicom, read_dicom_header
+from brain_ct.io import MAX_FILE_BYTES, load_frames, load_image, quiet_dicom, read_dicom_header
 
 if TYPE_CHECKING:
     from brain_ct.io import CTImage
@@ -73,7 +84,11 @@ class ZipLimits:
         max_ratio: highest uncompressed/compressed ratio of a member of at least
             ``ratio_floor_bytes`` (DICOM deflates ~2–10×; a zip bomb of zeros ~1000×).
         ratio_floor_bytes: members smaller than this are not checked for their ratio (a tiny
-            blank file may compress very well and is harmless).
+            blank file may compress very well and is harmless); the zip as a whole is checked
+            against ``max_ratio`` once its members add up to :data:`_TOTAL_RATIO_FLOOR` bytes.
+        max_seconds: most seconds spent reading one request (collecting, headers, decoding; not
+            the model): a request that takes longer is stopped with a message stating this cap.
+            Applies to folders and lists of files too.
     """
 
     max_entries: int = 2000
@@ -81,6 +96,11 @@ class ZipLimits:
     max_entry_bytes: int = 256 << 20
     max_ratio: float = 100.0
     ratio_floor_bytes: int = 1 << 20
+    max_seconds: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.max_seconds > 0:
+            raise InvalidInputError(f"max_seconds must be positive; got {self.max_seconds}")
 
 
 DEFAULT_ZIP_LIMITS = ZipLimits()
@@ -92,17 +112,23 @@ class Series:
 
     Attributes:
         slices: the loaded slices, one :class:`~brain_ct.io.CTImage` each.
-        files: per slice, its name inside the folder or zip (POSIX relative path), or the file's
-            own name; frames of a multi-frame DICOM are ``"name#N"`` (N from 1). Never a temp path.
+        files: per slice, its display name: the name inside the folder or zip (POSIX relative
+            path, or the base name) when it passes :func:`screen_name`, else ``"slice N at Z mm"``
+            (N from 1 in anatomical order, Z its position; ``"slice N"`` without one); frames of a
+            multi-frame DICOM are ``"name#N"`` (N from 1). Never a temp path. Also ``CTImage.name``.
         positions: per slice, its position in mm along the slice normal (pointing superior), or
             ``None`` where (0020,0032) *Image Position Patient* is missing.
-        series_id: hashed (0020,000E) *Series Instance UID* (:func:`brain_ct.privacy.hashed_uid`);
-            ``None`` for ordinary images.
-        errors: files that could not be read: ``{"file", "type", "message"}`` each.
+        series_id: hashed (0020,000E) *Series Instance UID* (:func:`brain_ct.privacy.hashed_uid`
+            salted with the input's own UIDs, so the same files give the same id in every run;
+            not equal to ``meta["SeriesUIDHash"]``); ``None`` for ordinary images.
+        errors: files that could not be read: ``{"file", "type", "message"}`` each; ``file`` is the
+            screened name or ``"file N"`` (N from 1 in the natural order of the input's names).
         skipped: readable input files that are not part of this series (another series, a non-image
             DICOM such as RTPLAN or SR, an ordinary image beside DICOM slices): ``{"file", "reason"}`` each,
             e.g. ``{"file": "IM0003", "reason": "other series 3f2a…, 1 slice"}``.
-        source: what was read, as a display string (the path as given, or ``"N files"``).
+        source: what was read, as a display string: the file or folder's own name (never the
+            folder it sits in: an upload sits in the server's cache), ``"zip"``/``"upload"`` for
+            bytes, or ``"N files"``.
         sort_key: how the slices were ordered: ``"position"``, ``"instance_number"``, ``"name"``.
         identifiers: (0010,0010) PatientName, (0010,0020) PatientID and (0008,0020) StudyDate
             of the first slice, only when ``read_series(..., read_identifiers=True)`` asked for
@@ -141,7 +167,8 @@ class SeriesInfo:
     """One series found in a source, as :func:`list_series` shows it (nothing identifying).
 
     Attributes:
-        series_id: hashed Series Instance UID (pass it back as ``series_uid`` to choose it).
+        series_id: hashed Series Instance UID, the same in every run for the same input (pass it
+            back as ``series_uid`` to choose it, also from another process).
         description: (0008,103E) *Series Description* when the privacy allow-list permits it.
         modality: (0008,0060) *Modality*, e.g. ``"CT"``.
         n_slices: slices in the series (frames counted for multi-frame files).
@@ -172,13 +199,55 @@ class SeriesInfo:
 
 # --------------------------------------------------------------------------- collecting files
 
+#: A zip whose members add up to at least this many bytes is also checked as a whole against
+#: ``ZipLimits.max_ratio``: 1000 small files of zeros each stay under the per-member floor.
+_TOTAL_RATIO_FLOOR = 32 << 20
+
+#: Bytes of a file looked at to tell DICOM, an ordinary image and anything else apart.
+_HEAD_BYTES = 4096
+
+#: Signatures of the ordinary image formats :func:`brain_ct.io.load_image` reads: (magic, offset).
+_IMAGE_SIGNATURES: tuple[tuple[bytes, int], ...] = (
+    (b"\x89PNG\r\n\x1a\n", 0),
+    (b"\xff\xd8\xff", 0),
+    (b"II*\x00", 0),
+    (b"MM\x00*", 0),
+    (b"BM", 0),
+    (b"WEBP", 8),
+)
+
+#: Groups a DICOM dataset written without preamble may start with (file meta, identifying
+#: information, patient, acquisition, relationship, image pixel description).
+_FIRST_GROUPS = frozenset({0x0002, 0x0004, 0x0008, 0x0010, 0x0018, 0x0020, 0x0028})
+
 
 @dataclass
 class _Member:
-    """One candidate file: its display name and where its bytes are (a path, or bytes in memory)."""
+    """One candidate file.
+
+    ``name`` is its path inside the folder or zip (internal only: names are user data and may
+    carry identifiers; outputs use :attr:`label`). ``data`` is a path, or the bytes in memory
+    (zip members; empty once a member is known not to be DICOM or an image). ``kind`` comes from
+    the first bytes (:func:`_sniff`); ``shown`` is the screened display name or None, ``ordinal``
+    the 1-based place of the file in the natural order of the names.
+    """
 
     name: str
     data: Path | bytes
+    kind: str = ""
+    shown: str | None = None
+    ordinal: int = 0
+    problem: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What outputs call this file: its screened name, else ``"file N"``."""
+        return self.shown or f"file {self.ordinal}"
+
+
+def plural(n: int, noun: str) -> str:
+    """``"1 slice"``, ``"2 slices"``: a count with its noun (regular plurals only)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def natural_key(name: str) -> list[Any]:
@@ -186,15 +255,59 @@ def natural_key(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
+def _sniff(head: bytes) -> str:
+    """``"dicom"``, ``"image"`` or ``"other"`` from a file's first bytes, before any parsing.
+
+    DICOM: the ``DICM`` marker after the 128-byte preamble followed by the file meta group and a
+    data element (:func:`_dataset_follows_meta`), or (old exporters, no preamble) a
+    first data element of a group in :data:`_FIRST_GROUPS`, little- or big-endian, with either
+    an explicit VR (two capital letters) or a plausible implicit length. Anything else is never
+    handed to pydicom, whose forced parsing of arbitrary bytes is slow (~2 MB/s).
+    """
+    if head[128:132] == b"DICM":
+        return "dicom" if _dataset_follows_meta(head) else "other"
+    for magic, offset in _IMAGE_SIGNATURES:
+        if head[offset : offset + len(magic)] == magic and (offset == 0 or head[:4] == b"RIFF"):
+            return "image"
+    if len(head) >= 8:
+        for order in ("<", ">"):
+            group = int.from_bytes(head[0:2], "little" if order == "<" else "big")
+            if group not in _FIRST_GROUPS:
+                continue
+            vr = head[4:6]
+            if vr.isalpha() and vr.isupper():
+                return "dicom"
+            if int.from_bytes(head[4:8], "little" if order == "<" else "big") < 1 << 16:
+                return "dicom"
+    return "other"
+
+
+def _dataset_follows_meta(head: bytes) -> bool:
+    """After ``DICM`` comes the file meta group (0002,xxxx), explicit VR little endian; when its
+    (0002,0000) *File Meta Information Group Length* is there, the first data element after it
+    must be of a real group (not 0x0000: a run of zeros parses as thousands of empty elements)."""
+    if head[132:134] != b"\x02\x00":
+        return False
+    if head[134:136] != b"\x00\x00" or head[136:138] != b"UL":
+        return True  # no group length: nothing more to check cheaply
+    start = 144 + int.from_bytes(head[140:144], "little")
+    if start + 2 > len(head):
+        return True  # the dataset starts past the bytes looked at
+    return head[start : start + 2] != b"\x00\x00"
+
+
 def _skip_silently(name: str) -> bool:
-    """Files every export carries that are not slices: hidden files, macOS resource forks, DICOMDIR."""
+    """Archive clutter, not input: hidden files, macOS resource forks, Windows thumbnails."""
     parts = name.split("/")
     return (
         any(p.startswith(".") for p in parts)
         or "__MACOSX" in parts
-        or parts[-1].upper() == "DICOMDIR"
         or parts[-1].lower() in ("thumbs.db", "desktop.ini")
     )
+
+
+def _is_dicomdir(name: str) -> bool:
+    return name.rsplit("/", 1)[-1].upper() == "DICOMDIR"
 
 
 def _bad_entry_name(name: str) -> str | None:
@@ -223,47 +336,91 @@ def check_zip(zf: zipfile.ZipFile, limits: ZipLimits = DEFAULT_ZIP_LIMITS, *, la
             f"{label} has {len(infos)} entries; at most {limits.max_entries} are accepted. "
             "Zip only the slices of one CT series."
         )
-    total = 0
-    for info in infos:
+    total = compressed = 0
+    for k, info in enumerate(infos, start=1):
+        entry = _entry_label(info.filename, k, len(infos))
         why = _bad_entry_name(info.filename)
         if why:
             raise InvalidInputError(
-                f"{label} refused: entry {info.filename!r} {why}. Zip entries must be relative paths "
+                f"{label} refused: entry {entry} {why}. Zip entries must be relative paths "
                 "inside the archive; re-create the zip from the folder of slices."
             )
         if stat.S_ISLNK(info.external_attr >> 16):
             raise InvalidInputError(
-                f"{label} refused: entry {info.filename!r} is a symbolic link; links are not accepted. "
+                f"{label} refused: entry {entry} is a symbolic link; links are not accepted. "
                 "Zip the slice files themselves."
             )
         if info.flag_bits & 0x1:
             raise InvalidInputError(
-                f"{label} refused: entry {info.filename!r} is encrypted; zip the slices without a password."
+                f"{label} refused: entry {entry} is encrypted; zip the slices without a password."
             )
         if info.is_dir():
             continue
         if info.file_size > limits.max_entry_bytes:
             raise InvalidInputError(
-                f"{label} refused: entry {info.filename!r} declares {info.file_size} bytes uncompressed; "
+                f"{label} refused: entry {entry} declares {info.file_size} bytes uncompressed; "
                 f"at most {limits.max_entry_bytes} bytes per file are accepted."
             )
         if info.file_size >= limits.ratio_floor_bytes and info.file_size > limits.max_ratio * max(
             info.compress_size, 1
         ):
             raise InvalidInputError(
-                f"{label} refused: entry {info.filename!r} expands {info.file_size / max(info.compress_size, 1):.0f}× "
+                f"{label} refused: entry {entry} expands {info.file_size / max(info.compress_size, 1):.0f}× "
                 f"(limit {limits.max_ratio:.0f}×); this looks like a zip bomb."
             )
         total += info.file_size
+        compressed += info.compress_size
         if total > limits.max_total_bytes:
             raise InvalidInputError(
                 f"{label} refused: its files add up to more than {limits.max_total_bytes} bytes uncompressed "
                 "(the limit). Zip only the slices of one CT series."
             )
+    if total >= _TOTAL_RATIO_FLOOR and total > limits.max_ratio * max(compressed, 1):
+        raise InvalidInputError(
+            f"{label} refused: its {len(infos)} entries expand {total / max(compressed, 1):.0f}× together "
+            f"(limit {limits.max_ratio:.0f}×); this looks like a zip bomb. Zip only the slices of one CT series."
+        )
 
 
-def _read_zip(source: Path | bytes, limits: ZipLimits, label: str) -> list[_Member]:
-    """Check a zip, then read its members into memory with the limits enforced while inflating."""
+def _entry_label(name: str, k: int, n: int) -> str:
+    """How a message names zip entry ``k`` of ``n``: its name, quoted, when it passes
+    :func:`screen_name` (entry names are user data), else ``"number k of n"``."""
+    return repr(name) if screen_name(name.replace("\\", "/")) else f"number {k} of {n}"
+
+
+def _zip_failure(exc: BaseException) -> str:
+    text = str(exc)
+    if "CRC" in text:
+        return "its checksum does not match"
+    if isinstance(exc, NotImplementedError):
+        return "unsupported compression method"
+    if isinstance(exc, EOFError):
+        return "the data ends early"
+    return type(exc).__name__
+
+
+class _Budget:
+    """The time one request may spend reading (:attr:`ZipLimits.max_seconds`), checked between files."""
+
+    def __init__(self, limits: ZipLimits, label: str) -> None:
+        self.seconds = limits.max_seconds
+        self.deadline = time.monotonic() + limits.max_seconds
+        self.label = label
+
+    def check(self, done: int, total: int, what: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise InvalidInputError(
+                f"reading {self.label} was stopped at the {self.seconds:g} s limit for one request "
+                f"({done} of {total} files {what}). Send only the slices of one CT series, or fewer files."
+            )
+
+
+def _read_zip(source: Path | bytes, limits: ZipLimits, label: str, budget: _Budget) -> list[_Member]:
+    """Check a zip, then read its members into memory with the limits enforced while inflating.
+
+    Each member's first bytes decide (:func:`_sniff`): a member that is neither DICOM nor an
+    ordinary image is inflated no further and kept without its bytes (it is reported, never parsed).
+    """
     try:
         zf = zipfile.ZipFile(_io.BytesIO(source) if isinstance(source, bytes) else source)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
@@ -273,15 +430,21 @@ def _read_zip(source: Path | bytes, limits: ZipLimits, label: str) -> list[_Memb
     members: list[_Member] = []
     with zf:
         check_zip(zf, limits, label=label)
+        infos = zf.infolist()
         total = 0
-        for info in zf.infolist():
+        for done, info in enumerate(infos):
+            budget.check(done, len(infos), "unpacked")
             name = info.filename.replace("\\", "/")
+            entry = _entry_label(info.filename, done + 1, len(infos))
             if info.is_dir() or _skip_silently(name):
                 continue
             buf = bytearray()
             try:
                 with zf.open(info) as fh:
-                    while chunk := fh.read(_CHUNK):
+                    buf += fh.read(_HEAD_BYTES)
+                    kind = _sniff(bytes(buf))
+                    total += len(buf)
+                    while kind != "other" and (chunk := fh.read(_CHUNK)):
                         buf += chunk
                         total += len(chunk)
                         # Declared sizes can lie: enforce the limits on what is actually inflated.
@@ -290,15 +453,18 @@ def _read_zip(source: Path | bytes, limits: ZipLimits, label: str) -> list[_Memb
                             or total > limits.max_total_bytes
                         ):
                             raise InvalidInputError(
-                                f"{label} refused: entry {info.filename!r} inflates beyond its declared size "
+                                f"{label} refused: entry {entry} inflates beyond its declared size "
                                 "or the size limit; this looks like a zip bomb or a corrupt zip."
                             )
+                        budget.check(done, len(infos), "unpacked")
             except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
                 raise InvalidInputError(
-                    f"{label} is corrupt or uses an unsupported compression (entry {info.filename!r}: {exc}); "
+                    f"{label} is corrupt or uses an unsupported compression (entry {entry}: "
+                    # zipfile's own messages quote the entry name: only the kind of failure is shown
+                    f"{_zip_failure(exc)}); "
                     "re-create it with standard (deflate) compression."
                 ) from None
-            members.append(_Member(name, bytes(buf)))
+            members.append(_Member(name, b"" if kind == "other" else bytes(buf), kind=kind))
     return members
 
 
@@ -313,18 +479,78 @@ def _is_zip(path: Path) -> bool:
         return False
 
 
+def _sniff_path(member: _Member) -> None:
+    """Set ``kind`` of a file on disk from its first bytes (an unreadable file counts as "other")."""
+    try:
+        with Path(member.data).open("rb") as fh:  # type: ignore[arg-type]  (only called on paths)
+            member.kind = _sniff(fh.read(_HEAD_BYTES))
+    except OSError:
+        member.kind = "other"
+
+
+def _read_path(member: _Member, limits: ZipLimits, kept: int) -> int:
+    """Read a file on disk once: set its ``kind``, and keep its bytes for the header and the decode
+    while all kept bytes stay within ``limits.max_total_bytes`` (past that it is read again when
+    decoded). A file too large, empty or unreadable gets its ``problem``. Returns the bytes kept."""
+    path = Path(member.data)  # type: ignore[arg-type]  (only called on paths)
+    limit = MAX_FILE_BYTES  # the io module's limit: a large multi-frame file on disk is fine
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            member.kind = "other"
+            member.problem = (
+                f"the file is {size / 2**20:.0f} MiB, above the {limit / 2**20:.0f} MiB limit per file"
+            )
+            return 0
+        data = path.read_bytes()
+    except OSError as exc:
+        member.kind = "other"
+        member.problem = f"cannot be read ({exc.strerror or type(exc).__name__}); check its permissions"
+        return 0
+    if not data:
+        member.kind = "other"
+        member.problem = "the file is empty (0 bytes)"
+        return 0
+    member.kind = _sniff(data[:_HEAD_BYTES])
+    if member.kind == "other" or kept + len(data) > limits.max_total_bytes:
+        return 0
+    member.data = data
+    return len(data)
+
+
 def _collect(
     source: str | os.PathLike[str] | bytes | Sequence[str | os.PathLike[str]], limits: ZipLimits
-) -> tuple[list[_Member], str]:
-    """Candidate files of a source, with display names, and the source's display string."""
+) -> tuple[list[_Member], str, _Budget]:
+    """Candidate files of a source, the source's display string and the request's time budget.
+
+    The display string is the file or folder's own name, never the folder it sits in (an upload
+    sits in the server's cache). Every member comes back with its ``kind``, ``shown`` (None until
+    :func:`_name_members`) and ``ordinal`` set.
+    """
+    members, label, budget = _gather(source, limits)
+    kept = 0
+    for done, member in enumerate(members):
+        if not member.kind:
+            budget.check(done, len(members), "read")
+            kept += _read_path(member, limits, kept)
+    for k, member in enumerate(sorted(members, key=lambda m: natural_key(m.name)), start=1):
+        member.ordinal = k
+    return members, label, budget
+
+
+def _gather(
+    source: str | os.PathLike[str] | bytes | Sequence[str | os.PathLike[str]], limits: ZipLimits
+) -> tuple[list[_Member], str, _Budget]:
     if isinstance(source, bytes | bytearray):
         data = bytes(source)
+        budget = _Budget(limits, "the upload")
         if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
-            return _read_zip(data, limits, "the zip"), "zip"
-        return [_Member("upload", data)], "upload"
+            return _read_zip(data, limits, "the zip", budget), "zip", budget
+        return [_Member("upload", data, kind=_sniff(data[:_HEAD_BYTES]))], "upload", budget
     if isinstance(source, str | os.PathLike):
         path = Path(source)
-        label = str(source)
+        label = path.name or str(source)
+        budget = _Budget(limits, label)
         if path.is_dir():
             members = []
             for root, dirs, files in os.walk(path):
@@ -339,24 +565,25 @@ def _collect(
                         f"folder {label} holds more than {limits.max_entries} files; point to the folder "
                         "of one CT series."
                     )
+                budget.check(len(members), len(members), "listed")
             if not members:
                 raise InvalidInputError(
                     f"folder {label} holds no files; accepted: a folder of DICOM or PNG/JPG slices."
                 )
-            return members, label
+            return members, label, budget
         if not path.is_file():
             raise InvalidInputError(
                 f"{label} does not exist or is not a file or folder; accepted: a DICOM/PNG/JPG file, "
                 "a folder of slices or a .zip of slices."
             )
         if _is_zip(path):
-            members = _read_zip(path, limits, f"zip {path.name}")
+            members = _read_zip(path, limits, f"zip {label}", budget)
             if not members:
                 raise InvalidInputError(
-                    f"zip {path.name} holds no files; accepted: a .zip of DICOM or PNG/JPG slices."
+                    f"zip {label} holds no files; accepted: a .zip of DICOM or PNG/JPG slices."
                 )
-            return members, label
-        return [_Member(path.name, path)], label
+            return members, label, budget
+        return [_Member(path.name, path)], label, budget
     paths = list(source)
     if not paths:
         raise InvalidInputError("no files were given; accepted: one or more DICOM or PNG/JPG slices.")
@@ -368,9 +595,139 @@ def _collect(
         if not path.is_file():
             raise InvalidInputError(f"{path.name} is not a file; give the slice files themselves.")
         if len(paths) == 1 and _is_zip(path):
-            return _collect(path, limits)
+            return _gather(path, limits)
         members.append(_Member(path.name, path))
-    return members, f"{len(paths)} files"
+    return members, plural(len(paths), "file"), _Budget(limits, plural(len(paths), "file"))
+
+
+# --------------------------------------------------------------------------- names are user data
+
+#: Capitalised words a file or folder name may hold and still be shown: what scanners, PACS exports
+#: and this project's own tools call slices. Any other capitalised word of 4+ letters may be a name.
+_NAME_WORDS = frozenset(
+    [
+        "image",
+        "images",
+        "slice",
+        "slices",
+        "series",
+        "scan",
+        "scans",
+        "frame",
+        "frames",
+        "file",
+        "files",
+        "dicom",
+        "dicomdir",
+        "axial",
+        "coronal",
+        "sagittal",
+        "head",
+        "brain",
+        "skull",
+        "bone",
+        "soft",
+        "thin",
+        "thick",
+        "standard",
+        "std",
+        "recon",
+        "mpr",
+        "scout",
+        "localizer",
+        "topogram",
+        "plain",
+        "contrast",
+        "noncontrast",
+        "hemorrhage",
+        "normal",
+        "masks",
+        "mask",
+        "phantom",
+        "phantoms",
+        "synth",
+        "synthetic",
+        "demo",
+        "example",
+        "examples",
+        "test",
+        "tests",
+        "sample",
+        "samples",
+        "upload",
+        "uploads",
+        "data",
+        "export",
+        "study",
+    ]
+)
+
+#: Extensions dropped before a name is screened.
+_NAME_EXTENSIONS = (".dcm", ".dicom", ".dic", ".ima", ".img", ".raw", ".txt", ".bin", ".json", ".xml")
+_NAME_EXTENSIONS += IMAGE_EXTENSIONS
+
+
+def screen_name(name: str, identifying: Sequence[str] = ()) -> bool:
+    """Whether a file or folder name from an upload may be shown (names are user data).
+
+    A name passes only when it looks like what scanners, exports and people call slices
+    (``IM0003``, ``img_12.dcm``, ``slice10.png``, ``broken.dcm``): every path part made of
+    letters, digits, ``_ - . #`` and spaces, at most 48 characters; each word of 4+ letters
+    either all lower case or one of :data:`_NAME_WORDS` (exports write names in capitals:
+    ``ZORBLATT``, ``Quennell``, ``PIDZ99183`` do not pass); digit runs at most 6 long (a date
+    such as 20210915 or a long id does not pass) and at most 4 of them (a UID does not); no ``^``
+    (the DICOM person-name separator); and no identifying value of the file's own header
+    (``identifying``, from :func:`brain_ct.privacy.identifying_values`, compared ignoring case).
+
+    Args:
+        name: a file name or a POSIX relative path (every part is screened).
+        identifying: the identifying values of the file's DICOM header, if any.
+
+    Returns:
+        True when the name may be shown.
+    """
+    parts = name.split("/")
+    if not name or any(not _part_passes(part) for part in parts):
+        return False
+    # "_" counts as a word character for the whole-word search: compare the words split apart.
+    words = re.sub(r"[_\-.#/]+", " ", name)
+    return privacy.scrub_text(words, values=identifying) == words
+
+
+def _part_passes(part: str) -> bool:
+    if not part or len(part) > 48 or not re.fullmatch(r"[A-Za-z0-9_\-.# ]+", part):
+        return False
+    stem = part
+    for ext in _NAME_EXTENSIONS:
+        if stem.lower().endswith(ext) and len(stem) > len(ext):
+            stem = stem[: -len(ext)]
+            break
+    words = re.findall(r"[A-Za-z]+", stem)
+    digits = re.findall(r"\d+", stem)
+    return (
+        all(len(w) <= 3 or w.islower() or w.lower() in _NAME_WORDS for w in words)
+        and all(len(d) <= 6 for d in digits)
+        and len(digits) <= 4
+    )
+
+
+def _name_members(members: list[_Member], identifying: dict[int, list[str]]) -> None:
+    """Set each member's ``shown``: its relative path or base name when that passes
+    :func:`screen_name` and no other member would be shown the same way; else None."""
+    for member in members:
+        values = identifying.get(id(member), [])
+        base = member.name.rsplit("/", 1)[-1]
+        if screen_name(member.name, values):
+            member.shown = member.name
+        elif screen_name(base, values):
+            member.shown = base
+    seen: dict[str, int] = {}
+    for member in members:
+        if member.shown is not None:
+            seen[member.shown] = seen.get(member.shown, 0) + 1
+    for member in members:
+        if member.shown is not None and seen[member.shown] > 1:
+            member.shown = None
 
 
 # --------------------------------------------------------------------------- headers, grouping, sorting
@@ -453,39 +810,68 @@ def _frame_geometry(ds: Any, n_frames: int) -> tuple[np.ndarray | None, list[np.
     return iop, positions
 
 
-def _read_headers(members: list[_Member]) -> tuple[dict[str, _Group], list[_Member], list[dict[str, str]]]:
-    """Group DICOM members by series from their headers; return groups, non-DICOM members, errors."""
+@dataclass
+class _Headers:
+    """What the header pass found: series, ordinary images, and files not read (with why)."""
+
+    groups: dict[str, _Group] = field(default_factory=dict)
+    images: list[_Member] = field(default_factory=list)
+    problems: list[tuple[_Member, str, str]] = field(default_factory=list)  # (member, type, why)
+    not_images: list[tuple[_Member, str]] = field(default_factory=list)  # (member, reason)
+    identifying: dict[int, list[str]] = field(default_factory=dict)
+    uids: list[str] = field(default_factory=list)  # Series and SOP Instance UIDs of the images
+
+    @property
+    def salt(self) -> bytes:
+        return _input_salt(self.uids)
+
+
+def _read_headers(members: list[_Member], budget: _Budget) -> _Headers:
+    """Group DICOM members by series from their headers (files that are not DICOM are not parsed)."""
     # pydicom converts values on first access and its warnings and log lines about a malformed
     # value quote it (a UID, a date): touch the headers only under the io module's quiet guard.
     with quiet_dicom():
-        return _group_headers(members)
+        return _group_headers(members, budget)
 
 
-def _group_headers(members: list[_Member]) -> tuple[dict[str, _Group], list[_Member], list[dict[str, str]]]:
-    groups: dict[str, _Group] = {}
-    others: list[_Member] = []
-    errors: list[dict[str, str]] = []
-    for member in members:
-        if member.name.lower().endswith(IMAGE_EXTENSIONS):
-            others.append(member)
+_NOT_DICOM_OR_IMAGE = (
+    "not a DICOM file (no 'DICM' marker at byte 128, no DICOM data at the start) nor a PNG, JPEG, "
+    "BMP, TIFF or WebP image"
+)
+
+
+def _group_headers(members: list[_Member], budget: _Budget) -> _Headers:
+    found = _Headers()
+    groups = found.groups
+    for done, member in enumerate(members):
+        budget.check(done, len(members), "read")
+        if _is_dicomdir(member.name):
+            found.not_images.append((member, "DICOMDIR: the export's index of its files, no image"))
+            continue
+        if member.kind == "image":
+            found.images.append(member)
+            continue
+        if member.kind != "dicom":
+            found.problems.append((member, "InvalidInputError", member.problem or _NOT_DICOM_OR_IMAGE))
             continue
         try:
             ds = read_dicom_header(member.data)
-        except InvalidInputError:
-            others.append(member)
+        except InvalidInputError as exc:
+            # io names bytes "upload"; the member's label is put in front when the list is built.
+            found.problems.append((member, type(exc).__name__, re.sub(r"^[^:]*: ", "", str(exc), count=1)))
             continue
-        if str(getattr(ds, "SOPClassUID", "")) == _DICOMDIR_SOP_CLASS:
+        found.identifying[id(member)] = privacy.identifying_values(ds)
+        sop = str(
+            getattr(ds, "SOPClassUID", "") or getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or ""
+        )
+        if sop == _DICOMDIR_SOP_CLASS:
+            found.not_images.append((member, "DICOMDIR: the export's index of its files, no image"))
             continue
         if "Rows" not in ds or "Columns" not in ds:
-            errors.append(
-                {
-                    "file": member.name,
-                    "type": "InvalidInputError",
-                    "message": "DICOM without an image (e.g. a report or presentation state); skipped",
-                }
-            )
+            found.not_images.append((member, _not_an_image(ds, sop)))
             continue
         uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
+        found.uids += [uid, str(getattr(ds, "SOPInstanceUID", "") or "")]
         group = groups.get(uid)
         if group is None:
             group = groups[uid] = _Group(uid=uid)
@@ -520,7 +906,18 @@ def _group_headers(members: list[_Member]) -> tuple[dict[str, _Group], list[_Mem
                     instance=instance,
                 )
             )
-    return groups, others, errors
+    return found
+
+
+def _not_an_image(ds: Any, sop: str) -> str:
+    """Why a DICOM without Rows/Columns is skipped, naming its kind (SOP class name or Modality)."""
+    from pydicom.uid import UID
+
+    kind = UID(sop).name if sop else ""
+    if not kind or kind == sop:  # a private class's "name" is the UID itself: say nothing of it
+        modality = str(getattr(ds, "Modality", "") or "").strip()
+        kind = f"modality {modality}" if re.fullmatch(r"[A-Z]{1,16}", modality) else "no pixel data"
+    return f"not an image (DICOM {kind}); only image slices are read"
 
 
 def _allowed_description(ds: Any) -> str | None:
@@ -548,17 +945,31 @@ def _rank(group: _Group) -> tuple[bool, bool, bool, int]:
     return (group.modality == "CT", group.orientation == "axial", not group.contrast, len(group.entries))
 
 
-def _series_id(uid: str) -> str:
-    return privacy.hashed_uid(uid) if uid else "no-series-uid"
+def _series_id(uid: str, salt: bytes) -> str:
+    return privacy.hashed_uid(uid, salt=salt) if uid else "no-series-uid"
 
 
-def _choose(groups: dict[str, _Group], series_uid: str | None) -> _Group:
+def _input_salt(uids: Sequence[str]) -> bytes:
+    """Salt for the series ids of one input: derived from every image's UIDs in it.
+
+    The ids must agree between two runs (``predict --list-series`` then ``--series-uid ID``), so
+    the per-process salt of :func:`brain_ct.privacy.hashed_uid` cannot be used; a salt made of
+    all the input's SOP Instance and Series Instance UIDs is stable for the same files, yet an id
+    cannot be matched against a table of known Series UIDs without every other UID of the input.
+    """
+    digest = hashlib.sha256(b"brain_ct.series ids\0")
+    for uid in sorted(set(uids)):
+        digest.update(uid.encode("ascii", "replace") + b"\0")
+    return digest.digest()[:16]
+
+
+def _choose(groups: dict[str, _Group], series_uid: str | None, salt: bytes) -> _Group:
     if series_uid is not None:
         wanted = series_uid.strip()
         for uid, group in groups.items():
-            if wanted in (uid, _series_id(uid)):
+            if wanted in (uid, _series_id(uid, salt)):
                 return group
-        available = ", ".join(sorted(_series_id(u) for u in groups))
+        available = ", ".join(sorted(_series_id(u, salt) for u in groups))
         raise InvalidInputError(
             f"series {wanted!r} is not in this input; available series ids: {available}. "
             "Use one of them (see list_series)."
@@ -575,18 +986,19 @@ def list_series(
 
     Args:
         source: a folder, a ``.zip`` (path or bytes), a list of files, or a single DICOM.
-        zip_limits: limits a zip must respect.
+        zip_limits: limits a zip must respect, and the time budget.
 
     Returns:
         One :class:`SeriesInfo` per series, the one :func:`read_series` picks by default first
         (its ``default`` is True). Empty when the source holds no DICOM image.
     """
-    members, _ = _collect(source, zip_limits)
-    groups, _, _ = _read_headers(members)
+    members, _, budget = _collect(source, zip_limits)
+    found = _read_headers(members, budget)
+    groups = found.groups
     ordered = sorted(groups.values(), key=_rank, reverse=True)
     return [
         SeriesInfo(
-            series_id=_series_id(g.uid),
+            series_id=_series_id(g.uid, found.salt),
             description=g.description,
             modality=g.modality,
             n_slices=len(g.entries),
@@ -598,8 +1010,8 @@ def list_series(
     ]
 
 
-def _error(name: str, exc: BaseException) -> dict[str, str]:
-    return {"file": name, "type": type(exc).__name__, "message": str(exc)}
+def _error(member: _Member, exc: BaseException) -> tuple[int, dict[str, str]]:
+    return member.ordinal, {"file": member.label, "type": type(exc).__name__, "message": str(exc)}
 
 
 def _read_identifiers(member: _Member) -> dict[str, str]:
@@ -624,6 +1036,13 @@ def read_series(
 ) -> Series:
     """Read one series of slices, in anatomical order.
 
+    Every input file is accounted for: read (a slice), in :attr:`Series.skipped` (readable but not
+    part of this series: another series, a DICOM that is no image, an ordinary image beside DICOM
+    slices, a DICOMDIR) or in :attr:`Series.errors` (could not be read). Hidden files and macOS
+    ``__MACOSX`` resource forks are archive clutter and left out silently. File names are user
+    data: outputs show a name only when it passes :func:`screen_name`, else ``"slice N at Z mm"``
+    (slices, N from 1 in anatomical order) or ``"file N"`` (others, N from 1 in name order).
+
     Args:
         source: a folder (searched recursively), a ``.zip`` (path or bytes), a list of slice files
             (several files dropped at once), or one file (a multi-frame DICOM gives one slice per
@@ -632,7 +1051,7 @@ def read_series(
             :func:`list_series` shows) or its raw Series Instance UID. Default: the axial
             non-contrast CT series with the most slices.
         allow_unverified: skip the "does this look like a head CT" check for every slice.
-        zip_limits: limits a zip must respect (:class:`ZipLimits`).
+        zip_limits: limits a zip must respect and the time one request may take (:class:`ZipLimits`).
         read_identifiers: also keep PatientName, PatientID and StudyDate of the first slice in
             :attr:`Series.identifiers` (for a report the user explicitly asked to identify).
 
@@ -640,29 +1059,47 @@ def read_series(
         A :class:`Series` with at least one slice.
 
     Raises:
-        InvalidInputError: unsafe or unreadable zip, empty source, unknown ``series_uid``, or no
-            slice could be loaded (the message lists why, per file).
+        InvalidInputError: unsafe or unreadable zip, empty source, unknown ``series_uid``, reading
+            over the time budget, or no slice could be loaded (the message lists why, per file).
     """
-    members, label = _collect(source, zip_limits)
-    groups, others, header_errors = _read_headers(members)
-    if groups:
-        group = _choose(groups, series_uid)
+    members, label, budget = _collect(source, zip_limits)
+    found = _read_headers(members, budget)
+    _name_members(members, found.identifying)
+    errors = [
+        (m.ordinal, {"file": m.label, "type": t, "message": f"{m.label}: {why}"})
+        for m, t, why in found.problems
+    ]
+    skipped = [(m.ordinal, {"file": m.label, "reason": why}) for m, why in found.not_images]
+    if found.groups:
+        salt = found.salt
+        group = _choose(found.groups, series_uid, salt)
         sort_key = _sort_entries(group.entries)
-        # Non-DICOM files beside DICOM slices are not part of any series: say they were skipped.
-        errors = header_errors + [
-            {
-                "file": m.name,
-                "type": "InvalidInputError",
-                "message": "not a DICOM slice of this series; skipped",
-            }
-            for m in others
-        ]
+        for other in found.groups.values():
+            if other is group:
+                continue
+            reason = f"other series {_series_id(other.uid, salt)}, {plural(len(other.entries), 'slice')}"
+            for member in {id(e.member): e.member for e in other.entries}.values():
+                skipped.append((member.ordinal, {"file": member.label, "reason": reason}))
+        chosen = {id(e.member) for e in group.entries}
+        for member in members:
+            if id(member) not in chosen:
+                member.data = b""  # not part of the series: its bytes are not needed any more
+        for member in found.images:
+            skipped.append(
+                (
+                    member.ordinal,
+                    {
+                        "file": member.label,
+                        "reason": "an ordinary image beside DICOM slices; not part of the series",
+                    },
+                )
+            )
         # The head-CT check runs once for the series (below), not per slice: a scan's first and
         # last slices rightly show little head. A missing Modality still needs the user's consent.
-        series = _load_dicom_entries(group.entries, allow_unverified or group.modality == "CT", errors)
-        series.series_id = _series_id(group.uid)
-        if series.slices and not allow_unverified:
-            _check_plausible_series(series, label)
+        series = _load_dicom_entries(
+            group.entries, allow_unverified or group.modality == "CT", errors, budget
+        )
+        series.series_id = _series_id(group.uid, salt)
         series.sort_key = sort_key
         if read_identifiers and group.entries:
             series.identifiers = _read_identifiers(group.entries[0].member)
@@ -672,24 +1109,17 @@ def read_series(
                 f"series {series_uid!r} was asked for, but {label} holds no DICOM series "
                 "(only ordinary images, which have no series id)."
             )
-        others.sort(key=lambda m: natural_key(m.name))
-        errors = list(header_errors)
-        series = Series(slices=[], files=[], positions=[], errors=errors, sort_key="name")
-        for member in others:
-            try:
-                ct = load_image(member.data, allow_unverified=True, name=member.name)
-            except InvalidInputError as exc:
-                errors.append(_error(member.name, exc))
-                continue
-            series.slices.append(ct)
-            series.files.append(member.name)
-            series.positions.append(None)
+        entries = [_Entry(m) for m in sorted(found.images, key=lambda m: natural_key(m.name))]
+        series = _load_dicom_entries(entries, True, errors, budget, sort_key="name")
+    series.errors = [e for _, e in sorted(errors, key=lambda item: item[0])]
+    series.skipped = [s for _, s in sorted(skipped, key=lambda item: item[0])]
     series.source = label
     if series.slices and not allow_unverified:
         _check_plausible_series(series, label)
     if not series.slices:
-        details = "; ".join(f"{e['file']}: {e['message']}" for e in series.errors[:5])
-        more = f" (and {len(series.errors) - 5} more)" if len(series.errors) > 5 else ""
+        why = [e["message"] for e in series.errors] + [f"{k['file']}: {k['reason']}" for k in series.skipped]
+        details = "; ".join(why[:5])
+        more = f" (and {len(why) - 5} more)" if len(why) > 5 else ""
         raise InvalidInputError(
             f"no slice of {label} could be read as a head CT. Accepted: DICOM CT slices or PNG/JPG "
             f"slices, in a folder, a zip or as several files. Per file: {details or 'no files'}{more}"
@@ -714,40 +1144,55 @@ def _check_plausible_series(series: Series, label: str) -> None:
             return
         except NotHeadCTError as exc:
             first = first or exc
-    where = f"{label}" if n == 1 else f"{label} ({n} slices, judged on its central slices)"
+    where = f"{label}" if n == 1 else f"{label} ({plural(n, 'slice')}, judged on its central slices)"
     raise NotHeadCTError(f"{where}: {first}")
 
 
 def _load_dicom_entries(
-    entries: list[_Entry], allow_unverified: bool, errors: list[dict[str, str]]
+    entries: list[_Entry],
+    allow_unverified: bool,
+    errors: list[tuple[int, dict[str, str]]],
+    budget: _Budget,
+    *,
+    sort_key: str = "name",
 ) -> Series:
-    """Decode each file once, keeping the sorted order; frames of a multi-frame file share one decode."""
+    """Decode each file once, keeping the sorted order; frames of a multi-frame file share one decode.
+
+    Each slice is named by its screened file name (``#N`` for frame N of a multi-frame file), or
+    ``"slice N at Z mm"`` (N from 1 in this order; Z its position) when the name may not be shown.
+    """
     decoded: dict[int, list[CTImage] | InvalidInputError] = {}
-    series = Series(slices=[], files=[], positions=[], errors=errors)
-    for entry in entries:
+    series = Series(slices=[], files=[], positions=[], sort_key=sort_key)
+    for done, entry in enumerate(entries):
+        budget.check(done, len(entries), "decoded")
         member = entry.member
         if entry.frame is None:
             try:
-                ct = load_image(member.data, allow_unverified=allow_unverified, name=member.name)
+                ct = load_image(member.data, allow_unverified=allow_unverified, name=member.label)
             except InvalidInputError as exc:
-                errors.append(_error(member.name, exc))
+                errors.append(_error(member, exc))
                 continue
-            name = member.name
+            name = member.shown
         else:
             key = id(member)
             if key not in decoded:
                 try:
                     decoded[key] = load_frames(
-                        member.data, allow_unverified=allow_unverified, name=member.name
+                        member.data, allow_unverified=allow_unverified, name=member.label
                     )
                 except InvalidInputError as exc:
                     decoded[key] = exc
-                    errors.append(_error(member.name, exc))
+                    errors.append(_error(member, exc))
             frames = decoded[key]
             if isinstance(frames, InvalidInputError) or entry.frame >= len(frames):
                 continue
             ct = frames[entry.frame]
-            name = f"{member.name}#{entry.frame + 1}"
+            name = f"{member.shown}#{entry.frame + 1}" if member.shown else None
+        if name is None:
+            name = f"slice {len(series.slices) + 1}"
+            if entry.position is not None:
+                name += f" at {entry.position:.1f} mm"
+        ct.name = name
         series.slices.append(ct)
         series.files.append(name)
         series.positions.append(entry.position)
@@ -861,7 +1306,8 @@ class SeriesPrediction:
         return order[: max(n, 0)]
 
     def slice_dict(self, index: int) -> dict[str, Any]:
-        """JSON-safe per-slice object: ``file``, ``index`` and the single-image fields."""
+        """JSON-safe per-slice object: ``file``, ``index`` (0-based position in anatomical order;
+        text for people numbers slices from 1) and the single-image fields."""
         pred = self.predictions[index]
         return {
             "file": self.series.files[index],
@@ -874,16 +1320,19 @@ class SeriesPrediction:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe result in the CLI's shape (slices in anatomical order)."""
+        """JSON-safe result in the CLI's shape (slices in anatomical order; ``index`` and
+        ``positive_slices`` 0-based), with ``series_id``, ``errors`` and ``skipped``."""
         return {
             "file": self.source,
             "label": self.label,
             "probability": float(self.probability),
             "threshold": float(self.threshold),
             "n_slices": self.n_slices,
+            "series_id": self.series.series_id,
             "positive_slices": list(self.positive_slices),
             "slices": [self.slice_dict(i) for i in range(self.n_slices)],
             "errors": [dict(e) for e in self.series.errors],
+            "skipped": [dict(s) for s in self.series.skipped],
         }
 
 
@@ -971,8 +1420,11 @@ def anatomical_groups(paths: Sequence[str | os.PathLike[str]]) -> list[list[int]
         One list per series of indices into ``paths``, inferior → superior.
     """
     members = [_Member(str(p), Path(p)) for p in paths]
+    for member in members:
+        _sniff_path(member)
     index = {id(m): i for i, m in enumerate(members)}
-    groups, _, _ = _read_headers(members)
+    # Training reads thousands of local files: no per-request time budget here.
+    groups = _read_headers(members, _Budget(ZipLimits(max_seconds=math.inf), "files")).groups
     out: list[list[int]] = []
     for uid, group in groups.items():
         entries = [e for e in group.entries if e.n_frames == 1]

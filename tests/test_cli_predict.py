@@ -226,3 +226,85 @@ def test_real_process_exit_codes_and_no_traceback(files, tmp_path: Path) -> None
     bad, good = _lines(proc.stdout)
     assert bad["error"]["type"] == "InvalidInputError"
     assert good["label"] in {"normal", "hemorrhage"}
+
+
+def _two_series_zip(path: Path) -> None:
+    """A zip of two synthetic series: 3 slices (files a*.dcm) and 2 slices (files b*.dcm)."""
+    import io
+    import zipfile
+
+    from pydicom.filewriter import dcmwrite
+    from pydicom.uid import generate_uid
+
+    from brain_ct.synthetic import generate_series, to_dicom
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for prefix, seed, n in (("a", 11, 3), ("b", 12, 2)):
+            uid = generate_uid()
+            for i, phantom in enumerate(generate_series(seed, n_slices=n, size=128, hemorrhage=False)):
+                buffer = io.BytesIO()
+                ds = to_dicom(phantom, series_uid=uid, instance_number=i + 1)
+                dcmwrite(buffer, ds, enforce_file_format=True)
+                zf.writestr(f"{prefix}{i}.dcm", buffer.getvalue())
+
+
+def test_list_series_then_series_uid_chooses_another(files, tmp_path: Path, capsys) -> None:
+    scan = tmp_path / "two.zip"
+    _two_series_zip(scan)
+    # Listing needs no model: a model that does not exist is never loaded.
+    assert main(["predict", "--list-series", str(scan), "--json", "--model", str(tmp_path / "none")]) == 0
+    (listing,) = _lines(capsys.readouterr().out)
+    assert listing["file"] == str(scan)
+    assert [(s["n_slices"], s["default"]) for s in listing["series"]] == [(3, True), (2, False)]
+    first, second = (s["series_id"] for s in listing["series"])
+
+    assert main(["predict", "--list-series", str(scan)]) == 0
+    table = capsys.readouterr().out
+    assert f"{str(scan)}: 2 series" in table
+    assert any(line.split()[:2] == ["*", first] and "3 slices" in line for line in table.splitlines())
+    assert any(line.split()[0] == second and "2 slices" in line for line in table.splitlines())
+
+    code = main(["predict", str(scan), "--series-uid", second, "--model", str(files["model"]), "--json"])
+    (record,) = _lines(capsys.readouterr().out)
+    assert code == 0
+    assert record["n_slices"] == 2 and record["errors"] == [] and record["series_id"] == second
+    assert record["skipped"] == [
+        {"file": f"a{i}.dcm", "reason": f"other series {first}, 3 slices"} for i in range(3)
+    ]
+
+
+def test_list_series_of_a_bad_path_is_exit_1(tmp_path: Path, capsys) -> None:
+    assert main(["predict", "--list-series", str(tmp_path / "missing.zip")]) == 1
+    out = capsys.readouterr().out
+    assert "ERROR" in out and "missing.zip" in out
+
+
+def test_table_numbers_slices_from_one_and_lists_files_not_read(capsys) -> None:
+    from brain_ct.cli.predict import _format_table
+
+    slices = [
+        {"file": f"IM{i}", "index": i, "label": "normal", "probability": 0.1, "explanation": f"why {i}"}
+        for i in range(3)
+    ]
+    record = {
+        "file": "scan.zip",
+        "label": "hemorrhage",
+        "probability": 0.9,
+        "threshold": 0.5,
+        "n_slices": 3,
+        "positive_slices": [0, 2],
+        "slices": slices,
+        "errors": [{"file": "file 5", "type": "InvalidInputError", "message": "file 5: not a DICOM file"}],
+        "skipped": [{"file": "b0.dcm", "reason": "other series 0123, 1 slice"}],
+    }
+    one = dict(
+        record, file="one.zip", n_slices=1, positive_slices=[], slices=slices[:1], errors=[], skipped=[]
+    )
+    _format_table([record, one], sys.stdout)
+    out = capsys.readouterr().out
+    assert "scan of 3 slices; positive slices: 1, 3" in out
+    assert "scan of 1 slice;" in out
+    assert "scan.zip slice 1 of 3 (IM0): why 0" in out and "scan.zip slice 3 of 3 (IM2): why 2" in out
+    assert "slice 0" not in out
+    assert "scan.zip: 1 file skipped (other series 0123, 1 slice): b0.dcm" in out
+    assert "scan.zip: 1 file could not be read: file 5: not a DICOM file" in out

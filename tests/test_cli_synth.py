@@ -118,3 +118,71 @@ def test_cli_runs_as_a_module_with_progress_on_stderr(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "synth" in proc.stderr and proc.stdout == ""
     assert len(_rows(out)) == 2
+
+
+def _csv(path):
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_synth_series_writes_whole_scans_that_read_back_as_series(tmp_path):
+    from brain_ct.series import list_series, read_series
+
+    out = tmp_path / "scans"
+    argv = ["synth", "--out", str(out), "--series", "2", "--slices", "6", "--size", "128", "--seed", "5"]
+    assert main([*argv, "--no-progress"]) == 0
+    scans = _csv(out / "scans.csv")
+    slices = _csv(out / "slices.csv")
+    assert [s["folder"] for s in scans] == ["series_001", "series_002"]
+    assert len(slices) == 12
+    for scan in scans:
+        rows = [r for r in slices if r["folder"] == scan["folder"]]
+        assert [int(r["index"]) for r in rows] == list(range(6))
+        assert int(scan["n_slices"]) == 6
+        # A scan bleeds exactly when one of its slices does; its positive slices are those slices.
+        positive = [int(r["index"]) for r in rows if r["label"] == "1"]
+        assert int(scan["label"]) == int(bool(positive))
+        assert scan["positive_slices"] == " ".join(map(str, positive))
+        for r in rows:
+            assert (out / r["folder"] / r["file"]).is_file()
+            assert (r["label"] == "1") == (r["bbox"] != "")
+    assert scans[0]["label"] == "1" and scans[0]["subtype"]  # the first head bleeds, so one can try it
+
+    series = read_series(out / "series_001")
+    rows = [r for r in slices if r["folder"] == "series_001"]
+    assert series.files == [r["file"] for r in rows]  # anatomical order is the order written
+    assert series.positions == pytest.approx([float(r["z"]) for r in rows])
+    assert series.errors == [] and series.skipped == []
+    assert series.sort_key == "position"
+
+    infos = list_series(out)
+    assert [i.n_slices for i in infos] == [6, 6] and len({i.series_id for i in infos}) == 2
+    whole = read_series(out)
+    assert len(whole) == 6 and len(whole.skipped) == 6  # the other head's slices
+    assert {e["file"] for e in whole.errors} == {"scans.csv", "slices.csv"}  # not images: named
+    # Deterministic per seed.
+    again = tmp_path / "again"
+    assert main(["synth", "--out", str(again), *argv[3:], "--no-progress"]) == 0
+    assert _csv(again / "slices.csv") == slices
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--n", "4", "--slices", "6"], "--slices needs --series"),
+        (["--series", "0"], "--series must be at least 1"),
+        (["--series", "1", "--slices", "0"], "--slices must be"),
+        (["--series", "1", "--format", "both"], "--format"),
+    ],
+)
+def test_synth_series_bad_values_exit_2_with_a_message(extra, message, tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "o"), *extra, "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_n_and_series_together_is_a_usage_error(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", "--out", str(tmp_path / "o"), "--n", "4", "--series", "2"])
+    assert exc.value.code == 2

@@ -203,7 +203,7 @@ def test_shuffled_zip_sorted_by_position(make_ct_dataset, tmp_path):
     assert [_marker(ct) for ct in s.slices] == list(range(7))
     assert s.positions == [5.0 * i for i in range(7)]
     assert s.files == [f"x/{order.index(i):02d}.dcm" for i in range(7)]
-    assert s.source == str(path)
+    assert s.source == "s.zip"  # the name, never the folder it sits in (an upload sits in a cache)
 
 
 def test_normal_pointing_down_still_sorts_inferior_to_superior(make_ct_dataset, tmp_path):
@@ -418,26 +418,63 @@ def test_each_file_is_decoded_once(make_ct_dataset, tmp_path, monkeypatch):
     assert len(calls) == 6
 
 
+def test_each_file_is_read_from_disk_once(make_ct_dataset, encode_image, head_grey, tmp_path, monkeypatch):
+    import collections
+
+    slices = _head_series(make_ct_dataset, 3)
+    d = tmp_path / "folder"
+    d.mkdir()
+    for i, (_, ds) in enumerate(slices):
+        (d / f"{i}.dcm").write_bytes(_to_bytes(ds))
+    (d / "thumb.png").write_bytes(encode_image(head_grey(128)))
+    (d / "notes.txt").write_text("not an image")
+    opened: collections.Counter[str] = collections.Counter()
+    real_open = io.open
+
+    def counting_open(file, *args, **kwargs):
+        if str(file).startswith(str(d)):
+            opened[Path(file).name] += 1
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open)
+    s = read_series(d)
+    assert len(s) == 3
+    assert opened == {name: 1 for name in ("0.dcm", "1.dcm", "2.dcm", "thumb.png", "notes.txt")}
+
+
 # --------------------------------------------------------------------------- zip safety
 
 
 @pytest.fixture
 def guard(tmp_path, monkeypatch):
-    """Runs in an empty cwd; yields a folder for the test's inputs; afterwards checks that nothing
-    appeared in the cwd, in tmp_path (outside the inputs) or at the top of the system temp dir."""
+    """Runs in an empty cwd with a private temporary directory (``TMPDIR`` and ``tempfile.tempdir``);
+    yields a folder for the test's inputs; afterwards checks that nothing appeared in the cwd, the
+    private temp dir or elsewhere in tmp_path (outside the inputs). Other processes' files in the
+    system temp dir are none of this test's business (they made it flaky)."""
     cwd = tmp_path / "cwd"
     inputs = tmp_path / "inputs"
-    cwd.mkdir()
-    inputs.mkdir()
+    temp = tmp_path / "tmp"
+    for d in (cwd, inputs, temp):
+        d.mkdir()
     monkeypatch.chdir(cwd)
-    temp = Path(tempfile.gettempdir())
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    assert tempfile.gettempdir() == str(temp)
 
     def state() -> set[str]:
-        return {p for p in _snapshot(tmp_path) if not p.startswith(str(inputs))} | set(os.listdir(temp))
+        return {p for p in _snapshot(tmp_path) if not p.startswith(str(inputs))}
 
     before = state()
     yield inputs
     assert state() - before == set()
+
+
+def test_guard_sees_a_temp_file_left_behind(guard):
+    # The guard must be able to fail: a file the code under test leaves in the temp dir is seen.
+    fd, name = tempfile.mkstemp()
+    os.close(fd)
+    assert Path(name).parent == guard.parent / "tmp"  # the private temp dir the guard watches
+    os.unlink(name)
 
 
 def _valid_entry(make_ct_dataset) -> bytes:
@@ -459,7 +496,33 @@ def test_unsafe_entry_names_refuse_the_whole_zip(name, match, make_ct_dataset, g
     data = _zip([("good.dcm", good), (name, good)])
     with pytest.raises(InvalidInputError, match=match) as info:
         read_series(data)
-    assert name in str(info.value) or name.replace("\\", "\\\\") in str(info.value)
+    # The entry is named when its name passes the identifier screening, else numbered.
+    named = name in str(info.value) or name.replace("\\", "\\\\") in str(info.value)
+    assert named or "entry number 2 of 2" in str(info.value)
+
+
+def test_refusals_never_quote_an_identifying_entry_name(make_ct_dataset):
+    secret = "ZORBLATT^QUENNELL_PIDZ99183/20210915"
+    link = zipfile.ZipInfo(f"{secret}/IM0001")
+    link.create_system = 3
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    good = _valid_entry(make_ct_dataset)
+    for entries, match in (
+        ([("IM0000", good), (link, b"/etc/passwd")], "entry number 2 of 2 is a symbolic link"),
+        ([("IM0000", good), (f"/{secret}/IM0002", good)], "entry number 2 of 2 is an absolute path"),
+    ):
+        with pytest.raises(InvalidInputError, match=match) as info:
+            read_series(_zip(entries))
+        assert not any(v in str(info.value) for v in IDENTITY)
+    # zipfile's own error text quotes the entry name: a corrupt member is described, not quoted.
+    data = bytearray(_zip([(f"{secret}/IM0003", _dicom_then_zeros(5000))]))
+    central = data.find(b"PK\x01\x02")
+    data[central + 16 : central + 20] = b"\x00\x00\x00\x00"  # wrong CRC in the directory
+    local = data.find(b"PK\x03\x04")
+    data[local + 14 : local + 18] = b"\x00\x00\x00\x00"
+    with pytest.raises(InvalidInputError, match="corrupt") as info:
+        read_series(bytes(data), zip_limits=ZipLimits(max_ratio=1e9))
+    assert not any(v in str(info.value) for v in IDENTITY)
 
 
 def test_symlink_entry_is_refused(make_ct_dataset, guard):
@@ -664,7 +727,7 @@ def test_one_bleeding_slice_is_positive_and_named(make_ct_dataset, tmp_path):
     assert result.most_suspicious == 3
     d = result.to_dict()
     json.dumps(d)  # JSON-safe (the region score was a numpy float)
-    assert d["file"] == str(tmp_path / "scan.zip")
+    assert d["file"] == "scan.zip"  # the name, never the folder
     assert d["slices"][3]["file"] == names[3]
     assert [x["index"] for x in d["slices"]] == list(range(6))
     assert d["n_slices"] == 6 and d["positive_slices"] == [3]
@@ -744,3 +807,333 @@ def test_zip_without_zip_suffix_is_read_as_zip(make_ct_dataset, tmp_path):
     path.write_bytes(_zip([(f"{i}.dcm", _to_bytes(ds)) for i, (_, ds) in enumerate(slices)]))
     assert read_series(path).files == ["0.dcm", "1.dcm", "2.dcm"]
     assert read_series([path]).files == ["0.dcm", "1.dcm", "2.dcm"]
+
+
+# --------------------------------------------------------------------------- no silent drops (issue 13.3)
+
+
+def _synth_dicom_zip(tmp_path: Path, n: int) -> tuple[Path, list[str]]:
+    """A zip of ``python -m brain_ct synth --format dcm`` output: n slices, each its own series."""
+    from brain_ct.__main__ import main
+
+    out = tmp_path / "synth"
+    assert (
+        main(["synth", "--out", str(out), "--n", str(n), "--size", "128", "--format", "dcm", "--no-progress"])
+        == 0
+    )
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.dcm"))
+    path = tmp_path / "synth.zip"
+    path.write_bytes(_zip([(name, (out / name).read_bytes()) for name in names]))
+    return path, names
+
+
+def test_zip_of_single_slice_series_lists_every_other_file_as_skipped(tmp_path):
+    path, names = _synth_dicom_zip(tmp_path, 4)
+    s = read_series(path, allow_unverified=True)
+    infos = list_series(path)
+    assert len(s) == 1 and len(infos) == 4
+    assert s.errors == []
+    assert sorted(s.files + [k["file"] for k in s.skipped]) == names  # every input file accounted for
+    others = {i.series_id for i in infos} - {s.series_id}
+    assert sorted(k["reason"] for k in s.skipped) == sorted(f"other series {sid}, 1 slice" for sid in others)
+    assert s.to_dict()["skipped"] == s.skipped
+
+
+def test_non_image_dicom_and_ordinary_images_beside_a_series_are_skipped_with_a_reason(
+    make_ct_dataset, encode_image, head_grey
+):
+    slices = _head_series(make_ct_dataset, 2)
+    plan = Dataset()
+    plan.file_meta = slices[0][1].file_meta.__class__()
+    plan.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.5"  # RT Plan Storage
+    plan.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    plan.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    plan.SOPClassUID = "1.2.840.10008.5.1.4.1.1.481.5"
+    plan.SOPInstanceUID = plan.file_meta.MediaStorageSOPInstanceUID
+    plan.Modality = "RTPLAN"
+    plan.SeriesInstanceUID = generate_uid()
+    data = _zip(
+        [(f"a{i}.dcm", _to_bytes(ds)) for i, (_, ds) in enumerate(slices)]
+        + [("plan.dcm", _to_bytes(plan)), ("thumb.png", encode_image(head_grey(128))), ("DICOMDIR", b"x")]
+        + [("notes.txt", b"hello, this is not an image")]
+    )
+    s = read_series(data)
+    assert s.files == ["a0.dcm", "a1.dcm"]
+    reasons = {k["file"]: k["reason"] for k in s.skipped}
+    assert reasons["plan.dcm"].startswith("not an image")
+    assert "RT Plan Storage" in reasons["plan.dcm"]
+    assert "ordinary image beside DICOM slices" in reasons["thumb.png"]
+    assert "DICOMDIR" in reasons["DICOMDIR"]
+    assert [e["file"] for e in s.errors] == ["notes.txt"]
+    assert "not a DICOM file" in s.errors[0]["message"]
+
+
+def test_an_input_of_only_non_image_dicom_says_why(make_ct_dataset):
+    ds = _head_series(make_ct_dataset, 1)[0][1]
+    for keyword in ("Rows", "Columns", "PixelData"):
+        delattr(ds, keyword)
+    with pytest.raises(InvalidInputError, match=r"Per file: a\.dcm: not an image"):
+        read_series(_zip([("a.dcm", _to_bytes(ds))]))
+
+
+def test_scan_json_carries_skipped_and_errors(make_ct_dataset, tmp_path):
+    a = _head_series(make_ct_dataset, 2)
+    b = _head_series(make_ct_dataset, 3)
+    path = tmp_path / "two.zip"
+    path.write_bytes(
+        _zip(
+            [(f"a{i}.dcm", _to_bytes(ds)) for i, (_, ds) in enumerate(a)]
+            + [(f"b{i}.dcm", _to_bytes(ds)) for i, (_, ds) in enumerate(b)]
+            + [("junk.bin", bytes(5000))]
+        )
+    )
+    s = read_series(path)
+    fake = FakePredictor({f: 0.1 for f in s.files})
+    d = predict_series(fake, s).to_dict()
+    assert d["errors"] == [
+        {"file": "junk.bin", "type": "InvalidInputError", "message": d["errors"][0]["message"]}
+    ]
+    assert [k["file"] for k in d["skipped"]] == ["a0.dcm", "a1.dcm"]
+    assert d["skipped"][0]["reason"] == f"other series {list_series(path)[1].series_id}, 2 slices"
+
+
+# --------------------------------------------------------------------------- tiny zips cost little (issue 14.3)
+
+
+def _zip_of_copies(n: int, payload: bytes, name: str = "f{:04d}.dcm") -> bytes:
+    """A zip of n deflated copies of ``payload`` (compressed once: fast to build even for 1000 × 1 MB)."""
+    import struct
+    import zlib
+
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = comp.compress(payload) + comp.flush()
+    crc = zlib.crc32(payload)
+    out, central = bytearray(), bytearray()
+    for i in range(n):
+        fname = name.format(i).encode()
+        offset = len(out)
+        out += struct.pack(
+            "<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, 0x21, crc, len(body), len(payload), len(fname), 0
+        )
+        out += fname + body
+        central += struct.pack(
+            "<4s6H3L5H2L",
+            b"PK\x01\x02",
+            20,
+            20,
+            0,
+            8,
+            0,
+            0x21,
+            crc,
+            len(body),
+            len(payload),
+            len(fname),
+            0,
+            0,
+            0,
+            0,
+            0,
+            offset,
+        )
+        central += fname
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n, n, len(central), len(out), 0)
+    return bytes(out + central + end)
+
+
+@pytest.mark.parametrize(
+    ("limits", "match"),
+    [
+        (ZipLimits(), "expand .* together"),  # refused from the zip's directory alone
+        (ZipLimits(max_ratio=1e9), "no slice of zip could be read"),  # every member sniffed and skipped
+    ],
+)
+def test_a_tiny_zip_of_1000_zero_files_costs_little_time_and_memory(limits, match):
+    import time
+    import tracemalloc
+
+    # Each file just under ZipLimits.ratio_floor_bytes, so no single member is checked for its ratio.
+    data = _zip_of_copies(1000, bytes(1_000_000))
+    assert len(data) < 1.5 * 2**20  # ~1 MB uploaded, 1 GB inflated
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(InvalidInputError, match=match) as info:
+            read_series(data, zip_limits=limits)
+        elapsed = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert elapsed < 2.5, elapsed
+    assert peak < 64 * 2**20, peak  # never holds the inflated zeros
+    assert "1000 more" not in str(info.value)  # the message stays short
+
+
+def _dicom_then_zeros(n: int) -> bytes:
+    """A DICOM start that passes every cheap check (marker, file meta, one element), then n zeros."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    return _to_bytes(ds) + bytes(n)
+
+
+def test_zip_with_dicom_magic_but_zeros_is_bounded_by_the_time_budget():
+    # A DICOM start passes the cheap checks, so only the per-request time budget stops this one.
+    payload = _dicom_then_zeros(200_000)
+    data = _zip_of_copies(300, payload)
+    with pytest.raises(InvalidInputError, match=r"0\.2 s limit"):
+        read_series(data, zip_limits=ZipLimits(max_seconds=0.2, max_ratio=10_000))
+    with pytest.raises(InvalidInputError, match="expand .* together"):
+        read_series(data)  # by default the whole zip's ratio refuses it before anything is read
+
+
+def test_files_without_dicom_or_image_signature_are_not_parsed(make_ct_dataset, tmp_path, monkeypatch):
+    import pydicom
+
+    calls = []
+    real = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: calls.append(1) or real(*a, **k))
+    d = tmp_path / "junk"
+    d.mkdir()
+    for i in range(20):
+        (d / f"{i}.dcm").write_bytes(bytes(3000))
+    # The DICM marker followed by zeros, and a real file meta group followed by zeros: no dataset.
+    (d / "dicm.dcm").write_bytes(bytes(128) + b"DICM" + bytes(3000))
+    real = _to_bytes(_head_series(make_ct_dataset, 1)[0][1])
+    meta_end = 132 + 12 + int.from_bytes(real[140:144], "little")
+    (d / "meta.dcm").write_bytes(real[:meta_end] + bytes(3000))
+    with pytest.raises(InvalidInputError, match="could be read"):
+        read_series(d)
+    assert calls == []
+
+
+def test_dicom_without_preamble_is_still_read(make_ct_dataset, tmp_path):
+    slices = _head_series(make_ct_dataset, 3)
+    d = tmp_path / "nopre"
+    d.mkdir()
+    for i, (_, ds) in enumerate(slices):
+        del ds.file_meta  # an old exporter's file: no preamble, no file meta, implicit VR
+        buf = io.BytesIO()
+        dcmwrite(buf, ds, enforce_file_format=False, implicit_vr=True, little_endian=True)
+        raw = buf.getvalue()
+        assert raw[128:132] != b"DICM"
+        (d / f"{i}.dcm").write_bytes(raw)
+    assert len(read_series(d)) == 3
+
+
+# --------------------------------------------------------------------------- names are user data (issue 14.4)
+
+
+IDENTITY = ("ZORBLATT", "QUENNELL", "PIDZ99183", "20210915")
+
+
+def test_identifiers_in_folder_and_file_names_never_reach_outputs(make_ct_dataset, tmp_path):
+    slices = _head_series(make_ct_dataset, 4)
+    names = [
+        "ZORBLATT^QUENNELL_PIDZ99183/20210915/IM0003",
+        "ZORBLATT^QUENNELL_PIDZ99183/20210915/IM0001",
+        "ZORBLATT^QUENNELL_PIDZ99183/20210915/ZORBLATT_QUENNELL.dcm",
+        "ZORBLATT^QUENNELL_PIDZ99183/20210915/<img src=x>.dcm",
+    ]
+    junk = "ZORBLATT^QUENNELL_PIDZ99183/20210915/PIDZ99183.txt"
+    path = tmp_path / "scan.zip"
+    path.write_bytes(
+        _zip([(n, _to_bytes(ds)) for n, (_, ds) in zip(names, slices, strict=True)] + [(junk, b"text")])
+    )
+    s = read_series(path)
+    assert s.files == ["IM0003", "IM0001", "slice 3 at 10.0 mm", "slice 4 at 15.0 mm"]
+    assert [ct.name for ct in s.slices] == s.files
+    assert s.errors[0]["file"] == "file 4"  # 4th in name order
+    fake = FakePredictor({f: 0.1 for f in s.files})
+    text = json.dumps(predict_series(fake, s).to_dict()) + json.dumps(s.to_dict()) + repr(s)
+    for value in (*IDENTITY, "<img"):
+        assert value not in text
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("IM0003", True),
+        ("img_12.dcm", True),
+        ("slice10.png", True),
+        ("hemorrhage/hemorrhage_000001.dcm", True),
+        ("x/00.dcm", True),
+        ("20210915", False),
+        ("ZORBLATT_QUENNELL.dcm", False),
+        ("PIDZ99183", False),
+        ("a^b.dcm", False),
+        ("1.2.840.113619.2.55.3.604688.dcm", False),
+        ("<img src=x>.dcm", False),
+        ("Quennell_0001.dcm", False),
+        ("broken.dcm", True),
+        ("", False),
+    ],
+)
+def test_name_screening(name, ok):
+    from brain_ct.series import screen_name
+
+    assert screen_name(name) is ok
+
+
+def test_a_name_holding_the_files_own_patient_id_is_screened_out(make_ct_dataset):
+    ((_, ds),) = _head_series(make_ct_dataset, 1, PatientID="123456")
+    s = read_series(_zip([("123456.dcm", _to_bytes(ds))]))
+    assert s.files == ["slice 1 at 0.0 mm"]
+    ((_, ds),) = _head_series(make_ct_dataset, 1)  # PatientName DOE^JANE
+    assert read_series(_zip([("jane_0001.dcm", _to_bytes(ds))])).files == ["slice 1 at 0.0 mm"]
+    assert read_series(_zip([("scan_0001.dcm", _to_bytes(ds))])).files == ["scan_0001.dcm"]
+
+
+# --------------------------------------------------------------------------- messages (issue 14.7, 13.13)
+
+
+def test_messages_name_the_file_never_its_folder(tmp_path):
+    deep = tmp_path / "cache" / "0123abcd"
+    deep.mkdir(parents=True)
+    z = deep / "nested.zip"
+    z.write_bytes(_zip([("a.txt", b"hello")]))
+    with pytest.raises(InvalidInputError) as info:
+        read_series(z)
+    assert "no slice of nested.zip could be read" in str(info.value)
+    assert str(deep) not in str(info.value)
+    assert read_series.__module__  # the source label is the name too
+    empty = deep / "empty"
+    empty.mkdir()
+    with pytest.raises(InvalidInputError) as info:
+        read_series(empty)
+    assert str(deep) not in str(info.value) and "folder empty holds no files" in str(info.value)
+
+
+def test_one_slice_is_singular():
+    from brain_ct.series import plural
+
+    assert plural(1, "slice") == "1 slice"
+    assert plural(0, "slice") == "0 slices"
+    assert plural(12, "slice") == "12 slices"
+
+
+def test_series_ids_are_stable_across_runs_for_the_same_input(make_ct_dataset, monkeypatch):
+    from brain_ct import privacy
+
+    a = _head_series(make_ct_dataset, 2)
+    b = _head_series(make_ct_dataset, 3)
+    entries = [(f"a{i}.dcm", _to_bytes(ds)) for i, (_, ds) in enumerate(a)]
+    entries += [(f"b{i}.dcm", _to_bytes(ds)) for i, (_, ds) in enumerate(b)]
+    data = _zip(entries)
+    first = [i.series_id for i in list_series(data)]
+    monkeypatch.setattr(privacy, "_SALT", b"another process has another salt")
+    # `predict --list-series` and `predict --series-uid ID` run in two processes: the ids must agree.
+    assert [i.series_id for i in list_series(data)] == first
+    assert read_series(data, series_uid=first[1]).series_id == first[1]
+    # The id depends on the whole input, so it cannot be looked up from one UID alone.
+    more = _zip(
+        entries
+        + [("b9.dcm", _to_bytes(_head_series(make_ct_dataset, 1, uid=str(b[0][1].SeriesInstanceUID))[0][1]))]
+    )
+    assert set(i.series_id for i in list_series(more)).isdisjoint(first)

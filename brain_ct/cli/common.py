@@ -53,5 +53,8 @@ def add_reading_arguments(parser: argparse.ArgumentParser) -> None:
         "--series-uid",
         default=None,
         metavar="UID",
-        help="for a folder or zip holding several series: the one to read (hashed id as listed, or the UID)",
+        help=(
+            "for a folder or zip holding several series: the one to read (the id that "
+            "'predict --list-series PATH' shows, or the raw Series Instance UID)"
+        ),
     )

@@ -17,10 +17,23 @@ model could not be loaded (message on stderr); 2 usage error (bad arguments).
 
 A folder or ``.zip`` is a whole CT series (see :mod:`brain_ct.series`): it prints ONE object with
 the scan-level ``label`` and ``probability`` (documented rule in :class:`brain_ct.series.ScanRule`),
-``positive_slices``, ``n_slices``, ``errors`` (files skipped inside it) and ``slices``: one object per
-slice in anatomical order (inferior to superior, by position along the slice normal), each with
-``file`` (its name inside the zip or folder), ``index`` and the per-slice fields above (and
-``heatmap`` with ``--heatmaps``). ``--series-uid`` picks one series when a zip holds several.
+``positive_slices`` (0-based indices), ``n_slices``, ``series_id``, ``errors`` (files inside it that
+could not be read: ``file``, ``type``, ``message``), ``skipped`` (readable files that are not part of
+the series read: ``file``, ``reason``, e.g. "other series 3f2a…, 1 slice") and ``slices``: one
+object per slice in anatomical order (inferior to superior, by position along the slice normal),
+each with ``file`` (its name inside the zip or folder when that name passes the identifier
+screening, else "slice N at Z mm"), ``index`` and the per-slice fields above (and ``heatmap`` with
+``--heatmaps``).
+
+Slice numbers: everything a person reads (the table, the explanations) counts slices from 1, as
+viewers do; JSON ``index`` and ``positive_slices`` are 0-based positions in ``slices``.
+
+Several series in one folder or zip: ``--list-series PATH ...`` lists them (no model is loaded):
+hashed series id (the same in every run for the same files), slices, orientation, contrast,
+modality, description (when the privacy allow-list permits it) and which one is read by default;
+``--series-uid ID`` reads another one. With ``--json`` the listing is one object per path:
+``{"file": ..., "series": [{"series_id", "n_slices", "orientation", "contrast", "modality",
+"description", "default"}, ...]}``.
 """
 
 from __future__ import annotations
@@ -64,6 +77,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_reading_arguments(parser)
     parser.add_argument(
         "--json", action="store_true", help="write JSON Lines (one object per input) to stdout"
+    )
+    parser.add_argument(
+        "--list-series",
+        action="store_true",
+        help="only list the DICOM series in each folder or zip (ids for --series-uid); loads no model",
     )
     parser.add_argument(
         "--heatmaps",
@@ -188,14 +206,17 @@ def _groups(paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, Sequen
 
 
 def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
+    """The human-readable table; slices are numbered from 1 here (JSON ``index`` is 0-based)."""
+    from brain_ct.series import plural
+
     rows = [("file", "label", "P(hem)", "threshold", "strongest region")]
     for r in records:
         if "error" in r:
             rows.append((r["file"], "ERROR", "", "", f"{r['error']['type']}: {r['error']['message']}"))
             continue
         if "slices" in r:
-            positive = ", ".join(str(i) for i in r["positive_slices"]) or "none"
-            where = f"scan of {r['n_slices']} slices; positive slices: {positive}"
+            positive = ", ".join(str(i + 1) for i in r["positive_slices"]) or "none"
+            where = f"scan of {plural(r['n_slices'], 'slice')}; positive slices: {positive}"
             rows.append((r["file"], r["label"], f"{r['probability']:.3f}", f"{r['threshold']:.3f}", where))
             continue
         top = r["regions"][0] if r["regions"] else None
@@ -205,13 +226,72 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
     for row in rows:
         cells = [row[i].ljust(widths[i]) for i in range(4)]
         print("  ".join([*cells, row[4]]).rstrip(), file=out)
-    explained = [s for r in records for s in r.get("slices", [r]) if "explanation" in s]
+    for r in records:
+        by_reason: dict[str, list[str]] = {}
+        for item in r.get("skipped") or []:
+            by_reason.setdefault(item["reason"], []).append(item["file"])
+        for reason, names in by_reason.items():
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            print(f"{r['file']}: {plural(len(names), 'file')} skipped ({reason}): {shown}", file=out)
+        if r.get("errors"):
+            listed = "; ".join(e["message"] for e in r["errors"])
+            print(f"{r['file']}: {plural(len(r['errors']), 'file')} could not be read: {listed}", file=out)
+    explained = [(_slice_title(r, s), s) for r in records for s in r.get("slices", [r]) if "explanation" in s]
     if explained:
         print(file=out)
-    for r in explained:
-        print(f"{r['file']}: {r['explanation']}", file=out)
-        if "heatmap" in r:
-            print(f"  heatmap: {r['heatmap']}", file=out)
+    for title, s in explained:
+        print(f"{title}: {s['explanation']}", file=out)
+        if "heatmap" in s:
+            print(f"  heatmap: {s['heatmap']}", file=out)
+
+
+def _slice_title(record: dict[str, Any], item: dict[str, Any]) -> str:
+    """``scan.zip slice 3 of 30 (IM0003)`` for a slice of a scan (from 1), the file for a single input."""
+    if item is record:
+        return str(record["file"])
+    return f"{record['file']} slice {item['index'] + 1} of {record['n_slices']} ({item['file']})"
+
+
+def _list_series(paths: Sequence[str], as_json: bool) -> int:
+    """Print the DICOM series of each path (no model); returns the exit code."""
+    from brain_ct.series import list_series, plural
+
+    failed = 0
+    for path in paths:
+        try:
+            infos = [info.to_dict() for info in list_series(path)]
+        except Exception as exc:  # one unreadable input is reported and the others go on
+            failed += 1
+            error = _error_dict(exc)
+            if as_json:
+                print(json.dumps({"file": path, "error": error}), flush=True)
+            else:
+                print(f"{path}: ERROR {error['type']}: {error['message']}")
+            continue
+        if as_json:
+            print(json.dumps({"file": path, "series": infos}), flush=True)
+            continue
+        if not infos:
+            print(f"{path}: no DICOM series (ordinary images have no series id)")
+            continue
+        print(f"{path}: {len(infos)} series (* = read by default; choose another with --series-uid ID)")
+        rows = [("", "series id", "slices", "orientation", "contrast", "modality", "description")]
+        for info in infos:
+            rows.append(
+                (
+                    "*" if info["default"] else "",
+                    info["series_id"],
+                    plural(info["n_slices"], "slice"),
+                    info["orientation"],
+                    "yes" if info["contrast"] else "no",
+                    info["modality"] or "-",
+                    info["description"] or "-",
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 1 if failed else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -221,6 +301,11 @@ def run(args: argparse.Namespace) -> int:
 
     from brain_ct.predictor import Predictor
 
+    if hasattr(sys.stdout, "reconfigure"):
+        # File names need not be valid in the terminal's encoding; never crash on printing one.
+        sys.stdout.reconfigure(errors="backslashreplace")
+    if args.list_series:
+        return _list_series([str(p) for p in args.paths], args.json)
     writer = None
     if args.heatmaps is not None:
         try:
@@ -241,9 +326,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
     paths = [str(p) for p in args.paths]
-    if hasattr(sys.stdout, "reconfigure"):
-        # File names need not be valid in the terminal's encoding; never crash on printing one.
-        sys.stdout.reconfigure(errors="backslashreplace")
     show_bar = len(paths) >= PROGRESS_MIN_FILES and sys.stderr.isatty()
     failed = 0
     records: list[dict[str, Any]] = []
