@@ -111,3 +111,18 @@ def test_localization_entry_point_still_separate():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "localization" in proc.stdout.lower() or "usage" in proc.stdout.lower()
+
+
+@pytest.mark.slow
+def test_real_anatomy_smoke_reports_every_section(capsys):
+    from benchmarks import real_anatomy
+
+    res = real_anatomy.main(["--smoke"])
+    assert res["smoke"] is True and set(res["held_out"]) == {"dicom", "8bit"}
+    dicom = res["held_out"]["dicom"]
+    # 7 of the 28 GE levels are held out; lesions are painted only where they fit (not at base/vertex).
+    assert dicom["n_normal"] == 7 and 0 < dicom["n_lesion"] <= 7 * 5
+    assert 0.0 <= dicom["roc_auc"] <= 1.0
+    assert set(res["pydicom"]) == {"J2K_pixelrep_mismatch.dcm", "693_J2KI.dcm"}
+    assert res["whole_scan"]["n_slices"] == 28
+    assert "held-out real levels" in capsys.readouterr().out
