@@ -206,13 +206,23 @@ class _ViewerOutputs:
                 )
             except (BrainCTError, OSError) as exc:
                 self._fail(record, "--heatmaps-nifti", exc)
-        if self.dicom is not None and result.series.slices[0].source == "dicom":
-            self._dicom(record, path, result.predictions, result.series)
+        if self.dicom is not None:
+            if result.series.slices[0].source == "dicom":
+                self._dicom(record, path, result.predictions, result.series)
+            else:
+                self._not_dicom(path)
 
     def single(self, record: dict[str, Any], path: str, prediction: Prediction) -> None:
         """Outputs of one slice file: DICOM overlays only (a single slice is no volume)."""
-        if self.dicom is not None and prediction.source == "dicom":
-            self._dicom(record, path, [prediction], None)
+        if self.dicom is not None:
+            if prediction.source == "dicom":
+                self._dicom(record, path, [prediction], None)
+            else:
+                self._not_dicom(path)
+
+    def _not_dicom(self, path: str) -> None:
+        # Overlays of a PNG or NIfTI would refer to nothing a PACS holds: said, not an error.
+        print(f"note: {path}: not DICOM input, so no DICOM overlays are written for it", file=sys.stderr)
 
     def _dicom(
         self, record: dict[str, Any], path: str, predictions: Sequence[Prediction], series: Any
