@@ -95,6 +95,8 @@ _READING_ORNT = orientations.axcodes2ornt(READING_AXCODES)
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 _UNIT_MM = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 0.001}
 _CHUNK = 1 << 22
+# Bytes after the declared voxels read to reach the gzip trailer (its CRC); more is not inflated.
+_MAX_TRAILING = 1 << 20
 # Bytes of a header that tell NIfTI apart (sizeof_hdr 348 + magic "n+1"/"ni1", or 540 + "n+2").
 _SNIFF_BYTES = 540
 
@@ -340,6 +342,10 @@ def _parse(data: bytes, shown: str) -> _Parsed:
             f"{shown}: the file is truncated: its header announces {n_bytes} bytes of voxels, "
             f"but only {max(len(body) + size - offset, 0)} are there; re-download or re-export it"
         )
+    if gz:
+        # gzip checks its CRC only at the end of the stream, past the declared voxels: read on to it,
+        # or a corrupted stream that still inflates would give wrong HU silently.
+        _read_exact(stream, _MAX_TRAILING, shown)
     spatial = tuple(shape[:3]) if len(shape) >= 3 else tuple(shape)
     return _Parsed(header=header, shape=spatial, data=head + body, kind=kind)
 
