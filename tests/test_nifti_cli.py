@@ -220,3 +220,23 @@ def test_bad_nifti_through_the_cli_is_a_clear_error_and_nothing_is_written(
     assert record["error"]["type"] == "InvalidInputError" and message in record["error"]["message"]
     assert "Traceback" not in captured.err
     assert [p for p in out.rglob("*") if p.is_file()] == []
+
+
+def test_heatmap_volume_of_slices_without_geometry_is_a_clear_exit_1(scan, tmp_path: Path, capsys) -> None:
+    import cv2
+
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for k, ct in enumerate(scan["dicom"].slices):
+        cv2.imwrite(str(folder / f"slice{k}.png"), ct.display)
+    out = tmp_path / "heat.nii.gz"
+    argv = ["predict", str(folder), "--model", str(scan["model"]), "--json", "--allow-unverified"]
+    code = main([*argv, "--heatmaps-nifti", str(out)])
+    captured = capsys.readouterr()
+    (record,) = _lines(captured.out)
+    assert code == 1
+    assert record["n_slices"] == N_SLICES and "label" in record  # the prediction is kept
+    (error,) = record["output_errors"]
+    assert error["output"] == "--heatmaps-nifti" and "PNG/JPG slices have none" in error["message"]
+    assert "--heatmaps-nifti not written" in captured.err and "Traceback" not in captured.err
+    assert not out.exists() and list(tmp_path.glob(".heatmap-*")) == []

@@ -90,7 +90,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "paths",
         nargs="+",
         metavar="PATH",
-        help="CT slice files (DICOM, PNG, JPG, BMP, TIFF, WebP), or a folder / .zip holding one scan",
+        help=(
+            "CT slice files (DICOM, PNG, JPG, BMP, TIFF, WebP), or a whole scan: a folder / .zip of slices or "
+            "a NIfTI volume (.nii / .nii.gz)"
+        ),
     )
     add_reading_arguments(parser)
     parser.add_argument(
