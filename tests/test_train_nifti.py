@@ -75,6 +75,14 @@ def test_pairs_beside_the_volumes_and_in_a_mask_folder(volumes: Path, tmp_path: 
     assert [v.name for v in unpaired] == ["002.nii.gz"]
 
 
+def test_nnunet_channel_names_pair_with_their_label(tmp_path: Path) -> None:
+    # BHSD's nnU-Net layout: imagesTr/ and labelsTr/; a channel-0 image X_0000 has the label X
+    write_volume(tmp_path / "imagesTr", "ID_01", seed=3, bleed=True, mask_folder=tmp_path / "labelsTr")
+    (tmp_path / "imagesTr" / "ID_01.nii.gz").rename(tmp_path / "imagesTr" / "ID_01_0000.nii.gz")
+    pairs, unpaired = nifti_pairs(tmp_path / "imagesTr", mask_dir=tmp_path / "labelsTr")
+    assert [(v.name, m.name) for v, m in pairs] == [("ID_01_0000.nii.gz", "ID_01.nii.gz")] and unpaired == []
+
+
 def test_no_volume_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "x_mask.nii.gz").write_bytes(b"")
     with pytest.raises(InvalidInputError, match="holds no NIfTI volume"):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -277,6 +278,8 @@ def nifti_pairs(
     * masks in their own folder (BHSD, INSTANCE 2022): ``directory/<rel>/X.nii.gz`` with
       ``mask_dir/<rel>/X<mask_suffix>.nii.gz`` (suffix default ``""``: the same file name).
 
+    nnU-Net's channel names are understood in both: ``X_0000.nii.gz`` pairs with ``X<suffix>`` too.
+
     A mask may be ``.nii`` or ``.nii.gz`` whatever its volume is.
 
     Raises:
@@ -301,11 +304,11 @@ def nifti_pairs(
     unpaired: list[Path] = []
     for volume in volumes:
         folder = volume.parent if masks_root is None else masks_root / volume.parent.relative_to(root)
-        stem = _nifti_stem(volume) + suffix
-        found = next(
-            (folder / f"{stem}{ext}" for ext in (".nii.gz", ".nii") if (folder / f"{stem}{ext}").is_file()),
-            None,
-        )
+        stems = [_nifti_stem(volume) + suffix]
+        if re.fullmatch(r".+_\d{4}", _nifti_stem(volume)):  # nnU-Net names channel 0 X_0000, its label X
+            stems.append(_nifti_stem(volume)[:-5] + suffix)
+        candidates = [folder / f"{stem}{ext}" for stem in stems for ext in (".nii.gz", ".nii")]
+        found = next((c for c in candidates if c.is_file()), None)
         if found is None or found == volume:
             unpaired.append(volume)
         else:
