@@ -240,3 +240,24 @@ def test_heatmap_volume_of_slices_without_geometry_is_a_clear_exit_1(scan, tmp_p
     assert error["output"] == "--heatmaps-nifti" and "PNG/JPG slices have none" in error["message"]
     assert "--heatmaps-nifti not written" in captured.err and "Traceback" not in captured.err
     assert not out.exists() and list(tmp_path.glob(".heatmap-*")) == []
+
+
+def test_a_folder_of_nifti_volumes_is_one_scan_per_volume(scan, tmp_path: Path, capsys) -> None:
+    volumes = tmp_path / "volumes"
+    volumes.mkdir()
+    for name in ("case10.nii.gz", "case2.nii.gz"):
+        (volumes / name).write_bytes(scan["nifti"].read_bytes())
+    (volumes / ".DS_Store").write_bytes(b"clutter")
+    heat = tmp_path / "heat"
+    code = main(
+        ["predict", str(volumes), "--model", str(scan["model"]), "--json", "--heatmaps-nifti", str(heat)]
+    )
+    records = _lines(capsys.readouterr().out)
+    assert code == 0
+    assert [Path(r["file"]).name for r in records] == ["case2.nii.gz", "case10.nii.gz"]  # natural order
+    assert sorted(p.name for p in heat.iterdir()) == ["case10_heatmap.nii.gz", "case2_heatmap.nii.gz"]
+    # with one heatmap file for the whole folder there are two scans: a usage error, nothing read
+    code = main(
+        ["predict", str(volumes), "--model", str(scan["model"]), "--heatmaps-nifti", str(tmp_path / "h.nii")]
+    )
+    assert code == 2 and "2 scans" in capsys.readouterr().err

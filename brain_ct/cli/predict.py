@@ -29,7 +29,8 @@ Slice numbers: everything a person reads (the table, the explanations) counts sl
 viewers do; JSON ``index`` and ``positive_slices`` are 0-based positions in ``slices``.
 
 A NIfTI volume (``.nii`` / ``.nii.gz``, see :mod:`brain_ct.nifti`) is a whole scan too: its axial
-slices are read inferior to superior and named ``<file>#N``.
+slices are read inferior to superior and named ``<file>#N``. A folder holding only NIfTI volumes
+stands for its volumes: one scan object per volume.
 
 Results for viewers (scans only, i.e. a folder, zip or NIfTI volume, except ``--dicom-out``):
 
@@ -159,6 +160,30 @@ def is_series_path(path: str) -> bool:
         return p.is_file() and (p.suffix.lower() == ".zip" or zipfile.is_zipfile(p) or is_nifti(p))
     except OSError:
         return False
+
+
+def expand_nifti_folders(paths: Sequence[str]) -> list[str]:
+    """A folder holding only NIfTI volumes stands for its volumes (each a scan, natural name order).
+
+    A folder is otherwise one series of slices; volumes are whole scans, so a folder of them is
+    several inputs. A folder with anything else in it (hidden files aside) is left as it is.
+    """
+    from brain_ct.nifti import NIFTI_SUFFIXES
+    from brain_ct.series import natural_key
+
+    out: list[str] = []
+    for path in paths:
+        folder = Path(path)
+        files = (
+            [f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")]
+            if folder.is_dir()
+            else []
+        )
+        if files and all(f.name.lower().endswith(NIFTI_SUFFIXES) for f in files):
+            out += sorted((str(f) for f in files), key=natural_key)
+        else:
+            out.append(path)
+    return out
 
 
 def _stem(path: str) -> str:
@@ -444,11 +469,11 @@ def _list_series(paths: Sequence[str], as_json: bool) -> int:
     return 1 if failed else 0
 
 
-def _check_viewer_outputs(args: argparse.Namespace) -> str | None:
+def _check_viewer_outputs(args: argparse.Namespace, paths: Sequence[str]) -> str | None:
     """Why ``--heatmaps-nifti`` / ``--dicom-out`` cannot be used as given (checked before the model loads)."""
     target = args.heatmaps_nifti
     if target is not None:
-        scans = [str(p) for p in args.paths if is_series_path(str(p))]
+        scans = [p for p in paths if is_series_path(p)]
         if target.name.lower().endswith((".nii", ".nii.gz")):
             if len(scans) != 1:
                 return (
@@ -497,9 +522,10 @@ def run(args: argparse.Namespace) -> int:
             return 2
         writer = _HeatmapWriter(args.heatmaps)
 
+    paths = expand_nifti_folders([str(p) for p in args.paths])
     outputs = None
     if args.heatmaps_nifti is not None or args.dicom_out is not None:
-        problem = _check_viewer_outputs(args)
+        problem = _check_viewer_outputs(args, paths)
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 2
@@ -512,7 +538,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
-    paths = [str(p) for p in args.paths]
     show_bar = len(paths) >= PROGRESS_MIN_FILES and sys.stderr.isatty()
     failed = 0
     records: list[dict[str, Any]] = []
