@@ -40,6 +40,7 @@ Reading, in order (nothing is written anywhere):
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io as _io
 import os
 import tempfile
@@ -56,7 +57,7 @@ from nibabel import orientations
 from brain_ct import framing
 from brain_ct.errors import InvalidInputError
 from brain_ct.io import MAX_FILE_BYTES, MAX_SIDE, MAX_TOTAL_PIXELS, MIN_SIDE, CTImage
-from brain_ct.series import Series, _check_plausible_series
+from brain_ct.series import Series, SeriesInfo, _check_plausible_series
 from brain_ct.windowing import PRESETS, window
 
 NiftiSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
@@ -87,10 +88,15 @@ READING_AXCODES = ("P", "L", "S")
 
 ACCEPTED = "a NIfTI-1 or NIfTI-2 head-CT volume in HU (.nii or .nii.gz)"
 
+#: File name endings of a single-file NIfTI volume (lower case).
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
 _READING_ORNT = orientations.axcodes2ornt(READING_AXCODES)
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 _UNIT_MM = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 0.001}
 _CHUNK = 1 << 22
+# Bytes after the declared voxels read to reach the gzip trailer (its CRC); more is not inflated.
+_MAX_TRAILING = 1 << 20
 # Bytes of a header that tell NIfTI apart (sizeof_hdr 348 + magic "n+1"/"ni1", or 540 + "n+2").
 _SNIFF_BYTES = 540
 
@@ -177,7 +183,7 @@ def is_nifti(source: NiftiSource) -> bool:
     """
     if isinstance(source, str | os.PathLike):
         path = Path(source)
-        if path.name.lower().endswith((".nii", ".nii.gz")):
+        if path.name.lower().endswith(NIFTI_SUFFIXES):
             return True
         try:
             with path.open("rb") as fh:
@@ -336,6 +342,10 @@ def _parse(data: bytes, shown: str) -> _Parsed:
             f"{shown}: the file is truncated: its header announces {n_bytes} bytes of voxels, "
             f"but only {max(len(body) + size - offset, 0)} are there; re-download or re-export it"
         )
+    if gz:
+        # gzip checks its CRC only at the end of the stream, past the declared voxels: read on to it,
+        # or a corrupted stream that still inflates would give wrong HU silently.
+        _read_exact(stream, _MAX_TRAILING, shown)
     spatial = tuple(shape[:3]) if len(shape) >= 3 else tuple(shape)
     return _Parsed(header=header, shape=spatial, data=head + body, kind=kind)
 
@@ -646,6 +656,50 @@ def read_nifti_series(
     if not allow_unverified:
         _check_plausible_series(series, label)
     return series
+
+
+def nifti_series_id(source: str | os.PathLike[str] | bytes) -> str:
+    """A NIfTI volume's series id: 16 hex characters of the SHA-256 of the file's bytes.
+
+    A NIfTI file carries no Series Instance UID; its content gives an id that is the same in
+    every run for the same file (as :func:`brain_ct.series.list_series` promises) and says
+    nothing about the patient.
+    """
+    digest = hashlib.sha256(b"brain_ct.nifti series id\0")
+    if isinstance(source, bytes | bytearray | memoryview):
+        digest.update(source)
+    else:
+        with open(source, "rb") as fh:
+            for chunk in iter(lambda: fh.read(_CHUNK), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def nifti_info(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> SeriesInfo:
+    """A NIfTI volume as :func:`brain_ct.series.list_series` lists a series, from its header.
+
+    The header and geometry are checked as :func:`read_nifti_series` checks them, but the voxels
+    are not decoded nor judged. ``n_slices`` is the number of axial slices it is read as;
+    ``orientation`` is ``"axial"`` (the volume is read as axial slices whatever its storage
+    order); ``modality`` and ``description`` are None (a NIfTI header records neither);
+    ``contrast`` False (unknown).
+
+    Raises:
+        InvalidInputError: as :func:`read_nifti_series` for a bad header or geometry.
+    """
+    data, shown, _ = _read_bytes(source, name)
+    parsed = _parse(data, shown)
+    grid = _grid(parsed, shown, [])
+    _geometry(grid, shown)
+    return SeriesInfo(
+        series_id=nifti_series_id(data),
+        description=None,
+        modality=None,
+        n_slices=grid.reading_shape[2],
+        orientation="axial",
+        contrast=False,
+        default=True,
+    )
 
 
 def read_nifti_mask(source: NiftiSource, grid: NiftiGrid, *, name: str | None = None) -> np.ndarray:

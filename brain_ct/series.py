@@ -985,13 +985,20 @@ def list_series(
     """The DICOM series in a source (headers only, no pixels decoded), preferred first.
 
     Args:
-        source: a folder, a ``.zip`` (path or bytes), a list of files, or a single DICOM.
+        source: a folder, a ``.zip`` (path or bytes), a list of files, a single DICOM, or a
+            NIfTI volume (``.nii`` / ``.nii.gz``, path or bytes; one series, see
+            :func:`brain_ct.nifti.nifti_info`).
         zip_limits: limits a zip must respect, and the time budget.
 
     Returns:
         One :class:`SeriesInfo` per series, the one :func:`read_series` picks by default first
         (its ``default`` is True). Empty when the source holds no DICOM image.
     """
+    nifti = _nifti_source(source)
+    if nifti is not None:
+        from brain_ct.nifti import nifti_info
+
+        return [nifti_info(nifti)]
     members, _, budget = _collect(source, zip_limits)
     found = _read_headers(members, budget)
     groups = found.groups
@@ -1008,6 +1015,52 @@ def list_series(
         )
         for i, g in enumerate(ordered)
     ]
+
+
+def _nifti_source(
+    source: str | os.PathLike[str] | bytes | Sequence[str | os.PathLike[str]],
+) -> Path | bytes | None:
+    """The NIfTI file a source is (a path, bytes, or a one-element list), else None.
+
+    A list of several files holding a ``.nii`` / ``.nii.gz`` is refused: a NIfTI file is a whole
+    scan on its own, not one slice among others.
+    """
+    from brain_ct.nifti import NIFTI_SUFFIXES, is_nifti
+
+    if isinstance(source, bytes | bytearray):
+        return bytes(source) if is_nifti(source) else None
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        return path if path.is_file() and is_nifti(path) else None
+    paths = [Path(p) for p in source]
+    if len(paths) == 1:
+        return _nifti_source(paths[0])
+    volumes = [p for p in paths if p.name.lower().endswith(NIFTI_SUFFIXES)]
+    if volumes:
+        raise InvalidInputError(
+            f"{plural(len(paths), 'file')} were given, {plural(len(volumes), 'NIfTI volume')} among them; a NIfTI "
+            "file (.nii / .nii.gz) is a whole scan on its own. Give one NIfTI volume at a time, or only DICOM "
+            "or PNG/JPG slices"
+        )
+    return None
+
+
+def _read_nifti(source: Path | bytes, *, series_uid: str | None, allow_unverified: bool) -> Series:
+    """A NIfTI volume as a :class:`Series`; named like a DICOM file (screened, else ``"volume"``)."""
+    from brain_ct.nifti import nifti_series_id, read_nifti_series
+
+    label = source.name if isinstance(source, Path) else "upload"
+    shown = label if isinstance(source, Path) and screen_name(label) else "volume"
+    series = read_nifti_series(source, name=shown, allow_unverified=allow_unverified)
+    series.series_id = nifti_series_id(source)
+    if series_uid is not None and series_uid.strip() != series.series_id:
+        raise InvalidInputError(
+            f"series {series_uid.strip()!r} was asked for, but {label} is one NIfTI volume, series "
+            f"{series.series_id}; leave the series choice out for a NIfTI file"
+        )
+    # As for DICOM: the file's own name, never the folder it sits in (an upload sits in a cache).
+    series.source = label
+    return series
 
 
 def _error(member: _Member, exc: BaseException) -> tuple[int, dict[str, str]]:
@@ -1046,7 +1099,9 @@ def read_series(
     Args:
         source: a folder (searched recursively), a ``.zip`` (path or bytes), a list of slice files
             (several files dropped at once), or one file (a multi-frame DICOM gives one slice per
-            frame; any other single file is a series of one).
+            frame; a NIfTI volume ``.nii`` / ``.nii.gz``, path, bytes or a one-element list, gives
+            its axial slices, see :func:`brain_ct.nifti.read_nifti_series`; any other single file
+            is a series of one).
         series_uid: which DICOM series to read when there are several: its hashed id (as
             :func:`list_series` shows) or its raw Series Instance UID. Default: the axial
             non-contrast CT series with the most slices.
@@ -1061,7 +1116,11 @@ def read_series(
     Raises:
         InvalidInputError: unsafe or unreadable zip, empty source, unknown ``series_uid``, reading
             over the time budget, or no slice could be loaded (the message lists why, per file).
+            For a NIfTI volume, whatever :func:`brain_ct.nifti.read_nifti_series` refuses.
     """
+    nifti = _nifti_source(source)
+    if nifti is not None:
+        return _read_nifti(nifti, series_uid=series_uid, allow_unverified=allow_unverified)
     members, label, budget = _collect(source, zip_limits)
     found = _read_headers(members, budget)
     _name_members(members, found.identifying)

@@ -5,7 +5,7 @@ Three groups, as in Hugging Face's ``run_image_classification.py``:
 * :class:`ModelArguments` — which network to start from (a Hub id / folder, a ``ResNetConfig`` JSON or a
   size preset built without pretrained weights).
 * :class:`DataArguments` — where the slices come from (image folders, a Hub dataset, an RSNA 2019 DICOM
-  folder with its CSV, or phantoms generated on the fly), the CT windows and input size, augmentation and
+  folder with its CSV, NIfTI volumes with voxel masks, or phantoms generated on the fly), the CT windows and input size, augmentation and
   optional lesion-mask guidance.
 * :class:`BrainCTTrainingArguments` — :class:`transformers.TrainingArguments` with this project's defaults
   (learning rate 1e-4, best checkpoint by validation ROC AUC, …) plus the two-stage schedule, class weights
@@ -299,6 +299,38 @@ class DataArguments:
             "give the label."
         },
     )
+    nifti_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of NIfTI CT volumes (.nii/.nii.gz, in HU) with voxel lesion masks, searched "
+            "recursively: X.nii.gz is paired with X<mask_suffix>.nii.gz beside it, or with the same name "
+            "under --nifti_mask_dir. Each axial slice is one example, labelled from its mask (at least "
+            "--min_lesion_area lesion pixels = hemorrhage, none = normal); the masks also serve mask "
+            "guidance. The validation split keeps whole volumes on one side."
+        },
+    )
+    nifti_mask_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the voxel masks of --nifti_dir when they are not beside the volumes (e.g. "
+            "BHSD's 'ground truths/', INSTANCE 2022's 'label/'): the same relative path and file name "
+            "(plus --mask_suffix, default none)."
+        },
+    )
+    mask_suffix: str | None = field(
+        default=None,
+        metadata={
+            "help": "--nifti_dir: what a mask's file name adds to its volume's (X.nii.gz → X_mask.nii.gz); "
+            "default '_mask', or '' with --nifti_mask_dir."
+        },
+    )
+    min_lesion_area: int = field(
+        default=10,
+        metadata={
+            "help": "--nifti_dir: lesion pixels (any mask label > 0) a slice needs to be labelled hemorrhage; "
+            "slices with fewer but some are left out as ambiguous."
+        },
+    )
     synthetic_train: int = field(
         default=0,
         metadata={
@@ -469,12 +501,17 @@ class DataArguments:
             self.dataset_name is not None,
             self.dicom_dir is not None,
             self.synthetic_train > 0,
+            self.nifti_dir is not None,
         ]
         if sum(sources) == 0 and self.real_anatomy_dir is None:
             raise ValueError(
                 "no training data: give --train_dir, --dataset_name, --dicom_dir with --labels_csv, "
-                "--synthetic_train N or --real_anatomy_dir DIR"
+                "--nifti_dir, --synthetic_train N or --real_anatomy_dir DIR"
             )
+        if self.nifti_dir is None and (self.nifti_mask_dir is not None or self.mask_suffix is not None):
+            raise ValueError("--nifti_mask_dir and --mask_suffix apply to --nifti_dir only")
+        if self.min_lesion_area < 1:
+            raise ValueError(f"--min_lesion_area must be >= 1 lesion pixel; got {self.min_lesion_area}")
         if self.real_anatomy_dir is not None:
             if self.dataset_name is not None:
                 raise ValueError(
@@ -493,7 +530,8 @@ class DataArguments:
                     raise ValueError(f"{flag} must be >= {low}; got {value}")
         if sum(sources) > 1:
             raise ValueError(
-                "give exactly one training source: --train_dir, --dataset_name, --dicom_dir or --synthetic_train"
+                "give exactly one training source: --train_dir, --dataset_name, --dicom_dir, --nifti_dir or "
+                "--synthetic_train"
             )
         if (self.dicom_dir is None) != (self.labels_csv is None):
             raise ValueError("--dicom_dir and --labels_csv go together (RSNA 2019 layout)")
@@ -503,6 +541,8 @@ class DataArguments:
             ("--test_dir", self.test_dir),
             ("--dicom_dir", self.dicom_dir),
             ("--mask_dir", self.mask_dir),
+            ("--nifti_dir", self.nifti_dir),
+            ("--nifti_mask_dir", self.nifti_mask_dir),
         ):
             if value is not None and not Path(value).is_dir():
                 raise ValueError(f"{flag} {value!r} is not a folder")

@@ -11,6 +11,8 @@ Record columns (file-based and synthetic sources):
 * ``mask_path`` (str): lesion mask PNG (same pixel grid as the image, non-zero = lesion) or "";
 * ``synthetic_seed`` (int): phantom seed, -1 for files;
 * ``kind`` (str): "dicom" / "image" for phantoms (how the phantom is fed), "" for files (known after decoding);
+* ``nifti_slice`` (int, NIfTI volumes only, :func:`nifti_records`): the slice of the volume ``path`` in reading
+  order (inferior → superior); ``mask_path`` is then the voxel mask volume; −1 or absent for other sources;
 * ``neighbors`` (list[str], slice-context training with files only): the 2k files ``[s−k … s−1, s+1 … s+k]``
   of the slice's series in anatomical order, "" past either end (:func:`add_file_neighbors`);
 * ``real_seed`` / ``real_subtype`` / ``real_augment`` (real-anatomy records only, :func:`real_anatomy_records`;
@@ -32,6 +34,8 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,6 +231,187 @@ def scan_rsna(dicom_dir: str | Path, labels_csv: str | Path) -> dict[str, list[A
     if missing:
         logger.warning("%d of %d labelled RSNA images are not in %s; skipped", missing, len(labels), root)
     return _columns(paths, ys, [""] * len(paths))
+
+
+# ---------------------------------------------------------------------------------------------- NIfTI volumes
+
+#: Lesion pixels a slice of a voxel mask needs to be labelled hemorrhage (``--min_lesion_area``).
+MIN_LESION_AREA_DEFAULT = 10
+
+#: Decoded NIfTI volumes kept per process: training reads the slices of the same volumes again and again.
+NIFTI_CACHE_VOLUMES = 8
+
+_NIFTI: OrderedDict[str, tuple[Any, np.ndarray | None]] = OrderedDict()
+
+
+def _nifti_stem(path: Path) -> str:
+    """``X`` of ``X.nii.gz`` / ``X.nii`` (NIfTI names carry a double extension)."""
+    name = path.name
+    for ext in (".nii.gz", ".nii"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return path.stem
+
+
+def _nifti_files(root: Path) -> list[Path]:
+    from brain_ct.series import natural_key
+
+    return sorted(
+        (
+            f
+            for f in root.rglob("*")
+            if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith((".nii", ".nii.gz"))
+        ),
+        key=lambda f: natural_key(f.relative_to(root).as_posix()),
+    )
+
+
+def nifti_pairs(
+    directory: str | Path, mask_suffix: str | None = None, mask_dir: str | Path | None = None
+) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """Pair NIfTI volumes with their voxel masks: ``(pairs, volumes without a mask)``.
+
+    Two layouts (searched recursively, natural name order):
+
+    * masks beside the volumes (``mask_dir`` None): ``X.nii.gz`` with ``X<mask_suffix>.nii.gz``
+      (suffix default ``"_mask"``); a file whose name ends in the suffix is a mask, never a volume;
+    * masks in their own folder (BHSD, INSTANCE 2022): ``directory/<rel>/X.nii.gz`` with
+      ``mask_dir/<rel>/X<mask_suffix>.nii.gz`` (suffix default ``""``: the same file name).
+
+    nnU-Net's channel names are understood in both: ``X_0000.nii.gz`` pairs with ``X<suffix>`` too.
+
+    A mask may be ``.nii`` or ``.nii.gz`` whatever its volume is.
+
+    Raises:
+        InvalidInputError: no NIfTI volume in ``directory``.
+    """
+    root = Path(directory)
+    masks_root = Path(mask_dir) if mask_dir is not None else None
+    suffix = mask_suffix if mask_suffix is not None else ("" if masks_root is not None else "_mask")
+    files = _nifti_files(root)
+    if masks_root is not None:
+        inside = masks_root.resolve()
+        volumes = [f for f in files if inside not in f.resolve().parents]
+    else:
+        volumes = [f for f in files if not _nifti_stem(f).endswith(suffix)]
+    if not volumes:
+        raise InvalidInputError(
+            f"--nifti_dir {str(root)!r} holds no NIfTI volume (.nii / .nii.gz"
+            + (f" not ending in {suffix!r}" if masks_root is None else "")
+            + ")"
+        )
+    pairs: list[tuple[Path, Path]] = []
+    unpaired: list[Path] = []
+    for volume in volumes:
+        folder = volume.parent if masks_root is None else masks_root / volume.parent.relative_to(root)
+        stems = [_nifti_stem(volume) + suffix]
+        if re.fullmatch(r".+_\d{4}", _nifti_stem(volume)):  # nnU-Net names channel 0 X_0000, its label X
+            stems.append(_nifti_stem(volume)[:-5] + suffix)
+        candidates = [folder / f"{stem}{ext}" for stem in stems for ext in (".nii.gz", ".nii")]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None or found == volume:
+            unpaired.append(volume)
+        else:
+            pairs.append((volume, found))
+    return pairs, unpaired
+
+
+def nifti_records(
+    directory: str | Path,
+    *,
+    mask_suffix: str | None = None,
+    mask_dir: str | Path | None = None,
+    min_lesion_area: int = MIN_LESION_AREA_DEFAULT,
+    allow_unverified: bool = True,
+) -> dict[str, list[Any]]:
+    """Slice records from NIfTI CT volumes with voxel lesion masks (:func:`nifti_pairs`).
+
+    Every volume and mask is read once here (:func:`brain_ct.nifti.read_nifti_series`,
+    :func:`brain_ct.nifti.read_nifti_mask`: HU check, orientation to axial slices inferior → superior,
+    mask on the volume's grid), so a bad file is named now rather than halfway through an epoch. A
+    slice with at least ``min_lesion_area`` lesion pixels (any label > 0, e.g. BHSD's five subtypes) is
+    hemorrhage, one without any is normal; a slice with 1 to ``min_lesion_area - 1`` lesion pixels is
+    left out (neither a visible bleed nor a normal slice: as a normal it would teach mask guidance to
+    call blood normal). Volumes without a mask and unreadable pairs are left out and named in a warning.
+
+    Columns: those of the file sources (``path`` the volume, ``mask_path`` its mask, ``kind`` ""), plus
+    ``nifti_slice`` (the slice index in reading order) and ``series_group`` (the volume's index, so
+    :func:`stratified_split` keeps whole volumes on one side).
+
+    Raises:
+        InvalidInputError: no usable volume (the message lists why per file).
+    """
+    from brain_ct.nifti import read_nifti_mask, read_nifti_series
+
+    if min_lesion_area < 1:
+        raise InvalidInputError(f"--min_lesion_area must be >= 1 lesion pixel; got {min_lesion_area}")
+    root = Path(directory)
+    pairs, unpaired = nifti_pairs(root, mask_suffix, mask_dir)
+    refused = [(v.relative_to(root).as_posix(), "no mask found for it") for v in unpaired]
+    cols: dict[str, list[Any]] = {k: [] for k in (*_columns([], [], []), "nifti_slice", "series_group")}
+    left_out = 0
+    for group, (volume, mask) in enumerate(pairs):
+        shown = volume.relative_to(root).as_posix()
+        try:
+            series = read_nifti_series(volume, allow_unverified=allow_unverified)
+            areas = (read_nifti_mask(mask, series.grid) > 0).sum(axis=(1, 2))
+        except InvalidInputError as exc:
+            refused.append((shown, str(exc)))
+            continue
+        for k, area in enumerate(areas.tolist()):
+            if 0 < area < min_lesion_area:
+                left_out += 1
+                continue
+            for key, value in zip(
+                cols, (str(volume), int(area >= min_lesion_area), str(mask), -1, "", k, group), strict=True
+            ):
+                cols[key].append(value)
+    listing = "\n".join(f"  - {name}: {why}" for name, why in refused)
+    if not cols["path"]:
+        raise InvalidInputError(
+            f"--nifti_dir {str(root)!r}: no volume with a mask can be used:\n{listing or '  (none)'}\n"
+            "Each CT volume X.nii.gz needs its voxel mask (see --mask_suffix and --nifti_mask_dir)"
+        )
+    if refused:
+        logger.warning("--nifti_dir %s: %d volumes left out:\n%s", root, len(refused), listing)
+    if left_out:
+        logger.info(
+            "--nifti_dir %s: %d slices with 1-%d lesion pixels left out (below --min_lesion_area)",
+            root,
+            left_out,
+            min_lesion_area - 1,
+        )
+    return cols
+
+
+def nifti_example(
+    path: str, mask_path: str, index: int, *, with_mask: bool, k: int = 0, allow_unverified: bool = True
+) -> tuple[Any, np.ndarray | None, list[Any] | None]:
+    """Slice ``index`` of a NIfTI volume: ``(CTImage, lesion mask float32 {0, 1} or None, neighbours)``.
+
+    The volume (and its mask, when asked for) is decoded once per process and kept in a small cache
+    (:data:`NIFTI_CACHE_VOLUMES`). Neighbours (slice context, ``k`` > 0) are the volume's own slices
+    ``index − k … index + k`` (None past either end), as the Predictor reads a NIfTI scan.
+    """
+    from brain_ct.nifti import read_nifti_mask, read_nifti_series
+    from brain_ct.series import context_neighbors
+
+    key = str(path)
+    cached = _NIFTI.get(key)
+    if cached is None or (with_mask and cached[1] is None):
+        series = read_nifti_series(path, allow_unverified=allow_unverified)
+        masks = (read_nifti_mask(mask_path, series.grid) > 0).astype(np.uint8) if with_mask else None
+        cached = (series, masks)
+        _NIFTI[key] = cached
+        while len(_NIFTI) > NIFTI_CACHE_VOLUMES:
+            _NIFTI.popitem(last=False)
+    _NIFTI.move_to_end(key)
+    series, masks = cached
+    if not 0 <= index < len(series.slices):
+        raise InvalidInputError(f"{Path(path).name} has {len(series.slices)} slices; slice {index} asked for")
+    mask = masks[index].astype(np.float32) if with_mask and masks is not None else None
+    neighbors = context_neighbors(series.slices, k)[index] if k else None
+    return series.slices[index], mask, neighbors
 
 
 def synthetic_records(n: int, split: str, seed: int, fraction_8bit: float) -> dict[str, list[Any]]:
@@ -849,6 +1034,16 @@ class SliceTransform:
             label = self.label_map[value] if self.label_map is not None else int(value)
             return ct, None, label, ([None] * (2 * k) if k else None)
         label = int(ex["label"])
+        if int(ex.get("nifti_slice") if ex.get("nifti_slice") is not None else -1) >= 0:
+            ct, mask, neighbors = nifti_example(
+                ex["path"],
+                ex["mask_path"],
+                int(ex["nifti_slice"]),
+                with_mask=self.with_masks,
+                k=k,
+                allow_unverified=self.allow_unverified,
+            )
+            return ct, mask, label, neighbors
         if int(ex.get("synthetic_seed", -1)) >= 0:
             seed, kind = int(ex["synthetic_seed"]), ex["kind"]
             if k:
@@ -1006,7 +1201,12 @@ def build_splits(data_args: Any, seed: int) -> Splits:
     real_dir = getattr(a, "real_anatomy_dir", None)
     if real_dir is not None and k:
         raise InvalidInputError("--real_anatomy_dir does not support --context_slices yet")
-    if a.synthetic_train <= 0 and a.dicom_dir is None and a.train_dir is None:
+    if (
+        a.synthetic_train <= 0
+        and a.dicom_dir is None
+        and a.train_dir is None
+        and getattr(a, "nifti_dir", None) is None
+    ):
         train, desc = None, ""  # real anatomy alone
     elif a.synthetic_train > 0:
         synthetic = True
@@ -1015,6 +1215,20 @@ def build_splits(data_args: Any, seed: int) -> Splits:
             f"synthetic phantoms: {a.synthetic_train} slices generated by brain_ct.synthetic (seed "
             f"{a.synthetic_seed}), {a.synthetic_8bit_fraction:.0%} fed as 8-bit internet-style renderings, "
             "the rest as DICOM HU"
+        )
+    elif getattr(a, "nifti_dir", None) is not None:
+        train = nifti_records(
+            a.nifti_dir,
+            mask_suffix=a.mask_suffix,
+            mask_dir=a.nifti_mask_dir,
+            min_lesion_area=a.min_lesion_area,
+            allow_unverified=not a.verify_head_ct,
+        )
+        n_volumes, counts = len(set(train["series_group"])), _counts(train)
+        desc = (
+            f"NIfTI volumes {Path(a.nifti_dir).name!r} ({n_volumes} volumes, {len(train['label'])} slices: "
+            f"{counts[0]} normal, {counts[1]} hemorrhage), slice labels from voxel masks (at least "
+            f"{a.min_lesion_area} lesion pixels = hemorrhage)"
         )
     elif a.dicom_dir is not None:
         train = files(scan_rsna(a.dicom_dir, a.labels_csv))

@@ -28,6 +28,25 @@ screening, else "slice N at Z mm"), ``index`` and the per-slice fields above (an
 Slice numbers: everything a person reads (the table, the explanations) counts slices from 1, as
 viewers do; JSON ``index`` and ``positive_slices`` are 0-based positions in ``slices``.
 
+A NIfTI volume (``.nii`` / ``.nii.gz``, see :mod:`brain_ct.nifti`) is a whole scan too: its axial
+slices are read inferior to superior and named ``<file>#N``. A folder holding only NIfTI volumes
+stands for its volumes: one scan object per volume.
+
+Results for viewers (scans only, i.e. a folder, zip or NIfTI volume, except ``--dicom-out``):
+
+* ``--heatmaps-nifti PATH``: the scan's heatmaps as one float32 NIfTI volume on the scan's own
+  voxel grid and affine (:func:`brain_ct.nifti.write_heatmap_nifti`; opens aligned over the scan in
+  3D Slicer or ITK-SNAP). PATH ending in ``.nii`` / ``.nii.gz`` is the file (one scan input); any
+  other PATH is a folder receiving ``<scan>_heatmap.nii.gz`` per scan. The record gets
+  ``heatmap_nifti`` (the path written).
+* ``--dicom-out DIR``: for DICOM input (a DICOM slice, or a DICOM folder / zip), each slice's overlay
+  as a DICOM Secondary Capture image ``DIR/<input>_NNNN.dcm`` (:mod:`brain_ct.viewer_out`): new UIDs
+  and no patient attribute; ``--keep-uids`` puts them in the source study and refers to the source
+  series and images. The record gets ``dicom_overlays`` (the paths written).
+
+An output that cannot be written leaves the prediction in its record, adds ``output_errors``
+(``output``, ``type``, ``message``), prints the message on stderr and makes the exit code 1.
+
 Several series in one folder or zip: ``--list-series PATH ...`` lists them (no model is loaded):
 hashed series id (the same in every run for the same files), slices, orientation, contrast,
 modality, description (when the privacy allow-list permits it) and which one is read by default;
@@ -72,7 +91,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "paths",
         nargs="+",
         metavar="PATH",
-        help="CT slice files (DICOM, PNG, JPG, BMP, TIFF, WebP), or a folder / .zip holding one scan",
+        help=(
+            "CT slice files (DICOM, PNG, JPG, BMP, TIFF, WebP), or a whole scan: a folder / .zip of slices or "
+            "a NIfTI volume (.nii / .nii.gz)"
+        ),
     )
     add_reading_arguments(parser)
     parser.add_argument(
@@ -90,6 +112,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="DIR",
         help="save each heatmap as float32 .npy [H, W] in DIR",
     )
+    parser.add_argument(
+        "--heatmaps-nifti",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=(
+            "write each scan's heatmaps as one float32 NIfTI volume on the scan's grid (opens aligned in "
+            "3D Slicer / ITK-SNAP): PATH.nii.gz for one scan, or a folder (<scan>_heatmap.nii.gz per scan)"
+        ),
+    )
+    parser.add_argument(
+        "--dicom-out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=(
+            "write the overlays of DICOM input as DICOM Secondary Capture images into DIR (new UIDs, "
+            "no patient attributes), for a PACS or DICOM viewer"
+        ),
+    )
+    parser.add_argument(
+        "--keep-uids",
+        action="store_true",
+        help=(
+            "with --dicom-out: put the overlays into the source study and refer to the source series and "
+            "images (copies those UIDs; nothing else of the source)"
+        ),
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -100,14 +150,120 @@ def _error_dict(exc: BaseException) -> dict[str, str]:
 
 
 def is_series_path(path: str) -> bool:
-    """A folder, or a zip file (by extension or signature), is read as one CT series."""
+    """A folder, a zip file (by extension or signature) or a NIfTI volume is read as one CT series."""
+    from brain_ct.nifti import is_nifti
+
     p = Path(path)
     if p.is_dir():
         return True
     try:
-        return p.is_file() and (p.suffix.lower() == ".zip" or zipfile.is_zipfile(p))
+        return p.is_file() and (p.suffix.lower() == ".zip" or zipfile.is_zipfile(p) or is_nifti(p))
     except OSError:
         return False
+
+
+def expand_nifti_folders(paths: Sequence[str]) -> list[str]:
+    """A folder holding only NIfTI volumes stands for its volumes (each a scan, natural name order).
+
+    A folder is otherwise one series of slices; volumes are whole scans, so a folder of them is
+    several inputs. A folder with anything else in it (hidden files aside) is left as it is.
+    """
+    from brain_ct.nifti import NIFTI_SUFFIXES
+    from brain_ct.series import natural_key
+
+    out: list[str] = []
+    for path in paths:
+        folder = Path(path)
+        files = (
+            [f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")]
+            if folder.is_dir()
+            else []
+        )
+        if files and all(f.name.lower().endswith(NIFTI_SUFFIXES) for f in files):
+            out += sorted((str(f) for f in files), key=natural_key)
+        else:
+            out.append(path)
+    return out
+
+
+def _stem(path: str) -> str:
+    """A file name without its extension (``scan.nii.gz`` → ``scan``)."""
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii", ".zip", ".dcm"):
+        if name.lower().endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)]
+    return Path(path).stem or name
+
+
+class _ViewerOutputs:
+    """Writes ``--heatmaps-nifti`` volumes and ``--dicom-out`` overlays; failures stay with the record."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.nifti: Path | None = args.heatmaps_nifti
+        self.nifti_is_file = self.nifti is not None and self.nifti.name.lower().endswith((".nii", ".nii.gz"))
+        self.dicom: Path | None = args.dicom_out
+        self.keep_uids = bool(args.keep_uids)
+        self.used: set[Path] = set()
+
+    def _fail(self, record: dict[str, Any], output: str, exc: BaseException) -> None:
+        error = {"output": output, **_error_dict(exc)}
+        record.setdefault("output_errors", []).append(error)
+        print(f"error: {record['file']}: {output} not written: {error['message']}", file=sys.stderr)
+
+    def _nifti_target(self, path: str) -> Path:
+        assert self.nifti is not None
+        if self.nifti_is_file:
+            return self.nifti
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", _stem(path)).strip("._")[:80] or "scan"
+        target, n = self.nifti / f"{stem}_heatmap.nii.gz", 1
+        while target in self.used or target.exists():
+            n += 1
+            target = self.nifti / f"{stem}-{n}_heatmap.nii.gz"
+        self.used.add(target)
+        return target
+
+    def scan(self, record: dict[str, Any], path: str, result: Any) -> None:
+        """Outputs of a scan (``SeriesPrediction``)."""
+        from brain_ct.nifti import write_heatmap_nifti
+
+        if self.nifti is not None:
+            try:
+                heatmaps = [p.heatmap for p in result.predictions]
+                record["heatmap_nifti"] = str(
+                    write_heatmap_nifti(heatmaps, result.series, self._nifti_target(path))
+                )
+            except (BrainCTError, OSError) as exc:
+                self._fail(record, "--heatmaps-nifti", exc)
+        if self.dicom is not None:
+            if result.series.slices[0].source == "dicom":
+                self._dicom(record, path, result.predictions, result.series)
+            else:
+                self._not_dicom(path)
+
+    def single(self, record: dict[str, Any], path: str, prediction: Prediction) -> None:
+        """Outputs of one slice file: DICOM overlays only (a single slice is no volume)."""
+        if self.dicom is not None:
+            if prediction.source == "dicom":
+                self._dicom(record, path, [prediction], None)
+            else:
+                self._not_dicom(path)
+
+    def _not_dicom(self, path: str) -> None:
+        # Overlays of a PNG or NIfTI would refer to nothing a PACS holds: said, not an error.
+        print(f"note: {path}: not DICOM input, so no DICOM overlays are written for it", file=sys.stderr)
+
+    def _dicom(
+        self, record: dict[str, Any], path: str, predictions: Sequence[Prediction], series: Any
+    ) -> None:
+        from brain_ct.viewer_out import source_reference, write_dicom_overlays
+
+        assert self.dicom is not None
+        try:
+            reference = source_reference(path, series) if self.keep_uids else None
+            written = write_dicom_overlays(predictions, self.dicom, stem=_stem(path), reference=reference)
+            record["dicom_overlays"] = [str(p) for p in written]
+        except (BrainCTError, OSError) as exc:
+            self._fail(record, "--dicom-out", exc)
 
 
 class _HeatmapWriter:
@@ -161,7 +317,12 @@ def _predict_chunk(
     return [item if isinstance(item, BaseException) else next(predictions) for item in loaded]
 
 
-def _record(path: str, result: Prediction | BaseException, writer: _HeatmapWriter | None) -> dict[str, Any]:
+def _record(
+    path: str,
+    result: Prediction | BaseException,
+    writer: _HeatmapWriter | None,
+    outputs: _ViewerOutputs | None = None,
+) -> dict[str, Any]:
     if isinstance(result, BaseException):
         return {"file": path, "error": _error_dict(result)}
     record: dict[str, Any] = {"file": path}
@@ -170,11 +331,17 @@ def _record(path: str, result: Prediction | BaseException, writer: _HeatmapWrite
         record[key] = data[key]
     if writer is not None:
         record["heatmap"] = writer.save(path, result.heatmap)
+    if outputs is not None:
+        outputs.single(record, path, result)
     return record
 
 
 def _series_record(
-    predictor: Predictor, path: str, args: argparse.Namespace, writer: _HeatmapWriter | None
+    predictor: Predictor,
+    path: str,
+    args: argparse.Namespace,
+    writer: _HeatmapWriter | None,
+    outputs: _ViewerOutputs | None = None,
 ) -> dict[str, Any]:
     from brain_ct.series import predict_series, read_series
 
@@ -189,6 +356,8 @@ def _series_record(
             slice_record["heatmap"] = writer.save(
                 f"{Path(path).stem}_{slice_record['index']:04d}", prediction.heatmap
             )
+    if outputs is not None:
+        outputs.scan(record, path, result)
     return record
 
 
@@ -243,6 +412,12 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
         print(f"{title}: {s['explanation']}", file=out)
         if "heatmap" in s:
             print(f"  heatmap: {s['heatmap']}", file=out)
+    for r in records:
+        if r.get("heatmap_nifti"):
+            print(f"{r['file']}: heatmap volume: {r['heatmap_nifti']}", file=out)
+        if r.get("dicom_overlays"):
+            folder = Path(r["dicom_overlays"][0]).parent
+            print(f"{r['file']}: {plural(len(r['dicom_overlays']), 'DICOM overlay')} in {folder}", file=out)
 
 
 def _slice_title(record: dict[str, Any], item: dict[str, Any]) -> str:
@@ -294,6 +469,32 @@ def _list_series(paths: Sequence[str], as_json: bool) -> int:
     return 1 if failed else 0
 
 
+def _check_viewer_outputs(args: argparse.Namespace, paths: Sequence[str]) -> str | None:
+    """Why ``--heatmaps-nifti`` / ``--dicom-out`` cannot be used as given (checked before the model loads)."""
+    target = args.heatmaps_nifti
+    if target is not None:
+        scans = [p for p in paths if is_series_path(p)]
+        if target.name.lower().endswith((".nii", ".nii.gz")):
+            if len(scans) != 1:
+                return (
+                    f"--heatmaps-nifti {str(target)!r} is one file, but {len(scans)} scans (folders, zips or "
+                    "NIfTI volumes) were given; give exactly one scan, or a folder as --heatmaps-nifti"
+                )
+            if not target.parent.is_dir():
+                return f"--heatmaps-nifti: the folder {str(target.parent)!r} does not exist; create it first"
+        else:
+            if not scans:
+                return (
+                    "--heatmaps-nifti needs a scan (a folder or zip of slices, or a NIfTI volume); a single "
+                    "slice file is not a volume (--heatmaps writes its heatmap as .npy)"
+                )
+            try:
+                target.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                return f"cannot create the --heatmaps-nifti folder {str(target)!r}: {exc.strerror}"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Predict every input; print a table or JSON Lines. Returns the exit code (0, 1 or 2)."""
     from tqdm import tqdm
@@ -306,6 +507,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.reconfigure(errors="backslashreplace")
     if args.list_series:
         return _list_series([str(p) for p in args.paths], args.json)
+    if args.keep_uids and args.dicom_out is None:
+        print("error: --keep-uids only applies with --dicom-out DIR", file=sys.stderr)
+        return 2
     writer = None
     if args.heatmaps is not None:
         try:
@@ -318,6 +522,15 @@ def run(args: argparse.Namespace) -> int:
             return 2
         writer = _HeatmapWriter(args.heatmaps)
 
+    paths = expand_nifti_folders([str(p) for p in args.paths])
+    outputs = None
+    if args.heatmaps_nifti is not None or args.dicom_out is not None:
+        problem = _check_viewer_outputs(args, paths)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        outputs = _ViewerOutputs(args)
+
     hf_logging.disable_progress_bar()  # weight-loading bars are noise on a CLI's stderr
     try:
         predictor = Predictor.from_pretrained(args.model, revision=args.revision)
@@ -325,7 +538,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
-    paths = [str(p) for p in args.paths]
     show_bar = len(paths) >= PROGRESS_MIN_FILES and sys.stderr.isatty()
     failed = 0
     records: list[dict[str, Any]] = []
@@ -338,12 +550,12 @@ def run(args: argparse.Namespace) -> int:
             for path, result in results:
                 try:
                     if kind == "series":
-                        record = _series_record(predictor, path, args, writer)
+                        record = _series_record(predictor, path, args, writer, outputs)
                     else:
-                        record = _record(path, result, writer)
+                        record = _record(path, result, writer, outputs)
                 except OSError as exc:  # the heatmap could not be written
                     record = {"file": path, "error": _error_dict(exc)}
-                failed += "error" in record
+                failed += "error" in record or "output_errors" in record
                 if args.json:
                     print(json.dumps(record), flush=True)
                 else:
