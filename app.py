@@ -83,8 +83,13 @@ WINDOW_CHOICES = ["brain", "subdural", "blood", "bone", "soft_tissue", "custom"]
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 #: pydicom's bundled real head-CT slice (JPEG 2000), shown as an example of real anatomy.
 REAL_EXAMPLE = "693_J2KI.dcm"
-#: Options for ``Blocks.launch`` that keep a public server's memory bounded.
+#: The error box stands out from the results (it stays until the next upload).
+APP_CSS = (
+    "#error-box, #scan-error-box {border-left: 4px solid #c0392b; padding: 4px 10px; background: #fdecea;}"
+)
+#: Options for ``Blocks.launch``: bounded memory per public server, and the page's style.
 LAUNCH_OPTIONS: dict[str, Any] = {
+    "css": APP_CSS,
     "max_file_size": MAX_FILE_SIZE,
     "state_session_capacity": STATE_SESSION_CAPACITY,
 }
@@ -250,11 +255,7 @@ def _uploads_only(component: gr.File) -> gr.File:
 
     def single(self: gr.File, f: Any) -> Any:
         # Gradio's filepath mode opens a NamedTemporaryFile(delete=False) per file and never uses it.
-        return (
-            NamedString(f.path)
-            if self.type == "filepath"
-            else type(self)._process_single_file(self, f)
-        )
+        return NamedString(f.path) if self.type == "filepath" else type(self)._process_single_file(self, f)
 
     component.async_move_resource_to_block_cache = types.MethodType(move_async, component)  # type: ignore[method-assign]
     component.move_resource_to_block_cache = types.MethodType(move_sync, component)  # type: ignore[method-assign]
@@ -375,13 +376,14 @@ def _session(request: gr.Request | None) -> str | None:
 
 # --------------------------------------------------------------------------- text for people
 
-_MD_SPECIAL = re.compile("([" + re.escape(string.punctuation) + "])")
+#: Markdown's special characters; "&", "<", ">" become HTML entities instead (safe in any renderer).
+_MD_SPECIAL = re.compile("([" + re.escape("".join(c for c in string.punctuation if c not in "&<>;")) + "])")
 
 
 def md_escape(text: str) -> str:
     """User-supplied text (file names, descriptions) as literal Markdown: no HTML, links or formatting."""
     flat = " ".join(str(text).split())
-    return _MD_SPECIAL.sub(r"\\\1", flat).replace("\\&", "&amp;")
+    return _MD_SPECIAL.sub(r"\\\1", flat).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def user_message(text: str, paths: list[str] | None = None) -> str:
@@ -537,8 +539,12 @@ def series_md(result: SeriesPrediction, unverified: bool = False, n_series: int 
         f"## {verdict}",
         f"Scan-level P(hemorrhage) = {result.probability:.1%}, "
         f"{'at or above' if result.label == 'hemorrhage' else 'below'} the scan threshold of "
-        f"{result.threshold:.1%}; {plural(result.n_slices, 'slice')} read, numbered 1 (most inferior) "
-        f"to {result.n_slices} (most superior).",
+        f"{result.threshold:.1%}; {plural(result.n_slices, 'slice')} read"
+        + (
+            f", numbered 1 (most inferior) to {result.n_slices} (most superior)."
+            if result.n_slices > 1
+            else "."
+        ),
     ]
     if result.positive_slices:
         shown = ", ".join(str(i + 1) for i in result.positive_slices[:20])
@@ -902,14 +908,19 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
             scan_state = gr.State(time_to_live=SESSION_TTL_S, delete_callback=reader.results.discard)
 
         slice_outputs = [label, overlay_img, explanation, slice_state, plain_img, meta, report, error]
-        upload.change(clear_slice_outputs, outputs=slice_outputs, api_visibility="private", queue=False).then(
+        # Every output is emptied first, so a failed reading leaves nothing of the previous one.
+        reading = upload.change(
+            clear_slice_outputs, outputs=slice_outputs, api_visibility="private", queue=False
+        ).then(
             reader.read_slice,
             inputs=[upload, *options, *view],
             outputs=[label, overlay_img, explanation, slice_state],
             api_name="predict",
             concurrency_limit=CONCURRENCY,
             concurrency_id="model",
-        ).then(reader.error_box, outputs=error, api_visibility="private").then(
+        )
+        reading.failure(reader.error_box, outputs=error, api_visibility="private")
+        reading.success(
             reader.slice_page,
             inputs=[slice_state, *view],
             outputs=[plain_img, meta, report, preset],
@@ -936,7 +947,8 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
         ]
 
         def after_scan_reading(event: Any) -> None:
-            event.then(reader.error_box, outputs=scan_error, api_visibility="private").then(
+            event.failure(reader.error_box, outputs=scan_error, api_visibility="private")
+            event.success(
                 reader.series_browser, inputs=scan_state, outputs=[slider, plot], api_visibility="private"
             ).then(
                 reader.series_picker, inputs=scan_state, outputs=series_choice, api_visibility="private"
@@ -1016,10 +1028,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def setup_logging(verbose: bool = False) -> None:
     """The app's own INFO lines; other libraries (httpx, fontTools, …) only from WARNING unless ``verbose``."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("brain_ct").setLevel(logging.INFO)
+    from brain_ct.__main__ import setup_logging as setup
+
+    setup(verbose)
 
 
 def make_registry(model: str | None = None, revision: str | None = None) -> ModelRegistry:

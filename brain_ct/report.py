@@ -165,8 +165,9 @@ def probability_plot_figure(
     ax.set_xlabel("slice number (1 = most inferior → superior)")
     ax.set_ylabel("P(hemorrhage)")
     ax.grid(alpha=0.3)
-    # The legend sits above the axes, where it cannot hide points near P = 1.
-    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), fontsize=7, frameon=False, ncol=3)
+    # The legend sits above the axes, right-aligned: it cannot hide points near P = 1, nor sit under
+    # the app's image caption, which covers the top-left corner.
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False, ncol=3)
     fig.tight_layout(pad=0.6)
     fig.canvas.draw()
     return fig

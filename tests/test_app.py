@@ -144,7 +144,7 @@ def served(app_module):
         server_port=_free_port(),
         prevent_thread_lock=True,
         quiet=True,
-        max_file_size=app_module.MAX_FILE_SIZE,
+        **app_module.LAUNCH_OPTIONS,
     )
     yield url
     demo.close()
