@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import ctypes
 import io
 import logging
 import os
@@ -73,8 +74,9 @@ SWEEP_EVERY_S = 60
 SESSION_TTL_S = 900
 #: Gradio keeps the state of at most this many sessions (its default, 10,000, is unbounded in practice).
 STATE_SESSION_CAPACITY = 128
-#: Readings kept in memory at once over all sessions, and their total size; the oldest go first.
-CACHE_ENTRIES = 24
+#: Readings kept in memory at once over all sessions, and their total size; the oldest go first
+#: (the newest always stays, so a large scan can still be browsed).
+CACHE_ENTRIES = 16
 CACHE_BYTES = 512 * 1024 * 1024
 #: Largest scan read per request: slices, and pixels over all slices (~1.2 GB of arrays at most).
 MAX_SCAN_SLICES = 300
@@ -266,6 +268,34 @@ def _uploads_only(component: gr.File) -> gr.File:
 # --------------------------------------------------------------------------- per-session results
 
 
+def _glibc() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:  # not glibc (macOS, musl): nothing to tune
+        return None
+
+
+_LIBC = _glibc()
+
+
+def limit_malloc_arenas(n: int = 2) -> None:
+    """Let glibc use at most ``n`` malloc arenas (unless ``MALLOC_ARENA_MAX`` is set).
+
+    glibc gives each thread its own arena and keeps freed memory there; Gradio runs events on a pool
+    of up to 40 threads, and a server grew by ~0.5 GB over 60 new-session requests that way
+    (``python -m benchmarks --rows sessions``), never returned.
+    """
+    if _LIBC is not None and "MALLOC_ARENA_MAX" not in os.environ:
+        _LIBC.mallopt(-8, int(n))  # -8 = M_ARENA_MAX
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the system (glibc keeps it otherwise)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
 def _nbytes(value: Any, seen: set[int] | None = None) -> int:
     """Approximate bytes held by the arrays of a reading (CTImages, predictions, series)."""
     seen = set() if seen is None else seen
@@ -322,7 +352,9 @@ class ResultCache:
         """``gr.State``'s delete callback: the session ended or its state expired."""
         if isinstance(key, str):
             with self._lock:
-                self._items.pop(key, None)
+                gone = self._items.pop(key, None)
+            if gone is not None:
+                release_memory()
 
     def __len__(self) -> int:
         with self._lock:
@@ -335,12 +367,15 @@ class ResultCache:
 
     def _evict(self) -> None:
         now = time.monotonic()
+        n = len(self._items)
         for key in [k for k, (t, _, _) in self._items.items() if now - t > self.ttl_s]:
             del self._items[key]
         total = sum(size for _, size, _ in self._items.values())
-        while self._items and (len(self._items) > self.max_entries or total > self.max_bytes):
-            _, (_, size, _) = self._items.popitem(last=False)
-            total -= size
+        # The newest entry always stays: it is the reading the page is about to show.
+        while len(self._items) > 1 and (len(self._items) > self.max_entries or total > self.max_bytes):
+            total -= self._items.popitem(last=False)[1][1]
+        if len(self._items) < n:
+            release_memory()
 
 
 class ErrorBox:
@@ -1092,6 +1127,7 @@ def main(argv: list[str] | None = None) -> None:
 
 RUN_DIR.mkdir(parents=True, exist_ok=True)
 atexit.register(remove_run_dir)
+limit_malloc_arenas()  # before Gradio starts its worker threads
 registry = make_registry()
 demo = build_demo(registry)
 

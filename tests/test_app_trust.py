@@ -338,6 +338,8 @@ def test_result_cache_is_bounded_in_entries_bytes_and_age(app_module, monkeypatc
     assert cache.nbytes <= 10_000 and cache.get(big) is not None
     cache.discard(big)
     assert cache.get(big) is None
+    huge = cache.put({"a": np.zeros(50_000, np.uint8)})  # larger than the budget: the newest stays
+    assert cache.get(huge) is not None and len(cache) == 1
     clock = [1000.0]
     monkeypatch.setattr(app_module.time, "monotonic", lambda: clock[0])
     key = cache.put({"a": np.zeros(10, np.uint8)})
