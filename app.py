@@ -4,15 +4,25 @@ Wiring only: every image and model operation lives in :mod:`brain_ct`. Importing
 builds ``demo`` but starts no server and loads no model; ``python app.py`` (what Hugging Face
 Spaces runs) loads the model once, warms it up and launches.
 
-    python app.py [--model ID_OR_DIR] [--port 7860] [--host 127.0.0.1] [--share] [--mcp]
+    python app.py [--model ID_OR_DIR] [--port 7860] [--host 127.0.0.1] [--share] [--mcp] [--verbose]
 
 Model order: ``--model``, env ``BRAIN_CT_MODEL``, the bundled demo model; ``--revision`` or env
 ``BRAIN_CT_MODEL_REVISION`` pins a Hub model to a commit. Extra models for the dropdown: env
 ``BRAIN_CT_MODELS`` (comma-separated Hub ids or folders), loaded lazily and cached.
 
 API: ``gradio_client.Client(url).predict(handle_file(path), api_name="/predict")`` returns
-(label dict, overlay image path, explanation markdown); ``/predict_series`` takes a list of files
-(a zip, or the slices) and returns (scan verdict markdown, per-slice JSON, PDF report path).
+(label, overlay image path, explanation markdown): ``label["label"]`` is the verdict, "hemorrhage"
+exactly when P(hemorrhage) >= the model's threshold; its confidences are threshold-relative scores
+(0.5 = at the threshold), and the explanation states P and the threshold (and, first, a caveat when
+the head-CT check was skipped). ``/predict_series`` takes a list of files (a zip, or the slices) and
+an optional series id, and returns (scan verdict markdown, JSON, PDF report path); the JSON lists
+``slices`` with a 0-based ``index`` (people see slice ``index + 1``), ``skipped`` and ``errors``
+(file and reason), ``series`` (every series found) and ``head_check``. Only uploaded files are
+read: a URL given as the file is refused.
+
+Per session the page keeps only a key; readings live in a bounded, time-limited cache
+(:class:`ResultCache`). Everything a run writes lives under one folder (:data:`RUN_DIR`), swept by
+age while running and removed at exit, on SIGTERM/SIGINT, or at the next start after a crash.
 """
 
 from __future__ import annotations
@@ -891,7 +901,7 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
                     error = gr.Markdown(visible=False, elem_id="error-box")
                     label = gr.Label(
                         num_top_classes=2,
-                        label="Reading (top: the verdict; bars are scaled so that 50% = the model's threshold)",
+                        label="Reading (bar scale: 50% = the model's threshold)",
                         elem_id="reading",
                     )
                     report = gr.File(label="PDF report", interactive=False)
