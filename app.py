@@ -813,6 +813,11 @@ class Reader:
         )
         return slider, plot
 
+    def scan_window_control(self, state):
+        """The window presets for the scan in ``state``: greyed out when its slices are 8-bit images."""
+        entry = self._entry(state)
+        return window_control(entry["result"].series.slices[0] if entry else None)
+
     def series_picker(self, state):
         """The series dropdown: every series of the upload, the one read selected; hidden for one series."""
         entry = self._entry(state)
@@ -997,6 +1002,8 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
                 reader.series_browser, inputs=scan_state, outputs=[slider, plot], api_visibility="private"
             ).then(
                 reader.series_picker, inputs=scan_state, outputs=series_choice, api_visibility="private"
+            ).then(
+                reader.scan_window_control, inputs=scan_state, outputs=preset, api_visibility="private"
             ).then(
                 reader.show_series_slice,
                 inputs=[scan_state, slider, *view],

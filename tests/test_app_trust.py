@@ -325,6 +325,10 @@ def test_window_presets_are_greyed_for_8bit_images_and_tags_named_for_dicom(read
     _, _, _, dcm_state = reader.read_slice(inputs["dcm"])
     _, table, _, window = reader.slice_page(dcm_state)
     assert window["interactive"] is True and table["headers"][0] == "DICOM tag"
+    _, _, _, scan_state = reader.read_series([inputs["png"], inputs["png"]])
+    assert reader.scan_window_control(scan_state)["interactive"] is False
+    _, _, _, scan_state = reader.read_series([inputs["six"]])
+    assert reader.scan_window_control(scan_state)["interactive"] is True
 
 
 # --------------------------------------------------------------------------- 14.2 bounded state
