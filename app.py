@@ -174,7 +174,8 @@ def sweep_dead_runs(parent: Path = RUN_PARENT) -> list[Path]:
 
 
 def sweep_outputs(now: float | None = None, max_age_s: float = OUTPUT_MAX_AGE_S) -> None:
-    """Delete this run's outputs (overlay images, reports) older than ``max_age_s``."""
+    """Delete this run's outputs (overlay images, reports) older than ``max_age_s``, and the empty
+    folders Gradio's own cache sweep leaves behind (it deletes the files, not their folders)."""
     now = time.time() if now is None else now
     for old in OUTPUT_DIR.iterdir() if OUTPUT_DIR.is_dir() else []:
         try:
@@ -182,6 +183,14 @@ def sweep_outputs(now: float | None = None, max_age_s: float = OUTPUT_MAX_AGE_S)
                 shutil.rmtree(old, ignore_errors=True)
         except FileNotFoundError:  # another sweep removed it first
             continue
+    cache = Path(os.environ.get("GRADIO_TEMP_DIR", ""))
+    if cache.is_relative_to(RUN_DIR) and cache.is_dir():
+        for folder in cache.iterdir():
+            try:
+                if folder.is_dir() and now - folder.stat().st_mtime > max_age_s:
+                    folder.rmdir()  # only when empty
+            except OSError:  # not empty, or already gone
+                continue
 
 
 def remove_run_dir() -> None:

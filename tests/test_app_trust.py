@@ -402,9 +402,17 @@ def test_run_folder_sweeps(app_module, tmp_path):
     assert removed == [dead] and not dead.exists() and alive.exists()
     old = app_module.output_folder()
     new = app_module.output_folder()
-    os.utime(old, (time.time() - 1000, time.time() - 1000))
+    cache = Path(os.environ["GRADIO_TEMP_DIR"])
+    empty, full = cache / "empty-hash-folder", cache / "full-hash-folder"
+    empty.mkdir(parents=True)
+    full.mkdir()
+    (full / "upload.dcm").write_bytes(b"x")
+    for folder in (old, empty, full):
+        os.utime(folder, (time.time() - 1000, time.time() - 1000))
     app_module.sweep_outputs()
     assert not old.exists() and new.exists()
+    assert not empty.exists() and (full / "upload.dcm").exists()  # Gradio's files are Gradio's to delete
+    shutil.rmtree(full)
     assert app_module.OUTPUT_DIR.parent == app_module.RUN_DIR
     assert Path(os.environ["GRADIO_TEMP_DIR"]).parent == app_module.RUN_DIR
 
