@@ -572,7 +572,7 @@ def _report_file(result: SeriesPrediction | Prediction, predictor: Predictor, un
 
 def _file_list(items: list[dict[str, str]], reason_key: str, limit: int = 20) -> list[str]:
     shown = [
-        f"- {md_escape(Path(str(i.get('file', ''))).name)}: {md_escape(str(i.get(reason_key, '')))}"
+        f"- {md_escape(str(i.get('file', '')))}: {md_escape(str(i.get(reason_key, '')))}"
         for i in items[:limit]
     ]
     if len(items) > limit:

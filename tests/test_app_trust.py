@@ -239,10 +239,14 @@ def test_clearing_functions_empty_every_output(app_module):
 # --------------------------------------------------------------------------- 13.3 skipped and unread files, series choice
 
 
-def test_verdict_lists_unread_files_and_the_series_can_be_chosen(reader, inputs):
+def test_verdict_lists_unread_files_and_the_series_can_be_chosen(app_module, reader, inputs):
     verdict, summary, _, state = reader.read_series([inputs["two"]])
     assert "could not be read" in verdict
-    assert "<" not in verdict and "&lt;img src" in verdict  # named, escaped
+    assert "<" not in verdict and "onerror=" not in verdict  # user-supplied names never reach the page raw
+    for item in summary[
+        "errors"
+    ]:  # each unread file is named (as the series reader shows it) with its reason
+        assert app_module.md_escape(item["file"]) in verdict
     assert "2 series" in verdict
     assert len(summary["series"]) == 2 and sum(s["chosen"] for s in summary["series"]) == 1
     picker = reader.series_picker(state)
