@@ -685,6 +685,7 @@ class Reader:
         paths = _paths(file)
         if not paths:
             return None, None, "", None
+        start = time.perf_counter()
         try:
             predictor = self.registry.get(model_id)
             ct = load_image(paths[0], allow_unverified=bool(allow_unverified), name=Path(paths[0]).name)
@@ -693,6 +694,15 @@ class Reader:
             raise self._fail(exc, request, paths) from None
         overlay, _ = render(ct, pred, preset, center, width, opacity)
         key = self.results.put({"ct": ct, "pred": pred, "model": model_id})
+        # Never the file name in a log line: names of uploads may carry patient names.
+        log.info(
+            "slice read: %s, P=%.3f, threshold %.3f, head check %s, %.2f s",
+            pred.label,
+            pred.probability,
+            pred.threshold,
+            pred.head_check,
+            time.perf_counter() - start,
+        )
         return label_dict(pred), overlay, explanation_md(pred), key
 
     def slice_details(self, state, preset="brain", center=40.0, width=80.0, opacity=0.4):
@@ -748,6 +758,7 @@ class Reader:
         if not paths:
             return "", None, None, None
         source = paths[0] if len(paths) == 1 else paths
+        start = time.perf_counter()
         try:
             predictor = self.registry.get(model_id)
             infos = list_series(source)
@@ -781,6 +792,16 @@ class Reader:
         summary["head_check"] = "skipped" if unverified else "passed"
         summary["numbering"] = "index is 0-based; people see slice number index + 1 (1 = most inferior)"
         key = self.results.put({"result": result, "unverified": unverified, "infos": infos})
+        log.info(
+            "scan read: %s, P=%.3f, %d slice(s), %d left out, %d unreadable, head check %s, %.2f s",
+            result.label,
+            result.probability,
+            result.n_slices,
+            len(summary["skipped"]),
+            len(result.series.errors),
+            summary["head_check"],
+            time.perf_counter() - start,
+        )
         return (
             series_md(result, unverified, n_series=len(infos)),
             summary,

@@ -438,6 +438,16 @@ def test_logging_keeps_other_libraries_quiet_unless_verbose(app_module):
         root.setLevel(old)
 
 
+def test_app_logs_its_readings_without_file_names(reader, inputs, caplog):
+    caplog.set_level(logging.INFO, logger="brain_ct.app")
+    reader.read_slice(inputs["dcm"])
+    reader.read_series([inputs["six"]])
+    lines = [r.getMessage() for r in caplog.records if r.name == "brain_ct.app"]
+    assert any(line.startswith("slice read: ") for line in lines)
+    assert any(line.startswith("scan read: ") and "6 slice(s)" in line for line in lines)
+    assert not [line for line in lines if "phantom" in line or "six.zip" in line]
+
+
 def test_cli_logging_keeps_font_tools_quiet(tmp_path, inputs, models, capsys):
     from brain_ct.__main__ import main
 
