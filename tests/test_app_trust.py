@@ -607,6 +607,8 @@ def test_sigterm_removes_everything_the_run_wrote(tmp_path, models, inputs):
             proc.kill()
     assert not run_dir.exists(), output[-2000:]
     assert "Traceback" not in output, output[-2000:]
+    assert "slice read: " in output  # the app's own INFO line
+    assert "HTTP Request" not in output  # httpx's INFO lines stay off without --verbose
 
 
 def _chromium() -> str | None:
