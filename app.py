@@ -726,6 +726,8 @@ class Reader:
     def rerender_slice(self, state, preset, center, width, opacity):
         entry = self._entry(state)
         if not entry:
+            if state:  # a reading this page showed has expired from the cache: say so
+                raise gr.Error(EXPIRED, print_exception=False)
             return None, None
         return render(entry["ct"], entry["pred"], preset, center, width, opacity)
 
@@ -813,7 +815,7 @@ class Reader:
         """(overlay, explanation markdown) of slice ``number`` (1 = most inferior) of the scan in ``state``."""
         entry = self._entry(state)
         if not entry:
-            return None, ""
+            return None, (f"*{EXPIRED}*" if state else "")
         result: SeriesPrediction = entry["result"]
         i = int(min(max(int(number or 1) - 1, 0), result.n_slices - 1))
         pred = result.predictions[i]

@@ -365,6 +365,20 @@ def test_state_holds_a_key_with_time_to_live(app_module, reader, inputs):
     assert app_module.LAUNCH_OPTIONS["state_session_capacity"] <= 1000
 
 
+def test_an_expired_reading_says_so(app_module, reader, inputs):
+    _, _, _, state = reader.read_slice(inputs["dcm"])
+    _, _, _, scan = reader.read_series([inputs["one"]])
+    reader.results.discard(state)
+    reader.results.discard(scan)
+    with pytest.raises(gr.Error, match="no longer kept"):
+        reader.rerender_slice(state, "bone", 40, 80, 0.4)
+    assert "no longer kept" in reader.show_series_slice(scan, 1)[1]
+    assert reader.rerender_slice(None, "bone", 40, 80, 0.4) == (
+        None,
+        None,
+    )  # nothing read yet: nothing to say
+
+
 def test_scan_cap_refuses_with_a_clear_message(app_module, reader, inputs, monkeypatch):
     monkeypatch.setattr(app_module, "MAX_SCAN_SLICES", 3)
     with pytest.raises(gr.Error, match="at most 3"):
