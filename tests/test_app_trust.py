@@ -650,7 +650,10 @@ def test_browser_one_slice_scan_replaces_the_previous_scan_and_errors_stay(serve
         page.locator("#upload input[type=file]").set_input_files(inputs["landscape"])
         box = page.locator("#error-box")
         box.get_by_text("Allow unusual images").first.wait_for(timeout=60_000)
-        page.wait_for_timeout(6000)  # longer than Gradio's toast
+        page.wait_for_timeout(3000)
+        for close in page.locator(".toast-close").all():  # the popup goes; the box stays
+            close.click()
+        page.locator(".toast-body").first.wait_for(state="detached", timeout=20_000)
         assert "Allow unusual images" in box.inner_text()
 
         page.get_by_role("tab", name="Whole scan").click()
