@@ -4,56 +4,107 @@ Wiring only: every image and model operation lives in :mod:`brain_ct`. Importing
 builds ``demo`` but starts no server and loads no model; ``python app.py`` (what Hugging Face
 Spaces runs) loads the model once, warms it up and launches.
 
-    python app.py [--model ID_OR_DIR] [--port 7860] [--host 127.0.0.1] [--share] [--mcp]
+    python app.py [--model ID_OR_DIR] [--port 7860] [--host 127.0.0.1] [--share] [--mcp] [--verbose]
 
 Model order: ``--model``, env ``BRAIN_CT_MODEL``, the bundled demo model; ``--revision`` or env
 ``BRAIN_CT_MODEL_REVISION`` pins a Hub model to a commit. Extra models for the dropdown: env
 ``BRAIN_CT_MODELS`` (comma-separated Hub ids or folders), loaded lazily and cached.
 
 API: ``gradio_client.Client(url).predict(handle_file(path), api_name="/predict")`` returns
-(label dict, overlay image path, explanation markdown); ``/predict_series`` takes a list of files
-(a zip, or the slices) and returns (scan verdict markdown, per-slice JSON, PDF report path).
+(label, overlay image path, explanation markdown): ``label["label"]`` is the verdict, "hemorrhage"
+exactly when P(hemorrhage) >= the model's threshold; its confidences are threshold-relative scores
+(0.5 = at the threshold), and the explanation states P and the threshold (and, first, a caveat when
+the head-CT check was skipped). ``/predict_series`` takes a list of files (a zip, or the slices) and
+an optional series id, and returns (scan verdict markdown, JSON, PDF report path); the JSON lists
+``slices`` with a 0-based ``index`` (people see slice ``index + 1``), ``skipped`` and ``errors``
+(file and reason), ``series`` (every series found) and ``head_check``. Only uploaded files are
+read: a URL given as the file is refused.
+
+Per session the page keeps only a key; readings live in a bounded, time-limited cache
+(:class:`ResultCache`). Everything a run writes lives under one folder (:data:`RUN_DIR`), swept by
+age while running and removed at exit, on SIGTERM/SIGINT, or at the next start after a crash.
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import ctypes
 import io
 import logging
 import os
+import re
 import shutil
+import signal
+import string
 import tempfile
 import threading
 import time
+import types
+import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import cv2
-import gradio as gr
-import numpy as np
+#: Everything one server run writes (Gradio's upload cache, overlays, reports) lives under one folder,
+#: ``<BRAIN_CT_TMP or the system temp folder>/brain_ct_app/run-<pid>``: removed at exit and on
+#: SIGTERM/SIGINT, swept by age while running, and folders of dead runs are removed at the next start.
+RUN_PARENT = Path(os.environ.get("BRAIN_CT_TMP") or tempfile.gettempdir()) / "brain_ct_app"
+RUN_DIR = RUN_PARENT / f"run-{os.getpid()}"
+OUTPUT_DIR = RUN_DIR / "outputs"
+# Gradio reads its cache folder from the environment when components are built: set it before that.
+os.environ["GRADIO_TEMP_DIR"] = str(RUN_DIR / "gradio")
 
-from brain_ct import DISCLAIMER
-from brain_ct.errors import BrainCTError
-from brain_ct.io import CTImage, load_image
-from brain_ct.model import resolve_model_id, shown_model_id
-from brain_ct.predictor import Prediction, Predictor
-from brain_ct.report import probability_plot_png, write_report
-from brain_ct.series import SeriesPrediction, predict_series, read_series
-from brain_ct.windowing import PRESETS, display_window
+import cv2  # noqa: E402
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+from gradio.utils import NamedString  # noqa: E402
+from gradio_client import utils as client_utils  # noqa: E402
+
+from brain_ct import DISCLAIMER  # noqa: E402
+from brain_ct.errors import BrainCTError  # noqa: E402
+from brain_ct.io import CTImage, load_image  # noqa: E402
+from brain_ct.model import resolve_model_id, shown_model_id  # noqa: E402
+from brain_ct.predictor import Prediction, Predictor  # noqa: E402
+from brain_ct.report import UNVERIFIED_NOTE, plural, probability_plot_png, write_report  # noqa: E402
+from brain_ct.series import SeriesPrediction, list_series, predict_series, read_series  # noqa: E402
+from brain_ct.windowing import PRESETS, display_window  # noqa: E402
 
 log = logging.getLogger("brain_ct.app")
 
 MAX_FILE_SIZE = "200mb"
 CONCURRENCY = 2
 QUEUE_SIZE = 64
-#: (sweep every s, delete older than s): uploads, overlays and report links expire after ~5 minutes;
-#: deleting an upload inside the handler is unsafe, as identical uploads share one cached path.
+#: (sweep every s, delete older than s): uploads, overlays and report links expire after ~5 minutes.
 UPLOAD_CACHE = (60, 300)
+#: Outputs (overlays, reports) are deleted this long after they were written; swept every SWEEP_EVERY_S.
+OUTPUT_MAX_AGE_S = 300
+SWEEP_EVERY_S = 60
+#: A session's reading is kept this long after its last use (then the page asks for the file again).
+SESSION_TTL_S = 900
+#: Gradio keeps the state of at most this many sessions (its default, 10,000, is unbounded in practice).
+STATE_SESSION_CAPACITY = 128
+#: Readings kept in memory at once over all sessions, and their total size; the oldest go first
+#: (the newest always stays, so a large scan can still be browsed).
+CACHE_ENTRIES = 16
+CACHE_BYTES = 512 * 1024 * 1024
+#: Largest scan read per request: slices, and pixels over all slices (~1.2 GB of arrays at most).
+MAX_SCAN_SLICES = 300
+MAX_SCAN_PIXELS = 128 * 512 * 512
 WINDOW_CHOICES = ["brain", "subdural", "blood", "bone", "soft_tissue", "custom"]
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 #: pydicom's bundled real head-CT slice (JPEG 2000), shown as an example of real anatomy.
 REAL_EXAMPLE = "693_J2KI.dcm"
+#: The error box stands out from the results (it stays until the next upload).
+APP_CSS = (
+    "#error-box, #scan-error-box {border-left: 4px solid #c0392b; padding: 4px 10px; background: #fdecea;}"
+)
+#: Options for ``Blocks.launch``: bounded memory per public server, and the page's style.
+LAUNCH_OPTIONS: dict[str, Any] = {
+    "css": APP_CSS,
+    "max_file_size": MAX_FILE_SIZE,
+    "state_session_capacity": STATE_SESSION_CAPACITY,
+}
 
 
 class ModelRegistry:
@@ -91,8 +142,320 @@ class ModelRegistry:
                 " — ⚠️ **trained on synthetic phantoms — for demonstration only**; never use it on patients."
             )
         elif settings.trained_on:
-            text += f" — trained on {settings.trained_on}"
+            text += f" — trained on {md_escape(str(settings.trained_on))}"
         return text
+
+
+# --------------------------------------------------------------------------- run folder and outputs
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def sweep_dead_runs(parent: Path = RUN_PARENT) -> list[Path]:
+    """Remove the run folders of servers that are no longer running (killed before they could clean up)."""
+    removed = []
+    for folder in parent.glob("run-*") if parent.is_dir() else []:
+        try:
+            pid = int(folder.name.removeprefix("run-"))
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def sweep_outputs(now: float | None = None, max_age_s: float = OUTPUT_MAX_AGE_S) -> None:
+    """Delete this run's outputs (overlay images, reports) older than ``max_age_s``, and the empty
+    folders Gradio's own cache sweep leaves behind (it deletes the files, not their folders)."""
+    now = time.time() if now is None else now
+    for old in OUTPUT_DIR.iterdir() if OUTPUT_DIR.is_dir() else []:
+        try:
+            if now - old.stat().st_mtime > max_age_s:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:  # another sweep removed it first
+            continue
+    cache = Path(os.environ.get("GRADIO_TEMP_DIR", ""))
+    if cache.is_relative_to(RUN_DIR) and cache.is_dir():
+        for folder in cache.iterdir():
+            try:
+                if folder.is_dir() and now - folder.stat().st_mtime > max_age_s:
+                    folder.rmdir()  # only when empty
+            except OSError:  # not empty, or already gone
+                continue
+
+
+def remove_run_dir() -> None:
+    """Remove everything this run wrote (at exit, and on SIGTERM/SIGINT)."""
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+
+_sweeper_started = threading.Event()
+
+
+def start_sweeper(every_s: float = SWEEP_EVERY_S) -> None:
+    """Once per process: a daemon thread that sweeps old outputs even while nobody asks for a report."""
+    if _sweeper_started.is_set():
+        return
+    _sweeper_started.set()
+
+    def loop() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                sweep_outputs()
+            except OSError as exc:  # a sweep must never kill the thread
+                log.warning("output sweep failed: %s", exc)
+
+    threading.Thread(target=loop, name="brain_ct-sweeper", daemon=True).start()
+
+
+def output_folder() -> Path:
+    """A fresh folder for one request's outputs: identical concurrent requests never share a file."""
+    folder = OUTPUT_DIR / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _unique_image_file(component: gr.Image, image: np.ndarray) -> str:
+    """Write an image output to its own new file in Gradio's cache, completely before it is named.
+
+    Gradio writes returned arrays to a content-hash path without an atomic write, so two identical
+    requests at once could serve a half-written file.
+    """
+    folder = Path(component.GRADIO_CACHE) / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    path = folder / "image.png"
+    rgb = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), rgb):
+        raise gr.Error("the result image could not be written; please try again")
+    return str(path)
+
+
+def _write_images_to_unique_files(component: gr.Image) -> gr.Image:
+    original = component.postprocess
+
+    def postprocess(self: gr.Image, value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            value = _unique_image_file(self, value)
+        return original(value)
+
+    component.postprocess = types.MethodType(postprocess, component)  # type: ignore[method-assign]
+    return component
+
+
+def _uploads_only(component: gr.File) -> gr.File:
+    """Read uploaded files only: refuse a URL an API client passes as "the file" (Gradio would download
+    it without the upload size limit), and skip the empty temp file Gradio makes per upload."""
+    original_async = component.async_move_resource_to_block_cache
+    original_sync = component.move_resource_to_block_cache
+
+    def refuse(value: Any) -> None:
+        if value is not None and client_utils.is_http_url_like(str(value)):
+            raise gr.Error(
+                "A web address was given instead of a file. Only uploaded files are read: download the "
+                "file and upload it.",
+                print_exception=False,
+            )
+
+    async def move_async(self: gr.File, value: Any) -> Any:
+        refuse(value)
+        return await original_async(value)
+
+    def move_sync(self: gr.File, value: Any) -> Any:
+        refuse(value)
+        return original_sync(value)
+
+    def single(self: gr.File, f: Any) -> Any:
+        # Gradio's filepath mode opens a NamedTemporaryFile(delete=False) per file and never uses it.
+        return NamedString(f.path) if self.type == "filepath" else type(self)._process_single_file(self, f)
+
+    component.async_move_resource_to_block_cache = types.MethodType(move_async, component)  # type: ignore[method-assign]
+    component.move_resource_to_block_cache = types.MethodType(move_sync, component)  # type: ignore[method-assign]
+    component._process_single_file = types.MethodType(single, component)  # type: ignore[method-assign]
+    return component
+
+
+# --------------------------------------------------------------------------- per-session results
+
+
+def _glibc() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:  # not glibc (macOS, musl): nothing to tune
+        return None
+
+
+_LIBC = _glibc()
+
+
+def limit_malloc_arenas(n: int = 2) -> None:
+    """Let glibc use at most ``n`` malloc arenas (unless ``MALLOC_ARENA_MAX`` is set).
+
+    glibc gives each thread its own arena and keeps freed memory there; Gradio runs events on a pool
+    of up to 40 threads, and a server grew by ~0.5 GB over 60 new-session requests that way
+    (``python -m benchmarks --rows sessions``), never returned.
+    """
+    if _LIBC is not None and "MALLOC_ARENA_MAX" not in os.environ:
+        _LIBC.mallopt(-8, int(n))  # -8 = M_ARENA_MAX
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the system (glibc keeps it otherwise)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _nbytes(value: Any, seen: set[int] | None = None) -> int:
+    """Approximate bytes held by the arrays of a reading (CTImages, predictions, series)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, dict):
+        return sum(_nbytes(v, seen) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v, seen) for v in value)
+    if hasattr(value, "__dict__"):
+        return sum(_nbytes(v, seen) for v in vars(value).values())
+    return 0
+
+
+class ResultCache:
+    """Readings by key, bounded in entries, bytes and age; ``gr.State`` holds only the key.
+
+    Gradio keeps a session's state until the tab closes (an hour later) or, for API clients, until
+    10,000 sessions exist: holding whole images there grows the server by megabytes per session.
+    Thread-safe: events of many sessions run at once.
+    """
+
+    def __init__(
+        self, max_entries: int = CACHE_ENTRIES, max_bytes: int = CACHE_BYTES, ttl_s: float = SESSION_TTL_S
+    ) -> None:
+        self.max_entries, self.max_bytes, self.ttl_s = max_entries, max_bytes, ttl_s
+        self._items: OrderedDict[str, tuple[float, int, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, value: dict[str, Any]) -> str:
+        key = uuid.uuid4().hex
+        size = _nbytes(value)
+        with self._lock:
+            self._items[key] = (time.monotonic(), size, value)
+            self._evict()
+        return key
+
+    def get(self, key: Any) -> dict[str, Any] | None:
+        if not isinstance(key, str):
+            return None
+        with self._lock:
+            self._evict()
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items[key] = (time.monotonic(), item[1], item[2])
+            self._items.move_to_end(key)
+            return item[2]
+
+    def discard(self, key: Any) -> None:
+        """``gr.State``'s delete callback: the session ended or its state expired."""
+        if isinstance(key, str):
+            with self._lock:
+                gone = self._items.pop(key, None)
+            if gone is not None:
+                release_memory()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(size for _, size, _ in self._items.values())
+
+    def _evict(self) -> None:
+        now = time.monotonic()
+        n = len(self._items)
+        for key in [k for k, (t, _, _) in self._items.items() if now - t > self.ttl_s]:
+            del self._items[key]
+        total = sum(size for _, size, _ in self._items.values())
+        # The newest entry always stays: it is the reading the page is about to show.
+        while len(self._items) > 1 and (len(self._items) > self.max_entries or total > self.max_bytes):
+            total -= self._items.popitem(last=False)[1][1]
+        if len(self._items) < n:
+            release_memory()
+
+
+class ErrorBox:
+    """The last error of each session, shown on the page until the next upload (bounded)."""
+
+    def __init__(self, max_sessions: int = 1024) -> None:
+        self.max_sessions = max_sessions
+        self._items: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def set(self, session: str | None, message: str) -> None:
+        if not session:
+            return
+        with self._lock:
+            self._items[session] = message
+            self._items.move_to_end(session)
+            while len(self._items) > self.max_sessions:
+                self._items.popitem(last=False)
+
+    def pop(self, session: str | None) -> str:
+        with self._lock:
+            return self._items.pop(session or "", "")
+
+
+EXPIRED = (
+    "This reading is no longer kept on the server (readings expire after a while). Upload the file again."
+)
+
+
+def _session(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None) if request is not None else None
+
+
+# --------------------------------------------------------------------------- text for people
+
+#: Markdown's special characters; "&", "<", ">" become HTML entities instead (safe in any renderer).
+_MD_SPECIAL = re.compile("([" + re.escape("".join(c for c in string.punctuation if c not in "&<>;")) + "])")
+
+
+def md_escape(text: str) -> str:
+    """User-supplied text (file names, descriptions) as literal Markdown: no HTML, links or formatting."""
+    flat = " ".join(str(text).split())
+    return _MD_SPECIAL.sub(r"\\\1", flat).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def user_message(text: str, paths: list[str] | None = None) -> str:
+    """An error message in the app's words: the checkbox instead of the flag, file names without the
+    server's cache folders."""
+    text = str(text)
+    text = re.sub(
+        r"tick 'allow unusual images' / pass allow_unverified=True", "tick 'Allow unusual images'", text
+    )
+    text = re.sub(r"pass allow_unverified=True|allow_unverified=True", "tick 'Allow unusual images'", text)
+    text = text.replace("--allow-unverified", "'Allow unusual images'")
+    for path in paths or []:
+        folder = str(Path(path).parent)
+        if folder not in ("", "."):
+            text = text.replace(folder + os.sep, "").replace(folder, "the upload")
+    for folder in (str(RUN_DIR), tempfile.gettempdir()):
+        text = text.replace(folder + os.sep, "").replace(folder, "the upload")
+    return text
 
 
 def example_files() -> list[str]:
@@ -127,26 +490,53 @@ def _window(preset: str, center: float | None, width: float | None) -> tuple[flo
 def render(
     ct: CTImage, pred: Prediction, preset: str, center: float | None, width: float | None, opacity: float
 ):
-    """(overlay RGB, plain grey) of one slice in the chosen display window."""
+    """(overlay RGB, plain grey) of one slice in the chosen display window (8-bit images: as they are)."""
     c, w = _window(preset, center, width)
     try:
         plain = display_window(ct, c, w)
         return pred.overlay(opacity, display=plain), plain
     except BrainCTError as exc:
-        raise gr.Error(str(exc), print_exception=False) from None
+        raise gr.Error(user_message(str(exc)), print_exception=False) from None
 
 
-def label_dict(probability: float) -> dict[str, float]:
-    return {"hemorrhage": float(probability), "normal": float(1.0 - probability)}
+def verdict_score(probability: float, threshold: float) -> float:
+    """P(hemorrhage) rescaled so that the model's threshold sits at 0.5 (piecewise linear, monotone).
+
+    ``gr.Label`` shows the class with the larger score on top; with raw probabilities a reading of
+    P = 17% against a threshold of 11% would show "normal 83%" under a "hemorrhage" verdict.
+    """
+    p, t = float(probability), float(threshold)
+    if p >= t:
+        return 0.5 + 0.5 * (p - t) / max(1.0 - t, 1e-9)
+    return 0.5 * p / max(t, 1e-9)
 
 
-def explanation_md(pred: Prediction) -> str:
-    verdict = "Hemorrhage suspected" if pred.label == "hemorrhage" else "No hemorrhage found"
+def label_dict(pred: Prediction) -> dict[str, float]:
+    """The reading's ``gr.Label`` value: its top class is always the verdict (``probability >= threshold``).
+
+    The values are threshold-relative scores (:func:`verdict_score`, 0.5 = at the threshold), not
+    P(hemorrhage); the explanation states P and the threshold.
+    """
+    s = verdict_score(pred.probability, pred.threshold)
+    if pred.label == "hemorrhage":
+        return {"hemorrhage": max(s, 0.5), "normal": 1.0 - max(s, 0.5)}
+    return {"normal": max(1.0 - s, 0.5), "hemorrhage": 1.0 - max(1.0 - s, 0.5)}
+
+
+def verdict_line(label: str, probability: float, threshold: float, unverified: bool, scope: str = "") -> str:
+    verdict = "Hemorrhage suspected" if label == "hemorrhage" else "No hemorrhage found"
     lines = [
-        f"**{verdict}** — P(hemorrhage) = {pred.probability:.1%} (threshold {pred.threshold:.1%})",
-        "",
-        pred.explanation,
+        f"**{verdict}{scope}** — P(hemorrhage) = {probability:.1%}, "
+        f"{'at or above' if label == 'hemorrhage' else 'below'} the model's threshold of {threshold:.1%}"
     ]
+    if unverified:
+        lines.insert(0, f"> ⚠️ **{UNVERIFIED_NOTE}**")
+    return "\n\n".join(lines)
+
+
+def explanation_md(pred: Prediction, unverified: bool | None = None) -> str:
+    flag = pred.unverified if unverified is None else unverified
+    lines = [verdict_line(pred.label, pred.probability, pred.threshold, flag), "", pred.explanation]
     if pred.regions:
         lines += ["", "| where the model looked | side (patient's) | score |", "|---|---|---|"]
         lines += [f"| {r['region']} | {r['side']} | {float(r['score']):.2f} |" for r in pred.regions[:5]]
@@ -157,33 +547,111 @@ def meta_rows(ct: CTImage) -> list[list[str]]:
     return [[str(k), str(v)] for k, v in ct.meta.items()]
 
 
-#: Reports live in one private folder per process; each request gets its own subfolder, swept after
-#: REPORT_MAX_AGE_S (gradio serves its own cached copy of the returned file) and at exit.
-REPORT_ROOT = Path(tempfile.mkdtemp(prefix="brain_ct_reports_"))
-REPORT_MAX_AGE_S = 300
-atexit.register(shutil.rmtree, REPORT_ROOT, True)
+def meta_table(ct: CTImage) -> Any:
+    """The metadata table, headed for what the file is (DICOM tags, or an image file's properties)."""
+    headers = ["DICOM tag", "value"] if ct.source == "dicom" else ["image property", "value"]
+    return gr.update(value=meta_rows(ct), headers=headers)
 
 
-def _sweep_reports(now: float) -> None:
-    for old in REPORT_ROOT.iterdir():
-        try:
-            if now - old.stat().st_mtime > REPORT_MAX_AGE_S:
-                shutil.rmtree(old, ignore_errors=True)
-        except FileNotFoundError:  # another request swept it first
-            continue
+def window_control(ct: CTImage | None) -> Any:
+    """Window presets work on Hounsfield units: greyed out, with the reason, for 8-bit images."""
+    if ct is None or ct.hu is not None:
+        return gr.update(interactive=True, info=None)
+    return gr.update(
+        interactive=False,
+        info="PNG/JPG images hold no Hounsfield units: they were windowed when saved, so presets "
+        "cannot change them (DICOM only).",
+    )
 
 
-def _report_file(result: SeriesPrediction | Prediction, predictor: Predictor) -> str:
-    _sweep_reports(time.time())
-    out = Path(tempfile.mkdtemp(dir=REPORT_ROOT)) / "brain_ct_report.pdf"
-    return str(write_report(result, out, model_settings=predictor.settings))
+def _report_file(result: SeriesPrediction | Prediction, predictor: Predictor, unverified: bool) -> str:
+    sweep_outputs()
+    out = output_folder() / "brain_ct_report.pdf"
+    return str(write_report(result, out, model_settings=predictor.settings, unverified=unverified))
+
+
+def _file_list(items: list[dict[str, str]], reason_key: str, limit: int = 20) -> list[str]:
+    shown = [
+        f"- {md_escape(str(i.get('file', '')))}: {md_escape(str(i.get(reason_key, '')))}"
+        for i in items[:limit]
+    ]
+    if len(items) > limit:
+        shown.append(f"- … and {len(items) - limit} more")
+    return shown
+
+
+def series_md(result: SeriesPrediction, unverified: bool = False, n_series: int = 1) -> str:
+    verdict = (
+        "Hemorrhage suspected in this scan"
+        if result.label == "hemorrhage"
+        else "No hemorrhage found in this scan"
+    )
+    lines = []
+    if unverified:
+        lines.append(f"> ⚠️ **{UNVERIFIED_NOTE}**")
+    lines += [
+        f"## {verdict}",
+        f"Scan-level P(hemorrhage) = {result.probability:.1%}, "
+        f"{'at or above' if result.label == 'hemorrhage' else 'below'} the scan threshold of "
+        f"{result.threshold:.1%}; {plural(result.n_slices, 'slice')} read"
+        + (
+            f", numbered 1 (most inferior) to {result.n_slices} (most superior)."
+            if result.n_slices > 1
+            else "."
+        ),
+    ]
+    if result.positive_slices:
+        shown = ", ".join(str(i + 1) for i in result.positive_slices[:20])
+        more = " …" if len(result.positive_slices) > 20 else ""
+        lines.append(
+            f"Suspicious {'slice' if len(result.positive_slices) == 1 else 'slices'}: {shown}{more} "
+            f"(most suspicious: {result.most_suspicious + 1})."
+        )
+    if n_series > 1:
+        lines.append(
+            f"This upload holds {n_series} series; this is one of them. Choose another in **Series** above."
+        )
+    skipped = list(getattr(result.series, "skipped", []) or [])
+    if skipped:
+        lines.append(f"**{plural(len(skipped), 'file')} left out** (not part of this series):")
+        lines.append("\n".join(_file_list(skipped, "reason")))
+    if result.series.errors:
+        lines.append(f"**{plural(len(result.series.errors), 'file')} could not be read:**")
+        lines.append("\n".join(_file_list(result.series.errors, "message")))
+    return "\n\n".join(lines)
+
+
+def _series_choices(infos: list[Any]) -> list[tuple[str, str]]:
+    choices = []
+    for info in infos:
+        parts = [info.modality or "?", plural(info.n_slices, "slice"), info.orientation]
+        if info.contrast:
+            parts.append("contrast")
+        what = " ".join(str(info.description or "").split())[:40] or "series"
+        choices.append((f"{what} ({', '.join(parts)}) · {info.series_id[:10]}", info.series_id))
+    return choices
 
 
 class Reader:
-    """The app's event functions, kept free of layout so tests can call them directly."""
+    """The app's event functions, kept free of layout so tests can call them directly.
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    Readings are kept in :attr:`results` (bounded, time-limited); the page's ``gr.State`` holds only
+    their key. Errors are also kept per session in :attr:`errors` so the page can show the last one
+    until the next upload (Gradio's popup closes by itself).
+    """
+
+    def __init__(self, registry: ModelRegistry, results: ResultCache | None = None) -> None:
         self.registry = registry
+        self.results = results or ResultCache()
+        self.errors = ErrorBox()
+
+    def _fail(self, exc: BaseException | str, request: gr.Request | None, paths: list[str] | None = None):
+        message = user_message(str(getattr(exc, "message", exc)), paths)
+        self.errors.set(_session(request), message)
+        return gr.Error(message, print_exception=False)
+
+    def _entry(self, state: Any) -> dict[str, Any] | None:
+        return self.results.get(state)
 
     def read_slice(
         self,
@@ -195,14 +663,19 @@ class Reader:
         center=40.0,
         width=80.0,
         opacity=0.4,
+        request: gr.Request | None = None,
     ):
-        """Read one head-CT slice (DICOM, PNG or JPG) for intracranial hemorrhage: P(hemorrhage), a Grad-CAM
+        """Read one head-CT slice (DICOM, PNG or JPG) for intracranial hemorrhage: the verdict, a Grad-CAM
         overlay and a plain-language explanation. Research and education aid, not a diagnosis.
+
+        Returns (label, overlay, explanation): ``label["label"]`` is the verdict, "hemorrhage" exactly
+        when P(hemorrhage) >= the model's threshold; its confidences are threshold-relative scores
+        (0.5 = at the threshold), and the explanation states P(hemorrhage) and the threshold.
 
         Args:
             file: the slice to read.
             model_id: the model (default: the app's model).
-            allow_unverified: skip the "looks like an axial head CT" check.
+            allow_unverified: skip the "looks like an axial head CT" check (every output then says so).
             tta: average with the horizontally flipped slice.
             preset: display window of the overlay (brain, subdural, blood, bone, soft_tissue, custom).
             center: custom window center in HU.
@@ -212,73 +685,152 @@ class Reader:
         paths = _paths(file)
         if not paths:
             return None, None, "", None
+        start = time.perf_counter()
         try:
             predictor = self.registry.get(model_id)
             ct = load_image(paths[0], allow_unverified=bool(allow_unverified), name=Path(paths[0]).name)
             pred = predictor.predict(ct, tta=bool(tta))
-        except BrainCTError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+        except (BrainCTError, gr.Error) as exc:
+            raise self._fail(exc, request, paths) from None
         overlay, _ = render(ct, pred, preset, center, width, opacity)
-        return (
-            label_dict(pred.probability),
-            overlay,
-            explanation_md(pred),
-            {"ct": ct, "pred": pred, "model": model_id},
+        key = self.results.put({"ct": ct, "pred": pred, "model": model_id})
+        # Never the file name in a log line: names of uploads may carry patient names.
+        log.info(
+            "slice read: %s, P=%.3f, threshold %.3f, head check %s, %.2f s",
+            pred.label,
+            pred.probability,
+            pred.threshold,
+            pred.head_check,
+            time.perf_counter() - start,
         )
+        return label_dict(pred), overlay, explanation_md(pred), key
 
     def slice_details(self, state, preset="brain", center=40.0, width=80.0, opacity=0.4):
         """Plain image, metadata table and the PDF report of the slice in ``state``."""
-        if not state:
+        entry = self._entry(state)
+        if not entry:
             return None, [], None
-        _, plain = render(state["ct"], state["pred"], preset, center, width, opacity)
-        report = _report_file(state["pred"], self.registry.get(state["model"]))
-        return plain, meta_rows(state["ct"]), report
+        _, plain = render(entry["ct"], entry["pred"], preset, center, width, opacity)
+        pred: Prediction = entry["pred"]
+        report = _report_file(pred, self.registry.get(entry["model"]), pred.unverified)
+        return plain, meta_rows(entry["ct"]), report
+
+    def slice_page(self, state, preset="brain", center=40.0, width=80.0, opacity=0.4):
+        """:meth:`slice_details` for the page: also the table's header and the window control's state."""
+        plain, _, report = self.slice_details(state, preset, center, width, opacity)
+        entry = self._entry(state)
+        ct = entry["ct"] if entry else None
+        table = meta_table(ct) if ct is not None else gr.update(value=[], headers=["property", "value"])
+        return plain, table, report, window_control(ct)
 
     def rerender_slice(self, state, preset, center, width, opacity):
-        if not state:
+        entry = self._entry(state)
+        if not entry:
+            if state:  # a reading this page showed has expired from the cache: say so
+                raise gr.Error(EXPIRED, print_exception=False)
             return None, None
-        return render(state["ct"], state["pred"], preset, center, width, opacity)
+        return render(entry["ct"], entry["pred"], preset, center, width, opacity)
 
-    def read_series(self, files, model_id=None, allow_unverified=False, tta=False):
+    def read_series(
+        self,
+        files,
+        model_id=None,
+        allow_unverified=False,
+        tta=False,
+        series_id=None,
+        request: gr.Request | None = None,
+    ):
         """Read a whole head-CT scan (a zip of DICOM slices, or several slices) for intracranial hemorrhage:
         the scan verdict, per-slice results in anatomical order and a PDF report. Not a diagnosis.
+
+        The per-slice JSON lists ``slices`` in anatomical order with a 0-based ``index`` (slice
+        number ``index + 1`` on the page and in the PDF), ``skipped`` (readable files left out, with
+        the reason), ``errors`` (files that could not be read), ``series`` (every series found) and
+        ``head_check`` ("skipped" when the head-CT check was skipped).
 
         Args:
             files: a .zip of the scan's slices, or the slice files.
             model_id: the model (default: the app's model).
-            allow_unverified: skip the "looks like an axial head CT" check.
+            allow_unverified: skip the "looks like an axial head CT" check (every output then says so).
             tta: average with the horizontally flipped slices.
+            series_id: when the upload holds several series, the one to read (an id from ``series``);
+                default: the axial non-contrast CT series with the most slices.
         """
         paths = _paths(files)
         if not paths:
             return "", None, None, None
+        source = paths[0] if len(paths) == 1 else paths
+        start = time.perf_counter()
         try:
             predictor = self.registry.get(model_id)
-            source = paths[0] if len(paths) == 1 else paths
-            series = read_series(source, allow_unverified=bool(allow_unverified))
+            infos = list_series(source)
+            ids = [i.series_id for i in infos]
+            chosen = series_id if series_id in ids else None
+            info = next((i for i in infos if i.series_id == chosen), infos[0] if infos else None)
+            if info is not None and info.n_slices > MAX_SCAN_SLICES:
+                raise gr.Error(
+                    f"this series has {info.n_slices} slices; the app reads at most {MAX_SCAN_SLICES} per "
+                    "scan. Choose a thicker-slice series, or read it with the command line "
+                    "(python -m brain_ct predict).",
+                    print_exception=False,
+                )
+            series = read_series(source, series_uid=chosen, allow_unverified=bool(allow_unverified))
+            pixels = sum(int(ct.display.size) for ct in series.slices)
+            if len(series.slices) > MAX_SCAN_SLICES or pixels > MAX_SCAN_PIXELS:
+                raise gr.Error(
+                    f"this scan has {plural(len(series.slices), 'slice')} ({pixels / 1e6:.0f} megapixels); the "
+                    f"app reads at most {MAX_SCAN_SLICES} slices and {MAX_SCAN_PIXELS / 1e6:.0f} megapixels "
+                    "per scan. Upload fewer or smaller slices, or use the command line (python -m brain_ct predict).",
+                    print_exception=False,
+                )
             result = predict_series(predictor, series, tta=bool(tta), source=f"{len(paths)} uploaded file(s)")
-        except BrainCTError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+        except (BrainCTError, gr.Error) as exc:
+            raise self._fail(exc, request, paths) from None
+        unverified = bool(allow_unverified)
         summary = result.to_dict()
         summary["file"] = "upload"
-        return series_md(result), summary, _report_file(result, predictor), {"result": result}
+        summary["skipped"] = [dict(s) for s in getattr(series, "skipped", []) or []]
+        summary["series"] = [i.to_dict() | {"chosen": i.series_id == series.series_id} for i in infos]
+        summary["head_check"] = "skipped" if unverified else "passed"
+        summary["numbering"] = "index is 0-based; people see slice number index + 1 (1 = most inferior)"
+        key = self.results.put({"result": result, "unverified": unverified, "infos": infos})
+        log.info(
+            "scan read: %s, P=%.3f, %d slice(s), %d left out, %d unreadable, head check %s, %.2f s",
+            result.label,
+            result.probability,
+            result.n_slices,
+            len(summary["skipped"]),
+            len(result.series.errors),
+            summary["head_check"],
+            time.perf_counter() - start,
+        )
+        return (
+            series_md(result, unverified, n_series=len(infos)),
+            summary,
+            _report_file(result, predictor, unverified),
+            key,
+        )
 
-    def show_series_slice(self, state, index, preset="brain", center=40.0, width=80.0, opacity=0.4):
-        """(overlay, explanation markdown) of slice ``index`` of the scan in ``state``."""
-        if not state:
-            return None, ""
-        result: SeriesPrediction = state["result"]
-        i = int(min(max(int(index), 0), result.n_slices - 1))
+    def show_series_slice(self, state, number, preset="brain", center=40.0, width=80.0, opacity=0.4):
+        """(overlay, explanation markdown) of slice ``number`` (1 = most inferior) of the scan in ``state``."""
+        entry = self._entry(state)
+        if not entry:
+            return None, (f"*{EXPIRED}*" if state else "")
+        result: SeriesPrediction = entry["result"]
+        i = int(min(max(int(number or 1) - 1, 0), result.n_slices - 1))
         pred = result.predictions[i]
         overlay, _ = render(result.series.slices[i], pred, preset, center, width, opacity)
-        head = f"**Slice {i + 1} of {result.n_slices}** (`{result.series.files[i]}`)"
-        return overlay, head + "\n\n" + explanation_md(pred)
+        position = result.series.positions[i] if i < len(result.series.positions) else None
+        where = f" at {position:.1f} mm" if position is not None else ""
+        head = f"**Slice {i + 1} of {result.n_slices}**{where}"
+        return overlay, head + "\n\n" + explanation_md(pred, entry["unverified"])
 
     def series_browser(self, state):
-        """Slider set to the most suspicious slice, and the per-slice probability plot."""
-        if not state:
-            return gr.update(maximum=1, value=0), None
-        result: SeriesPrediction = state["result"]
+        """Slider (1-based, hidden for a one-slice scan) at the most suspicious slice, and the plot."""
+        entry = self._entry(state)
+        if not entry:
+            return gr.update(minimum=1, maximum=2, value=1, visible=False), None
+        result: SeriesPrediction = entry["result"]
         png = probability_plot_png(
             result.probabilities,
             result.threshold,
@@ -286,32 +838,67 @@ class Reader:
             highlight=result.most_suspicious,
         )
         plot = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        return gr.update(
-            minimum=0, maximum=max(result.n_slices - 1, 0), value=result.most_suspicious, step=1
-        ), plot
+        n = result.n_slices
+        # A slider needs minimum < maximum: a one-slice scan has nothing to browse, so it is hidden.
+        slider = gr.update(
+            minimum=1, maximum=max(n, 2), value=result.most_suspicious + 1, step=1, visible=n > 1
+        )
+        return slider, plot
+
+    def scan_window_control(self, state):
+        """The window presets for the scan in ``state``: greyed out when its slices are 8-bit images."""
+        entry = self._entry(state)
+        return window_control(entry["result"].series.slices[0] if entry else None)
+
+    def series_picker(self, state):
+        """The series dropdown: every series of the upload, the one read selected; hidden for one series."""
+        entry = self._entry(state)
+        infos = entry["infos"] if entry else []
+        if len(infos) < 2:
+            return gr.update(choices=[], value=None, visible=False)
+        chosen = entry["result"].series.series_id
+        return gr.update(choices=_series_choices(infos), value=chosen, visible=True)
+
+    def error_box(self, request: gr.Request | None = None) -> Any:
+        """The session's last error, kept on the page (hidden when there is none)."""
+        message = self.errors.pop(_session(request))
+        if not message:
+            return gr.update(value="", visible=False)
+        return gr.update(value=f"**Could not read this upload.** {md_escape(message)}", visible=True)
 
 
-def series_md(result: SeriesPrediction) -> str:
-    verdict = (
-        "Hemorrhage suspected in this scan"
-        if result.label == "hemorrhage"
-        else "No hemorrhage found in this scan"
+def clear_slice_outputs():
+    """Every output of the one-slice tab, emptied before a new reading (a failed one leaves nothing old)."""
+    return (
+        None,
+        None,
+        "",
+        None,
+        None,
+        gr.update(value=[], headers=["property", "value"]),
+        None,
+        gr.update(value="", visible=False),
     )
-    lines = [
-        f"## {verdict}",
-        f"Scan-level P(hemorrhage) = {result.probability:.1%} (threshold {result.threshold:.1%}); "
-        f"{result.n_slices} slices read, inferior → superior.",
-    ]
-    if result.positive_slices:
-        shown = ", ".join(str(i + 1) for i in result.positive_slices[:20])
-        lines.append(f"Suspicious slices: {shown} (most suspicious: {result.most_suspicious + 1}).")
-    if result.series.errors:
-        lines.append(f"{len(result.series.errors)} file(s) could not be read and were skipped.")
-    return "\n\n".join(lines)
+
+
+def clear_scan_outputs():
+    """Every output of the whole-scan tab, emptied before a new reading."""
+    return (
+        "",
+        None,
+        None,
+        None,
+        None,
+        gr.update(minimum=1, maximum=2, value=1, visible=False),
+        None,
+        "",
+        gr.update(value="", visible=False),
+    )
 
 
 def build_demo(registry: ModelRegistry) -> gr.Blocks:
     reader = Reader(registry)
+    start_sweeper()
     with gr.Blocks(title="Brain-CT hemorrhage reader", delete_cache=UPLOAD_CACHE) as demo:
         gr.Markdown("# Brain-CT hemorrhage reading assistant")
         gr.Markdown(f"> **{DISCLAIMER}**", elem_id="disclaimer")
@@ -328,11 +915,18 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
         view = [preset, center, width, opacity]
         options = [model_id, allow_unverified, tta]
 
+        def image(**kwargs: Any) -> gr.Image:
+            return _write_images_to_unique_files(
+                gr.Image(type="numpy", format="png", interactive=False, **kwargs)
+            )
+
         with gr.Tab("One slice"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    upload = gr.File(
-                        label="Head-CT slice: DICOM (.dcm or no extension), PNG, JPG", elem_id="upload"
+                    upload = _uploads_only(
+                        gr.File(
+                            label="Head-CT slice: DICOM (.dcm or no extension), PNG, JPG", elem_id="upload"
+                        )
                     )
                     examples = example_files()
                     if examples:
@@ -341,53 +935,77 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
                             inputs=upload,
                             label="Examples (synthetic phantoms; a real CT test slice)",
                         )
-                    label = gr.Label(num_top_classes=2, label="Reading", elem_id="reading")
+                    error = gr.Markdown(visible=False, elem_id="error-box")
+                    label = gr.Label(
+                        num_top_classes=2,
+                        label="Reading (bar scale: 50% = the model's threshold)",
+                        elem_id="reading",
+                    )
                     report = gr.File(label="PDF report", interactive=False)
                 with gr.Column(scale=2):
                     with gr.Row():
-                        overlay_img = gr.Image(
-                            label="Grad-CAM overlay", type="numpy", format="png", interactive=False
-                        )
-                        plain_img = gr.Image(label="Image", type="numpy", format="png", interactive=False)
+                        overlay_img = image(label="Grad-CAM overlay")
+                        plain_img = image(label="Image")
                     explanation = gr.Markdown(elem_id="explanation")
                     meta = gr.Dataframe(
-                        headers=["DICOM tag", "value"], label="Image information (non-identifying)"
+                        headers=["property", "value"], label="Image information (non-identifying)"
                     )
-            slice_state = gr.State()
+            slice_state = gr.State(time_to_live=SESSION_TTL_S, delete_callback=reader.results.discard)
 
         with gr.Tab("Whole scan"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    scan_upload = gr.File(
-                        label="A .zip of the scan's DICOM slices, or several slices at once",
-                        file_count="multiple",
-                        elem_id="scan-upload",
+                    scan_upload = _uploads_only(
+                        gr.File(
+                            label="A .zip of the scan's DICOM slices, or several slices at once",
+                            file_count="multiple",
+                            elem_id="scan-upload",
+                        )
                     )
+                    series_choice = gr.Dropdown(
+                        [],
+                        value=None,
+                        label="Series",
+                        visible=False,
+                        allow_custom_value=True,
+                        elem_id="series",
+                    )
+                    scan_error = gr.Markdown(visible=False, elem_id="scan-error-box")
                     verdict = gr.Markdown(elem_id="scan-verdict")
                     scan_report = gr.File(label="PDF report", interactive=False)
                 with gr.Column(scale=2):
-                    plot = gr.Image(
-                        label="P(hemorrhage) per slice (dashed: threshold)", type="numpy", interactive=False
+                    plot = image(label="P(hemorrhage) per slice (dashed: threshold)")
+                    slider = gr.Slider(
+                        1,
+                        2,
+                        1,
+                        step=1,
+                        label="Slice number (1 = most inferior)",
+                        visible=False,
+                        elem_id="slice",
                     )
-                    slider = gr.Slider(0, 1, 0, step=1, label="Slice (inferior → superior)")
-                    scan_overlay = gr.Image(
-                        label="Slice with Grad-CAM overlay", type="numpy", format="png", interactive=False
-                    )
-                    scan_text = gr.Markdown()
+                    scan_overlay = image(label="Slice with Grad-CAM overlay")
+                    scan_text = gr.Markdown(elem_id="scan-slice")
                     scan_json = gr.JSON(label="Per-slice results", visible=False)
-            scan_state = gr.State()
+            scan_state = gr.State(time_to_live=SESSION_TTL_S, delete_callback=reader.results.discard)
 
-        upload.change(
+        slice_outputs = [label, overlay_img, explanation, slice_state, plain_img, meta, report, error]
+        # Every output is emptied first, so a failed reading leaves nothing of the previous one.
+        reading = upload.change(
+            clear_slice_outputs, outputs=slice_outputs, api_visibility="private", queue=False
+        ).then(
             reader.read_slice,
             inputs=[upload, *options, *view],
             outputs=[label, overlay_img, explanation, slice_state],
             api_name="predict",
             concurrency_limit=CONCURRENCY,
             concurrency_id="model",
-        ).then(
-            reader.slice_details,
+        )
+        reading.failure(reader.error_box, outputs=error, api_visibility="private")
+        reading.success(
+            reader.slice_page,
             inputs=[slice_state, *view],
-            outputs=[plain_img, meta, report],
+            outputs=[plain_img, meta, report, preset],
             api_visibility="private",
         )
         for control in view:
@@ -398,20 +1016,60 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
                 api_visibility="private",
             )
 
-        scan_upload.change(
-            reader.read_series,
-            inputs=[scan_upload, *options],
-            outputs=[verdict, scan_json, scan_report, scan_state],
-            api_name="predict_series",
-            concurrency_limit=CONCURRENCY,
-            concurrency_id="model",
-        ).then(
-            reader.series_browser, inputs=scan_state, outputs=[slider, plot], api_visibility="private"
-        ).then(
-            reader.show_series_slice,
-            inputs=[scan_state, slider, *view],
-            outputs=[scan_overlay, scan_text],
-            api_visibility="private",
+        scan_outputs = [
+            verdict,
+            scan_json,
+            scan_report,
+            scan_state,
+            plot,
+            slider,
+            scan_overlay,
+            scan_text,
+            scan_error,
+        ]
+
+        def after_scan_reading(event: Any) -> None:
+            event.failure(reader.error_box, outputs=scan_error, api_visibility="private")
+            event.success(
+                reader.series_browser, inputs=scan_state, outputs=[slider, plot], api_visibility="private"
+            ).then(
+                reader.series_picker, inputs=scan_state, outputs=series_choice, api_visibility="private"
+            ).then(
+                reader.scan_window_control, inputs=scan_state, outputs=preset, api_visibility="private"
+            ).then(
+                reader.show_series_slice,
+                inputs=[scan_state, slider, *view],
+                outputs=[scan_overlay, scan_text],
+                api_visibility="private",
+            )
+
+        # A new upload reads the default series (the dropdown is reset first); choosing a series re-reads.
+        after_scan_reading(
+            scan_upload.change(
+                lambda: (*clear_scan_outputs(), gr.update(choices=[], value=None, visible=False)),
+                outputs=[*scan_outputs, series_choice],
+                api_visibility="private",
+                queue=False,
+            ).then(
+                reader.read_series,
+                inputs=[scan_upload, *options, series_choice],
+                outputs=[verdict, scan_json, scan_report, scan_state],
+                api_name="predict_series",
+                concurrency_limit=CONCURRENCY,
+                concurrency_id="model",
+            )
+        )
+        after_scan_reading(
+            series_choice.input(
+                clear_scan_outputs, outputs=scan_outputs, api_visibility="private", queue=False
+            ).then(
+                reader.read_series,
+                inputs=[scan_upload, *options, series_choice],
+                outputs=[verdict, scan_json, scan_report, scan_state],
+                api_visibility="private",
+                concurrency_limit=CONCURRENCY,
+                concurrency_id="model",
+            )
         )
         for control in [slider, *view]:
             control.change(
@@ -424,6 +1082,7 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
         model_id.change(registry.banner, inputs=model_id, outputs=banner, api_visibility="private")
         demo.load(registry.banner, inputs=model_id, outputs=banner, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    demo.reader = reader  # type: ignore[attr-defined]  # tests and benchmarks inspect the session cache
     return demo
 
 
@@ -443,7 +1102,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--mcp", action="store_true", help="also serve the prediction as an MCP tool (gradio[mcp])"
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show other libraries' INFO log lines (httpx, fontTools, …)",
+    )
     return parser.parse_args(argv)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """The app's own INFO lines; other libraries (httpx, fontTools, …) only from WARNING unless ``verbose``."""
+    from brain_ct.__main__ import setup_logging as setup
+
+    setup(verbose)
 
 
 def make_registry(model: str | None = None, revision: str | None = None) -> ModelRegistry:
@@ -468,24 +1139,44 @@ def launch(demo_app: gr.Blocks, args: argparse.Namespace, **kwargs: Any):
         server_port=args.port,
         share=args.share,
         mcp_server=args.mcp,
-        max_file_size=MAX_FILE_SIZE,
-        **kwargs,
+        **{**LAUNCH_OPTIONS, **kwargs},
     )
+
+
+def _stop(signum: int, frame: Any) -> None:
+    # Docker and Spaces stop a container with SIGTERM, which skips atexit: turn it into the same
+    # KeyboardInterrupt as Ctrl-C, so Gradio closes its server and main() removes the run folder.
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
+    setup_logging(args.verbose)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop)
+    removed = sweep_dead_runs()
+    if removed:
+        log.info("removed %d folder(s) left by earlier runs", len(removed))
     app_registry, app_demo = registry, demo
     if (args.model is not None and shown_model_id(resolve_model_id(args.model)) != registry.default) or (
         args.revision != registry.revision
     ):
         app_registry = make_registry(args.model, args.revision)
         app_demo = build_demo(app_registry)
-    warm_up(app_registry)  # load once at start, not per request
-    launch(app_demo, args)
+    try:
+        warm_up(app_registry)  # load once at start, not per request
+        launch(app_demo, args)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app_demo.close()
+        remove_run_dir()
+        log.info("stopped; removed %s", RUN_DIR)
 
 
+RUN_DIR.mkdir(parents=True, exist_ok=True)
+atexit.register(remove_run_dir)
+limit_malloc_arenas()  # before Gradio starts its worker threads
 registry = make_registry()
 demo = build_demo(registry)
 

@@ -17,6 +17,8 @@ the changes these numbers drove):
 * ``app``     — median latency of ``gradio_client`` ``/predict`` on a launched app against the in-process
   ``predict`` and the app's own event function on the same file.
 * ``cold``    — ``python app.py`` to the first answered request, and where the import time goes.
+* ``sessions`` — the server's RSS (``python app.py``) after N ``/predict`` calls, each from a new
+  ``gradio_client`` session (what a public Space sees from strangers), against its RSS after the first.
 * ``train``   — images/s of the project's training step (``BrainCTTrainer`` + ``SliceTransform`` on
   on-the-fly phantoms) against a plain PyTorch loop on the same model, batch and data.
 
@@ -47,7 +49,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
-ALL_ROWS = ("single", "stages", "series", "memory", "app", "cold", "train")
+ALL_ROWS = ("single", "stages", "series", "memory", "app", "cold", "sessions", "train")
 SMOKE_ROWS = ("single", "stages", "series")
 
 #: ``ResNetConfig()`` defaults: the compute of microsoft/resnet-50.
@@ -66,6 +68,7 @@ TARGETS = {
     "series_rss_mb": 1500.0,
     "app_overhead_ms": 150.0,
     "cold_start_s": 15.0,
+    "session_growth_mb": 100.0,
     "train_ratio": 0.9,
 }
 
@@ -585,6 +588,74 @@ def bench_cold(model_dir: str, slice_path: str) -> dict[str, Any]:
     }
 
 
+def _process_rss_mb(pid: int) -> float:
+    """Resident memory of another process in MiB (``VmRSS`` of ``/proc/<pid>/status``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def bench_sessions(model_dir: str, slice_path: str, n_sessions: int, root: Path = ROOT) -> dict[str, Any]:
+    """Server RSS after ``n_sessions`` ``/predict`` calls, each from a new client session (``python app.py``).
+
+    ``root`` is the checkout whose ``app.py`` is served (to compare with an older version).
+    """
+    from gradio_client import Client, handle_file
+
+    env = {
+        **os.environ,
+        "BRAIN_CT_MODEL": model_dir,
+        "PYTHONPATH": str(root),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    env.pop("GRADIO_TEMP_DIR", None)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    proc = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port)],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rss: list[float] = []
+    try:
+        t0 = time.perf_counter()
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"python app.py exited with {proc.returncode}")
+            try:
+                Client(url, verbose=False).predict(handle_file(slice_path), api_name="/predict")
+                break
+            except Exception:  # not listening yet
+                if time.perf_counter() - t0 > 180:
+                    raise
+                time.sleep(0.5)
+        start = _process_rss_mb(proc.pid)
+        t0 = time.perf_counter()
+        for i in range(n_sessions):
+            Client(url, verbose=False).predict(handle_file(slice_path), api_name="/predict")
+            if (i + 1) % 10 == 0:
+                rss.append(round(_process_rss_mb(proc.pid), 1))
+        seconds = time.perf_counter() - t0
+        end = _process_rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return {
+        "sessions": n_sessions,
+        "rss_after_first_call_mb": round(start, 1),
+        "rss_after_sessions_mb": round(end, 1),
+        "growth_mb": round(end - start, 1),
+        "rss_every_10_sessions_mb": rss,
+        "seconds": round(seconds, 1),
+    }
+
+
 def bench_train(
     model_dir: str, n_records: int, batch: int, steps: int, warmup: int, workers: int
 ) -> dict[str, Any]:
@@ -788,6 +859,13 @@ def table(res: dict[str, Any]) -> str:
             f"{_f(r['first_answer_s'], ' s', 1)} ({_f(r['server_up_s'], ' s', 1)}; {r['import_app_s']:.1f} s) "
             f"| ≤ {TARGETS['cold_start_s']:.0f} s |"
         )
+    if "sessions" in res:
+        r = res["sessions"]
+        lines.append(
+            f"| server RSS growth over {r['sessions']} new-session `/predict` calls | {r['model']} | "
+            f"{r['growth_mb']:+.0f} MB ({r['rss_after_first_call_mb']:.0f} → {r['rss_after_sessions_mb']:.0f} MB) "
+            f"| < {TARGETS['session_growth_mb']:.0f} MB |"
+        )
     if "train" in res:
         r = res["train"]
         ips = r["images_per_s"]
@@ -904,6 +982,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         if "cold" in rows:
             run("cold", None, lambda: {"model": small, **bench_cold(models[small]["dir"], data["slice"])})
+        if "sessions" in rows:
+            run(
+                "sessions",
+                None,
+                lambda: {
+                    "model": small,
+                    **bench_sessions(models[small]["dir"], data["slice"], 10 if smoke else 60),
+                },
+            )
         if "train" in rows:
             run(
                 "train",

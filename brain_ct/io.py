@@ -180,6 +180,8 @@ class CTImage:
         source: ``"dicom"`` or ``"image"``.
         name: display name: the file name when read from a path, else ``"upload"``; never a tag value.
         colour_fraction: fraction of strongly coloured pixels before grey conversion (0 for DICOM).
+        head_check: ``"passed"`` when the "looks like an axial head CT" check ran and passed,
+            ``"skipped"`` when ``allow_unverified`` skipped it (outputs must then carry a caveat).
     """
 
     hu: np.ndarray | None
@@ -189,6 +191,7 @@ class CTImage:
     source: str
     name: str
     colour_fraction: float = field(default=0.0)
+    head_check: str = field(default="passed")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -884,6 +887,9 @@ def _load(
         # One representative frame (the middle) is checked: a scan's first and last slices
         # may rightly hold little or no head.
         framing.check_plausible(*images[len(images) // 2])
+    else:
+        for ct, _ in images:
+            ct.head_check = "skipped"
     return [ct for ct, _ in images]
 
 

@@ -94,6 +94,9 @@ class Prediction:
         name: display name of the input (its file name, never a DICOM tag value).
         source: ``"dicom"`` or ``"image"``.
         model_id: the model that made the prediction.
+        head_check: the input's :attr:`~brain_ct.io.CTImage.head_check`: ``"passed"``, or
+            ``"skipped"`` when the "looks like an axial head CT" check was skipped
+            (``allow_unverified``); then every view of the reading must say so.
     """
 
     label: str
@@ -107,6 +110,7 @@ class Prediction:
     source: str = ""
     model_id: str = ""
     display: np.ndarray | None = field(default=None, repr=False)
+    head_check: str = "passed"
 
     def overlay(self, opacity: float = 0.4, display: np.ndarray | None = None) -> np.ndarray:
         """The heatmap over the image, computed on demand (the CLI and JSON never need it).
@@ -125,12 +129,18 @@ class Prediction:
         return explain.overlay(base, self.heatmap, opacity)
 
     @property
+    def unverified(self) -> bool:
+        """True when the head-CT check was skipped for this input (see :attr:`head_check`)."""
+        return self.head_check != "passed"
+
+    @property
     def is_positive(self) -> bool:
         """True when the label is "hemorrhage"."""
         return self.label == "hemorrhage"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary: label, probability, threshold, regions, explanation, meta, name, model.
+        """JSON-safe summary: label, probability, threshold, regions, explanation, meta, name, model,
+        head_check.
 
         Arrays (heatmap, image) are left out; save the heatmap separately if needed.
         """
@@ -144,6 +154,7 @@ class Prediction:
             "source": self.source,
             "meta": _json_safe(self.meta),
             "model": self.model_id,
+            "head_check": self.head_check,
         }
 
 
@@ -331,4 +342,5 @@ class Predictor:
             source=str(getattr(ct, "source", "") or ""),
             model_id=self.settings.model_id,
             display=ct.display,
+            head_check=str(getattr(ct, "head_check", "passed") or "passed"),
         )

@@ -12,7 +12,7 @@
 * the disclaimer in the footer of every page.
 
 Privacy: nothing identifying is written by default — no DICOM tag values, no file or folder names
-(they often carry patient names), slices are named by index and position. Only when the caller
+(they often carry patient names), slices are named by number (1 = most inferior) and position. Only when the caller
 passes ``include_identifiers=True`` are (0010,0010) *Patient's Name*, (0010,0020) *Patient ID* and
 (0008,0020) *Study Date* printed, taken from ``identifiers`` (or the series' explicitly read
 identifiers, :func:`brain_ct.series.read_series` with ``read_identifiers=True``).
@@ -117,6 +117,62 @@ def _fit(image: np.ndarray) -> Any:
     return Image.fromarray(np.ascontiguousarray(image))
 
 
+def probability_plot_figure(
+    probabilities: Sequence[float],
+    threshold: float,
+    *,
+    positive: Sequence[int] = (),
+    highlight: int | None = None,
+    width_in: float = 7.0,
+    height_in: float = 2.2,
+    dpi: int = 120,
+) -> Any:
+    """The per-slice probability plot as a drawn matplotlib ``Figure`` (Agg canvas, no pyplot).
+
+    Slices are numbered from 1 on the x axis, as people and viewers count them; ``positive`` and
+    ``highlight`` are 0-based indices into ``probabilities``. See :func:`probability_plot_png`.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    p = np.asarray(probabilities, dtype=np.float64)
+    number = np.arange(p.size) + 1
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(number, p, color="#3b6ea8", lw=1.4, marker="o", ms=3, label="slice probability")
+    pos = np.asarray([i for i in positive if 0 <= i < p.size], dtype=int)
+    if pos.size:
+        ax.scatter(pos + 1, p[pos], color="#c0392b", s=22, zorder=3, label="positive slice")
+    if highlight is not None and 0 <= highlight < p.size:
+        ax.scatter(
+            [highlight + 1],
+            [p[highlight]],
+            s=120,
+            facecolors="none",
+            edgecolors="black",
+            lw=1.2,
+            zorder=4,
+            clip_on=False,
+        )
+    ax.axhline(threshold, color="#c0392b", ls="--", lw=1, label=f"threshold {threshold:.2f}")
+    # Headroom above 1.0 so neither the top tick label nor a circled slice at P = 1 is cut off.
+    ax.set_ylim(-0.04, 1.08)
+    ax.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0])
+    ax.set_xlim(0.5, max(p.size + 0.5, 1.5))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlabel("slice number (1 = most inferior → superior)")
+    ax.set_ylabel("P(hemorrhage)")
+    ax.grid(alpha=0.3)
+    # The legend sits above the axes, right-aligned: it cannot hide points near P = 1, nor sit under
+    # the app's image caption, which covers the top-left corner.
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False, ncol=3)
+    fig.tight_layout(pad=0.6)
+    fig.canvas.draw()
+    return fig
+
+
 def probability_plot_png(
     probabilities: Sequence[float],
     threshold: float,
@@ -132,40 +188,25 @@ def probability_plot_png(
     Args:
         probabilities: P(hemorrhage) per slice in anatomical order (inferior → superior).
         threshold: drawn as a dashed horizontal line.
-        positive: indices drawn in red.
-        highlight: index circled (the most suspicious slice), or None.
+        positive: 0-based indices drawn in red.
+        highlight: 0-based index circled (the most suspicious slice), or None.
         width_in, height_in: figure size, inches.
         dpi: resolution.
 
     Returns:
-        PNG file bytes.
+        PNG file bytes; the x axis numbers slices from 1.
     """
     import io
 
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    p = np.asarray(probabilities, dtype=np.float64)
-    idx = np.arange(p.size)
-    fig = Figure(figsize=(width_in, height_in), dpi=dpi)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.plot(idx, p, color="#3b6ea8", lw=1.4, marker="o", ms=3, label="slice probability")
-    pos = np.asarray([i for i in positive if 0 <= i < p.size], dtype=int)
-    if pos.size:
-        ax.scatter(pos, p[pos], color="#c0392b", s=22, zorder=3, label="positive slice")
-    if highlight is not None and 0 <= highlight < p.size:
-        ax.scatter(
-            [highlight], [p[highlight]], s=120, facecolors="none", edgecolors="black", lw=1.2, zorder=4
-        )
-    ax.axhline(threshold, color="#c0392b", ls="--", lw=1, label=f"threshold {threshold:.2f}")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlim(-0.5, max(p.size - 0.5, 0.5))
-    ax.set_xlabel("slice index (inferior → superior)")
-    ax.set_ylabel("P(hemorrhage)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=7, frameon=False, ncol=3)
-    fig.tight_layout()
+    fig = probability_plot_figure(
+        probabilities,
+        threshold,
+        positive=positive,
+        highlight=highlight,
+        width_in=width_in,
+        height_in=height_in,
+        dpi=dpi,
+    )
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -188,6 +229,7 @@ def _views(result: SeriesPrediction | Prediction) -> tuple[list[_SliceView], dic
             "most_suspicious": int(result.most_suspicious),
             "rule": result.rule,
             "errors": len(result.series.errors),
+            "skipped": len(getattr(result.series, "skipped", []) or []),
             "identifiers": dict(result.series.identifiers),
         }
         return views, scan
@@ -208,6 +250,30 @@ def _views(result: SeriesPrediction | Prediction) -> tuple[list[_SliceView], dic
     return [_SliceView(0, result, None)], scan
 
 
+def plural(n: int, noun: str, plural_form: str | None = None) -> str:
+    """``"1 slice"``, ``"3 slices"``: a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else (plural_form or noun + 's')}"
+
+
+#: The caveat every output carries when the head-CT check was skipped ("Allow unusual images",
+#: ``--allow-unverified``): the model was only ever meant for axial head-CT slices.
+UNVERIFIED_NOTE = (
+    "Head-CT check skipped (unusual images allowed): this input was not verified to be an axial "
+    "head-CT slice, and the model was made only for those. Treat this reading as meaningless unless "
+    "the image really is one."
+)
+
+
+def is_unverified(result: SeriesPrediction | Prediction) -> bool:
+    """True when the head-CT check was skipped for a single prediction (``head_check == "skipped"``).
+
+    A whole scan says nothing here: :func:`brain_ct.series.read_series` loads a scan's slices
+    without the per-slice check and checks the series once, so callers pass ``unverified=`` to
+    :func:`write_report` from the ``allow_unverified`` they read the scan with.
+    """
+    return getattr(result, "head_check", "passed") == "skipped"
+
+
 def _verdict(label: str) -> str:
     return "hemorrhage suspected" if label == "hemorrhage" else "no hemorrhage found by the model"
 
@@ -222,6 +288,7 @@ def write_report(
     max_key_slices: int = 4,
     opacity: float = 0.4,
     created: _dt.datetime | None = None,
+    unverified: bool | None = None,
 ) -> Path:
     """Write the PDF report of a reading.
 
@@ -240,6 +307,9 @@ def write_report(
         max_key_slices: most slices shown with images, most suspicious first.
         opacity: heatmap overlay opacity at full heat, in [0, 1].
         created: the report's date and time; default now (local time, with its UTC offset).
+        unverified: the head-CT check was skipped (``allow_unverified``): a warning is printed
+            under the verdict. Default: :func:`is_unverified` of ``result`` (a single prediction's
+            ``head_check``; False for a scan, so pass the flag the scan was read with).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -282,28 +352,42 @@ def write_report(
 
     colour = (170, 30, 30) if label == "hemorrhage" else (25, 110, 50)
     text(f"Verdict: {_verdict(label)} (label: {label})", size=13, style="B", h=7, color=colour)
+    if is_unverified(result) if unverified is None else unverified:
+        text(f"Caution — {UNVERIFIED_NOTE}", size=10.5, style="B", color=(170, 90, 0))
     scope = "scan" if n > 1 else "slice"
     text(f"Probability of hemorrhage ({scope} level): {prob:.1%} — threshold {thr:.1%}.")
     if n > 1:
         positive = scan["positive"]
-        listed = ", ".join(str(i) for i in positive[:30]) + (" …" if len(positive) > 30 else "")
+        # People count slices from 1 (as viewers do); only JSON keeps the 0-based index.
+        listed = ", ".join(str(i + 1) for i in positive[:30]) + (" …" if len(positive) > 30 else "")
         text(
             f"Slices read: {n}. Positive slices (probability ≥ threshold): {len(positive)}"
-            + (f" — indices {listed}." if positive else ".")
-            + f" Most suspicious slice: index {scan['most_suspicious']}."
+            + (f" — slice {listed}." if len(positive) == 1 else f" — slices {listed}." if positive else ".")
+            + f" Most suspicious slice: {scan['most_suspicious'] + 1}."
         )
         rule = scan["rule"]
         if rule is not None:
             t, k, h = rule.resolve(float(_setting(model_settings, "threshold", thr) or thr))
             text(
                 f"Scan rule: hemorrhage when {min(k, n)} neighbouring slices reach the threshold {t:.2f}, "
-                f"or one slice reaches {h:.2f}. Slice index 0 is the most inferior slice.",
+                f"or one slice reaches {h:.2f}. Slice 1 is the most inferior slice.",
                 size=8.5,
                 color=(80, 80, 80),
             )
         if scan["errors"]:
             text(
-                f"{scan['errors']} file(s) could not be read and were skipped.", size=8.5, color=(80, 80, 80)
+                f"{plural(scan['errors'], 'file')} could not be read and "
+                f"{'was' if scan['errors'] == 1 else 'were'} left out.",
+                size=8.5,
+                color=(80, 80, 80),
+            )
+        skipped = scan.get("skipped", 0)
+        if skipped:
+            text(
+                f"{plural(skipped, 'readable file')} not part of this series "
+                f"{'was' if skipped == 1 else 'were'} left out (another series, or not an image).",
+                size=8.5,
+                color=(80, 80, 80),
             )
     pdf.ln(1.5)
 
@@ -351,7 +435,7 @@ def write_report(
         if pdf.get_y() + img_h + 30 > pdf.h - pdf.b_margin:
             pdf.add_page()
         where = f" at {view.position:.1f} mm" if view.position is not None else ""
-        head = f"Slice {view.index}{where}" if n > 1 else "Slice"
+        head = f"Slice {view.index + 1}{where}" if n > 1 else "Slice"
         text(
             f"{head}: {pred.label}, probability {pred.probability:.1%}",
             size=10.5,

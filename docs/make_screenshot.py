@@ -33,7 +33,11 @@ def main() -> None:
 
     app.warm_up(app.registry)
     _, url, _ = app.demo.launch(
-        server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True
+        server_name="127.0.0.1",
+        server_port=_free_port(),
+        prevent_thread_lock=True,
+        quiet=True,
+        **app.LAUNCH_OPTIONS,
     )
     try:
         with sync_playwright() as p:

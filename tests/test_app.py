@@ -115,9 +115,11 @@ def test_series_reading_and_browser(reader, files):
     assert [s["index"] for s in summary["slices"]] == list(range(6))
     assert Path(report).read_bytes()[:5] == b"%PDF-"
     slider, plot = reader.series_browser(state)
-    assert slider["value"] == state["result"].most_suspicious
+    result = reader.results.get(state)["result"]
+    assert slider["value"] == result.most_suspicious + 1  # slider numbers slices from 1
+    assert slider["minimum"] == 1 and slider["maximum"] == 6 and slider["visible"]
     assert plot.ndim == 3
-    overlay, text = reader.show_series_slice(state, 2)
+    overlay, text = reader.show_series_slice(state, 3)
     assert overlay.shape[2] == 3 and "Slice 3 of 6" in text
 
 
@@ -142,7 +144,7 @@ def served(app_module):
         server_port=_free_port(),
         prevent_thread_lock=True,
         quiet=True,
-        max_file_size=app_module.MAX_FILE_SIZE,
+        **app_module.LAUNCH_OPTIONS,
     )
     yield url
     demo.close()

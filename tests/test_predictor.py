@@ -243,3 +243,21 @@ def test_shared_predictor_is_thread_safe(predictor: Predictor) -> None:
     for i, exp in enumerate(expected):
         assert results[i].probability == pytest.approx(exp.probability, abs=1e-6)
         np.testing.assert_allclose(results[i].heatmap, exp.heatmap, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ head-CT check outcome
+def test_skipped_head_check_is_carried_to_the_prediction(predictor: Predictor, tmp_path: Path) -> None:
+    import cv2
+
+    # A landscape photo-like gradient: refused by the head-CT check, read only when it is skipped.
+    photo = np.tile(np.linspace(0, 255, 320, dtype=np.float32), (200, 1)).astype(np.uint8)
+    path = tmp_path / "landscape.png"
+    cv2.imwrite(str(path), photo)
+    with pytest.raises(InvalidInputError):
+        predictor.predict(str(path))
+    forced = predictor.predict(str(path), allow_unverified=True)
+    assert forced.head_check == "skipped" and forced.unverified
+    assert forced.to_dict()["head_check"] == "skipped"
+    checked = predictor.predict(phantom_ct())  # built directly: no check was skipped
+    assert checked.head_check == "passed" and not checked.unverified
+    assert checked.to_dict()["head_check"] == "passed"

@@ -53,10 +53,11 @@ def test_series_report_has_verdict_model_slices_and_disclaimer_on_every_page(pos
     assert "Model: fake" in text
     assert "trained on synthetic phantoms — for demonstration only" in text
     assert "2030-01-02 03:04" in text
-    assert "indices 2, 3, 5" in text  # positive slices
+    assert "slices 3, 4, 6" in text  # positive slices, numbered from 1 as people count
+    assert "Most suspicious slice: 4." in text
     # Key slices, most suspicious first.
     assert (
-        text.index("Slice 3 at 15.0 mm") < text.index("Slice 2 at 10.0 mm") < text.index("Slice 5 at 25.0 mm")
+        text.index("Slice 4 at 15.0 mm") < text.index("Slice 3 at 10.0 mm") < text.index("Slice 6 at 25.0 mm")
     )
     assert "right frontal" in text  # region of a positive fake slice, described
     assert "fake explanation p=0.97" in text
@@ -92,8 +93,8 @@ def test_synthetic_scan_report_has_verdict_and_no_patient_data(tmp_path):
     text = _all_text(out)
     raw = out.read_bytes()
     assert "Verdict: hemorrhage suspected (label: hemorrhage)" in text
-    positive = ", ".join(str(i) for i, p in enumerate(synthetic_series) if p.label)
-    assert f"indices {positive}." in text
+    positive = ", ".join(str(i + 1) for i, p in enumerate(synthetic_series) if p.label)
+    assert f"slices {positive}." in text
     ds = to_dicom(synthetic_series[0], patient_name="SYNTHETIC^PHANTOM")
     for value in (
         "SYNTHETIC^PHANTOM",
@@ -172,6 +173,60 @@ def test_report_input_errors(positive_result, tmp_path):
         write_report(result, tmp_path / "missing" / "x.pdf", model_settings=settings)
 
 
+def test_unverified_reading_carries_the_caveat_in_the_pdf(make_ct_dataset, tmp_path):
+    from helpers_models import make_tiny_model
+
+    from brain_ct.predictor import Predictor
+    from brain_ct.report import UNVERIFIED_NOTE
+
+    predictor = Predictor.from_pretrained(make_tiny_model(tmp_path / "m"))
+    ds = _head_series(make_ct_dataset, 1)[0][1]
+    checked = predictor.predict(_to_bytes(ds))
+    forced = predictor.predict(_to_bytes(ds), allow_unverified=True)
+    caveat = "Head-CT check skipped"
+    assert caveat in UNVERIFIED_NOTE
+    assert caveat not in _all_text(write_report(checked, tmp_path / "ok.pdf"))
+    assert caveat in _all_text(write_report(forced, tmp_path / "forced.pdf"))
+    # A scan says so when the caller read it with the check skipped.
+    s, by_name, _ = _series_with_probs(make_ct_dataset, tmp_path, [0.1, 0.7])
+    fake = FakePredictor(by_name)
+    result = predict_series(fake, s)
+    assert caveat not in _all_text(write_report(result, tmp_path / "s.pdf", model_settings=fake.settings))
+    text = _all_text(write_report(result, tmp_path / "u.pdf", model_settings=fake.settings, unverified=True))
+    assert caveat in text
+
+
+def test_report_counts_in_words_and_numbers_slices_from_one(make_ct_dataset, tmp_path):
+    s, by_name, _ = _series_with_probs(make_ct_dataset, tmp_path, [0.1, 0.9])
+    s.errors.append({"file": "x.dcm", "type": "InvalidInputError", "message": "broken"})
+    s.skipped.append({"file": "y.dcm", "reason": "other series abc, 1 slice"})
+    fake = FakePredictor(by_name)
+    text = _all_text(write_report(predict_series(fake, s), tmp_path / "r.pdf", model_settings=fake.settings))
+    assert "1 file could not be read and was left out" in text
+    assert "1 readable file not part of this series was left out" in text
+    assert "slice 2." in text and "Most suspicious slice: 2." in text
+    assert "1 files" not in text and "index 1" not in text
+
+
+def test_plot_numbers_slices_from_one_and_keeps_the_top_tick_inside():
+    from brain_ct.report import probability_plot_figure
+
+    fig = probability_plot_figure([0.2, 1.0, 0.4], 0.5, positive=[1], highlight=1)
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    shown = [
+        float(t.get_text()) for t in ax.get_xticklabels() if t.get_text() and lo <= t.get_position()[0] <= hi
+    ]
+    assert shown == [1.0, 2.0, 3.0] and lo > 0 and 3 < hi < 4
+    renderer = fig.canvas.get_renderer()
+    top = [t for t in ax.get_yticklabels() if t.get_text() == "1.00"]
+    assert top, [t.get_text() for t in ax.get_yticklabels()]
+    box = top[0].get_window_extent(renderer)
+    axes_box = ax.get_window_extent(renderer)
+    # The label lies wholly inside the figure, and below the axes' top edge (not on the frame).
+    assert box.y1 <= fig.bbox.y1 - 1 and box.y1 < axes_box.y1
+
+
 def test_probability_plot_png():
     png = probability_plot_png([0.1, 0.8, 0.2], 0.5, positive=[1], highlight=1)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -209,6 +264,12 @@ def test_report_cli_writes_pdf_and_refuses_bad_zip(make_ct_dataset, tmp_path, ca
 
     code = main(["report", str(scan), "--out", str(tmp_path / "nope" / "r.pdf"), "--model", str(model)])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+    forced = tmp_path / "forced.pdf"
+    code = main(["report", str(scan), "--out", str(forced), "--model", str(model), "--allow-unverified"])
+    captured = capsys.readouterr()
+    assert code == 0 and "4 slices)" in captured.out
+    assert "Head-CT check skipped" in captured.err and "Head-CT check skipped" in _all_text(forced)
 
 
 def test_report_cli_usage_error_exits_2(capsys):

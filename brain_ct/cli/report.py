@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Read PATH, predict, write the report; return the exit code."""
     from brain_ct.predictor import Predictor
-    from brain_ct.report import write_report
+    from brain_ct.report import UNVERIFIED_NOTE, plural, write_report
     from brain_ct.series import predict_series, read_series
 
     out = Path(args.out)
@@ -63,15 +63,23 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = predict_series(predictor, series, tta=args.tta, batch_size=args.batch_size, source=args.path)
         written = write_report(
-            result, out, model_settings=predictor.settings, include_identifiers=args.include_identifiers
+            result,
+            out,
+            model_settings=predictor.settings,
+            include_identifiers=args.include_identifiers,
+            unverified=bool(args.allow_unverified),
         )
     except InvalidInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for err in series.errors:
-        print(f"skipped {err['file']}: {err['message']}", file=sys.stderr)
+        print(f"could not read {err['file']}: {err['message']}", file=sys.stderr)
+    for skip in getattr(series, "skipped", []):
+        print(f"left out {skip['file']}: {skip['reason']}", file=sys.stderr)
+    if args.allow_unverified:
+        print(f"caution: {UNVERIFIED_NOTE}", file=sys.stderr)
     print(
         f"{result.label} (probability {result.probability:.3f}, threshold {result.threshold:.3f}, "
-        f"{result.n_slices} slice(s)); report written to {written}"
+        f"{plural(result.n_slices, 'slice')}); report written to {written}"
     )
     return 0
