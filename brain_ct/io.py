@@ -202,8 +202,12 @@ class CTImage:
 # --------------------------------------------------------------------------- reading bytes
 
 
-def _read_source(source: Source, name: str | None) -> tuple[bytes, str]:
-    """The file's bytes and a display name (never a tag value)."""
+def read_source(source: Source, name: str | None) -> tuple[bytes, str]:
+    """The file's bytes and a display name (never a tag value), within the file-size limit.
+
+    Raises:
+        InvalidInputError: missing, a directory, unreadable, too large, or not a path/bytes/binary file.
+    """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         shown = name or path.name
@@ -416,7 +420,7 @@ def read_dicom_header(source: Source) -> Any:
     Raises:
         InvalidInputError: empty, unreadable or not DICOM.
     """
-    data, shown = _read_source(source, None)
+    data, shown = read_source(source, None)
     kind = _sniff(data)
     if kind not in ("dicom", "unknown"):
         raise InvalidInputError(f"{shown}: this is a {kind} image, not a DICOM file")
@@ -868,7 +872,7 @@ def _load_ordinary(data: bytes, fmt: str, shown: str) -> tuple[CTImage, framing.
 def _load(
     source: Source, allow_unverified: bool, frame: int | None, name: str | None, all_frames: bool
 ) -> list[CTImage]:
-    data, shown = _read_source(source, name)
+    data, shown = read_source(source, name)
     kind = _sniff(data)
     if kind == "unknown":
         for magic, offset, what in _UNSUPPORTED_MAGIC:

@@ -56,7 +56,7 @@ from nibabel import orientations
 
 from brain_ct import framing
 from brain_ct.errors import InvalidInputError
-from brain_ct.io import MAX_FILE_BYTES, MAX_SIDE, MAX_TOTAL_PIXELS, MIN_SIDE, CTImage
+from brain_ct.io import MAX_FILE_BYTES, MAX_SIDE, MAX_TOTAL_PIXELS, MIN_SIDE, CTImage, read_source
 from brain_ct.series import Series, SeriesInfo, _check_plausible_series
 from brain_ct.windowing import PRESETS, window
 
@@ -230,34 +230,8 @@ def _header_kind(first: bytes) -> tuple[int, str] | None:
 
 def _read_bytes(source: NiftiSource, name: str | None) -> tuple[bytes, str, str]:
     """The file's bytes, its display name and the source's display string (the path as given)."""
-    if isinstance(source, str | os.PathLike):
-        path = Path(source)
-        shown = name or path.name
-        if not path.is_file():
-            what = "is a directory" if path.is_dir() else "does not exist"
-            raise InvalidInputError(f"{shown} {what}; give the path of {ACCEPTED}")
-        _check_file_size(path.stat().st_size, shown)
-        try:
-            return path.read_bytes(), shown, str(source)
-        except OSError as exc:
-            raise InvalidInputError(
-                f"{shown}: cannot be read ({exc.strerror}); check its permissions"
-            ) from None
-    if isinstance(source, bytes | bytearray | memoryview):
-        data, shown = bytes(source), name or "upload"
-    elif hasattr(source, "read"):
-        raw = getattr(source, "name", None)
-        shown = name or (os.path.basename(raw) if isinstance(raw, str) and raw else "upload")
-        data = source.read(MAX_FILE_BYTES + 1)
-        if not isinstance(data, bytes | bytearray):
-            raise InvalidInputError(f"{shown}: the file object must be opened in binary mode ('rb')")
-        data = bytes(data)
-    else:
-        raise InvalidInputError(
-            f"cannot read a {type(source).__name__} as NIfTI; give a file path, bytes or a binary file object"
-        )
-    _check_file_size(len(data), shown)
-    return data, shown, shown
+    data, shown = read_source(source, name)
+    return data, shown, str(source) if isinstance(source, str | os.PathLike) else shown
 
 
 def _check_file_size(size: int, shown: str) -> None:

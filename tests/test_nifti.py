@@ -525,7 +525,7 @@ def test_hdr_img_pair_and_empty_and_missing_files(good_bytes: bytes, tmp_path: P
         read_nifti_series(good_bytes[:344] + b"ni1\x00" + good_bytes[348:])
     with pytest.raises(InvalidInputError, match="empty"):
         read_nifti_series(b"")
-    with pytest.raises(InvalidInputError, match="does not exist"):
+    with pytest.raises(InvalidInputError, match="no such file"):
         read_nifti_series(tmp_path / "nothing.nii.gz")
     with pytest.raises(InvalidInputError, match="is a directory"):
         read_nifti_series(tmp_path)
@@ -589,7 +589,7 @@ def test_big_endian_file_reads_the_same(dicom_series: Series) -> None:
 
 
 def test_file_over_the_size_limit_is_refused(good_bytes: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("brain_ct.nifti.MAX_FILE_BYTES", len(good_bytes) - 1)
+    monkeypatch.setattr("brain_ct.io.MAX_FILE_BYTES", len(good_bytes) - 1)
     with pytest.raises(InvalidInputError, match="above the .* limit"):
         read_nifti_series(good_bytes)
 
