@@ -56,7 +56,7 @@ from nibabel import orientations
 
 from brain_ct import framing
 from brain_ct.errors import InvalidInputError
-from brain_ct.io import MAX_FILE_BYTES, MAX_SIDE, MAX_TOTAL_PIXELS, MIN_SIDE, CTImage, read_source
+from brain_ct.io import MAX_SIDE, MAX_TOTAL_PIXELS, MIN_SIDE, CTImage, read_source
 from brain_ct.series import Series, SeriesInfo, _check_plausible_series
 from brain_ct.windowing import PRESETS, window
 
@@ -232,15 +232,6 @@ def _read_bytes(source: NiftiSource, name: str | None) -> tuple[bytes, str, str]
     """The file's bytes, its display name and the source's display string (the path as given)."""
     data, shown = read_source(source, name)
     return data, shown, str(source) if isinstance(source, str | os.PathLike) else shown
-
-
-def _check_file_size(size: int, shown: str) -> None:
-    if size == 0:
-        raise InvalidInputError(f"{shown}: the file is empty (0 bytes); expected {ACCEPTED}")
-    if size > MAX_FILE_BYTES:
-        raise InvalidInputError(
-            f"{shown}: the file is {size / 2**20:.0f} MiB, above the {MAX_FILE_BYTES / 2**20:.0f} MiB limit"
-        )
 
 
 def _read_exact(stream: IO[bytes], n: int, shown: str) -> bytes:
