@@ -287,7 +287,7 @@ def test_app_outputs_and_logs_carry_no_identity(
     reader = app.Reader(app.ModelRegistry(str(case["model"])))
     label, _, explanation, state = reader.read_slice(str(case["single"]), tta=True)
     _, meta_rows, slice_pdf = reader.slice_details(state)
-    verdict, summary, series_pdf, series_state = reader.read_series(
+    verdict, summary, series_pdf, _, series_state = reader.read_series(
         sorted(str(p) for p in case["folder"].iterdir())
     )
     _, slice_text = reader.show_series_slice(series_state, 1)
