@@ -14,8 +14,10 @@ API: ``gradio_client.Client(url).predict(handle_file(path), api_name="/predict")
 (label, overlay image path, explanation markdown): ``label["label"]`` is the verdict, "hemorrhage"
 exactly when P(hemorrhage) >= the model's threshold; its confidences are threshold-relative scores
 (0.5 = at the threshold), and the explanation states P and the threshold (and, first, a caveat when
-the head-CT check was skipped). ``/predict_series`` takes a list of files (a zip, or the slices) and
-an optional series id, and returns (scan verdict markdown, JSON, PDF report path); the JSON lists
+the head-CT check was skipped). ``/predict_series`` takes a list of files (a zip, the slices, or one
+NIfTI volume ``.nii`` / ``.nii.gz``) and an optional series id, and returns (scan verdict markdown,
+JSON, PDF report path, heatmap volume path): the heatmap volume is a float32 NIfTI on the scan's own
+grid (opens over the scan in 3D Slicer / ITK-SNAP), None for PNG/JPG slices (no geometry); the JSON lists
 ``slices`` with a 0-based ``index`` (people see slice ``index + 1``), ``skipped`` and ``errors``
 (file and reason), ``series`` (every series found) and ``head_check``. Only uploaded files are
 read: a URL given as the file is refused.
@@ -62,9 +64,10 @@ from gradio.utils import NamedString  # noqa: E402
 from gradio_client import utils as client_utils  # noqa: E402
 
 from brain_ct import DISCLAIMER  # noqa: E402
-from brain_ct.errors import BrainCTError  # noqa: E402
+from brain_ct.errors import BrainCTError, InvalidInputError  # noqa: E402
 from brain_ct.io import CTImage, load_image  # noqa: E402
 from brain_ct.model import resolve_model_id, shown_model_id  # noqa: E402
+from brain_ct.nifti import write_heatmap_nifti  # noqa: E402
 from brain_ct.predictor import Prediction, Predictor  # noqa: E402
 from brain_ct.report import UNVERIFIED_NOTE, plural, probability_plot_png, write_report  # noqa: E402
 from brain_ct.series import SeriesPrediction, list_series, predict_series, read_series  # noqa: E402
@@ -570,6 +573,19 @@ def _report_file(result: SeriesPrediction | Prediction, predictor: Predictor, un
     return str(write_report(result, out, model_settings=predictor.settings, unverified=unverified))
 
 
+def _heatmap_file(result: SeriesPrediction) -> str | None:
+    """The scan's Grad-CAM heatmaps as one NIfTI volume on its grid, in its own output folder;
+    None when the slices carry no geometry to place them (PNG/JPG slices)."""
+    out = output_folder() / "brain_ct_heatmap.nii.gz"
+    try:
+        return str(write_heatmap_nifti([p.heatmap for p in result.predictions], result.series, out))
+    except InvalidInputError as exc:
+        # The type only: messages may name slices, and names of uploads are user data.
+        log.info("no heatmap volume for this scan (%s)", type(exc).__name__)
+        shutil.rmtree(out.parent, ignore_errors=True)
+        return None
+
+
 def _file_list(items: list[dict[str, str]], reason_key: str, limit: int = 20) -> list[str]:
     shown = [
         f"- {md_escape(str(i.get('file', '')))}: {md_escape(str(i.get(reason_key, '')))}"
@@ -611,7 +627,7 @@ def series_md(result: SeriesPrediction, unverified: bool = False, n_series: int 
         lines.append(
             f"This upload holds {n_series} series; this is one of them. Choose another in **Series** above."
         )
-    skipped = list(getattr(result.series, "skipped", []) or [])
+    skipped = list(result.series.skipped)
     if skipped:
         lines.append(f"**{plural(len(skipped), 'file')} left out** (not part of this series):")
         lines.append("\n".join(_file_list(skipped, "reason")))
@@ -740,8 +756,13 @@ class Reader:
         series_id=None,
         request: gr.Request | None = None,
     ):
-        """Read a whole head-CT scan (a zip of DICOM slices, or several slices) for intracranial hemorrhage:
-        the scan verdict, per-slice results in anatomical order and a PDF report. Not a diagnosis.
+        """Read a whole head-CT scan (a zip of DICOM slices, several slices, or a NIfTI volume) for
+        intracranial hemorrhage: the scan verdict, per-slice results in anatomical order, a PDF report and
+        the Grad-CAM heatmaps as a NIfTI volume. Not a diagnosis.
+
+        Returns (verdict markdown, per-slice JSON, PDF report path, heatmap volume path): the heatmap
+        volume is float32 in [0, 1] on the scan's voxel grid and affine (None for PNG/JPG slices,
+        which carry no geometry).
 
         The per-slice JSON lists ``slices`` in anatomical order with a 0-based ``index`` (slice
         number ``index + 1`` on the page and in the PDF), ``skipped`` (readable files left out, with
@@ -749,7 +770,7 @@ class Reader:
         ``head_check`` ("skipped" when the head-CT check was skipped).
 
         Args:
-            files: a .zip of the scan's slices, or the slice files.
+            files: a .zip of the scan's slices, the slice files, or one NIfTI volume (.nii / .nii.gz).
             model_id: the model (default: the app's model).
             allow_unverified: skip the "looks like an axial head CT" check (every output then says so).
             tta: average with the horizontally flipped slices.
@@ -758,7 +779,7 @@ class Reader:
         """
         paths = _paths(files)
         if not paths:
-            return "", None, None, None
+            return "", None, None, None, None
         source = paths[0] if len(paths) == 1 else paths
         start = time.perf_counter()
         try:
@@ -786,12 +807,10 @@ class Reader:
             result = predict_series(predictor, series, tta=bool(tta), source=f"{len(paths)} uploaded file(s)")
         except (BrainCTError, gr.Error) as exc:
             raise self._fail(exc, request, paths) from None
-        unverified = bool(allow_unverified)
-        summary = result.to_dict()
+        unverified = result.unverified
+        summary = result.to_dict()  # head_check and skipped come with it
         summary["file"] = "upload"
-        summary["skipped"] = [dict(s) for s in getattr(series, "skipped", []) or []]
         summary["series"] = [i.to_dict() | {"chosen": i.series_id == series.series_id} for i in infos]
-        summary["head_check"] = "skipped" if unverified else "passed"
         summary["numbering"] = "index is 0-based; people see slice number index + 1 (1 = most inferior)"
         key = self.results.put({"result": result, "unverified": unverified, "infos": infos})
         log.info(
@@ -808,6 +827,7 @@ class Reader:
             series_md(result, unverified, n_series=len(infos)),
             summary,
             _report_file(result, predictor, unverified),
+            _heatmap_file(result),
             key,
         )
 
@@ -893,6 +913,7 @@ def clear_scan_outputs():
         None,
         "",
         gr.update(value="", visible=False),
+        None,
     )
 
 
@@ -957,7 +978,8 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
                 with gr.Column(scale=1):
                     scan_upload = _uploads_only(
                         gr.File(
-                            label="A .zip of the scan's DICOM slices, or several slices at once",
+                            label="A .zip of the scan's DICOM slices, several slices at once, or a NIfTI "
+                            "volume (.nii / .nii.gz)",
                             file_count="multiple",
                             elem_id="scan-upload",
                         )
@@ -973,6 +995,11 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
                     scan_error = gr.Markdown(visible=False, elem_id="scan-error-box")
                     verdict = gr.Markdown(elem_id="scan-verdict")
                     scan_report = gr.File(label="PDF report", interactive=False)
+                    scan_heatmap = gr.File(
+                        label="Heatmap volume (NIfTI, opens over the scan in 3D Slicer / ITK-SNAP)",
+                        interactive=False,
+                        elem_id="scan-heatmap",
+                    )
                 with gr.Column(scale=2):
                     plot = image(label="P(hemorrhage) per slice (dashed: threshold)")
                     slider = gr.Slider(
@@ -1026,6 +1053,7 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
             scan_overlay,
             scan_text,
             scan_error,
+            scan_heatmap,
         ]
 
         def after_scan_reading(event: Any) -> None:
@@ -1053,7 +1081,7 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
             ).then(
                 reader.read_series,
                 inputs=[scan_upload, *options, series_choice],
-                outputs=[verdict, scan_json, scan_report, scan_state],
+                outputs=[verdict, scan_json, scan_report, scan_heatmap, scan_state],
                 api_name="predict_series",
                 concurrency_limit=CONCURRENCY,
                 concurrency_id="model",
@@ -1065,7 +1093,7 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
             ).then(
                 reader.read_series,
                 inputs=[scan_upload, *options, series_choice],
-                outputs=[verdict, scan_json, scan_report, scan_state],
+                outputs=[verdict, scan_json, scan_report, scan_heatmap, scan_state],
                 api_visibility="private",
                 concurrency_limit=CONCURRENCY,
                 concurrency_id="model",

@@ -1052,6 +1052,7 @@ def _read_nifti(source: Path | bytes, *, series_uid: str | None, allow_unverifie
     label = source.name if isinstance(source, Path) else "upload"
     shown = label if isinstance(source, Path) and screen_name(label) else "volume"
     series = read_nifti_series(source, name=shown, allow_unverified=allow_unverified)
+    _mark_head_check(series, allow_unverified)
     series.series_id = nifti_series_id(source)
     if series_uid is not None and series_uid.strip() != series.series_id:
         raise InvalidInputError(
@@ -1105,7 +1106,9 @@ def read_series(
         series_uid: which DICOM series to read when there are several: its hashed id (as
             :func:`list_series` shows) or its raw Series Instance UID. Default: the axial
             non-contrast CT series with the most slices.
-        allow_unverified: skip the "does this look like a head CT" check for every slice.
+        allow_unverified: skip the "does this look like a head CT" check for every slice. Each
+            slice's ``CTImage.head_check`` says which: ``"passed"`` (the series check ran and
+            passed) or ``"skipped"``.
         zip_limits: limits a zip must respect and the time one request may take (:class:`ZipLimits`).
         read_identifiers: also keep PatientName, PatientID and StudyDate of the first slice in
             :attr:`Series.identifiers` (for a report the user explicitly asked to identify).
@@ -1175,6 +1178,8 @@ def read_series(
     series.source = label
     if series.slices and not allow_unverified:
         _check_plausible_series(series, label)
+    if series.slices:
+        _mark_head_check(series, allow_unverified)
     if not series.slices:
         why = [e["message"] for e in series.errors] + [f"{k['file']}: {k['reason']}" for k in series.skipped]
         details = "; ".join(why[:5])
@@ -1184,6 +1189,17 @@ def read_series(
             f"slices, in a folder, a zip or as several files. Per file: {details or 'no files'}{more}"
         )
     return series
+
+
+def _mark_head_check(series: Series, allow_unverified: bool) -> None:
+    """Record on every slice whether the head-CT check ran (and passed) for its series.
+
+    Slices are decoded without their own check (a scan's end slices rightly show little head), so
+    each says "skipped" after decoding; the series check stands for all of them once it passed.
+    """
+    verdict = "skipped" if allow_unverified else "passed"
+    for ct in series.slices:
+        ct.head_check = verdict
 
 
 def _check_plausible_series(series: Series, label: str) -> None:
@@ -1355,6 +1371,18 @@ class SeriesPrediction:
         return len(self.predictions)
 
     @property
+    def head_check(self) -> str:
+        """``"passed"`` when the series' head-CT check ran and passed, ``"skipped"`` when
+        ``allow_unverified`` skipped it for any slice (outputs must then carry a caveat)."""
+        checks = [ct.head_check for ct in self.series.slices] + [p.head_check for p in self.predictions]
+        return "skipped" if "skipped" in checks else "passed"
+
+    @property
+    def unverified(self) -> bool:
+        """True when the head-CT check was skipped (see :attr:`head_check`)."""
+        return self.head_check != "passed"
+
+    @property
     def probabilities(self) -> np.ndarray:
         """float64 [n_slices] slice probabilities in anatomical order."""
         return np.asarray([p.probability for p in self.predictions], dtype=np.float64)
@@ -1380,7 +1408,7 @@ class SeriesPrediction:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe result in the CLI's shape (slices in anatomical order; ``index`` and
-        ``positive_slices`` 0-based), with ``series_id``, ``errors`` and ``skipped``."""
+        ``positive_slices`` 0-based), with ``series_id``, ``head_check``, ``errors`` and ``skipped``."""
         return {
             "file": self.source,
             "label": self.label,
@@ -1389,6 +1417,7 @@ class SeriesPrediction:
             "n_slices": self.n_slices,
             "series_id": self.series.series_id,
             "positive_slices": list(self.positive_slices),
+            "head_check": self.head_check,
             "slices": [self.slice_dict(i) for i in range(self.n_slices)],
             "errors": [dict(e) for e in self.series.errors],
             "skipped": [dict(s) for s in self.series.skipped],

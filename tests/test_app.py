@@ -68,8 +68,35 @@ def files(tmp_path_factory) -> dict[str, str]:
         "png": str(png),
         "bad": str(bad),
         "zip": str(scan),
+        "nifti": str(_nifti_scan(folder / "volume.nii.gz")),
         "real": get_testdata_file(REAL_HEAD_CT),
     }
+
+
+def _nifti_scan(path: Path, n: int = 5) -> Path:
+    """A small phantom scan as the NIfTI volume dcm2niix would write (int16 HU, qform and sform)."""
+    import nibabel as nib
+
+    from brain_ct.nifti import grid_from_series
+    from brain_ct.series import read_series
+
+    slices = []
+    for i, phantom in enumerate(generate_series(9, n_slices=n, size=64, hemorrhage=True)):
+        buffer = io.BytesIO()
+        dcmwrite(buffer, to_dicom(phantom, instance_number=i + 1), enforce_file_format=True)
+        slices.append(buffer.getvalue())
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as zf:
+        for i, data in enumerate(slices):
+            zf.writestr(f"{i}.dcm", data)
+    series = read_series(zipped.getvalue())
+    grid = grid_from_series(series)
+    hu = np.stack([ct.hu for ct in series.slices], axis=-1)
+    image = nib.Nifti1Image(grid.to_source(hu).astype(np.int16), grid.affine)
+    image.header.set_qform(grid.affine, code=1)
+    image.header.set_sform(grid.affine, code=1)
+    nib.save(image, path)
+    return path
 
 
 def test_import_builds_demo_without_launching(app_module):
@@ -109,11 +136,21 @@ def test_no_file_clears_the_outputs(reader):
 
 
 def test_series_reading_and_browser(reader, files):
-    verdict, summary, report, state = reader.read_series([files["zip"]])
+    import nibabel as nib
+
+    verdict, summary, report, heatmap, state = reader.read_series([files["zip"]])
     assert "scan" in verdict
     assert summary["n_slices"] == 6 and len(summary["slices"]) == 6
     assert [s["index"] for s in summary["slices"]] == list(range(6))
     assert Path(report).read_bytes()[:5] == b"%PDF-"
+    # The heatmap volume: one plane per slice, in the slices' order, beside the report.
+    volume = nib.load(heatmap)
+    assert heatmap.endswith(".nii.gz") and Path(heatmap).parent.parent == Path(report).parent.parent
+    assert sorted(volume.shape) == [6, 128, 128]
+    result = reader.results.get(state)["result"]
+    planes = np.moveaxis(np.asarray(volume.dataobj), 2, 0)
+    for plane, pred in zip(planes, result.predictions, strict=True):
+        np.testing.assert_allclose(np.sort(plane.ravel()), np.sort(pred.heatmap.ravel()), atol=1e-6)
     slider, plot = reader.series_browser(state)
     result = reader.results.get(state)["result"]
     assert slider["value"] == result.most_suspicious + 1  # slider numbers slices from 1
@@ -121,6 +158,29 @@ def test_series_reading_and_browser(reader, files):
     assert plot.ndim == 3
     overlay, text = reader.show_series_slice(state, 3)
     assert overlay.shape[2] == 3 and "Slice 3 of 6" in text
+
+
+def test_a_nifti_volume_is_read_as_a_scan_and_its_heatmap_lies_on_its_grid(reader, files):
+    import nibabel as nib
+
+    verdict, summary, report, heatmap, _ = reader.read_series([files["nifti"]])
+    assert summary["n_slices"] == 5 and Path(report).is_file()
+    source = nib.load(files["nifti"])
+    volume = nib.load(heatmap)
+    assert volume.shape == source.shape
+    np.testing.assert_allclose(volume.affine, source.affine, atol=1e-5)
+
+
+def test_slices_without_geometry_get_no_heatmap_volume(reader, files):
+    verdict, summary, report, heatmap, _ = reader.read_series([files["png"], files["png"]])
+    assert summary["n_slices"] == 2 and Path(report).is_file() and heatmap is None
+
+
+def test_scan_upload_offers_nifti_and_a_heatmap_download(app_module):
+    config = app_module.demo.config["components"]
+    labels = [c["props"].get("label") or "" for c in config]
+    assert any(".nii.gz" in label and ".zip" in label for label in labels)
+    assert any(label.startswith("Heatmap volume (NIfTI") for label in labels)
 
 
 def test_banner_labels_the_synthetic_model(app_module, tiny_model):
@@ -164,8 +224,20 @@ def test_launched_app_through_gradio_client(served, files):
         client.predict(handle_file(files["bad"]), api_name="/predict")
     label, _, _ = client.predict(handle_file(files["dcm"]), api_name="/predict")  # still serving
     assert label["label"] in {"hemorrhage", "normal"}
-    verdict, summary, report = client.predict([handle_file(files["zip"])], api_name="/predict_series")
-    assert summary["n_slices"] == 6 and Path(report).is_file()
+    verdict, summary, report, heatmap = client.predict(
+        [handle_file(files["zip"])], api_name="/predict_series"
+    )
+    assert summary["n_slices"] == 6 and Path(report).is_file() and Path(heatmap).is_file()
+    # A NIfTI volume through the upload, whatever name Gradio gives the cached copy.
+    import nibabel as nib
+
+    verdict, summary, report, heatmap = client.predict(
+        [handle_file(files["nifti"])], api_name="/predict_series"
+    )
+    assert summary["n_slices"] == 5 and summary["head_check"] == "passed" and Path(report).is_file()
+    source = nib.load(files["nifti"])
+    np.testing.assert_allclose(nib.load(heatmap).affine, source.affine, atol=1e-5)
+    assert nib.load(heatmap).shape == source.shape
 
 
 def _chromium() -> str | None:

@@ -201,7 +201,7 @@ def test_label_top_class_is_the_verdict(app_module, p, t):
 
 
 def test_one_slice_scan_hides_the_slider_and_fills_every_output(reader, inputs):
-    verdict, summary, report, state = reader.read_series([inputs["one"]])
+    verdict, summary, report, _, state = reader.read_series([inputs["one"]])
     assert "1 slice read" in verdict and "1 slices" not in verdict
     slider, plot = reader.series_browser(state)
     assert slider["visible"] is False and slider["minimum"] < slider["maximum"]
@@ -213,7 +213,7 @@ def test_one_slice_scan_hides_the_slider_and_fills_every_output(reader, inputs):
 
 
 def test_scan_numbers_slices_from_one_for_people_and_from_zero_in_json(reader, inputs, app_module):
-    verdict, summary, _, state = reader.read_series([inputs["six"]])
+    verdict, summary, _, _, state = reader.read_series([inputs["six"]])
     result = reader.results.get(state)["result"]
     assert [s["index"] for s in summary["slices"]] == list(range(6))
     assert "index is 0-based" in summary["numbering"]
@@ -233,14 +233,15 @@ def test_clearing_functions_empty_every_output(app_module):
     assert slice_outputs[0] is None and slice_outputs[1] is None and slice_outputs[2] == ""
     assert slice_outputs[-1]["visible"] is False
     scan_outputs = app_module.clear_scan_outputs()
-    assert len(scan_outputs) == 9 and scan_outputs[0] == "" and scan_outputs[5]["visible"] is False
+    assert len(scan_outputs) == 10 and scan_outputs[0] == "" and scan_outputs[5]["visible"] is False
+    assert scan_outputs[-1] is None  # the heatmap volume of the previous scan
 
 
 # --------------------------------------------------------------------------- 13.3 skipped and unread files, series choice
 
 
 def test_verdict_lists_unread_files_and_the_series_can_be_chosen(app_module, reader, inputs):
-    verdict, summary, _, state = reader.read_series([inputs["two"]])
+    verdict, summary, _, _, state = reader.read_series([inputs["two"]])
     assert "could not be read" in verdict
     assert "<" not in verdict and "onerror=" not in verdict  # user-supplied names never reach the page raw
     for item in summary[
@@ -254,16 +255,16 @@ def test_verdict_lists_unread_files_and_the_series_can_be_chosen(app_module, rea
     chosen = reader.results.get(state)["result"].series.series_id
     assert picker["value"] == chosen
     other = next(v for _, v in picker["choices"] if v != chosen)
-    _, summary2, _, state2 = reader.read_series([inputs["two"]], series_id=other)
+    _, summary2, _, _, state2 = reader.read_series([inputs["two"]], series_id=other)
     assert reader.results.get(state2)["result"].series.series_id == other
     assert {summary["n_slices"], summary2["n_slices"]} == {4, 3}
     # A single series shows no dropdown.
-    _, _, _, single = reader.read_series([inputs["six"]])
+    _, _, _, _, single = reader.read_series([inputs["six"]])
     assert reader.series_picker(single)["visible"] is False
 
 
 def test_series_markdown_lists_skipped_files_with_their_reason(app_module, reader, inputs):
-    _, _, _, state = reader.read_series([inputs["six"]])
+    _, _, _, _, state = reader.read_series([inputs["six"]])
     result = reader.results.get(state)["result"]
     result.series.skipped.append({"file": "IM0003", "reason": "other series 3f2a, 1 slice"})
     text = app_module.series_md(result)
@@ -286,10 +287,10 @@ def test_allowing_unusual_images_puts_a_caveat_on_every_output(reader, inputs):
     assert CAVEAT in _pdf_text(report)
     _, _, text_ok, state_ok = reader.read_slice(inputs["dcm"], allow_unverified=False)
     assert CAVEAT not in text_ok and CAVEAT not in _pdf_text(reader.slice_details(state_ok)[2])
-    verdict, summary, report, scan_state = reader.read_series([inputs["six"]], allow_unverified=True)
+    verdict, summary, report, _, scan_state = reader.read_series([inputs["six"]], allow_unverified=True)
     assert CAVEAT in verdict and summary["head_check"] == "skipped" and CAVEAT in _pdf_text(report)
     assert CAVEAT in reader.show_series_slice(scan_state, 1)[1]
-    verdict, summary, _, _ = reader.read_series([inputs["six"]])
+    verdict, summary, _, _, _ = reader.read_series([inputs["six"]])
     assert CAVEAT not in verdict and summary["head_check"] == "passed"
     assert CAVEAT in UNVERIFIED_NOTE
 
@@ -329,9 +330,9 @@ def test_window_presets_are_greyed_for_8bit_images_and_tags_named_for_dicom(read
     _, _, _, dcm_state = reader.read_slice(inputs["dcm"])
     _, table, _, window = reader.slice_page(dcm_state)
     assert window["interactive"] is True and table["headers"][0] == "DICOM tag"
-    _, _, _, scan_state = reader.read_series([inputs["png"], inputs["png"]])
+    _, _, _, _, scan_state = reader.read_series([inputs["png"], inputs["png"]])
     assert reader.scan_window_control(scan_state)["interactive"] is False
-    _, _, _, scan_state = reader.read_series([inputs["six"]])
+    _, _, _, _, scan_state = reader.read_series([inputs["six"]])
     assert reader.scan_window_control(scan_state)["interactive"] is True
 
 
@@ -367,7 +368,7 @@ def test_state_holds_a_key_with_time_to_live(app_module, reader, inputs):
 
 def test_an_expired_reading_says_so(app_module, reader, inputs):
     _, _, _, state = reader.read_slice(inputs["dcm"])
-    _, _, _, scan = reader.read_series([inputs["one"]])
+    _, _, _, _, scan = reader.read_series([inputs["one"]])
     reader.results.discard(state)
     reader.results.discard(scan)
     with pytest.raises(gr.Error, match="no longer kept"):
@@ -660,6 +661,7 @@ def test_browser_one_slice_scan_replaces_the_previous_scan_and_errors_stay(serve
         scan_input = page.locator("#scan-upload input[type=file]")
         scan_input.set_input_files(inputs["six"])
         page.locator("#scan-slice").get_by_text("of 6").first.wait_for(timeout=90_000)
+        page.locator("#scan-heatmap a[download='brain_ct_heatmap.nii.gz']").wait_for(timeout=30_000)
         page.locator("#scan-upload button[aria-label='Clear']").first.click()
         page.wait_for_timeout(500)
         page.locator("#scan-upload input[type=file]").set_input_files(inputs["one"])

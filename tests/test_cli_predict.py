@@ -308,3 +308,42 @@ def test_table_numbers_slices_from_one_and_lists_files_not_read(capsys) -> None:
     assert "slice 0" not in out
     assert "scan.zip: 1 file skipped (other series 0123, 1 slice): b0.dcm" in out
     assert "scan.zip: 1 file could not be read: file 5: not a DICOM file" in out
+
+
+def test_a_reading_without_the_head_check_says_so_in_table_and_json(files, tmp_path: Path, capsys) -> None:
+    from brain_ct.report import UNVERIFIED_NOTE
+
+    scan = tmp_path / "scan.zip"
+    _shuffled_scan_zip(scan, n=4)
+    inputs = [str(files["png"]), str(scan)]
+    model = ["--model", str(files["model"])]
+    assert main(["predict", *inputs, *model, "--json"]) == 0
+    assert [r["head_check"] for r in _lines(capsys.readouterr().out)] == ["passed", "passed"]
+    assert main(["predict", *inputs, *model]) == 0
+    assert UNVERIFIED_NOTE not in capsys.readouterr().out
+    unverified = [*inputs, *model, "--allow-unverified"]
+    assert main(["predict", *unverified, "--json"]) == 0
+    assert [r["head_check"] for r in _lines(capsys.readouterr().out)] == ["skipped", "skipped"]
+    assert main(["predict", *unverified]) == 0
+    out = capsys.readouterr().out
+    # Before the table, as the app shows it before the verdict.
+    assert UNVERIFIED_NOTE in out and out.index(UNVERIFIED_NOTE) < out.index("P(hem)")
+
+
+def test_table_names_the_inputs_read_without_the_head_check(capsys) -> None:
+    from brain_ct.cli.predict import _format_table
+    from brain_ct.report import UNVERIFIED_NOTE
+
+    def row(name: str, check: str) -> dict:
+        fields = {
+            "label": "normal",
+            "probability": 0.1,
+            "threshold": 0.5,
+            "regions": [],
+            "explanation": "why",
+        }
+        return {"file": name, **fields, "head_check": check}
+
+    _format_table([row("a.png", "skipped"), row("b.dcm", "passed")], sys.stdout)
+    out = capsys.readouterr().out
+    assert f"caution (a.png): {UNVERIFIED_NOTE}" in out and "b.dcm)" not in out

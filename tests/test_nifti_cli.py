@@ -105,6 +105,12 @@ def test_an_identifying_file_name_is_not_shown_for_slices(scan, tmp_path: Path) 
     assert series.files[0] == "volume#1" and all("Quennell" not in ct.name for ct in series.slices)
 
 
+@pytest.mark.parametrize(("allow", "expected"), [(False, "passed"), (True, "skipped")])
+def test_head_check_of_nifti_slices_says_whether_it_ran(scan, allow: bool, expected: str) -> None:
+    series = read_series(scan["nifti"], allow_unverified=allow)
+    assert [ct.head_check for ct in series.slices] == [expected] * N_SLICES
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -123,6 +129,18 @@ def test_predict_a_nifti_scan_with_its_heatmap_volume(scan, tmp_path: Path, caps
     np.testing.assert_allclose(heat.affine, source.affine, atol=1e-5)
     data = np.asarray(heat.dataobj)
     assert data.dtype == np.float32 and data.min() >= 0.0 and data.max() <= 1.0 and data.max() > 0
+    assert record["head_check"] == "passed"
+
+
+def test_a_nifti_read_without_the_head_check_says_so(scan, capsys) -> None:
+    from brain_ct.report import UNVERIFIED_NOTE
+
+    argv = ["predict", str(scan["nifti"]), "--model", str(scan["model"]), "--allow-unverified"]
+    assert main([*argv, "--json"]) == 0
+    (record,) = _lines(capsys.readouterr().out)
+    assert record["head_check"] == "skipped"
+    assert main(argv) == 0
+    assert UNVERIFIED_NOTE in capsys.readouterr().out
 
 
 def test_heatmap_volume_of_a_dicom_scan_lies_on_the_dicom_grid(scan, tmp_path: Path, capsys) -> None:

@@ -12,6 +12,7 @@ shows that the searches would find a leak.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -287,7 +288,7 @@ def test_app_outputs_and_logs_carry_no_identity(
     reader = app.Reader(app.ModelRegistry(str(case["model"])))
     label, _, explanation, state = reader.read_slice(str(case["single"]), tta=True)
     _, meta_rows, slice_pdf = reader.slice_details(state)
-    verdict, summary, series_pdf, series_state = reader.read_series(
+    verdict, summary, series_pdf, heatmap_volume, series_state = reader.read_series(
         sorted(str(p) for p in case["folder"].iterdir())
     )
     _, slice_text = reader.show_series_slice(series_state, 1)
@@ -300,6 +301,8 @@ def test_app_outputs_and_logs_carry_no_identity(
         "slice pdf": _pdf_text(slice_pdf),
         "series": verdict + _dump(summary),
         "series pdf": _pdf_text(series_pdf),
+        # the whole file: header, free-text fields and any extension
+        "heatmap volume": gzip.decompress(Path(heatmap_volume).read_bytes()).decode("latin-1"),
         "error": str(mr_error.value.message),
         "logs": "\n".join(f"{r.name} {r.getMessage()}" for r in caplog.records),
     }

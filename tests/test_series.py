@@ -325,6 +325,27 @@ def test_end_slices_without_head_are_kept_in_a_head_series(make_ct_dataset, tmp_
     assert len(s) == 5 and s.errors == []
 
 
+@pytest.mark.parametrize("allow", [False, True])
+def test_every_slice_says_whether_the_series_head_check_ran(
+    make_ct_dataset, encode_image, head_grey, tmp_path, allow
+):
+    # Slices are decoded without the per-slice check; the series check stands for all of them.
+    dicom = tmp_path / "dicom"
+    dicom.mkdir()
+    for i, (_, ds) in enumerate(_head_series(make_ct_dataset, 3)):
+        (dicom / f"{i}.dcm").write_bytes(_to_bytes(ds))
+    png = tmp_path / "png"
+    png.mkdir()
+    for i in range(2):
+        (png / f"s{i}.png").write_bytes(encode_image(head_grey(128)))
+    expected = "skipped" if allow else "passed"
+    for folder in (dicom, png):
+        s = read_series(folder, allow_unverified=allow)
+        assert [ct.head_check for ct in s.slices] == [expected] * len(s)
+        result = predict_series(FakePredictor({f: 0.1 for f in s.files}), s)
+        assert result.head_check == expected and result.to_dict()["head_check"] == expected
+
+
 # --------------------------------------------------------------------------- several series
 
 

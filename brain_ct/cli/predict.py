@@ -6,7 +6,8 @@ Output, one entry per input in the order given:
   explanation of each slice;
 * ``--json``: JSON Lines on stdout, one object per input: ``file`` (the path as given),
   ``label``, ``probability``, ``threshold``, ``regions``, ``explanation``, ``source``, ``meta``
-  (allow-listed, non-identifying), ``model``, and with ``--heatmaps DIR`` also ``heatmap``: the path
+  (allow-listed, non-identifying), ``model``, ``head_check`` (``"passed"``, or ``"skipped"`` with
+  ``--allow-unverified``: the table then starts with the caveat the app and the PDF show), and with ``--heatmaps DIR`` also ``heatmap``: the path
   of a float32 ``.npy`` [H, W] in [0, 1] on the input's own pixel grid. A failed input gives
   ``{"file": ..., "error": {"type": ..., "message": ...}}`` and the others still run.
 
@@ -17,7 +18,7 @@ model could not be loaded (message on stderr); 2 usage error (bad arguments).
 
 A folder or ``.zip`` is a whole CT series (see :mod:`brain_ct.series`): it prints ONE object with
 the scan-level ``label`` and ``probability`` (documented rule in :class:`brain_ct.series.ScanRule`),
-``positive_slices`` (0-based indices), ``n_slices``, ``series_id``, ``errors`` (files inside it that
+``positive_slices`` (0-based indices), ``n_slices``, ``series_id``, ``head_check``, ``errors`` (files inside it that
 could not be read: ``file``, ``type``, ``message``), ``skipped`` (readable files that are not part of
 the series read: ``file``, ``reason``, e.g. "other series 3f2a…, 1 slice") and ``slices``: one
 object per slice in anatomical order (inferior to superior, by position along the slice normal),
@@ -327,7 +328,18 @@ def _record(
         return {"file": path, "error": _error_dict(result)}
     record: dict[str, Any] = {"file": path}
     data = result.to_dict()
-    for key in ("label", "probability", "threshold", "regions", "explanation", "source", "meta", "model"):
+    keys = (
+        "label",
+        "probability",
+        "threshold",
+        "regions",
+        "explanation",
+        "source",
+        "meta",
+        "model",
+        "head_check",
+    )
+    for key in keys:
         record[key] = data[key]
     if writer is not None:
         record["heatmap"] = writer.save(path, result.heatmap)
@@ -375,9 +387,20 @@ def _groups(paths: Sequence[str], batch_size: int) -> Iterator[tuple[str, Sequen
 
 
 def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
-    """The human-readable table; slices are numbered from 1 here (JSON ``index`` is 0-based)."""
+    """The human-readable table; slices are numbered from 1 here (JSON ``index`` is 0-based).
+
+    Readings whose head-CT check was skipped get the app's and the report's caveat first, before
+    any verdict is read (naming them when only some were read that way).
+    """
+    from brain_ct.report import UNVERIFIED_NOTE
     from brain_ct.series import plural
 
+    read = [r for r in records if "error" not in r]
+    unverified = [r["file"] for r in read if r.get("head_check") == "skipped"]
+    if unverified:
+        which = "" if len(unverified) == len(read) else f" ({', '.join(unverified)})"
+        print(f"caution{which}: {UNVERIFIED_NOTE}", file=out)
+        print(file=out)
     rows = [("file", "label", "P(hem)", "threshold", "strongest region")]
     for r in records:
         if "error" in r:
