@@ -265,13 +265,10 @@ UNVERIFIED_NOTE = (
 
 
 def is_unverified(result: SeriesPrediction | Prediction) -> bool:
-    """True when the head-CT check was skipped for a single prediction (``head_check == "skipped"``).
-
-    A whole scan says nothing here: :func:`brain_ct.series.read_series` loads a scan's slices
-    without the per-slice check and checks the series once, so callers pass ``unverified=`` to
-    :func:`write_report` from the ``allow_unverified`` they read the scan with.
-    """
-    return getattr(result, "head_check", "passed") == "skipped"
+    """True when the head-CT check was skipped (``head_check == "skipped"``): for a prediction, its slice;
+    for a scan, any of its slices (:func:`brain_ct.series.read_series` marks every slice "passed" once the
+    series check passed, "skipped" when the caller skipped it)."""
+    return result.head_check == "skipped"
 
 
 def _verdict(label: str) -> str:
@@ -308,8 +305,7 @@ def write_report(
         opacity: heatmap overlay opacity at full heat, in [0, 1].
         created: the report's date and time; default now (local time, with its UTC offset).
         unverified: the head-CT check was skipped (``allow_unverified``): a warning is printed
-            under the verdict. Default: :func:`is_unverified` of ``result`` (a single prediction's
-            ``head_check``; False for a scan, so pass the flag the scan was read with).
+            under the verdict. Default: :func:`is_unverified` of ``result`` (its ``head_check``).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
