@@ -415,6 +415,8 @@ def describe_validation(data_args: DataArguments, splits: Any) -> str:
         source = (
             f"a stratified {a.validation_split:.0%} split of the training data (seeded; never trained on)"
         )
+    if a.real_anatomy_dir is not None:
+        source += f" and the held-out real levels of {Path(a.real_anatomy_dir).name!r} (normals and painted lesions)"
     val = splits.validation
     if splits.hub or val is None or "label" not in (val.column_names or []):
         return source  # a Hub split's labels may be names, and a stream has no length
