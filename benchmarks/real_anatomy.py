@@ -12,7 +12,9 @@ Real normal anatomy available to the repository, none of it trained on:
   - ``dicom_lesion`` / ``8bit_lesion``: each subtype that fits on each held-out level, painted into the real
     slice (:func:`brain_ct.synthetic.paint_real_lesion`, no other change), as DICOM and as a figure.
   Reported per kind: how many normals read "normal" (specificity), how many lesions read "hemorrhage"
-  (sensitivity), ROC AUC of normals against lesions, at the model's own threshold.
+  (sensitivity), ROC AUC of normals against lesions, at the model's own threshold, and the Grad-CAM pointing
+  game on the painted lesions (heatmap maximum inside the mask dilated by 4 px, as
+  :func:`benchmarks.localization.score` counts it).
 * ``pydicom`` — pydicom's real head-CT test slices (``J2K_pixelrep_mismatch.dcm``, a posterior-fossa level,
   and ``693_J2KI.dcm``, compressed so lossily that blobs replace the anatomy): P(hemorrhage) and label.
 * ``whole_scan`` — every slice of ``--real-dir`` read as one scan (:func:`brain_ct.series.predict_series`):
@@ -64,13 +66,16 @@ def _kind_metrics(normal: list[float], lesion: list[float], threshold: float) ->
 
 
 def held_out_scores(predictor: Any, real_dir: Path, renders: int, seed: int) -> dict[str, list[float]]:
-    """P(hemorrhage) of every held-out case, by case kind (see the module docstring)."""
+    """P(hemorrhage) of every held-out case by case kind, and pointing-game hits (1/0) of the lesions
+    (``dicom_hits``, ``8bit_hits``); see the module docstring."""
+    from benchmarks.localization import score
     from brain_ct.synthetic import SUBTYPES, real_variant
     from train.data import encode_phantom, load_real_slice, real_anatomy_split
 
     _, held = real_anatomy_split(real_dir)
     scores: dict[str, list[float]] = {
-        k: [] for k in ("dicom_normal", "8bit_normal", "dicom_lesion", "8bit_lesion")
+        k: []
+        for k in ("dicom_normal", "8bit_normal", "dicom_lesion", "8bit_lesion", "dicom_hits", "8bit_hits")
     }
     rng = np.random.default_rng(seed)
     for level, path in enumerate(held):
@@ -86,9 +91,12 @@ def held_out_scores(predictor: Any, real_dir: Path, renders: int, seed: int) -> 
             )
             if lesion is None:  # no room for this subtype on this level (skull base, vertex)
                 continue
-            for kind, key in (("dicom", "dicom_lesion"), ("image", "8bit_lesion")):
-                ct, _ = encode_phantom(lesion, kind, rng, f"level{level}-{subtype}")
-                scores[key].append(predictor.predict(ct).probability)
+            for kind, key in (("dicom", "dicom"), ("image", "8bit")):
+                ct, mask = encode_phantom(lesion, kind, rng, f"level{level}-{subtype}")
+                pred = predictor.predict(ct)
+                scores[f"{key}_lesion"].append(pred.probability)
+                hit = score(pred.heatmap, mask > 0.5, np.ones(mask.shape, bool), 4)["hit"]
+                scores[f"{key}_hits"].append(hit)
     return scores
 
 
@@ -156,6 +164,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             ),
             "held_out": {
                 kind: _kind_metrics(scores[f"{kind}_normal"], scores[f"{kind}_lesion"], threshold)
+                | {
+                    "pointing_game": float(np.mean(scores[f"{kind}_hits"]))
+                    if scores[f"{kind}_hits"]
+                    else None
+                }
                 for kind in ("dicom", "8bit")
             },
             "pydicom": pydicom_slices(predictor),
@@ -178,12 +191,15 @@ def _print_table(r: dict[str, Any]) -> None:
         return "—" if v is None else f"{v:.3f}"
 
     print(f"model {r['model']}, threshold {r['threshold']:.3f}")
-    print("| held-out real levels | normals read normal | lesions read hemorrhage | ROC AUC |")
-    print("|---|---|---|---|")
+    print(
+        "| held-out real levels | normals read normal | lesions read hemorrhage | ROC AUC | pointing game |"
+    )
+    print("|---|---|---|---|---|")
     for kind, m in r["held_out"].items():
         print(
             f"| {kind} | {m['normal_read_normal']}/{m['n_normal']} ({f(m['specificity'])}) "
-            f"| {m['lesion_read_hemorrhage']}/{m['n_lesion']} ({f(m['sensitivity'])}) | {f(m['roc_auc'])} |"
+            f"| {m['lesion_read_hemorrhage']}/{m['n_lesion']} ({f(m['sensitivity'])}) | {f(m['roc_auc'])} "
+            f"| {f(m['pointing_game'])} |"
         )
     for name, v in r["pydicom"].items():
         print(f"pydicom {name}: P = {v['probability']:.3f} → {v['label']}")

@@ -122,7 +122,7 @@ def test_real_anatomy_smoke_reports_every_section(capsys):
     dicom = res["held_out"]["dicom"]
     # 7 of the 28 GE levels are held out; lesions are painted only where they fit (not at base/vertex).
     assert dicom["n_normal"] == 7 and 0 < dicom["n_lesion"] <= 7 * 5
-    assert 0.0 <= dicom["roc_auc"] <= 1.0
+    assert 0.0 <= dicom["roc_auc"] <= 1.0 and 0.0 <= dicom["pointing_game"] <= 1.0
     assert set(res["pydicom"]) == {"J2K_pixelrep_mismatch.dcm", "693_J2KI.dcm"}
     assert res["whole_scan"]["n_slices"] == 28
     assert "held-out real levels" in capsys.readouterr().out

@@ -15,7 +15,7 @@ from pydicom.data import get_testdata_file
 from brain_ct.model import DEMO_MODEL_DIR
 from brain_ct.predictor import Predictor
 
-REAL_HEAD_CT = ("693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm")
+REAL_ANATOMY_DIR = Path(__file__).resolve().parents[1] / "data" / "real_anatomy" / "dcm_qa_ct-GE"
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +39,27 @@ def test_demo_is_labelled_synthetic_everywhere(demo: Predictor) -> None:
     assert config["id2label"] == {"0": "normal", "1": "hemorrhage"}
 
 
-# The current demo model fails this (693_J2KI P=0.97, J2K_pixelrep_mismatch P=0.23, threshold 0.105): its
-# phantoms do not yet teach it real anatomy. strict=True: the day a retrained model passes, this turns red
-# so the mark is removed.
-@pytest.mark.xfail(strict=True, reason="known failure of the current demo model on real anatomy (issue 4)")
-@pytest.mark.parametrize("name", REAL_HEAD_CT)
-def test_real_head_ct_slices_read_normal(demo: Predictor, name: str) -> None:
-    prediction = demo.predict(get_testdata_file(name))
-    assert prediction.label == "normal", f"{name}: P(hemorrhage) = {prediction.probability:.3f}"
+def test_real_posterior_fossa_slice_reads_normal(demo: Predictor) -> None:
+    # pydicom's real posterior-fossa level; the model before real-anatomy training read it "hemorrhage"
+    # (P 0.173 against a threshold of 0.114).
+    prediction = demo.predict(get_testdata_file("J2K_pixelrep_mismatch.dcm"))
+    assert prediction.label == "normal", f"P(hemorrhage) = {prediction.probability:.3f}"
+
+
+def test_held_out_real_levels_read_normal(demo: Predictor) -> None:
+    from train.data import real_anatomy_split
+
+    _, held_out = real_anatomy_split(REAL_ANATOMY_DIR)
+    assert len(held_out) == 7
+    readings = [demo.predict(path) for path in held_out]
+    normal = sum(p.label == "normal" for p in readings)
+    assert normal >= 0.9 * len(held_out), [round(p.probability, 3) for p in readings]
+
+
+# 693_J2KI.dcm is compressed so lossily that blobs replace the anatomy (look at it in a brain window): the
+# model reads it "hemorrhage" (P 0.88, threshold 0.31). It is reported, not chased. strict=True: the day a
+# model reads it "normal", this turns red so the mark is removed.
+@pytest.mark.xfail(strict=True, reason="lossy JPEG 2000 blobs read as blood by the demo model (issue 12)")
+def test_lossy_real_slice_reads_normal(demo: Predictor) -> None:
+    prediction = demo.predict(get_testdata_file("693_J2KI.dcm"))
+    assert prediction.label == "normal", f"P(hemorrhage) = {prediction.probability:.3f}"
