@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import ctypes
 import io
 import logging
@@ -45,6 +46,7 @@ import time
 import types
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -648,6 +650,37 @@ def _series_choices(infos: list[Any]) -> list[tuple[str, str]]:
     return choices
 
 
+class OneReadingPerSession:
+    """At most one reading in flight per browser or API session, so one client cannot hold every worker.
+
+    Gradio's concurrency limit is per event, shared by all users: without this, a single client sending
+    uploads in a loop would occupy both workers while everyone else waits in the queue. A second reading
+    from a session whose first is still running is refused at once (it costs no decoding).
+    """
+
+    def __init__(self) -> None:
+        self._busy: set[str] = set()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, session: str | None) -> Iterator[None]:
+        if session is None:  # called directly (tests, scripts): no session to share
+            yield
+            return
+        with self._lock:
+            if session in self._busy:
+                raise gr.Error(
+                    "your previous upload is still being read; wait for its result, then upload again",
+                    print_exception=False,
+                )
+            self._busy.add(session)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy.discard(session)
+
+
 class Reader:
     """The app's event functions, kept free of layout so tests can call them directly.
 
@@ -660,6 +693,7 @@ class Reader:
         self.registry = registry
         self.results = results or ResultCache()
         self.errors = ErrorBox()
+        self.in_flight = OneReadingPerSession()
 
     def _fail(self, exc: BaseException | str, request: gr.Request | None, paths: list[str] | None = None):
         message = user_message(str(getattr(exc, "message", exc)), paths)
@@ -703,9 +737,10 @@ class Reader:
             return None, None, "", None
         start = time.perf_counter()
         try:
-            predictor = self.registry.get(model_id)
-            ct = load_image(paths[0], allow_unverified=bool(allow_unverified), name=Path(paths[0]).name)
-            pred = predictor.predict(ct, tta=bool(tta))
+            with self.in_flight.hold(_session(request)):
+                predictor = self.registry.get(model_id)
+                ct = load_image(paths[0], allow_unverified=bool(allow_unverified), name=Path(paths[0]).name)
+                pred = predictor.predict(ct, tta=bool(tta))
         except (BrainCTError, gr.Error) as exc:
             raise self._fail(exc, request, paths) from None
         overlay, _ = render(ct, pred, preset, center, width, opacity)
@@ -783,28 +818,31 @@ class Reader:
         source = paths[0] if len(paths) == 1 else paths
         start = time.perf_counter()
         try:
-            predictor = self.registry.get(model_id)
-            infos = list_series(source)
-            ids = [i.series_id for i in infos]
-            chosen = series_id if series_id in ids else None
-            info = next((i for i in infos if i.series_id == chosen), infos[0] if infos else None)
-            if info is not None and info.n_slices > MAX_SCAN_SLICES:
-                raise gr.Error(
-                    f"this series has {info.n_slices} slices; the app reads at most {MAX_SCAN_SLICES} per "
-                    "scan. Choose a thicker-slice series, or read it with the command line "
-                    "(python -m brain_ct predict).",
-                    print_exception=False,
+            with self.in_flight.hold(_session(request)):
+                predictor = self.registry.get(model_id)
+                infos = list_series(source)
+                ids = [i.series_id for i in infos]
+                chosen = series_id if series_id in ids else None
+                info = next((i for i in infos if i.series_id == chosen), infos[0] if infos else None)
+                if info is not None and info.n_slices > MAX_SCAN_SLICES:
+                    raise gr.Error(
+                        f"this series has {info.n_slices} slices; the app reads at most {MAX_SCAN_SLICES} per "
+                        "scan. Choose a thicker-slice series, or read it with the command line "
+                        "(python -m brain_ct predict).",
+                        print_exception=False,
+                    )
+                series = read_series(source, series_uid=chosen, allow_unverified=bool(allow_unverified))
+                pixels = sum(int(ct.display.size) for ct in series.slices)
+                if len(series.slices) > MAX_SCAN_SLICES or pixels > MAX_SCAN_PIXELS:
+                    raise gr.Error(
+                        f"this scan has {plural(len(series.slices), 'slice')} ({pixels / 1e6:.0f} megapixels); the "
+                        f"app reads at most {MAX_SCAN_SLICES} slices and {MAX_SCAN_PIXELS / 1e6:.0f} megapixels "
+                        "per scan. Upload fewer or smaller slices, or use the command line (python -m brain_ct predict).",
+                        print_exception=False,
+                    )
+                result = predict_series(
+                    predictor, series, tta=bool(tta), source=f"{len(paths)} uploaded file(s)"
                 )
-            series = read_series(source, series_uid=chosen, allow_unverified=bool(allow_unverified))
-            pixels = sum(int(ct.display.size) for ct in series.slices)
-            if len(series.slices) > MAX_SCAN_SLICES or pixels > MAX_SCAN_PIXELS:
-                raise gr.Error(
-                    f"this scan has {plural(len(series.slices), 'slice')} ({pixels / 1e6:.0f} megapixels); the "
-                    f"app reads at most {MAX_SCAN_SLICES} slices and {MAX_SCAN_PIXELS / 1e6:.0f} megapixels "
-                    "per scan. Upload fewer or smaller slices, or use the command line (python -m brain_ct predict).",
-                    print_exception=False,
-                )
-            result = predict_series(predictor, series, tta=bool(tta), source=f"{len(paths)} uploaded file(s)")
         except (BrainCTError, gr.Error) as exc:
             raise self._fail(exc, request, paths) from None
         unverified = result.unverified

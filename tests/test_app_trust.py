@@ -675,3 +675,28 @@ def test_browser_one_slice_scan_replaces_the_previous_scan_and_errors_stay(serve
     assert "of 6" not in body
     assert "Slider minimum" not in body
     assert "Error" not in [line.strip() for line in body.splitlines()]  # no red "Error" badge
+
+
+# --------------------------------------------------------------------------- 14.3 one reading per session
+
+
+def test_a_session_gets_one_reading_at_a_time(app_module, reader, inputs):
+    guard = reader.in_flight
+    with guard.hold("s1"):
+        with pytest.raises(gr.Error, match="still being read"):
+            reader.read_slice(inputs["dcm"], request=_request("s1"))
+        # another session is served meanwhile, and the busy one's scan upload is refused too
+        assert reader.read_slice(inputs["dcm"], request=_request("s2"))[0] is not None
+        with pytest.raises(gr.Error, match="still being read"):
+            reader.read_series([inputs["dcm"]], request=_request("s1"))
+    # once the first reading is over, the session reads again
+    assert reader.read_slice(inputs["dcm"], request=_request("s1"))[0] is not None
+
+
+def test_a_failed_reading_frees_its_session(app_module, reader, tmp_path):
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"not a dicom")
+    for _ in range(2):  # the second try would be refused as "still being read" if the first leaked
+        with pytest.raises(gr.Error) as err:
+            reader.read_slice(str(bad), request=_request("s3"))
+        assert "still being read" not in str(err.value)
