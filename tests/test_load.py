@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import psutil
 import pytest
-from badfiles import BadFile, dicom_bytes, head_phantom, make_bad_files, png_bomb
+from badfiles import BadFile, dicom_bytes, head_phantom, make_bad_files
 from helpers_models import make_tiny_model
 from pydicom.data import get_testdata_file
 
@@ -75,11 +75,11 @@ def _inputs(folder: Path) -> tuple[list[Path], list[Path]]:
     png = folder / "good.png"
     cv2.imwrite(str(png), plain_8bit(head_phantom(5).hu))
     good += [png, Path(get_testdata_file("693_J2KI.dcm"))]
-    corpus: list[BadFile] = make_bad_files(folder / "bad", seed=3, include_bombs=False)
-    bad = [f.path for f in corpus if f.key in ("text_as_dcm", "truncated_dicom_pixels", "mr", "nan_tiff")]
-    bomb = folder / "bad" / "bomb.png"
-    bomb.write_bytes(png_bomb())
-    return good, [*bad, bomb]
+    corpus: list[BadFile] = make_bad_files(folder / "bad", seed=3, include_bombs=True)
+    # Codec bombs inside DICOM too: ordinary requests must still be answered while they are refused.
+    keys = ("text_as_dcm", "truncated_dicom_pixels", "mr", "nan_tiff", "png_bomb")
+    keys += ("j2k_siz_bomb", "jpeg_sof_bomb", "deflate_bomb")
+    return good, [f.path for f in corpus if f.key in keys]
 
 
 @pytest.mark.slow
