@@ -98,8 +98,10 @@ MAX_SCAN_SLICES = 300
 MAX_SCAN_PIXELS = 128 * 512 * 512
 WINDOW_CHOICES = ["brain", "subdural", "blood", "bone", "soft_tissue", "custom"]
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
-#: pydicom's bundled real head-CT slice (JPEG 2000), shown as an example of real anatomy.
-REAL_EXAMPLE = "693_J2KI.dcm"
+#: Real anatomy among the examples: a level of the repository's real head that training holds out, and
+#: pydicom's two real head-CT test slices (a posterior-fossa level; a lossy JPEG 2000 whose blobs read as blood).
+REAL_EXAMPLE_FILES = (Path(__file__).resolve().parent / "data" / "real_anatomy" / "dcm_qa_ct-GE" / "15.dcm",)
+REAL_EXAMPLES = ("J2K_pixelrep_mismatch.dcm", "693_J2KI.dcm")
 #: The error box stands out from the results (it stays until the next upload).
 APP_CSS = (
     "#error-box, #scan-error-box {border-left: 4px solid #c0392b; padding: 4px 10px; background: #fdecea;}"
@@ -464,15 +466,16 @@ def user_message(text: str, paths: list[str] | None = None) -> str:
 
 
 def example_files() -> list[str]:
-    """The app's one-click examples: synthetic phantoms made by the project, and a real CT test slice."""
+    """The app's one-click examples: synthetic phantoms made by the project, and real CT slices."""
     files = sorted(str(p) for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in {".dcm", ".png", ".jpg"})
+    files += [str(p) for p in REAL_EXAMPLE_FILES if p.is_file()]
     try:
         from pydicom.data import get_testdata_file
 
-        real = get_testdata_file(REAL_EXAMPLE)
-    except Exception:  # the real slice is a bonus; the app works without it
-        real = None
-    return files + ([str(real)] if real else [])
+        files += [str(get_testdata_file(name)) for name in REAL_EXAMPLES]
+    except Exception:  # pydicom's real slices are a bonus; the app works without them
+        pass
+    return files
 
 
 def _extra_models() -> list[str]:
@@ -992,7 +995,7 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
                         gr.Examples(
                             examples,
                             inputs=upload,
-                            label="Examples (synthetic phantoms; a real CT test slice)",
+                            label="Examples (synthetic phantoms; real CT slices: 15.dcm is held out from training)",
                         )
                     error = gr.Markdown(visible=False, elem_id="error-box")
                     label = gr.Label(
