@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from brain_ct.errors import InvalidInputError
+from brain_ct.series import plural  # noqa: F401  (one wording of counts; app and CLI import it from here)
 
 if TYPE_CHECKING:
     from brain_ct.predictor import Prediction
@@ -248,11 +249,6 @@ def _views(result: SeriesPrediction | Prediction) -> tuple[list[_SliceView], dic
         "identifiers": {},
     }
     return [_SliceView(0, result, None)], scan
-
-
-def plural(n: int, noun: str, plural_form: str | None = None) -> str:
-    """``"1 slice"``, ``"3 slices"``: a count with its noun in the right number."""
-    return f"{n} {noun if n == 1 else (plural_form or noun + 's')}"
 
 
 #: The caveat every output carries when the head-CT check was skipped ("Allow unusual images",
