@@ -30,14 +30,15 @@ __all__ = [
 ]
 
 _LAZY = {
-    "CTImage": "brain_ct.io",
+    "CTImage": "brain_ct.image",
     "load_image": "brain_ct.io",
     "Predictor": "brain_ct.predictor",
     "Prediction": "brain_ct.predictor",
 }
 
 if TYPE_CHECKING:
-    from brain_ct.io import CTImage, load_image
+    from brain_ct.image import CTImage
+    from brain_ct.io import load_image
     from brain_ct.predictor import Prediction, Predictor
 
 

@@ -34,7 +34,7 @@ from brain_ct.errors import InvalidInputError
 if TYPE_CHECKING:
     import torch
 
-    from brain_ct.io import CTImage
+    from brain_ct.image import CTImage
 
 #: HU above which a pixel belongs to the head (skin, fat at −100 HU, brain, bone; air is −1000 HU).
 HEAD_HU = -300.0

@@ -28,17 +28,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
 
 from brain_ct.errors import NotHeadCTError
-
-if TYPE_CHECKING:
-    from brain_ct.io import CTImage
-
-Box = tuple[int, int, int, int]
+from brain_ct.image import Box, CTImage
 
 #: HU above which a pixel counts as part of the head (skin, fat-free soft tissue, brain, bone).
 TISSUE_HU = -300.0

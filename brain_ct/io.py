@@ -45,7 +45,6 @@ import re
 import threading
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,6 +52,8 @@ import numpy as np
 
 from brain_ct import decode_guard
 from brain_ct.errors import InvalidInputError, NotHeadCTError
+from brain_ct.image import Box as Box  # re-exported: the box type lived here first
+from brain_ct.image import CTImage
 from brain_ct.privacy import extract_meta, scrub_text
 
 #: Largest image accepted, in pixels per frame (50 megapixels); checked before decoding.
@@ -80,7 +81,6 @@ import cv2  # noqa: E402  (must follow the environment variable above)
 from brain_ct import framing  # noqa: E402
 from brain_ct.windowing import AIR_HU, PRESETS, window  # noqa: E402
 
-Box = tuple[int, int, int, int]
 Source = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
 ACCEPTED = "a CT DICOM slice (.dcm or extension-less) or a PNG, JPEG, BMP, TIFF or WebP image"
@@ -166,37 +166,6 @@ _UNSUPPORTED_MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"ftyp", 4, "an HEIC/MP4 file"),
     (b"\x1f\x8b", 0, "a gzip archive"),
 )
-
-
-@dataclass
-class CTImage:
-    """One loaded slice.
-
-    Attributes:
-        hu: float32 ``[H, W]`` in Hounsfield units for DICOM input; None for ordinary images.
-        display: uint8 ``[H, W]``: the brain window (40/80 HU) for DICOM, the grey image otherwise.
-        meta: allow-listed, JSON-serialisable information (see :mod:`brain_ct.privacy`).
-        head_box: (x0, y0, x1, y1), x1/y1 exclusive: the head's bounding box in this image's pixels.
-        source: ``"dicom"`` or ``"image"``.
-        name: display name: the file name when read from a path, else ``"upload"``; never a tag value.
-        colour_fraction: fraction of strongly coloured pixels before grey conversion (0 for DICOM).
-        head_check: ``"passed"`` when the "looks like an axial head CT" check ran and passed,
-            ``"skipped"`` when ``allow_unverified`` skipped it (outputs must then carry a caveat).
-    """
-
-    hu: np.ndarray | None
-    display: np.ndarray
-    meta: dict[str, Any]
-    head_box: Box
-    source: str
-    name: str
-    colour_fraction: float = field(default=0.0)
-    head_check: str = field(default="passed")
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(H, W) in pixels."""
-        return int(self.display.shape[0]), int(self.display.shape[1])
 
 
 # --------------------------------------------------------------------------- reading bytes

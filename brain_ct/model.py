@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PretrainedConfig
 
-    from brain_ct.io import CTImage
+    from brain_ct.image import CTImage
 
 #: The bundled demo model (trained on synthetic phantoms by ``python -m train``).
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 
 Research head-CT data is mostly distributed as NIfTI (``.nii`` / ``.nii.gz``, e.g. after
 ``dcm2niix``). :func:`read_nifti_series` reads one volume into the same :class:`Series` of
-:class:`~brain_ct.io.CTImage` slices that the DICOM reader gives, so the model, the scan rule,
+:class:`~brain_ct.image.CTImage` slices that the DICOM reader gives, so the model, the scan rule,
 regions and the report work unchanged; :func:`write_heatmap_nifti` writes the per-slice heatmaps
 back as a float32 volume on the ORIGINAL voxel grid and affine, so it opens aligned over the scan
 in 3D Slicer or ITK-SNAP.
@@ -56,7 +56,8 @@ from nibabel import orientations
 
 from brain_ct import framing
 from brain_ct.errors import InvalidInputError
-from brain_ct.io import MAX_SIDE, MAX_TOTAL_PIXELS, MIN_SIDE, CTImage, read_source
+from brain_ct.image import CTImage
+from brain_ct.io import MAX_SIDE, MAX_TOTAL_PIXELS, MIN_SIDE, read_source
 from brain_ct.series import Series, SeriesInfo, _check_plausible_series
 from brain_ct.windowing import PRESETS, window
 
@@ -576,7 +577,7 @@ def read_nifti_series(
             (:func:`brain_ct.framing.check_plausible`). The HU check (:func:`check_ct_like`) always runs.
 
     Returns:
-        A :class:`NiftiSeries`: ``slices`` of :class:`~brain_ct.io.CTImage` (``hu`` float32 [H, W]
+        A :class:`NiftiSeries`: ``slices`` of :class:`~brain_ct.image.CTImage` (``hu`` float32 [H, W]
         HU, ``display`` uint8 brain window, ``source`` ``"nifti"``, ``meta`` with ``PixelSpacing``,
         ``ImagePositionPatient``, ``ImageOrientationPatient`` (LPS), ``SpacingBetweenSlices``,
         ``InstanceNumber``, ``Format``, ``Notes``); ``positions`` in mm along the slice normal;

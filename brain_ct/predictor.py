@@ -29,7 +29,7 @@ from brain_ct.model import ModelSettings, load_model, model_input
 if TYPE_CHECKING:
     import torch
 
-    from brain_ct.io import CTImage
+    from brain_ct.image import CTImage
 
 _threads_configured = False
 _threads_lock = threading.Lock()
@@ -94,7 +94,7 @@ class Prediction:
         name: display name of the input (its file name, never a DICOM tag value).
         source: ``"dicom"`` or ``"image"``.
         model_id: the model that made the prediction.
-        head_check: the input's :attr:`~brain_ct.io.CTImage.head_check`: ``"passed"``, or
+        head_check: the input's :attr:`~brain_ct.image.CTImage.head_check`: ``"passed"``, or
             ``"skipped"`` when the "looks like an axial head CT" check was skipped
             (``allow_unverified``); then every view of the reading must say so.
     """
@@ -219,8 +219,9 @@ class Predictor:
 
     # ----------------------------------------------------------------------------------------
     def load(self, source: Any, *, allow_unverified: bool = False) -> CTImage:
-        """A :class:`~brain_ct.io.CTImage` from a path, bytes, a binary file object, or as given."""
-        from brain_ct.io import CTImage, load_image
+        """A :class:`~brain_ct.image.CTImage` from a path, bytes, a binary file object, or as given."""
+        from brain_ct.image import CTImage
+        from brain_ct.io import load_image
 
         if isinstance(source, CTImage):
             return source
@@ -235,7 +236,7 @@ class Predictor:
         """Predict one slice.
 
         Args:
-            image: a path, bytes, binary file object or :class:`~brain_ct.io.CTImage`.
+            image: a path, bytes, binary file object or :class:`~brain_ct.image.CTImage`.
             allow_unverified: skip the "looks like an axial head CT" check when loading.
             tta: test-time augmentation — average with the horizontally flipped slice (both go
                 through one batched forward pass; the flipped heatmap is flipped back).

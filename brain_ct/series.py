@@ -53,7 +53,7 @@ from brain_ct.errors import InvalidInputError, NotHeadCTError
 from brain_ct.io import MAX_FILE_BYTES, load_frames, load_image, quiet_dicom, read_dicom_header
 
 if TYPE_CHECKING:
-    from brain_ct.io import CTImage
+    from brain_ct.image import CTImage
     from brain_ct.predictor import Prediction, Predictor
 
 T = TypeVar("T")
@@ -111,7 +111,7 @@ class Series:
     """The slices of one series, in anatomical order (inferior → superior).
 
     Attributes:
-        slices: the loaded slices, one :class:`~brain_ct.io.CTImage` each.
+        slices: the loaded slices, one :class:`~brain_ct.image.CTImage` each.
         files: per slice, its display name: the name inside the folder or zip (POSIX relative
             path, or the base name) when it passes :func:`screen_name`, else ``"slice N at Z mm"``
             (N from 1 in anatomical order, Z its position; ``"slice N"`` without one); frames of a

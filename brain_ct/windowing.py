@@ -1,4 +1,4 @@
-"""CT windowing and the ONE preprocessing path from a :class:`~brain_ct.io.CTImage` to model input.
+"""CT windowing and the ONE preprocessing path from a :class:`~brain_ct.image.CTImage` to model input.
 
 A window maps Hounsfield units (HU) linearly to [0, 1]: ``center - width/2`` → 0 and
 ``center + width/2`` → 1, clipped outside. Rescale (stored value × (0028,1053) *Rescale Slope*
@@ -19,18 +19,14 @@ grid back onto the input image's own pixel grid through the same box.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from brain_ct.errors import InvalidInputError
-
-if TYPE_CHECKING:
-    from brain_ct.io import CTImage
+from brain_ct.image import Box, CTImage
 
 Window = tuple[float, float]
-Box = tuple[int, int, int, int]
 
 #: Named windows as (center, width) in HU.
 PRESETS: dict[str, Window] = {

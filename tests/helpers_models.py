@@ -69,7 +69,7 @@ def phantom_ct(
     lesion_hu: float = 70.0,
     name: str = "phantom",
 ):
-    """A simple axial head phantom as a :class:`~brain_ct.io.CTImage`, built without file I/O.
+    """A simple axial head phantom as a :class:`~brain_ct.image.CTImage`, built without file I/O.
 
     An elliptical skull (1000 HU) around brain (35 HU) in air (−1000 HU); an optional round lesion.
 

@@ -611,7 +611,7 @@ def synthetic_example(seed: int, label: int, kind: str, size: int) -> tuple[Any,
     JPEG quality all random per seed) saved as PNG and read back — the path a dropped PNG/JPG takes.
 
     Returns:
-        ``(ct, mask)``: the :class:`~brain_ct.io.CTImage` and the lesion mask (float32 [H, W] on ``ct``'s
+        ``(ct, mask)``: the :class:`~brain_ct.image.CTImage` and the lesion mask (float32 [H, W] on ``ct``'s
         grid; all zero for a normal slice).
     """
     return _phantom_input(phantoms_for(seed, label, size)[0], seed, kind)

@@ -71,7 +71,7 @@ from brain_ct.cli.common import add_reading_arguments
 from brain_ct.errors import BrainCTError
 
 if TYPE_CHECKING:
-    from brain_ct.io import CTImage
+    from brain_ct.image import CTImage
     from brain_ct.predictor import Prediction, Predictor
 
 #: Show a progress bar on stderr from this many inputs on (and only on a terminal).
