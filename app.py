@@ -65,13 +65,13 @@ import numpy as np  # noqa: E402
 from gradio.utils import NamedString  # noqa: E402
 from gradio_client import utils as client_utils  # noqa: E402
 
-from brain_ct import DISCLAIMER  # noqa: E402
+from brain_ct import DISCLAIMER, wording  # noqa: E402
 from brain_ct.errors import BrainCTError, InvalidInputError  # noqa: E402
 from brain_ct.io import CTImage, load_image  # noqa: E402
 from brain_ct.model import resolve_model_id, shown_model_id  # noqa: E402
 from brain_ct.nifti import write_heatmap_nifti  # noqa: E402
 from brain_ct.predictor import Prediction, Predictor  # noqa: E402
-from brain_ct.report import UNVERIFIED_NOTE, plural, probability_plot_png, write_report  # noqa: E402
+from brain_ct.report import plural, probability_plot_png, write_report  # noqa: E402
 from brain_ct.series import SeriesPrediction, list_series, predict_series, read_series  # noqa: E402
 from brain_ct.windowing import PRESETS, display_window  # noqa: E402
 
@@ -145,9 +145,7 @@ class ModelRegistry:
         settings = self.get(model_id).settings
         text = f"**Model in use:** `{settings.model_id}`"
         if settings.is_demo:
-            text += (
-                " — ⚠️ **trained on synthetic phantoms — for demonstration only**; never use it on patients."
-            )
+            text += f" — ⚠️ **{wording.DEMO_NOTE}**; never use it on patients."
         elif settings.trained_on:
             text += f" — trained on {md_escape(str(settings.trained_on))}"
         return text
@@ -532,13 +530,12 @@ def label_dict(pred: Prediction) -> dict[str, float]:
 
 
 def verdict_line(label: str, probability: float, threshold: float, unverified: bool, scope: str = "") -> str:
-    verdict = "Hemorrhage suspected" if label == "hemorrhage" else "No hemorrhage found"
     lines = [
-        f"**{verdict}{scope}** — P(hemorrhage) = {probability:.1%}, "
-        f"{'at or above' if label == 'hemorrhage' else 'below'} the model's threshold of {threshold:.1%}"
+        f"**{wording.verdict(label, scope=scope)}** — P(hemorrhage) = {probability:.1%}, "
+        f"{wording.threshold_relation(label)} the model's threshold of {threshold:.1%}"
     ]
     if unverified:
-        lines.insert(0, f"> ⚠️ **{UNVERIFIED_NOTE}**")
+        lines.insert(0, f"> ⚠️ **{wording.UNVERIFIED_NOTE}**")
     return "\n\n".join(lines)
 
 
@@ -602,18 +599,13 @@ def _file_list(items: list[dict[str, str]], reason_key: str, limit: int = 20) ->
 
 
 def series_md(result: SeriesPrediction, unverified: bool = False, n_series: int = 1) -> str:
-    verdict = (
-        "Hemorrhage suspected in this scan"
-        if result.label == "hemorrhage"
-        else "No hemorrhage found in this scan"
-    )
     lines = []
     if unverified:
-        lines.append(f"> ⚠️ **{UNVERIFIED_NOTE}**")
+        lines.append(f"> ⚠️ **{wording.UNVERIFIED_NOTE}**")
     lines += [
-        f"## {verdict}",
+        f"## {wording.verdict(result.label, scope=' in this scan')}",
         f"Scan-level P(hemorrhage) = {result.probability:.1%}, "
-        f"{'at or above' if result.label == 'hemorrhage' else 'below'} the scan threshold of "
+        f"{wording.threshold_relation(result.label)} the scan threshold of "
         f"{result.threshold:.1%}; {plural(result.n_slices, 'slice')} read"
         + (
             f", numbered 1 (most inferior) to {result.n_slices} (most superior)."

@@ -24,6 +24,7 @@ import numpy as np
 
 from brain_ct import explain
 from brain_ct.errors import InvalidInputError
+from brain_ct.jsonable import json_safe
 from brain_ct.model import ModelSettings, load_model, model_input
 
 if TYPE_CHECKING:
@@ -57,25 +58,6 @@ def configure_threads() -> int:
                 torch.set_num_threads(max(1, n))
             _threads_configured = True
     return torch.get_num_threads()
-
-
-def _json_safe(value: Any) -> Any:
-    """Plain JSON types for metadata values (numpy scalars, pydicom numbers and multi-values)."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) or (
-        hasattr(value, "__iter__") and not isinstance(value, (bytes, str))
-    ):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    if isinstance(value, (int, float)):  # subclasses, e.g. pydicom DSfloat/IS
-        return _json_safe(float(value) if isinstance(value, float) else int(value))
-    return str(value)
 
 
 @dataclass
@@ -149,10 +131,10 @@ class Prediction:
             "label": self.label,
             "probability": float(self.probability),
             "threshold": float(self.threshold),
-            "regions": _json_safe(self.regions),
+            "regions": json_safe(self.regions),
             "explanation": self.explanation,
             "source": self.source,
-            "meta": _json_safe(self.meta),
+            "meta": json_safe(self.meta),
             "model": self.model_id,
             "head_check": self.head_check,
         }

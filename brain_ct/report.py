@@ -31,6 +31,7 @@ import numpy as np
 
 from brain_ct.errors import InvalidInputError
 from brain_ct.series import plural  # noqa: F401  (one wording of counts; app and CLI import it from here)
+from brain_ct.wording import DEMO_NOTE, UNVERIFIED_NOTE, verdict
 
 if TYPE_CHECKING:
     from brain_ct.predictor import Prediction
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
 
 #: The only identifiers a report may carry, and only with ``include_identifiers=True``.
 IDENTIFIER_KEYS: tuple[str, ...] = ("PatientName", "PatientID", "StudyDate")
-
-DEMO_NOTE = "trained on synthetic phantoms — for demonstration only"
 
 #: Longest side, pixels, of a slice image embedded in the PDF (keeps files small and fast to write).
 _MAX_IMAGE_SIDE = 384
@@ -251,24 +250,11 @@ def _views(result: SeriesPrediction | Prediction) -> tuple[list[_SliceView], dic
     return [_SliceView(0, result, None)], scan
 
 
-#: The caveat every output carries when the head-CT check was skipped ("Allow unusual images",
-#: ``--allow-unverified``): the model was only ever meant for axial head-CT slices.
-UNVERIFIED_NOTE = (
-    "Head-CT check skipped (unusual images allowed): this input was not verified to be an axial "
-    "head-CT slice, and the model was made only for those. Treat this reading as meaningless unless "
-    "the image really is one."
-)
-
-
 def is_unverified(result: SeriesPrediction | Prediction) -> bool:
     """True when the head-CT check was skipped (``head_check == "skipped"``): for a prediction, its slice;
     for a scan, any of its slices (:func:`brain_ct.series.read_series` marks every slice "passed" once the
     series check passed, "skipped" when the caller skipped it)."""
     return result.head_check == "skipped"
-
-
-def _verdict(label: str) -> str:
-    return "hemorrhage suspected" if label == "hemorrhage" else "no hemorrhage found by the model"
 
 
 def write_report(
@@ -343,7 +329,13 @@ def write_report(
     pdf.ln(2)
 
     colour = (170, 30, 30) if label == "hemorrhage" else (25, 110, 50)
-    text(f"Verdict: {_verdict(label)} (label: {label})", size=13, style="B", h=7, color=colour)
+    text(
+        f"Verdict: {verdict(label, hedged=True, capitalised=False)} (label: {label})",
+        size=13,
+        style="B",
+        h=7,
+        color=colour,
+    )
     if is_unverified(result) if unverified is None else unverified:
         text(f"Caution — {UNVERIFIED_NOTE}", size=10.5, style="B", color=(170, 90, 0))
     scope = "scan" if n > 1 else "slice"

@@ -51,6 +51,7 @@ import numpy as np
 from brain_ct import framing, privacy
 from brain_ct.errors import InvalidInputError, NotHeadCTError
 from brain_ct.io import MAX_FILE_BYTES, load_frames, load_image, quiet_dicom, read_dicom_header
+from brain_ct.jsonable import json_safe
 
 if TYPE_CHECKING:
     from brain_ct.image import CTImage
@@ -1402,7 +1403,7 @@ class SeriesPrediction:
             "label": pred.label,
             "probability": float(pred.probability),
             "threshold": float(pred.threshold),
-            "regions": _json_regions(pred.regions),
+            "regions": json_safe(pred.regions),
             "explanation": pred.explanation,
         }
 
@@ -1422,21 +1423,6 @@ class SeriesPrediction:
             "errors": [dict(e) for e in self.series.errors],
             "skipped": [dict(s) for s in self.series.skipped],
         }
-
-
-def _json_regions(regions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Regions with numpy scalars turned into plain Python numbers."""
-    out = []
-    for region in regions:
-        item = {}
-        for key, value in region.items():
-            if isinstance(value, np.generic):
-                value = value.item()
-            elif isinstance(value, tuple | list | np.ndarray):
-                value = [v.item() if isinstance(v, np.generic) else v for v in value]
-            item[key] = value
-        out.append(item)
-    return out
 
 
 def scan_result(

@@ -11,11 +11,11 @@ from helpers_models import make_tiny_model
 from helpers_train import write_tiny_folder
 
 from brain_ct.errors import InvalidInputError
+from brain_ct.jsonable import json_safe
 from train.evaluate import (
     binary_metrics,
     choose_threshold,
     clamp_threshold,
-    json_ready,
     main,
     metrics_by_kind,
     real_fpr_threshold,
@@ -42,7 +42,7 @@ def test_binary_metrics_by_hand() -> None:
 def test_binary_metrics_one_class_has_no_auc() -> None:
     m = binary_metrics([1, 1], [0.2, 0.9], 0.5)
     assert np.isnan(m["auc"]) and np.isnan(m["specificity"])
-    assert json_ready(m)["auc"] is None
+    assert json_safe(m)["auc"] is None
 
 
 @pytest.mark.parametrize(

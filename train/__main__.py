@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Train, choose the threshold, evaluate, save (and push). Returns the ``eval_results.json`` content."""
     from transformers import default_data_collator, set_seed
 
+    from brain_ct.jsonable import json_safe
     from brain_ct.model import ModelSettings, apply_settings_to_config
     from brain_ct.windowing import default_stats
     from train.augment import Augmenter
@@ -167,7 +168,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from train.card import write_model_card
     from train.data import SliceTransform, attach_transform, build_splits, class_weights_from_counts
     from train.evaluate import (
-        json_ready,
         plot_training_curves,
         predict_scores,
         report_split,
@@ -362,21 +362,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # the weights too: a kept temperature was folded into the classifier after the Trainer saved them
     model.save_pretrained(str(out))
     save_preprocessor(out, data_args.image_size, list(mean), list(std))
-    (out / "eval_results.json").write_text(json.dumps(json_ready(results), indent=2) + "\n")
+    (out / "eval_results.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
     name = training_args.hub_model_id or out.name
     write_model_card(
         out,
         model_name=name,
         trained_on=trained_on,
         synthetic=splits.synthetic,
-        results=json_ready(results),
+        results=json_safe(results),
         windows=windows,
         image_size=data_args.image_size,
         mean=mean,
         std=std,
         threshold=threshold,
         threshold_rule=rule,
-        calibration=json_ready(results["calibration"]),
+        calibration=json_safe(results["calibration"]),
         calibration_plots=calibration_plots,
         base_model=None if model_args.from_scratch else model_args.model_name_or_path,
         architecture=describe_architecture(model),

@@ -476,9 +476,10 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
     """Run ``python -m train.calibrate`` (see the module docstring); returns the new ``eval_results.json``."""
     import dataclasses
 
+    from brain_ct.jsonable import json_safe
     from brain_ct.model import apply_settings_to_config, load_model, shown_model_id
     from train.data import SliceTransform, attach_transform, to_dataset
-    from train.evaluate import json_ready, predict_scores, report_split
+    from train.evaluate import predict_scores, report_split
 
     if not 0.0 <= args.max_real_fpr <= 1.0:
         raise InvalidInputError(f"--max_real_fpr must be in [0, 1]; got {args.max_real_fpr}")
@@ -554,7 +555,7 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
     )
     apply_settings_to_config(model.config, settings)
     model.save_pretrained(str(out))
-    (out / "eval_results.json").write_text(json.dumps(json_ready(results), indent=2) + "\n")
+    (out / "eval_results.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
     command = "python -m train.calibrate " + " ".join(shlex.quote(a) for a in argv)
     plots = [p for p in ("training_curves.png",) if (out / p).is_file()]
     plots += [
@@ -563,7 +564,7 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
         if split in results
         for kind in ("roc", "confusion_matrix")
     ]
-    _update_card(out, json_ready(results), calibration_plots, plots, command)
+    _update_card(out, json_safe(results), calibration_plots, plots, command)
     return results
 
 

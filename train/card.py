@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from brain_ct import DISCLAIMER
+from brain_ct.wording import DEMO_NOTE
 
 SYNTHETIC_WARNING = (
-    "**Trained on synthetic phantoms — for demonstration only, must not be used on patients.** "
+    f"**{DEMO_NOTE[:1].upper()}{DEMO_NOTE[1:]}, must not be used on patients.** "
     "Its numbers are measured on synthetic test slices and say nothing about real scans."
 )
 

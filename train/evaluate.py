@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from brain_ct.errors import BrainCTError, InvalidInputError
+from brain_ct.jsonable import json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -276,7 +277,7 @@ def select_threshold(
         rule["fixed"] = float(fixed)
         rule["description"] = "fixed by --threshold"
     rule["validation_sensitivity"] = sens
-    return threshold, json_ready(rule)
+    return threshold, json_safe(rule)
 
 
 def clamp_threshold(t: float) -> float:
@@ -455,20 +456,6 @@ def plot_training_curves(log_history: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def json_ready(value: Any) -> Any:
-    """NaN/inf → None, numpy scalars → Python, recursively (``eval_results.json`` is strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def report_split(
     name: str,
     labels: np.ndarray,
@@ -603,7 +590,7 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     results["test"] = report_split("test", y, s, k, threshold, out_dir, d)
     results["calibration"] = {"test": calibration_report(y, s, k, d)}
     plot_reliability(calibration_groups(y, s, k, d), out_dir / "reliability_test.png", "Reliability — test")
-    (out_dir / "eval_results.json").write_text(json.dumps(json_ready(results), indent=2) + "\n")
+    (out_dir / "eval_results.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
     return results
 
 

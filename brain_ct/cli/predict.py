@@ -392,8 +392,8 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
     Readings whose head-CT check was skipped get the app's and the report's caveat first, before
     any verdict is read (naming them when only some were read that way).
     """
-    from brain_ct.report import UNVERIFIED_NOTE
     from brain_ct.series import plural
+    from brain_ct.wording import UNVERIFIED_NOTE
 
     read = [r for r in records if "error" not in r]
     unverified = [r["file"] for r in read if r.get("head_check") == "skipped"]

@@ -42,8 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Read PATH, predict, write the report; return the exit code."""
     from brain_ct.predictor import Predictor
-    from brain_ct.report import UNVERIFIED_NOTE, plural, write_report
+    from brain_ct.report import plural, write_report
     from brain_ct.series import predict_series, read_series
+    from brain_ct.wording import UNVERIFIED_NOTE
 
     out = Path(args.out)
     if not out.parent.is_dir():
