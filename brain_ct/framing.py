@@ -1,7 +1,7 @@
 """Find the head in a slice, and refuse what is clearly not an axial head CT.
 
 Images from the internet are screenshots and figures: black or white margins, captions,
-rulers, arrows, panel letters, several panels. :func:`find_head_box` frames the head alike in
+rulers, arrows, panel letters, several panels. :func:`outline_from_grey` / :func:`head_box` frame the head alike in
 a scanner DICOM and in such a figure, so the model sees the same thing in both:
 
 1. a foreground mask — HU > :data:`TISSUE_HU` for DICOM (skin, brain and bone, not air or
@@ -243,23 +243,17 @@ def outline_from_hu(hu: np.ndarray) -> HeadOutline | None:
     return None if outline is None else _to_image_grid(outline, factor, hu.shape)
 
 
-def find_head_box(grey: np.ndarray) -> Box:
-    """Bounding box of the head in an 8-bit grey image (a figure, a screenshot, a PNG slice).
+def head_box(outline: HeadOutline | None, shape: tuple[int, ...]) -> Box:
+    """The head's bounding box from its outline (:func:`outline_from_grey`, :func:`outline_from_hu`).
 
     Args:
-        grey: uint8 ``[H, W]``.
+        outline: the head outline found in the image, or None when none was found.
+        shape: the image's shape, ``(H, W, ...)``.
 
     Returns:
-        (x0, y0, x1, y1) in pixels, x1/y1 exclusive; the whole image when no outline is found.
+        (x0, y0, x1, y1) in pixels, x1/y1 exclusive; the whole image when no outline was found.
     """
-    outline, _ = outline_from_grey(grey)
-    return outline.box if outline is not None else _full_box(grey.shape)
-
-
-def find_head_box_hu(hu: np.ndarray) -> Box:
-    """Bounding box of the head in a CT slice in HU (float ``[H, W]``), from HU > :data:`TISSUE_HU`."""
-    outline = outline_from_hu(hu)
-    return outline.box if outline is not None else _full_box(hu.shape)
+    return outline.box if outline is not None else (0, 0, int(shape[1]), int(shape[0]))
 
 
 def colour_fraction(bgr: np.ndarray) -> float:
@@ -442,7 +436,3 @@ def _as_uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
     return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def _full_box(shape: tuple[int, ...]) -> Box:
-    return 0, 0, int(shape[1]), int(shape[0])

@@ -689,8 +689,14 @@ def _dicom_frames(
         if frame_notes:
             meta["Notes"] = frame_notes
         outline = framing.outline_from_hu(hu)
-        box = outline.box if outline is not None else (0, 0, cols, rows)
-        ct = CTImage(hu=hu, display=display, meta=meta, head_box=box, source="dicom", name=shown)
+        ct = CTImage(
+            hu=hu,
+            display=display,
+            meta=meta,
+            head_box=framing.head_box(outline, hu.shape),
+            source="dicom",
+            name=shown,
+        )
         images.append((ct, outline))
     return images
 
@@ -828,9 +834,14 @@ def _load_ordinary(data: bytes, fmt: str, shown: str) -> tuple[CTImage, framing.
         "Columns": int(grey.shape[1]),
     }
     outline, _ = framing.outline_from_grey(grey)
-    box = outline.box if outline is not None else (0, 0, int(grey.shape[1]), int(grey.shape[0]))
     ct = CTImage(
-        hu=None, display=grey, meta=meta, head_box=box, source="image", name=shown, colour_fraction=colour
+        hu=None,
+        display=grey,
+        meta=meta,
+        head_box=framing.head_box(outline, grey.shape),
+        source="image",
+        name=shown,
+        colour_fraction=colour,
     )
     return ct, outline
 

@@ -557,8 +557,14 @@ def _slice_image(hu: np.ndarray, meta: dict[str, Any], name: str) -> CTImage:
     """One axial slice as the DICOM reader builds it: HU, brain-window display, head box."""
     display = (window(hu, *PRESETS["brain"]) * 255.0 + 0.5).astype(np.uint8)
     outline = framing.outline_from_hu(hu)
-    box = outline.box if outline is not None else (0, 0, int(hu.shape[1]), int(hu.shape[0]))
-    return CTImage(hu=hu, display=display, meta=meta, head_box=box, source="nifti", name=name)
+    return CTImage(
+        hu=hu,
+        display=display,
+        meta=meta,
+        head_box=framing.head_box(outline, hu.shape),
+        source="nifti",
+        name=name,
+    )
 
 
 # --------------------------------------------------------------------------- public API

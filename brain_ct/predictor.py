@@ -115,11 +115,6 @@ class Prediction:
         """True when the head-CT check was skipped for this input (see :attr:`head_check`)."""
         return self.head_check != "passed"
 
-    @property
-    def is_positive(self) -> bool:
-        """True when the label is "hemorrhage"."""
-        return self.label == "hemorrhage"
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary: label, probability, threshold, regions, explanation, meta, name, model,
         head_check.
@@ -321,9 +316,9 @@ class Predictor:
             regions=found,
             explanation=explain.explanation(probability, threshold, found),
             meta=dict(ct.meta),
-            name=str(getattr(ct, "name", "") or ""),
-            source=str(getattr(ct, "source", "") or ""),
+            name=ct.name,
+            source=ct.source,
             model_id=self.settings.model_id,
             display=ct.display,
-            head_check=str(getattr(ct, "head_check", "passed") or "passed"),
+            head_check=ct.head_check,
         )

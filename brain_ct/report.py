@@ -95,7 +95,7 @@ def _pdf_class() -> type:
 
 def _latin(pdf: Any, text: str) -> str:
     """Text as the current font can show it (core fonts are Latin-1 only)."""
-    if getattr(pdf, "font_name", "") == _FONT:
+    if pdf.font_name == _FONT:
         return text
     replaced = (
         text.replace("—", "-").replace("–", "-").replace("≥", ">=").replace("≤", "<=").replace("×", "x")
@@ -229,7 +229,7 @@ def _views(result: SeriesPrediction | Prediction) -> tuple[list[_SliceView], dic
             "most_suspicious": int(result.most_suspicious),
             "rule": result.rule,
             "errors": len(result.series.errors),
-            "skipped": len(getattr(result.series, "skipped", []) or []),
+            "skipped": len(result.series.skipped),
             "identifiers": dict(result.series.identifiers),
         }
         return views, scan

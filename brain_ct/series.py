@@ -1388,11 +1388,6 @@ class SeriesPrediction:
         """float64 [n_slices] slice probabilities in anatomical order."""
         return np.asarray([p.probability for p in self.predictions], dtype=np.float64)
 
-    def key_slices(self, n: int = 4) -> list[int]:
-        """Indices of up to ``n`` slices to show first: the most suspicious (highest probability) first."""
-        order = sorted(range(self.n_slices), key=lambda i: -self.predictions[i].probability)
-        return order[: max(n, 0)]
-
     def slice_dict(self, index: int) -> dict[str, Any]:
         """JSON-safe per-slice object: ``file``, ``index`` (0-based position in anatomical order;
         text for people numbers slices from 1) and the single-image fields."""
@@ -1530,11 +1525,11 @@ def predict_series(
         rule: the scan rule; default :class:`ScanRule` () with the model's threshold.
         source: display string for ``to_dict()["file"]``; default ``series.source``.
     """
-    settings = getattr(predictor, "settings", None)
-    k = int(getattr(settings, "context_slices", 0) or 0)
+    k = predictor.settings.context_slices
     neighbors = context_neighbors(series.slices, k) if k > 0 else None
     predictions = predictor.predict_batch(
         list(series.slices), batch_size=batch_size, tta=tta, neighbors=neighbors
     )
-    threshold = getattr(settings, "threshold", None)
-    return scan_result(series, predictions, rule=rule, model_threshold=threshold, source=source)
+    return scan_result(
+        series, predictions, rule=rule, model_threshold=predictor.settings.threshold, source=source
+    )

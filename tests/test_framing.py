@@ -23,6 +23,16 @@ def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     return inter / area
 
 
+def box_grey(grey: np.ndarray) -> tuple[int, int, int, int]:
+    """The head box of an 8-bit grey image, as :func:`brain_ct.io.load_image` finds it."""
+    return framing.head_box(framing.outline_from_grey(grey)[0], grey.shape)
+
+
+def box_hu(hu: np.ndarray) -> tuple[int, int, int, int]:
+    """The head box of a slice in HU, as the DICOM and NIfTI readers find it."""
+    return framing.head_box(framing.outline_from_hu(hu), hu.shape)
+
+
 def true_box(grey: np.ndarray, dx: int = 0, dy: int = 0) -> tuple[int, int, int, int]:
     ys, xs = np.nonzero(grey > 0)
     return int(xs.min()) + dx, int(ys.min()) + dy, int(xs.max()) + 1 + dx, int(ys.max()) + 1 + dy
@@ -53,7 +63,7 @@ def test_phantom_in_a_figure_is_cropped_back_to_the_head(head_grey, encode_image
     figure, truth = internet_figure(head_grey(256))
     ct = load_image(encode_image(figure, ".png"))
     assert iou(ct.head_box, truth) >= 0.9
-    assert iou(framing.find_head_box(cv2.cvtColor(figure, cv2.COLOR_BGR2GRAY)), truth) >= 0.9
+    assert iou(box_grey(cv2.cvtColor(figure, cv2.COLOR_BGR2GRAY)), truth) >= 0.9
 
 
 def test_figure_on_a_white_page(head_grey, encode_image):
@@ -72,7 +82,7 @@ def test_largest_of_several_panels_is_chosen(head_grey):
     canvas[20:276, 10:266] = big
     canvas[60:220, 300:460] = small
     cv2.putText(canvas, "A", (5, 290), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 1)
-    assert iou(framing.find_head_box(canvas), true_box(big, 10, 20)) >= 0.9
+    assert iou(box_grey(canvas), true_box(big, 10, 20)) >= 0.9
 
 
 def test_hu_head_box_ignores_the_head_holder(head_hu):
@@ -80,7 +90,7 @@ def test_hu_head_box_ignores_the_head_holder(head_hu):
     holder = np.full_like(hu, -1000.0)
     cv2.ellipse(holder, (128, 128), (120, 124), 0, 20, 160, 300.0, 2)  # thin curved head rest
     hu = np.maximum(hu, holder)
-    box = framing.find_head_box_hu(hu)
+    box = box_hu(hu)
     assert iou(box, true_box(head_hu(256) > -300)) >= 0.95
 
 
@@ -94,8 +104,8 @@ def test_real_dicom_head_box_covers_the_head():
 
 
 def test_nothing_found_gives_the_whole_image():
-    assert framing.find_head_box(np.zeros((100, 120), np.uint8)) == (0, 0, 120, 100)
-    assert framing.find_head_box_hu(np.full((100, 120), -1000.0, np.float32)) == (0, 0, 120, 100)
+    assert box_grey(np.zeros((100, 120), np.uint8)) == (0, 0, 120, 100)
+    assert box_hu(np.full((100, 120), -1000.0, np.float32)) == (0, 0, 120, 100)
 
 
 # --------------------------------------------------------------------------- accepted

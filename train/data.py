@@ -39,7 +39,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -47,6 +47,9 @@ import numpy as np
 from brain_ct.errors import InvalidInputError
 from brain_ct.windowing import crop_padded, model_box, normalize
 from train.augment import IDENTITY, Augmenter
+
+if TYPE_CHECKING:
+    from train.args import DataArguments
 
 logger = logging.getLogger(__name__)
 
@@ -1177,14 +1180,14 @@ def _counts(columns: dict[str, list[Any]]) -> list[int]:
     return np.bincount(np.asarray(columns["label"], dtype=np.int64), minlength=2)[:2].tolist()
 
 
-def build_splits(data_args: Any, seed: int) -> Splits:
+def build_splits(data_args: DataArguments, seed: int) -> Splits:
     """Collect train / validation / test records from the data arguments (see :class:`train.args.DataArguments`).
 
     A missing validation split is a stratified seeded split of the training records
     (``--validation_split``); a Hub dataset uses its own splits when it has them.
     """
     a = data_args
-    k = int(getattr(a, "context_slices", 0) or 0)
+    k = a.context_slices
     if a.dataset_name is not None:
         if k:
             raise InvalidInputError(
@@ -1198,15 +1201,10 @@ def build_splits(data_args: Any, seed: int) -> Splits:
 
     test = None
     synthetic = False
-    real_dir = getattr(a, "real_anatomy_dir", None)
+    real_dir = a.real_anatomy_dir
     if real_dir is not None and k:
         raise InvalidInputError("--real_anatomy_dir does not support --context_slices yet")
-    if (
-        a.synthetic_train <= 0
-        and a.dicom_dir is None
-        and a.train_dir is None
-        and getattr(a, "nifti_dir", None) is None
-    ):
+    if a.synthetic_train <= 0 and a.dicom_dir is None and a.train_dir is None and a.nifti_dir is None:
         train, desc = None, ""  # real anatomy alone
     elif a.synthetic_train > 0:
         synthetic = True
@@ -1216,7 +1214,7 @@ def build_splits(data_args: Any, seed: int) -> Splits:
             f"{a.synthetic_seed}), {a.synthetic_8bit_fraction:.0%} fed as 8-bit internet-style renderings, "
             "the rest as DICOM HU"
         )
-    elif getattr(a, "nifti_dir", None) is not None:
+    elif a.nifti_dir is not None:
         train = nifti_records(
             a.nifti_dir,
             mask_suffix=a.mask_suffix,

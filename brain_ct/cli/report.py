@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for err in series.errors:
         print(f"could not read {err['file']}: {err['message']}", file=sys.stderr)
-    for skip in getattr(series, "skipped", []):
+    for skip in series.skipped:
         print(f"left out {skip['file']}: {skip['reason']}", file=sys.stderr)
     if args.allow_unverified:
         print(f"caution: {UNVERIFIED_NOTE}", file=sys.stderr)
