@@ -640,6 +640,31 @@ def stored_to_hu(
     return hu.astype(np.float32)
 
 
+def hu_image(
+    hu: np.ndarray, meta: dict[str, Any], name: str, source: str
+) -> tuple[CTImage, framing.HeadOutline | None]:
+    """A slice in HU as every HU reader (DICOM, NIfTI) builds it: the brain-window display and the head
+    outline found once, with the head box from it.
+
+    Args:
+        hu: float32 [H, W] Hounsfield units.
+        meta: allow-listed metadata only.
+        name: display name (never a tag value).
+        source: ``"dicom"`` or ``"nifti"``.
+    """
+    display = (window(hu, *PRESETS["brain"]) * 255.0 + 0.5).astype(np.uint8)
+    outline = framing.outline_from_hu(hu)
+    ct = CTImage(
+        hu=hu,
+        display=display,
+        meta=meta,
+        head_box=framing.head_box(outline, hu.shape),
+        source=source,
+        name=name,
+    )
+    return ct, outline
+
+
 def _dicom_frames(
     data: bytes, shown: str, all_frames: bool, frame: int | None, allow_unverified: bool
 ) -> list[tuple[CTImage, framing.HeadOutline | None]]:
@@ -681,23 +706,13 @@ def _dicom_frames(
             )
         frame_notes = list(notes)
         hu = stored_to_hu(stored, ds, index, frame_notes, shown)
-        display = (window(hu, *PRESETS["brain"]) * 255.0 + 0.5).astype(np.uint8)
         meta = dict(base_meta)
         if frames > 1:
             meta["FrameIndex"] = index
             meta.update(_frame_position(ds, index))
         if frame_notes:
             meta["Notes"] = frame_notes
-        outline = framing.outline_from_hu(hu)
-        ct = CTImage(
-            hu=hu,
-            display=display,
-            meta=meta,
-            head_box=framing.head_box(outline, hu.shape),
-            source="dicom",
-            name=shown,
-        )
-        images.append((ct, outline))
+        images.append(hu_image(hu, meta, shown, "dicom"))
     return images
 
 

@@ -54,12 +54,10 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations
 
-from brain_ct import framing
 from brain_ct.errors import InvalidInputError
 from brain_ct.image import CTImage
-from brain_ct.io import MAX_SIDE, MAX_TOTAL_PIXELS, MIN_SIDE, read_source
+from brain_ct.io import MAX_SIDE, MAX_TOTAL_PIXELS, MIN_SIDE, hu_image, read_source
 from brain_ct.series import Series, SeriesInfo, _check_plausible_series
-from brain_ct.windowing import PRESETS, window
 
 NiftiSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
@@ -555,16 +553,7 @@ def _ct_fractions(sample: np.ndarray) -> tuple[float, float]:
 
 def _slice_image(hu: np.ndarray, meta: dict[str, Any], name: str) -> CTImage:
     """One axial slice as the DICOM reader builds it: HU, brain-window display, head box."""
-    display = (window(hu, *PRESETS["brain"]) * 255.0 + 0.5).astype(np.uint8)
-    outline = framing.outline_from_hu(hu)
-    return CTImage(
-        hu=hu,
-        display=display,
-        meta=meta,
-        head_box=framing.head_box(outline, hu.shape),
-        source="nifti",
-        name=name,
-    )
+    return hu_image(hu, meta, name, "nifti")[0]
 
 
 # --------------------------------------------------------------------------- public API
