@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import socket
 import zipfile
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+from helpers_browser import browser_page
 from helpers_models import make_tiny_model
 from pydicom.data import get_testdata_file
 from pydicom.filewriter import dcmwrite
@@ -240,27 +240,11 @@ def test_launched_app_through_gradio_client(served, files):
     assert nib.load(heatmap).shape == source.shape
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.slow
 @pytest.mark.browser
 def test_real_browser_upload_shows_the_reading(served, files):
-    executable = _chromium()
-    if executable is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing in CI: .ci/run must install Debian's chromium")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium chromium-driver)")
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=executable,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    with browser_page() as page:
         page.goto(served)
         page.locator("#disclaimer").wait_for(timeout=60_000)
         page.locator("#upload input[type=file]").set_input_files(files["real"])
@@ -270,6 +254,5 @@ def test_real_browser_upload_shows_the_reading(served, files):
         page.wait_for_timeout(1500)  # let the overlay image paint before the screenshot
         page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
         text = page.locator("#explanation").inner_text()
-        browser.close()
     assert "P(hemorrhage)" in text
     assert (ARTIFACTS / "app.png").stat().st_size > 10_000

@@ -24,6 +24,7 @@ import cv2
 import gradio as gr
 import numpy as np
 import pytest
+from helpers_browser import browser_page
 from helpers_models import make_tiny_model
 from pydicom.filewriter import dcmwrite
 from pypdf import PdfReader
@@ -626,25 +627,11 @@ def test_sigterm_removes_everything_the_run_wrote(tmp_path, models, inputs):
     assert "HTTP Request" not in output  # httpx's INFO lines stay off without --verbose
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.slow
 @pytest.mark.browser
 def test_browser_one_slice_scan_replaces_the_previous_scan_and_errors_stay(served, inputs):
-    executable = _chromium()
-    if executable is None:
-        pytest.skip("Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
     url, _ = served
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=executable,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    with browser_page() as page:
         page.goto(url)
         page.locator("#disclaimer").wait_for(timeout=60_000)
         # A bad slice: the error stays on the page after the popup has gone.
@@ -671,7 +658,6 @@ def test_browser_one_slice_scan_replaces_the_previous_scan_and_errors_stay(serve
         body = page.locator("body").inner_text()  # the visible tab only (hidden tabs are not rendered text)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "app_one_slice_scan.png"), full_page=True)
-        browser.close()
     assert "of 6" not in body
     assert "Slider minimum" not in body
     assert "Error" not in [line.strip() for line in body.splitlines()]  # no red "Error" badge
