@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from brain_ct.cli.common import int_at_least
@@ -103,8 +104,9 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 2:
         print(f"error: --n must be at least 2 (half of the slices per class); got {args.n}", file=sys.stderr)
         return 2
-    try:
-        out = write_dataset(
+    out = _write(
+        args.out,
+        lambda: write_dataset(
             args.out,
             args.n,
             seed=args.seed,
@@ -112,13 +114,10 @@ def run(args: argparse.Namespace) -> int:
             fmt=args.fmt or "png",
             style=args.style,
             progress=not args.no_progress,
-        )
-    except InvalidInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: cannot write to {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        ),
+    )
+    if isinstance(out, int):
+        return out
     print(f"wrote {args.n} slices to {out}", file=sys.stderr)
     return 0
 
@@ -137,8 +136,9 @@ def _run_series(args: argparse.Namespace) -> int:
     if fmt not in ("dcm", "png"):
         print(f"error: --format {fmt} is not available with --series; use dcm or png", file=sys.stderr)
         return 2
-    try:
-        out = write_scans(
+    out = _write(
+        args.out,
+        lambda: write_scans(
             args.out,
             args.series,
             n_slices,
@@ -146,13 +146,10 @@ def _run_series(args: argparse.Namespace) -> int:
             size=args.size,
             fmt=fmt,
             progress=not args.no_progress,
-        )
-    except InvalidInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: cannot write to {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        ),
+    )
+    if isinstance(out, int):
+        return out
     scans = plural(args.series, "scan")
     print(
         f"wrote {scans} of {plural(n_slices, 'slice')} to {out} (labels: slices.csv, scans.csv)",
@@ -252,3 +249,15 @@ def _write_csv(path: Path, rows: list[dict[str, object]]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _write(target: str, write: Callable[[], Path]) -> Path | int:
+    """Run a writer; a bad value is a usage error (exit 2), a file system problem exit 1, each with a message."""
+    try:
+        return write()
+    except InvalidInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write to {target}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
