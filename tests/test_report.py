@@ -20,7 +20,8 @@ from test_series import (
 from brain_ct.__main__ import main
 from brain_ct.errors import InvalidInputError
 from brain_ct.report import probability_plot_png, write_report
-from brain_ct.series import predict_series, read_series
+from brain_ct.scan import predict_series
+from brain_ct.series import read_series
 
 PATIENT_VALUES = ("DOE", "JANE", "PID-778899")
 

@@ -20,19 +20,11 @@ from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 
+from brain_ct.collect import ZipLimits, check_zip, natural_key
 from brain_ct.errors import InvalidInputError, NotHeadCTError
 from brain_ct.predictor import Prediction
-from brain_ct.series import (
-    ScanRule,
-    ZipLimits,
-    check_zip,
-    context_neighbors,
-    list_series,
-    natural_key,
-    predict_series,
-    read_series,
-    scan_result,
-)
+from brain_ct.scan import ScanRule, predict_series, scan_result
+from brain_ct.series import context_neighbors, list_series, read_series
 
 # --------------------------------------------------------------------------- helpers
 
@@ -1096,7 +1088,7 @@ def test_identifiers_in_folder_and_file_names_never_reach_outputs(make_ct_datase
     ],
 )
 def test_name_screening(name, ok):
-    from brain_ct.series import screen_name
+    from brain_ct.collect import screen_name
 
     assert screen_name(name) is ok
 
@@ -1131,7 +1123,7 @@ def test_messages_name_the_file_never_its_folder(tmp_path):
 
 
 def test_one_slice_is_singular():
-    from brain_ct.series import plural
+    from brain_ct.collect import plural
 
     assert plural(1, "slice") == "1 slice"
     assert plural(0, "slice") == "0 slices"
