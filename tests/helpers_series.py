@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,18 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
 
 from brain_ct.predictor import Prediction
+from brain_ct.series import read_series
 
 
 def hu_to_stored(hu: np.ndarray) -> np.ndarray:
+    """HU as the int16 stored values of :func:`make_ct_dataset` (intercept -1024)."""
     return np.clip(np.round(hu + 1024.0), -32768, 32767).astype(np.int16)
 
 
 def slice_ds(
     make_ct_dataset, hu: np.ndarray, *, uid: str, z: float | None, instance: int | None, **tags
 ) -> Dataset:
+    """One CT slice of series ``uid`` at position z (mm) with a patient name and id to screen out."""
     extra: dict[str, Any] = {
         "SeriesInstanceUID": uid,
         "ImageOrientationPatient": [1, 0, 0, 0, 1, 0],
@@ -39,6 +43,7 @@ def slice_ds(
 
 
 def to_bytes(ds: Dataset) -> bytes:
+    """A dataset as a DICOM file (preamble and file meta) in bytes."""
     buf = io.BytesIO()
     dcmwrite(buf, ds, enforce_file_format=True)
     return buf.getvalue()
@@ -47,6 +52,7 @@ def to_bytes(ds: Dataset) -> bytes:
 def zip_bytes(
     entries: list[tuple[str | zipfile.ZipInfo, bytes]], compression: int = zipfile.ZIP_DEFLATED
 ) -> bytes:
+    """A zip of (name or ZipInfo, data) entries, in memory."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression) as zf:
         for name, data in entries:
@@ -75,6 +81,7 @@ def marker(ct) -> int:
 
 
 def snapshot(*dirs: Path) -> set[str]:
+    """Every file and folder under ``dirs``."""
     out = set()
     for d in dirs:
         for root, subdirs, files in os.walk(d):
@@ -136,3 +143,41 @@ class FakePredictor:
                 )
             )
         return out
+
+
+def synthetic_zip(
+    phantoms, path: Path, *, seed: int = 1, patient_name: str = "TESTCASE^ROBIN"
+) -> dict[str, Any]:
+    """Write phantoms (inferior → superior) as DICOMs into a zip under shuffled random names.
+
+    Instance numbers run backwards on purpose (position must win). Returns {file name: phantom}.
+    """
+    from brain_ct.synthetic import to_dicom
+
+    uid = generate_uid()
+    rng = random.Random(seed)
+    items = []
+    for i, ph in enumerate(phantoms):
+        ds = to_dicom(ph, series_uid=uid, instance_number=len(phantoms) - i, patient_name=patient_name)
+        ds.ImagePositionPatient = [-64.0, -64.0, -40.0 + 5.0 * i]
+        items.append((f"IM{rng.randrange(10**6):06d}_{i}.dcm", ph, to_bytes(ds)))
+    rng.shuffle(items)
+    path.write_bytes(zip_bytes([(name, data) for name, _, data in items]))
+    return {name: ph for name, ph, _ in items}
+
+
+def label_predictor(by_name: dict[str, Any]) -> FakePredictor:
+    """A predictor whose output we control: P = 0.95 on slices whose phantom shows blood, else 0.05."""
+    return FakePredictor({name: 0.95 if ph.label else 0.05 for name, ph in by_name.items()})
+
+
+def series_with_probs(make_ct_dataset, tmp_path, probs: list[float]):
+    """A shuffled zip of len(probs) head slices under random names, read back; with the P each name
+    should get (for :class:`FakePredictor`) and the names in anatomical order."""
+    slices = head_series(make_ct_dataset, len(probs))
+    names = [f"r{random.Random(i).randrange(10**5)}_{i}.dcm" for i in range(len(probs))]
+    path = tmp_path / "scan.zip"
+    entries = [(names[i], to_bytes(ds)) for i, (_, ds) in enumerate(slices)]
+    random.Random(5).shuffle(entries)
+    path.write_bytes(zip_bytes(entries))
+    return read_series(path), dict(zip(names, probs, strict=True)), names

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
-from helpers_series import (
-    FakePredictor,
-    head_series,
-    to_bytes,
-    zip_bytes,
-)
+from helpers_series import FakePredictor, series_with_probs
 
 from brain_ct.errors import InvalidInputError
 from brain_ct.scan import ScanRule, predict_series, scan_result
-from brain_ct.series import context_neighbors, read_series
+from brain_ct.series import context_neighbors
 
 # --------------------------------------------------------------------------- scan rule
 
@@ -54,19 +48,9 @@ def test_scan_rule_parameters():
             ScanRule(**bad)
 
 
-def _series_with_probs(make_ct_dataset, tmp_path, probs: list[float]):
-    slices = head_series(make_ct_dataset, len(probs))
-    names = [f"r{random.Random(i).randrange(10**5)}_{i}.dcm" for i in range(len(probs))]
-    path = tmp_path / "scan.zip"
-    entries = [(names[i], to_bytes(ds)) for i, (_, ds) in enumerate(slices)]
-    random.Random(5).shuffle(entries)
-    path.write_bytes(zip_bytes(entries))
-    return read_series(path), dict(zip(names, probs, strict=True)), names
-
-
 def test_one_bleeding_slice_is_positive_and_named(make_ct_dataset, tmp_path):
     probs = [0.02, 0.05, 0.03, 0.97, 0.04, 0.02]
-    s, by_name, names = _series_with_probs(make_ct_dataset, tmp_path, probs)
+    s, by_name, names = series_with_probs(make_ct_dataset, tmp_path, probs)
     fake = FakePredictor(by_name)
     result = predict_series(fake, s, batch_size=4, tta=True)
     assert fake.calls == [dict(n=6, batch_size=4, tta=True, neighbors=None)]
@@ -92,7 +76,7 @@ def test_one_bleeding_slice_is_positive_and_named(make_ct_dataset, tmp_path):
 
 
 def test_normal_series_is_negative(make_ct_dataset, tmp_path):
-    s, by_name, _ = _series_with_probs(make_ct_dataset, tmp_path, [0.02, 0.3, 0.45, 0.1])
+    s, by_name, _ = series_with_probs(make_ct_dataset, tmp_path, [0.02, 0.3, 0.45, 0.1])
     result = predict_series(FakePredictor(by_name), s)
     assert result.label == "normal"
     assert result.positive_slices == []
@@ -100,7 +84,7 @@ def test_normal_series_is_negative(make_ct_dataset, tmp_path):
 
 
 def test_single_borderline_slice_is_not_enough(make_ct_dataset, tmp_path):
-    s, by_name, _ = _series_with_probs(make_ct_dataset, tmp_path, [0.02, 0.6, 0.1, 0.1])
+    s, by_name, _ = series_with_probs(make_ct_dataset, tmp_path, [0.02, 0.6, 0.1, 0.1])
     result = predict_series(FakePredictor(by_name), s)
     assert result.label == "normal" and result.positive_slices == [1]
     relaxed = predict_series(FakePredictor(by_name), s, rule=ScanRule(min_positive_slices=1))
@@ -108,7 +92,7 @@ def test_single_borderline_slice_is_not_enough(make_ct_dataset, tmp_path):
 
 
 def test_context_models_get_anatomical_neighbours(make_ct_dataset, tmp_path):
-    s, by_name, names = _series_with_probs(make_ct_dataset, tmp_path, [0.1, 0.2, 0.3, 0.4])
+    s, by_name, names = series_with_probs(make_ct_dataset, tmp_path, [0.1, 0.2, 0.3, 0.4])
     fake = FakePredictor(by_name, context_slices=1)
     predict_series(fake, s)
     nbs = fake.calls[0]["neighbors"]
@@ -122,7 +106,7 @@ def test_context_models_get_anatomical_neighbours(make_ct_dataset, tmp_path):
 
 
 def test_scan_result_needs_one_prediction_per_slice(make_ct_dataset, tmp_path):
-    s, by_name, _ = _series_with_probs(make_ct_dataset, tmp_path, [0.1, 0.2])
+    s, by_name, _ = series_with_probs(make_ct_dataset, tmp_path, [0.1, 0.2])
     preds = FakePredictor(by_name).predict_batch(s.slices)
     with pytest.raises(InvalidInputError, match="one per slice"):
         scan_result(s, preds[:1])
@@ -135,7 +119,7 @@ def test_predict_series_with_a_tiny_real_model(make_ct_dataset, tmp_path):
     from brain_ct.predictor import Predictor
 
     predictor = Predictor.from_pretrained(make_tiny_model(tmp_path / "m"))
-    s, _, _ = _series_with_probs(make_ct_dataset, tmp_path, [0.0] * 4)
+    s, _, _ = series_with_probs(make_ct_dataset, tmp_path, [0.0] * 4)
     result = predict_series(predictor, s, batch_size=3)
     assert result.n_slices == 4
     probs = result.probabilities

@@ -6,7 +6,6 @@ import io
 import json
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -15,8 +14,10 @@ from helpers_series import (
     FakePredictor,
     head_series,
     hu_to_stored,
+    label_predictor,
     marker,
     slice_ds,
+    synthetic_zip,
     to_bytes,
     zip_bytes,
 )
@@ -39,32 +40,6 @@ def synthetic_series():
     phantoms = generate_series(3, n_slices=10, size=128, hemorrhage=True)
     assert {p.label for p in phantoms} == {0, 1}
     return phantoms
-
-
-def synthetic_zip(
-    phantoms, path: Path, *, seed: int = 1, patient_name: str = "TESTCASE^ROBIN"
-) -> dict[str, Any]:
-    """Write phantoms (inferior → superior) as DICOMs into a zip under shuffled random names.
-
-    Instance numbers run backwards on purpose (position must win). Returns {file name: phantom}.
-    """
-    from brain_ct.synthetic import to_dicom
-
-    uid = generate_uid()
-    rng = random.Random(seed)
-    items = []
-    for i, ph in enumerate(phantoms):
-        ds = to_dicom(ph, series_uid=uid, instance_number=len(phantoms) - i, patient_name=patient_name)
-        ds.ImagePositionPatient = [-64.0, -64.0, -40.0 + 5.0 * i]
-        items.append((f"IM{rng.randrange(10**6):06d}_{i}.dcm", ph, to_bytes(ds)))
-    rng.shuffle(items)
-    path.write_bytes(zip_bytes([(name, data) for name, _, data in items]))
-    return {name: ph for name, ph, _ in items}
-
-
-def label_predictor(by_name: dict[str, Any]) -> FakePredictor:
-    """A predictor whose output we control: P = 0.95 on slices whose phantom shows blood, else 0.05."""
-    return FakePredictor({name: 0.95 if ph.label else 0.05 for name, ph in by_name.items()})
 
 
 def test_shuffled_synthetic_zip_comes_back_in_anatomical_order(synthetic_series, tmp_path):
