@@ -72,7 +72,8 @@ from brain_ct.model import resolve_model_id, shown_model_id  # noqa: E402
 from brain_ct.nifti import write_heatmap_nifti  # noqa: E402
 from brain_ct.predictor import Prediction, Predictor  # noqa: E402
 from brain_ct.report import plural, probability_plot_png, write_report  # noqa: E402
-from brain_ct.series import SeriesPrediction, list_series, predict_series, read_series  # noqa: E402
+from brain_ct.scan import SeriesPrediction, predict_series  # noqa: E402
+from brain_ct.series import list_series, read_series  # noqa: E402
 from brain_ct.windowing import PRESETS, display_window  # noqa: E402
 
 log = logging.getLogger("brain_ct.app")

@@ -17,7 +17,7 @@ Real normal anatomy available to the repository, none of it trained on:
   :func:`benchmarks.localization.score` counts it).
 * ``pydicom`` — pydicom's real head-CT test slices (``J2K_pixelrep_mismatch.dcm``, a posterior-fossa level,
   and ``693_J2KI.dcm``, compressed so lossily that blobs replace the anatomy): P(hemorrhage) and label.
-* ``whole_scan`` — every slice of ``--real-dir`` read as one scan (:func:`brain_ct.series.predict_series`):
+* ``whole_scan`` — every slice of ``--real-dir`` read as one scan (:func:`brain_ct.scan.predict_series`):
   the scan verdict and how many slices read positive. Most of these levels ARE training levels of a model
   trained with ``--real_anatomy_dir`` on them, so this row is a consistency check, not a generalisation one.
 
@@ -111,7 +111,8 @@ def pydicom_slices(predictor: Any) -> dict[str, Any]:
 
 
 def whole_scan(predictor: Any, real_dir: Path) -> dict[str, Any]:
-    from brain_ct.series import predict_series, read_series
+    from brain_ct.scan import predict_series
+    from brain_ct.series import read_series
 
     result = predict_series(predictor, read_series(str(real_dir)))
     return {

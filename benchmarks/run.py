@@ -414,7 +414,8 @@ def _child(args: argparse.Namespace) -> None:
         p = pred.predict(args.input)
         p.overlay(0.4)
     else:
-        from brain_ct.series import predict_series, read_series
+        from brain_ct.scan import predict_series
+        from brain_ct.series import read_series
 
         series = read_series(args.input, allow_unverified=True)
         result = predict_series(pred, series)

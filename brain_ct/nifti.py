@@ -57,7 +57,7 @@ from nibabel import orientations
 from brain_ct.errors import InvalidInputError
 from brain_ct.image import CTImage
 from brain_ct.io import MAX_SIDE, MAX_TOTAL_PIXELS, MIN_SIDE, hu_image, read_source
-from brain_ct.series import Series, SeriesInfo, _check_plausible_series
+from brain_ct.series import Series, SeriesInfo, check_plausible_series
 
 NiftiSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
@@ -615,7 +615,7 @@ def read_nifti_series(
         series.files.append(f"{shown}#{k + 1}")
         series.positions.append(round(geometry.positions[k], 4))
     if not allow_unverified:
-        _check_plausible_series(series, label)
+        check_plausible_series(series, label)
     return series
 
 

@@ -193,7 +193,7 @@ def safe_free_text(value: Any) -> str | None:
 
     One screening for every free-text string that may be shown: allow-listed DICOM text tags
     such as (0008,0008) *Image Type* and (0018,1210) *Convolution Kernel* here, file and folder
-    names in :mod:`brain_ct.series`. A value is refused when it looks like a person name (a
+    names in :mod:`brain_ct.collect`. A value is refused when it looks like a person name (a
     ``^`` separator, "Surname, Given"), holds an ID-like run of 5 or more digits, a date, a
     phone number or an e-mail address, contains markup or control characters, or is longer
     than :data:`MAX_FREE_TEXT` characters.

@@ -1,6 +1,6 @@
 """PDF report of a reading: scan verdict, model, key slices with Grad-CAM overlays, per-slice plot.
 
-:func:`write_report` takes a :class:`~brain_ct.series.SeriesPrediction` (a whole scan) or a single
+:func:`write_report` takes a :class:`~brain_ct.scan.SeriesPrediction` (a whole scan) or a single
 :class:`~brain_ct.predictor.Prediction` (a series of one) and writes an A4 PDF with fpdf2:
 
 * the scan-level verdict, probability and threshold, and the scan rule that produced them;
@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from brain_ct.collect import plural  # noqa: F401  (one wording of counts; app and CLI import it from here)
 from brain_ct.errors import InvalidInputError
-from brain_ct.series import plural  # noqa: F401  (one wording of counts; app and CLI import it from here)
 from brain_ct.wording import DEMO_NOTE, UNVERIFIED_NOTE, verdict
 
 if TYPE_CHECKING:
     from brain_ct.predictor import Prediction
-    from brain_ct.series import SeriesPrediction
+    from brain_ct.scan import SeriesPrediction
 
 #: The only identifiers a report may carry, and only with ``include_identifiers=True``.
 IDENTIFIER_KEYS: tuple[str, ...] = ("PatientName", "PatientID", "StudyDate")
@@ -214,7 +214,7 @@ def probability_plot_png(
 
 def _views(result: SeriesPrediction | Prediction) -> tuple[list[_SliceView], dict[str, Any]]:
     """Per-slice views and the scan-level fields of a series or single prediction."""
-    from brain_ct.series import SeriesPrediction
+    from brain_ct.scan import SeriesPrediction
 
     if isinstance(result, SeriesPrediction):
         views = [
@@ -272,7 +272,7 @@ def write_report(
     """Write the PDF report of a reading.
 
     Args:
-        result: a :class:`~brain_ct.series.SeriesPrediction`, or a single
+        result: a :class:`~brain_ct.scan.SeriesPrediction`, or a single
             :class:`~brain_ct.predictor.Prediction` (reported as a series of one slice).
         path: the PDF file to write (its folder must exist).
         model_settings: the predictor's settings (``predictor.settings``: ``model_id``,

@@ -114,23 +114,24 @@ def source_reference(source: str | os.PathLike[str], series: Series | None = Non
         _need(uids, Path(source).name)
         return SourceReference(uids[0], uids[1], ((uids[2], uids[3], None),) if uids[3] else (None,))
 
-    from brain_ct import series as series_mod
+    from brain_ct.collect import DEFAULT_ZIP_LIMITS, collect
+    from brain_ct.series import hashed_series_id, read_headers, sort_entries
 
     if series.series_id is None or not series.slices or series.slices[0].source != "dicom":
         raise InvalidInputError(
             f"{series.source or 'the input'} is not a DICOM series; DICOM overlays refer to DICOM input only"
         )
-    members, label, budget = series_mod._collect(source, series_mod.DEFAULT_ZIP_LIMITS)
-    found = series_mod._read_headers(members, budget)
+    members, label, budget = collect(source, DEFAULT_ZIP_LIMITS)
+    found = read_headers(members, budget)
     group = next(
-        (g for uid, g in found.groups.items() if series_mod._series_id(uid, found.salt) == series.series_id),
+        (g for uid, g in found.groups.items() if hashed_series_id(uid, found.salt) == series.series_id),
         None,
     )
     if group is None:
         raise InvalidInputError(
             f"series {series.series_id} is not in {label}; read it with read_series first"
         )
-    series_mod._sort_entries(group.entries)
+    sort_entries(group.entries)
     headers: dict[int, tuple[str, str, str, str]] = {}
     with quiet_dicom():
         for entry in group.entries:

@@ -613,7 +613,7 @@ def test_model_reads_a_nifti_scan_and_its_heatmaps_go_back_to_the_grid(
     from helpers_models import make_tiny_model
 
     from brain_ct.predictor import Predictor
-    from brain_ct.series import predict_series
+    from brain_ct.scan import predict_series
 
     hu, affine = _reading(dicom_series)
     data, aff = _layout(hu, affine, "RAS")

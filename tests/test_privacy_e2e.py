@@ -174,7 +174,8 @@ def test_library_outputs_and_logs_carry_no_identity(
 ) -> None:
     from brain_ct.predictor import Predictor
     from brain_ct.report import write_report
-    from brain_ct.series import list_series, predict_series, read_series
+    from brain_ct.scan import predict_series
+    from brain_ct.series import list_series, read_series
 
     caplog.set_level(logging.DEBUG)
     predictor = Predictor.from_pretrained(str(case["model"]))

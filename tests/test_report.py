@@ -6,21 +6,22 @@ import datetime as dt
 
 import numpy as np
 import pytest
-from pypdf import PdfReader
-from test_series import (
+from helpers_series import (
     FakePredictor,
-    _head_series,
-    _series_with_probs,
-    _to_bytes,
-    _zip,
+    head_series,
     label_predictor,
+    series_with_probs,
     synthetic_zip,
+    to_bytes,
+    zip_bytes,
 )
+from pypdf import PdfReader
 
 from brain_ct.__main__ import main
 from brain_ct.errors import InvalidInputError
 from brain_ct.report import probability_plot_png, write_report
-from brain_ct.series import predict_series, read_series
+from brain_ct.scan import predict_series
+from brain_ct.series import read_series
 
 PATIENT_VALUES = ("DOE", "JANE", "PID-778899")
 
@@ -35,7 +36,7 @@ def _all_text(path) -> str:
 
 @pytest.fixture
 def positive_result(make_ct_dataset, tmp_path):
-    s, by_name, names = _series_with_probs(make_ct_dataset, tmp_path, [0.02, 0.05, 0.91, 0.97, 0.04, 0.6])
+    s, by_name, names = series_with_probs(make_ct_dataset, tmp_path, [0.02, 0.05, 0.91, 0.97, 0.04, 0.6])
     fake = FakePredictor(by_name)
     return predict_series(fake, s), fake.settings, names
 
@@ -111,9 +112,9 @@ def test_synthetic_scan_report_has_verdict_and_no_patient_data(tmp_path):
 
 
 def test_identifiers_only_when_asked(make_ct_dataset, tmp_path):
-    slices = _head_series(make_ct_dataset, 3)
+    slices = head_series(make_ct_dataset, 3)
     path = tmp_path / "p.zip"
-    path.write_bytes(_zip([(f"{i}.dcm", _to_bytes(ds)) for i, (_, ds) in enumerate(slices)]))
+    path.write_bytes(zip_bytes([(f"{i}.dcm", to_bytes(ds)) for i, (_, ds) in enumerate(slices)]))
     s = read_series(path, read_identifiers=True)
     fake = FakePredictor({f"{i}.dcm": 0.1 for i in range(3)})
     result = predict_series(fake, s)
@@ -135,7 +136,7 @@ def test_identifiers_only_when_asked(make_ct_dataset, tmp_path):
 
 
 def test_negative_series_report(make_ct_dataset, tmp_path):
-    s, by_name, _ = _series_with_probs(make_ct_dataset, tmp_path, [0.02, 0.6, 0.1, 0.1])
+    s, by_name, _ = series_with_probs(make_ct_dataset, tmp_path, [0.02, 0.6, 0.1, 0.1])
     fake = FakePredictor(by_name)
     fake.settings.is_demo = False
     text = _all_text(write_report(predict_series(fake, s), tmp_path / "n.pdf", model_settings=fake.settings))
@@ -151,8 +152,8 @@ def test_single_prediction_report_with_tiny_model(make_ct_dataset, tmp_path):
     from brain_ct.predictor import Predictor
 
     predictor = Predictor.from_pretrained(make_tiny_model(tmp_path / "m", trained_on="synthetic phantoms"))
-    ds = _head_series(make_ct_dataset, 1)[0][1]
-    pred = predictor.predict(_to_bytes(ds))
+    ds = head_series(make_ct_dataset, 1)[0][1]
+    pred = predictor.predict(to_bytes(ds))
     out = write_report(pred, tmp_path / "one.pdf", model_settings=predictor.settings)
     text = _all_text(out)
     assert (
@@ -180,15 +181,15 @@ def test_unverified_reading_carries_the_caveat_in_the_pdf(make_ct_dataset, tmp_p
     from brain_ct.report import UNVERIFIED_NOTE
 
     predictor = Predictor.from_pretrained(make_tiny_model(tmp_path / "m"))
-    ds = _head_series(make_ct_dataset, 1)[0][1]
-    checked = predictor.predict(_to_bytes(ds))
-    forced = predictor.predict(_to_bytes(ds), allow_unverified=True)
+    ds = head_series(make_ct_dataset, 1)[0][1]
+    checked = predictor.predict(to_bytes(ds))
+    forced = predictor.predict(to_bytes(ds), allow_unverified=True)
     caveat = "Head-CT check skipped"
     assert caveat in UNVERIFIED_NOTE
     assert caveat not in _all_text(write_report(checked, tmp_path / "ok.pdf"))
     assert caveat in _all_text(write_report(forced, tmp_path / "forced.pdf"))
     # A scan says so when the caller read it with the check skipped.
-    s, by_name, _ = _series_with_probs(make_ct_dataset, tmp_path, [0.1, 0.7])
+    s, by_name, _ = series_with_probs(make_ct_dataset, tmp_path, [0.1, 0.7])
     fake = FakePredictor(by_name)
     result = predict_series(fake, s)
     assert caveat not in _all_text(write_report(result, tmp_path / "s.pdf", model_settings=fake.settings))
@@ -197,7 +198,7 @@ def test_unverified_reading_carries_the_caveat_in_the_pdf(make_ct_dataset, tmp_p
 
 
 def test_report_counts_in_words_and_numbers_slices_from_one(make_ct_dataset, tmp_path):
-    s, by_name, _ = _series_with_probs(make_ct_dataset, tmp_path, [0.1, 0.9])
+    s, by_name, _ = series_with_probs(make_ct_dataset, tmp_path, [0.1, 0.9])
     s.errors.append({"file": "x.dcm", "type": "InvalidInputError", "message": "broken"})
     s.skipped.append({"file": "y.dcm", "reason": "other series abc, 1 slice"})
     fake = FakePredictor(by_name)
@@ -244,9 +245,9 @@ def test_report_cli_writes_pdf_and_refuses_bad_zip(make_ct_dataset, tmp_path, ca
     from helpers_models import make_tiny_model
 
     model = make_tiny_model(tmp_path / "m")
-    slices = _head_series(make_ct_dataset, 4)
+    slices = head_series(make_ct_dataset, 4)
     scan = tmp_path / "scan.zip"
-    scan.write_bytes(_zip([(f"s{i}.dcm", _to_bytes(ds)) for i, (_, ds) in enumerate(slices)]))
+    scan.write_bytes(zip_bytes([(f"s{i}.dcm", to_bytes(ds)) for i, (_, ds) in enumerate(slices)]))
     out = tmp_path / "report.pdf"
     code = main(["report", str(scan), "--out", str(out), "--model", str(model), "--tta"])
     captured = capsys.readouterr()
@@ -255,7 +256,7 @@ def test_report_cli_writes_pdf_and_refuses_bad_zip(make_ct_dataset, tmp_path, ca
     assert "Verdict:" in _all_text(out)
 
     bad = tmp_path / "bad.zip"
-    bad.write_bytes(_zip([("../evil.dcm", _to_bytes(slices[0][1]))]))
+    bad.write_bytes(zip_bytes([("../evil.dcm", to_bytes(slices[0][1]))]))
     code = main(["report", str(bad), "--out", str(tmp_path / "bad.pdf"), "--model", str(model)])
     captured = capsys.readouterr()
     assert code == 1

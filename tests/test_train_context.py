@@ -174,7 +174,8 @@ def test_train_a_context_model_on_dicom_series_and_read_a_scan(
     series_folder: tuple[Path, dict[str, list[Path]]], tmp_path: Path
 ) -> None:
     from brain_ct.predictor import Predictor
-    from brain_ct.series import predict_series, read_series
+    from brain_ct.scan import predict_series
+    from brain_ct.series import read_series
     from train import main
     from train.evaluate import main as evaluate_main
 

@@ -19,7 +19,8 @@ from brain_ct import privacy
 from brain_ct.__main__ import main
 from brain_ct.errors import InvalidInputError
 from brain_ct.predictor import Predictor
-from brain_ct.series import predict_series, read_series
+from brain_ct.scan import predict_series
+from brain_ct.series import read_series
 from brain_ct.synthetic import generate_series, to_dicom
 from brain_ct.viewer_out import (
     COPIED_META,

@@ -257,7 +257,7 @@ def _nifti_stem(path: Path) -> str:
 
 
 def _nifti_files(root: Path) -> list[Path]:
-    from brain_ct.series import natural_key
+    from brain_ct.collect import natural_key
 
     return sorted(
         (
@@ -769,7 +769,7 @@ def _has_dicm(path: Path) -> bool:
 
 
 def _dicom_paths(directory: str | Path) -> list[str]:
-    from brain_ct.series import natural_key
+    from brain_ct.collect import natural_key
 
     root = Path(directory)
     paths = sorted(

@@ -17,7 +17,7 @@ Exit codes: 0 every input succeeded; 1 an input failed (reported in its row / JS
 model could not be loaded (message on stderr); 2 usage error (bad arguments).
 
 A folder or ``.zip`` is a whole CT series (see :mod:`brain_ct.series`): it prints ONE object with
-the scan-level ``label`` and ``probability`` (documented rule in :class:`brain_ct.series.ScanRule`),
+the scan-level ``label`` and ``probability`` (documented rule in :class:`brain_ct.scan.ScanRule`),
 ``positive_slices`` (0-based indices), ``n_slices``, ``series_id``, ``head_check``, ``errors`` (files inside it that
 could not be read: ``file``, ``type``, ``message``), ``skipped`` (readable files that are not part of
 the series read: ``file``, ``reason``, e.g. "other series 3f2a…, 1 slice") and ``slices``: one
@@ -169,8 +169,8 @@ def expand_nifti_folders(paths: Sequence[str]) -> list[str]:
     A folder is otherwise one series of slices; volumes are whole scans, so a folder of them is
     several inputs. A folder with anything else in it (hidden files aside) is left as it is.
     """
+    from brain_ct.collect import natural_key
     from brain_ct.nifti import NIFTI_SUFFIXES
-    from brain_ct.series import natural_key
 
     out: list[str] = []
     for path in paths:
@@ -355,7 +355,8 @@ def _series_record(
     writer: _HeatmapWriter | None,
     outputs: _ViewerOutputs | None = None,
 ) -> dict[str, Any]:
-    from brain_ct.series import predict_series, read_series
+    from brain_ct.scan import predict_series
+    from brain_ct.series import read_series
 
     try:
         series = read_series(path, series_uid=args.series_uid, allow_unverified=args.allow_unverified)
@@ -392,7 +393,7 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
     Readings whose head-CT check was skipped get the app's and the report's caveat first, before
     any verdict is read (naming them when only some were read that way).
     """
-    from brain_ct.series import plural
+    from brain_ct.collect import plural
     from brain_ct.wording import UNVERIFIED_NOTE
 
     read = [r for r in records if "error" not in r]
@@ -452,7 +453,8 @@ def _slice_title(record: dict[str, Any], item: dict[str, Any]) -> str:
 
 def _list_series(paths: Sequence[str], as_json: bool) -> int:
     """Print the DICOM series of each path (no model); returns the exit code."""
-    from brain_ct.series import list_series, plural
+    from brain_ct.collect import plural
+    from brain_ct.series import list_series
 
     failed = 0
     for path in paths:

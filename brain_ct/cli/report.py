@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     """Read PATH, predict, write the report; return the exit code."""
     from brain_ct.predictor import Predictor
     from brain_ct.report import plural, write_report
-    from brain_ct.series import predict_series, read_series
+    from brain_ct.scan import predict_series
+    from brain_ct.series import read_series
     from brain_ct.wording import UNVERIFIED_NOTE
 
     out = Path(args.out)

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_series(args: argparse.Namespace) -> int:
-    from brain_ct.series import plural
+    from brain_ct.collect import plural
 
     n_slices = 32 if args.slices is None else args.slices
     fmt = args.fmt or "dcm"
