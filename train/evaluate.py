@@ -540,14 +540,7 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
         raise InvalidInputError("nothing to evaluate: give --test_dir DIR or --synthetic_test N")
     model, settings = load_model(args.model, revision=args.revision)
     context = settings.context_slices
-    transform = SliceTransform(
-        windows=settings.windows,
-        size=settings.image_size,
-        mean=settings.mean,
-        std=settings.std,
-        synthetic_size=args.synthetic_size,
-        context_slices=context,
-    )
+    transform = SliceTransform(settings, synthetic_size=args.synthetic_size)
 
     def dataset(folder: str | None, n: int, split: str) -> Any:
         if folder:
