@@ -536,7 +536,7 @@ def _generate(key: tuple[int, int, int, int]) -> list[Any]:
     return phantoms
 
 
-@dataclass
+@dataclass(eq=False)
 class PhantomCache:
     """Phantoms generated ahead of training, keyed by (seed, label, size, context k).
 
@@ -546,7 +546,7 @@ class PhantomCache:
     only saves time.
     """
 
-    entries: dict[tuple[int, int, int, int], list[Any]] = field(default_factory=dict)
+    entries: dict[tuple[int, int, int, int], list[Any]] = field(default_factory=dict, repr=False)
 
     def get(self, seed: int, label: int, size: int, k: int = 0) -> list[Any]:
         """The phantom(s) of a synthetic record: from the cache, else generated now.
@@ -992,7 +992,7 @@ class SliceTransform:
     image_column: str | None = None
     label_column: str = "label"
     label_map: dict[Any, int] | None = None
-    phantoms: PhantomCache | None = None
+    phantoms: PhantomCache | None = field(default=None, repr=False)
     _load_image: Callable[..., Any] | None = field(default=None, repr=False)
 
     def _loader(self) -> Callable[..., Any]:
