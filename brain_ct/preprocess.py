@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -33,12 +33,32 @@ from brain_ct.errors import InvalidInputError
 from brain_ct.image import Box, CTImage
 from brain_ct.windowing import AIR_HU, DEFAULT_WINDOWS, Window, model_box, resolve_windows, window
 
-if TYPE_CHECKING:
-    from brain_ct.model import ModelSettings
-
 #: ImageNet statistics: what ``microsoft/resnet-50`` was pretrained with.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+class InputSettings(Protocol):
+    """What :func:`model_input` reads of a model's settings: :class:`brain_ct.model.ModelSettings` has it.
+
+    A protocol rather than an import, so ``brain_ct.model`` (which takes its default normalisation from
+    here) and this module do not import each other.
+    """
+
+    @property
+    def windows(self) -> Sequence[Window]: ...
+
+    @property
+    def image_size(self) -> int: ...
+
+    @property
+    def context_slices(self) -> int: ...
+
+    @property
+    def mean(self) -> Sequence[float]: ...
+
+    @property
+    def std(self) -> Sequence[float]: ...
 
 
 class Augmentation(Protocol):
@@ -182,7 +202,7 @@ def context_stack(
 
 def model_input(
     ct: CTImage,
-    settings: ModelSettings,
+    settings: InputSettings,
     neighbors: Sequence[CTImage | None] | None = None,
     augment: Augmentation | None = None,
 ) -> np.ndarray:
