@@ -268,8 +268,8 @@ def bench_single(model_dir: str, slice_path: str, reps: int) -> dict[str, Any]:
     import torch
 
     from brain_ct.io import load_image
-    from brain_ct.model import model_input
     from brain_ct.predictor import Predictor
+    from brain_ct.preprocess import model_input
 
     pred = Predictor.from_pretrained(model_dir)  # channels-last on CPU
     nchw = Predictor.from_pretrained(model_dir, channels_last=False)
@@ -318,10 +318,10 @@ def bench_single(model_dir: str, slice_path: str, reps: int) -> dict[str, Any]:
 def bench_stages(model_dir: str, slice_path: str, reps: int) -> dict[str, Any]:
     import torch
 
-    from brain_ct import explain, windowing
+    from brain_ct import explain, preprocess, windowing
     from brain_ct.io import load_image
-    from brain_ct.model import model_input
     from brain_ct.predictor import Predictor
+    from brain_ct.preprocess import model_input
 
     pred = Predictor.from_pretrained(model_dir)
     s = pred.settings
@@ -332,8 +332,8 @@ def bench_stages(model_dir: str, slice_path: str, reps: int) -> dict[str, Any]:
     logits, cams = explain.gradcam(pred.model, x, s.hemorrhage_index)
     p = pred.predict(ct)
     overlay = p.overlay(0.4)
-    patch = windowing._resize(
-        windowing.crop_padded(ct.hu.astype(np.float32, copy=False), box, windowing.AIR_HU), s.image_size
+    patch = preprocess.resize_square(
+        preprocess.crop_padded(ct.hu.astype(np.float32, copy=False), box, windowing.AIR_HU), s.image_size
     )
 
     def forward() -> None:
@@ -342,10 +342,10 @@ def bench_stages(model_dir: str, slice_path: str, reps: int) -> dict[str, Any]:
 
     fns = {
         "decode": lambda: load_image(data),
-        "resize": lambda: windowing._resize(
-            windowing.crop_padded(ct.hu.astype(np.float32, copy=False), box, windowing.AIR_HU), s.image_size
+        "resize": lambda: preprocess.resize_square(
+            preprocess.crop_padded(ct.hu.astype(np.float32, copy=False), box, windowing.AIR_HU), s.image_size
         ),
-        "window": lambda: windowing.normalize(
+        "window": lambda: preprocess.normalize(
             np.stack([windowing.window(patch, c, w) for c, w in s.windows]), s.mean, s.std
         ),
         "model_input (resize+window+normalise)": lambda: model_input(ct, s),
@@ -369,8 +369,8 @@ def bench_series(
     import torch
 
     from brain_ct.io import load_image
-    from brain_ct.model import model_input
     from brain_ct.predictor import Predictor
+    from brain_ct.preprocess import model_input
 
     pred = Predictor.from_pretrained(model_dir)
     n = len(paths)
@@ -668,21 +668,16 @@ def bench_train(
     from brain_ct.model import load_model
     from train.args import BrainCTTrainingArguments
     from train.augment import Augmenter
-    from train.data import SliceTransform, attach_transform, prefetch_phantoms, synthetic_records, to_dataset
+    from train.data import PhantomCache, SliceTransform, attach_transform, synthetic_records, to_dataset
     from train.trainer import EXTRA_KEYS, BrainCTTrainer
 
     _, settings = load_model(model_dir)
     size = settings.image_size
     records = synthetic_records(n_records, "train", 0, 0.5)
-    prefetch_phantoms(records, 256, processes=min(2, os.cpu_count() or 1))
+    phantoms = PhantomCache()
+    phantoms.prefetch(records, 256, processes=min(2, os.cpu_count() or 1))
     transform = SliceTransform(
-        windows=settings.windows,
-        size=size,
-        mean=settings.mean,
-        std=settings.std,
-        augmenter=Augmenter(),
-        allow_unverified=True,
-        synthetic_size=256,
+        settings, augmenter=Augmenter(), allow_unverified=True, synthetic_size=256, phantoms=phantoms
     )
     dataset = attach_transform(to_dataset(records), transform)
 

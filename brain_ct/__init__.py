@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from brain_ct.errors import InvalidInputError, ModelLoadError, NotHeadCTError
-from brain_ct.windowing import PRESETS, to_model_input, window
+from brain_ct.preprocess import to_model_input
+from brain_ct.windowing import PRESETS, window
 
 __version__ = "0.1.0"
 

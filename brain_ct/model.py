@@ -9,7 +9,7 @@ contract", see ``ARCHITECTURE.md``):
 * ``brain_ct_image_size``: side of the square model input, pixels;
 * ``brain_ct_threshold``: P(hemorrhage) at or above which the label is "hemorrhage";
 * ``brain_ct_image_mean`` / ``brain_ct_image_std``: per-channel normalisation (default: ImageNet,
-  :func:`brain_ct.windowing.default_stats`);
+  :func:`brain_ct.preprocess.default_stats`);
 * ``brain_ct_context_slices`` (optional, default 0): k > 0 stacks slices s−k … s+k as channels,
   each with every window, so ``num_channels == len(windows) * (2k + 1)``;
 * ``brain_ct_trained_on`` (optional): what the weights were trained on, e.g. ``"synthetic phantoms"``;
@@ -28,7 +28,6 @@ file can otherwise run arbitrary code on the machine that opens it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -36,16 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from brain_ct import windowing
 from brain_ct.errors import ModelLoadError
+from brain_ct.preprocess import default_stats
 
 if TYPE_CHECKING:
     import torch
     from transformers import PretrainedConfig
 
-    from brain_ct.image import CTImage
 
 #: The bundled demo model (trained on synthetic phantoms by ``python -m train``).
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +98,7 @@ class ModelSettings:
         wins = tuple((float(c), float(w)) for c, w in self.windows)
         object.__setattr__(self, "windows", wins)
         if not self.mean or not self.std:
-            mean, std = windowing.default_stats(self.num_channels)
+            mean, std = default_stats(self.num_channels)
             object.__setattr__(self, "mean", tuple(mean))
             object.__setattr__(self, "std", tuple(std))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -274,7 +270,7 @@ def settings_from_config(
     mean_raw = getattr(config, "brain_ct_image_mean", None)
     std_raw = getattr(config, "brain_ct_image_std", None)
     if mean_raw is None or std_raw is None:
-        mean, std = windowing.default_stats(expected)
+        mean, std = default_stats(expected)
     else:
         mean = _as_float_list(mean_raw, "brain_ct_image_mean", name)
         std = _as_float_list(std_raw, "brain_ct_image_std", name)
@@ -430,68 +426,6 @@ def load_model(
     for p in model.parameters():
         p.requires_grad_(False)
     return model, settings
-
-
-def model_input(
-    ct: CTImage,
-    settings: ModelSettings,
-    neighbors: Sequence[CTImage | None] | None = None,
-) -> np.ndarray:
-    """The model input of one slice under ``settings`` (windows, size, normalisation, context).
-
-    Single-slice models (``context_slices == 0``) get :func:`brain_ct.windowing.to_model_input`
-    directly; slice-context models get :func:`context_stack`.
-
-    Args:
-        ct: the slice.
-        settings: the model's settings.
-        neighbors: for context models, the 2k slices ``[s−k, …, s−1, s+1, …, s+k]`` (None entries
-            allowed); ignored by single-slice models.
-
-    Returns:
-        float32 ``[settings.num_channels, image_size, image_size]``.
-    """
-    if settings.context_slices == 0:
-        return windowing.to_model_input(
-            ct, settings.windows, settings.image_size, settings.mean, settings.std
-        )
-    stack = context_stack(ct, settings.windows, settings.image_size, settings.context_slices, neighbors)
-    return windowing.normalize(stack, settings.mean, settings.std)
-
-
-def context_stack(
-    ct: CTImage,
-    windows: Sequence[tuple[float, float]],
-    size: int,
-    k: int,
-    neighbors: Sequence[CTImage | None] | None = None,
-) -> np.ndarray:
-    """Windowed slices s−k … s+k stacked as channels, not yet normalised (training augments this).
-
-    Channel index = slice offset × len(windows) + window index. Neighbours are cropped with the
-    centre slice's head box so the stack stays aligned; a missing neighbour (None, or no
-    ``neighbors`` at all, e.g. a single uploaded image) repeats the centre slice. ``k == 0`` is
-    :func:`brain_ct.windowing.to_model_input` without normalisation.
-
-    Returns:
-        float32 ``[len(windows) × (2k + 1), size, size]`` in [0, 1].
-    """
-    centre = windowing.to_model_input(ct, windows, size, None, None)
-    if k == 0:
-        return centre
-    nbs = list(neighbors) if neighbors is not None else [None] * (2 * k)
-    if len(nbs) != 2 * k:
-        raise ValueError(
-            f"a context model with {k} slice(s) each side needs {2 * k} neighbours; got {len(nbs)}"
-        )
-    stack: list[np.ndarray] = []
-    for nb in [*nbs[:k], None, *nbs[k:]]:
-        if nb is None or nb is ct:
-            stack.append(centre)
-        else:
-            aligned = dataclasses.replace(nb, head_box=ct.head_box) if nb.shape == ct.shape else nb
-            stack.append(windowing.to_model_input(aligned, windows, size, None, None))
-    return np.concatenate(stack, axis=0)
 
 
 def build_random_model(

@@ -25,7 +25,8 @@ import numpy as np
 from brain_ct import explain
 from brain_ct.errors import InvalidInputError
 from brain_ct.jsonable import json_safe
-from brain_ct.model import ModelSettings, load_model, model_input
+from brain_ct.model import ModelSettings, load_model
+from brain_ct.preprocess import model_input
 
 if TYPE_CHECKING:
     import torch

@@ -1,19 +1,12 @@
-"""CT windowing and the ONE preprocessing path from a :class:`~brain_ct.image.CTImage` to model input.
+"""CT windows in Hounsfield units, the framing box, and maps from the model grid back to the image.
 
 A window maps Hounsfield units (HU) linearly to [0, 1]: ``center - width/2`` → 0 and
 ``center + width/2`` → 1, clipped outside. Rescale (stored value × (0028,1053) *Rescale Slope*
 + (0028,1052) *Rescale Intercept*) happens in :mod:`brain_ct.io` before any windowing.
 
-Model input (:func:`to_model_input`) is a float32 ``[C, size, size]`` array:
-
-* DICOM input (``ct.hu`` is set): one channel per window, HU → window → [0, 1].
-* 8-bit images (PNG/JPG/…; ``ct.hu is None``): whoever saved the image already chose a
-  window, so the grey image scaled to [0, 1] is repeated in every channel.
-
-Both are cropped to a square around the head (``ct.head_box``) so scanner DICOMs and internet
-figures are framed alike, resized, then normalised with per-channel mean/std. Training and
-inference both call :func:`to_model_input`; :func:`heatmap_to_image` maps a map on the model
-grid back onto the input image's own pixel grid through the same box.
+:func:`model_box` is the square around ``ct.head_box`` that the model sees; the one preprocessing path
+(:mod:`brain_ct.preprocess`) crops it, and :func:`heatmap_to_image` maps a map on the model grid back
+onto the input image's own pixel grid through the same box.
 """
 
 from __future__ import annotations
@@ -39,10 +32,6 @@ PRESETS: dict[str, Window] = {
 
 #: Default model channels, as the RSNA 2019 winners used: brain, subdural, bone.
 DEFAULT_WINDOWS: tuple[Window, ...] = (PRESETS["brain"], PRESETS["subdural"], PRESETS["bone"])
-
-#: ImageNet statistics: what ``microsoft/resnet-50`` was pretrained with.
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 #: HU used to pad outside the scanned field (air).
 AIR_HU = -1000.0
@@ -114,78 +103,6 @@ def square_box(box: Box, margin: float = HEAD_MARGIN) -> Box:
 def model_box(ct: CTImage) -> Box:
     """The square region of the input image (pixels, may extend past it) that the model sees."""
     return square_box(ct.head_box)
-
-
-def crop_padded(image: np.ndarray, box: Box, fill: float) -> np.ndarray:
-    """Crop ``box`` out of a 2-D ``image``, padding with ``fill`` where it extends past the image."""
-    h, w = image.shape[:2]
-    x0, y0, x1, y1 = box
-    inside = image[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)]
-    top, left = max(0, -y0), max(0, -x0)
-    bottom, right = max(0, y1 - h), max(0, x1 - w)
-    if top == left == bottom == right == 0:
-        return inside
-    return cv2.copyMakeBorder(inside, top, bottom, left, right, cv2.BORDER_CONSTANT, value=fill)
-
-
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interp)
-
-
-def to_model_input(
-    ct: CTImage,
-    windows: Sequence[str | Sequence[float]] = DEFAULT_WINDOWS,
-    size: int = 224,
-    mean: Sequence[float] | None = IMAGENET_MEAN,
-    std: Sequence[float] | None = IMAGENET_STD,
-) -> np.ndarray:
-    """Build the model input for one slice — the one preprocessing path of training and inference.
-
-    Args:
-        ct: the loaded slice.
-        windows: one (center, width) in HU or preset name per output channel.
-        size: output side in pixels.
-        mean, std: per-channel normalisation applied after windowing (length C, or None to
-            leave values in [0, 1]).
-
-    Returns:
-        float32 ``[C, size, size]``, C = ``len(windows)``.
-    """
-    wins = resolve_windows(windows)
-    box = model_box(ct)
-    if ct.hu is not None:
-        patch = _resize(crop_padded(ct.hu.astype(np.float32, copy=False), box, AIR_HU), size)
-        channels = np.stack([window(patch, c, w) for c, w in wins])
-    else:
-        grey = _resize(crop_padded(ct.display, box, 0), size).astype(np.float32) * np.float32(1 / 255)
-        channels = np.repeat(grey[None], len(wins), axis=0)
-    return normalize(channels, mean, std)
-
-
-def normalize(channels: np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
-    """Per-channel ``(x - mean) / std`` on a float32 ``[C, H, W]`` array (in place)."""
-    if mean is None or std is None:
-        return channels
-    c = channels.shape[0]
-    if len(mean) != c or len(std) != c:
-        raise InvalidInputError(
-            f"normalisation needs one mean and std per channel: {c} channels, "
-            f"got {len(mean)} means and {len(std)} stds"
-        )
-    m = np.asarray(mean, np.float32)[:, None, None]
-    s = np.asarray(std, np.float32)[:, None, None]
-    channels -= m
-    channels /= s
-    return channels
-
-
-def default_stats(n_channels: int) -> tuple[list[float], list[float]]:
-    """ImageNet mean/std for 3 channels; their averages repeated for any other channel count."""
-    if n_channels == 3:
-        return list(IMAGENET_MEAN), list(IMAGENET_STD)
-    m, s = float(np.mean(IMAGENET_MEAN)), float(np.mean(IMAGENET_STD))
-    return [m] * n_channels, [s] * n_channels
 
 
 def heatmap_to_image(heatmap: np.ndarray, box: Box, shape: tuple[int, int]) -> np.ndarray:

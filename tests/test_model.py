@@ -6,9 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from helpers_models import make_tiny_model, phantom_ct
+from helpers_models import make_tiny_model
 
 from brain_ct import model as bm
 from brain_ct.errors import ModelLoadError
@@ -229,45 +228,6 @@ def test_apply_settings_refuses_channel_mismatch() -> None:
     settings = bm.ModelSettings(windows=((40, 80), (80, 200)), image_size=64, threshold=0.5)
     with pytest.raises(ModelLoadError, match=r"takes 3 input channels"):
         bm.apply_settings_to_config(ResNetConfig(num_channels=3, num_labels=2), settings)
-
-
-# ------------------------------------------------------------------------------ model_input
-def test_model_input_single_slice_matches_to_model_input() -> None:
-    from brain_ct.windowing import to_model_input
-
-    ct = phantom_ct(120, lesion=(80, 60, 6))
-    settings = bm.ModelSettings(windows=((40, 80), (80, 200), (600, 2800)), image_size=64, threshold=0.5)
-    x = bm.model_input(ct, settings)
-    assert x.shape == (3, 64, 64) and x.dtype == np.float32
-    np.testing.assert_array_equal(x, to_model_input(ct, settings.windows, 64, settings.mean, settings.std))
-
-
-def test_model_input_context_stacks_neighbours_in_order() -> None:
-    centre = phantom_ct(120)
-    before = phantom_ct(120, lesion=(40, 60, 10))
-    after = phantom_ct(120, lesion=(80, 60, 10))
-    settings = bm.ModelSettings(windows=((40, 80),), image_size=64, threshold=0.5, context_slices=1)
-    alone = bm.model_input(centre, settings)
-    assert alone.shape == (3, 64, 64)
-    # Without neighbours the slice stands in for them; only the per-channel mean/std differ.
-    raw = (
-        alone * np.asarray(settings.std, np.float32)[:, None, None]
-        + np.asarray(settings.mean, np.float32)[:, None, None]
-    )
-    np.testing.assert_allclose(raw[0], raw[1], atol=1e-5)
-    np.testing.assert_allclose(raw[2], raw[1], atol=1e-5)
-    stacked = bm.model_input(centre, settings, [before, after])
-    raw = (
-        stacked * np.asarray(settings.std, np.float32)[:, None, None]
-        + np.asarray(settings.mean, np.float32)[:, None, None]
-    )
-    # Channel 0 is s-1 (lesion on the image's left half), channel 2 is s+1 (right half).
-    diff_before = np.abs(raw[0] - raw[1])
-    diff_after = np.abs(raw[2] - raw[1])
-    assert diff_before[:, :32].sum() > 10 * diff_before[:, 32:].sum() + 1e-6
-    assert diff_after[:, 32:].sum() > 10 * diff_after[:, :32].sum() + 1e-6
-    with pytest.raises(ValueError, match="needs 2 neighbours"):
-        bm.model_input(centre, settings, [before])
 
 
 def test_shown_model_id_hides_the_server_path_of_project_folders(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def test_predict_fields(predictor: Predictor, kind: str) -> None:
 
 
 def test_probability_is_the_softmax_of_the_model(predictor: Predictor) -> None:
-    from brain_ct.model import model_input
+    from brain_ct.preprocess import model_input
 
     ct = phantom_ct(128, lesion=(50, 60, 6))
     x = torch.from_numpy(model_input(ct, predictor.settings))[None]

@@ -13,7 +13,8 @@ from helpers_train import NO_EVAL, write_dicom_series_folder, write_tiny_folder
 
 from brain_ct.errors import InvalidInputError
 from brain_ct.io import load_image
-from brain_ct.model import ModelSettings, context_stack, model_input
+from brain_ct.model import ModelSettings
+from brain_ct.preprocess import model_input
 from brain_ct.series import anatomical_groups
 from brain_ct.synthetic import generate_context, generate_slice, to_dicom
 from train.augment import Augmenter
@@ -117,9 +118,7 @@ def test_context_transform_is_exactly_the_predictor_input(
     root, series = series_folder
     cols = add_file_neighbors(scan_imagefolder(root), 1)
     settings = ModelSettings(windows=tuple(WINDOWS), image_size=48, threshold=0.5, context_slices=1)
-    transform = SliceTransform(
-        windows=WINDOWS, size=48, mean=settings.mean, std=settings.std, context_slices=1
-    )
+    transform = SliceTransform(settings)
     ordered = next(iter(series.values()))
     for i in (0, 2):  # an end slice (centre repeated below) and a middle one
         row = cols["path"].index(str(ordered[i]))
@@ -138,10 +137,9 @@ def test_augmentation_moves_every_stacked_slice_alike() -> None:
     stack = generate_context(5, 96, 1, hemorrhage=True)
     cts = [load_image(dicom_bytes(to_dicom(ph)), allow_unverified=True) for ph in stack]
     flip = Augmenter(rotation=0, zoom=0, shift=0, brightness=(1.0, 1.0), horizontal_flip=True)
-    plain = context_stack(cts[1], WINDOWS, 64, 1, [cts[0], cts[2]])
-    transform = SliceTransform(
-        windows=WINDOWS, size=64, mean=None, std=None, augmenter=flip, context_slices=1
-    )
+    settings = ModelSettings(windows=tuple(WINDOWS), image_size=64, threshold=0.5, context_slices=1)
+    plain = model_input(cts[1], settings, [cts[0], cts[2]])
+    transform = SliceTransform(settings, augmenter=flip)
     flipped = [
         transform.encode(cts[1], None, np.random.default_rng(s), [cts[0], cts[2]])[0] for s in range(8)
     ]

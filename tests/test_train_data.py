@@ -6,17 +6,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_train import write_tiny_folder
+from helpers_models import make_tiny_model
+from helpers_train import write_dicom_series_folder, write_tiny_folder
 
 from brain_ct.errors import InvalidInputError
 from brain_ct.io import load_image
-from brain_ct.windowing import DEFAULT_WINDOWS, IMAGENET_MEAN, IMAGENET_STD, to_model_input
-from train.augment import IDENTITY, Augmenter, AugmentParams, affine_matrix
+from brain_ct.model import ModelSettings
+from brain_ct.preprocess import mask_to_model_grid, to_model_input
+from brain_ct.series import context_neighbors
+from brain_ct.windowing import DEFAULT_WINDOWS
+from train.augment import IDENTITY, AugmentDraw, Augmenter, AugmentParams, affine_matrix
 from train.data import (
+    PhantomCache,
     SliceTransform,
+    add_file_neighbors,
     class_id,
     class_weights_from_counts,
-    mask_to_model_grid,
     read_mask,
     read_rsna_labels,
     scan_imagefolder,
@@ -35,6 +40,10 @@ ID_ccc_intraparenchymal,1
 ID_ccc_any,1
 ID_aaa_any,1
 """
+
+
+#: A 3-window single-slice model at 64 px with ImageNet mean/std.
+SETTINGS = ModelSettings(DEFAULT_WINDOWS, 64, 0.5)
 
 
 @pytest.fixture(scope="module")
@@ -133,27 +142,54 @@ def test_class_weights_from_counts() -> None:
     assert class_weights_from_counts([30, 10]) == pytest.approx([40 / 60, 40 / 20])
 
 
-def test_eval_transform_is_exactly_to_model_input(folder: Path) -> None:
-    """One preprocessing path: the training transform's output equals brain_ct's to_model_input."""
-    cols = scan_imagefolder(folder)
-    t = SliceTransform(windows=DEFAULT_WINDOWS, size=64, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """One DICOM series (4 slices, headers give the order), a lone DICOM and two PNGs."""
+    root = tmp_path_factory.mktemp("mixed")
+    series = write_dicom_series_folder(root, n_series=1, n_slices=4, size=64)
+    write_tiny_folder(root, n=3, size=64, dicom_every=99)
+    return root, next(iter(series.values()))
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_training_transform_is_exactly_the_predictor_input(
+    mixed_folder: tuple[Path, list[Path]], tmp_path: Path, k: int
+) -> None:
+    """One preprocessing path: for the same file, SliceTransform's tensor is the very tensor the Predictor
+    feeds its model — single-slice and context models; DICOM in a series, a lone DICOM and 8-bit PNGs."""
+    from brain_ct.predictor import Predictor
+
+    root, ordered = mixed_folder
+    predictor = Predictor.from_pretrained(make_tiny_model(tmp_path / "m", image_size=48, context_slices=k))
+    fed: list[np.ndarray] = []
+    predictor.model.register_forward_pre_hook(
+        lambda _m, _a, kw: fed.append(kw["pixel_values"].detach().cpu().numpy().copy()), with_kwargs=True
+    )
+    cols = scan_imagefolder(root)
+    cols = add_file_neighbors(cols, k) if k else cols
+    transform = SliceTransform(predictor.settings)
+    # The Predictor reads a series in anatomical order, each slice with its neighbours (series reading).
+    cts = [load_image(str(p), allow_unverified=True) for p in ordered]
+    in_series = {
+        str(p): (ct, nbs) for p, ct, nbs in zip(ordered, cts, context_neighbors(cts, k), strict=True)
+    }
     kinds = []
-    for i in range(len(cols["path"])):
-        out = t({k: [v[i]] for k, v in cols.items()})
-        ct = load_image(cols["path"][i], allow_unverified=True)
-        np.testing.assert_array_equal(out["pixel_values"][0].numpy(), to_model_input(ct, DEFAULT_WINDOWS, 64))
-        assert out["labels"][0] == cols["label"][i]
-        kinds.append(out["input_kind"][0])
-    assert set(kinds) == {0, 1}  # DICOM and PNG both went through
+    for i, path in enumerate(cols["path"]):
+        out = transform({key: [v[i]] for key, v in cols.items()})
+        ct, nbs = in_series.get(path, (load_image(path, allow_unverified=True), None))
+        fed.clear()
+        predictor.predict_batch([ct], neighbors=[nbs] if k else None, allow_unverified=True)
+        assert out["pixel_values"][0].shape == (3 * (2 * k + 1), 48, 48)
+        np.testing.assert_array_equal(out["pixel_values"][0].numpy(), fed[0][0])
+        kinds.append((out["input_kind"][0], path in in_series))
+    assert set(kinds) == {(0, True), (0, False), (1, False)}  # series DICOM, lone DICOM, PNG
 
 
 def test_identity_augmentation_equals_eval_path(folder: Path) -> None:
     cols = scan_imagefolder(folder)
     aug = Augmenter(rotation=0, zoom=0, shift=0, brightness=(1.0, 1.0), horizontal_flip=False)
-    t_aug = SliceTransform(
-        windows=DEFAULT_WINDOWS, size=64, mean=IMAGENET_MEAN, std=IMAGENET_STD, augmenter=aug
-    )
-    t_eval = SliceTransform(windows=DEFAULT_WINDOWS, size=64, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    t_aug = SliceTransform(SETTINGS, augmenter=aug)
+    t_eval = SliceTransform(SETTINGS)
     batch = {k: v[:3] for k, v in cols.items()}
     a, b = t_aug(batch), t_eval(batch)
     for x, y in zip(a["pixel_values"], b["pixel_values"], strict=True):
@@ -182,14 +218,7 @@ def test_read_mask_wrong_size(folder: Path) -> None:
 
 def test_training_transform_returns_masks_for_positives(folder: Path) -> None:
     cols = scan_imagefolder(folder)
-    t = SliceTransform(
-        windows=DEFAULT_WINDOWS,
-        size=64,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        augmenter=Augmenter(),
-        with_masks=True,
-    )
+    t = SliceTransform(SETTINGS, augmenter=Augmenter(), with_masks=True)
     out = t({k: v[:4] for k, v in cols.items()})
     assert out["has_mask"] == [bool(y) for y in cols["label"][:4]]
     for m, has in zip(out["mask"], out["has_mask"], strict=True):
@@ -209,48 +238,54 @@ def _square_image(size: int = 64) -> tuple[np.ndarray, np.ndarray]:
 def test_flip_only_mirrors_exactly() -> None:
     img, mask = _square_image()
     params = AugmentParams(0.0, 1.0, 0.0, 0.0, True, 1.0, 0.0, 1.0)
-    out, m = Augmenter.apply(img, mask, params)
+    draw = AugmentDraw(params)
+    out, m = draw(img), draw.mask(mask)
     np.testing.assert_allclose(out, img[:, :, ::-1], atol=1e-6)
     np.testing.assert_allclose(m, mask[:, ::-1], atol=1e-6)
 
 
 def test_shift_moves_by_pixels() -> None:
     img, mask = _square_image()
-    params = AugmentParams(0.0, 1.0, 5.0, -3.0, False, 1.0, 0.0, 1.0)
-    out, m = Augmenter.apply(img, mask, params)
+    draw = AugmentDraw(AugmentParams(0.0, 1.0, 5.0, -3.0, False, 1.0, 0.0, 1.0))
+    out, m = draw(img), draw.mask(mask)
     np.testing.assert_allclose(out[0, 7:17, 45:57], 1.0, atol=1e-6)
     assert out[0, 10:20, 40:45].max() == 0.0
+    np.testing.assert_allclose(m, out[0], atol=1e-6)  # the mask moved with the image
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_random_augmentation_keeps_mask_on_image(seed: int) -> None:
     img, mask = _square_image()
-    params = Augmenter(rotation=20, zoom=0.2, shift=0.1, brightness=(1.0, 1.0)).sample(
+    draw = Augmenter(rotation=20, zoom=0.2, shift=0.1, brightness=(1.0, 1.0)).draw(
         np.random.default_rng(seed), 64
     )
-    out, m = Augmenter.apply(img, mask, params)
+    out, m = draw(img), draw.mask(mask)
     np.testing.assert_allclose(out[0], m, atol=1e-5)  # the same warp, pixel for pixel
     assert m.sum() > 50
 
 
 def test_brightness_scales_and_clips() -> None:
     img = np.full((3, 8, 8), 0.9, np.float32)
-    out, _ = Augmenter.apply(img, None, AugmentParams(0.0, 1.0, 0.0, 0.0, False, 1.2, 0.0, 1.0))
+    out = AugmentDraw(AugmentParams(0.0, 1.0, 0.0, 0.0, False, 1.2, 0.0, 1.0))(img)
     assert out.max() == 1.0
-    out, _ = Augmenter.apply(img, None, AugmentParams(0.0, 1.0, 0.0, 0.0, False, 0.5, 0.0, 1.0))
+    out = AugmentDraw(AugmentParams(0.0, 1.0, 0.0, 0.0, False, 0.5, 0.0, 1.0))(img)
     np.testing.assert_allclose(out, 0.45, atol=1e-6)
+    assert img.max() == pytest.approx(0.9)  # the input stack is left as it was
 
 
 def test_window_jitter_only_when_enabled() -> None:
     rng = np.random.default_rng(0)
     assert Augmenter().sample(rng, 64).width_factor == 1.0
     p = Augmenter(window_jitter=0.1).sample(rng, 64)
-    ((c, w),) = Augmenter.jitter_windows([(40.0, 80.0)], p)
+    ((c, w),) = AugmentDraw(p).windows([(40.0, 80.0)])
     assert abs(c - 40.0) <= 8.0 and 72.0 <= w <= 88.0 and (c, w) != (40.0, 80.0)
 
 
 def test_identity_matrix() -> None:
     np.testing.assert_allclose(affine_matrix(32, IDENTITY), [[1, 0, 0], [0, 1, 0]], atol=1e-12)
+    img, mask = _square_image()
+    draw = AugmentDraw(IDENTITY)
+    assert draw(img) is img and draw.mask(mask) is mask  # nothing drawn, nothing resampled
 
 
 # ------------------------------------------------------------------------------------------- phantoms
@@ -277,14 +312,31 @@ def test_prefetch_fills_cache_once() -> None:
     from train import data
 
     cols = synthetic_records(3, "validation", 5, 0.0)
-    data._PHANTOMS.clear()
-    assert data.prefetch_phantoms(cols, 64) == 3
-    assert data.prefetch_phantoms(cols, 64) == 0  # already cached
+    cache = PhantomCache()
+    assert cache.prefetch(cols, 64) == 3
+    assert cache.prefetch(cols, 64) == 0  # already cached
+    assert PhantomCache().prefetch(cols, 64) == 3  # caches are separate objects, no hidden global
     key = (cols["synthetic_seed"][0], cols["label"][0], 64, 0)
-    np.testing.assert_array_equal(data.phantoms_for(*key)[0].hu, data._generate(key)[0].hu)
-    assert data.prefetch_phantoms(cols, 64, k=1) == 3  # context stacks are cached apart
-    assert len(data.phantoms_for(*key[:3], 1)) == 3
-    data._PHANTOMS.clear()
+    assert cache.get(*key) is cache.entries[key]
+    np.testing.assert_array_equal(cache.get(*key)[0].hu, data._generate(key)[0].hu)
+    assert cache.prefetch(cols, 64, k=1) == 3  # context stacks are cached apart
+    assert len(cache.get(*key[:3], 1)) == 3
+
+
+def test_transform_reads_phantoms_from_its_cache() -> None:
+    from train import data
+
+    cols = synthetic_records(2, "validation", 5, 0.0)
+    batch = {k: v[:1] for k, v in cols.items()}
+    key = (cols["synthetic_seed"][0], cols["label"][0], 128, 0)
+    cache = PhantomCache()
+    cache.prefetch(batch, 128)
+    fresh = SliceTransform(SETTINGS, synthetic_size=128)(batch)["pixel_values"][0]
+    cached = SliceTransform(SETTINGS, synthetic_size=128, phantoms=cache)(batch)["pixel_values"][0]
+    np.testing.assert_array_equal(cached.numpy(), fresh.numpy())  # a cache only saves time
+    cache.entries[key] = data._generate((key[0] + 1, *key[1:]))  # another head under this key
+    other = SliceTransform(SETTINGS, synthetic_size=128, phantoms=cache)(batch)["pixel_values"][0]
+    assert not np.array_equal(other.numpy(), fresh.numpy())  # the transform did read the cache
 
 
 # ------------------------------------------------------------------------------------------- Hub datasets
@@ -305,10 +357,7 @@ def test_hub_dataset_splits_and_transform(tmp_path: Path) -> None:
     names = splits.train.features["label"].names
     assert {names[k]: v for k, v in splits.label_map.items()} == {"hemorrhage": 1, "normal": 0}
     t = SliceTransform(
-        windows=DEFAULT_WINDOWS,
-        size=64,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
+        SETTINGS,
         image_column="image",
         label_column="label",
         label_map=splits.label_map,
@@ -376,7 +425,7 @@ def test_real_anatomy_transform_is_domain_real_with_masks() -> None:
     va = real_anatomy_records(GE_DIR, "validation", 0)
     cols = merge_records(synthetic_records(2, "validation", 0, 0.0), va)
     assert cols["real_seed"][:2] == [-1, -1] and cols["real_subtype"][:2] == ["", ""]
-    tf = SliceTransform(DEFAULT_WINDOWS, 64, IMAGENET_MEAN, IMAGENET_STD, with_masks=True, synthetic_size=128)
+    tf = SliceTransform(SETTINGS, with_masks=True, synthetic_size=128)
     pick = [0, 1] + [2 + i for i, y in enumerate(va["label"]) if y][:2] + [2 + va["label"].index(0)]
     batch = {k: [v[i] for i in pick] for k, v in cols.items()}
     out = tf(batch)

@@ -17,6 +17,7 @@ import pytest
 from helpers_train import NO_EVAL
 
 from brain_ct.errors import InvalidInputError
+from brain_ct.model import ModelSettings
 from brain_ct.nifti import read_nifti_series
 from brain_ct.synthetic import generate_series
 from train import main
@@ -137,7 +138,7 @@ def test_transform_decodes_the_volume_slice_and_its_mask(volumes: Path) -> None:
     cols = nifti_records(volumes)
     i = _index(cols, "case2", 3)
     ex = {key: values[i] for key, values in cols.items()}
-    transform = SliceTransform(windows=[(40, 80)], size=64, mean=[0.5], std=[0.25], with_masks=True)
+    transform = SliceTransform(ModelSettings(((40, 80),), 64, 0.5, (0.5,), (0.25,)), with_masks=True)
     ct, mask, label = transform.load(ex)
     expected = read_nifti_series(ex["path"]).slices[3]
     np.testing.assert_array_equal(ct.hu, expected.hu)
@@ -150,7 +151,7 @@ def test_transform_decodes_the_volume_slice_and_its_mask(volumes: Path) -> None:
 def test_slice_context_neighbours_are_the_volume_slices(volumes: Path) -> None:
     cols = nifti_records(volumes)
     ex = {key: values[_index(cols, "case1", 0)] for key, values in cols.items()}
-    transform = SliceTransform(windows=[(40, 80)], size=64, mean=[0.5] * 3, std=[0.25] * 3, context_slices=1)
+    transform = SliceTransform(ModelSettings(((40, 80),), 64, 0.5, (0.5,) * 3, (0.25,) * 3, context_slices=1))
     _, _, _, neighbors = transform.load_with_context(ex)
     series = read_nifti_series(ex["path"])
     assert neighbors[0] is None and np.array_equal(neighbors[1].hu, series.slices[1].hu)

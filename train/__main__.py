@@ -24,7 +24,7 @@ import logging
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from train.args import (
     load_model_config,
     preset_defaults,
 )
+
+if TYPE_CHECKING:
+    from brain_ct.model import ModelSettings
 
 logger = logging.getLogger("train")
 
@@ -77,7 +80,7 @@ def build_model(model_args: ModelArguments, num_channels: int) -> Any:
     """
     from transformers import AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification
 
-    from train.data import ID2LABEL, LABEL2ID
+    from brain_ct.model import ID2LABEL, LABEL2ID
 
     labels = {"num_labels": 2, "id2label": dict(ID2LABEL), "label2id": dict(LABEL2ID)}
     if model_args.from_scratch:
@@ -125,18 +128,22 @@ def describe_architecture(model: Any) -> str:
     )
 
 
-def save_preprocessor(folder: str | Path, size: int, mean: list[float], std: list[float]) -> None:
+def save_preprocessor(folder: str | Path, settings: ModelSettings) -> None:
     """Write a ``ConvNextImageProcessor``-compatible ``preprocessor_config.json`` for Hub tooling.
 
-    It resizes to ``size`` and normalises an already windowed 8-bit image (no cropping: ``crop_pct`` 1).
-    brain_ct's own preprocessing (HU windows, framing to the head) is what predictions use.
+    It resizes to ``settings.image_size`` and normalises an already windowed 8-bit image with
+    ``settings.mean`` / ``std`` (no cropping: ``crop_pct`` 1). brain_ct's own preprocessing
+    (:func:`brain_ct.preprocess.model_input`: HU windows, framing to the head) is what predictions use.
     """
     from transformers import ConvNextImageProcessorPil
 
-    if len(mean) != 3:  # image processors speak RGB; a non-3-channel model has no meaningful one
+    if settings.num_channels != 3:  # image processors speak RGB; a non-3-channel model has no meaningful one
         return
     ConvNextImageProcessorPil(
-        size={"shortest_edge": size}, crop_pct=1.0, image_mean=mean, image_std=std
+        size={"shortest_edge": settings.image_size},
+        crop_pct=1.0,
+        image_mean=list(settings.mean),
+        image_std=list(settings.std),
     ).save_pretrained(str(folder))
 
 
@@ -162,11 +169,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from brain_ct.jsonable import json_safe
     from brain_ct.model import ModelSettings, apply_settings_to_config
-    from brain_ct.windowing import default_stats
+    from brain_ct.preprocess import default_stats
     from train.augment import Augmenter
     from train.calibrate import calibrate_and_choose, calibration_groups, calibration_report, plot_reliability
-    from train.card import write_model_card
-    from train.data import SliceTransform, attach_transform, build_splits, class_weights_from_counts
+    from train.card import CardInfo, write_model_card
+    from train.data import (
+        PhantomCache,
+        SliceTransform,
+        attach_transform,
+        build_splits,
+        class_weights_from_counts,
+    )
     from train.evaluate import (
         plot_training_curves,
         predict_scores,
@@ -226,15 +239,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     apply_settings_to_config(model.config, settings)  # checkpoints carry the keys too
 
+    phantoms = PhantomCache()
     if splits.synthetic and data_args.synthetic_cache:
         import os
-
-        from train.data import prefetch_phantoms
 
         procs = max(1, training_args.dataloader_num_workers, min(4, os.cpu_count() or 1))
         for ds in (splits.train, splits.validation):
             if ds is not None and "synthetic_seed" in ds.column_names:
-                prefetch_phantoms(ds.to_dict(), data_args.synthetic_size, procs, context)
+                phantoms.prefetch(ds.to_dict(), data_args.synthetic_size, procs, context)
 
     with_masks = data_args.mask_loss_weight > 0
     if with_masks and not splits.generated_masks and not splits.hub:
@@ -246,13 +258,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         logger.info("mask guidance: %d training slices have lesion masks", n_masks)
     common = {
-        "windows": windows,
-        "size": data_args.image_size,
-        "mean": mean,
-        "std": std,
+        "settings": settings,
         "allow_unverified": not data_args.verify_head_ct,
         "synthetic_size": data_args.synthetic_size,
-        "context_slices": context,
+        "phantoms": phantoms,
     }
     if splits.hub:
         common.update(
@@ -361,23 +370,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     apply_settings_to_config(model.config, settings)
     # the weights too: a kept temperature was folded into the classifier after the Trainer saved them
     model.save_pretrained(str(out))
-    save_preprocessor(out, data_args.image_size, list(mean), list(std))
+    save_preprocessor(out, settings)
     (out / "eval_results.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
     name = training_args.hub_model_id or out.name
-    write_model_card(
-        out,
+    card = CardInfo(
         model_name=name,
-        trained_on=trained_on,
         synthetic=splits.synthetic,
-        results=json_safe(results),
-        windows=windows,
-        image_size=data_args.image_size,
-        mean=mean,
-        std=std,
-        threshold=threshold,
-        threshold_rule=rule,
-        calibration=json_safe(results["calibration"]),
-        calibration_plots=calibration_plots,
         base_model=None if model_args.from_scratch else model_args.model_name_or_path,
         architecture=describe_architecture(model),
         training={
@@ -387,7 +385,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         command="python -m train " + " ".join(shlex.quote(a) for a in argv),
         plots=plots,
+        calibration_plots=calibration_plots,
     )
+    write_model_card(out, settings, json_safe(results), card)
     if training_args.push_to_hub_requested:
         from train.hub import push_folder
 

@@ -1,12 +1,15 @@
-"""Training augmentation applied to the windowed model input and its lesion mask together.
+"""Training augmentation: the hook :func:`brain_ct.preprocess.model_input` applies, and the same move
+for the lesion mask.
 
 The pipeline per training slice is::
 
-    CTImage ──to_model_input(ct, jittered windows, size, mean=None, std=None)──▶ [C, S, S] in [0, 1]
-            ──Augmenter.apply (one affine warp for image AND mask, brightness)──▶ normalize(mean, std)
+    CTImage ──model_input(ct, settings, neighbors, augment=draw)──▶ normalised [C, S, S]
+              inside: windows jittered (draw.windows) → framed, resized, windowed stack in [0, 1]
+                      → draw(stack): one affine warp for every channel, brightness → normalize(mean, std)
+    lesion mask ──mask_to_model_grid──▶ draw.mask: the same affine warp
 
-so the one preprocessing path (:func:`brain_ct.windowing.to_model_input`) still does all the CT work
-(HU windows, framing to the head, resize); augmentation only moves pixels on the model grid. Doing the
+so the one preprocessing path (:mod:`brain_ct.preprocess`) still does all the CT work (HU windows,
+framing to the head, resize, normalisation); augmentation only moves pixels on the model grid. Doing the
 geometry after framing matters: warping the full image first would be undone by the crop to the head box.
 
 The defaults follow the seed project (Keras ``ImageDataGenerator``): rotation ±20°, zoom 0.2, shift 0.15,
@@ -51,7 +54,7 @@ class Augmenter:
         shift: shift uniform in ±shift × S pixels, each axis.
         brightness: (low, high) multiplicative intensity factor on [0, 1] values, then clipped.
         horizontal_flip: mirror left-right with probability 0.5.
-        window_jitter: DICOM input only; see :meth:`jitter_windows`.
+        window_jitter: DICOM input only; see :meth:`AugmentDraw.windows`.
     """
 
     rotation: float = 20.0
@@ -75,41 +78,50 @@ class Augmenter:
             width_factor=float(rng.uniform(1.0 - j, 1.0 + j)) if j > 0 else 1.0,
         )
 
-    @staticmethod
-    def jitter_windows(windows: Sequence[Window], params: AugmentParams) -> list[Window]:
+    def draw(self, rng: np.random.Generator, size: int) -> AugmentDraw:
+        """Draw one augmentation for a ``size``-pixel input (:meth:`sample` wrapped as the hook)."""
+        return AugmentDraw(self.sample(rng, size))
+
+
+@dataclass(frozen=True)
+class AugmentDraw:
+    """One drawn augmentation: the :class:`brain_ct.preprocess.Augmentation` hook of
+    :func:`brain_ct.preprocess.model_input`, and :meth:`mask` for the lesion mask on the same grid."""
+
+    params: AugmentParams
+
+    def windows(self, windows: Sequence[Window]) -> list[Window]:
         """Jittered windows: center += center_shift × width, width ×= width_factor (HU)."""
-        return [(c + params.center_shift * w, w * params.width_factor) for c, w in windows]
+        p = self.params
+        return [(c + p.center_shift * w, w * p.width_factor) for c, w in windows]
 
-    @staticmethod
-    def apply(
-        channels: np.ndarray, mask: np.ndarray | None, params: AugmentParams
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Warp ``channels`` and ``mask`` with the same affine map, then scale brightness.
-
-        Args:
-            channels: float32 ``[C, S, S]`` with values in [0, 1] (not yet normalised).
-            mask: float32 ``[S, S]`` in [0, 1] on the same grid, or None.
-            params: from :meth:`sample`.
+    def __call__(self, stack: np.ndarray) -> np.ndarray:
+        """Warp every channel of float32 ``[C, S, S]`` in [0, 1] with one affine map, then scale brightness.
 
         Returns:
-            ``(channels, mask)``: new float32 arrays of the same shapes, channels in [0, 1].
+            A new float32 array of the same shape in [0, 1] (``stack`` itself for the identity).
         """
-        size = channels.shape[-1]
-        matrix = affine_matrix(size, params)
-        out = warp_channels(channels, matrix)
-        if params.brightness != 1.0:
-            out *= np.float32(params.brightness)
+        if self.params == IDENTITY:
+            return stack
+        out = warp_channels(stack, affine_matrix(stack.shape[-1], self.params))
+        if self.params.brightness != 1.0:
+            out *= np.float32(self.params.brightness)
             np.clip(out, 0.0, 1.0, out=out)
-        if mask is not None:
-            mask = cv2.warpAffine(
-                mask.astype(np.float32, copy=False),
-                matrix,
-                (size, size),
-                flags=cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_CONSTANT,
-                borderValue=0.0,
-            )
-        return out, mask
+        return out
+
+    def mask(self, mask: np.ndarray) -> np.ndarray:
+        """Warp a float32 ``[S, S]`` mask in [0, 1] with the same affine map as the channels (no brightness)."""
+        if self.params == IDENTITY:
+            return mask
+        size = mask.shape[-1]
+        return cv2.warpAffine(
+            mask.astype(np.float32, copy=False),
+            affine_matrix(size, self.params),
+            (size, size),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0.0,
+        )
 
 
 def affine_matrix(size: int, params: AugmentParams) -> np.ndarray:

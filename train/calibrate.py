@@ -490,14 +490,7 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
             "nothing to calibrate on: give --validation_dir DIR, --synthetic_validation N and/or "
             "--real_anatomy_dir DIR (real normal slices let the threshold bound false positives on real anatomy)"
         )
-    transform = SliceTransform(
-        windows=settings.windows,
-        size=settings.image_size,
-        mean=settings.mean,
-        std=settings.std,
-        synthetic_size=args.synthetic_size,
-        context_slices=settings.context_slices,
-    )
+    transform = SliceTransform(settings, synthetic_size=args.synthetic_size)
 
     def dataset(cols: dict[str, list[Any]]) -> Any:
         return attach_transform(to_dataset(cols), transform)

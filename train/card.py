@@ -13,11 +13,15 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from brain_ct import DISCLAIMER
 from brain_ct.wording import DEMO_NOTE
+
+if TYPE_CHECKING:
+    from brain_ct.model import ModelSettings
 
 SYNTHETIC_WARNING = (
     f"**{DEMO_NOTE[:1].upper()}{DEMO_NOTE[1:]}, must not be used on patients.** "
@@ -171,47 +175,53 @@ def _eval_results(results: dict[str, Any], dataset_name: str) -> list[Any]:
     return out
 
 
-def render_model_card(
-    *,
-    model_name: str,
-    trained_on: str,
-    synthetic: bool,
-    results: dict[str, Any],
-    windows: Sequence[Sequence[float]],
-    image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    threshold: float,
-    threshold_rule: str | Mapping[str, Any],
-    base_model: str | None,
-    architecture: str,
-    training: dict[str, Any],
-    command: str | None = None,
-    plots: Sequence[str] = (),
-    calibration: Mapping[str, Any] | None = None,
-    calibration_plots: Sequence[str] = (),
-) -> str:
-    """The model card text (YAML front matter + Markdown).
+@dataclass(frozen=True)
+class CardInfo:
+    """What the card says beyond the model's settings and its ``eval_results.json``.
 
-    Args:
+    Attributes:
         model_name: the repo / folder name shown as title.
-        trained_on: the training data description (also ``brain_ct_trained_on`` in the config).
         synthetic: trained on generated phantoms only → the "demonstration only" warning.
-        results: ``eval_results.json`` content (``validation`` / ``test`` metric dicts).
-        windows, image_size, mean, std: the preprocessing stored in the config.
-        threshold, threshold_rule: the decision threshold and how it was chosen (a sentence, or the rule
-            dict of :func:`train.evaluate.select_threshold`, also stored as ``brain_ct_threshold_rule``).
         base_model: the pretrained starting point, or None when trained from scratch.
         architecture: a short description (stages, widths, parameter count).
         training: hyper-parameters to list (name → value).
-        command: the exact command that reproduces the model.
-        plots: PNG file names in the folder to show.
-        calibration: ``eval_results.json``'s ``calibration`` entry (temperature, ECE per split, input kind
-            and domain), or None for no calibration section.
-        calibration_plots: reliability-diagram PNG names to show in that section.
+        command: the exact command that reproduces the model, or None.
+        plots: PNG file names in the folder to show under the evaluation.
+        calibration_plots: reliability-diagram PNG names to show in the calibration section.
+    """
+
+    model_name: str
+    synthetic: bool
+    base_model: str | None
+    architecture: str
+    training: Mapping[str, Any] = field(default_factory=dict)
+    command: str | None = None
+    plots: Sequence[str] = ()
+    calibration_plots: Sequence[str] = ()
+
+
+def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info: CardInfo) -> str:
+    """The model card text (YAML front matter + Markdown).
+
+    Args:
+        settings: the saved model's settings: preprocessing (windows, image size, mean/std, slice
+            context), ``threshold`` and ``threshold_rule`` (the rule dict of
+            :func:`train.evaluate.select_threshold`, stored as ``brain_ct_threshold_rule``) and
+            ``trained_on`` (the training data description).
+        results: ``eval_results.json`` content: ``validation`` / ``test`` metric dicts and, when
+            calibration ran, ``calibration`` (temperature, ECE per split, input kind and domain).
+        info: the rest (:class:`CardInfo`).
     """
     from huggingface_hub import ModelCardData
 
+    model_name, synthetic, base_model = info.model_name, info.synthetic, info.base_model
+    trained_on = settings.trained_on or "not recorded"
+    image_size = settings.image_size
+    rule: Mapping[str, Any] | str = (
+        settings.threshold_rule
+        if settings.threshold_rule is not None
+        else "how it was chosen was not recorded"
+    )
     data = ModelCardData(
         model_name=model_name,
         library_name="transformers",
@@ -249,14 +259,17 @@ def render_model_card(
         "",
         "## Preprocessing",
         "",
-        "`brain_ct.windowing.to_model_input` — the same function in training and inference: DICOM input is "
+        "`brain_ct.preprocess.model_input` — the same function in training and inference: DICOM input is "
         "converted to HU and each CT window below becomes one channel; an 8-bit PNG/JPG (already windowed by "
         "whoever saved it) is repeated in every channel. The slice is framed to a square around the head, "
         f"resized to {image_size}×{image_size} and normalised per channel.",
         "",
-        f"- windows (center, width in HU): {[[float(c), float(w)] for c, w in windows]}",
+        f"- windows (center, width in HU): {[[c, w] for c, w in settings.windows]}",
         f"- input size: {image_size} px",
-        f"- mean / std: {[round(float(v), 4) for v in mean]} / {[round(float(v), 4) for v in std]}",
+        f"- slice context: {settings.context_slices} slice(s) on each side stacked as channels"
+        if settings.context_slices
+        else "- slice context: none (one slice)",
+        f"- mean / std: {[round(v, 4) for v in settings.mean]} / {[round(v, 4) for v in settings.std]}",
         "",
         "These are stored in `config.json` (`brain_ct_*` keys). `preprocessor_config.json` is there for Hub "
         "tooling only (resize + normalise of an already windowed image); it does not do the CT windowing, so "
@@ -264,27 +277,28 @@ def render_model_card(
         "",
         "## Decision threshold",
         "",
-        threshold_text(threshold, threshold_rule),
+        threshold_text(settings.threshold, rule),
         "",
         "## Evaluation",
         "",
         metrics_table(results) if results else "No evaluation was run.",
         "",
     ]
-    for plot in plots:
+    for plot in info.plots:
         lines += [f"![{plot}]({plot})", ""]
+    calibration = results.get("calibration")
     if calibration:
-        lines += ["## Calibration", "", calibration_text(calibration, calibration_plots)]
+        lines += ["## Calibration", "", calibration_text(calibration, info.calibration_plots)]
     lines += [
         "## Model and training",
         "",
-        f"- architecture: {architecture}",
+        f"- architecture: {info.architecture}",
         f"- base model: {base_model or 'none (random initialisation)'}",
     ]
-    lines += [f"- {k}: {v}" for k, v in training.items()]
+    lines += [f"- {k}: {v}" for k, v in info.training.items()]
     lines.append("")
-    if command:
-        lines += ["## Reproduce", "", "```bash", command, "```", ""]
+    if info.command:
+        lines += ["## Reproduce", "", "```bash", info.command, "```", ""]
     lines += [
         "## How to use",
         "",
@@ -310,8 +324,10 @@ def render_model_card(
     return "\n".join(lines)
 
 
-def write_model_card(folder: str | Path, **kwargs: Any) -> Path:
+def write_model_card(
+    folder: str | Path, settings: ModelSettings, results: Mapping[str, Any], info: CardInfo
+) -> Path:
     """Render the card (see :func:`render_model_card`) into ``folder/README.md`` and return its path."""
     path = Path(folder) / "README.md"
-    path.write_text(render_model_card(**kwargs), encoding="utf-8")
+    path.write_text(render_model_card(settings, results, info), encoding="utf-8")
     return path

@@ -2,7 +2,8 @@
 
 Every source becomes a :class:`datasets.Dataset` of light records and is decoded lazily in a
 ``set_transform`` (:class:`SliceTransform`), so nothing is precomputed to disk and the model sees exactly
-what the Predictor feeds it: :func:`brain_ct.io.load_image` → :func:`brain_ct.windowing.to_model_input`.
+what the Predictor feeds it: :func:`brain_ct.io.load_image` → :func:`brain_ct.preprocess.model_input`, under
+the model's own :class:`~brain_ct.model.ModelSettings`.
 
 Record columns (file-based and synthetic sources):
 
@@ -21,7 +22,7 @@ Record columns (file-based and synthetic sources):
   as ``kind``. ``synthetic_seed`` is −1, so the anatomy domain is "real".
 
 Slice-context models (``--context_slices k``) see the windowed slices s−k … s+k as channels, built by
-:func:`brain_ct.model.context_stack` as the Predictor builds them. Files get their neighbours from DICOM
+:func:`brain_ct.preprocess.model_input` as the Predictor builds them. Files get their neighbours from DICOM
 series headers; phantoms are generated as a slice with its neighbours (:func:`brain_ct.synthetic.generate_context`).
 
 Datasets' own ``imagefolder`` cannot decode DICOM, so image folders are scanned here: ``DIR/<class>/**``
@@ -45,16 +46,14 @@ import cv2
 import numpy as np
 
 from brain_ct.errors import InvalidInputError
-from brain_ct.windowing import crop_padded, model_box, normalize
-from train.augment import IDENTITY, Augmenter
+from brain_ct.preprocess import interpolation, mask_to_model_grid, model_input
 
 if TYPE_CHECKING:
+    from brain_ct.model import ModelSettings
     from train.args import DataArguments
+    from train.augment import Augmenter
 
 logger = logging.getLogger(__name__)
-
-ID2LABEL: dict[int, str] = {0: "normal", 1: "hemorrhage"}
-LABEL2ID: dict[str, int] = {v: k for k, v in ID2LABEL.items()}
 
 #: Folder / class names accepted for each label (case-insensitive).
 CLASS_ALIASES: dict[str, int] = {
@@ -508,17 +507,6 @@ def read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
     return (mask > 0).astype(np.float32)
 
 
-def mask_to_model_grid(mask: np.ndarray, ct: Any, size: int) -> np.ndarray:
-    """Crop and resize a lesion mask exactly as :func:`to_model_input` frames the image.
-
-    Returns:
-        float32 ``[size, size]`` in [0, 1] (area-averaged, so thin lesions keep partial weight).
-    """
-    patch = crop_padded(mask.astype(np.float32, copy=False), model_box(ct), 0.0)
-    interp = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(patch, (size, size), interpolation=interp)
-
-
 def pil_to_png_bytes(image: Any) -> bytes:
     """Encode a PIL image (as ``datasets`` decodes Hub images) to PNG bytes for :func:`brain_ct.io.load_image`."""
     arr = np.asarray(image)
@@ -532,12 +520,6 @@ def pil_to_png_bytes(image: Any) -> bytes:
     if not ok:
         raise InvalidInputError(f"cannot encode a {arr.shape} {arr.dtype} image from the dataset as PNG")
     return buf.tobytes()
-
-
-#: Phantoms generated ahead of training (:func:`prefetch_phantoms`), keyed by (seed, label, size, context k):
-#: ``[slice]``, or the 2k + 1 slices of a context stack. Filled in the main process before the DataLoader
-#: forks its workers, so they share it copy-on-write.
-_PHANTOMS: dict[tuple[int, int, int, int], list[Any]] = {}
 
 
 def _generate(key: tuple[int, int, int, int]) -> list[Any]:
@@ -554,44 +536,57 @@ def _generate(key: tuple[int, int, int, int]) -> list[Any]:
     return phantoms
 
 
-def phantoms_for(seed: int, label: int, size: int, k: int = 0) -> list[Any]:
-    """The phantom(s) of a synthetic record: from the prefetch cache, else generated now (deterministic).
+@dataclass(eq=False)
+class PhantomCache:
+    """Phantoms generated ahead of training, keyed by (seed, label, size, context k).
 
-    Returns:
-        ``[slice]`` for single-slice records, the ``2k + 1`` slices (centre at index k) for context ones.
+    Each entry is ``[slice]``, or the 2k + 1 slices of a context stack. Fill it (:meth:`prefetch`) in the
+    main process before the DataLoader forks its workers: the :class:`SliceTransform` holding it is shared
+    with them copy-on-write. A record not in the cache is generated on demand (deterministic), so a cache
+    only saves time.
     """
-    key = (int(seed), int(label), int(size), int(k))
-    phantoms = _PHANTOMS.get(key)
-    return phantoms if phantoms is not None else _generate(key)
 
+    entries: dict[tuple[int, int, int, int], list[Any]] = field(default_factory=dict, repr=False)
 
-def prefetch_phantoms(columns: dict[str, list[Any]], size: int, processes: int = 1, k: int = 0) -> int:
-    """Generate the phantoms of synthetic records once, in parallel, into an in-memory cache.
+    def get(self, seed: int, label: int, size: int, k: int = 0) -> list[Any]:
+        """The phantom(s) of a synthetic record: from the cache, else generated now.
 
-    Each epoch then only renders (DICOM encoding or the 8-bit figure) and augments, which is several times
-    cheaper than generating. Memory: about 330 KB per slice at 256 px (× 2k + 1 for context stacks).
+        Returns:
+            ``[slice]`` for single-slice records, the ``2k + 1`` slices (centre at index k) for context ones.
+        """
+        key = (int(seed), int(label), int(size), int(k))
+        phantoms = self.entries.get(key)
+        return phantoms if phantoms is not None else _generate(key)
 
-    Returns:
-        The number of records whose phantoms were generated.
-    """
-    keys = [
-        (int(s), int(y), int(size), int(k))
-        for s, y in zip(columns["synthetic_seed"], columns["label"], strict=True)
-        if int(s) >= 0 and (int(s), int(y), int(size), int(k)) not in _PHANTOMS
-    ]
-    if not keys:
-        return 0
-    from tqdm.auto import tqdm
+    def prefetch(self, columns: dict[str, list[Any]], size: int, processes: int = 1, k: int = 0) -> int:
+        """Generate the phantoms of the synthetic records in ``columns`` once, in parallel.
 
-    if processes > 1:
-        import multiprocessing as mp
+        Each epoch then only renders (DICOM encoding or the 8-bit figure) and augments, which is several
+        times cheaper than generating. Memory: about 330 KB per slice at 256 px (× 2k + 1 for context stacks).
 
-        with mp.get_context("fork").Pool(processes) as pool:
-            phantoms = list(tqdm(pool.imap(_generate, keys, chunksize=8), total=len(keys), desc="phantoms"))
-    else:
-        phantoms = [_generate(key) for key in tqdm(keys, desc="phantoms")]
-    _PHANTOMS.update(zip(keys, phantoms, strict=True))
-    return len(keys)
+        Returns:
+            The number of records whose phantoms were generated.
+        """
+        keys = [
+            (int(s), int(y), int(size), int(k))
+            for s, y in zip(columns["synthetic_seed"], columns["label"], strict=True)
+            if int(s) >= 0 and (int(s), int(y), int(size), int(k)) not in self.entries
+        ]
+        if not keys:
+            return 0
+        from tqdm.auto import tqdm
+
+        if processes > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("fork").Pool(processes) as pool:
+                phantoms = list(
+                    tqdm(pool.imap(_generate, keys, chunksize=8), total=len(keys), desc="phantoms")
+                )
+        else:
+            phantoms = [_generate(key) for key in tqdm(keys, desc="phantoms")]
+        self.entries.update(zip(keys, phantoms, strict=True))
+        return len(keys)
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -605,42 +600,46 @@ def _png_bytes(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def synthetic_example(seed: int, label: int, kind: str, size: int) -> tuple[Any, np.ndarray | None]:
+def synthetic_example(
+    seed: int, label: int, kind: str, size: int, phantoms: PhantomCache | None = None
+) -> tuple[Any, np.ndarray | None]:
     """One phantom, deterministically, as the model would receive it through ``brain_ct.io.load_image``.
 
     ``kind == "dicom"``: the phantom written as a CT DICOM (:func:`brain_ct.synthetic.to_dicom`) and read
     back — HU windows as channels. ``kind == "image"``: an 8-bit internet-style rendering
     (:func:`brain_ct.synthetic.render_internet`: window, size, borders, letters, arrows, captions, colour,
     JPEG quality all random per seed) saved as PNG and read back — the path a dropped PNG/JPG takes.
+    ``phantoms``: where prefetched phantoms are looked up (None: generate now).
 
     Returns:
         ``(ct, mask)``: the :class:`~brain_ct.image.CTImage` and the lesion mask (float32 [H, W] on ``ct``'s
         grid; all zero for a normal slice).
     """
-    return _phantom_input(phantoms_for(seed, label, size)[0], seed, kind)
+    cache = phantoms if phantoms is not None else PhantomCache()
+    return _phantom_input(cache.get(seed, label, size)[0], seed, kind)
 
 
 def synthetic_context_example(
-    seed: int, label: int, kind: str, size: int, k: int
+    seed: int, label: int, kind: str, size: int, k: int, phantoms: PhantomCache | None = None
 ) -> tuple[Any, np.ndarray, list[Any | None]]:
     """A phantom slice with its k neighbours on each side, as a slice-context model receives them.
 
     ``kind == "dicom"``: every slice of the stack goes through DICOM and ``load_image``; for about one
     record in seven, seeded, one side's neighbours are missing, as at a scan's first or last slice or for
     a lone DICOM (the Predictor repeats the centre then). ``kind == "image"``: only the centre, rendered as
-    an internet figure — a PNG/JPG has no neighbours.
+    an internet figure — a PNG/JPG has no neighbours. ``phantoms`` as in :func:`synthetic_example`.
 
     Returns:
         ``(ct, mask, neighbors)``: the centre slice, its lesion mask (as :func:`synthetic_example`) and the
         2k neighbours ``[s−k … s−1, s+1 … s+k]`` (None where missing).
     """
-    phantoms = phantoms_for(seed, label, size, k)
-    ct, mask = _phantom_input(phantoms[k], seed, kind)
+    stack = (phantoms if phantoms is not None else PhantomCache()).get(seed, label, size, k)
+    ct, mask = _phantom_input(stack[k], seed, kind)
     if kind == "image":
         return ct, mask, [None] * (2 * k)
     drop = np.random.default_rng([int(seed), 3]).random(2) < 0.075
-    below = [None if drop[0] else _phantom_input(ph, seed, kind)[0] for ph in phantoms[:k]]
-    above = [None if drop[1] else _phantom_input(ph, seed, kind)[0] for ph in phantoms[k + 1 :]]
+    below = [None if drop[0] else _phantom_input(ph, seed, kind)[0] for ph in stack[:k]]
+    above = [None if drop[1] else _phantom_input(ph, seed, kind)[0] for ph in stack[k + 1 :]]
     return ct, mask, below + above
 
 
@@ -752,8 +751,11 @@ def load_real_slice(path: str, size: int) -> RealSlice:
     h, w = ct.hu.shape
     factor = size / float(max(h, w))
     pixel_mm = float(np.mean([float(v) for v in spacing])) / factor
-    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
-    hu = cv2.resize(ct.hu, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=interp)
+    hu = cv2.resize(
+        ct.hu,
+        (max(1, round(w * factor)), max(1, round(h * factor))),
+        interpolation=interpolation(max(h, w), size),
+    )
     space = intracranial_space(hu, pixel_mm)
     thickness = float(ct.meta.get("SliceThickness") or 5.0)
     _REAL[key] = RealSlice(hu.astype(np.float32), pixel_mm, space, lesion_room(space), thickness)
@@ -971,22 +973,18 @@ class SliceTransform:
     """The ``set_transform`` callable: records → model inputs (``pixel_values``, ``labels``, …).
 
     Args:
-        windows: (center, width) in HU per channel.
-        size: model input side in pixels.
-        mean, std: per-channel normalisation.
+        settings: the model's preprocessing (windows, image size, mean/std, context slices), as the
+            Predictor reads it from the saved config.
         augmenter: training augmentation, or None (evaluation).
         with_masks: also return ``mask`` (float32 [size, size]) and ``has_mask`` (bool) per example.
         allow_unverified: skip brain_ct's head-CT plausibility check (framing is always done).
         synthetic_size: phantom side in pixels for synthetic records.
         image_column, label_map: for Hub datasets: the image column and label value → 0/1.
-        context_slices: k neighbouring slices on each side stacked as channels (slice-context models);
-            ``mean`` and ``std`` then have one entry per stacked channel.
+        phantoms: prefetched phantoms for synthetic records (:class:`PhantomCache`), or None to
+            generate each when it is read.
     """
 
-    windows: Sequence[tuple[float, float]]
-    size: int
-    mean: Sequence[float]
-    std: Sequence[float]
+    settings: ModelSettings
     augmenter: Augmenter | None = None
     with_masks: bool = False
     allow_unverified: bool = True
@@ -994,7 +992,7 @@ class SliceTransform:
     image_column: str | None = None
     label_column: str = "label"
     label_map: dict[Any, int] | None = None
-    context_slices: int = 0
+    phantoms: PhantomCache | None = field(default=None, repr=False)
     _load_image: Callable[..., Any] | None = field(default=None, repr=False)
 
     def _loader(self) -> Callable[..., Any]:
@@ -1020,7 +1018,7 @@ class SliceTransform:
         entries where the record has none). ``rng`` (training) draws a fresh variant of a real-anatomy
         record each time; without it the record's own seed makes it the same every time.
         """
-        k = self.context_slices
+        k = self.settings.context_slices
         if int(ex.get("real_seed", -1)) >= 0:
             ct, mask = real_anatomy_example(ex, self.synthetic_size, rng)
             return (
@@ -1049,10 +1047,11 @@ class SliceTransform:
             return ct, mask, label, neighbors
         if int(ex.get("synthetic_seed", -1)) >= 0:
             seed, kind = int(ex["synthetic_seed"]), ex["kind"]
+            size, cache = self.synthetic_size, self.phantoms
             if k:
-                ct, mask, neighbors = synthetic_context_example(seed, label, kind, self.synthetic_size, k)
+                ct, mask, neighbors = synthetic_context_example(seed, label, kind, size, k, cache)
             else:
-                (ct, mask), neighbors = synthetic_example(seed, label, kind, self.synthetic_size), None
+                (ct, mask), neighbors = synthetic_example(seed, label, kind, size, cache), None
             return ct, (mask if self.with_masks else None), label, neighbors
         ct = self._loader()(ex["path"], allow_unverified=self.allow_unverified)
         mask = None
@@ -1083,24 +1082,17 @@ class SliceTransform:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """One slice → (normalised float32 [C, S, S], mask float32 [S, S] or None), augmented if training.
 
-        The channels are :func:`brain_ct.model.context_stack` — exactly the Predictor's input — with the
-        same geometric augmentation applied to every stacked slice.
+        The channels are :func:`brain_ct.preprocess.model_input` — exactly the Predictor's input — with the
+        augmentation drawn for this example as its hook (the same geometry for every stacked slice and
+        the mask).
         """
-        from brain_ct.model import context_stack
-
-        k = self.context_slices
+        size = self.settings.image_size
+        grid_mask = mask_to_model_grid(mask, ct, size) if mask is not None else None
         if self.augmenter is None:
-            pv = normalize(context_stack(ct, self.windows, self.size, k, neighbors), self.mean, self.std)
-            grid_mask = mask_to_model_grid(mask, ct, self.size) if mask is not None else None
-            return pv, grid_mask
-        rng = rng if rng is not None else np.random.default_rng()
-        params = self.augmenter.sample(rng, self.size)
-        windows = self.augmenter.jitter_windows(self.windows, params) if ct.hu is not None else self.windows
-        channels = context_stack(ct, windows, self.size, k, neighbors)
-        grid_mask = mask_to_model_grid(mask, ct, self.size) if mask is not None else None
-        if params != IDENTITY:
-            channels, grid_mask = self.augmenter.apply(channels, grid_mask, params)
-        return normalize(channels, self.mean, self.std), grid_mask
+            return model_input(ct, self.settings, neighbors), grid_mask
+        draw = self.augmenter.draw(rng if rng is not None else np.random.default_rng(), size)
+        pv = model_input(ct, self.settings, neighbors, augment=draw)
+        return pv, (draw.mask(grid_mask) if grid_mask is not None else None)
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         import torch
@@ -1125,7 +1117,9 @@ class SliceTransform:
             if self.with_masks:
                 has = grid_mask is not None and label == 1 and float(grid_mask.max()) > 0
                 out["mask"].append(
-                    torch.from_numpy(grid_mask if has else np.zeros((self.size, self.size), np.float32))
+                    torch.from_numpy(
+                        grid_mask if has else np.zeros((self.settings.image_size,) * 2, np.float32)
+                    )
                 )
                 out["has_mask"].append(bool(has))
         return out

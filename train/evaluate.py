@@ -2,7 +2,7 @@
 
 ``python -m train.evaluate --model M --test_dir D`` (or ``--synthetic_test N``) scores a saved model on a
 test set through the same data transform as training (``brain_ct.io.load_image`` →
-``brain_ct.windowing.to_model_input``) and writes ``eval_results.json`` plus ROC and confusion-matrix PNGs.
+``brain_ct.preprocess.model_input``) and writes ``eval_results.json`` plus ROC and confusion-matrix PNGs.
 The threshold is the model's ``brain_ct_threshold`` unless ``--threshold`` is given, or re-chosen on
 ``--validation_dir`` / ``--synthetic_validation`` with ``--threshold_strategy``.
 
@@ -540,14 +540,7 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
         raise InvalidInputError("nothing to evaluate: give --test_dir DIR or --synthetic_test N")
     model, settings = load_model(args.model, revision=args.revision)
     context = settings.context_slices
-    transform = SliceTransform(
-        windows=settings.windows,
-        size=settings.image_size,
-        mean=settings.mean,
-        std=settings.std,
-        synthetic_size=args.synthetic_size,
-        context_slices=context,
-    )
+    transform = SliceTransform(settings, synthetic_size=args.synthetic_size)
 
     def dataset(folder: str | None, n: int, split: str) -> Any:
         if folder:
