@@ -21,6 +21,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 
 from brain_ct.errors import InvalidInputError, NotHeadCTError
+from brain_ct.explain import Region
 from brain_ct.predictor import Prediction
 from brain_ct.series import (
     ScanRule,
@@ -704,11 +705,13 @@ class FakePredictor:
             if p >= 0.5:
                 heat[h // 4 : h // 2, w // 4 : w // 2] = 1.0
                 regions = [
-                    dict(
-                        bbox=[w // 4, h // 4, w // 2, h // 2],
+                    Region(
+                        bbox=(w // 4, h // 4, w // 2, h // 2),
                         side="right",
                         region="frontal",
-                        score=np.float32(0.9),
+                        score=0.9,
+                        peak=1.0,
+                        area_px=(h // 4) * (w // 4),
                     )
                 ]
             out.append(
