@@ -243,9 +243,7 @@ def regions(
     """
     mask = framing.head_mask(ct)
     if heatmap.shape != mask.shape:
-        raise InvalidInputError(
-            f"heatmap {heatmap.shape} and head mask {mask.shape} must have the same shape"
-        )
+        raise InvalidInputError(f"heatmap {heatmap.shape} and image {mask.shape} must have the same shape")
     geom = _geometry(mask)
     if geom is None:
         return []
