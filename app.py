@@ -545,7 +545,7 @@ def explanation_md(pred: Prediction, unverified: bool | None = None) -> str:
     lines = [verdict_line(pred.label, pred.probability, pred.threshold, flag), "", pred.explanation]
     if pred.regions:
         lines += ["", "| where the model looked | side (patient's) | score |", "|---|---|---|"]
-        lines += [f"| {r['region']} | {r['side']} | {float(r['score']):.2f} |" for r in pred.regions[:5]]
+        lines += [f"| {r.region} | {r.side} | {r.score:.2f} |" for r in pred.regions[:5]]
     return "\n".join(lines)
 
 

@@ -157,7 +157,7 @@ def run(
     batch_size: int = 16,
 ) -> dict[str, Any]:
     """Score ``predictor`` on fresh synthetic hemorrhages; returns the JSON-ready results."""
-    from brain_ct import explain, synthetic
+    from brain_ct import framing, synthetic
 
     rows: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     seconds = {k: 0.0 for k in kinds}
@@ -169,7 +169,7 @@ def run(
             predictions = predictor.predict_batch([c.ct for c in mine], batch_size=batch_size)
             seconds[kind] += time.perf_counter() - start
             for case, pred in zip(mine, predictions, strict=True):
-                s = score(pred.heatmap, case.mask, explain.head_mask(case.ct), dilate_px)
+                s = score(pred.heatmap, case.mask, framing.head_mask(case.ct), dilate_px)
                 rows[kind].append(
                     {
                         **s,

@@ -18,28 +18,28 @@ the patient's side.
 Region names (frontal, parietal, temporal, occipital, posterior fossa, deep/ventricular, extra-axial)
 are APPROXIMATE: they come from where a region lies inside the head outline on a single axial
 slice, without knowing the slice level or the patient's anatomy. Treat them as "roughly where",
-never as an anatomical label.
+never as an anatomical label. The head outline is the one framing found when the slice was loaded
+(:func:`brain_ct.framing.head_mask`), the same head the model was shown.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
+from brain_ct import framing
 from brain_ct.errors import InvalidInputError
+from brain_ct.image import Box
 
 if TYPE_CHECKING:
     import torch
 
     from brain_ct.image import CTImage
 
-#: HU above which a pixel belongs to the head (skin, fat at −100 HU, brain, bone; air is −1000 HU).
-HEAD_HU = -300.0
-#: 8-bit intensity above which a pixel belongs to the head in an already-windowed image.
-HEAD_INTENSITY = 15
 #: Heat below this (of a heatmap in [0, 1]) is not coloured in the overlay, so the image stays readable.
 OVERLAY_EPS = 0.05
 #: Heat at and above this gets the full overlay opacity; in between the opacity ramps up.
@@ -135,26 +135,40 @@ def ct_shape(ct: CTImage) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------
-# Head outline and regions
+# Regions inside the head outline
 # --------------------------------------------------------------------------------------------
-def head_mask(ct: CTImage) -> np.ndarray:
-    """The head (skull and everything inside it) as a bool [H, W] mask.
+@dataclass(frozen=True)
+class Region:
+    """One hot region of a heatmap inside the head.
 
-    DICOM: HU > −300 (:data:`HEAD_HU`); 8-bit images: intensity > :data:`HEAD_INTENSITY`. The
-    largest connected component is kept (drops captions, rulers, table) and its holes are filled
-    (ventricles and dark fat in an 8-bit brain window).
+    Attributes:
+        bbox: (x0, y0, x1, y1) in input pixels, x1/y1 exclusive.
+        side: ``"left"``, ``"right"`` or ``"midline"``: the PATIENT's side (patient's left =
+            image right).
+        region: an approximate name from :data:`REGION_NAMES`.
+        score: the region's share of the heat inside the head, 0–1 (4 decimals).
+        peak: its highest heat, 0–1 (4 decimals).
+        area_px: its size in pixels.
     """
-    fg = ct.hu > HEAD_HU if ct.hu is not None else ct.display > HEAD_INTENSITY
-    return _largest_filled(fg.astype(np.uint8))
 
+    bbox: Box
+    side: str
+    region: str
+    score: float
+    peak: float
+    area_px: int
 
-def _largest_filled(binary: np.ndarray) -> np.ndarray:
-    contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    out = np.zeros(binary.shape, np.uint8)
-    if contours:
-        biggest = max(contours, key=cv2.contourArea)
-        cv2.drawContours(out, [biggest], -1, 1, thickness=cv2.FILLED)
-    return out.astype(bool)
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict with the same keys: ``bbox`` (a list), ``side``, ``region``, ``score``,
+        ``peak``, ``area_px`` (what a reading's JSON lists under ``regions``)."""
+        return {
+            "bbox": [int(v) for v in self.bbox],
+            "side": self.side,
+            "region": self.region,
+            "score": float(self.score),
+            "peak": float(self.peak),
+            "area_px": int(self.area_px),
+        }
 
 
 def head_depth(mask: np.ndarray) -> np.ndarray:
@@ -203,40 +217,33 @@ def _geometry(mask: np.ndarray) -> tuple[float, float, float, float] | None:
 
 def regions(
     heatmap: np.ndarray,
-    mask: np.ndarray,
+    ct: CTImage,
     *,
-    skull_base: bool = False,
-    depth: np.ndarray | None = None,
     rel_threshold: float = 0.5,
     min_area_frac: float = 0.002,
     max_regions: int = 5,
-) -> list[dict[str, Any]]:
-    """The heatmap's hot regions inside the head, strongest first.
+) -> list[Region]:
+    """The heatmap's hot regions inside the head, strongest first, named.
 
-    Heat inside ``mask`` at or above ``rel_threshold`` × its peak is split into 8-connected
-    components; components smaller than ``min_area_frac`` of the head are dropped.
+    The head is the slice's own outline (:func:`brain_ct.framing.head_mask`: the one framing found
+    on loading). Heat inside it at or above ``rel_threshold`` × its peak is split into 8-connected
+    components; components smaller than ``min_area_frac`` of the head are dropped. A posterior
+    region is named "posterior fossa" instead of "occipital" when the slice is at the skull base
+    (:func:`is_skull_base_level`), which is only tested when a region would be occipital.
 
     Args:
         heatmap: float32 [H, W] in [0, 1] on the input grid.
-        mask: bool [H, W] head mask (:func:`head_mask`).
-        skull_base: the slice is at the skull base (:func:`is_skull_base_level`): posterior regions
-            are named "posterior fossa" instead of "occipital".
-        depth: :func:`head_depth` of ``mask`` if already computed.
+        ct: the slice the heatmap belongs to.
         rel_threshold: fraction of the in-head peak a pixel needs to be part of a region.
         min_area_frac: smallest region kept, as a fraction of the head's area.
         max_regions: at most this many regions are returned.
 
     Returns:
-        A list of JSON-safe dicts, sorted by ``score`` (descending):
-        ``bbox`` [x0, y0, x1, y1] in input pixels (x1/y1 exclusive); ``side`` "left", "right" or
-        "midline" — the PATIENT's side (patient's left = image right); ``region`` an approximate
-        name from :data:`REGION_NAMES`; ``score`` the region's share of the heat inside the head
-        (0–1); ``peak`` its highest heat (0–1); ``area_px`` its size in pixels.
+        :class:`Region` s sorted by ``score`` (descending), at most ``max_regions``.
     """
+    mask = framing.head_mask(ct)
     if heatmap.shape != mask.shape:
-        raise InvalidInputError(
-            f"heatmap {heatmap.shape} and head mask {mask.shape} must have the same shape"
-        )
+        raise InvalidInputError(f"heatmap {heatmap.shape} and image {mask.shape} must have the same shape")
     geom = _geometry(mask)
     if geom is None:
         return []
@@ -254,33 +261,37 @@ def regions(
     lab = labels.ravel()[idx]
     hv = heat.ravel()[idx].astype(np.float64)
     ys, xs = np.divmod(idx, heat.shape[1])
-    depth = head_depth(mask) if depth is None else depth
+    depth = head_depth(mask)
     mass = np.bincount(lab, weights=hv, minlength=n)
     mx = np.bincount(lab, weights=hv * xs, minlength=n)
     my = np.bincount(lab, weights=hv * ys, minlength=n)
     md = np.bincount(lab, weights=hv * depth.ravel()[idx], minlength=n)
     min_area = max(1, int(min_area_frac * float(mask.sum())))
-    out: list[dict[str, Any]] = []
+    found: list[Region] = []
     for i in range(1, n):
         x, y, bw, bh, area = (int(v) for v in stats[i])
         if area < min_area or mass[i] <= 0.0:
             continue
-        cx, cy, d = float(mx[i] / mass[i]), float(my[i] / mass[i]), float(md[i] / mass[i])
         crop = heat[y : y + bh, x : x + bw]
         comp_peak = float(crop[labels[y : y + bh, x : x + bw] == i].max())
-        side, name = _locate(cx, cy, d, geom, skull_base)
-        out.append(
-            {
-                "bbox": [x, y, x + bw, y + bh],
-                "side": side,
-                "region": name,
-                "score": round(float(mass[i]) / total, 4),
-                "peak": round(comp_peak, 4),
-                "area_px": area,
-            }
+        side, name = _locate(float(mx[i] / mass[i]), float(my[i] / mass[i]), float(md[i] / mass[i]), geom)
+        found.append(
+            Region(
+                bbox=(x, y, x + bw, y + bh),
+                side=side,
+                region=name,
+                score=round(float(mass[i]) / total, 4),
+                peak=round(comp_peak, 4),
+                area_px=area,
+            )
         )
-    out.sort(key=lambda r: (-r["score"], -r["peak"]))
-    return out[:max_regions]
+    found.sort(key=lambda r: (-r.score, -r.peak))
+    found = found[:max_regions]
+    # At the skull base the back of the head holds the cerebellum: "posterior fossa". The test
+    # costs a pass over the image, so it runs only when a region's name depends on it.
+    if any(r.region == "occipital" for r in found) and is_skull_base_level(ct, mask, depth):
+        found = [replace(r, region="posterior fossa") if r.region == "occipital" else r for r in found]
+    return found
 
 
 #: Heat-weighted mean depth (:func:`head_depth`) below which a region hugs the skull: "extra-axial".
@@ -289,9 +300,7 @@ EXTRA_AXIAL_DEPTH = 0.24
 DEEP_DEPTH = 0.65
 
 
-def _locate(
-    x: float, y: float, depth: float, geom: tuple[float, float, float, float], skull_base: bool
-) -> tuple[str, str]:
+def _locate(x: float, y: float, depth: float, geom: tuple[float, float, float, float]) -> tuple[str, str]:
     """Patient side and approximate region name of a region with centroid (x, y) and mean depth.
 
     Depth decides extra-axial (along the inner table, where subdural and epidural blood lie) and
@@ -311,7 +320,7 @@ def _locate(
     elif v < -0.3:
         name = "frontal"
     elif v > 0.45:
-        name = "posterior fossa" if skull_base else "occipital"
+        name = "occipital"  # "posterior fossa" at the skull base, decided in regions()
     elif abs(u) > 0.5:
         name = "temporal"
     else:
@@ -333,9 +342,9 @@ def probability_tier(probability: float, threshold: float) -> str:
     return "near above" if probability < threshold + (1.0 - threshold) / 2.0 else "well above"
 
 
-def describe_region(region: dict[str, Any]) -> str:
-    """``{"side": "left", "region": "temporal"}`` → "the patient's left temporal area"."""
-    side, name = region.get("side"), region.get("region", "")
+def describe_region(region: Region) -> str:
+    """A region with side "left" and name "temporal" → "the patient's left temporal area"."""
+    side, name = region.side, region.region
     if name == "extra-axial":
         where = "the midline" if side == "midline" else f"the patient's {side} side"
         return f"the extra-axial space just inside the skull ({where})"
@@ -347,7 +356,7 @@ def describe_region(region: dict[str, Any]) -> str:
     return f"the patient's {side} {name} area"
 
 
-def explanation(probability: float, threshold: float, found: Sequence[dict[str, Any]]) -> str:
+def explanation(probability: float, threshold: float, found: Sequence[Region]) -> str:
     """A short plain-language explanation of one prediction.
 
     Args:

@@ -13,7 +13,11 @@ a scanner DICOM and in such a figure, so the model sees the same thing in both:
    opened with a disc ~1.2 % of the image side, which cuts off what is thin: an arrow touching
    the skull, ruler ticks, text strokes, the head holder;
 4. the largest remaining piece is the head. Images larger than :data:`WORK_SIDE` are analysed
-   shrunk, and the box is mapped back to the image's own pixels.
+   shrunk, and the box and outline are mapped back to the image's own pixels.
+
+The head is found once, when a slice is loaded: its outline stays on the
+:class:`~brain_ct.image.CTImage` (``head_outline``), and :func:`head_mask` fills it for
+:mod:`brain_ct.explain`, which names heatmap regions inside that same head.
 
 :func:`check_plausible` then refuses a colour photo, a blank image and anything whose largest
 outline is not head-like (too small, not roughly elliptical, saturated white, no bright skull
@@ -100,6 +104,8 @@ class HeadOutline:
         area_fraction: filled area / image area.
         fill_ratio: area / box area (an ellipse fills pi/4 ~ 0.785 of its box).
         solidity: area / area of its convex hull.
+        polygon: int32 ``[N, 2]``, the outer contour as (x, y) points in the image's own pixels
+            (``box`` is its bounding box): what a :class:`~brain_ct.image.CTImage` keeps.
         scale: image pixels per working-grid pixel (1 for images up to :data:`WORK_SIDE`).
     """
 
@@ -109,6 +115,7 @@ class HeadOutline:
     area_fraction: float
     fill_ratio: float
     solidity: float
+    polygon: np.ndarray
     scale: float = 1.0
 
 
@@ -191,6 +198,7 @@ def largest_outline(mask: np.ndarray, *, max_border_contact: float | None = 0.5)
         area_fraction=area / float(h * w),
         fill_ratio=area / float(pw * ph),
         solidity=min(1.0, float(cv2.contourArea(contour)) / hull_area) if hull_area > 0 else 0.0,
+        polygon=(contour.reshape(-1, 2) + np.array([ox, oy])).astype(np.int32),
     )
 
 
@@ -226,7 +234,10 @@ def _to_image_grid(outline: HeadOutline, factor: float, shape: tuple[int, ...]) 
         min(w, int(np.ceil(x1 * factor))),
         min(h, int(np.ceil(y1 * factor))),
     )
-    return replace(outline, box=box, scale=factor)
+    # A working-grid pixel centre x lies at (x + 0.5) * factor - 0.5 on the image's grid.
+    points = np.rint((outline.polygon + 0.5) * factor - 0.5)
+    polygon = np.clip(points, 0, [w - 1, h - 1]).astype(np.int32)
+    return replace(outline, box=box, polygon=polygon, scale=factor)
 
 
 def outline_from_grey(grey: np.ndarray) -> tuple[HeadOutline | None, np.ndarray]:
@@ -254,6 +265,45 @@ def head_box(outline: HeadOutline | None, shape: tuple[int, ...]) -> Box:
         (x0, y0, x1, y1) in pixels, x1/y1 exclusive; the whole image when no outline was found.
     """
     return outline.box if outline is not None else (0, 0, int(shape[1]), int(shape[0]))
+
+
+def outline_polygon(outline: HeadOutline | None, shape: tuple[int, ...]) -> np.ndarray:
+    """The head's outline as :attr:`CTImage.head_outline <brain_ct.image.CTImage.head_outline>` keeps it.
+
+    Args:
+        outline: the head outline found in the image, or None when none was found.
+        shape: the image's shape, ``(H, W, ...)``.
+
+    Returns:
+        int32 ``[N, 2]`` (x, y) points in the image's pixels: the outline's contour, or the corners
+        of :func:`head_box` (the whole image) when no outline was found, so that the head's box is
+        always the bounding box of its outline.
+    """
+    if outline is not None:
+        return outline.polygon
+    x0, y0, x1, y1 = head_box(None, shape)
+    return np.array([[x0, y0], [x1 - 1, y0], [x1 - 1, y1 - 1], [x0, y1 - 1]], np.int32)
+
+
+def find_outline(ct: CTImage) -> HeadOutline | None:
+    """The head outline of a loaded slice: :func:`outline_from_hu` when it has HU, else
+    :func:`outline_from_grey` of its grey image (what :mod:`brain_ct.io` runs when loading)."""
+    return outline_from_hu(ct.hu) if ct.hu is not None else outline_from_grey(ct.display)[0]
+
+
+def head_mask(ct: CTImage) -> np.ndarray:
+    """The head (skull and everything inside it) as a bool ``[H, W]`` mask on the image's grid.
+
+    The filled :attr:`~brain_ct.image.CTImage.head_outline` found when the image was loaded, so
+    the head is found once; an image built without one gets it from :func:`find_outline`, the
+    same rule.
+    """
+    polygon = ct.head_outline
+    if polygon is None:
+        polygon = outline_polygon(find_outline(ct), ct.shape)
+    mask = np.zeros(ct.shape, np.uint8)
+    cv2.drawContours(mask, [polygon.reshape(-1, 1, 2).astype(np.int32)], -1, 1, thickness=cv2.FILLED)
+    return mask.astype(bool)
 
 
 def colour_fraction(bgr: np.ndarray) -> float:

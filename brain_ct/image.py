@@ -31,6 +31,11 @@ class CTImage:
         colour_fraction: fraction of strongly coloured pixels before grey conversion (0 for DICOM).
         head_check: ``"passed"`` when the "looks like an axial head CT" check ran and passed,
             ``"skipped"`` when ``allow_unverified`` skipped it (outputs must then carry a caveat).
+        head_outline: int32 ``[N, 2]`` polygon of (x, y) points in this image's pixels: the head's
+            outline as framing found it when the image was loaded (``head_box`` is its bounding
+            box; the whole image's rectangle when no head was found). Kept so that the head is
+            found once: the regions of a heatmap are named inside this same outline. None for an
+            image built by hand; :func:`brain_ct.framing.head_mask` then finds it.
     """
 
     hu: np.ndarray | None
@@ -41,6 +46,7 @@ class CTImage:
     name: str
     colour_fraction: float = field(default=0.0)
     head_check: str = field(default="passed")
+    head_outline: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -28,8 +28,10 @@ DICOM (pydicom 3, compressed transfer syntaxes through the pylibjpeg plugins):
   frames are decoded in a worker process with a capped address space.
 
 Ordinary images (OpenCV): PNG (8/16 bit), JPEG, BMP, TIFF (8/16 bit, float), WebP. The header
-is read first with Pillow (lazy, no pixel decoding) to refuse decompression bombs, and
-OpenCV's own limit is set to the same :data:`MAX_PIXELS`. EXIF orientation is applied, alpha
+is read first with Pillow (lazy, no pixel decoding) and its size checked against :data:`MAX_PIXELS`
+and :data:`MAX_SIDE`, for every accepted format, to refuse decompression bombs before OpenCV
+decodes anything. (OpenCV's own ``OPENCV_IO_MAX_IMAGE_PIXELS`` cannot serve: OpenCV reads it once,
+when ``cv2`` is loaded, which importing this package has already done.) EXIF orientation is applied, alpha
 is flattened onto black, colour is measured (for the plausibility check) and converted to grey;
 16-bit and float images are stretched min..max to 8 bit for display. ``hu`` stays None: such
 images were already windowed by whoever saved them.
@@ -48,13 +50,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import cv2
 import numpy as np
 
-from brain_ct import decode_guard
+from brain_ct import decode_guard, framing
 from brain_ct.errors import InvalidInputError, NotHeadCTError
 from brain_ct.image import Box as Box  # re-exported: the box type lived here first
 from brain_ct.image import CTImage
 from brain_ct.privacy import extract_meta, scrub_text
+from brain_ct.windowing import AIR_HU, PRESETS, window
 
 #: Largest image accepted, in pixels per frame (50 megapixels); checked before decoding.
 MAX_PIXELS = 50_000_000
@@ -71,15 +75,6 @@ MAX_TOTAL_PIXELS = 640 * 512 * 512
 
 #: Largest file read, in bytes.
 MAX_FILE_BYTES = 1 << 30
-
-# OpenCV reads its limit once, at the first decode; set it before any decode happens so that
-# a forged header cannot make cv2 allocate more than the Pillow check allowed.
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
-
-import cv2  # noqa: E402  (must follow the environment variable above)
-
-from brain_ct import framing  # noqa: E402
-from brain_ct.windowing import AIR_HU, PRESETS, window  # noqa: E402
 
 Source = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
@@ -246,19 +241,29 @@ class _DropWhileReading(logging.Filter):
         return getattr(_reading, "depth", 0) == 0
 
 
+_DROP = _DropWhileReading()
+_filtered_loggers: set[str] = set()
+_filter_lock = threading.Lock()
+
+
 def _install_log_filter() -> None:
-    # A logger's filters only see records created on that very logger, so the filter goes on
-    # "pydicom" and on each of its child loggers (pixel decoders log there).
+    """Put the drop filter on pydicom's loggers that do not have it yet (idempotent).
+
+    Called on entering every read (:func:`_quiet`), not at import: importing the package changes
+    no logging set-up, and a library user who calls :func:`load_image` directly is covered as much
+    as the CLI and the app. Records outside a read pass anyway, so installing it late loses nothing.
+    A logger's filters only see records created on that very logger, so the filter goes on
+    "pydicom" and on each of its child loggers (pixel decoders log there); loggers created since
+    the last read (a decoder imported lazily) get it on the next.
+    """
     import pydicom
     import pydicom.pixels  # noqa: F401  (creates the decoder loggers)
 
-    drop = _DropWhileReading()
-    names = ["pydicom"] + [n for n in logging.root.manager.loggerDict if n.startswith("pydicom.")]
-    for logger_name in names:
-        logging.getLogger(logger_name).addFilter(drop)
-
-
-_install_log_filter()
+    names = {"pydicom"} | {n for n in list(logging.root.manager.loggerDict) if n.startswith("pydicom.")}
+    with _filter_lock:
+        for logger_name in sorted(names - _filtered_loggers):
+            logging.getLogger(logger_name).addFilter(_DROP)
+            _filtered_loggers.add(logger_name)
 
 
 # Warning filters are process-wide (before Python 3.14), so a per-call warnings.catch_warnings()
@@ -300,6 +305,7 @@ def _quiet() -> Iterator[None]:
     """Silence pydicom while reading: its warnings and log lines may quote tag values (a name,
     a date) and must not reach a log. Log records are dropped per thread; warnings are ignored
     while any read is in progress (thread-safe, see above)."""
+    _install_log_filter()
     _reading.depth = getattr(_reading, "depth", 0) + 1
     _silence_warnings()
     try:
@@ -661,6 +667,7 @@ def hu_image(
         head_box=framing.head_box(outline, hu.shape),
         source=source,
         name=name,
+        head_outline=framing.outline_polygon(outline, hu.shape),
     )
     return ct, outline
 
@@ -857,6 +864,7 @@ def _load_ordinary(data: bytes, fmt: str, shown: str) -> tuple[CTImage, framing.
         source="image",
         name=shown,
         colour_fraction=colour,
+        head_outline=framing.outline_polygon(outline, grey.shape),
     )
     return ct, outline
 

@@ -70,8 +70,9 @@ class Prediction:
         probability: P(hemorrhage) in [0, 1] (averaged over flips with test-time augmentation).
         threshold: the model's decision threshold (``brain_ct_threshold``).
         heatmap: float32 [H, W] in [0, 1], Grad-CAM on the input image's own pixel grid.
-        regions: hot regions of the heatmap inside the head, strongest first
-            (see :func:`brain_ct.explain.regions`; ``side`` is the PATIENT's side).
+        regions: :class:`~brain_ct.explain.Region` s, the hot regions of the heatmap inside the
+            head, strongest first (see :func:`brain_ct.explain.regions`; ``side`` is the PATIENT's
+            side).
         explanation: short plain-language text, ending with the disclaimer.
         meta: allow-listed, non-identifying metadata of the input (from ``CTImage.meta``).
         name: display name of the input (its file name, never a DICOM tag value).
@@ -86,7 +87,7 @@ class Prediction:
     probability: float
     threshold: float
     heatmap: np.ndarray = field(repr=False)
-    regions: list[dict[str, Any]]
+    regions: list[explain.Region]
     explanation: str
     meta: dict[str, Any] = field(default_factory=dict)
     name: str = ""
@@ -127,7 +128,7 @@ class Prediction:
             "label": self.label,
             "probability": float(self.probability),
             "threshold": float(self.threshold),
-            "regions": json_safe(self.regions),
+            "regions": [r.to_dict() for r in self.regions],
             "explanation": self.explanation,
             "source": self.source,
             "meta": json_safe(self.meta),
@@ -302,13 +303,7 @@ class Predictor:
     def _finish(self, ct: CTImage, probability: float, cam: np.ndarray) -> Prediction:
         threshold = self.settings.threshold
         heat = explain.heatmap_for_image(explain.normalize_heatmap(cam), ct)
-        mask = explain.head_mask(ct)
-        found = explain.regions(heat, mask)
-        # The skull-base test costs a pass over the image: only run it when a name depends on it.
-        if any(r["region"] == "occipital" for r in found) and explain.is_skull_base_level(ct, mask):
-            for r in found:
-                if r["region"] == "occipital":
-                    r["region"] = "posterior fossa"
+        found = explain.regions(heat, ct)
         return Prediction(
             label="hemorrhage" if probability >= threshold else "normal",
             probability=probability,

@@ -443,8 +443,7 @@ def write_report(
         )
         if pred.regions:
             described = "; ".join(
-                f"{explain.describe_region(r)} (score {float(r.get('score', 0.0)):.2f})"
-                for r in pred.regions[:4]
+                f"{explain.describe_region(r)} (score {r.score:.2f})" for r in pred.regions[:4]
             )
             text(f"Regions: {described}.", size=9)
         text(pred.explanation, size=9)

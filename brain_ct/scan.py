@@ -143,7 +143,7 @@ class SeriesPrediction:
             "label": pred.label,
             "probability": float(pred.probability),
             "threshold": float(pred.threshold),
-            "regions": json_safe(pred.regions),
+            "regions": json_safe([r.to_dict() for r in pred.regions]),
             "explanation": pred.explanation,
         }
 

@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
 
+from brain_ct.explain import Region
 from brain_ct.predictor import Prediction
 from brain_ct.series import read_series
 
@@ -122,11 +123,13 @@ class FakePredictor:
             if p >= 0.5:
                 heat[h // 4 : h // 2, w // 4 : w // 2] = 1.0
                 regions = [
-                    dict(
-                        bbox=[w // 4, h // 4, w // 2, h // 2],
+                    Region(
+                        bbox=(w // 4, h // 4, w // 2, h // 2),
                         side="right",
                         region="frontal",
-                        score=np.float32(0.9),
+                        score=0.9,
+                        peak=1.0,
+                        area_px=(h // 4) * (w // 4),
                     )
                 ]
             out.append(

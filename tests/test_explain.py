@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 import torch
 from helpers_models import make_tiny_model, phantom_ct
 
-from brain_ct import DISCLAIMER, explain
+from brain_ct import DISCLAIMER, explain, framing
 from brain_ct.errors import InvalidInputError
 from brain_ct.model import load_model
 from brain_ct.windowing import model_box
@@ -91,19 +93,7 @@ def test_heatmap_for_image_lands_on_the_right_pixels() -> None:
     assert heat[:, : max(x0, 0)].max() == 0.0  # nothing left of the box
 
 
-# ------------------------------------------------------------------------------ head mask, regions
-def test_head_mask_fills_holes_and_ignores_marks() -> None:
-    ct = phantom_ct(160, kind="image")
-    ct.display = ct.display.copy()
-    ct.display[70:90, 70:90] = 0  # a dark ventricle inside the head
-    ct.display[2:8, 2:30] = 255  # a caption outside the head
-    mask = explain.head_mask(ct)
-    assert mask.dtype == bool
-    assert mask[80, 80]  # hole filled
-    assert not mask[4, 10]  # the caption is not head
-    assert not mask[0, 80]
-
-
+# ------------------------------------------------------------------------------ head outline, regions
 def _blob(shape: tuple[int, int], x: float, y: float, r: float) -> np.ndarray:
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     return np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * r * r)).astype(np.float32)
@@ -123,54 +113,115 @@ def _blob(shape: tuple[int, int], x: float, y: float, r: float) -> np.ndarray:
     ],
 )
 def test_regions_side_is_the_patients_side(x: float, y: float, side: str, region: str) -> None:
-    ct = phantom_ct(160)
-    mask = explain.head_mask(ct)
-    found = explain.regions(_blob((160, 160), x, y, 4.0), mask)
+    found = explain.regions(_blob((160, 160), x, y, 4.0), phantom_ct(160))
     assert len(found) == 1
     r = found[0]
-    assert (r["side"], r["region"]) == (side, region)
-    x0, y0, x1, y1 = r["bbox"]
+    assert isinstance(r, explain.Region)
+    assert (r.side, r.region) == (side, region)
+    x0, y0, x1, y1 = r.bbox
     assert x0 <= x < x1 and y0 <= y < y1
     if region != "extra-axial":  # at the edge the head mask cuts the blob's tail
         # A 2-D Gaussian holds 1 - 2**-1 = 0.5 of its mass inside its half-maximum circle.
-        assert r["score"] == pytest.approx(0.5, abs=0.03)
-    assert r["region"] in explain.REGION_NAMES
+        assert r.score == pytest.approx(0.5, abs=0.03)
+    assert r.region in explain.REGION_NAMES
+
+
+def _skull_base(ct):
+    ct.hu = ct.hu.copy()
+    ct.hu[70:100, 50:110] = 900.0  # petrous bone / clivus across the middle of the head
+    return ct
 
 
 def test_regions_sorted_by_score_and_posterior_fossa_at_skull_base() -> None:
-    ct = phantom_ct(160)
-    mask = explain.head_mask(ct)
     heat = _blob((160, 160), 120, 80, 6.0) + 0.8 * _blob((160, 160), 80, 125, 4.0)
     heat /= heat.max()
-    found = explain.regions(heat, mask)
-    assert [r["side"] for r in found] == ["left", "midline"]
-    assert found[0]["score"] > found[1]["score"] > 0
-    assert found[1]["region"] == "occipital"
-    assert explain.regions(heat, mask, skull_base=True)[1]["region"] == "posterior fossa"
+    found = explain.regions(heat, phantom_ct(160))
+    assert [r.side for r in found] == ["left", "midline"]
+    assert found[0].score > found[1].score > 0
+    assert [r.region for r in found] == ["temporal", "occipital"]
+    at_base = explain.regions(heat, _skull_base(phantom_ct(160)))
+    assert [r.region for r in at_base] == ["temporal", "posterior fossa"]
+
+
+def test_skull_base_is_tested_only_when_a_region_is_occipital(monkeypatch) -> None:
+    calls = []
+
+    def spy(ct, mask, depth=None):
+        calls.append(mask.shape)
+        return True
+
+    monkeypatch.setattr(explain, "is_skull_base_level", spy)
+    ct = phantom_ct(160)
+    assert [r.region for r in explain.regions(_blob((160, 160), 125, 80, 4.0), ct)] == ["temporal"]
+    assert calls == []
+    assert [r.region for r in explain.regions(_blob((160, 160), 95, 125, 4.0), ct)] == ["posterior fossa"]
+    assert calls == [(160, 160)]
 
 
 def test_regions_empty_for_cold_or_outside_heat() -> None:
     ct = phantom_ct(160)
-    mask = explain.head_mask(ct)
-    assert explain.regions(np.zeros((160, 160), np.float32), mask) == []
+    assert explain.regions(np.zeros((160, 160), np.float32), ct) == []
     outside = _blob((160, 160), 2, 2, 2.0)  # heat only in the air outside the head
-    outside[mask] = 0.0
-    assert explain.regions(outside, mask) == []
+    outside[framing.head_mask(ct)] = 0.0
+    assert explain.regions(outside, ct) == []
     with pytest.raises(InvalidInputError, match="same shape"):
-        explain.regions(np.zeros((10, 10), np.float32), mask)
+        explain.regions(np.zeros((10, 10), np.float32), ct)
 
 
 def test_skull_base_level_from_bone_inside_the_head() -> None:
     ct = phantom_ct(160)
-    mask = explain.head_mask(ct)
+    mask = framing.head_mask(ct)
     assert explain.is_skull_base_level(ct, mask) is False
-    ct.hu = ct.hu.copy()
-    ct.hu[70:100, 50:110] = 900.0  # petrous bone / clivus across the middle of the head
-    assert explain.is_skull_base_level(ct, mask) is True
+    assert explain.is_skull_base_level(_skull_base(ct), mask) is True
+
+
+def test_region_to_dict_is_the_reading_json() -> None:
+    r = explain.Region(bbox=(3, 4, 10, 12), side="left", region="temporal", score=0.5, peak=0.9, area_px=42)
+    d = r.to_dict()
+    assert d == {
+        "bbox": [3, 4, 10, 12],
+        "side": "left",
+        "region": "temporal",
+        "score": 0.5,
+        "peak": 0.9,
+        "area_px": 42,
+    }
+    assert list(d) == ["bbox", "side", "region", "score", "peak", "area_px"]
+    assert json.loads(json.dumps(d)) == d
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.region = "frontal"  # type: ignore[misc]
+
+
+def test_regions_are_named_inside_the_images_own_outline(monkeypatch) -> None:
+    # An outline that is NOT what framing would find in the pixels: the left half of the head.
+    ct = phantom_ct(160)
+    ct.head_outline = np.array([[16, 8], [79, 8], [79, 151], [16, 151]], np.int32)
+    mask = framing.head_mask(ct)
+    assert mask[80, 40] and not mask[80, 120]
+    assert mask.sum() == 64 * 144
+
+    def refuse(ct):
+        raise AssertionError("the outline was searched again")
+
+    monkeypatch.setattr(framing, "find_outline", refuse)
+    # Heat in the right half of the head lies outside this outline: no region there.
+    assert explain.regions(_blob((160, 160), 120, 80, 4.0), ct) == []
+    found = explain.regions(_blob((160, 160), 40, 80, 4.0), ct)
+    assert len(found) == 1 and found[0].bbox[0] <= 40 < found[0].bbox[2]
+
+
+def test_a_hand_built_image_gets_framings_outline() -> None:
+    ct = phantom_ct(160)
+    assert ct.head_outline is None
+    mask = framing.head_mask(ct)
+    expected = framing.head_mask(dataclasses.replace(ct, head_outline=framing.find_outline(ct).polygon))
+    np.testing.assert_array_equal(mask, expected)
+    ys, xs = np.nonzero(mask)
+    assert (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) == ct.head_box
 
 
 # ------------------------------------------------------------------------------ explanation
-REGION = {"side": "left", "region": "temporal", "bbox": [0, 0, 1, 1], "score": 1.0}
+REGION = explain.Region(bbox=(0, 0, 1, 1), side="left", region="temporal", score=1.0, peak=1.0, area_px=1)
 
 
 @pytest.mark.parametrize(
@@ -280,3 +331,37 @@ def test_localization_benchmark_smoke(tmp_path: Path, capsys) -> None:
             "subarachnoid",
         }
     assert "pointing" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["dicom", "png", "png-large"])
+def test_a_loaded_slice_keeps_the_outline_it_was_framed_with(kind: str, monkeypatch) -> None:
+    import io
+
+    import cv2
+
+    from brain_ct import synthetic
+    from brain_ct.io import load_image
+
+    phantom = synthetic.generate_slice(7, 256, subtype="epidural")
+    if kind == "dicom":
+        buf = io.BytesIO()
+        synthetic.to_dicom(phantom).save_as(buf)
+        data = buf.getvalue()
+    else:
+        grey = (np.clip((phantom.hu - 0.0) / 80.0, 0.0, 1.0) * 255.0).astype(np.uint8)
+        if kind == "png-large":  # above framing's working grid: the outline is scaled back
+            grey = cv2.resize(grey, (1100, 1100), interpolation=cv2.INTER_NEAREST)
+        data = cv2.imencode(".png", grey)[1].tobytes()
+    ct = load_image(data, allow_unverified=True)
+    assert ct.head_outline is not None and ct.head_outline.dtype == np.int32
+    monkeypatch.setattr(framing, "find_outline", lambda ct: pytest.fail("the head was searched for twice"))
+    mask = framing.head_mask(ct)
+    ys, xs = np.nonzero(mask)
+    x0, y0, x1, y1 = ct.head_box
+    slack = 0 if kind != "png-large" else int(np.ceil(1100 / framing.WORK_SIDE))
+    assert abs(int(xs.min()) - x0) <= slack and abs(int(xs.max()) + 1 - x1) <= slack
+    assert abs(int(ys.min()) - y0) <= slack and abs(int(ys.max()) + 1 - y1) <= slack
+    heat = np.zeros(ct.shape, np.float32)
+    heat[(y0 + y1) // 2, (x0 + x1) // 2] = 1.0
+    heat = cv2.GaussianBlur(heat, (0, 0), ct.shape[0] / 40)
+    assert len(explain.regions(heat / heat.max(), ct)) == 1

@@ -160,9 +160,9 @@ def test_side_convention_end_to_end(predictor: Predictor, monkeypatch: pytest.Mo
     for kind in ("dicom", "image"):
         right_of_image = predictor.predict(phantom_ct(200, lesion=(140, 100, 10), kind=kind))
         left_of_image = predictor.predict(phantom_ct(200, lesion=(60, 100, 10), kind=kind))
-        assert right_of_image.regions[0]["side"] == "left"
-        assert left_of_image.regions[0]["side"] == "right"
-        x0, y0, x1, y1 = right_of_image.regions[0]["bbox"]
+        assert right_of_image.regions[0].side == "left"
+        assert left_of_image.regions[0].side == "right"
+        x0, y0, x1, y1 = right_of_image.regions[0].bbox
         assert x0 <= 140 < x1 and y0 <= 100 < y1
         iy, ix = np.unravel_index(np.argmax(right_of_image.heatmap), (200, 200))
         assert np.hypot(ix - 140, iy - 100) <= 10
