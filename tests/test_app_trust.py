@@ -512,17 +512,26 @@ def test_cli_logging_keeps_font_tools_quiet(tmp_path, inputs, models, capsys):
 
 @pytest.fixture(scope="module")
 def served(app_module, registry, settings):
-    app_module.warm_up(registry)
-    demo = app_module.build_demo(registry, settings)
-    _, url, _ = demo.launch(
-        server_name="127.0.0.1",
-        server_port=_free_port(),
-        prevent_thread_lock=True,
-        quiet=True,
-        **app_module.LAUNCH_OPTIONS,
-    )
-    yield url, demo
-    demo.close()
+    # As main() does: Gradio's upload cache inside the run folder, set before the page is built.
+    old = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(settings.gradio_cache)
+    try:
+        app_module.warm_up(registry)
+        demo = app_module.build_demo(registry, settings)
+        _, url, _ = demo.launch(
+            server_name="127.0.0.1",
+            server_port=_free_port(),
+            prevent_thread_lock=True,
+            quiet=True,
+            **app_module.LAUNCH_OPTIONS,
+        )
+        yield url, demo
+        demo.close()
+    finally:
+        if old is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = old
 
 
 @pytest.mark.slow
@@ -552,7 +561,8 @@ def test_api_refuses_urls_and_leaves_no_empty_upload_files(served, inputs):
     with pytest.raises(Exception, match="web address"):
         client.predict(handle_file("http://127.0.0.1:9/slice.dcm"), api_name="/predict")
     client.predict(handle_file(inputs["dcm"]), api_name="/predict")
-    cache = Path(os.environ["GRADIO_TEMP_DIR"])
+    cache = demo.reader.settings.gradio_cache
+    assert Path(demo.GRADIO_CACHE) == cache
     empty = [p for p in cache.rglob("*") if p.is_file() and p.stat().st_size == 0]
     assert not empty, empty
 
