@@ -746,7 +746,8 @@ class Reader:
 
     Readings are kept in :attr:`results` (bounded, time-limited); the page's ``gr.State`` holds only
     their key. Errors are also kept per session in :attr:`errors` so the page can show the last one
-    until the next upload (Gradio's popup closes by itself).
+    until the next upload (Gradio's popup closes by itself). Outputs go to ``settings.run_dir`` and
+    scans are capped by its limits (default :class:`AppSettings`).
     """
 
     def __init__(
