@@ -1,8 +1,9 @@
 """Gradio app: drop a head-CT slice or a whole scan, see the model's reading, a Grad-CAM heatmap and an explanation.
 
-Wiring only: every image and model operation lives in :mod:`brain_ct`. Importing this module
-builds ``demo`` but starts no server and loads no model; ``python app.py`` (what Hugging Face
-Spaces runs) loads the model once, warms it up and launches.
+Wiring only: every image and model operation lives in :mod:`brain_ct`. Importing this module does
+no work: no folder, no environment change, no thread, no model. :func:`create_app` builds the page
+from :class:`AppSettings`; :func:`main` (``python app.py``, what Hugging Face Spaces runs) prepares
+the run folder, loads the model once, warms it up and launches.
 
     python app.py [--model ID_OR_DIR] [--port 7860] [--host 127.0.0.1] [--share] [--mcp] [--verbose]
 
@@ -23,8 +24,9 @@ grid (opens over the scan in 3D Slicer / ITK-SNAP), None for PNG/JPG slices (no 
 read: a URL given as the file is refused.
 
 Per session the page keeps only a key; readings live in a bounded, time-limited cache
-(:class:`ResultCache`). Everything a run writes lives under one folder (:data:`RUN_DIR`), swept by
-age while running and removed at exit, on SIGTERM/SIGINT, or at the next start after a crash.
+(:class:`ResultCache`). Everything a run writes lives under one folder, swept by
+age while running and removed at exit, on SIGTERM/SIGINT, or at the next start after a crash
+(:attr:`AppSettings.run_dir`).
 """
 
 from __future__ import annotations
@@ -47,34 +49,27 @@ import types
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-#: Everything one server run writes (Gradio's upload cache, overlays, reports) lives under one folder,
-#: ``<BRAIN_CT_TMP or the system temp folder>/brain_ct_app/run-<pid>``: removed at exit and on
-#: SIGTERM/SIGINT, swept by age while running, and folders of dead runs are removed at the next start.
-RUN_PARENT = Path(os.environ.get("BRAIN_CT_TMP") or tempfile.gettempdir()) / "brain_ct_app"
-RUN_DIR = RUN_PARENT / f"run-{os.getpid()}"
-OUTPUT_DIR = RUN_DIR / "outputs"
-# Gradio reads its cache folder from the environment when components are built: set it before that.
-os.environ["GRADIO_TEMP_DIR"] = str(RUN_DIR / "gradio")
+import cv2
+import gradio as gr
+import numpy as np
+from gradio.utils import NamedString
+from gradio_client import utils as client_utils
 
-import cv2  # noqa: E402
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-from gradio.utils import NamedString  # noqa: E402
-from gradio_client import utils as client_utils  # noqa: E402
-
-from brain_ct import DISCLAIMER, wording  # noqa: E402
-from brain_ct.errors import BrainCTError, InvalidInputError  # noqa: E402
-from brain_ct.io import CTImage, load_image  # noqa: E402
-from brain_ct.model import resolve_model_id, shown_model_id  # noqa: E402
-from brain_ct.nifti import write_heatmap_nifti  # noqa: E402
-from brain_ct.predictor import Prediction, Predictor  # noqa: E402
-from brain_ct.report import plural, probability_plot_png, write_report  # noqa: E402
-from brain_ct.scan import SeriesPrediction, predict_series  # noqa: E402
-from brain_ct.series import list_series, read_series  # noqa: E402
-from brain_ct.windowing import PRESETS, display_window  # noqa: E402
+from brain_ct import DISCLAIMER, wording
+from brain_ct.errors import BrainCTError, InvalidInputError
+from brain_ct.io import CTImage, load_image
+from brain_ct.model import resolve_model_id, shown_model_id
+from brain_ct.nifti import write_heatmap_nifti
+from brain_ct.predictor import Prediction, Predictor
+from brain_ct.report import plural, probability_plot_png, write_report
+from brain_ct.scan import SeriesPrediction, predict_series
+from brain_ct.series import list_series, read_series
+from brain_ct.windowing import PRESETS, display_window
 
 log = logging.getLogger("brain_ct.app")
 
@@ -113,6 +108,62 @@ LAUNCH_OPTIONS: dict[str, Any] = {
     "max_file_size": MAX_FILE_SIZE,
     "state_session_capacity": STATE_SESSION_CAPACITY,
 }
+
+
+def run_parent() -> Path:
+    """Where run folders live: ``<BRAIN_CT_TMP or the system temp folder>/brain_ct_app``."""
+    return Path(os.environ.get("BRAIN_CT_TMP") or tempfile.gettempdir()) / "brain_ct_app"
+
+
+def default_run_dir() -> Path:
+    """This process's run folder, ``<run_parent()>/run-<pid>`` (named only; nothing is created)."""
+    return run_parent() / f"run-{os.getpid()}"
+
+
+def _extra_models() -> list[str]:
+    return [m.strip() for m in os.environ.get("BRAIN_CT_MODELS", "").split(",") if m.strip()]
+
+
+@dataclass
+class AppSettings:
+    """What one app server is built from: its models, its run folder and its per-request limits.
+
+    Attributes:
+        model: Hub id or folder of the default model; None: env ``BRAIN_CT_MODEL``, then the bundled demo.
+        revision: Hub revision of the default model (a commit hash pins it).
+        extra_models: more models for the dropdown (Hub ids or folders), loaded on first use.
+        run_dir: everything this server writes (outputs; Gradio's upload cache when :func:`main` runs
+            it): removed at exit.
+        max_scan_slices: largest scan read per request, in slices.
+        max_scan_pixels: largest scan read per request, in pixels over all slices.
+    """
+
+    model: str | None = None
+    revision: str | None = None
+    extra_models: list[str] = field(default_factory=list)
+    run_dir: Path = field(default_factory=default_run_dir)
+    max_scan_slices: int = MAX_SCAN_SLICES
+    max_scan_pixels: int = MAX_SCAN_PIXELS
+
+    @classmethod
+    def from_env(cls, model: str | None = None, revision: str | None = None) -> AppSettings:
+        """Settings for a server: ``revision`` defaults to env ``BRAIN_CT_MODEL_REVISION``, the extra
+        models come from env ``BRAIN_CT_MODELS`` (comma-separated), the run folder from ``BRAIN_CT_TMP``."""
+        return cls(
+            model=model,
+            revision=revision or os.environ.get("BRAIN_CT_MODEL_REVISION") or None,
+            extra_models=_extra_models(),
+        )
+
+    @property
+    def output_dir(self) -> Path:
+        """Overlays and reports, one fresh sub-folder per request."""
+        return self.run_dir / "outputs"
+
+    @property
+    def gradio_cache(self) -> Path:
+        """Gradio's upload cache, once :func:`main` has pointed ``GRADIO_TEMP_DIR`` here."""
+        return self.run_dir / "gradio"
 
 
 class ModelRegistry:
@@ -165,7 +216,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def sweep_dead_runs(parent: Path = RUN_PARENT) -> list[Path]:
+def sweep_dead_runs(parent: Path) -> list[Path]:
     """Remove the run folders of servers that are no longer running (killed before they could clean up)."""
     removed = []
     for folder in parent.glob("run-*") if parent.is_dir() else []:
@@ -179,35 +230,51 @@ def sweep_dead_runs(parent: Path = RUN_PARENT) -> list[Path]:
     return removed
 
 
-def sweep_outputs(now: float | None = None, max_age_s: float = OUTPUT_MAX_AGE_S) -> None:
+def sweep_outputs(
+    settings: AppSettings, now: float | None = None, max_age_s: float = OUTPUT_MAX_AGE_S
+) -> None:
     """Delete this run's outputs (overlay images, reports) older than ``max_age_s``, and the empty
     folders Gradio's own cache sweep leaves behind (it deletes the files, not their folders)."""
     now = time.time() if now is None else now
-    for old in OUTPUT_DIR.iterdir() if OUTPUT_DIR.is_dir() else []:
+    for old in settings.output_dir.iterdir() if settings.output_dir.is_dir() else []:
         try:
             if now - old.stat().st_mtime > max_age_s:
                 shutil.rmtree(old, ignore_errors=True)
         except FileNotFoundError:  # another sweep removed it first
             continue
-    cache = Path(os.environ.get("GRADIO_TEMP_DIR", ""))
-    if cache.is_relative_to(RUN_DIR) and cache.is_dir():
-        for folder in cache.iterdir():
-            try:
-                if folder.is_dir() and now - folder.stat().st_mtime > max_age_s:
-                    folder.rmdir()  # only when empty
-            except OSError:  # not empty, or already gone
-                continue
+    cache = settings.gradio_cache
+    for folder in cache.iterdir() if cache.is_dir() else []:
+        try:
+            if folder.is_dir() and now - folder.stat().st_mtime > max_age_s:
+                folder.rmdir()  # only when empty
+        except OSError:  # not empty, or already gone
+            continue
 
 
-def remove_run_dir() -> None:
+def remove_run_dir(settings: AppSettings) -> None:
     """Remove everything this run wrote (at exit, and on SIGTERM/SIGINT)."""
-    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    shutil.rmtree(settings.run_dir, ignore_errors=True)
+
+
+def prepare_run_dir(settings: AppSettings) -> None:
+    """Sweep the folders of dead runs, create this run's folder, point Gradio's cache into it and
+    remove it at exit.
+
+    Gradio reads ``GRADIO_TEMP_DIR`` when each component is built and when the server starts
+    (``gradio.utils.get_upload_folder``): call this before :func:`create_app`.
+    """
+    removed = sweep_dead_runs(settings.run_dir.parent)
+    if removed:
+        log.info("removed %d folder(s) left by earlier runs", len(removed))
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(settings.gradio_cache)
+    atexit.register(remove_run_dir, settings)
 
 
 _sweeper_started = threading.Event()
 
 
-def start_sweeper(every_s: float = SWEEP_EVERY_S) -> None:
+def start_sweeper(settings: AppSettings, every_s: float = SWEEP_EVERY_S) -> None:
     """Once per process: a daemon thread that sweeps old outputs even while nobody asks for a report."""
     if _sweeper_started.is_set():
         return
@@ -217,16 +284,16 @@ def start_sweeper(every_s: float = SWEEP_EVERY_S) -> None:
         while True:
             time.sleep(every_s)
             try:
-                sweep_outputs()
+                sweep_outputs(settings)
             except OSError as exc:  # a sweep must never kill the thread
                 log.warning("output sweep failed: %s", exc)
 
     threading.Thread(target=loop, name="brain_ct-sweeper", daemon=True).start()
 
 
-def output_folder() -> Path:
+def output_folder(settings: AppSettings) -> Path:
     """A fresh folder for one request's outputs: identical concurrent requests never share a file."""
-    folder = OUTPUT_DIR / uuid.uuid4().hex
+    folder = settings.output_dir / uuid.uuid4().hex
     folder.mkdir(parents=True)
     return folder
 
@@ -293,15 +360,13 @@ def _uploads_only(component: gr.File) -> gr.File:
 # --------------------------------------------------------------------------- per-session results
 
 
+@cache
 def _glibc() -> Any:
     try:
         libc = ctypes.CDLL("libc.so.6")
         return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
     except OSError:  # not glibc (macOS, musl): nothing to tune
         return None
-
-
-_LIBC = _glibc()
 
 
 def limit_malloc_arenas(n: int = 2) -> None:
@@ -311,14 +376,16 @@ def limit_malloc_arenas(n: int = 2) -> None:
     of up to 40 threads, and a server grew by ~0.5 GB over 60 new-session requests that way
     (``python -m benchmarks --rows sessions``), never returned.
     """
-    if _LIBC is not None and "MALLOC_ARENA_MAX" not in os.environ:
-        _LIBC.mallopt(-8, int(n))  # -8 = M_ARENA_MAX
+    libc = _glibc()
+    if libc is not None and "MALLOC_ARENA_MAX" not in os.environ:
+        libc.mallopt(-8, int(n))  # -8 = M_ARENA_MAX
 
 
 def release_memory() -> None:
     """Hand freed heap memory back to the system (glibc keeps it otherwise)."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _nbytes(value: Any, seen: set[int] | None = None) -> int:
@@ -446,7 +513,7 @@ def md_escape(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", flat).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def user_message(text: str, paths: list[str] | None = None) -> str:
+def user_message(text: str, paths: list[str] | None = None, run_dir: Path | None = None) -> str:
     """An error message in the app's words: the checkbox instead of the flag, file names without the
     server's cache folders."""
     text = str(text)
@@ -459,7 +526,7 @@ def user_message(text: str, paths: list[str] | None = None) -> str:
         folder = str(Path(path).parent)
         if folder not in ("", "."):
             text = text.replace(folder + os.sep, "").replace(folder, "the upload")
-    for folder in (str(RUN_DIR), tempfile.gettempdir()):
+    for folder in (*([str(run_dir)] if run_dir is not None else []), tempfile.gettempdir()):
         text = text.replace(folder + os.sep, "").replace(folder, "the upload")
     return text
 
@@ -475,10 +542,6 @@ def example_files() -> list[str]:
     except Exception:  # pydicom's real slices are a bonus; the app works without them
         pass
     return files
-
-
-def _extra_models() -> list[str]:
-    return [m.strip() for m in os.environ.get("BRAIN_CT_MODELS", "").split(",") if m.strip()]
 
 
 def _paths(files: Any) -> list[str]:
@@ -570,16 +633,18 @@ def window_control(ct: CTImage | None) -> Any:
     )
 
 
-def _report_file(result: SeriesPrediction | Prediction, predictor: Predictor, unverified: bool) -> str:
-    sweep_outputs()
-    out = output_folder() / "brain_ct_report.pdf"
+def _report_file(
+    result: SeriesPrediction | Prediction, predictor: Predictor, unverified: bool, settings: AppSettings
+) -> str:
+    sweep_outputs(settings)
+    out = output_folder(settings) / "brain_ct_report.pdf"
     return str(write_report(result, out, model_settings=predictor.settings, unverified=unverified))
 
 
-def _heatmap_file(result: SeriesPrediction) -> str | None:
+def _heatmap_file(result: SeriesPrediction, settings: AppSettings) -> str | None:
     """The scan's Grad-CAM heatmaps as one NIfTI volume on its grid, in its own output folder;
     None when the slices carry no geometry to place them (PNG/JPG slices)."""
-    out = output_folder() / "brain_ct_heatmap.nii.gz"
+    out = output_folder(settings) / "brain_ct_heatmap.nii.gz"
     try:
         return str(write_heatmap_nifti([p.heatmap for p in result.predictions], result.series, out))
     except InvalidInputError as exc:
@@ -682,17 +747,21 @@ class Reader:
 
     Readings are kept in :attr:`results` (bounded, time-limited); the page's ``gr.State`` holds only
     their key. Errors are also kept per session in :attr:`errors` so the page can show the last one
-    until the next upload (Gradio's popup closes by itself).
+    until the next upload (Gradio's popup closes by itself). Outputs go to ``settings.run_dir`` and
+    scans are capped by its limits (default :class:`AppSettings`).
     """
 
-    def __init__(self, registry: ModelRegistry, results: ResultCache | None = None) -> None:
+    def __init__(
+        self, registry: ModelRegistry, results: ResultCache | None = None, settings: AppSettings | None = None
+    ) -> None:
         self.registry = registry
+        self.settings = settings or AppSettings()
         self.results = results or ResultCache()
         self.errors = ErrorBox()
         self.in_flight = OneReadingPerSession()
 
     def _fail(self, exc: BaseException | str, request: gr.Request | None, paths: list[str] | None = None):
-        message = user_message(str(getattr(exc, "message", exc)), paths)
+        message = user_message(str(getattr(exc, "message", exc)), paths, self.settings.run_dir)
         self.errors.set(_session(request), message)
         return gr.Error(message, print_exception=False)
 
@@ -759,7 +828,7 @@ class Reader:
             return None, [], None
         _, plain = render(entry["ct"], entry["pred"], preset, center, width, opacity)
         pred: Prediction = entry["pred"]
-        report = _report_file(pred, self.registry.get(entry["model"]), pred.unverified)
+        report = _report_file(pred, self.registry.get(entry["model"]), pred.unverified, self.settings)
         return plain, meta_rows(entry["ct"]), report
 
     def slice_page(self, state, preset="brain", center=40.0, width=80.0, opacity=0.4):
@@ -820,19 +889,20 @@ class Reader:
                 ids = [i.series_id for i in infos]
                 chosen = series_id if series_id in ids else None
                 info = next((i for i in infos if i.series_id == chosen), infos[0] if infos else None)
-                if info is not None and info.n_slices > MAX_SCAN_SLICES:
+                max_slices, max_pixels = self.settings.max_scan_slices, self.settings.max_scan_pixels
+                if info is not None and info.n_slices > max_slices:
                     raise gr.Error(
-                        f"this series has {info.n_slices} slices; the app reads at most {MAX_SCAN_SLICES} per "
+                        f"this series has {info.n_slices} slices; the app reads at most {max_slices} per "
                         "scan. Choose a thicker-slice series, or read it with the command line "
                         "(python -m brain_ct predict).",
                         print_exception=False,
                     )
                 series = read_series(source, series_uid=chosen, allow_unverified=bool(allow_unverified))
                 pixels = sum(int(ct.display.size) for ct in series.slices)
-                if len(series.slices) > MAX_SCAN_SLICES or pixels > MAX_SCAN_PIXELS:
+                if len(series.slices) > max_slices or pixels > max_pixels:
                     raise gr.Error(
                         f"this scan has {plural(len(series.slices), 'slice')} ({pixels / 1e6:.0f} megapixels); the "
-                        f"app reads at most {MAX_SCAN_SLICES} slices and {MAX_SCAN_PIXELS / 1e6:.0f} megapixels "
+                        f"app reads at most {max_slices} slices and {max_pixels / 1e6:.0f} megapixels "
                         "per scan. Upload fewer or smaller slices, or use the command line (python -m brain_ct predict).",
                         print_exception=False,
                     )
@@ -860,8 +930,8 @@ class Reader:
         return (
             series_md(result, unverified, n_series=len(infos)),
             summary,
-            _report_file(result, predictor, unverified),
-            _heatmap_file(result),
+            _report_file(result, predictor, unverified, self.settings),
+            _heatmap_file(result, self.settings),
             key,
         )
 
@@ -951,9 +1021,9 @@ def clear_scan_outputs():
     )
 
 
-def build_demo(registry: ModelRegistry) -> gr.Blocks:
-    reader = Reader(registry)
-    start_sweeper()
+def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> gr.Blocks:
+    """The page around ``registry``'s models: layout and events (starts nothing, loads no model)."""
+    reader = Reader(registry, settings=settings)
     with gr.Blocks(title="Brain-CT hemorrhage reader", delete_cache=UPLOAD_CACHE) as demo:
         gr.Markdown("# Brain-CT hemorrhage reading assistant")
         gr.Markdown(f"> **{DISCLAIMER}**", elem_id="disclaimer")
@@ -1144,7 +1214,7 @@ def build_demo(registry: ModelRegistry) -> gr.Blocks:
         model_id.change(registry.banner, inputs=model_id, outputs=banner, api_visibility="private")
         demo.load(registry.banner, inputs=model_id, outputs=banner, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
-    demo.reader = reader  # type: ignore[attr-defined]  # tests and benchmarks inspect the session cache
+    demo.reader = reader  # type: ignore[attr-defined]  # main warms its model up; tests inspect the session cache
     return demo
 
 
@@ -1179,9 +1249,20 @@ def setup_logging(verbose: bool = False) -> None:
     setup(verbose)
 
 
-def make_registry(model: str | None = None, revision: str | None = None) -> ModelRegistry:
-    revision = revision or os.environ.get("BRAIN_CT_MODEL_REVISION") or None
-    return ModelRegistry(resolve_model_id(model), _extra_models(), revision=revision)
+def make_registry(
+    model: str | None = None, revision: str | None = None, extra: list[str] | None = None
+) -> ModelRegistry:
+    """The models of a server: ``model`` (None: env ``BRAIN_CT_MODEL``, then the bundled demo) and ``extra``."""
+    return ModelRegistry(resolve_model_id(model), extra, revision=revision)
+
+
+def create_app(settings: AppSettings) -> gr.Blocks:
+    """The app for ``settings``: its models (none loaded yet) and its page; ``.reader`` holds the events.
+
+    Creates no folder and launches nothing; :func:`main` prepares the run folder first.
+    """
+    registry = make_registry(settings.model, settings.revision, settings.extra_models)
+    return build_demo(registry, settings)
 
 
 def warm_up(registry: ModelRegistry) -> None:
@@ -1212,35 +1293,26 @@ def _stop(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python app.py``: prepare the run folder and hooks, load and warm up the model, serve until stopped."""
     args = parse_args(argv)
     setup_logging(args.verbose)
+    settings = AppSettings.from_env(model=args.model, revision=args.revision)
+    prepare_run_dir(settings)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stop)
-    removed = sweep_dead_runs()
-    if removed:
-        log.info("removed %d folder(s) left by earlier runs", len(removed))
-    app_registry, app_demo = registry, demo
-    if (args.model is not None and shown_model_id(resolve_model_id(args.model)) != registry.default) or (
-        args.revision != registry.revision
-    ):
-        app_registry = make_registry(args.model, args.revision)
-        app_demo = build_demo(app_registry)
+    limit_malloc_arenas()  # before Gradio starts its worker threads
+    start_sweeper(settings)
+    app = create_app(settings)
     try:
-        warm_up(app_registry)  # load once at start, not per request
-        launch(app_demo, args)
+        warm_up(app.reader.registry)  # load once at start, not per request
+        launch(app, args)
     except KeyboardInterrupt:
         pass
     finally:
-        app_demo.close()
-        remove_run_dir()
-        log.info("stopped; removed %s", RUN_DIR)
+        app.close()
+        remove_run_dir(settings)
+        log.info("stopped; removed %s", settings.run_dir)
 
-
-RUN_DIR.mkdir(parents=True, exist_ok=True)
-atexit.register(remove_run_dir)
-limit_malloc_arenas()  # before Gradio starts its worker threads
-registry = make_registry()
-demo = build_demo(registry)
 
 if __name__ == "__main__":
     main()

@@ -34,6 +34,7 @@ from brain_ct.errors import InvalidInputError
 from brain_ct.wording import DEMO_NOTE, UNVERIFIED_NOTE, verdict
 
 if TYPE_CHECKING:
+    from brain_ct.model import ModelSettings
     from brain_ct.predictor import Prediction
     from brain_ct.scan import SeriesPrediction
 
@@ -67,14 +68,6 @@ def _font_paths() -> tuple[Path, Path] | None:
     return (regular, bold) if regular.is_file() and bold.is_file() else None
 
 
-def _setting(settings: Any, key: str, default: Any = None) -> Any:
-    if settings is None:
-        return default
-    if isinstance(settings, Mapping):
-        return settings.get(key, default)
-    return getattr(settings, key, default)
-
-
 def _pdf_class() -> type:
     from fpdf import FPDF
 
@@ -88,6 +81,20 @@ def _pdf_class() -> type:
             self.set_font(self.font_name, size=7.5)
             self.set_text_color(90, 90, 90)
             self.multi_cell(0, 3.6, _latin(self, f"{DISCLAIMER}  Page {self.page_no()}/{{nb}}"), align="C")
+            self.set_text_color(0, 0, 0)
+
+        def paragraph(
+            self,
+            line: str,
+            size: float = 10,
+            style: str = "",
+            h: float = 5.2,
+            color: tuple[int, int, int] = (0, 0, 0),
+        ) -> None:
+            """One left-aligned paragraph, ``size`` pt, line height ``h`` mm, then black again."""
+            self.set_font(self.font_name, style=style, size=size)
+            self.set_text_color(*color)
+            self.multi_cell(0, h, _latin(self, line), align="L", new_x="LMARGIN", new_y="NEXT")
             self.set_text_color(0, 0, 0)
 
     return _ReportPDF
@@ -261,7 +268,7 @@ def write_report(
     result: SeriesPrediction | Prediction,
     path: str | os.PathLike[str],
     *,
-    model_settings: Any = None,
+    model_settings: ModelSettings | None = None,
     include_identifiers: bool = False,
     identifiers: Mapping[str, str] | None = None,
     max_key_slices: int = 4,
@@ -275,9 +282,9 @@ def write_report(
         result: a :class:`~brain_ct.scan.SeriesPrediction`, or a single
             :class:`~brain_ct.predictor.Prediction` (reported as a series of one slice).
         path: the PDF file to write (its folder must exist).
-        model_settings: the predictor's settings (``predictor.settings``: ``model_id``,
-            ``revision``, ``threshold``, ``is_demo``, ``trained_on``, ``context_slices``), an
-            object or a mapping; None prints the model id stored in the prediction only.
+        model_settings: the predictor's settings (``predictor.settings``); it names the model, its
+            revision, what it was trained on and its slice context, and its threshold sets the scan
+            rule. None prints the model id stored in the prediction only.
         include_identifiers: print PatientName, PatientID and StudyDate (and nothing else
             identifying). Off by default: the report then carries no identifying data.
         identifiers: those values, read explicitly by the caller; default the series'
@@ -295,14 +302,35 @@ def write_report(
     Raises:
         InvalidInputError: ``result`` is neither kind, or ``path`` cannot be written.
     """
-    from brain_ct import explain
-
     views, scan = _views(result)
     if not views:
         raise InvalidInputError("the reading has no slices; nothing to report")
     out = Path(path)
     created = created or _dt.datetime.now().astimezone()
+    pdf = _new_pdf(created)
+    _title(pdf, created)
+    _verdict_section(pdf, scan, len(views), is_unverified(result) if unverified is None else unverified)
+    if len(views) > 1:
+        _scan_section(pdf, scan, len(views), model_settings)
+    pdf.ln(1.5)
+    _model_section(pdf, model_settings, views[0].prediction.model_id)
+    if include_identifiers:
+        _identifier_section(pdf, identifiers if identifiers is not None else scan["identifiers"])
+    if len(views) > 1:
+        _plot_section(pdf, views, scan)
+    _key_slices_section(pdf, views, max_key_slices, opacity)
+    try:
+        pdf.output(str(out))
+    except OSError as exc:
+        raise InvalidInputError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    return out
 
+
+_GREY = (80, 80, 80)
+
+
+def _new_pdf(created: _dt.datetime) -> Any:
+    """An A4 report PDF with its metadata, Unicode font (when available) and first page."""
     pdf = _pdf_class()(orientation="P", unit="mm", format="A4")
     pdf.set_auto_page_break(auto=True, margin=18)
     pdf.set_margins(14, 14, 14)
@@ -315,142 +343,153 @@ def write_report(
         pdf.add_font(_FONT, "B", str(fonts[1]))
         pdf.font_name = _FONT
     pdf.add_page()
+    return pdf
 
-    def text(line: str, size: float = 10, style: str = "", h: float = 5.2, color=(0, 0, 0)) -> None:
-        pdf.set_font(pdf.font_name, style=style, size=size)
-        pdf.set_text_color(*color)
-        pdf.multi_cell(0, h, _latin(pdf, line), align="L", new_x="LMARGIN", new_y="NEXT")
-        pdf.set_text_color(0, 0, 0)
 
-    n = len(views)
-    label, prob, thr = scan["label"], scan["probability"], scan["threshold"]
-    text("Head-CT hemorrhage reading — research report", size=15, style="B", h=8)
-    text(f"Report created {created.strftime('%Y-%m-%d %H:%M %Z').strip()}", size=9, color=(80, 80, 80))
+def _title(pdf: Any, created: _dt.datetime) -> None:
+    pdf.paragraph("Head-CT hemorrhage reading — research report", size=15, style="B", h=8)
+    pdf.paragraph(f"Report created {created.strftime('%Y-%m-%d %H:%M %Z').strip()}", size=9, color=_GREY)
     pdf.ln(2)
 
+
+def _verdict_section(pdf: Any, scan: dict[str, Any], n: int, unverified: bool) -> None:
+    """The verdict in colour, the caveat when the head-CT check was skipped, P and the threshold."""
+    label = scan["label"]
     colour = (170, 30, 30) if label == "hemorrhage" else (25, 110, 50)
-    text(
+    pdf.paragraph(
         f"Verdict: {verdict(label, hedged=True, capitalised=False)} (label: {label})",
         size=13,
         style="B",
         h=7,
         color=colour,
     )
-    if is_unverified(result) if unverified is None else unverified:
-        text(f"Caution — {UNVERIFIED_NOTE}", size=10.5, style="B", color=(170, 90, 0))
+    if unverified:
+        pdf.paragraph(f"Caution — {UNVERIFIED_NOTE}", size=10.5, style="B", color=(170, 90, 0))
     scope = "scan" if n > 1 else "slice"
-    text(f"Probability of hemorrhage ({scope} level): {prob:.1%} — threshold {thr:.1%}.")
-    if n > 1:
-        positive = scan["positive"]
-        # People count slices from 1 (as viewers do); only JSON keeps the 0-based index.
-        listed = ", ".join(str(i + 1) for i in positive[:30]) + (" …" if len(positive) > 30 else "")
-        text(
-            f"Slices read: {n}. Positive slices (probability ≥ threshold): {len(positive)}"
-            + (f" — slice {listed}." if len(positive) == 1 else f" — slices {listed}." if positive else ".")
-            + f" Most suspicious slice: {scan['most_suspicious'] + 1}."
-        )
-        rule = scan["rule"]
-        if rule is not None:
-            t, k, h = rule.resolve(float(_setting(model_settings, "threshold", thr) or thr))
-            text(
-                f"Scan rule: hemorrhage when {min(k, n)} neighbouring slices reach the threshold {t:.2f}, "
-                f"or one slice reaches {h:.2f}. Slice 1 is the most inferior slice.",
-                size=8.5,
-                color=(80, 80, 80),
-            )
-        if scan["errors"]:
-            text(
-                f"{plural(scan['errors'], 'file')} could not be read and "
-                f"{'was' if scan['errors'] == 1 else 'were'} left out.",
-                size=8.5,
-                color=(80, 80, 80),
-            )
-        skipped = scan.get("skipped", 0)
-        if skipped:
-            text(
-                f"{plural(skipped, 'readable file')} not part of this series "
-                f"{'was' if skipped == 1 else 'were'} left out (another series, or not an image).",
-                size=8.5,
-                color=(80, 80, 80),
-            )
-    pdf.ln(1.5)
+    pdf.paragraph(
+        f"Probability of hemorrhage ({scope} level): {scan['probability']:.1%} — threshold {scan['threshold']:.1%}."
+    )
 
-    model_id = _setting(model_settings, "model_id") or views[0].prediction.model_id or "unknown"
-    revision = _setting(model_settings, "revision") or "not pinned"
-    trained_on = _setting(model_settings, "trained_on") or "not stated by the model"
-    text(f"Model: {model_id} — revision: {revision}", size=9.5, style="B")
-    text(f"Trained on: {trained_on}.", size=9)
-    if _setting(model_settings, "is_demo", False):
-        text(f"This model was {DEMO_NOTE}.", size=10, style="B", color=(170, 90, 0))
-    context = int(_setting(model_settings, "context_slices", 0) or 0)
+
+def _scan_section(pdf: Any, scan: dict[str, Any], n: int, model_settings: ModelSettings | None) -> None:
+    """A scan's positive slices, the scan rule, and the files left out."""
+    positive = scan["positive"]
+    # People count slices from 1 (as viewers do); only JSON keeps the 0-based index.
+    listed = ", ".join(str(i + 1) for i in positive[:30]) + (" …" if len(positive) > 30 else "")
+    pdf.paragraph(
+        f"Slices read: {n}. Positive slices (probability ≥ threshold): {len(positive)}"
+        + (f" — slice {listed}." if len(positive) == 1 else f" — slices {listed}." if positive else ".")
+        + f" Most suspicious slice: {scan['most_suspicious'] + 1}."
+    )
+    rule = scan["rule"]
+    if rule is not None:
+        thr = scan["threshold"]
+        t, k, h = rule.resolve(float((model_settings.threshold if model_settings else thr) or thr))
+        pdf.paragraph(
+            f"Scan rule: hemorrhage when {min(k, n)} neighbouring slices reach the threshold {t:.2f}, "
+            f"or one slice reaches {h:.2f}. Slice 1 is the most inferior slice.",
+            size=8.5,
+            color=_GREY,
+        )
+    errors = scan["errors"]
+    if errors:
+        pdf.paragraph(
+            f"{plural(errors, 'file')} could not be read and {'was' if errors == 1 else 'were'} left out.",
+            size=8.5,
+            color=_GREY,
+        )
+    skipped = scan.get("skipped", 0)
+    if skipped:
+        pdf.paragraph(
+            f"{plural(skipped, 'readable file')} not part of this series "
+            f"{'was' if skipped == 1 else 'were'} left out (another series, or not an image).",
+            size=8.5,
+            color=_GREY,
+        )
+
+
+def _model_section(pdf: Any, model_settings: ModelSettings | None, prediction_model_id: str | None) -> None:
+    """Which model read the scan, its revision, its training data, the demo note and its slice context."""
+    settings = model_settings
+    model_id = (settings.model_id if settings else None) or prediction_model_id or "unknown"
+    revision = (settings.revision if settings else None) or "not pinned"
+    trained_on = (settings.trained_on if settings else None) or "not stated by the model"
+    pdf.paragraph(f"Model: {model_id} — revision: {revision}", size=9.5, style="B")
+    pdf.paragraph(f"Trained on: {trained_on}.", size=9)
+    if settings is not None and settings.is_demo:
+        pdf.paragraph(f"This model was {DEMO_NOTE}.", size=10, style="B", color=(170, 90, 0))
+    context = int(settings.context_slices or 0) if settings is not None else 0
     if context:
-        text(f"Slice context: {context} neighbouring slice(s) on each side.", size=9)
+        pdf.paragraph(f"Slice context: {context} neighbouring slice(s) on each side.", size=9)
 
-    if include_identifiers:
-        ids = dict(identifiers if identifiers is not None else scan["identifiers"])
-        shown = [f"{k}: {ids[k]}" for k in IDENTIFIER_KEYS if ids.get(k)]
-        if shown:
-            pdf.ln(1)
-            text("Identifiers (included at the user's request): " + "; ".join(shown), size=9)
 
-    if n > 1:
-        pdf.ln(2)
-        png = probability_plot_png(
-            [v.prediction.probability for v in views],
-            thr,
-            positive=scan["positive"],
-            highlight=scan["most_suspicious"],
-        )
-        import io
+def _identifier_section(pdf: Any, identifiers: Mapping[str, str]) -> None:
+    """Only :data:`IDENTIFIER_KEYS`, and only those with a value."""
+    ids = dict(identifiers)
+    shown = [f"{k}: {ids[k]}" for k in IDENTIFIER_KEYS if ids.get(k)]
+    if shown:
+        pdf.ln(1)
+        pdf.paragraph("Identifiers (included at the user's request): " + "; ".join(shown), size=9)
 
-        pdf.image(io.BytesIO(png), w=pdf.epw)
 
+def _plot_section(pdf: Any, views: list[_SliceView], scan: dict[str, Any]) -> None:
+    import io
+
+    pdf.ln(2)
+    png = probability_plot_png(
+        [v.prediction.probability for v in views],
+        scan["threshold"],
+        positive=scan["positive"],
+        highlight=scan["most_suspicious"],
+    )
+    pdf.image(io.BytesIO(png), w=pdf.epw)
+
+
+def _key_slices_section(pdf: Any, views: list[_SliceView], max_key_slices: int, opacity: float) -> None:
+    """The most suspicious slices, each with its images, regions and explanation."""
+    n = len(views)
     order = sorted(views, key=lambda v: -v.prediction.probability)[: max(1, max_key_slices)]
     pdf.ln(2)
-    text("Key slices, most suspicious first" if n > 1 else "The slice", size=12, style="B", h=7)
+    pdf.paragraph("Key slices, most suspicious first" if n > 1 else "The slice", size=12, style="B", h=7)
     # Two images side by side, small enough for two or three slices per page.
     img_w = min((pdf.epw - 4) / 2, 62.0)
     for view in order:
-        pred = view.prediction
-        display = pred.display
-        rows, cols = display.shape[:2] if display is not None else pred.heatmap.shape[:2]
-        img_h = img_w * rows / cols
-        # Keep a slice's images and its caption together on one page.
-        if pdf.get_y() + img_h + 30 > pdf.h - pdf.b_margin:
-            pdf.add_page()
-        where = f" at {view.position:.1f} mm" if view.position is not None else ""
-        head = f"Slice {view.index + 1}{where}" if n > 1 else "Slice"
-        text(
-            f"{head}: {pred.label}, probability {pred.probability:.1%}",
-            size=10.5,
-            style="B",
-            color=(170, 30, 30) if pred.label == "hemorrhage" else (0, 0, 0),
-        )
-        y = pdf.get_y() + 1
-        if display is not None:
-            pdf.image(_fit(display), x=pdf.l_margin, y=y, w=img_w, h=img_h)
-            pdf.image(_fit(pred.overlay(opacity)), x=pdf.l_margin + img_w + 4, y=y, w=img_w, h=img_h)
-        else:
-            heat = (np.clip(pred.heatmap, 0, 1) * 255).astype(np.uint8)
-            pdf.image(
-                _fit(explain.overlay(heat, pred.heatmap, opacity)), x=pdf.l_margin, y=y, w=img_w, h=img_h
-            )
-        pdf.set_y(y + img_h + 1.5)
-        text(
-            "Left: brain window. Right: Grad-CAM heatmap overlay (where the model looked).",
-            size=8,
-            color=(90, 90, 90),
-        )
-        if pred.regions:
-            described = "; ".join(
-                f"{explain.describe_region(r)} (score {r.score:.2f})" for r in pred.regions[:4]
-            )
-            text(f"Regions: {described}.", size=9)
-        text(pred.explanation, size=9)
-        pdf.ln(3)
+        _key_slice(pdf, view, n, img_w, opacity)
 
-    try:
-        pdf.output(str(out))
-    except OSError as exc:
-        raise InvalidInputError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
-    return out
+
+def _key_slice(pdf: Any, view: _SliceView, n: int, img_w: float, opacity: float) -> None:
+    from brain_ct import explain
+
+    pred = view.prediction
+    display = pred.display
+    rows, cols = display.shape[:2] if display is not None else pred.heatmap.shape[:2]
+    img_h = img_w * rows / cols
+    # Keep a slice's images and its caption together on one page.
+    if pdf.get_y() + img_h + 30 > pdf.h - pdf.b_margin:
+        pdf.add_page()
+    where = f" at {view.position:.1f} mm" if view.position is not None else ""
+    head = f"Slice {view.index + 1}{where}" if n > 1 else "Slice"
+    pdf.paragraph(
+        f"{head}: {pred.label}, probability {pred.probability:.1%}",
+        size=10.5,
+        style="B",
+        color=(170, 30, 30) if pred.label == "hemorrhage" else (0, 0, 0),
+    )
+    y = pdf.get_y() + 1
+    if display is not None:
+        pdf.image(_fit(display), x=pdf.l_margin, y=y, w=img_w, h=img_h)
+        pdf.image(_fit(pred.overlay(opacity)), x=pdf.l_margin + img_w + 4, y=y, w=img_w, h=img_h)
+    else:
+        heat = (np.clip(pred.heatmap, 0, 1) * 255).astype(np.uint8)
+        pdf.image(_fit(explain.overlay(heat, pred.heatmap, opacity)), x=pdf.l_margin, y=y, w=img_w, h=img_h)
+    pdf.set_y(y + img_h + 1.5)
+    pdf.paragraph(
+        "Left: brain window. Right: Grad-CAM heatmap overlay (where the model looked).",
+        size=8,
+        color=(90, 90, 90),
+    )
+    if pred.regions:
+        described = "; ".join(f"{explain.describe_region(r)} (score {r.score:.2f})" for r in pred.regions[:4])
+        pdf.paragraph(f"Regions: {described}.", size=9)
+    pdf.paragraph(pred.explanation, size=9)
+    pdf.ln(3)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import socket
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -19,7 +21,8 @@ from pydicom.filewriter import dcmwrite
 from brain_ct.synthetic import generate_series, generate_slice, plain_8bit, to_dicom
 
 REAL_HEAD_CT = "693_J2KI.dcm"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -28,21 +31,25 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_module(tiny_model):
-    old = os.environ.get("BRAIN_CT_MODEL")
-    os.environ["BRAIN_CT_MODEL"] = str(tiny_model)
+def app_module():
     import app
 
-    yield app
-    if old is None:
-        os.environ.pop("BRAIN_CT_MODEL", None)
-    else:
-        os.environ["BRAIN_CT_MODEL"] = old
+    return app
 
 
 @pytest.fixture(scope="module")
-def reader(app_module):
-    return app_module.Reader(app_module.make_registry())
+def settings(app_module, tiny_model, tmp_path_factory):
+    return app_module.AppSettings(model=str(tiny_model), run_dir=tmp_path_factory.mktemp("run") / "run-1")
+
+
+@pytest.fixture(scope="module")
+def demo(app_module, settings):
+    return app_module.create_app(settings)
+
+
+@pytest.fixture(scope="module")
+def reader(app_module, settings):
+    return app_module.Reader(app_module.make_registry(settings.model), settings=settings)
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +106,29 @@ def _nifti_scan(path: Path, n: int = 5) -> Path:
     return path
 
 
-def test_import_builds_demo_without_launching(app_module):
-    assert isinstance(app_module.demo, gr.Blocks)
-    assert app_module.demo.server is None if hasattr(app_module.demo, "server") else True
-    assert not getattr(app_module.demo, "is_running", False)
+def test_import_does_no_work(tmp_path):
+    """``import app`` changes no environment variable, creates no run folder and starts no thread."""
+    code = (
+        "import os, threading\n"
+        "import cv2, gradio, gradio_client, brain_ct.report, brain_ct.series, brain_ct.nifti\n"
+        "env, threads = dict(os.environ), set(threading.enumerate())\n"
+        "import app\n"
+        "assert dict(os.environ) == env, set(os.environ.items()) ^ set(env.items())\n"
+        "assert set(threading.enumerate()) == threads, set(threading.enumerate()) - threads\n"
+        "assert not hasattr(app, 'demo')\n"
+    )
+    env = {**os.environ, "BRAIN_CT_TMP": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("GRADIO_TEMP_DIR", None)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_create_app_builds_the_page_without_launching_or_loading(app_module, settings, demo):
+    assert isinstance(demo, gr.Blocks)
+    assert not getattr(demo, "is_running", False)
+    assert demo.reader.registry.default == settings.model and not demo.reader.registry._cache
+    assert not settings.run_dir.exists()
 
 
 def test_read_slice_returns_label_overlay_and_explanation(reader, files):
@@ -176,8 +202,8 @@ def test_slices_without_geometry_get_no_heatmap_volume(reader, files):
     assert summary["n_slices"] == 2 and Path(report).is_file() and heatmap is None
 
 
-def test_scan_upload_offers_nifti_and_a_heatmap_download(app_module):
-    config = app_module.demo.config["components"]
+def test_scan_upload_offers_nifti_and_a_heatmap_download(demo):
+    config = demo.config["components"]
     labels = [c["props"].get("label") or "" for c in config]
     assert any(".nii.gz" in label and ".zip" in label for label in labels)
     assert any(label.startswith("Heatmap volume (NIfTI") for label in labels)
@@ -195,10 +221,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(app_module):
-    registry = app_module.make_registry()
-    app_module.warm_up(registry)
-    demo = app_module.build_demo(registry)
+def served(app_module, settings):
+    demo = app_module.create_app(settings)
+    app_module.warm_up(demo.reader.registry)
     _, url, _ = demo.launch(
         server_name="127.0.0.1",
         server_port=_free_port(),

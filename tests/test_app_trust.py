@@ -6,11 +6,11 @@ whole-scan tab and the error box, through a real Chromium (the ``browser`` marke
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -112,16 +112,17 @@ def models(tmp_path_factory, inputs) -> dict[str, tuple[str, float]]:
 
 
 @pytest.fixture(scope="module")
-def app_module(models):
-    old = os.environ.get("BRAIN_CT_MODEL")
-    os.environ["BRAIN_CT_MODEL"] = models["far_below"][0]
+def app_module():
     import app
 
-    yield app
-    if old is None:
-        os.environ.pop("BRAIN_CT_MODEL", None)
-    else:
-        os.environ["BRAIN_CT_MODEL"] = old
+    return app
+
+
+@pytest.fixture(scope="module")
+def settings(app_module, models, tmp_path_factory):
+    return app_module.AppSettings(
+        model=models["far_below"][0], run_dir=tmp_path_factory.mktemp("run") / "run-1"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +132,8 @@ def registry(app_module, models):
 
 
 @pytest.fixture(scope="module")
-def reader(app_module, registry):
-    return app_module.Reader(registry)
+def reader(app_module, registry, settings):
+    return app_module.Reader(registry, settings=settings)
 
 
 def _request(session: str):
@@ -358,12 +359,13 @@ def test_result_cache_is_bounded_in_entries_bytes_and_age(app_module, monkeypatc
     assert cache.get({"not": "a key"}) is None
 
 
-def test_state_holds_a_key_with_time_to_live(app_module, reader, inputs):
+def test_state_holds_a_key_with_time_to_live(app_module, settings, reader, inputs):
     _, _, _, state = reader.read_slice(inputs["dcm"])
     assert isinstance(state, str) and len(state) <= 64
-    states = [b for b in app_module.demo.blocks.values() if isinstance(b, gr.State)]
+    demo = app_module.create_app(settings)
+    states = [b for b in demo.blocks.values() if isinstance(b, gr.State)]
     assert states and all(s.time_to_live == app_module.SESSION_TTL_S for s in states)
-    assert all(s.delete_callback == app_module.demo.reader.results.discard for s in states)
+    assert all(s.delete_callback == demo.reader.results.discard for s in states)
     assert app_module.LAUNCH_OPTIONS["state_session_capacity"] <= 1000
 
 
@@ -381,14 +383,13 @@ def test_an_expired_reading_says_so(app_module, reader, inputs):
     )  # nothing read yet: nothing to say
 
 
-def test_scan_cap_refuses_with_a_clear_message(app_module, reader, inputs, monkeypatch):
-    monkeypatch.setattr(app_module, "MAX_SCAN_SLICES", 3)
+def test_scan_cap_refuses_with_a_clear_message(app_module, registry, settings, inputs):
+    few_slices = dataclasses.replace(settings, max_scan_slices=3)
     with pytest.raises(gr.Error, match="at most 3"):
-        reader.read_series([inputs["six"]])
-    monkeypatch.setattr(app_module, "MAX_SCAN_SLICES", 300)
-    monkeypatch.setattr(app_module, "MAX_SCAN_PIXELS", 128 * 128 * 2)
+        app_module.Reader(registry, settings=few_slices).read_series([inputs["six"]])
+    few_pixels = dataclasses.replace(settings, max_scan_slices=300, max_scan_pixels=128 * 128 * 2)
     with pytest.raises(gr.Error, match="megapixels"):
-        reader.read_series([inputs["six"]])
+        app_module.Reader(registry, settings=few_pixels).read_series([inputs["six"]])
 
 
 # --------------------------------------------------------------------------- 14.4 escaping
@@ -420,21 +421,34 @@ def test_run_folder_sweeps(app_module, tmp_path):
     alive.mkdir()
     removed = app_module.sweep_dead_runs(tmp_path)
     assert removed == [dead] and not dead.exists() and alive.exists()
-    old = app_module.output_folder()
-    new = app_module.output_folder()
-    cache = Path(os.environ["GRADIO_TEMP_DIR"])
+    settings = app_module.AppSettings(run_dir=tmp_path / f"run-{os.getpid()}")
+    old = app_module.output_folder(settings)
+    new = app_module.output_folder(settings)
+    cache = settings.gradio_cache
     empty, full = cache / "empty-hash-folder", cache / "full-hash-folder"
     empty.mkdir(parents=True)
     full.mkdir()
     (full / "upload.dcm").write_bytes(b"x")
     for folder in (old, empty, full):
         os.utime(folder, (time.time() - 1000, time.time() - 1000))
-    app_module.sweep_outputs()
+    app_module.sweep_outputs(settings)
     assert not old.exists() and new.exists()
     assert not empty.exists() and (full / "upload.dcm").exists()  # Gradio's files are Gradio's to delete
-    shutil.rmtree(full)
-    assert app_module.OUTPUT_DIR.parent == app_module.RUN_DIR
-    assert Path(os.environ["GRADIO_TEMP_DIR"]).parent == app_module.RUN_DIR
+    assert settings.output_dir.parent == settings.gradio_cache.parent == settings.run_dir
+    app_module.remove_run_dir(settings)
+    assert not settings.run_dir.exists() and alive.exists()
+
+
+def test_prepare_run_dir_points_gradio_into_the_run_folder(app_module, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", "unchanged")
+    monkeypatch.setattr(app_module.atexit, "register", lambda *a: None)  # the test removes it itself
+    dead = tmp_path / "run-999999999"
+    dead.mkdir()
+    settings = app_module.AppSettings(run_dir=tmp_path / f"run-{os.getpid()}")
+    app_module.prepare_run_dir(settings)
+    assert settings.run_dir.is_dir() and not dead.exists()
+    assert os.environ["GRADIO_TEMP_DIR"] == str(settings.gradio_cache)
+    app_module.remove_run_dir(settings)
 
 
 # --------------------------------------------------------------------------- 13.11 logging
@@ -497,18 +511,27 @@ def test_cli_logging_keeps_font_tools_quiet(tmp_path, inputs, models, capsys):
 
 
 @pytest.fixture(scope="module")
-def served(app_module, registry):
-    app_module.warm_up(registry)
-    demo = app_module.build_demo(registry)
-    _, url, _ = demo.launch(
-        server_name="127.0.0.1",
-        server_port=_free_port(),
-        prevent_thread_lock=True,
-        quiet=True,
-        **app_module.LAUNCH_OPTIONS,
-    )
-    yield url, demo
-    demo.close()
+def served(app_module, registry, settings):
+    # As main() does: Gradio's upload cache inside the run folder, set before the page is built.
+    old = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(settings.gradio_cache)
+    try:
+        app_module.warm_up(registry)
+        demo = app_module.build_demo(registry, settings)
+        _, url, _ = demo.launch(
+            server_name="127.0.0.1",
+            server_port=_free_port(),
+            prevent_thread_lock=True,
+            quiet=True,
+            **app_module.LAUNCH_OPTIONS,
+        )
+        yield url, demo
+        demo.close()
+    finally:
+        if old is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = old
 
 
 @pytest.mark.slow
@@ -538,7 +561,8 @@ def test_api_refuses_urls_and_leaves_no_empty_upload_files(served, inputs):
     with pytest.raises(Exception, match="web address"):
         client.predict(handle_file("http://127.0.0.1:9/slice.dcm"), api_name="/predict")
     client.predict(handle_file(inputs["dcm"]), api_name="/predict")
-    cache = Path(os.environ["GRADIO_TEMP_DIR"])
+    cache = demo.reader.settings.gradio_cache
+    assert Path(demo.GRADIO_CACHE) == cache
     empty = [p for p in cache.rglob("*") if p.is_file() and p.stat().st_size == 0]
     assert not empty, empty
 

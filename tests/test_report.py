@@ -19,11 +19,19 @@ from pypdf import PdfReader
 
 from brain_ct.__main__ import main
 from brain_ct.errors import InvalidInputError
+from brain_ct.model import ModelSettings
 from brain_ct.report import probability_plot_png, write_report
 from brain_ct.scan import predict_series
 from brain_ct.series import read_series
 
 PATIENT_VALUES = ("DOE", "JANE", "PID-778899")
+
+
+def model_settings(fake: FakePredictor, **changes) -> ModelSettings:
+    """The real settings of the model ``fake`` stands for (write_report takes a ModelSettings)."""
+    fields = ("threshold", "context_slices", "model_id", "revision", "is_demo", "trained_on")
+    values = {name: getattr(fake.settings, name) for name in fields} | changes
+    return ModelSettings(windows=((40.0, 80.0),), image_size=64, **values)
 
 
 def _pdf_pages(path) -> list[str]:
@@ -38,7 +46,7 @@ def _all_text(path) -> str:
 def positive_result(make_ct_dataset, tmp_path):
     s, by_name, names = series_with_probs(make_ct_dataset, tmp_path, [0.02, 0.05, 0.91, 0.97, 0.04, 0.6])
     fake = FakePredictor(by_name)
-    return predict_series(fake, s), fake.settings, names
+    return predict_series(fake, s), model_settings(fake), names
 
 
 def test_series_report_has_verdict_model_slices_and_disclaimer_on_every_page(positive_result, tmp_path):
@@ -90,7 +98,7 @@ def test_synthetic_scan_report_has_verdict_and_no_patient_data(tmp_path):
     by_name = synthetic_zip(synthetic_series, path, patient_name="SYNTHETIC^PHANTOM")
     fake = label_predictor(by_name)
     result = predict_series(fake, read_series(path))
-    out = write_report(result, tmp_path / "scan.pdf", model_settings=fake.settings)
+    out = write_report(result, tmp_path / "scan.pdf", model_settings=model_settings(fake))
     text = _all_text(out)
     raw = out.read_bytes()
     assert "Verdict: hemorrhage suspected (label: hemorrhage)" in text
@@ -118,10 +126,12 @@ def test_identifiers_only_when_asked(make_ct_dataset, tmp_path):
     s = read_series(path, read_identifiers=True)
     fake = FakePredictor({f"{i}.dcm": 0.1 for i in range(3)})
     result = predict_series(fake, s)
-    text = _all_text(write_report(result, tmp_path / "no.pdf", model_settings=fake.settings))
+    text = _all_text(write_report(result, tmp_path / "no.pdf", model_settings=model_settings(fake)))
     assert "DOE" not in text and "PID-778899" not in text
     text = _all_text(
-        write_report(result, tmp_path / "yes.pdf", model_settings=fake.settings, include_identifiers=True)
+        write_report(
+            result, tmp_path / "yes.pdf", model_settings=model_settings(fake), include_identifiers=True
+        )
     )
     assert "PatientName: DOE^JANE" in text and "PatientID: PID-778899" in text
     text = _all_text(
@@ -138,8 +148,8 @@ def test_identifiers_only_when_asked(make_ct_dataset, tmp_path):
 def test_negative_series_report(make_ct_dataset, tmp_path):
     s, by_name, _ = series_with_probs(make_ct_dataset, tmp_path, [0.02, 0.6, 0.1, 0.1])
     fake = FakePredictor(by_name)
-    fake.settings.is_demo = False
-    text = _all_text(write_report(predict_series(fake, s), tmp_path / "n.pdf", model_settings=fake.settings))
+    settings = model_settings(fake, is_demo=False, trained_on="labelled head CTs")
+    text = _all_text(write_report(predict_series(fake, s), tmp_path / "n.pdf", model_settings=settings))
     assert "Verdict: no hemorrhage found by the model (label: normal)" in text
     assert "hemorrhage suspected" not in text
     assert "for demonstration only" not in text
@@ -192,8 +202,12 @@ def test_unverified_reading_carries_the_caveat_in_the_pdf(make_ct_dataset, tmp_p
     s, by_name, _ = series_with_probs(make_ct_dataset, tmp_path, [0.1, 0.7])
     fake = FakePredictor(by_name)
     result = predict_series(fake, s)
-    assert caveat not in _all_text(write_report(result, tmp_path / "s.pdf", model_settings=fake.settings))
-    text = _all_text(write_report(result, tmp_path / "u.pdf", model_settings=fake.settings, unverified=True))
+    assert caveat not in _all_text(
+        write_report(result, tmp_path / "s.pdf", model_settings=model_settings(fake))
+    )
+    text = _all_text(
+        write_report(result, tmp_path / "u.pdf", model_settings=model_settings(fake), unverified=True)
+    )
     assert caveat in text
 
 
@@ -202,7 +216,9 @@ def test_report_counts_in_words_and_numbers_slices_from_one(make_ct_dataset, tmp
     s.errors.append({"file": "x.dcm", "type": "InvalidInputError", "message": "broken"})
     s.skipped.append({"file": "y.dcm", "reason": "other series abc, 1 slice"})
     fake = FakePredictor(by_name)
-    text = _all_text(write_report(predict_series(fake, s), tmp_path / "r.pdf", model_settings=fake.settings))
+    text = _all_text(
+        write_report(predict_series(fake, s), tmp_path / "r.pdf", model_settings=model_settings(fake))
+    )
     assert "1 file could not be read and was left out" in text
     assert "1 readable file not part of this series was left out" in text
     assert "slice 2." in text and "Most suspicious slice: 2." in text

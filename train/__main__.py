@@ -23,6 +23,7 @@ import json
 import logging
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -163,82 +164,81 @@ def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
     return value
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Train, choose the threshold, evaluate, save (and push). Returns the ``eval_results.json`` content."""
-    from transformers import default_data_collator, set_seed
-
-    from brain_ct.jsonable import json_safe
-    from brain_ct.model import ModelSettings, apply_settings_to_config
-    from brain_ct.preprocess import default_stats
-    from train.augment import Augmenter
-    from train.calibrate import calibrate_and_choose, calibration_groups, calibration_report, plot_reliability
-    from train.card import CardInfo, write_model_card
-    from train.data import (
-        PhantomCache,
-        SliceTransform,
-        attach_transform,
-        build_splits,
-        class_weights_from_counts,
-    )
-    from train.evaluate import (
-        plot_training_curves,
-        predict_scores,
-        report_split,
-        summary_line,
-    )
-    from train.trainer import BrainCTTrainer, compute_metrics
-
-    argv = sys.argv[1:] if argv is None else list(argv)
-    model_args, data_args, training_args = parse_args(argv)
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        level=logging.INFO,
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    training_args.resolve_stages(model_args.from_scratch)
+def check_arguments(
+    model_args: ModelArguments, data_args: DataArguments, training_args: BrainCTTrainingArguments
+) -> None:
+    """Checks across argument groups (each group checks itself in its ``__post_init__``)."""
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("--streaming needs --max_steps (a stream has no length to count epochs by)")
-    set_seed(training_args.seed)
-
-    windows = data_args.window_list
-    context = data_args.context_slices
-    n_ch = len(windows) * (2 * context + 1)
-    mean, std = (data_args.mean_list, data_args.std_list) if data_args.mean_list else default_stats(n_ch)
-    splits = build_splits(data_args, training_args.seed)
-    if training_args.class_weight_list is not None:
-        weights = training_args.class_weight_list
-    elif splits.class_counts is not None:
-        weights = class_weights_from_counts(splits.class_counts)
-    else:
+    if data_args.streaming and training_args.class_weight_list is None:
         raise ValueError(
             "--class_weights is required with --streaming (class counts of a stream are unknown)"
         )
-    logger.info(
-        "training data: %s; class counts %s; class weights %s",
-        splits.description,
-        splits.class_counts,
-        [round(w, 4) for w in weights],
-    )
 
-    model = build_model(model_args, n_ch)
-    validation_note = describe_validation(data_args, splits)
-    logger.info("validation data: %s", validation_note)
+
+@dataclass
+class Preprocessing:
+    """What every split's slices go through, and what the saved model's config records."""
+
+    windows: list[tuple[float, float]]
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    context_slices: int
+
+    @classmethod
+    def from_args(cls, data_args: DataArguments) -> Preprocessing:
+        from brain_ct.preprocess import default_stats
+
+        windows = data_args.window_list
+        n_ch = len(windows) * (2 * data_args.context_slices + 1)
+        mean, std = (data_args.mean_list, data_args.std_list) if data_args.mean_list else default_stats(n_ch)
+        return cls(windows, data_args.image_size, mean, std, data_args.context_slices)
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.windows) * (2 * self.context_slices + 1)
+
+    def settings(self, trained_on: str, threshold: float = 0.5, **decision: Any) -> Any:
+        """The model's :class:`~brain_ct.model.ModelSettings`; ``decision``: threshold_rule, temperature."""
+        from brain_ct.model import ModelSettings
+
+        return ModelSettings(
+            windows=tuple(self.windows),
+            image_size=self.image_size,
+            threshold=threshold,
+            mean=tuple(self.mean),
+            std=tuple(self.std),
+            context_slices=self.context_slices,
+            trained_on=trained_on,
+            **decision,
+        )
+
+
+def describe_training_data(
+    model_args: ModelArguments, training_args: BrainCTTrainingArguments, splits: Any
+) -> str:
+    """``brain_ct_trained_on``: ``--trained_on``, else the splits' description (and the adapted base model)."""
     trained_on = training_args.trained_on or splits.description
     if model_args.preset == "adapt" and not training_args.trained_on:
         from brain_ct.model import shown_model_id
 
         trained_on += f", fine-tuned from {shown_model_id(model_args.model_name_or_path)}"
-    settings = ModelSettings(
-        windows=tuple(windows),
-        image_size=data_args.image_size,
-        threshold=0.5,
-        mean=tuple(mean),
-        std=tuple(std),
-        context_slices=context,
-        trained_on=trained_on,
-    )
-    apply_settings_to_config(model.config, settings)  # checkpoints carry the keys too
+    return trained_on
 
+
+def build_datasets(
+    data_args: DataArguments,
+    training_args: BrainCTTrainingArguments,
+    splits: Any,
+    prep: Preprocessing,
+    settings: ModelSettings,
+) -> tuple[Any, Any, Any]:
+    """(train, validation, test) with their transforms: augmentation (and masks) for training only."""
+    from train.augment import Augmenter
+    from train.data import PhantomCache, SliceTransform, attach_transform
+
+    context = prep.context_slices
     phantoms = PhantomCache()
     if splits.synthetic and data_args.synthetic_cache:
         import os
@@ -287,6 +287,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     eval_transform = SliceTransform(**common)
     val_ds = attach_transform(splits.validation, eval_transform)
     test_ds = attach_transform(splits.test, eval_transform)
+    return train_ds, val_ds, test_ds
+
+
+def train_model(
+    model: Any,
+    data_args: DataArguments,
+    training_args: BrainCTTrainingArguments,
+    weights: list[float],
+    train_ds: Any,
+    val_ds: Any,
+) -> tuple[Any, Any]:
+    """Run the Trainer (two stages, weighted loss, optional mask guidance); save the best model and state.
+
+    Returns (trainer, train_result).
+    """
+    from transformers import default_data_collator
+
+    from train.trainer import BrainCTTrainer, compute_metrics
 
     trainer = BrainCTTrainer(
         model=model,
@@ -308,10 +326,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
-    if not trainer.is_world_process_zero():
-        return {}
+    return trainer, train_result
 
-    # ---- threshold on validation, metrics, plots, config, card (main process only) ----
+
+@dataclass
+class Evaluation:
+    """The threshold chosen on validation, the metrics of each split, and the plots written."""
+
+    results: dict[str, Any]
+    calibration: Any  # train.calibrate's result: threshold, rule, temperature, report
+    calibration_plots: list[str]
+    plots: list[str]
+
+
+def calibrate_and_evaluate(
+    trainer: Any, training_args: BrainCTTrainingArguments, val_ds: Any, test_ds: Any, train_metrics: dict
+) -> Evaluation:
+    """Calibrate and choose the threshold on validation, then report validation and test with it."""
+    from train.calibrate import calibrate_and_choose, calibration_groups, calibration_report, plot_reliability
+    from train.evaluate import plot_training_curves, predict_scores, report_split, summary_line
+
     out = Path(training_args.output_dir)
     model = trainer.model
     device = str(training_args.device)
@@ -347,7 +381,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for split, groups in reliability.items():
         plot_reliability(groups, out / f"reliability_{split}.png", f"Reliability — {split}")
         calibration_plots.append(f"reliability_{split}.png")
-    results["train"] = train_result.metrics
+    results["train"] = train_metrics
     plots = [p for p in ("training_curves.png",) if plot_training_curves(trainer.state.log_history, out / p)]
     plots += [
         f"{kind}_{split}.png"
@@ -355,18 +389,63 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if split in results
         for kind in ("roc", "confusion_matrix")
     ]
+    return Evaluation(results, cal, calibration_plots, plots)
 
-    settings = ModelSettings(
-        windows=tuple(windows),
-        image_size=data_args.image_size,
-        threshold=threshold,
-        mean=tuple(mean),
-        std=tuple(std),
-        context_slices=context,
-        trained_on=trained_on,
-        threshold_rule=rule,
-        temperature=cal.temperature,
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Train, choose the threshold, evaluate, save (and push). Returns the ``eval_results.json`` content."""
+    from transformers import set_seed
+
+    from brain_ct.jsonable import json_safe
+    from brain_ct.model import apply_settings_to_config
+    from train.card import CardInfo, write_model_card
+    from train.data import build_splits, class_weights_from_counts
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    model_args, data_args, training_args = parse_args(argv)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO,
+        handlers=[logging.StreamHandler(sys.stdout)],
     )
+    training_args.resolve_stages(model_args.from_scratch)
+    check_arguments(model_args, data_args, training_args)
+    set_seed(training_args.seed)
+
+    # ---- data and model ----
+    prep = Preprocessing.from_args(data_args)
+    splits = build_splits(data_args, training_args.seed)
+    weights = training_args.class_weight_list
+    if weights is None:  # check_arguments made sure the counts are known (no stream)
+        weights = class_weights_from_counts(splits.class_counts)
+    logger.info(
+        "training data: %s; class counts %s; class weights %s",
+        splits.description,
+        splits.class_counts,
+        [round(w, 4) for w in weights],
+    )
+    model = build_model(model_args, prep.num_channels)
+    validation_note = describe_validation(data_args, splits)
+    logger.info("validation data: %s", validation_note)
+    trained_on = describe_training_data(model_args, training_args, splits)
+    settings = prep.settings(trained_on)
+    apply_settings_to_config(model.config, settings)  # checkpoints carry the keys too
+    train_ds, val_ds, test_ds = build_datasets(data_args, training_args, splits, prep, settings)
+
+    # ---- train ----
+    trainer, train_result = train_model(model, data_args, training_args, weights, train_ds, val_ds)
+    if not trainer.is_world_process_zero():
+        return {}
+
+    # ---- threshold on validation, metrics, plots (main process only) ----
+    evaluation = calibrate_and_evaluate(trainer, training_args, val_ds, test_ds, train_result.metrics)
+    results, cal = evaluation.results, evaluation.calibration
+    threshold, rule = cal.threshold, cal.rule
+
+    # ---- save: config, weights, preprocessor, results, card; push ----
+    out = Path(training_args.output_dir)
+    model = trainer.model
+    settings = prep.settings(trained_on, threshold, threshold_rule=rule, temperature=cal.temperature)
     apply_settings_to_config(model.config, settings)
     # the weights too: a kept temperature was folded into the classifier after the Trainer saved them
     model.save_pretrained(str(out))
@@ -384,8 +463,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             **({"preset": model_args.preset} if model_args.preset else {}),
         },
         command="python -m train " + " ".join(shlex.quote(a) for a in argv),
-        plots=plots,
-        calibration_plots=calibration_plots,
+        plots=evaluation.plots,
+        calibration_plots=evaluation.calibration_plots,
     )
     write_model_card(out, settings, json_safe(results), card)
     if training_args.push_to_hub_requested:

@@ -367,59 +367,90 @@ class _Painter:
             self.hu[mask] = value[mask]
 
 
-def render_anatomy(head: Head, pose: Pose, z: float, size: int, rng: np.random.Generator) -> Slice:
-    """Render the plane at height ``z`` (mm) through ``head`` in ``pose`` as noise-free HU.
+@dataclass
+class _Shells:
+    """The nested head shells of one slice: ``rho(d) < 1`` inside the shell ``d`` mm below the skin.
 
-    ``rng`` only drives small per-slice texture (parenchymal heterogeneity), not anatomy.
+    The shells are the skin ellipsoid shrunk by ``d``, narrowed low down (temporal fossae, occiput),
+    with a narrower forehead (``egg``), a dome above the widest section and outline harmonics.
     """
-    X, Y, Z, ys = plane_coords(size, pose, z)
-    g = _Grid(X, Y, Z, pose)
-    hz = head.height / STANDARD_HEIGHT
-    H = head.hu
-    p = _Painter(X.shape)
-    f32 = np.float32
 
-    theta = np.arctan2(Y / f32(head.B_post), X / f32(head.A))
-    harm = np.ones_like(X)
-    for k, amp, ph in head.harm:
-        harm += f32(amp) * np.cos(f32(k) * theta + f32(ph))
+    X: np.ndarray
+    Y: np.ndarray
+    head: Head
+    theta: np.ndarray  # polar angle in the head frame, radians
+    harm: np.ndarray
+    egg: np.ndarray
+    dome: np.ndarray
+    a_base: np.ndarray
+    b_ant_base: np.float32
+    b_post_base: np.ndarray
+    ant: np.ndarray
 
-    # --- shells ---------------------------------------------------------------------------
-    lowz = np.clip((head.zc - Z) / head.zc, 0.0, 1.5)
-    a_scale = 1.0 - 0.12 * lowz**2
-    b_post_scale = 1.0 - 0.28 * lowz**2
-    egg = 1.0 + f32(head.egg) * np.clip(-Y / head.B_ant, 0, 1) ** 2
-    dome = np.maximum(Z - f32(head.zc), 0)
-    b_ant_base = f32(head.B_ant)
-    b_post_base = f32(head.B_post) * b_post_scale
-    a_base = f32(head.A) * a_scale
-    ant = Y < 0
+    @classmethod
+    def of(cls, head: Head, X: np.ndarray, Y: np.ndarray, Z: np.ndarray) -> _Shells:
+        f32 = np.float32
+        theta = np.arctan2(Y / f32(head.B_post), X / f32(head.A))
+        harm = np.ones_like(X)
+        for k, amp, ph in head.harm:
+            harm += f32(amp) * np.cos(f32(k) * theta + f32(ph))
+        lowz = np.clip((head.zc - Z) / head.zc, 0.0, 1.5)
+        a_scale = 1.0 - 0.12 * lowz**2
+        b_post_scale = 1.0 - 0.28 * lowz**2
+        return cls(
+            X=X,
+            Y=Y,
+            head=head,
+            theta=theta,
+            harm=harm,
+            egg=1.0 + f32(head.egg) * np.clip(-Y / head.B_ant, 0, 1) ** 2,
+            dome=np.maximum(Z - f32(head.zc), 0),
+            a_base=f32(head.A) * a_scale,
+            b_ant_base=f32(head.B_ant),
+            b_post_base=f32(head.B_post) * b_post_scale,
+            ant=Y < 0,
+        )
 
-    def axes(d: float):
-        a = a_base - f32(d)
-        b = np.where(ant, b_ant_base - f32(d), b_post_base - f32(d))
-        c = f32(head.height - head.zc - d)
+    def axes(self, d: float):
+        a = self.a_base - np.float32(d)
+        b = np.where(self.ant, self.b_ant_base - np.float32(d), self.b_post_base - np.float32(d))
+        c = np.float32(self.head.height - self.head.zc - d)
         return a, b, c
 
-    def rho(d: float) -> np.ndarray:
-        a, b, c = axes(d)
-        return np.sqrt((X * egg / a) ** 2 + (Y / b) ** 2 + (dome / c) ** 2) * harm
+    def rho(self, d: float) -> np.ndarray:
+        a, b, c = self.axes(d)
+        return np.sqrt((self.X * self.egg / a) ** 2 + (self.Y / b) ** 2 + (self.dome / c) ** 2) * self.harm
 
-    def depth_of(d: float, r: np.ndarray) -> np.ndarray:
-        # First-order distance to the shell: (1 - rho) / |grad rho| with the base ellipsoid.
-        a, b, c = axes(d)
-        gr = np.sqrt((X / a**2) ** 2 + (Y / b**2) ** 2 + (dome / c**2) ** 2) / np.maximum(r, 1e-3)
+    def depth_of(self, d: float, r: np.ndarray) -> np.ndarray:
+        """mm inside the shell ``d`` (r = ``rho(d)``), to first order: (1 - rho) / |grad rho|."""
+        a, b, c = self.axes(d)
+        gr = np.sqrt((self.X / a**2) ** 2 + (self.Y / b**2) ** 2 + (self.dome / c**2) ** 2) / np.maximum(
+            r, 1e-3
+        )
         return (1.0 - r) / np.maximum(gr, 1e-4)
 
-    d_skull = head.scalp
-    d_inner = head.inner_offset
-    r_skin = rho(0.0)
-    r_skull = rho(d_skull)
-    r_diploe_out = rho(d_skull + head.t_outer)
-    r_diploe_in = rho(d_inner - head.t_inner)
-    r_inner = rho(d_inner)
 
-    # --- skull-base floor (height map) ------------------------------------------------------
+@dataclass
+class _Floor:
+    """The skull-base floor height map ``F`` (mm) and the fossa coordinates it is built on."""
+
+    Ai: float  # half-width of the cranial cavity
+    Bi: float  # posterior half-length of the cranial cavity
+    u: np.ndarray  # X / Ai
+    v: np.ndarray  # Y / Bi
+    au: np.ndarray  # |u|
+    v_sw: np.ndarray  # sphenoid wing: anterior / middle fossa boundary
+    F_ant: np.ndarray
+    F_mid: np.ndarray
+    F: np.ndarray  # float32 floor height
+    posterior: np.ndarray  # bool: behind the petrous ridge
+    t_floor: float  # thickness of the floor bone
+
+
+def _skull_base_floor(head: Head, X: np.ndarray, Y: np.ndarray, hz: float) -> _Floor:
+    """Anterior, middle and posterior fossae as one height map under the cranial cavity."""
+    f32 = np.float32
+    d_inner = head.inner_offset
     Ai = head.A - d_inner
     Bi = head.B_post - d_inner
     u = X / f32(Ai)
@@ -447,32 +478,45 @@ def render_anatomy(head: Head, pose: Pose, z: float, size: int, rng: np.random.G
     anterior = v < v_sw
     posterior = v > v_pr
     F = np.where(anterior, F_ant, np.where(posterior, F_post, F_mid)).astype(np.float32)
-    t_floor = 2.0 * hz + 0.4 * head.t_diploe
+    return _Floor(
+        Ai=Ai,
+        Bi=Bi,
+        u=u,
+        v=v,
+        au=au,
+        v_sw=v_sw,
+        F_ant=F_ant,
+        F_mid=F_mid,
+        F=F,
+        posterior=posterior,
+        t_floor=2.0 * hz + 0.4 * head.t_diploe,
+    )
 
-    in_skin = r_skin < 1
-    # nose and ears extend the outline at the lower levels
+
+def _outline_extras(g: _Grid, head: Head, hz: float) -> tuple[np.ndarray, np.ndarray]:
+    """(nose, ears): they extend the head's outline at the lower levels."""
     nose = g.ell(0, -head.B_ant - 2, 18 * hz, 11, 16, 22 * hz)
     ear_x = head.A * (1.0 - 0.12 * ((head.zc - 32 * hz) / head.zc) ** 2) + 1.0
     ears = g.ell(ear_x, 0.05 * head.B_post, 32 * hz, 4, 14, 16 * hz) | g.ell(
         -ear_x, 0.05 * head.B_post, 32 * hz, 4, 14, 16 * hz
     )
-    in_skin |= nose | ears
-    cavity_shell = r_inner < 1
-    cavity = cavity_shell & (Z > F)
-    skull_shell = (r_skull < 1) & ~cavity_shell
-    above_base = F - t_floor < Z
-    deep = (r_skull < 1) & ~above_base  # face and neck below the skull-base floor
+    return nose, ears
 
-    # 1) scalp: skin, subcutaneous fibro-fatty layer, galea; temporalis laterally
+
+def _paint_scalp(p, head, X, Y, Z, hz, shells: _Shells, in_skin, ears, H) -> None:
+    """Skin, subcutaneous fibro-fatty layer, galea; temporalis laterally; the ears."""
     p.paint(in_skin, H["skin"])
-    p.paint(in_skin & (rho(1.3) < 1), H["subcut"])
-    p.paint(in_skin & (rho(max(head.scalp - 1.0, 1.5)) < 1), H["muscle"] - 8)
+    p.paint(in_skin & (shells.rho(1.3) < 1), H["subcut"])
+    p.paint(in_skin & (shells.rho(max(head.scalp - 1.0, 1.5)) < 1), H["muscle"] - 8)
     temporal_band = (np.abs(X) > 0.5 * head.A) & (25 * hz < Z) & (95 * hz > Z) & (0.3 * head.B_post > Y)
-    scalp_muscle = temporal_band & (rho(max(head.scalp - head.temporalis, 0.8)) < 1)
+    scalp_muscle = temporal_band & (shells.rho(max(head.scalp - head.temporalis, 0.8)) < 1)
     p.paint(scalp_muscle, H["muscle"])
     p.paint(ears, H["skin"] + 10)
 
-    # 2) deep extracranial tissue below the skull-base floor (face, neck), with fat planes
+
+def _paint_deep_extracranial(p, g, rng, head, X, Y, Z, hz, deep, nose, in_skin, H) -> bool:
+    """Face and neck below the skull-base floor, with fat planes; True when the plane is low
+    enough to cut the face and skull-base solids."""
     p.paint(deep, H["muscle"])
     # fat planes between the muscles: thin sheets (the zero set of a random field), not blobs
     fat_planes = deep & (np.abs(smooth_noise(rng, X.shape, max(3.0, 16.0 / g.ps))) < 0.05)
@@ -480,22 +524,48 @@ def render_anatomy(head: Head, pose: Pose, z: float, size: int, rng: np.random.G
     low_plane = float(Z.min()) < 62 * hz  # face and skull-base solids all lie below ~60 mm
     if low_plane:
         _paint_face(p, g, head, X, Y, Z, hz, deep | nose, in_skin)
+    return low_plane
 
-    # 3) calvarium: outer table, diploe, inner table; thin floor bone
-    bone_zone = skull_shell & above_base
+
+def _paint_calvarium(
+    p, g, head, X, Y, Z, hz, shells, floor: _Floor, r_skull, cavity_shell, bone_zone, cavity, low_plane, H
+):
+    """Outer table, diploe and inner table; the thin floor bone; sutures, frontal sinus, skull base."""
+    f32 = np.float32
+    r_diploe_out = shells.rho(head.scalp + head.t_outer)
+    r_diploe_in = shells.rho(head.inner_offset - head.t_inner)
+    F = floor.F
     p.paint(bone_zone, H["cortical"])
     p.paint(bone_zone & (r_diploe_out < 1) & (r_diploe_in >= 1), H["diploe"])
-    floor_bone = cavity_shell & (Z <= F) & (F - t_floor < Z)
+    floor_bone = cavity_shell & (Z <= F) & (F - floor.t_floor < Z)
     p.paint(floor_bone, f32(H["floor"]))
     _paint_sutures(p, g, head, X, Y, Z, hz, bone_zone, H)
     _paint_frontal_sinus(p, g, head, X, Y, Z, hz, bone_zone | cavity)
     if low_plane:
-        _paint_skull_base_bones(p, g, head, X, Y, Z, hz, u, v, au, v_sw, F_ant, F_mid, r_skull < 1)
+        f = floor
+        _paint_skull_base_bones(
+            p, g, head, X, Y, Z, hz, f.u, f.v, f.au, f.v_sw, f.F_ant, f.F_mid, r_skull < 1
+        )
 
-    # 4) cranial cavity: CSF everywhere, then parenchyma
-    cavity = cavity & (p.hu < 300)  # the petrous/clinoid bones painted above stay bone
-    p.paint(cavity, H["csf"])
-    depth_inner = depth_of(d_inner, r_inner)
+
+@dataclass
+class _Brain:
+    """The parenchyma of one slice and the maps lesions and later paints need."""
+
+    brain: np.ndarray  # bool
+    csf_space: np.ndarray  # bool
+    depth_brain: np.ndarray  # mm below the brain surface
+    tissue: np.ndarray  # float32 parenchyma HU
+    fissure: np.ndarray  # bool
+    dxm: np.ndarray  # mm from the falx
+    xf: np.ndarray  # falx position (X, mm)
+    T: np.ndarray  # tentorium height (mm)
+
+
+def _paint_brain(p, g, rng, head, X, Y, Z, hz, floor: _Floor, cavity, depth_inner, theta, H) -> _Brain:
+    """Cerebrum with gyri and sulci, cerebellum with folia, old lesions; CSF in the sulci."""
+    f32 = np.float32
+    F, v, au, posterior = floor.F, floor.v, floor.au, floor.posterior
     depth_brain = np.minimum(depth_inner - f32(head.sas), Z - F - f32(0.5 * head.sas))
 
     # tentorium height: highest at the incisura, lower laterally/posteriorly
@@ -532,6 +602,7 @@ def render_anatomy(head: Head, pose: Pose, z: float, size: int, rng: np.random.G
 
     # cerebellum: folia as fine lamellae roughly parallel to its surface
     if infratentorial.any():
+        Ai, Bi = floor.Ai, floor.Bi
         cb_r = np.sqrt((np.abs(X) - f32(0.36 * Ai)) ** 2 + (Y - f32(0.5 * Bi)) ** 2 + (Z - f32(18 * hz)) ** 2)
         folia = np.cos(cb_r * f32(1.3) + field_ * 1.2)
         cb_tissue = f32(H["cerebellum"]) + f32(3.0) * folia + texture
@@ -540,27 +611,34 @@ def render_anatomy(head: Head, pose: Pose, z: float, size: int, rng: np.random.G
         sulcus = np.where(infratentorial, cb_sulcus, sulcus & supratentorial)
 
     p.paint(brain, tissue)
-    tissue_map = tissue
     _paint_old_lesions(p, g, head, X, Y, Z, hz, theta, brain, depth_brain, H)
     csf_space = cavity & ~brain
     p.paint(brain & sulcus, H["csf"])
     csf_space |= brain & sulcus
-
-    # --- deep structures ---------------------------------------------------------------------
-    ventricles = np.zeros_like(brain)
-    mimic = np.zeros_like(brain)
-    deep_struct = _paint_deep(
-        p, g, head, X, Y, Z, hz, Ai, Bi, cavity, H, ventricles, csf_space, tissue_map, mimic
+    return _Brain(
+        brain=brain,
+        csf_space=csf_space,
+        depth_brain=depth_brain,
+        tissue=tissue,
+        fissure=fissure,
+        dxm=dxm,
+        xf=xf,
+        T=T,
     )
-    brain = brain | deep_struct
-    brain &= ~(ventricles | csf_space)
 
-    # falx, tentorium and dural sinuses: normal dense structures
-    falx = fissure & (dxm < 0.5)
+
+def _paint_dura_and_sinuses(
+    p, head, X, Z, hz, floor: _Floor, cavity, depth_inner, b: _Brain, H
+) -> np.ndarray:
+    """Falx, tentorium and the superior sagittal and transverse sinuses: normal dense structures
+    (returned as a mask of mimics)."""
+    f32 = np.float32
+    v, au, T = floor.v, floor.au, b.T
+    falx = b.fissure & (b.dxm < 0.5)
     tent = cavity & (np.abs(Z - T) < 0.45) & (v > 0.0) & (au < 0.95)
     sss = (
         cavity
-        & (np.abs(X - xf) < 4.5 - 0.6 * depth_inner)
+        & (np.abs(X - b.xf) < 4.5 - 0.6 * depth_inner)
         & (depth_inner < 6)
         & (45 * hz < Z)
         & (np.abs(v) > 0.45)
@@ -569,21 +647,75 @@ def render_anatomy(head: Head, pose: Pose, z: float, size: int, rng: np.random.G
     p.paint(falx, H["dura"])
     p.paint(tent, np.maximum(p.hu, f32(H["dura"] - 8)))
     p.paint(sss | transverse, H["blood_vessel"])
-    mimic |= falx | tent | sss | transverse
+    return falx | tent | sss | transverse
 
-    _paint_calcifications(p, g, head, X, Y, Z, hz, Ai, Bi, cavity, mimic)
 
-    # bone at or above ~120 HU inside the cavity (clinoids, petrous apex) is a mimic
-    mimic |= cavity & (p.hu > 120)
-    # Partial volume of bone in a thick slice: the orbital roofs and middle-fossa floor just below
-    # the plane, and the obliquely cut calvarium near the vertex, brighten the adjacent brain.
+def _paint_bone_partial_volume(p, head, Z, hz, F, cavity, depth_inner) -> np.ndarray:
+    """Partial volume of bone in a thick slice: the orbital roofs and middle-fossa floor just below
+    the plane, and the obliquely cut calvarium near the vertex, brighten the adjacent brain
+    (returned as a mask of mimics)."""
     pv_floor = np.where(15 * hz < F, np.clip(1 - (Z - F) / (3.0 * hz), 0, 1), 0)
     w_vertex = 0.8 + 5.0 * np.clip((Z - 105 * hz) / (25 * hz), 0, 1)
     pv_vertex = np.clip(1 - depth_inner / w_vertex, 0, 1)
-    pv_amount = np.maximum(pv_floor, pv_vertex) ** 2 * f32(head.extras["pv_hu"])
+    pv_amount = np.maximum(pv_floor, pv_vertex) ** 2 * np.float32(head.extras["pv_hu"])
     pv = cavity & (pv_amount > 8)
     p.paint(pv, p.hu + pv_amount)
-    mimic |= pv
+    return pv
+
+
+def render_anatomy(head: Head, pose: Pose, z: float, size: int, rng: np.random.Generator) -> Slice:
+    """Render the plane at height ``z`` (mm) through ``head`` in ``pose`` as noise-free HU.
+
+    Painted outside in, each layer over the last: scalp, face and neck, calvarium, cranial cavity
+    and brain, deep structures, dura and sinuses, calcifications, bone partial volume.
+    ``rng`` only drives small per-slice texture (fat planes, parenchymal heterogeneity), not anatomy.
+    """
+    X, Y, Z, ys = plane_coords(size, pose, z)
+    g = _Grid(X, Y, Z, pose)
+    hz = head.height / STANDARD_HEIGHT
+    H = head.hu
+    p = _Painter(X.shape)
+
+    shells = _Shells.of(head, X, Y, Z)
+    r_skin = shells.rho(0.0)
+    r_skull = shells.rho(head.scalp)
+    r_inner = shells.rho(head.inner_offset)
+    floor = _skull_base_floor(head, X, Y, hz)
+    nose, ears = _outline_extras(g, head, hz)
+    in_skin = (r_skin < 1) | nose | ears
+    cavity_shell = r_inner < 1
+    cavity = cavity_shell & (Z > floor.F)
+    skull_shell = (r_skull < 1) & ~cavity_shell
+    above_base = floor.F - floor.t_floor < Z
+    deep = (r_skull < 1) & ~above_base  # face and neck below the skull-base floor
+
+    _paint_scalp(p, head, X, Y, Z, hz, shells, in_skin, ears, H)
+    low_plane = _paint_deep_extracranial(p, g, rng, head, X, Y, Z, hz, deep, nose, in_skin, H)
+    bone_zone = skull_shell & above_base
+    _paint_calvarium(
+        p, g, head, X, Y, Z, hz, shells, floor, r_skull, cavity_shell, bone_zone, cavity, low_plane, H
+    )
+
+    # The cranial cavity: CSF everywhere, then parenchyma.
+    cavity = cavity & (p.hu < 300)  # the petrous/clinoid bones painted above stay bone
+    p.paint(cavity, H["csf"])
+    depth_inner = shells.depth_of(head.inner_offset, r_inner)
+    b = _paint_brain(p, g, rng, head, X, Y, Z, hz, floor, cavity, depth_inner, shells.theta, H)
+    csf_space = b.csf_space
+
+    ventricles = np.zeros_like(b.brain)
+    mimic = np.zeros_like(b.brain)
+    deep_struct = _paint_deep(
+        p, g, head, X, Y, Z, hz, floor.Ai, floor.Bi, cavity, H, ventricles, csf_space, b.tissue, mimic
+    )
+    brain = b.brain | deep_struct
+    brain &= ~(ventricles | csf_space)
+
+    mimic |= _paint_dura_and_sinuses(p, head, X, Z, hz, floor, cavity, depth_inner, b, H)
+    _paint_calcifications(p, g, head, X, Y, Z, hz, floor.Ai, floor.Bi, cavity, mimic)
+    # bone at or above ~120 HU inside the cavity (clinoids, petrous apex) is a mimic
+    mimic |= cavity & (p.hu > 120)
+    mimic |= _paint_bone_partial_volume(p, head, Z, hz, floor.F, cavity, depth_inner)
 
     return Slice(
         hu=p.hu,
@@ -598,10 +730,10 @@ def render_anatomy(head: Head, pose: Pose, z: float, size: int, rng: np.random.G
         ventricles=ventricles,
         mimic=mimic,
         depth_inner=depth_inner,
-        depth_brain=depth_brain,
-        theta=theta,
-        tissue=tissue_map,
-        fissure=fissure,
+        depth_brain=b.depth_brain,
+        theta=shells.theta,
+        tissue=b.tissue,
+        fissure=b.fissure,
         pixel_mm=pose.fov / size,
     )
 
