@@ -19,6 +19,9 @@ the changes these numbers drove):
 * ``cold``    — ``python app.py`` to the first answered request, and where the import time goes.
 * ``sessions`` — the server's RSS (``python app.py``) after N ``/predict`` calls, each from a new
   ``gradio_client`` session (what a public Space sees from strangers), against its RSS after the first.
+* ``ensemble`` — one slice through an ensemble of K = 3 members (``ensemble.json``, random weights of the
+  row's architecture) against one of its members alone, interleaved: an ensemble should cost about
+  K × one model per slice, nothing more.
 * ``train``   — images/s of the project's training step (``BrainCTTrainer`` + ``SliceTransform`` on
   on-the-fly phantoms) against a plain PyTorch loop on the same model, batch and data.
 
@@ -49,8 +52,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
-ALL_ROWS = ("single", "stages", "series", "memory", "app", "cold", "sessions", "train")
-SMOKE_ROWS = ("single", "stages", "series")
+ALL_ROWS = ("single", "stages", "series", "ensemble", "memory", "app", "cold", "sessions", "train")
+SMOKE_ROWS = ("single", "stages", "series", "ensemble")
 
 #: ``ResNetConfig()`` defaults: the compute of microsoft/resnet-50.
 RESNET50 = {
@@ -351,7 +354,9 @@ def bench_stages(model_dir: str, slice_path: str, reps: int) -> dict[str, Any]:
         "model_input (resize+window+normalise)": lambda: model_input(ct, s),
         "forward (inference_mode)": forward,
         "forward+Grad-CAM (explain.gradcam)": lambda: explain.gradcam(pred.model, x, s.hemorrhage_index),
-        "post (heatmap to image grid, regions, text)": lambda: pred._finish(ct, 0.7, cams[0].numpy()),
+        "post (heatmap to image grid, regions, text)": lambda: pred._finish(
+            ct, 0.7, explain.heatmap_for_image(explain.normalize_heatmap(cams[0].numpy()), ct)
+        ),
         "overlay": lambda: p.overlay(0.4),
         "encode (PNG of the overlay)": lambda: png_encode(overlay),
     }
@@ -361,6 +366,39 @@ def bench_stages(model_dir: str, slice_path: str, reps: int) -> dict[str, Any]:
         - times["forward (inference_mode)"]["median_ms"]
     )
     return {"times": times, "gradcam_extra_ms": gc}
+
+
+def bench_ensemble(kind: str, folder: Path, slice_path: str, reps: int, k: int = 3) -> dict[str, Any]:
+    """One slice: an ensemble of ``k`` members against its first member alone (``Predictor.predict``)."""
+    from brain_ct.ensemble import ENSEMBLE_FILE, FORMAT
+    from brain_ct.model import ModelSettings, build_random_model
+    from brain_ct.predictor import Predictor
+    from brain_ct.windowing import DEFAULT_WINDOWS
+
+    arch, size = (RESNET50, 224) if kind == "resnet50" else (TINY, 64)
+    settings = ModelSettings(windows=DEFAULT_WINDOWS, image_size=size, threshold=0.5)
+    for i in range(k):
+        build_random_model(settings, seed=i, **arch).save_pretrained(
+            folder / f"m{i}", safe_serialization=True
+        )
+    spec = {"format": FORMAT, "version": 1, "members": [f"m{i}" for i in range(k)], "threshold": 0.5}
+    (folder / ENSEMBLE_FILE).write_text(json.dumps(spec))
+    ens = Predictor.from_pretrained(folder)
+    one = Predictor.from_pretrained(folder / "m0")
+    times = interleaved(
+        {"one model": lambda: one.predict(slice_path), f"ensemble of {k}": lambda: ens.predict(slice_path)},
+        reps,
+        1,
+    )
+    s = {name: stats(v) for name, v in times.items()}
+    ratio = s[f"ensemble of {k}"]["median_ms"] / s["one model"]["median_ms"]
+    return {
+        "members": k,
+        "model_input": size,
+        "times": s,
+        "ratio_to_one_model": ratio,
+        "ratio_per_member": ratio / k,
+    }
 
 
 def bench_series(
@@ -832,6 +870,14 @@ def table(res: dict[str, Any]) -> str:
             f"{sps['predict_batch']:.2f} vs {sps['predict x n']:.2f} (×{r['speedup_predict_batch']:.2f}; "
             f"bare model ×{r['speedup_floor_batched']:.2f}) | ≥ ×{TARGETS['series_speedup']} |"
         )
+    for key, r in res.get("ensemble", {}).items():
+        t = r["times"]
+        k = r["members"]
+        lines.append(
+            f"| one slice: ensemble of {k} vs one member, `predict` median | {key} | "
+            f"{t[f'ensemble of {k}']['median_ms']:.0f} vs {t['one model']['median_ms']:.0f} ms "
+            f"(×{r['ratio_to_one_model']:.2f} = {r['ratio_per_member']:.2f} per member) | ≈ ×{k} |"
+        )
     for key, r in res.get("memory", {}).items():
         lines.append(
             f"| peak RSS, one slice / {r['series']['slices']}-slice series | {key} | "
@@ -961,6 +1007,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         warmup=0 if smoke else (0 if k == big else 1),
                     ),
                 )
+        if "ensemble" in rows:
+            run(
+                "ensemble",
+                big,
+                lambda: bench_ensemble(big, tmp / "ensemble", data["slice"], reps if not smoke else 2),
+            )
         if "memory" in rows:
             run(
                 "memory",

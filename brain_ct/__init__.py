@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from brain_ct.errors import InvalidInputError, ModelLoadError, NotHeadCTError
+from brain_ct.labels import SUBTYPES
 from brain_ct.preprocess import to_model_input
 from brain_ct.windowing import PRESETS, window
 
@@ -19,6 +20,7 @@ DISCLAIMER = "Research and education aid only — not a diagnosis. A qualified s
 __all__ = [
     "DISCLAIMER",
     "PRESETS",
+    "SUBTYPES",
     "CTImage",
     "InvalidInputError",
     "ModelLoadError",

@@ -3,7 +3,8 @@
 Grad-CAM (Selvaraju et al. 2017) weighs the feature maps of the last ResNet stage
 (``model.resnet.encoder.stages[-1]``, whose output is a fresh tensor, not an in-place residual add)
 by the mean gradient of the hemorrhage log-odds ``logit[hemorrhage] − logit[normal]`` — the quantity
-whose sigmoid is P(hemorrhage) for a two-class softmax — and keeps the positive part
+whose sigmoid is P(hemorrhage) for a two-class softmax; for a subtype model (one sigmoid per label) the
+raw logit of ``any`` or of a chosen subtype, which is that sigmoid's log-odds — and keeps the positive part
 (``relu_attributions=True``). The prediction and the heatmap come from ONE forward pass: the forward
 function handed to Captum stores the logits it computes, and Captum's ``LayerGradCam`` runs the
 forward function exactly once (captum 0.9: ``compute_layer_gradients_and_eval`` →
@@ -60,18 +61,23 @@ REGION_NAMES = (
 # Grad-CAM
 # --------------------------------------------------------------------------------------------
 def gradcam(
-    model: torch.nn.Module, pixel_values: torch.Tensor, hemorrhage_index: int = 1
+    model: torch.nn.Module, pixel_values: torch.Tensor, target_index: int = 1, multi_label: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and raw Grad-CAM maps of a batch from one forward and one backward pass.
 
-    Each sample's log-odds depends only on that sample (ResNet in eval mode: batch norm uses its
+    Each sample's target depends only on that sample (ResNet in eval mode: batch norm uses its
     running statistics), so the gradient of their sum — what Captum takes — gives every sample
     its own Grad-CAM.
 
     Args:
         model: a ``ResNetForImageClassification`` in eval mode.
         pixel_values: float32 ``[N, C, S, S]`` model input.
-        hemorrhage_index: class index of "hemorrhage" (1 under the model folder contract).
+        target_index: the logit to explain: "hemorrhage" of a binary model (1 under the model folder
+            contract), "any" or a subtype of a subtype model (``ModelSettings.hemorrhage_index`` is
+            the default target).
+        multi_label: the model has one sigmoid per label (a subtype model): the target is the raw
+            logit ``logit[target_index]``, which IS that sigmoid's log-odds. Otherwise (a two-class
+            softmax) it is the log-odds ``logit[target_index] − logit[other]``.
 
     Returns:
         ``(logits, cams)``: logits float32 ``[N, num_labels]`` (detached) and the non-negative
@@ -81,14 +87,16 @@ def gradcam(
     import torch
     from captum.attr import LayerGradCam
 
-    other = 1 - hemorrhage_index
+    other = 1 - target_index
     captured: dict[str, torch.Tensor] = {}
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         logits = model(pixel_values=x).logits
         captured["logits"] = logits
-        # [N, 1]: the hemorrhage log-odds, target 0 below.
-        return (logits[:, hemorrhage_index] - logits[:, other]).unsqueeze(1)
+        # [N, 1]: the target's log-odds, target 0 below.
+        if multi_label:
+            return logits[:, target_index : target_index + 1]
+        return (logits[:, target_index] - logits[:, other]).unsqueeze(1)
 
     layer = model.resnet.encoder.stages[-1]
     # inference_mode would forbid the backward; Captum itself enables gradients.
@@ -356,17 +364,74 @@ def describe_region(region: Region) -> str:
     return f"the patient's {side} {name} area"
 
 
-def explanation(probability: float, threshold: float, found: Sequence[Region]) -> str:
+#: A subtype probability at or above this counts as notable: a second subtype is named above the
+#: threshold, and one is mentioned (as not a finding) below it.
+SUBTYPE_NOTABLE = 0.5
+
+
+def _hemorrhage_name(subtype: str) -> str:
+    """``"subdural"`` → "a subdural hemorrhage"; ``"epidural"`` → "an epidural hemorrhage"."""
+    article = "an" if subtype[:1] in "aeiou" else "a"
+    return f"{article} {subtype} hemorrhage"
+
+
+def describe_subtypes(probability: float, threshold: float, subtypes: dict[str, float] | None) -> str:
+    """One sentence on a subtype model's subtype outputs, or "" when there is nothing to say.
+
+    Above the threshold: the most probable subtype (and the second when it is also at least
+    :data:`SUBTYPE_NOTABLE`), or that none stands out. Below it: only a subtype at or above
+    :data:`SUBTYPE_NOTABLE`, stated as not a finding. Binary models (``subtypes`` None) get "".
+    """
+    if not subtypes:
+        return ""
+    ranked = sorted(subtypes.items(), key=lambda kv: -kv[1])
+    (top, p_top), rest = ranked[0], ranked[1:]
+    if probability >= threshold:
+        if p_top < SUBTYPE_NOTABLE:
+            return f"No hemorrhage subtype stands out (the highest is {top}, p {p_top:.2f})."
+        text = f"The pattern is most consistent with {_hemorrhage_name(top)} (p {p_top:.2f})"
+        if rest and rest[0][1] >= SUBTYPE_NOTABLE:
+            text += f", then {_hemorrhage_name(rest[0][0])} (p {rest[0][1]:.2f})"
+        return text + "."
+    if p_top >= SUBTYPE_NOTABLE:
+        return (
+            f"The model's {top} output is notably high (p {p_top:.2f}); with P(hemorrhage) below the "
+            "threshold this is not a finding."
+        )
+    return ""
+
+
+def describe_agreement(agreement: tuple[int, int] | None) -> str:
+    """``(2, 3)`` → "2 of 3 models in the ensemble put this slice above their own threshold."; None → ""."""
+    if agreement is None:
+        return ""
+    above, total = agreement
+    return f"{above} of {total} {'model' if total == 1 else 'models'} in the ensemble put this slice above their own threshold."
+
+
+def explanation(
+    probability: float,
+    threshold: float,
+    found: Sequence[Region],
+    *,
+    subtypes: dict[str, float] | None = None,
+    agreement: tuple[int, int] | None = None,
+) -> str:
     """A short plain-language explanation of one prediction.
 
     Args:
         probability: P(hemorrhage) in [0, 1].
         threshold: the model's decision threshold.
         found: :func:`regions` of the heatmap, strongest first.
+        subtypes: a subtype model's five subtype probabilities (:func:`describe_subtypes`); None for
+            binary models.
+        agreement: for an ensemble, (members at or above their own threshold, members); None for a
+            single model.
 
     Returns:
-        A few sentences: the verdict by probability tier, where the model looked (below the threshold
-        without claiming a finding), how approximate region names are, and the disclaimer.
+        A few sentences: the verdict by probability tier, the subtypes and the ensemble's agreement
+        if any, where the model looked (below the threshold without claiming a finding), how
+        approximate region names are, and the disclaimer.
     """
     from brain_ct import DISCLAIMER
 
@@ -389,7 +454,8 @@ def explanation(probability: float, threshold: float, found: Sequence[Region]) -
         else:
             where = f"Where the model looked most (Grad-CAM; this is not a finding): {listed}."
         where += " Region names are approximate, estimated from position in the head outline on this slice."
-    return f"{verdict} {where} {DISCLAIMER}"
+    parts = [verdict, describe_subtypes(p, t, subtypes), describe_agreement(agreement), where, DISCLAIMER]
+    return " ".join(part for part in parts if part)
 
 
 # --------------------------------------------------------------------------------------------

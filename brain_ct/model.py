@@ -4,7 +4,10 @@ A model is a ``transformers`` ``ResNetForImageClassification`` saved with safete
 whose ``config.json`` also carries the project's preprocessing settings (the "model folder
 contract", see ``ARCHITECTURE.md``):
 
-* ``id2label`` = ``{0: "normal", 1: "hemorrhage"}``;
+* ``id2label``: either the binary labels ``{0: "normal", 1: "hemorrhage"}`` (softmax; P(hemorrhage) is
+  class "hemorrhage") or RSNA's six labels ``any, epidural, intraparenchymal, intraventricular,
+  subarachnoid, subdural`` with ``problem_type: "multi_label_classification"`` (one sigmoid each;
+  P(hemorrhage) is ``any``), see :mod:`brain_ct.labels`. Anything else is refused;
 * ``brain_ct_windows``: list of ``[center, width]`` in HU, one per window channel;
 * ``brain_ct_image_size``: side of the square model input, pixels;
 * ``brain_ct_threshold``: P(hemorrhage) at or above which the label is "hemorrhage";
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from brain_ct.errors import ModelLoadError
+from brain_ct.labels import ANY, BINARY_LABELS, MULTI_LABEL, SUBTYPE_LABELS, SUBTYPES, label_set_of
 from brain_ct.preprocess import default_stats
 
 if TYPE_CHECKING:
@@ -50,8 +54,8 @@ DEMO_MODEL_DIR = PROJECT_ROOT / "models" / "brain-ct-demo"
 #: Environment variable naming the default model (Hub id or folder).
 MODEL_ENV = "BRAIN_CT_MODEL"
 
-#: The labels every brain-CT model must have, by class index.
-ID2LABEL: dict[int, str] = {0: "normal", 1: "hemorrhage"}
+#: The labels of a binary brain-CT model, by class index.
+ID2LABEL: dict[int, str] = dict(enumerate(BINARY_LABELS))
 LABEL2ID: dict[str, int] = {v: k for k, v in ID2LABEL.items()}
 
 _MIN_SIZE, _MAX_SIZE = 32, 2048
@@ -73,10 +77,14 @@ class ModelSettings:
         revision: the Hub revision asked for, or None.
         is_demo: True for the bundled demo model or any model trained on synthetic data only;
             the app shows a "for demonstration only" banner then.
-        hemorrhage_index: class index of "hemorrhage" in the logits (1 under the contract).
+        labels: the class names in logit order (``id2label``): :data:`~brain_ct.labels.BINARY_LABELS`
+            (default) or the six :data:`~brain_ct.labels.SUBTYPE_LABELS` in any order.
         threshold_rule: how ``threshold`` was chosen (``brain_ct_threshold_rule``), or None if unrecorded.
         temperature: calibration temperature already folded into the weights (``brain_ct_temperature``);
             informational, 1.0 when none.
+        member_ids: for an ensemble (:mod:`brain_ct.ensemble`), its members' ids as written in
+            ``ensemble.json``; () for a single model. The preprocessing fields (windows, size, mean,
+            std) are then the first member's, ``context_slices`` the largest of the members'.
     """
 
     windows: tuple[tuple[float, float], ...]
@@ -89,12 +97,20 @@ class ModelSettings:
     model_id: str = ""
     revision: str | None = None
     is_demo: bool = False
-    hemorrhage_index: int = field(default=1, repr=False)
+    labels: tuple[str, ...] = BINARY_LABELS
     # A dict cannot be hashed: leave it out of the (frozen dataclass's) hash, keep it in equality.
     threshold_rule: dict[str, Any] | None = field(default=None, hash=False)
     temperature: float = 1.0
+    member_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        labels = tuple(str(n).strip().lower() for n in self.labels)
+        if label_set_of(labels) is None or len(set(labels)) != len(labels):
+            raise ValueError(
+                f"ModelSettings.labels must be {BINARY_LABELS} or the six {SUBTYPE_LABELS} (any order); got {labels}"
+            )
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "member_ids", tuple(str(m) for m in self.member_ids))
         wins = tuple((float(c), float(w)) for c, w in self.windows)
         object.__setattr__(self, "windows", wins)
         if not self.mean or not self.std:
@@ -110,6 +126,26 @@ class ModelSettings:
     def num_channels(self) -> int:
         """Input channels the model expects: windows × (2 × context_slices + 1)."""
         return len(self.windows) * (2 * self.context_slices + 1)
+
+    @property
+    def is_multi_label(self) -> bool:
+        """True for a subtype model (RSNA's six sigmoid outputs), False for a binary softmax model."""
+        return label_set_of(self.labels) == "subtypes"
+
+    @property
+    def subtypes(self) -> tuple[str, ...]:
+        """The five subtype names (:data:`~brain_ct.labels.SUBTYPES` order) of a subtype model; () if binary."""
+        return SUBTYPES if self.is_multi_label else ()
+
+    @property
+    def hemorrhage_index(self) -> int:
+        """Logit index of P(hemorrhage): "hemorrhage" (binary) or "any" (subtype model)."""
+        return self.labels.index(ANY if self.is_multi_label else "hemorrhage")
+
+    @property
+    def is_ensemble(self) -> bool:
+        """True when these are the settings of an ensemble (:mod:`brain_ct.ensemble`)."""
+        return bool(self.member_ids)
 
 
 def resolve_model_id(explicit: str | os.PathLike[str] | None = None) -> str:
@@ -185,6 +221,38 @@ def _as_float_list(value: Any, key: str, model_id: str) -> list[float]:
     return out
 
 
+def _labels_from_config(config: PretrainedConfig, name: str) -> tuple[str, ...]:
+    """The class names in logit order, checked against the two accepted label sets and problem_type."""
+    raw = getattr(config, "id2label", None) or {}
+    try:
+        id2label = {int(k): str(v) for k, v in raw.items()}
+    except (TypeError, ValueError):
+        id2label = {}
+    accepted = (
+        f"a brain-CT hemorrhage model must have exactly two labels {dict(enumerate(BINARY_LABELS))} (softmax), "
+        f"or exactly the six RSNA labels {dict(enumerate(SUBTYPE_LABELS))} with problem_type "
+        f"{MULTI_LABEL!r} (one sigmoid each); fix id2label/label2id in config.json"
+    )
+    if sorted(id2label) != list(range(len(id2label))):
+        raise ModelLoadError(f"model {name!r} has labels {raw}; {accepted}")
+    labels = tuple(id2label[i].strip().lower() for i in range(len(id2label)))
+    kind = label_set_of(labels) if len(set(labels)) == len(labels) else None
+    if kind is None:
+        raise ModelLoadError(f"model {name!r} has labels {id2label}; {accepted}")
+    problem_type = getattr(config, "problem_type", None)
+    if kind == "subtypes" and problem_type != MULTI_LABEL:
+        raise ModelLoadError(
+            f"model {name!r} has the RSNA subtype labels but problem_type {problem_type!r}; a subtype model "
+            f'has one sigmoid per label: set "problem_type": {MULTI_LABEL!r} in config.json'
+        )
+    if kind == "binary" and problem_type == MULTI_LABEL:
+        raise ModelLoadError(
+            f"model {name!r} has the binary labels {id2label} but problem_type {MULTI_LABEL!r}; a binary "
+            "model is a two-class softmax: remove problem_type (or set 'single_label_classification')"
+        )
+    return labels
+
+
 def settings_from_config(
     config: PretrainedConfig, model_id: str = "", revision: str | None = None
 ) -> ModelSettings:
@@ -196,8 +264,10 @@ def settings_from_config(
         revision: the Hub revision asked for, or None.
 
     Raises:
-        ModelLoadError: not a ResNet classifier, labels other than {normal, hemorrhage}, or a
-            ``brain_ct_*`` key missing or invalid. The message names the key and how to fix it.
+        ModelLoadError: not a ResNet classifier, labels other than the binary or the RSNA subtype
+            set (or a subtype set without ``problem_type: "multi_label_classification"``, or the binary
+            set with it), or a ``brain_ct_*`` key missing or invalid. The message names the key and
+            how to fix it.
     """
     name = model_id or "<config>"
     model_type = getattr(config, "model_type", None)
@@ -211,13 +281,7 @@ def settings_from_config(
         raise ModelLoadError(
             f"model {name!r} has architectures {archs}; a ResNetForImageClassification is required"
         )
-    id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
-    if len(id2label) != 2 or {v.lower() for v in id2label.values()} != set(LABEL2ID):
-        raise ModelLoadError(
-            f"model {name!r} has labels {id2label}; a brain-CT hemorrhage model must have exactly two "
-            "labels {0: 'normal', 1: 'hemorrhage'} (id2label in config.json)"
-        )
-    hem_index = next(k for k, v in id2label.items() if v.lower() == "hemorrhage")
+    labels = _labels_from_config(config, name)
 
     missing = [
         k for k in ("brain_ct_windows", "brain_ct_image_size", "brain_ct_threshold") if not hasattr(config, k)
@@ -312,14 +376,14 @@ def settings_from_config(
         model_id=shown_model_id(model_id),
         revision=revision,
         is_demo=_is_demo_path(model_id) if model_id else False,
-        hemorrhage_index=hem_index,
+        labels=labels,
         threshold_rule=dict(rule) if rule is not None else None,
         temperature=float(temperature),
     )
 
 
 def apply_settings_to_config(config: PretrainedConfig, settings: ModelSettings) -> PretrainedConfig:
-    """Write ``settings`` (and the contract's labels) into a config, for ``save_pretrained``.
+    """Write ``settings`` (its labels, problem_type for subtype models) into a config, for ``save_pretrained``.
 
     The training script calls this before saving so that every model folder it writes loads
     with :func:`load_model`. ``num_channels`` must already match ``settings.num_channels``.
@@ -327,8 +391,12 @@ def apply_settings_to_config(config: PretrainedConfig, settings: ModelSettings) 
     Returns:
         The same config, modified in place.
     """
-    config.id2label = dict(ID2LABEL)
-    config.label2id = dict(LABEL2ID)
+    config.id2label = dict(enumerate(settings.labels))
+    config.label2id = {name: i for i, name in enumerate(settings.labels)}
+    if settings.is_multi_label:
+        config.problem_type = MULTI_LABEL
+    elif getattr(config, "problem_type", None) == MULTI_LABEL:
+        config.problem_type = None
     config.brain_ct_windows = [[float(c), float(w)] for c, w in settings.windows]
     config.brain_ct_image_size = int(settings.image_size)
     config.brain_ct_threshold = float(settings.threshold)
@@ -389,6 +457,11 @@ def load_model(
     model_id = resolve_model_id(None if model_id_or_dir is None else str(model_id_or_dir))
     local = Path(model_id).expanduser()
     if local.is_dir():
+        if not (local / "config.json").is_file() and (local / "ensemble.json").is_file():
+            raise ModelLoadError(
+                f"{model_id!r} is an ensemble folder (ensemble.json), not a single model; load it with "
+                "Predictor.from_pretrained or brain_ct.ensemble.load"
+            )
         if not (local / "config.json").is_file():
             raise ModelLoadError(
                 f"model folder {model_id!r} has no config.json; a model folder is what python -m train "
@@ -464,7 +537,7 @@ def build_random_model(
         hidden_sizes=[int(h) for h in hidden_sizes],
         depths=[int(d) for d in depths] if depths is not None else [1] * len(hidden_sizes),
         layer_type=layer_type,
-        num_labels=2,
+        num_labels=len(settings.labels),
     )
     apply_settings_to_config(config, settings)
     if seed is not None:

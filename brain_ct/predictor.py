@@ -7,6 +7,11 @@
 >>> rgb = p.overlay(opacity=0.4)                      # computed only when asked for
 
 One forward pass per batch gives both the probabilities and Grad-CAM (see :mod:`brain_ct.explain`).
+Subtype models (RSNA's six sigmoid outputs, :mod:`brain_ct.labels`) add the five subtype probabilities
+and can explain a chosen subtype (``heatmap_target="subdural"``) instead of "any". An ensemble
+(:mod:`brain_ct.ensemble`) loads like a model; a single model is an ensemble of one internally, so
+both take the same path: each member preprocesses the slice with its own settings and runs its own
+forward pass, and probabilities and input-grid heatmaps are the members' means.
 A :class:`Predictor` may be shared between threads (the app serves several users with one model):
 only the model call is serialised by a lock, because Captum's hooks live on the shared model;
 loading, preprocessing and region analysis run in parallel.
@@ -22,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from brain_ct import explain
+from brain_ct import ensemble, explain
+from brain_ct.ensemble import Member
 from brain_ct.errors import InvalidInputError
 from brain_ct.jsonable import json_safe
-from brain_ct.model import ModelSettings, load_model
+from brain_ct.labels import ANY, SUBTYPES
+from brain_ct.model import ModelSettings
 from brain_ct.preprocess import model_input
 
 if TYPE_CHECKING:
@@ -67,9 +74,12 @@ class Prediction:
 
     Attributes:
         label: ``"hemorrhage"`` exactly when ``probability >= threshold``, else ``"normal"``.
-        probability: P(hemorrhage) in [0, 1] (averaged over flips with test-time augmentation).
-        threshold: the model's decision threshold (``brain_ct_threshold``).
-        heatmap: float32 [H, W] in [0, 1], Grad-CAM on the input image's own pixel grid.
+        probability: P(hemorrhage) in [0, 1] (averaged over flips with test-time augmentation): the
+            softmax of "hemorrhage" (binary models) or the sigmoid of "any" (subtype models); an
+            ensemble's is its members' mean.
+        threshold: the model's decision threshold (``brain_ct_threshold``; an ensemble's own).
+        heatmap: float32 [H, W] in [0, 1], Grad-CAM on the input image's own pixel grid (an ensemble's:
+            the mean of its members' normalised heatmaps).
         regions: :class:`~brain_ct.explain.Region` s, the hot regions of the heatmap inside the
             head, strongest first (see :func:`brain_ct.explain.regions`; ``side`` is the PATIENT's
             side).
@@ -81,6 +91,12 @@ class Prediction:
         head_check: the input's :attr:`~brain_ct.image.CTImage.head_check`: ``"passed"``, or
             ``"skipped"`` when the "looks like an axial head CT" check was skipped
             (``allow_unverified``); then every view of the reading must say so.
+        subtypes: a subtype model's five subtype probabilities ``{name: p}`` in
+            :data:`~brain_ct.labels.SUBTYPES` order; None for binary models.
+        heatmap_target: the label the heatmap explains: ``"hemorrhage"`` (binary models), ``"any"``
+            (subtype models' default) or a subtype name.
+        members: ensembles only, one ``{"model", "probability", "threshold"}`` per member (its id as
+            written in ``ensemble.json``, its P(hemorrhage), its own threshold); None for a single model.
     """
 
     label: str
@@ -95,6 +111,9 @@ class Prediction:
     model_id: str = ""
     display: np.ndarray | None = field(default=None, repr=False)
     head_check: str = "passed"
+    subtypes: dict[str, float] | None = None
+    heatmap_target: str = "hemorrhage"
+    members: tuple[dict[str, Any], ...] | None = None
 
     def overlay(self, opacity: float = 0.4, display: np.ndarray | None = None) -> np.ndarray:
         """The heatmap over the image, computed on demand (the CLI and JSON never need it).
@@ -119,7 +138,7 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary: label, probability, threshold, regions, explanation, meta, name, model,
-        head_check.
+        head_check, subtypes (null for binary models), heatmap_target, members (null for single models).
 
         Arrays (heatmap, image) are left out; save the heatmap separately if needed.
         """
@@ -134,6 +153,9 @@ class Prediction:
             "meta": json_safe(self.meta),
             "model": self.model_id,
             "head_check": self.head_check,
+            "subtypes": json_safe(self.subtypes),
+            "heatmap_target": self.heatmap_target,
+            "members": None if self.members is None else json_safe(list(self.members)),
         }
 
 
@@ -148,6 +170,9 @@ class Predictor:
             weights are converted in place. Default: on for CPU, where oneDNN's NHWC kernels measured
             ~1.45× faster for the forward pass with Grad-CAM (``benchmarks/NOTES.md``). Results agree
             with the default layout to float rounding.
+
+    An ensemble is built with :meth:`from_members` (or loaded with :meth:`from_pretrained`);
+    :attr:`members` holds the models either way (one for a single model).
     """
 
     def __init__(
@@ -158,12 +183,46 @@ class Predictor:
         *,
         channels_last: bool | None = None,
     ):
+        self._setup([Member(model, settings)], settings, device, channels_last)
+
+    @classmethod
+    def from_members(
+        cls,
+        members: Sequence[Member],
+        settings: ModelSettings,
+        device: str | torch.device = "cpu",
+        *,
+        channels_last: bool | None = None,
+    ) -> Predictor:
+        """A predictor over several models (an ensemble; see :func:`brain_ct.ensemble.load`).
+
+        Args:
+            members: the members, all with the same label set.
+            settings: the ensemble-level settings (threshold, labels, model_id, member_ids, and
+                ``context_slices`` = the largest member's).
+            device, channels_last: see :class:`Predictor`.
+        """
+        self = cls.__new__(cls)
+        self._setup(list(members), settings, device, channels_last)
+        return self
+
+    def _setup(
+        self,
+        members: list[Member],
+        settings: ModelSettings,
+        device: str | torch.device,
+        channels_last: bool | None,
+    ) -> None:
         import torch
 
+        if not members:
+            raise InvalidInputError("a Predictor needs at least one model")
         configure_threads()
         self.device = torch.device(device)
         self.channels_last = self.device.type == "cpu" if channels_last is None else bool(channels_last)
-        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+        if self.channels_last:
+            members = [Member(m.model.to(memory_format=torch.channels_last), m.settings) for m in members]
+        self.members = tuple(members)
         self.settings = settings
         self._lock = threading.Lock()
 
@@ -176,15 +235,20 @@ class Predictor:
         *,
         channels_last: bool | None = None,
     ) -> Predictor:
-        """Load a model (Hub id or folder; None → env ``BRAIN_CT_MODEL``, then the bundled demo).
+        """Load a model or an ensemble (Hub id or folder; None → env ``BRAIN_CT_MODEL``, then the bundled demo).
 
         ``channels_last``: see :class:`Predictor`.
 
         Raises:
-            ModelLoadError: see :func:`brain_ct.model.load_model`.
+            ModelLoadError: see :func:`brain_ct.ensemble.load`.
         """
-        model, settings = load_model(model_id_or_dir, revision=revision, device=device)
-        return cls(model, settings, device=device, channels_last=channels_last)
+        members, settings = ensemble.load(model_id_or_dir, revision=revision, device=device)
+        return cls.from_members(members, settings, device=device, channels_last=channels_last)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The model of a single-model predictor (an ensemble's first member; see :attr:`members`)."""
+        return self.members[0].model
 
     @property
     def model_id(self) -> str:
@@ -211,7 +275,14 @@ class Predictor:
             "a binary file object or a brain_ct.CTImage"
         )
 
-    def predict(self, image: Any, *, allow_unverified: bool = False, tta: bool = False) -> Prediction:
+    def predict(
+        self,
+        image: Any,
+        *,
+        allow_unverified: bool = False,
+        tta: bool = False,
+        heatmap_target: str | None = None,
+    ) -> Prediction:
         """Predict one slice.
 
         Args:
@@ -219,11 +290,17 @@ class Predictor:
             allow_unverified: skip the "looks like an axial head CT" check when loading.
             tta: test-time augmentation — average with the horizontally flipped slice (both go
                 through one batched forward pass; the flipped heatmap is flipped back).
+            heatmap_target: the label the Grad-CAM explains: None or ``"any"`` (P(hemorrhage), the
+                default), or for a subtype model one of :data:`~brain_ct.labels.SUBTYPES`. It changes
+                the heatmap and regions only, never the probabilities or the label.
 
         Raises:
-            InvalidInputError: the input cannot be read as a head-CT slice.
+            InvalidInputError: the input cannot be read as a head-CT slice, or ``heatmap_target`` is
+                not one of this model's labels.
         """
-        return self.predict_batch([image], allow_unverified=allow_unverified, tta=tta)[0]
+        return self.predict_batch(
+            [image], allow_unverified=allow_unverified, tta=tta, heatmap_target=heatmap_target
+        )[0]
 
     def predict_batch(
         self,
@@ -233,8 +310,9 @@ class Predictor:
         allow_unverified: bool = False,
         tta: bool = False,
         neighbors: Sequence[Sequence[CTImage | None] | None] | None = None,
+        heatmap_target: str | None = None,
     ) -> list[Prediction]:
-        """Predict many slices, ``batch_size`` per forward pass.
+        """Predict many slices, ``batch_size`` per forward pass (of each member, for an ensemble).
 
         Args:
             images: paths, bytes, file objects or CTImages.
@@ -243,17 +321,21 @@ class Predictor:
             tta: see :meth:`predict`.
             neighbors: for slice-context models (``settings.context_slices`` = k > 0), one entry per
                 image: its 2k neighbouring slices ``[s−k, …, s−1, s+1, …, s+k]`` (None entries or a
-                None entry repeat the slice itself). Ignored by single-slice models.
+                None entry repeat the slice itself). Ignored by single-slice models. An ensemble member
+                with fewer context slices gets the nearest ones of these.
+            heatmap_target: see :meth:`predict`.
 
         Returns:
             One :class:`Prediction` per image, in order.
 
         Raises:
             InvalidInputError: an input cannot be read (nothing is returned then; load inputs one by
-                one with :meth:`load` to handle failures separately, as the CLI does).
+                one with :meth:`load` to handle failures separately, as the CLI does), or a bad
+                ``heatmap_target``.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size must be a positive integer; got {batch_size!r}")
+        target = self.heatmap_target(heatmap_target)
         items = list(images)
         if neighbors is not None and len(neighbors) != len(items):
             raise InvalidInputError(
@@ -263,8 +345,33 @@ class Predictor:
         for start in range(0, len(items), batch_size):
             cts = [self.load(s, allow_unverified=allow_unverified) for s in items[start : start + batch_size]]
             nbs = None if neighbors is None else list(neighbors[start : start + batch_size])
-            out.extend(self._predict_loaded(cts, tta=tta, neighbors=nbs))
+            out.extend(self._predict_loaded(cts, tta=tta, neighbors=nbs, target=target))
         return out
+
+    def heatmap_target(self, requested: str | None = None) -> str:
+        """The label name a requested heatmap target resolves to (what :attr:`Prediction.heatmap_target` shows).
+
+        None, ``"any"`` and ``"hemorrhage"`` mean P(hemorrhage): ``"hemorrhage"`` for binary models,
+        ``"any"`` for subtype models; a subtype model also accepts each of its subtypes.
+
+        Raises:
+            InvalidInputError: any other name, or a subtype asked of a binary model.
+        """
+        s = self.settings
+        default = ANY if s.is_multi_label else "hemorrhage"
+        name = "" if requested is None else str(requested).strip().lower()
+        if name in ("", ANY, "hemorrhage"):
+            return default
+        if name in s.subtypes:
+            return name
+        if s.is_multi_label:
+            allowed = f"one of {', '.join((ANY, *s.subtypes))}"
+        else:
+            allowed = (
+                f"'{ANY}' only: {s.model_id or 'this model'} is a binary model with one output, P(hemorrhage); "
+                f"subtype heatmaps ({', '.join(SUBTYPES)}) need a subtype model"
+            )
+        raise InvalidInputError(f"unknown heatmap target {requested!r}; choose {allowed}")
 
     # ----------------------------------------------------------------------------------------
     def _predict_loaded(
@@ -273,16 +380,65 @@ class Predictor:
         *,
         tta: bool,
         neighbors: list[Sequence[CTImage | None] | None] | None,
+        target: str,
     ) -> list[Prediction]:
-        import torch
-
-        s = self.settings
         if not cts:
             return []
-        x = torch.from_numpy(
-            np.stack(
-                [model_input(ct, s, None if neighbors is None else neighbors[i]) for i, ct in enumerate(cts)]
+        runs = [self._run_member(m, cts, tta=tta, neighbors=neighbors, target=target) for m in self.members]
+        n_members = len(runs)
+        probs = np.mean([r[0] for r in runs], axis=0)
+        subtypes = None if runs[0][1] is None else np.mean([r[1] for r in runs], axis=0)
+        ensemble_of = self.settings.member_ids
+        out = []
+        for i, ct in enumerate(cts):
+            heat = runs[0][2][i]
+            if n_members > 1:
+                heat = np.mean([r[2][i] for r in runs], axis=0, dtype=np.float32)
+            members = None
+            if ensemble_of:
+                members = tuple(
+                    {
+                        "model": m.settings.model_id,
+                        "probability": float(r[0][i]),
+                        "threshold": m.settings.threshold,
+                    }
+                    for m, r in zip(self.members, runs, strict=True)
+                )
+            out.append(
+                self._finish(
+                    ct,
+                    float(probs[i]),
+                    heat,
+                    subtypes=None
+                    if subtypes is None
+                    else dict(zip(SUBTYPES, map(float, subtypes[i]), strict=True)),
+                    target=target,
+                    members=members,
+                )
             )
+        return out
+
+    def _run_member(
+        self,
+        member: Member,
+        cts: list[CTImage],
+        *,
+        tta: bool,
+        neighbors: list[Sequence[CTImage | None] | None] | None,
+        target: str,
+    ) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]:
+        """One member's P(hemorrhage) [N], subtype probabilities [N, 5] (or None) and input-grid heatmaps."""
+        import torch
+
+        ms = member.settings
+        widest = self.settings.context_slices
+        nbs = neighbors
+        if nbs is not None and ms.context_slices < widest:
+            # This member needs the k nearest of the ensemble's 2·K neighbours: [s−k … s−1, s+1 … s+k].
+            k = ms.context_slices
+            nbs = [None if nb is None else [*nb[widest - k : widest], *nb[widest : widest + k]] for nb in nbs]
+        x = torch.from_numpy(
+            np.stack([model_input(ct, ms, None if nbs is None else nbs[i]) for i, ct in enumerate(cts)])
         )
         n = x.shape[0]
         if tta:
@@ -291,30 +447,57 @@ class Predictor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._lock:
-            logits, cams = explain.gradcam(self.model, x, s.hemorrhage_index)
-        probs = torch.softmax(logits.float(), dim=1)[:, s.hemorrhage_index]
+            logits, cams = explain.gradcam(
+                member.model, x, ms.labels.index(target), multi_label=ms.is_multi_label
+            )
+        logits = logits.float()
+        probs = torch.sigmoid(logits) if ms.is_multi_label else torch.softmax(logits, dim=1)
         if tta:
             probs = (probs[:n] + probs[n:]) / 2.0
             cams = (cams[:n] + cams[n:].flip(-1)) / 2.0
         probs_np = probs.cpu().numpy()
+        subtypes = probs_np[:, [ms.labels.index(name) for name in SUBTYPES]] if ms.is_multi_label else None
         cams_np = cams.float().cpu().numpy()
-        return [self._finish(ct, float(p), cam) for ct, p, cam in zip(cts, probs_np, cams_np, strict=True)]
+        heats = [
+            explain.heatmap_for_image(explain.normalize_heatmap(cam), ct)
+            for ct, cam in zip(cts, cams_np, strict=True)
+        ]
+        return probs_np[:, ms.hemorrhage_index], subtypes, heats
 
-    def _finish(self, ct: CTImage, probability: float, cam: np.ndarray) -> Prediction:
+    def _finish(
+        self,
+        ct: CTImage,
+        probability: float,
+        heat: np.ndarray,
+        *,
+        subtypes: dict[str, float] | None = None,
+        target: str | None = None,
+        members: tuple[dict[str, Any], ...] | None = None,
+    ) -> Prediction:
+        """The prediction of one slice from its P(hemorrhage) and its heatmap on the input grid."""
         threshold = self.settings.threshold
-        heat = explain.heatmap_for_image(explain.normalize_heatmap(cam), ct)
         found = explain.regions(heat, ct)
+        agreement = (
+            None
+            if members is None
+            else (sum(m["probability"] >= m["threshold"] for m in members), len(members))
+        )
         return Prediction(
             label="hemorrhage" if probability >= threshold else "normal",
             probability=probability,
             threshold=threshold,
             heatmap=heat,
             regions=found,
-            explanation=explain.explanation(probability, threshold, found),
+            explanation=explain.explanation(
+                probability, threshold, found, subtypes=subtypes, agreement=agreement
+            ),
             meta=dict(ct.meta),
             name=ct.name,
             source=ct.source,
             model_id=self.settings.model_id,
             display=ct.display,
             head_check=ct.head_check,
+            subtypes=subtypes,
+            heatmap_target=target or self.heatmap_target(None),
+            members=members,
         )

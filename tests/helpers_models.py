@@ -30,6 +30,7 @@ def make_tiny_model(
     seed: int = 0,
     width: int = 8,
     trained_on: str | None = None,
+    labels: Sequence[str] | None = None,
 ) -> Path:
     """Save a small random ``ResNetForImageClassification`` with the ``brain_ct_*`` settings.
 
@@ -43,6 +44,8 @@ def make_tiny_model(
         seed: torch seed for the random weights.
         width: channels of the first stage.
         trained_on: value of ``brain_ct_trained_on`` (e.g. "synthetic phantoms"), or None.
+        labels: the class names (default the binary labels; ``brain_ct.labels.SUBTYPE_LABELS`` for a
+            subtype model).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`; loads with :func:`brain_ct.model.load_model`.
@@ -53,6 +56,7 @@ def make_tiny_model(
         threshold=threshold,
         context_slices=context_slices,
         trained_on=trained_on,
+        **({} if labels is None else {"labels": tuple(labels)}),
     )
     model = build_random_model(settings, hidden_sizes=[width * 2**i for i in range(num_stages)], seed=seed)
     out = Path(path)

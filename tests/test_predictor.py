@@ -149,8 +149,8 @@ def test_side_convention_end_to_end(predictor: Predictor, monkeypatch: pytest.Mo
     """A Grad-CAM that lights up blood-density pixels puts a lesion on the image's right on the patient's left."""
     real = explain.gradcam
 
-    def bright_cam(model, x, hemorrhage_index=1):
-        logits, _ = real(model, x, hemorrhage_index)
+    def bright_cam(model, x, target_index=1, multi_label=False):
+        logits, _ = real(model, x, target_index, multi_label)
         s = predictor.settings
         brain = x[:, 0] * s.std[0] + s.mean[0]  # back to the brain window's [0, 1]
         blood = ((brain > 0.8) & (brain < 0.99)).float()[:, None]  # 64-80 HU; bone saturates at 1
