@@ -488,7 +488,7 @@ def bench_memory(model_dir: str, slice_path: str, series_dir: str, n_slices: int
 
 def bench_app(model_dir: str, slice_path: str, reps: int) -> dict[str, Any]:
     """Launched app (in this process, on loopback) through gradio_client versus in-process calls."""
-    os.environ["BRAIN_CT_MODEL"] = model_dir  # `import app` builds its module-level demo from it
+    os.environ["BRAIN_CT_MODEL"] = model_dir  # the registry below reads it, as app.main() does
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
