@@ -12,6 +12,8 @@ No weights are downloaded: the model is built from a small ``ResNetConfig`` with
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -107,3 +109,35 @@ def phantom_ct(
     if kind == "dicom":
         return CTImage(hu, display, {"Modality": "CT"}, box, "dicom", name)
     return CTImage(None, display, {"Format": "PNG"}, box, "image", name)
+
+
+def copy_model_with_config(src: Path, dst: Path, **changes: object) -> Path:
+    """A copy of the model folder ``src`` at ``dst`` whose config.json has ``changes`` (None removes a key)."""
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def plain_ct(hu=None, display=None, head_box=None):
+    """A CTImage straight from arrays: ``hu`` (DICOM-like, brain-window display) or an 8-bit ``display``;
+    the head box is the whole image unless given."""
+    from brain_ct.image import CTImage
+    from brain_ct.windowing import window
+
+    if display is None:
+        display = (window(hu, 40, 80) * 255).astype("uint8")
+    h, w = display.shape
+    return CTImage(
+        hu=hu,
+        display=display,
+        meta={},
+        head_box=head_box or (0, 0, w, h),
+        source="dicom" if hu is not None else "image",
+        name="t",
+    )

@@ -4,11 +4,10 @@ mixed or unknown label sets are refused (brain_ct.model, issue 15)."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from helpers_models import make_tiny_model
+from helpers_models import copy_model_with_config, make_tiny_model
 
 from brain_ct import model as bm
 from brain_ct.errors import ModelLoadError
@@ -18,18 +17,6 @@ from brain_ct.labels import BINARY_LABELS, MULTI_LABEL, SUBTYPE_LABELS, SUBTYPES
 @pytest.fixture(scope="module")
 def subtype_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("models") / "subtypes", labels=SUBTYPE_LABELS)
-
-
-def _with_config(src: Path, dst: Path, **changes: object) -> Path:
-    shutil.copytree(src, dst)
-    cfg = json.loads((dst / "config.json").read_text())
-    for key, value in changes.items():
-        if value is None:
-            cfg.pop(key, None)
-        else:
-            cfg[key] = value
-    (dst / "config.json").write_text(json.dumps(cfg))
-    return dst
 
 
 def _labels(names: list[str]) -> dict[str, object]:
@@ -61,7 +48,7 @@ def test_subtype_model_round_trip(subtype_dir: Path) -> None:
 
 def test_subtype_labels_in_another_order_point_at_any(subtype_dir: Path, tmp_path: Path) -> None:
     order = ["subdural", "epidural", "any", "intraparenchymal", "intraventricular", "subarachnoid"]
-    folder = _with_config(subtype_dir, tmp_path / "shuffled", **_labels(order))
+    folder = copy_model_with_config(subtype_dir, tmp_path / "shuffled", **_labels(order))
     _, settings = bm.load_model(folder)
     assert settings.hemorrhage_index == 2
     assert settings.subtypes == SUBTYPES  # always reported in RSNA's order
@@ -109,7 +96,7 @@ def test_apply_settings_writes_problem_type_and_labels_both_ways() -> None:
     ],
 )
 def test_bad_label_sets_are_refused(subtype_dir: Path, tmp_path: Path, changes: dict, match: str) -> None:
-    folder = _with_config(subtype_dir, tmp_path / "bad", **changes)
+    folder = copy_model_with_config(subtype_dir, tmp_path / "bad", **changes)
     with pytest.raises(ModelLoadError, match=match) as info:
         bm.load_model(folder)
     if "problem_type" not in changes:
@@ -118,7 +105,9 @@ def test_bad_label_sets_are_refused(subtype_dir: Path, tmp_path: Path, changes: 
 
 
 def test_binary_labels_with_multi_label_problem_type_are_refused(tmp_path: Path) -> None:
-    folder = _with_config(make_tiny_model(tmp_path / "b"), tmp_path / "bad", problem_type=MULTI_LABEL)
+    folder = copy_model_with_config(
+        make_tiny_model(tmp_path / "b"), tmp_path / "bad", problem_type=MULTI_LABEL
+    )
     with pytest.raises(ModelLoadError, match=r"binary labels.*two-class softmax"):
         bm.load_model(folder)
 

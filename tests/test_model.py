@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers_models import make_tiny_model
+from helpers_models import copy_model_with_config, make_tiny_model
 
 from brain_ct import model as bm
 from brain_ct.errors import ModelLoadError
@@ -16,18 +16,6 @@ from brain_ct.errors import ModelLoadError
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
-
-
-def _copy_with_config(src: Path, dst: Path, **changes: object) -> Path:
-    shutil.copytree(src, dst)
-    cfg = json.loads((dst / "config.json").read_text())
-    for key, value in changes.items():
-        if value is None:
-            cfg.pop(key, None)
-        else:
-            cfg[key] = value
-    (dst / "config.json").write_text(json.dumps(cfg))
-    return dst
 
 
 # ------------------------------------------------------------------------------ resolve_model_id
@@ -116,7 +104,7 @@ def test_is_demo_from_trained_on_and_from_demo_path(monkeypatch: pytest.MonkeyPa
     ],
 )
 def test_contract_violations_are_refused(tiny_dir: Path, tmp_path: Path, changes: dict, match: str) -> None:
-    bad = _copy_with_config(tiny_dir, tmp_path / "bad", **changes)
+    bad = copy_model_with_config(tiny_dir, tmp_path / "bad", **changes)
     with pytest.raises(ModelLoadError, match=match) as info:
         bm.load_model(bad)
     assert str(bad) in str(info.value)  # the message names the model
@@ -214,7 +202,7 @@ def test_threshold_rule_and_temperature_round_trip_and_old_configs_load(
     assert back.threshold_rule == rule and back.temperature == 1.7
     assert hash(back)  # the dict-valued field stays out of the frozen dataclass's hash
     # a config written before these keys existed (like the first demo models) loads with the defaults
-    old = _copy_with_config(
+    old = copy_model_with_config(
         tiny_dir, tmp_path / "old", brain_ct_threshold_rule=None, brain_ct_temperature=None
     )
     assert "brain_ct_temperature" not in json.loads((old / "config.json").read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from helpers_models import phantom_ct
+from helpers_models import phantom_ct, plain_ct
 
 from brain_ct.errors import InvalidInputError
 from brain_ct.image import CTImage
@@ -23,23 +23,9 @@ from brain_ct.preprocess import (
     resize_square,
     to_model_input,
 )
-from brain_ct.windowing import AIR_HU, DEFAULT_WINDOWS, window
+from brain_ct.windowing import AIR_HU, DEFAULT_WINDOWS
 
 WINDOWS = ((40.0, 80.0), (80.0, 200.0), (600.0, 2800.0))
-
-
-def _ct(hu=None, display=None, head_box=None) -> CTImage:
-    if display is None:
-        display = (window(hu, 40, 80) * 255).astype(np.uint8)
-    h, w = display.shape
-    return CTImage(
-        hu=hu,
-        display=display,
-        meta={},
-        head_box=head_box or (0, 0, w, h),
-        source="dicom" if hu is not None else "image",
-        name="t",
-    )
 
 
 # ------------------------------------------------------------------------------ the steps
@@ -88,7 +74,7 @@ def test_default_stats_are_imagenet_for_three_channels_else_their_average() -> N
 def test_to_model_input_dicom_has_one_channel_per_window() -> None:
     hu = np.full((64, 64), AIR_HU, np.float32)
     hu[16:48, 16:48] = 40.0  # brain-centre value
-    ct = _ct(hu=hu, head_box=(16, 16, 48, 48))
+    ct = plain_ct(hu=hu, head_box=(16, 16, 48, 48))
     x = to_model_input(ct, ["brain", "subdural", "bone"], size=32, mean=None, std=None)
     assert x.shape == (3, 32, 32) and x.dtype == np.float32
     centre = x[:, 16, 16]
@@ -99,7 +85,7 @@ def test_to_model_input_dicom_has_one_channel_per_window() -> None:
 def test_to_model_input_8bit_repeats_the_grey_image() -> None:
     grey = np.zeros((50, 50), np.uint8)
     grey[10:40, 10:40] = 255
-    ct = _ct(display=grey, head_box=(10, 10, 40, 40))
+    ct = plain_ct(display=grey, head_box=(10, 10, 40, 40))
     x = to_model_input(ct, DEFAULT_WINDOWS, size=16, mean=None, std=None)
     np.testing.assert_array_equal(x[0], x[1])
     np.testing.assert_array_equal(x[0], x[2])
@@ -194,7 +180,7 @@ def test_augmentation_hook_windows_leave_8bit_input_alone() -> None:
 def test_mask_lines_up_with_the_input_pixel_for_pixel() -> None:
     grey = np.zeros((90, 120), np.uint8)
     cv2.circle(grey, (70, 40), 9, 255, -1)
-    ct = _ct(display=grey, head_box=(20, 5, 110, 85))  # box partly outside: padding too
+    ct = plain_ct(display=grey, head_box=(20, 5, 110, 85))  # box partly outside: padding too
     grid = mask_to_model_grid((grey > 0).astype(np.float32), ct, 40)
     image = model_input(ct, ModelSettings(((40, 80),), 40, 0.5, (0.0,), (1.0,)))[0]
     assert grid.shape == (40, 40) and grid.max() > 0.9

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers_models import plain_ct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -87,24 +88,8 @@ def test_heatmap_to_image_inverts_the_crop_geometry():
     assert out[5, 15] == pytest.approx(0.0)
 
 
-def _ct(hu=None, display=None, head_box=None):
-    from brain_ct.io import CTImage
-
-    if display is None:
-        display = (window(hu, 40, 80) * 255).astype(np.uint8)
-    h, w = display.shape
-    return CTImage(
-        hu=hu,
-        display=display,
-        meta={},
-        head_box=head_box or (0, 0, w, h),
-        source="dicom" if hu is not None else "image",
-        name="t",
-    )
-
-
 def test_model_box_is_square_around_the_head():
-    ct = _ct(display=np.zeros((100, 200), np.uint8), head_box=(50, 10, 150, 90))
+    ct = plain_ct(display=np.zeros((100, 200), np.uint8), head_box=(50, 10, 150, 90))
     x0, y0, x1, y1 = model_box(ct)
     assert x1 - x0 == y1 - y0 >= 100
 
