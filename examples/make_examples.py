@@ -20,13 +20,22 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> None:
     cases = {
+        # Seed 103: the largest subdural of seeds 101-110 (mask area), so the example is plainly visible.
         "synthetic_subdural": generate_slice(
-            101, 512, hemorrhage=True, subtype="subdural", level="ventricles"
+            103, 512, hemorrhage=True, subtype="subdural", level="ventricles"
         ),
         "synthetic_intraparenchymal": generate_slice(
             202, 512, hemorrhage=True, subtype="intraparenchymal", level="basal_ganglia"
         ),
         "synthetic_normal": generate_slice(303, 512, hemorrhage=False, level="ventricles"),
+        # One slice of each remaining subtype, so a subtype model can be tried on all five.
+        "synthetic_epidural": generate_slice(404, 512, hemorrhage=True, subtype="epidural", level="ventricles"),
+        "synthetic_intraventricular": generate_slice(
+            505, 512, hemorrhage=True, subtype="intraventricular", level="ventricles"
+        ),
+        "synthetic_subarachnoid": generate_slice(
+            606, 512, hemorrhage=True, subtype="subarachnoid", level="suprasellar"
+        ),
     }
     for name, phantom in cases.items():
         dcmwrite(
