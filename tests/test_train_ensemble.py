@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -234,3 +235,29 @@ def test_threshold_rule_alias_and_hub_ids(project: Path, tmp_path: Path) -> None
 def test_member_ref(tmp_path: Path, member: str, expected: str | None) -> None:
     folder = tmp_path / member
     assert member_ref(folder, tmp_path / "proj" / "ens") == (expected or str(folder.resolve()))
+
+
+def test_push_uploads_the_ensemble_with_members_inside(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import HfApi
+
+    calls: dict[str, Any] = {}
+    monkeypatch.setattr(
+        HfApi, "create_repo", lambda self, repo_id, **kw: type("RepoUrl", (), {"repo_id": repo_id})()
+    )
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kw: calls.update(kw))
+    out = tmp_path / "ens"
+    for name in ("a", "b"):
+        shutil.copytree(project / "runs" / name, out / "members" / name)
+    args = EnsembleArguments(
+        members=[str(out / "members" / "a"), str(out / "members" / "b")],
+        validation_dir=str(project / "val"),
+        output_dir=str(out),
+        push_to_hub=True,
+        hub_model_id="someone/ens",
+    )
+    results = build_ensemble(args)
+    assert results["hub_url"] == "https://huggingface.co/someone/ens"
+    assert calls["repo_id"] == "someone/ens" and Path(calls["folder_path"]) == out
+    assert read_spec(out / "ensemble.json", "ens").members == (("members/a", None), ("members/b", None))
