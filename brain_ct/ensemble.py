@@ -28,6 +28,8 @@ An ensemble is a folder (or Hub repository) holding ``ensemble.json`` instead of
   chosen on validation; ``threshold_rule`` (optional) records how; ``trained_on`` (optional) what the
   members were trained on. A ``README.md`` card may sit beside ``ensemble.json``.
 
+:func:`write_spec` writes the file (``python -m train.ensemble`` builds one) and checks it with the same
+:func:`parse_spec` the loader uses, so the writer and the reader share one definition of the format.
 :func:`load` returns ``(members, settings)`` for a single model as well (an ensemble of one with
 ``settings.member_ids == ()``), so prediction has one code path. The Hub case downloads
 ``ensemble.json`` with ``huggingface_hub`` (and, for members stored inside the same repository, those
@@ -154,6 +156,41 @@ def read_spec(path: str | os.PathLike[str], name: str) -> EnsembleSpec:
     return parse_spec(data, name)
 
 
+def spec_to_dict(spec: EnsembleSpec) -> dict[str, Any]:
+    """The JSON object of ``ensemble.json`` for ``spec`` (the schema in the module docstring).
+
+    The writer's half of the format: :func:`parse_spec` reads back exactly this.
+    """
+    data: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "members": [{"model": model, "revision": revision} for model, revision in spec.members],
+        "combine": spec.combine,
+        "threshold": float(spec.threshold),
+    }
+    if spec.threshold_rule is not None:
+        data["threshold_rule"] = dict(spec.threshold_rule)
+    if spec.trained_on:
+        data["trained_on"] = spec.trained_on
+    return data
+
+
+def write_spec(folder: str | os.PathLike[str], spec: EnsembleSpec) -> Path:
+    """Write ``folder/ensemble.json`` (folder created) after checking it reads back as ``spec``.
+
+    Raises:
+        ModelLoadError: ``spec`` breaks the schema (e.g. a threshold outside (0, 1)); nothing is written.
+    """
+    from brain_ct.jsonable import json_safe
+
+    data = json_safe(spec_to_dict(spec))
+    parse_spec(data, str(folder))  # one definition of the format: refuse to write what load() would refuse
+    path = Path(folder) / ENSEMBLE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
 def _hub_ensemble_file(repo_id: str, revision: str | None) -> Path | None:
     """``ensemble.json`` of a Hub repository (downloaded or from the cache), or None when it has none.
 
@@ -239,8 +276,41 @@ def load(
     shown = model_lib.shown_model_id(model_id)
     spec = read_spec(spec_file, shown)
     local = Path(model_id).expanduser().is_dir()
-    base = spec_file.parent
     hub_repo = None if local else (model_id, revision)
+    members, settings = load_spec(spec, spec_file.parent, shown, hub_repo=hub_repo, device=device)
+    is_demo = settings.is_demo or model_lib._is_demo_path(model_id)
+    return members, _replace(settings, revision=revision, is_demo=is_demo)
+
+
+def load_spec(
+    spec: EnsembleSpec,
+    base: str | os.PathLike[str],
+    shown: str,
+    *,
+    hub_repo: tuple[str, str | None] | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[list[Member], ModelSettings]:
+    """Load the members of an ensemble spec and combine their settings (the body of :func:`load`).
+
+    Also used before an ``ensemble.json`` exists: ``python -m train.ensemble`` loads the members it is
+    about to write, through the same checks, to score them on validation.
+
+    Args:
+        spec: the ensemble (see :func:`parse_spec`).
+        base: the folder member paths are relative to (where ``ensemble.json`` is or will be).
+        shown: the ensemble's name in messages and ``settings.model_id``.
+        hub_repo: ``(repo_id, revision)`` when the ensemble lives on the Hub (members may be folders
+            of that repository), else None.
+        device: torch device for every member.
+
+    Returns:
+        ``(members, settings)`` as :func:`load` describes (``revision`` None).
+
+    Raises:
+        ModelLoadError: a nested ensemble, a missing member folder, a member that does not load, or
+            members with different label sets.
+    """
+    base = Path(base)
     members: list[Member] = []
     for ref, member_revision in spec.members:
         try:
@@ -272,8 +342,8 @@ def load(
         threshold_rule=spec.threshold_rule,
         trained_on=spec.trained_on,
         model_id=shown,
-        revision=revision,
-        is_demo=any(m.settings.is_demo for m in members) or model_lib._is_demo_path(model_id),
+        revision=None,
+        is_demo=any(m.settings.is_demo for m in members),
         context_slices=context,
         **stats,
         temperature=1.0,

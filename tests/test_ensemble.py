@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers_models import make_tiny_model, phantom_ct
 
-from brain_ct.ensemble import ENSEMBLE_FILE, FORMAT
+from brain_ct.ensemble import ENSEMBLE_FILE, FORMAT, EnsembleSpec, read_spec, write_spec
 from brain_ct.errors import InvalidInputError, ModelLoadError
 from brain_ct.labels import SUBTYPE_LABELS, SUBTYPES
 from brain_ct.model import load_model
@@ -176,3 +176,25 @@ def test_unreadable_ensemble_file_is_refused(tmp_path: Path) -> None:
 def test_binary_ensemble_refuses_subtype_heatmaps(binary_ensemble: Path) -> None:
     with pytest.raises(InvalidInputError, match=r"binary model"):
         Predictor.from_pretrained(binary_ensemble).predict(phantom_ct(96), heatmap_target="subdural")
+
+
+def test_written_spec_reads_back_as_written(tmp_path: Path) -> None:
+    spec = EnsembleSpec(
+        members=(("members/a", None), ("someone/model", "0123456789abcdef0123456789abcdef01234567")),
+        combine="mean",
+        threshold=0.37,
+        threshold_rule={"strategy": "youden", "description": "max J"},
+        trained_on="two folds",
+    )
+    path = write_spec(tmp_path / "ens", spec)
+    assert path == tmp_path / "ens" / ENSEMBLE_FILE
+    assert read_spec(path, "ens") == spec
+    assert json.loads(path.read_text())["members"][0] == {"model": "members/a", "revision": None}
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0, float("nan")])
+def test_writer_refuses_what_the_loader_refuses(tmp_path: Path, threshold: float) -> None:
+    spec = EnsembleSpec(members=(("a", None),), combine="mean", threshold=threshold)
+    with pytest.raises(ModelLoadError, match='needs "threshold"'):
+        write_spec(tmp_path, spec)
+    assert not (tmp_path / ENSEMBLE_FILE).exists()

@@ -40,7 +40,7 @@ def push_folder(
     """Create (if needed) the model repo ``repo_id`` and upload ``folder`` to it.
 
     Args:
-        folder: the trained model folder (``--output_dir``).
+        folder: the trained model folder (``--output_dir``), or an ensemble folder.
         repo_id: ``owner/name`` or ``name`` (then under the token's user).
         private: create the repository as private (no effect when it exists).
         token: a Hub token; None uses ``HF_TOKEN`` or the login cache.
@@ -52,9 +52,11 @@ def push_folder(
     from huggingface_hub import HfApi
 
     folder = Path(folder)
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+    is_model = (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    if not is_model and not (folder / "ensemble.json").is_file():
         raise FileNotFoundError(
-            f"{folder} is not a saved model folder (config.json and model.safetensors needed)"
+            f"{folder} is not a saved model folder (config.json and model.safetensors needed) "
+            "nor an ensemble folder (ensemble.json, written by python -m train.ensemble)"
         )
     api = HfApi(token=token)
     url = api.create_repo(repo_id, private=private, repo_type="model", exist_ok=True)

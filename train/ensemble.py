@@ -1,0 +1,644 @@
+"""``python -m train.ensemble``: build an ensemble folder from member models, its threshold chosen on validation.
+
+Example::
+
+    python -m train.ensemble --members out/fold-0 out/fold-1 someone/brain-ct-resnet50@0123abcd \\
+        --validation_dir Dataset/validation --output_dir out/ensemble
+
+Members are model folders or Hub ids (``id@revision`` pins a commit); they share one label set (binary, or
+RSNA's subtypes) and none is an ensemble: :func:`brain_ct.ensemble.load_spec` loads them with the checks
+every ensemble gets. The validation data is the labelled image folder ``python -m train`` reads
+(``normal/`` and ``hemorrhage/`` class folders, files decoded by :class:`train.data.SliceTransform` through
+``load_image``) and, with ``--real_anatomy_dir``, the held-out real levels of :func:`train.data.real_anatomy_records`.
+One :class:`brain_ct.Predictor` over the ensemble reads every slice: its probability is the ensemble's
+P(hemorrhage) (the members' mean), ``Prediction.members`` each member's, so no preprocessing is repeated here.
+The ensemble's threshold is chosen on its validation scores by :func:`train.evaluate.select_threshold`, with
+the rules and the default (``auto``: bound false positives on real normals, else 0.95 sensitivity) of
+``python -m train``.
+
+The output folder receives ``ensemble.json`` (:func:`brain_ct.ensemble.write_spec`; a member folder inside
+the output folder's parent is written relative to the output folder so both move together, any other as an
+absolute path, a Hub member with the commit it was scored at), ``eval_results.json`` (each member at its own
+threshold and at the ensemble's, and the ensemble: ROC AUC, sensitivity, specificity, … overall, per input
+kind and per anatomy domain), the ensemble's ROC and confusion-matrix plots and a card ``README.md``.
+Subtype members are scored on P(hemorrhage) (``any``) only: the labelled folder layout has no subtype
+folders, so RSNA's weighted log loss cannot be computed here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from brain_ct.errors import BrainCTError
+
+if TYPE_CHECKING:
+    from brain_ct.predictor import Predictor
+
+logger = logging.getLogger("train.ensemble")
+
+#: ``--threshold_strategy`` values: the rules of ``python -m train`` (:mod:`train.evaluate`).
+THRESHOLD_STRATEGIES: tuple[str, ...] = ("auto", "real_fpr", "sensitivity", "youden", "fixed")
+
+
+@dataclass
+class EnsembleArguments:
+    """The arguments of ``python -m train.ensemble`` (checked on construction; errors name the flag)."""
+
+    members: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Two or more member models: folders (as written by python -m train) or Hub ids, "
+            "optionally id@revision. All must have the same label set; none may be an ensemble."
+        },
+    )
+    output_dir: str = field(
+        default="",
+        metadata={
+            "help": "The ensemble folder to write (ensemble.json, eval_results.json, README.md, plots)."
+        },
+    )
+    validation_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Labelled validation folder in python -m train's layout (normal/ and hemorrhage/ "
+            "subfolders of DICOM/PNG/JPG files): every member and the ensemble are scored on it, and the "
+            "ensemble's threshold is chosen on it. Its files count as real anatomy, as in training."
+        },
+    )
+    real_anatomy_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of real NORMAL head-CT DICOMs: its held-out levels (normals and painted lesions, "
+            "as python -m train holds them out) join the validation data."
+        },
+    )
+    seed: int = field(
+        default=42,
+        metadata={
+            "help": "Seed of the real-anatomy validation variants (python -m train's default seed: the same)."
+        },
+    )
+    threshold_strategy: str = field(
+        default="auto",
+        metadata={
+            "aliases": ["--threshold_rule"],
+            "help": f"How the ensemble's threshold is chosen on validation: {', '.join(THRESHOLD_STRATEGIES)} "
+            "(as python -m train: auto = real_fpr when the validation data has real normal slices, else "
+            "sensitivity).",
+        },
+    )
+    max_real_fpr: float = field(
+        default=0.10,
+        metadata={
+            "help": "real_fpr: the highest false-positive rate allowed on the real normal validation slices."
+        },
+    )
+    threshold_sensitivity: float = field(
+        default=0.95, metadata={"help": "Target sensitivity of the sensitivity rule."}
+    )
+    threshold: float = field(default=0.5, metadata={"help": "The threshold of --threshold_strategy fixed."})
+    trained_on: str | None = field(
+        default=None,
+        metadata={"help": "What the members were trained on (default: their own descriptions, joined)."},
+    )
+    batch_size: int = field(default=16, metadata={"help": "Slices per forward pass of each member."})
+    push_to_hub: bool = field(
+        default=False,
+        metadata={
+            "help": "Upload the ensemble folder to --hub_model_id. Members must then be Hub ids or folders "
+            "inside --output_dir (uploaded with it)."
+        },
+    )
+    hub_model_id: str | None = field(
+        default=None,
+        metadata={"help": "owner/name of the Hub repository (default: the output folder's name)."},
+    )
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
+    hub_token: str | None = field(
+        default=None, metadata={"help": "Hub token (default: HF_TOKEN or the login cache)."}
+    )
+
+    def __post_init__(self) -> None:
+        if len(self.members) < 2:
+            raise ValueError(
+                f"--members needs two or more models (folders or Hub ids); got {len(self.members)}"
+            )
+        repeated = sorted({m for m in self.members if self.members.count(m) > 1})
+        if repeated:
+            raise ValueError(f"--members lists {', '.join(repeated)} more than once")
+        if not self.output_dir:
+            raise ValueError("--output_dir is required: the ensemble folder to write")
+        out = Path(self.output_dir).expanduser()
+        if (out / "config.json").is_file():
+            raise ValueError(
+                f"--output_dir {self.output_dir!r} holds a model (config.json); an ensemble needs its own folder"
+            )
+        for value in self.members:
+            if Path(value).expanduser().is_dir() and Path(value).expanduser().resolve() == out.resolve():
+                raise ValueError(f"--members {value!r} is --output_dir itself; write the ensemble elsewhere")
+        if self.validation_dir is None and self.real_anatomy_dir is None:
+            raise ValueError(
+                "nothing to choose the threshold on: give --validation_dir DIR (normal/ and hemorrhage/ "
+                "subfolders) and/or --real_anatomy_dir DIR"
+            )
+        for flag, folder in (
+            ("--validation_dir", self.validation_dir),
+            ("--real_anatomy_dir", self.real_anatomy_dir),
+        ):
+            if folder is not None and not Path(folder).expanduser().is_dir():
+                raise ValueError(f"{flag} {folder!r} is not a folder")
+        if self.threshold_strategy not in THRESHOLD_STRATEGIES:
+            raise ValueError(
+                f"--threshold_strategy {self.threshold_strategy!r} is unknown; choose one of "
+                f"{', '.join(THRESHOLD_STRATEGIES)}"
+            )
+        if not 0.0 < self.threshold_sensitivity <= 1.0:
+            raise ValueError(f"--threshold_sensitivity must be in (0, 1]; got {self.threshold_sensitivity}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"--threshold must be in (0, 1); got {self.threshold}")
+        if not 0.0 <= self.max_real_fpr <= 1.0:
+            raise ValueError(f"--max_real_fpr must be in [0, 1]; got {self.max_real_fpr}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be >= 1; got {self.batch_size}")
+        if self.push_to_hub:
+            self.hub_model_id = self.hub_model_id or out.resolve().name
+            for value in self.members:
+                local = Path(value).expanduser()
+                if local.is_dir() and not local.resolve().is_relative_to(out.resolve()):
+                    raise ValueError(
+                        f"--push_to_hub: member {value!r} is a local folder outside --output_dir, which the Hub "
+                        "repository could not reach; push it first and list its Hub id, or put it inside "
+                        "--output_dir"
+                    )
+
+
+def parse_args(argv: Sequence[str]) -> EnsembleArguments:
+    """:class:`EnsembleArguments` from the command line, or from one JSON file of them."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(EnsembleArguments)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        (args,) = parser.parse_json_file(argv[0])
+    else:
+        (args,) = parser.parse_args_into_dataclasses(args=list(argv))
+    return args
+
+
+# ---------------------------------------------------------------------------------------------- members
+
+
+@dataclass(frozen=True)
+class MemberSource:
+    """One ``--members`` entry.
+
+    Attributes:
+        load: what :func:`brain_ct.ensemble.load_spec` loads: an absolute folder or a Hub id.
+        ref: how ``ensemble.json`` names it (see :func:`member_ref`).
+        revision: the Hub revision asked for (``id@revision``), or None.
+        local: True for a folder.
+    """
+
+    load: str
+    ref: str
+    revision: str | None
+    local: bool
+
+
+def member_ref(folder: Path, output_dir: Path) -> str:
+    """How ``ensemble.json`` names a member folder.
+
+    Inside the output folder's parent (the ensemble folder itself included): relative to the ensemble
+    folder (``members/fold-0``, ``../fold-0``), so a project folder holding both can be moved or copied;
+    anywhere else: the absolute path.
+    """
+    folder, out = folder.resolve(), output_dir.resolve()
+    if folder.is_relative_to(out):
+        return folder.relative_to(out).as_posix()
+    parent = out.parent
+    if parent != parent.parent and folder.is_relative_to(parent):
+        return "../" + folder.relative_to(parent).as_posix()
+    return str(folder)
+
+
+def member_source(value: str, output_dir: Path) -> MemberSource:
+    """A ``--members`` entry: an existing folder, else a Hub id with an optional ``@revision``."""
+    folder = Path(value).expanduser()
+    if folder.is_dir():
+        return MemberSource(str(folder.resolve()), member_ref(folder, output_dir), None, True)
+    repo_id, _, revision = value.partition("@")
+    return MemberSource(repo_id, repo_id, revision or None, False)
+
+
+def pinned_revision(repo_id: str, revision: str | None) -> str | None:
+    """The commit a Hub member was loaded at, so the ensemble keeps using the weights it was thresholded on.
+
+    Read from the cached snapshot of its ``config.json`` (``…/snapshots/<commit>/config.json``), which
+    loading the member has just fetched; the revision as given when that cannot be told.
+    """
+    from huggingface_hub import hf_hub_download
+
+    try:
+        snapshot = Path(hf_hub_download(repo_id, "config.json", revision=revision)).parent.name
+    except Exception:  # offline without a cache entry, or any Hub error: keep what was asked for
+        return revision
+    return snapshot if re.fullmatch(r"[0-9a-f]{40}", snapshot) else revision
+
+
+def default_trained_on(predictor: Predictor) -> str:
+    """``trained_on`` of the ensemble: its members' own descriptions, each once."""
+    described = [m.settings.trained_on or "not recorded" for m in predictor.members]
+    distinct = list(dict.fromkeys(described))
+    return f"ensemble of {len(described)} models; members trained on: " + "; ".join(distinct)
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+
+@dataclass(frozen=True)
+class EnsembleScores:
+    """P(hemorrhage) of the ensemble and of each member on the validation records.
+
+    Attributes:
+        labels: int64 [N], 0 normal / 1 hemorrhage.
+        ensemble: float64 [N], the members' mean.
+        members: float64 [M, N], one row per member in ``ensemble.json`` order.
+        input_kind: int64 [N], index into ``train.data.INPUT_KINDS``.
+        domain: int64 [N], index into ``train.data.DOMAINS``.
+    """
+
+    labels: np.ndarray
+    ensemble: np.ndarray
+    members: np.ndarray
+    input_kind: np.ndarray
+    domain: np.ndarray
+
+
+def validation_columns(args: EnsembleArguments, context_slices: int) -> dict[str, list[Any]]:
+    """The validation records: the labelled folder (with series neighbours for slice-context members) and
+    the held-out real-anatomy levels.
+
+    Raises:
+        InvalidInputError: an empty or unreadable folder (:func:`train.data.scan_imagefolder`).
+    """
+    from train.data import add_file_neighbors, merge_records, real_anatomy_records, scan_imagefolder
+
+    files = None
+    if args.validation_dir is not None:
+        files = scan_imagefolder(args.validation_dir)
+        files = add_file_neighbors(files, context_slices) if context_slices else files
+    real = (
+        real_anatomy_records(args.real_anatomy_dir, "validation", args.seed)
+        if args.real_anatomy_dir
+        else None
+    )
+    return merge_records(files, real)
+
+
+def score_validation(
+    predictor: Predictor, columns: dict[str, list[Any]], batch_size: int = 16
+) -> EnsembleScores:
+    """Read every record as training decodes it and score it with the ensemble ``predictor``.
+
+    Records are decoded by :meth:`train.data.SliceTransform.load_with_context` (files through
+    ``load_image``, real anatomy with its painted lesions), and the predictor preprocesses each slice for
+    each member as at inference. Input kind and domain are those the training run reports.
+    """
+    from train.data import DOMAINS, INPUT_KINDS, SliceTransform
+
+    decode = SliceTransform(predictor.settings)
+    n = len(columns["label"])
+    labels, means, per_member, kinds, domains = [], [], [], [], []
+    for start in range(0, n, batch_size):
+        records = [{k: v[i] for k, v in columns.items()} for i in range(start, min(n, start + batch_size))]
+        loaded = [decode.load_with_context(ex) for ex in records]
+        readings = predictor.predict_batch(
+            [ct for ct, *_ in loaded], batch_size=batch_size, neighbors=[nb for *_, nb in loaded]
+        )
+        for ex, (ct, _, label, _), p in zip(records, loaded, readings, strict=True):
+            labels.append(label)
+            means.append(p.probability)
+            per_member.append([m["probability"] for m in p.members or ()])
+            kinds.append(INPUT_KINDS.index("dicom" if ct.hu is not None else "image"))
+            domains.append(DOMAINS.index("phantom" if int(ex.get("synthetic_seed", -1)) >= 0 else "real"))
+        logger.info("scored %d / %d validation slices", min(n, start + batch_size), n)
+    return EnsembleScores(
+        np.asarray(labels, dtype=np.int64),
+        np.asarray(means, dtype=np.float64),
+        np.asarray(per_member, dtype=np.float64).T,
+        np.asarray(kinds, dtype=np.int64),
+        np.asarray(domains, dtype=np.int64),
+    )
+
+
+def describe_validation(args: EnsembleArguments, labels: np.ndarray) -> str:
+    """e.g. ``40 slices (20 normal, 20 hemorrhage): image folder 'val'`` (logged and carded)."""
+    sources = []
+    if args.validation_dir is not None:
+        sources.append(f"image folder {Path(args.validation_dir).name!r}")
+    if args.real_anatomy_dir is not None:
+        sources.append(
+            f"the held-out real levels of {Path(args.real_anatomy_dir).name!r} (normals and painted lesions)"
+        )
+    counts = np.bincount(labels, minlength=2)
+    return (
+        f"{int(counts.sum())} slices ({int(counts[0])} normal, {int(counts[1])} hemorrhage): "
+        + " and ".join(sources)
+    )
+
+
+def member_results(
+    sources: Sequence[MemberSource], predictor: Predictor, scores: EnsembleScores, threshold: float
+) -> list[dict[str, Any]]:
+    """Each member's metrics (:func:`train.evaluate.metrics_by_kind`) at its own threshold and at the ensemble's."""
+    from brain_ct.labels import label_set_of
+    from train.evaluate import metrics_by_kind
+
+    y, k, d = scores.labels, scores.input_kind, scores.domain
+    out = []
+    for source, member, s in zip(sources, predictor.members, scores.members, strict=True):
+        own = member.settings.threshold
+        out.append(
+            {
+                "model": source.ref,
+                "revision": source.revision,
+                "hub": not source.local,
+                "label_set": label_set_of(member.settings.labels),
+                "trained_on": member.settings.trained_on,
+                "threshold": own,
+                "validation": metrics_by_kind(y, s, k, own, d),
+                "validation_at_ensemble_threshold": metrics_by_kind(y, s, k, threshold, d),
+            }
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- card
+
+
+def _cell(value: Any) -> str:
+    return "n/a" if not isinstance(value, (int, float)) or value != value else f"{value:.3f}"
+
+
+def _summary_table(results: dict[str, Any]) -> str:
+    """One row per member and one for the ensemble: AUC, sensitivity and specificity at its own threshold
+    and at the ensemble's."""
+    rows = [
+        "| model | own threshold | ROC AUC | sensitivity | specificity | sensitivity at the ensemble's "
+        "threshold | specificity at the ensemble's threshold |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in results["members"]:
+        own, at = m["validation"], m["validation_at_ensemble_threshold"]
+        rows.append(
+            f"| `{m['model']}` | {m['threshold']:.4f} | {_cell(own['auc'])} | {_cell(own['sensitivity'])} | "
+            f"{_cell(own['specificity'])} | {_cell(at['sensitivity'])} | {_cell(at['specificity'])} |"
+        )
+    e = results["validation"]
+    rows.append(
+        f"| **ensemble (mean)** | {results['threshold']:.4f} | {_cell(e['auc'])} | {_cell(e['sensitivity'])} | "
+        f"{_cell(e['specificity'])} | {_cell(e['sensitivity'])} | {_cell(e['specificity'])} |"
+    )
+    return "\n".join(rows)
+
+
+def render_card(name: str, results: dict[str, Any], *, demo: bool, command: str, plots: Sequence[str]) -> str:
+    """The ensemble's ``README.md``: what it is, its members, the threshold rule, metrics per member and for
+    the ensemble, how to use it, and the research-use notice (:data:`brain_ct.DISCLAIMER`)."""
+    from huggingface_hub import ModelCardData
+
+    from brain_ct import DISCLAIMER
+    from train.card import SYNTHETIC_WARNING, metrics_table
+
+    members = results["members"]
+    hub_members = [m["model"] for m in members if m["hub"]]
+    data = ModelCardData(
+        model_name=name,
+        pipeline_tag="image-classification",
+        base_model=hub_members or None,
+        tags=["medical-imaging", "computed-tomography", "intracranial-hemorrhage", "brain-ct", "ensemble"]
+        + (["synthetic-data"] if demo else []),
+    )
+    rule = results["threshold_rule"]
+    lines = ["---", data.to_yaml(), "---", "", f"# {name}", ""]
+    if demo:
+        lines += [f"> {SYNTHETIC_WARNING}", ""]
+    lines += [
+        f"> {DISCLAIMER}",
+        "",
+        f"An ensemble of {len(members)} brain-CT hemorrhage models ({results['label_set']} label set), in the "
+        "`brain_ct` ensemble format (`ensemble.json`). Each member reads the slice with its own preprocessing; "
+        "the ensemble's P(hemorrhage) is the mean of the members' (`combine: mean`; subtype probabilities and "
+        "the Grad-CAM heatmaps are averaged too), and its own threshold, chosen on validation, decides the "
+        "label. It loads wherever a `brain_ct` model loads (`--model`, `BRAIN_CT_MODEL`, the app, "
+        "`Predictor.from_pretrained`), and each reading lists every member's probability.",
+        "",
+        "## Intended use",
+        "",
+        "Research and teaching only: comparing models and their agreement on a slice. It is not a medical "
+        "device and must not inform any decision about a patient.",
+        "",
+        "## Members",
+        "",
+        "| # | model (as in `ensemble.json`) | revision | trained on | own threshold |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {i} | `{m['model']}` | {m['revision'] or '—'} | {m['trained_on'] or 'not recorded'} | {m['threshold']:.4f} |"
+        for i, m in enumerate(members, 1)
+    ]
+    lines += [
+        "",
+        "## Decision threshold",
+        "",
+        f'`threshold` = {results["threshold"]:.4f} in `ensemble.json`: the label is "hemorrhage" when the '
+        f"members' mean P(hemorrhage) is at or above it. Chosen on the validation data below by the "
+        f"`{rule['strategy']}` rule: {rule.get('description', '')}. The rule and its inputs are stored as "
+        f"`threshold_rule`: `{json.dumps(rule, ensure_ascii=False)}`.",
+        "",
+    ]
+    if rule.get("fallback"):
+        lines += [
+            f"**Fallback:** `{rule.get('requested')}` was asked for, but {rule['fallback']}. Nothing bounds how "
+            "often real normal heads are called hemorrhage at this threshold.",
+            "",
+        ]
+    lines += [
+        "## Evaluation on validation",
+        "",
+        f"Validation data: {results['validation_data']}. The ensemble's threshold was chosen on these same "
+        "slices, so its numbers are optimistic; only a separate test set measures it.",
+        "",
+        _summary_table(results),
+        "",
+        "### Ensemble",
+        "",
+        metrics_table(results),
+        "",
+    ]
+    lines += [line for plot in plots for line in (f"![{plot}]({plot})", "")]
+    for m in members:
+        lines += [
+            f"### Member `{m['model']}` (at its own threshold)",
+            "",
+            metrics_table({"validation": m["validation"]}),
+            "",
+        ]
+    lines += [
+        "## Reproduce",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        "## How to use",
+        "",
+        "```python",
+        "from brain_ct import Predictor",
+        f"predictor = Predictor.from_pretrained({name!r})  # this folder or its Hub id",
+        'prediction = predictor.predict("slice.dcm")',
+        "print(prediction.label, prediction.probability, prediction.members)",
+        "```",
+        "",
+        "## Limitations",
+        "",
+        "- An ensemble averages away only the errors its members do not share: copies of one model, or models "
+        "trained on the same data, gain little.",
+        "- The heatmap is the mean of the members' normalised Grad-CAMs: where the models looked, not a "
+        "segmentation of the bleed.",
+        "- Every member's own limitations (see its card) still apply.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def build_ensemble(args: EnsembleArguments, argv: Sequence[str] = ()) -> dict[str, Any]:
+    """Load the members, score the validation data, choose the threshold and write the ensemble folder.
+
+    Returns:
+        The ``eval_results.json`` content.
+
+    Raises:
+        ModelLoadError: a member does not load, is an ensemble, or the label sets differ.
+        InvalidInputError: the validation data is empty, unreadable or lacks what the threshold rule needs.
+    """
+    import dataclasses
+
+    from brain_ct.ensemble import EnsembleSpec, load_spec, write_spec
+    from brain_ct.jsonable import json_safe
+    from brain_ct.labels import label_set_of
+    from brain_ct.model import shown_model_id
+    from brain_ct.predictor import Predictor
+    from train.evaluate import report_split, select_threshold
+
+    out = Path(args.output_dir).expanduser()
+    sources = [member_source(value, out) for value in args.members]
+    # The members load before ensemble.json exists, with the loader's own checks (label sets, nesting);
+    # the threshold is a placeholder until validation has chosen it.
+    spec = EnsembleSpec(members=tuple((s.load, s.revision) for s in sources), combine="mean", threshold=0.5)
+    members, settings = load_spec(spec, Path.cwd(), args.output_dir)
+    predictor = Predictor.from_members(members, settings)
+    sources = [
+        s if s.local else dataclasses.replace(s, revision=pinned_revision(s.load, s.revision))
+        for s in sources
+    ]
+
+    columns = validation_columns(args, settings.context_slices)
+    scores = score_validation(predictor, columns, args.batch_size)
+    threshold, rule = select_threshold(
+        scores.labels,
+        scores.ensemble,
+        scores.domain,
+        args.threshold_strategy,
+        target_sensitivity=args.threshold_sensitivity,
+        max_real_fpr=args.max_real_fpr,
+        fixed=args.threshold,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    trained_on = args.trained_on or default_trained_on(predictor)
+    spec = EnsembleSpec(
+        members=tuple((s.ref, s.revision) for s in sources),
+        combine="mean",
+        threshold=threshold,
+        threshold_rule=rule,
+        trained_on=trained_on,
+    )
+    write_spec(out, spec)
+
+    y, s, k, d = scores.labels, scores.ensemble, scores.input_kind, scores.domain
+    results: dict[str, Any] = {
+        "ensemble": shown_model_id(str(out)),
+        "combine": "mean",
+        "label_set": label_set_of(settings.labels),
+        "trained_on": trained_on,
+        "validation_data": describe_validation(args, y),
+        "members": member_results(sources, predictor, scores, threshold),
+        "threshold": threshold,
+        "threshold_strategy": rule["strategy"],
+        "threshold_rule": rule,
+        "validation": report_split("validation", y, s, k, threshold, out, d),
+    }
+    results = json_safe(results)
+    (out / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+    name = args.hub_model_id or out.resolve().name
+    command = "python -m train.ensemble " + " ".join(shlex.quote(a) for a in argv)
+    plots = ["roc_validation.png", "confusion_matrix_validation.png"]
+    demo = any(m.settings.is_demo for m in predictor.members)
+    card = render_card(name, results, demo=demo, command=command, plots=plots)
+    (out / "README.md").write_text(card, encoding="utf-8")
+    if args.push_to_hub:
+        from train.hub import push_folder
+
+        results["hub_url"] = push_folder(
+            out,
+            args.hub_model_id,
+            private=args.hub_private,
+            token=args.hub_token,
+            commit_message="Upload brain-CT hemorrhage ensemble",
+        )
+        logger.info("pushed to %s", results["hub_url"])
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; exit 0 on success, 1 on a model or data error, 2 on an argument error (no traceback)."""
+    from train.evaluate import summary_line
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args = parse_args(argv)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    try:
+        results = build_ensemble(args, argv)
+    except (BrainCTError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for m in results["members"]:
+        print(summary_line(f"member {m['model']}", m["validation"]))
+        print(summary_line("  at the ensemble's threshold", m["validation_at_ensemble_threshold"]))
+    print(summary_line("ensemble", results["validation"]))
+    print(f"threshold {results['threshold']:.4f}: {results['threshold_rule']['description']}")
+    print(f"wrote {args.output_dir} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
