@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from brain_ct.errors import InvalidInputError
+from brain_ct.labels import ANY, SUBTYPES
+
+if TYPE_CHECKING:
+    from brain_ct.predictor import Predictor
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -26,7 +33,7 @@ positive_int = int_at_least(1)
 
 
 def add_reading_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --revision, --allow-unverified, --tta, --batch-size, --series-uid."""
+    """--model, --revision, --allow-unverified, --tta, --batch-size, --series-uid, --heatmap-target."""
     parser.add_argument(
         "--model",
         default=None,
@@ -58,3 +65,27 @@ def add_reading_arguments(parser: argparse.ArgumentParser) -> None:
             "'predict --list-series PATH' shows, or the raw Series Instance UID)"
         ),
     )
+    parser.add_argument(
+        "--heatmap-target",
+        type=str.lower,
+        choices=(ANY, *SUBTYPES),
+        default=None,
+        metavar="NAME",
+        help=(
+            f"what the Grad-CAM heatmap explains: '{ANY}' (P(hemorrhage), the default) or, for a subtype "
+            f"model, one subtype: {', '.join(SUBTYPES)}"
+        ),
+    )
+
+
+def heatmap_target_problem(predictor: Predictor, requested: str | None) -> str | None:
+    """Why ``--heatmap-target`` does not fit the loaded model (e.g. a subtype asked of a binary model), or None.
+
+    Checked right after the model loads, before any input is read, so a wrong flag costs no reading.
+    """
+    try:
+        predictor.heatmap_target(requested)
+    except InvalidInputError as exc:
+        labels = ", ".join(predictor.settings.labels)
+        return f"--heatmap-target {requested}: {exc}. The model's labels: {labels}."
+    return None
