@@ -203,3 +203,14 @@ def test_subtype_cell_lists_the_shown_subtypes_or_the_top_one() -> None:
     rows = out.getvalue().splitlines()[1:3]
     assert "subdural 0.81, subarachnoid 0.12" in rows[0]
     assert "epidural 0.05" in rows[1] and "subdural" not in rows[1]
+
+
+def test_report_cli_with_a_subtype_heatmap(inputs, tmp_path: Path, capsys) -> None:
+    from pypdf import PdfReader
+
+    out = tmp_path / "r.pdf"
+    argv = ["report", str(inputs["scan"]), "--out", str(out), "--model", str(inputs["subtype"])]
+    assert main([*argv, "--heatmap-target", "subdural"]) == 0, capsys.readouterr().err
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(str(out)).pages).split())
+    assert "Subtype Scan probability Slices where it leads" in text
+    assert "heatmap overlay for the subdural output" in text

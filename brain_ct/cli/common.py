@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from brain_ct.errors import InvalidInputError
+from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.labels import ANY, SUBTYPES
 
 if TYPE_CHECKING:
@@ -89,3 +90,27 @@ def heatmap_target_problem(predictor: Predictor, requested: str | None) -> str |
         labels = ", ".join(predictor.settings.labels)
         return f"--heatmap-target {requested}: {exc}. The model's labels: {labels}."
     return None
+
+
+def load_predictor(args: argparse.Namespace) -> tuple[Predictor | None, int]:
+    """The model of ``--model`` / ``--revision``, checked against ``--heatmap-target``, before any input is read.
+
+    Returns:
+        ``(predictor, 0)``, or ``(None, exit code)`` with the reason printed on stderr: 1 the model
+        could not be loaded, 2 ``--heatmap-target`` does not fit it (:func:`heatmap_target_problem`).
+    """
+    from transformers.utils import logging as hf_logging
+
+    from brain_ct.predictor import Predictor
+
+    hf_logging.disable_progress_bar()  # weight-loading bars are noise on a CLI's stderr
+    try:
+        predictor = Predictor.from_pretrained(args.model, revision=args.revision)
+    except BrainCTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None, 1
+    problem = heatmap_target_problem(predictor, args.heatmap_target)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return None, 2
+    return predictor, 0

@@ -77,7 +77,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from brain_ct.cli.common import add_reading_arguments, heatmap_target_problem
+from brain_ct.cli.common import add_reading_arguments, load_predictor
 from brain_ct.errors import BrainCTError
 
 if TYPE_CHECKING:
@@ -587,9 +587,6 @@ def _check_viewer_outputs(args: argparse.Namespace, paths: Sequence[str]) -> str
 def run(args: argparse.Namespace) -> int:
     """Predict every input; print a table or JSON Lines. Returns the exit code (0, 1 or 2)."""
     from tqdm import tqdm
-    from transformers.utils import logging as hf_logging
-
-    from brain_ct.predictor import Predictor
 
     if hasattr(sys.stdout, "reconfigure"):
         # File names need not be valid in the terminal's encoding; never crash on printing one.
@@ -620,16 +617,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
         outputs = _ViewerOutputs(args)
 
-    hf_logging.disable_progress_bar()  # weight-loading bars are noise on a CLI's stderr
-    try:
-        predictor = Predictor.from_pretrained(args.model, revision=args.revision)
-    except BrainCTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    problem = heatmap_target_problem(predictor, args.heatmap_target)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+    predictor, code = load_predictor(args)
+    if predictor is None:
+        return code
 
     show_bar = len(paths) >= PROGRESS_MIN_FILES and sys.stderr.isatty()
     failed = 0

@@ -13,8 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from brain_ct.cli.common import add_reading_arguments, heatmap_target_problem
-from brain_ct.errors import BrainCTError, InvalidInputError
+from brain_ct.cli.common import add_reading_arguments, load_predictor
+from brain_ct.errors import InvalidInputError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -43,7 +43,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Read PATH, predict, write the report; return the exit code."""
-    from brain_ct.predictor import Predictor
     from brain_ct.report import plural, write_report
     from brain_ct.scan import predict_series
     from brain_ct.series import read_series
@@ -54,15 +53,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: the folder of --out {args.out!r} does not exist; create it first", file=sys.stderr)
         return 2
     # The model first: a --heatmap-target it cannot explain is refused before the input is read.
-    try:
-        predictor = Predictor.from_pretrained(args.model, revision=args.revision)
-    except BrainCTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    problem = heatmap_target_problem(predictor, args.heatmap_target)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+    predictor, code = load_predictor(args)
+    if predictor is None:
+        return code
     try:
         series = read_series(
             args.path,
