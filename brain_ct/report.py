@@ -3,12 +3,17 @@
 :func:`write_report` takes a :class:`~brain_ct.scan.SeriesPrediction` (a whole scan) or a single
 :class:`~brain_ct.predictor.Prediction` (a series of one) and writes an A4 PDF with fpdf2:
 
-* the scan-level verdict, probability and threshold, and the scan rule that produced them;
+* the scan-level verdict, probability and threshold, and the scan rule that produced them; for an
+  ensemble, how many of its models read the scan (or slice) as hemorrhage by their own threshold;
+* subtype models only, a "Subtypes" section: the five subtype probabilities of a slice, or the scan's
+  subtype summary (:class:`~brain_ct.scan.SubtypeScan`: scan probability and the slices each subtype
+  leads), with what those outputs are (:data:`~brain_ct.wording.SUBTYPE_NOTE`);
 * the model's id, revision and what it was trained on ("trained on synthetic phantoms — for
   demonstration only" for the demo model), the report's date and time;
 * a per-slice probability plot with the threshold line (series of more than one slice);
 * the key slices, most suspicious first: the plain brain-window image beside its heatmap overlay,
-  with the probability, the regions and the explanation text;
+  with the probability, the regions and the explanation text (the caption names the subtype when the
+  heatmap explains one, ``heatmap_target``);
 * the disclaimer in the footer of every page.
 
 Privacy: nothing identifying is written by default — no DICOM tag values, no file or folder names
@@ -31,7 +36,8 @@ import numpy as np
 
 from brain_ct.collect import plural  # noqa: F401  (one wording of counts; app and CLI import it from here)
 from brain_ct.errors import InvalidInputError
-from brain_ct.wording import DEMO_NOTE, UNVERIFIED_NOTE, verdict
+from brain_ct.labels import SUBTYPES
+from brain_ct.wording import DEMO_NOTE, SUBTYPE_NOTE, UNVERIFIED_NOTE, hemorrhage_name, slice_ranges, verdict
 
 if TYPE_CHECKING:
     from brain_ct.model import ModelSettings
@@ -238,6 +244,10 @@ def _views(result: SeriesPrediction | Prediction) -> tuple[list[_SliceView], dic
             "errors": len(result.series.errors),
             "skipped": len(result.series.skipped),
             "identifiers": dict(result.series.identifiers),
+            # A series of one is reported as its slice (no scan rule is shown for it either).
+            "subtypes": result.subtypes if len(views) > 1 else result.predictions[0].subtypes,
+            "subtype_text": result.subtype_explanation if len(views) > 1 else "",
+            "agreement": result.member_agreement,
         }
         return views, scan
     if not hasattr(result, "probability") or not hasattr(result, "heatmap"):
@@ -253,6 +263,11 @@ def _views(result: SeriesPrediction | Prediction) -> tuple[list[_SliceView], dic
         "rule": None,
         "errors": 0,
         "identifiers": {},
+        "subtypes": result.subtypes,
+        "subtype_text": "",
+        "agreement": None
+        if result.members is None
+        else (sum(m["probability"] >= m["threshold"] for m in result.members), len(result.members)),
     }
     return [_SliceView(0, result, None)], scan
 
@@ -312,6 +327,8 @@ def write_report(
     _verdict_section(pdf, scan, len(views), is_unverified(result) if unverified is None else unverified)
     if len(views) > 1:
         _scan_section(pdf, scan, len(views), model_settings)
+    if scan["subtypes"]:
+        _subtype_section(pdf, scan, len(views))
     pdf.ln(1.5)
     _model_section(pdf, model_settings, views[0].prediction.model_id)
     if include_identifiers:
@@ -369,6 +386,9 @@ def _verdict_section(pdf: Any, scan: dict[str, Any], n: int, unverified: bool) -
     pdf.paragraph(
         f"Probability of hemorrhage ({scope} level): {scan['probability']:.1%} — threshold {scan['threshold']:.1%}."
     )
+    if scan.get("agreement"):
+        above, total = scan["agreement"]
+        pdf.paragraph(f"Ensemble: {above} of {total} models above their own threshold ({scope} level).")
 
 
 def _scan_section(pdf: Any, scan: dict[str, Any], n: int, model_settings: ModelSettings | None) -> None:
@@ -406,6 +426,40 @@ def _scan_section(pdf: Any, scan: dict[str, Any], n: int, model_settings: ModelS
             size=8.5,
             color=_GREY,
         )
+
+
+def _subtype_section(pdf: Any, scan: dict[str, Any], n: int) -> None:
+    """Subtype models: a slice's five subtype probabilities, or each subtype over the scan, as a small table."""
+    subtypes = scan["subtypes"]
+    pdf.ln(1.5)
+    pdf.paragraph("Subtypes", size=12, style="B", h=7)
+    if n > 1:
+        rows = [("Subtype", "Scan probability", "Slices where it leads")]
+        rows += [
+            (name, f"{subtypes[name].probability:.1%}", slice_ranges(subtypes[name].slices) or "none")
+            for name in SUBTYPES
+            if name in subtypes
+        ]
+        widths: tuple[float, ...] = (45, 35, 60)
+    else:
+        rows = [("Subtype", "Probability")]
+        rows += [(name, f"{subtypes[name]:.1%}") for name in SUBTYPES if name in subtypes]
+        widths = (45, 35)
+    pdf.set_font(pdf.font_name, size=9)
+    with pdf.table(
+        width=sum(widths), col_widths=widths, align="LEFT", text_align="LEFT", line_height=5, padding=0.8
+    ) as table:
+        for row in rows:
+            cells = table.row()
+            for text in row:
+                cells.cell(_latin(pdf, text))
+    pdf.ln(1)
+    if scan.get("subtype_text"):
+        pdf.paragraph(scan["subtype_text"], size=9.5)
+    note = SUBTYPE_NOTE
+    if n > 1:
+        note += " Scan probabilities follow the scan rule above; slices are numbered from 1 (most inferior)."
+    pdf.paragraph(note, size=8.5, color=_GREY)
 
 
 def _model_section(pdf: Any, model_settings: ModelSettings | None, prediction_model_id: str | None) -> None:
@@ -483,13 +537,19 @@ def _key_slice(pdf: Any, view: _SliceView, n: int, img_w: float, opacity: float)
         heat = (np.clip(pred.heatmap, 0, 1) * 255).astype(np.uint8)
         pdf.image(_fit(explain.overlay(heat, pred.heatmap, opacity)), x=pdf.l_margin, y=y, w=img_w, h=img_h)
     pdf.set_y(y + img_h + 1.5)
-    pdf.paragraph(
-        "Left: brain window. Right: Grad-CAM heatmap overlay (where the model looked).",
-        size=8,
-        color=(90, 90, 90),
-    )
+    pdf.paragraph(_caption(pred.heatmap_target), size=8, color=(90, 90, 90))
     if pred.regions:
         described = "; ".join(f"{explain.describe_region(r)} (score {r.score:.2f})" for r in pred.regions[:4])
         pdf.paragraph(f"Regions: {described}.", size=9)
     pdf.paragraph(pred.explanation, size=9)
     pdf.ln(3)
+
+
+def _caption(heatmap_target: str) -> str:
+    """The images' caption; a heatmap of one subtype's output says so (``--heatmap-target``)."""
+    if heatmap_target in SUBTYPES:
+        return (
+            f"Left: brain window. Right: Grad-CAM heatmap overlay for the {heatmap_target} output "
+            f"(where the model looked for {hemorrhage_name(heatmap_target)})."
+        )
+    return "Left: brain window. Right: Grad-CAM heatmap overlay (where the model looked)."

@@ -4,7 +4,8 @@ that turns slice probabilities into the scan's probability and label.
 :func:`predict_series` runs the model over a series in batches (slice-context models get each
 slice's anatomical neighbours) and applies the documented scan-level rule (:class:`ScanRule`);
 :func:`scan_result` applies the rule to predictions made elsewhere. The result,
-:class:`SeriesPrediction`, is what app, CLI and report present for a whole scan.
+:class:`SeriesPrediction`, is what app, CLI and report present for a whole scan; for subtype models
+it also summarises each subtype over the scan (:class:`SubtypeScan`, the same rule per subtype).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from brain_ct.errors import InvalidInputError
 from brain_ct.jsonable import json_safe
 from brain_ct.series import Series, context_neighbors
+from brain_ct.wording import SUBTYPE_SHOWN, hemorrhage_name, slice_ranges
 
 if TYPE_CHECKING:
     from brain_ct.predictor import Prediction, Predictor
@@ -72,6 +74,19 @@ class ScanRule:
             model_threshold: the model's slice threshold (used when :attr:`threshold` is None).
         """
         p = np.asarray(probabilities, dtype=np.float64)
+        probability = self.scan_probability(p, model_threshold)
+        t = self.resolve(model_threshold)[0]
+        label = "hemorrhage" if probability >= t else "normal"
+        positive = [int(i) for i in np.flatnonzero(p >= t)]
+        return probability, label, positive
+
+    def scan_probability(self, probabilities: Sequence[float], model_threshold: float) -> float:
+        """The scan-level statistic alone: max(``p_run``, ``p_single``), never above the top slice.
+
+        The same statistic summarises each subtype over a scan (:class:`SubtypeScan`), with the same
+        ``T``, ``k`` and ``H``, so a subtype's scan probability reads like the scan's P(hemorrhage).
+        """
+        p = np.asarray(probabilities, dtype=np.float64)
         if p.ndim != 1 or p.size == 0:
             raise InvalidInputError("a scan needs at least one slice probability")
         t, k, h = self.resolve(model_threshold)
@@ -80,10 +95,104 @@ class ScanRule:
         top = float(p.max())
         # Piecewise-linear 0 → 0, H → T, 1 → 1 (with H = 1 a lone slice can reach at most T).
         p_single = float(np.interp(top, [0.0, h, 1.0], [0.0, t, 1.0])) if h < 1 else top * t
-        probability = float(min(max(p_run, p_single), top))
-        label = "hemorrhage" if probability >= t else "normal"
-        positive = [int(i) for i in np.flatnonzero(p >= t)]
-        return probability, label, positive
+        return float(min(max(p_run, p_single), top))
+
+
+@dataclass(frozen=True)
+class SubtypeScan:
+    """One hemorrhage subtype over a whole scan (subtype models only).
+
+    Attributes:
+        probability: the subtype's scan-level probability: :meth:`ScanRule.scan_probability` of its
+            slice probabilities, the statistic the scan's P(hemorrhage) comes from.
+        slices: 0-based indices (anatomical order) of the slices where this subtype is the leading
+            one, at or above :data:`~brain_ct.wording.SUBTYPE_SHOWN`.
+    """
+
+    probability: float
+    slices: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"probability": p, "slices": [...]}`` (0-based, as ``positive_slices``)."""
+        return {"probability": float(self.probability), "slices": list(self.slices)}
+
+
+def subtype_scan(
+    predictions: Sequence[Prediction], rule: ScanRule, model_threshold: float
+) -> dict[str, SubtypeScan] | None:
+    """Each subtype over the scan (:class:`SubtypeScan`), in the predictions' subtype order; None for binary models.
+
+    Raises:
+        InvalidInputError: some slices have subtype probabilities and others do not (two models mixed).
+    """
+    with_subtypes = [p.subtypes is not None for p in predictions]
+    if not any(with_subtypes):
+        return None
+    if not all(with_subtypes):
+        raise InvalidInputError(
+            "some slices have subtype probabilities and others do not; read a scan with one model"
+        )
+    names = list(predictions[0].subtypes or {})
+    table = np.asarray([[p.subtypes[n] for n in names] for p in predictions], dtype=np.float64)  # type: ignore[index]
+    leading = table.argmax(axis=1)
+    shown = table.max(axis=1) >= SUBTYPE_SHOWN
+    return {
+        name: SubtypeScan(
+            probability=rule.scan_probability(table[:, j], model_threshold),
+            slices=tuple(int(i) for i in np.flatnonzero(shown & (leading == j))),
+        )
+        for j, name in enumerate(names)
+    }
+
+
+def describe_scan_subtypes(label: str, subtypes: dict[str, SubtypeScan] | None) -> str:
+    """One sentence on a scan's subtypes (slices numbered from 1), or "" when there is nothing to say.
+
+    The scan counterpart of :func:`brain_ct.explain.describe_subtypes`, with the same cut
+    (:data:`~brain_ct.explain.SUBTYPE_NOTABLE`): a hemorrhage scan names its most probable subtype
+    (and the second when it is notable too) or says none stands out; a normal scan mentions only a
+    notable subtype, as not a finding. Binary models (``subtypes`` None) get "".
+    """
+    from brain_ct.explain import SUBTYPE_NOTABLE
+
+    if not subtypes:
+        return ""
+
+    def numbers(name: str) -> str:
+        found = subtypes[name].slices
+        where = f"; {'slice' if len(found) == 1 else 'slices'} {slice_ranges(found)}" if found else ""
+        return f"scan p {subtypes[name].probability:.2f}{where}"
+
+    ranked = sorted(subtypes, key=lambda n: -subtypes[n].probability)
+    top, p_top = ranked[0], subtypes[ranked[0]].probability
+    if label == "hemorrhage":
+        if p_top < SUBTYPE_NOTABLE:
+            return (
+                f"No hemorrhage subtype stands out over the scan (the highest is {top}, scan p {p_top:.2f})."
+            )
+        text = f"Most consistent with {hemorrhage_name(top)} ({numbers(top)})"
+        if len(ranked) > 1 and subtypes[ranked[1]].probability >= SUBTYPE_NOTABLE:
+            text += f", then {hemorrhage_name(ranked[1])} ({numbers(ranked[1])})"
+        return text + "."
+    if p_top >= SUBTYPE_NOTABLE:
+        return (
+            f"The model's {top} output is notably high over the scan ({numbers(top)}); with the scan's "
+            "P(hemorrhage) below the threshold this is not a finding."
+        )
+    return ""
+
+
+def model_output_fields(prediction: Prediction) -> dict[str, Any]:
+    """The JSON fields only some models have: ``subtypes`` and ``heatmap_target`` (subtype models),
+    ``members`` (ensembles). A binary single model gets none, so its JSON keeps its keys."""
+    data = prediction.to_dict()
+    fields: dict[str, Any] = {}
+    if prediction.subtypes is not None:
+        fields["subtypes"] = data["subtypes"]
+        fields["heatmap_target"] = data["heatmap_target"]
+    if prediction.members is not None:
+        fields["members"] = data["members"]
+    return fields
 
 
 @dataclass
@@ -100,6 +209,8 @@ class SeriesPrediction:
         most_suspicious: index of the slice with the highest probability.
         rule: the :class:`ScanRule` applied.
         source: display string of what was read (the path as given).
+        subtypes: subtype models only, ``{name: SubtypeScan}`` in :data:`~brain_ct.labels.SUBTYPES`
+            order (:func:`subtype_scan`); None for binary models.
     """
 
     series: Series
@@ -111,6 +222,7 @@ class SeriesPrediction:
     most_suspicious: int
     rule: ScanRule
     source: str
+    subtypes: dict[str, SubtypeScan] | None = None
 
     @property
     def n_slices(self) -> int:
@@ -133,9 +245,28 @@ class SeriesPrediction:
         """float64 [n_slices] slice probabilities in anatomical order."""
         return np.asarray([p.probability for p in self.predictions], dtype=np.float64)
 
+    @property
+    def subtype_explanation(self) -> str:
+        """The scan's subtype sentence (:func:`describe_scan_subtypes`); "" for binary models."""
+        return describe_scan_subtypes(self.label, self.subtypes)
+
+    @property
+    def member_agreement(self) -> tuple[int, int] | None:
+        """For an ensemble, (members whose own scan reading is "hemorrhage", members): each member's
+        slice probabilities read by :attr:`rule` with its own threshold; None for a single model."""
+        first = self.predictions[0].members
+        if first is None:
+            return None
+        above = 0
+        for j, member in enumerate(first):
+            probs = [p.members[j]["probability"] for p in self.predictions]  # type: ignore[index]
+            above += self.rule.apply(probs, float(member["threshold"]))[1] == "hemorrhage"
+        return above, len(first)
+
     def slice_dict(self, index: int) -> dict[str, Any]:
         """JSON-safe per-slice object: ``file``, ``index`` (0-based position in anatomical order;
-        text for people numbers slices from 1) and the single-image fields."""
+        text for people numbers slices from 1), the single-image fields and, for subtype models
+        and ensembles, :func:`model_output_fields`."""
         pred = self.predictions[index]
         return {
             "file": self.series.files[index],
@@ -145,12 +276,15 @@ class SeriesPrediction:
             "threshold": float(pred.threshold),
             "regions": json_safe([r.to_dict() for r in pred.regions]),
             "explanation": pred.explanation,
+            **model_output_fields(pred),
         }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe result in the CLI's shape (slices in anatomical order; ``index`` and
-        ``positive_slices`` 0-based), with ``series_id``, ``head_check``, ``errors`` and ``skipped``."""
-        return {
+        ``positive_slices`` 0-based), with ``series_id``, ``head_check``, ``errors`` and ``skipped``;
+        subtype models add ``subtypes`` (``{name: {"probability", "slices"}}``, :class:`SubtypeScan`)
+        and ``subtype_explanation``. Binary models keep exactly the keys they always had."""
+        out = {
             "file": self.source,
             "label": self.label,
             "probability": float(self.probability),
@@ -163,6 +297,10 @@ class SeriesPrediction:
             "errors": [dict(e) for e in self.series.errors],
             "skipped": [dict(s) for s in self.series.skipped],
         }
+        if self.subtypes is not None:
+            out["subtypes"] = {name: summary.to_dict() for name, summary in self.subtypes.items()}
+            out["subtype_explanation"] = self.subtype_explanation
+        return out
 
 
 def scan_result(
@@ -190,6 +328,7 @@ def scan_result(
     base = float(model_threshold if model_threshold is not None else predictions[0].threshold)
     probs = [float(p.probability) for p in predictions]
     probability, label, positive = rule.apply(probs, base)
+    subtypes = subtype_scan(predictions, rule, base)
     return SeriesPrediction(
         series=series,
         predictions=list(predictions),
@@ -200,6 +339,7 @@ def scan_result(
         most_suspicious=int(np.argmax(probs)),
         rule=rule,
         source=series.source if source is None else source,
+        subtypes=subtypes,
     )
 
 
@@ -211,6 +351,7 @@ def predict_series(
     batch_size: int = 16,
     rule: ScanRule | None = None,
     source: str | None = None,
+    heatmap_target: str | None = None,
 ) -> SeriesPrediction:
     """Run the model over every slice (batched) and read the scan by :class:`ScanRule`.
 
@@ -223,11 +364,17 @@ def predict_series(
         batch_size: slices per forward pass.
         rule: the scan rule; default :class:`ScanRule` () with the model's threshold.
         source: display string for ``to_dict()["file"]``; default ``series.source``.
+        heatmap_target: the label every slice's Grad-CAM explains (see
+            :meth:`~brain_ct.predictor.Predictor.predict`): None for P(hemorrhage), or a subtype.
     """
     k = predictor.settings.context_slices
     neighbors = context_neighbors(series.slices, k) if k > 0 else None
     predictions = predictor.predict_batch(
-        list(series.slices), batch_size=batch_size, tta=tta, neighbors=neighbors
+        list(series.slices),
+        batch_size=batch_size,
+        tta=tta,
+        neighbors=neighbors,
+        heatmap_target=heatmap_target,
     )
     return scan_result(
         series, predictions, rule=rule, model_threshold=predictor.settings.threshold, source=source

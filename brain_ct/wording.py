@@ -40,3 +40,46 @@ def verdict(label: str, *, scope: str = "", hedged: bool = False, capitalised: b
 def threshold_relation(label: str) -> str:
     """How the probability stands to the threshold for this label: "at or above" (hemorrhage) or "below"."""
     return "at or above" if label == "hemorrhage" else "below"
+
+
+#: Subtype probabilities at or above this are listed where subtypes are shown in brief (the CLI's
+#: ``subtypes`` column, the scan summary's slices); below it only the top subtype is named. Low on
+#: purpose: a second subtype at 0.2 is worth seeing beside the first, while a trained model puts
+#: the subtypes of a normal slice near 0.
+SUBTYPE_SHOWN = 0.1
+
+#: What the subtype outputs are, said wherever they are shown in full (the PDF report).
+SUBTYPE_NOTE = (
+    "Subtype probabilities are research outputs of the model, each an independent sigmoid, not a "
+    "diagnosis: a bleed may be of several subtypes or of one the model was not trained on."
+)
+
+
+def hemorrhage_name(subtype: str) -> str:
+    """A subtype's name inside a sentence: "a subdural hemorrhage", "an epidural hemorrhage"."""
+    article = "an" if subtype[:1] in "aeiou" else "a"
+    return f"{article} {subtype} hemorrhage"
+
+
+def subtype_list(subtypes: dict[str, float], cut: float = SUBTYPE_SHOWN, limit: int = 3) -> str:
+    """Subtypes at or above ``cut``, most probable first, else the top one: "subdural 0.81, subarachnoid 0.12".
+
+    Args:
+        subtypes: ``{name: probability}`` (a subtype model's outputs, or a scan's subtype probabilities).
+        cut: the lowest probability listed beside the top subtype.
+        limit: the most subtypes listed (a table column stays readable).
+    """
+    ranked = sorted(subtypes.items(), key=lambda kv: -kv[1])
+    shown = ([kv for kv in ranked if kv[1] >= cut] or ranked[:1])[:limit]
+    return ", ".join(f"{name} {p:.2f}" for name, p in shown)
+
+
+def slice_ranges(indices: list[int] | tuple[int, ...]) -> str:
+    """0-based slice indices as people number slices (from 1), runs joined: [11, 12, 13, 14, 20] → "12–15, 21"."""
+    runs: list[list[int]] = []
+    for i in sorted(set(indices)):
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ", ".join(f"{r[0] + 1}" if len(r) == 1 else f"{r[0] + 1}–{r[-1] + 1}" for r in runs)

@@ -112,7 +112,9 @@ class FakePredictor:
         )()
         self.calls: list[dict[str, Any]] = []
 
-    def predict_batch(self, images, batch_size=16, *, allow_unverified=False, tta=False, neighbors=None):
+    def predict_batch(
+        self, images, batch_size=16, *, allow_unverified=False, tta=False, neighbors=None, heatmap_target=None
+    ):
         self.calls.append(dict(n=len(images), batch_size=batch_size, tta=tta, neighbors=neighbors))
         out = []
         for ct in images:

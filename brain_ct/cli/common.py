@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from brain_ct.errors import BrainCTError, InvalidInputError
+from brain_ct.labels import ANY, SUBTYPES
+
+if TYPE_CHECKING:
+    from brain_ct.predictor import Predictor
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -26,7 +34,7 @@ positive_int = int_at_least(1)
 
 
 def add_reading_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --revision, --allow-unverified, --tta, --batch-size, --series-uid."""
+    """--model, --revision, --allow-unverified, --tta, --batch-size, --series-uid, --heatmap-target."""
     parser.add_argument(
         "--model",
         default=None,
@@ -58,3 +66,51 @@ def add_reading_arguments(parser: argparse.ArgumentParser) -> None:
             "'predict --list-series PATH' shows, or the raw Series Instance UID)"
         ),
     )
+    parser.add_argument(
+        "--heatmap-target",
+        type=str.lower,
+        choices=(ANY, *SUBTYPES),
+        default=None,
+        metavar="NAME",
+        help=(
+            f"what the Grad-CAM heatmap explains: '{ANY}' (P(hemorrhage), the default) or, for a subtype "
+            f"model, one subtype: {', '.join(SUBTYPES)}"
+        ),
+    )
+
+
+def heatmap_target_problem(predictor: Predictor, requested: str | None) -> str | None:
+    """Why ``--heatmap-target`` does not fit the loaded model (e.g. a subtype asked of a binary model), or None.
+
+    Checked right after the model loads, before any input is read, so a wrong flag costs no reading.
+    """
+    try:
+        predictor.heatmap_target(requested)
+    except InvalidInputError as exc:
+        labels = ", ".join(predictor.settings.labels)
+        return f"--heatmap-target {requested}: {exc}. The model's labels: {labels}."
+    return None
+
+
+def load_predictor(args: argparse.Namespace) -> tuple[Predictor | None, int]:
+    """The model of ``--model`` / ``--revision``, checked against ``--heatmap-target``, before any input is read.
+
+    Returns:
+        ``(predictor, 0)``, or ``(None, exit code)`` with the reason printed on stderr: 1 the model
+        could not be loaded, 2 ``--heatmap-target`` does not fit it (:func:`heatmap_target_problem`).
+    """
+    from transformers.utils import logging as hf_logging
+
+    from brain_ct.predictor import Predictor
+
+    hf_logging.disable_progress_bar()  # weight-loading bars are noise on a CLI's stderr
+    try:
+        predictor = Predictor.from_pretrained(args.model, revision=args.revision)
+    except BrainCTError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None, 1
+    problem = heatmap_target_problem(predictor, args.heatmap_target)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return None, 2
+    return predictor, 0

@@ -13,12 +13,22 @@ Output, one entry per input in the order given:
 
 ``label`` is "hemorrhage" exactly when ``probability >= threshold``.
 
+Subtype models (RSNA's ``any`` + five subtypes, :mod:`brain_ct.labels`) add ``subtypes`` (``{name: p}``
+for epidural, intraparenchymal, intraventricular, subarachnoid, subdural) and ``heatmap_target`` (the
+label the heatmap explains) to each record and each slice of a scan, and the table gains a ``subtypes``
+column (those at or above :data:`brain_ct.wording.SUBTYPE_SHOWN`, else the top one).
+``--heatmap-target NAME`` (``any`` or a subtype) chooses what the heatmaps explain; a binary model
+refuses a subtype with exit code 2 before any input is read. Ensembles add ``members`` (each member's
+P(hemorrhage) and own threshold). A binary single model's output is exactly what it always was.
+
 Exit codes: 0 every input succeeded; 1 an input failed (reported in its row / JSON line) or the
 model could not be loaded (message on stderr); 2 usage error (bad arguments).
 
 A folder or ``.zip`` is a whole CT series (see :mod:`brain_ct.series`): it prints ONE object with
 the scan-level ``label`` and ``probability`` (documented rule in :class:`brain_ct.scan.ScanRule`),
-``positive_slices`` (0-based indices), ``n_slices``, ``series_id``, ``head_check``, ``errors`` (files inside it that
+``positive_slices`` (0-based indices), ``n_slices``, ``series_id``, ``head_check``, (subtype models)
+``subtypes`` ``{name: {"probability", "slices"}}`` and ``subtype_explanation`` (:class:`brain_ct.scan.SubtypeScan`),
+``errors`` (files inside it that
 could not be read: ``file``, ``type``, ``message``), ``skipped`` (readable files that are not part of
 the series read: ``file``, ``reason``, e.g. "other series 3f2a…, 1 slice") and ``slices``: one
 object per slice in anatomical order (inferior to superior, by position along the slice normal),
@@ -67,7 +77,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from brain_ct.cli.common import add_reading_arguments
+from brain_ct.cli.common import add_reading_arguments, load_predictor
 from brain_ct.errors import BrainCTError
 
 if TYPE_CHECKING:
@@ -305,13 +315,17 @@ def _predict_chunk(
             loaded.append(exc)
     good = [ct for ct in loaded if not isinstance(ct, BaseException)]
     try:
-        predictions = iter(predictor.predict_batch(good, batch_size=max(1, len(good)), tta=args.tta))
+        predictions = iter(
+            predictor.predict_batch(
+                good, batch_size=max(1, len(good)), tta=args.tta, heatmap_target=args.heatmap_target
+            )
+        )
     except Exception:
         # Isolate which slice broke the batch; the others still get their answer.
         singles: list[Prediction | BaseException] = []
         for ct in good:
             try:
-                singles.append(predictor.predict(ct, tta=args.tta))
+                singles.append(predictor.predict(ct, tta=args.tta, heatmap_target=args.heatmap_target))
             except Exception as exc:
                 singles.append(exc)
         predictions = iter(singles)
@@ -324,6 +338,8 @@ def _record(
     writer: _HeatmapWriter | None,
     outputs: _ViewerOutputs | None = None,
 ) -> dict[str, Any]:
+    from brain_ct.scan import model_output_fields
+
     if isinstance(result, BaseException):
         return {"file": path, "error": _error_dict(result)}
     record: dict[str, Any] = {"file": path}
@@ -341,6 +357,7 @@ def _record(
     )
     for key in keys:
         record[key] = data[key]
+    record.update(model_output_fields(result))
     if writer is not None:
         record["heatmap"] = writer.save(path, result.heatmap)
     if outputs is not None:
@@ -360,7 +377,14 @@ def _series_record(
 
     try:
         series = read_series(path, series_uid=args.series_uid, allow_unverified=args.allow_unverified)
-        result = predict_series(predictor, series, tta=args.tta, batch_size=args.batch_size, source=path)
+        result = predict_series(
+            predictor,
+            series,
+            tta=args.tta,
+            batch_size=args.batch_size,
+            source=path,
+            heatmap_target=args.heatmap_target,
+        )
     except Exception as exc:  # one failed scan is reported and the other inputs go on
         return {"file": path, "error": _error_dict(exc)}
     record = result.to_dict()
@@ -394,6 +418,7 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
     any verdict is read (naming them when only some were read that way).
     """
     from brain_ct.collect import plural
+    from brain_ct.labels import SUBTYPES
     from brain_ct.wording import UNVERIFIED_NOTE
 
     read = [r for r in records if "error" not in r]
@@ -402,23 +427,38 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
         which = "" if len(unverified) == len(read) else f" ({', '.join(unverified)})"
         print(f"caution{which}: {UNVERIFIED_NOTE}", file=out)
         print(file=out)
-    rows = [("file", "label", "P(hem)", "threshold", "strongest region")]
+    # Subtype models add a column; a binary model's table stays exactly as it always was.
+    with_subtypes = any("subtypes" in r for r in read)
+    rows = [
+        (
+            "file",
+            "label",
+            "P(hem)",
+            "threshold",
+            *(("subtypes",) if with_subtypes else ()),
+            "strongest region",
+        )
+    ]
     for r in records:
         if "error" in r:
-            rows.append((r["file"], "ERROR", "", "", f"{r['error']['type']}: {r['error']['message']}"))
+            blank = ("",) * (2 + with_subtypes)
+            rows.append((r["file"], "ERROR", *blank, f"{r['error']['type']}: {r['error']['message']}"))
             continue
         if "slices" in r:
             positive = ", ".join(str(i + 1) for i in r["positive_slices"]) or "none"
             where = f"scan of {plural(r['n_slices'], 'slice')}; positive slices: {positive}"
-            rows.append((r["file"], r["label"], f"{r['probability']:.3f}", f"{r['threshold']:.3f}", where))
-            continue
-        top = r["regions"][0] if r["regions"] else None
-        where = f"{top['side']} {top['region']}" if top else "-"
-        rows.append((r["file"], r["label"], f"{r['probability']:.3f}", f"{r['threshold']:.3f}", where))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        else:
+            top = r["regions"][0] if r["regions"] else None
+            where = f"{top['side']} {top['region']}" if top else "-"
+        shown = (_subtype_cell(r),) if with_subtypes else ()
+        rows.append(
+            (r["file"], r["label"], f"{r['probability']:.3f}", f"{r['threshold']:.3f}", *shown, where)
+        )
+    padded = len(rows[0]) - 1
+    widths = [max(len(row[i]) for row in rows) for i in range(padded)]
     for row in rows:
-        cells = [row[i].ljust(widths[i]) for i in range(4)]
-        print("  ".join([*cells, row[4]]).rstrip(), file=out)
+        cells = [row[i].ljust(widths[i]) for i in range(padded)]
+        print("  ".join([*cells, row[padded]]).rstrip(), file=out)
     for r in records:
         by_reason: dict[str, list[str]] = {}
         for item in r.get("skipped") or []:
@@ -429,9 +469,21 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
         if r.get("errors"):
             listed = "; ".join(e["message"] for e in r["errors"])
             print(f"{r['file']}: {plural(len(r['errors']), 'file')} could not be read: {listed}", file=out)
+    targets = sorted(
+        {s["heatmap_target"] for r in read for s in r.get("slices", [r]) if "heatmap_target" in s}
+    )
+    for target in targets:
+        if target not in SUBTYPES:
+            continue
+        print(
+            f"heatmaps explain the {target} output (--heatmap-target {target}), not P(hemorrhage)", file=out
+        )
     explained = [(_slice_title(r, s), s) for r in records for s in r.get("slices", [r]) if "explanation" in s]
     if explained:
         print(file=out)
+    for r in read:
+        if r.get("subtype_explanation"):
+            print(f"{r['file']} (scan): {r['subtype_explanation']}", file=out)
     for title, s in explained:
         print(f"{title}: {s['explanation']}", file=out)
         if "heatmap" in s:
@@ -442,6 +494,18 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
         if r.get("dicom_overlays"):
             folder = Path(r["dicom_overlays"][0]).parent
             print(f"{r['file']}: {plural(len(r['dicom_overlays']), 'DICOM overlay')} in {folder}", file=out)
+
+
+def _subtype_cell(record: dict[str, Any]) -> str:
+    """The ``subtypes`` cell: a slice's subtype probabilities, or a scan's scan-level ones (``-`` if none)."""
+    from brain_ct.wording import subtype_list
+
+    subtypes = record.get("subtypes")
+    if not subtypes:
+        return "-"
+    if "slices" in record:
+        return subtype_list({name: s["probability"] for name, s in subtypes.items()})
+    return subtype_list(subtypes)
 
 
 def _slice_title(record: dict[str, Any], item: dict[str, Any]) -> str:
@@ -523,9 +587,6 @@ def _check_viewer_outputs(args: argparse.Namespace, paths: Sequence[str]) -> str
 def run(args: argparse.Namespace) -> int:
     """Predict every input; print a table or JSON Lines. Returns the exit code (0, 1 or 2)."""
     from tqdm import tqdm
-    from transformers.utils import logging as hf_logging
-
-    from brain_ct.predictor import Predictor
 
     if hasattr(sys.stdout, "reconfigure"):
         # File names need not be valid in the terminal's encoding; never crash on printing one.
@@ -556,12 +617,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
         outputs = _ViewerOutputs(args)
 
-    hf_logging.disable_progress_bar()  # weight-loading bars are noise on a CLI's stderr
-    try:
-        predictor = Predictor.from_pretrained(args.model, revision=args.revision)
-    except BrainCTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    predictor, code = load_predictor(args)
+    if predictor is None:
+        return code
 
     show_bar = len(paths) >= PROGRESS_MIN_FILES and sys.stderr.isatty()
     failed = 0

@@ -1,8 +1,10 @@
 """``python -m brain_ct report PATH --out report.pdf``: read a slice or a whole scan, write a PDF.
 
 PATH is one file (a DICOM slice, a multi-frame DICOM, a PNG/JPG), a folder of slices or a ``.zip``
-of slices. Exit codes: 0 the report was written, 1 the input could not be read (the reason is
-printed, never a traceback), 2 usage error.
+of slices. ``--heatmap-target NAME`` (a subtype model's subtype) makes the key slices' heatmaps explain
+that subtype, and the caption says so. Exit codes: 0 the report was written, 1 the input could not be
+read or the model could not be loaded (the reason is printed, never a traceback), 2 usage error
+(including a subtype heatmap asked of a binary model, refused before the input is read).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from brain_ct.cli.common import add_reading_arguments
+from brain_ct.cli.common import add_reading_arguments, load_predictor
 from brain_ct.errors import InvalidInputError
 
 
@@ -41,7 +43,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Read PATH, predict, write the report; return the exit code."""
-    from brain_ct.predictor import Predictor
     from brain_ct.report import plural, write_report
     from brain_ct.scan import predict_series
     from brain_ct.series import read_series
@@ -51,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         print(f"error: the folder of --out {args.out!r} does not exist; create it first", file=sys.stderr)
         return 2
+    # The model first: a --heatmap-target it cannot explain is refused before the input is read.
+    predictor, code = load_predictor(args)
+    if predictor is None:
+        return code
     try:
         series = read_series(
             args.path,
@@ -61,9 +66,15 @@ def run(args: argparse.Namespace) -> int:
     except InvalidInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    predictor = Predictor.from_pretrained(args.model, revision=args.revision)
     try:
-        result = predict_series(predictor, series, tta=args.tta, batch_size=args.batch_size, source=args.path)
+        result = predict_series(
+            predictor,
+            series,
+            tta=args.tta,
+            batch_size=args.batch_size,
+            source=args.path,
+            heatmap_target=args.heatmap_target,
+        )
         written = write_report(
             result,
             out,
