@@ -180,7 +180,8 @@ def subtypes_text(subtypes: Mapping[str, Any], synthetic: bool, plots: Sequence[
             "; the numbers above come from synthetic phantoms and are NOT comparable: they say nothing about "
             "real scans."
             if synthetic
-            else "; a number on other data (another source, a validation split of the training data) is not."
+            else "; a number on other data (another source, a validation split of the training data) is not "
+            "comparable."
         ),
         "",
     ]

@@ -1691,6 +1691,8 @@ def build_splits(data_args: DataArguments, seed: int) -> Splits:
     train = take(train, a.max_train_samples, seed) if train is not None else None
     label_set = resolve_label_set(mode, train)
     named = label_set == "subtypes"
+    if named and train is not None:  # before a validation split takes part of it: name every such slice
+        check_subtype_records(train, "the training data")
 
     validation = None
     if a.validation_dir is not None:
