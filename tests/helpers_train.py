@@ -14,6 +14,22 @@ from conftest import brain_window_uint8, draw_head_hu
 from helpers_dicom import ct_dataset
 from pydicom.filewriter import dcmwrite
 
+#: ``python -m train`` flags of a tiny ResNet at 64 px with small batches (seconds per step on a CPU).
+TINY = [
+    "--model_size",
+    "tiny",
+    "--image_size",
+    "64",
+    "--per_device_train_batch_size",
+    "4",
+    "--per_device_eval_batch_size",
+    "8",
+    "--logging_steps",
+    "1",
+    "--seed",
+    "1",
+]
+
 #: ``python -m train`` flags for a smoke run that only trains: no per-epoch evaluation, no checkpoints.
 NO_EVAL = ["--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false"]
 

@@ -14,6 +14,7 @@ import torch
 from conftest import brain_window_uint8, draw_head_hu
 from helpers_models import make_tiny_model
 from helpers_train import NO_EVAL, write_ct_dicom, write_subtype_folder, write_tiny_folder
+from helpers_train import TINY as TINY_FLAGS
 
 from brain_ct.errors import InvalidInputError
 from brain_ct.labels import SUBTYPE_LABELS, SUBTYPES, rsna_log_loss
@@ -34,22 +35,7 @@ from train.data import (
 )
 from train.evaluate import subtype_metrics
 
-TINY = [
-    "--model_size",
-    "tiny",
-    "--image_size",
-    "64",
-    "--per_device_train_batch_size",
-    "4",
-    "--per_device_eval_batch_size",
-    "8",
-    "--logging_steps",
-    "1",
-    "--seed",
-    "1",
-    "--dataloader_num_workers",
-    "0",
-]
+TINY = [*TINY_FLAGS, "--dataloader_num_workers", "0"]
 
 SUBTYPE_SETTINGS = ModelSettings(DEFAULT_WINDOWS, 64, 0.5, labels=SUBTYPE_LABELS)
 
@@ -460,3 +446,32 @@ def test_card_renders_the_subtypes_section() -> None:
     )
     assert "## Subtypes" not in binary and "prediction.subtypes" not in binary
     assert not math.isnan(results["subtypes"]["test"]["rsna_log_loss"])
+
+
+def test_validation_metrics_during_training_read_the_any_logit() -> None:
+    from transformers import EvalPrediction
+
+    from train.trainer import compute_metrics
+
+    y = np.array([[0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 1], [1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]], np.float32)
+    logits = np.where(y > 0, 2.0, -2.0).astype(np.float32)
+    logits[3, 0] = 3.0  # one normal scores above every bleed on "any"
+    m = compute_metrics(EvalPrediction(predictions=logits, label_ids=y))
+    assert m["auc"] == pytest.approx(0.5)  # any: positives 2, 2 vs negatives −2, 3 → 2 of 4 pairs
+    assert m["sensitivity"] == 1.0 and m["specificity"] == pytest.approx(0.5)
+    assert m["rsna_log_loss"] == pytest.approx(rsna_log_loss(y, 1 / (1 + np.exp(-logits))), rel=1e-6)
+    assert m["mean_subtype_auc"] == pytest.approx(1.0)
+
+
+def test_real_anatomy_records_name_the_painted_subtype() -> None:
+    from train.data import real_anatomy_records
+
+    ge = Path(__file__).resolve().parent.parent / "data" / "real_anatomy" / "dcm_qa_ct-GE"
+    cols = real_anatomy_records(ge, "validation", 0, size=128, eval_variants=1, subtypes=True)
+    assert SUBTYPE_COLUMN not in real_anatomy_records(ge, "validation", 0, size=128, eval_variants=1)
+    positives = [i for i, y in enumerate(cols["label"]) if y == 1]
+    assert positives and all(cols[SUBTYPE_COLUMN][i] == [cols["real_subtype"][i]] for i in positives)
+    i = positives[0]
+    batch = {k: [v[i]] for k, v in cols.items()}
+    targets = SliceTransform(SUBTYPE_SETTINGS, synthetic_size=128)(batch)["labels"][0]
+    assert targets == [1.0] + [float(s == cols["real_subtype"][i]) for s in SUBTYPES]

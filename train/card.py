@@ -47,16 +47,18 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _present_splits(by_split: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """``(split, entry)`` for validation then test, where the entry is present and not empty."""
+    return [(split, by_split[split]) for split in ("validation", "test") if by_split.get(split)]
+
+
 def metrics_table(results: dict[str, Any]) -> str:
     """A Markdown table: one row per split and input kind, columns n, AUC, accuracy, sensitivity, …"""
     rows = [
         "| data | n | ROC AUC | accuracy | sensitivity | specificity | F1 | confusion [[TN, FP], [FN, TP]] |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for split in ("validation", "test"):
-        m = results.get(split)
-        if not m:
-            continue
+    for split, m in _present_splits(results):
         entries = [(split, m)] + [(f"{split} — {k} input", v) for k, v in m.get("by_input_kind", {}).items()]
         entries += [(f"{split} — {k} anatomy", v) for k, v in m.get("by_domain", {}).items()]
         for name, e in entries:
@@ -128,10 +130,7 @@ def calibration_text(
         "| data | n | ECE | NLL | Brier |",
         "|---|---|---|---|---|",
     ]
-    for split in ("validation", "test"):
-        report = calibration.get(split)
-        if not report:
-            continue
+    for split, report in _present_splits(calibration):
         rows = [(split, report)]
         rows += [(f"{split} — {k} input", v) for k, v in report.get("by_input_kind", {}).items()]
         rows += [(f"{split} — {k} anatomy", v) for k, v in report.get("by_domain", {}).items()]
@@ -154,10 +153,7 @@ def subtypes_text(subtypes: Mapping[str, Any], synthetic: bool, plots: Sequence[
         "| data | label | positives | ROC AUC | sensitivity | specificity | at |",
         "|---|---|---|---|---|---|---|",
     ]
-    for split in ("validation", "test"):
-        m = subtypes.get(split)
-        if not m:
-            continue
+    for split, m in _present_splits(subtypes):
         for label, e in m["per_label"].items():
             lines.append(
                 f"| {split} | {label} | {e['positives']} | {_fmt(e['auc'])} | {_fmt(e['sensitivity'])} | "
