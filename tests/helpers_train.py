@@ -14,6 +14,22 @@ from conftest import brain_window_uint8, draw_head_hu
 from helpers_dicom import ct_dataset
 from pydicom.filewriter import dcmwrite
 
+#: ``python -m train`` flags of a tiny ResNet at 64 px with small batches (seconds per step on a CPU).
+TINY = [
+    "--model_size",
+    "tiny",
+    "--image_size",
+    "64",
+    "--per_device_train_batch_size",
+    "4",
+    "--per_device_eval_batch_size",
+    "8",
+    "--logging_steps",
+    "1",
+    "--seed",
+    "1",
+]
+
 #: ``python -m train`` flags for a smoke run that only trains: no per-epoch evaluation, no checkpoints.
 NO_EVAL = ["--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false"]
 
@@ -117,3 +133,40 @@ def write_dicom_series_folder(
             paths.append(path)
         series[uid] = paths
     return series
+
+
+def write_subtype_folder(root: Path, n_per_class: int = 4, size: int = 96, seed: int = 0) -> Path:
+    """An image folder with subtype class folders: ``normal/``, ``subdural/``, ``Epidural/`` (any case is a
+    class), PNG and DICOM mixed, and ``metadata.jsonl`` giving ``subdural/slice001.png`` a second subtype
+    (subarachnoid), as Hugging Face's imagefolder names extra columns.
+
+    A subdural bleed is a crescent-like disc near the left skull, an epidural one near the right, both 70 HU.
+
+    Returns:
+        ``root``.
+    """
+    import json
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    places = {
+        "normal": None,
+        "subdural": (size // 2 - size // 4, size // 2),
+        "Epidural": (size // 2 + size // 4, size // 2),
+    }
+    for folder, place in places.items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            hu = draw_head_hu(size) + rng.normal(0, 3, (size, size)).astype(np.float32)
+            if place is not None:
+                mask = np.zeros((size, size), np.uint8)
+                cv2.circle(mask, place, max(3, size // 14), 255, -1)
+                hu[mask > 0] = 70.0
+            stem = f"slice{i:03d}"
+            if i % 2 == 0:
+                write_ct_dicom(root / folder / f"{stem}.dcm", hu)
+            else:
+                cv2.imwrite(str(root / folder / f"{stem}.png"), brain_window_uint8(hu))
+    row = {"file_name": "subdural/slice001.png", "subtypes": ["Subdural", "subarachnoid"]}
+    (root / "metadata.jsonl").write_text(json.dumps(row) + "\n")
+    return root

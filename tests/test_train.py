@@ -10,28 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers_train import NO_EVAL, write_tiny_folder
+from helpers_train import NO_EVAL, TINY, write_tiny_folder
 
 from brain_ct.windowing import PRESETS
 from train import main
 from train.args import MODEL_SIZE_PRESETS, parse_windows
 from train.hub import IGNORE_PATTERNS, push_folder
 from train.trainer import class_activation_map, mask_bce_loss, mask_guidance_loss
-
-TINY = [
-    "--model_size",
-    "tiny",
-    "--image_size",
-    "64",
-    "--per_device_train_batch_size",
-    "4",
-    "--per_device_eval_batch_size",
-    "8",
-    "--logging_steps",
-    "1",
-    "--seed",
-    "1",
-]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from helpers_train import NO_EVAL
+from helpers_train import NO_EVAL, TINY
 
 from brain_ct.errors import InvalidInputError
 from brain_ct.model import ModelSettings
@@ -184,12 +184,7 @@ def test_two_step_training_run_from_nifti_volumes(volumes: Path, tmp_path: Path)
     out = tmp_path / "model"
     main(
         [
-            "--model_size",
-            "tiny",
-            "--image_size",
-            "64",
-            "--per_device_train_batch_size",
-            "4",
+            *TINY,
             "--nifti_dir",
             str(volumes),
             "--mask_loss_weight",
@@ -200,8 +195,6 @@ def test_two_step_training_run_from_nifti_volumes(volumes: Path, tmp_path: Path)
             str(out),
             "--max_steps",
             "2",
-            "--seed",
-            "1",
             *NO_EVAL,
         ]
     )

@@ -12,6 +12,11 @@ Examples::
     python -m train --model_size demo --synthetic_train 4000 --synthetic_validation 400 \\
         --synthetic_test 600 --image_size 256 --output_dir models/brain-ct-demo
 
+    # a subtype model (RSNA's any + five subtypes) from the RSNA 2019 folder and its six-row CSV,
+    # continuing from the binary demo model (its 2-class head is replaced by a 6-label one)
+    python -m train --dicom_dir stage_2_train --labels_csv stage_2_train.csv --labels subtypes \\
+        --model_name_or_path models/brain-ct-demo --output_dir outputs/ich-subtypes
+
 The default base model ``microsoft/resnet-50`` is downloaded from the Hub at run time. The output folder
 follows the model folder contract (ARCHITECTURE.md): config with ``brain_ct_*`` keys, safetensors weights,
 ``preprocessor_config.json``, model card, ``eval_results.json`` and plots; checkpoints in ``checkpoint-*``.
@@ -29,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from brain_ct.labels import SUBTYPES
 from train.args import (
     MODEL_SIZE_PRESETS,
     BrainCTTrainingArguments,
@@ -73,24 +79,36 @@ def parse_args(
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def build_model(model_args: ModelArguments, num_channels: int) -> Any:
-    """A ``ResNetForImageClassification`` with labels {0: normal, 1: hemorrhage} and ``num_channels`` inputs.
+def build_model(model_args: ModelArguments, num_channels: int, label_set: str = "binary") -> Any:
+    """A ``ResNetForImageClassification`` with ``num_channels`` inputs and the run's labels.
 
-    From scratch (``--model_config`` / ``--model_size``) it is built from a ``ResNetConfig`` with random
-    weights; otherwise ``--model_name_or_path`` is loaded and its 1000-class head replaced.
+    ``label_set`` ``"binary"``: labels {0: normal, 1: hemorrhage} (softmax); ``"subtypes"``: RSNA's six
+    labels in :data:`~brain_ct.labels.SUBTYPE_LABELS` order with ``problem_type``
+    ``multi_label_classification`` (one sigmoid each). From scratch (``--model_config`` / ``--model_size``)
+    it is built from a ``ResNetConfig`` with random weights; otherwise ``--model_name_or_path`` is loaded and
+    a head of another size (ImageNet's 1000 classes, a binary model's 2 when training subtypes) is made anew
+    (``ignore_mismatched_sizes``); the backbone is kept.
     """
     from transformers import AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification
 
-    from brain_ct.model import ID2LABEL, LABEL2ID
+    from brain_ct.labels import BINARY_LABELS, MULTI_LABEL, SUBTYPE_LABELS
 
-    labels = {"num_labels": 2, "id2label": dict(ID2LABEL), "label2id": dict(LABEL2ID)}
+    names = SUBTYPE_LABELS if label_set == "subtypes" else BINARY_LABELS
+    labels = {
+        "num_labels": len(names),
+        "id2label": dict(enumerate(names)),
+        "label2id": {name: i for i, name in enumerate(names)},
+        **({"problem_type": MULTI_LABEL} if label_set == "subtypes" else {}),
+    }
     if model_args.from_scratch:
         fields = (
             load_model_config(model_args.model_config)
             if model_args.model_config is not None
             else dict(MODEL_SIZE_PRESETS[model_args.model_size])
         )
-        fields = {k: v for k, v in fields.items() if k not in ("num_labels", "id2label", "label2id")}
+        fields = {
+            k: v for k, v in fields.items() if k not in ("num_labels", "id2label", "label2id", "problem_type")
+        }
         fields["num_channels"] = num_channels
         try:
             config = ResNetConfig(**fields, **labels)
@@ -101,7 +119,7 @@ def build_model(model_args: ModelArguments, num_channels: int) -> Any:
         model_args.model_name_or_path,
         revision=model_args.model_revision,
         cache_dir=model_args.cache_dir,
-        ignore_mismatched_sizes=True,  # the pretrained 1000-class head becomes a new 2-class head
+        ignore_mismatched_sizes=True,  # a pretrained head of another size (1000, or 2 → 6) is made anew
         use_safetensors=None,
         **labels,
     )
@@ -199,11 +217,15 @@ class Preprocessing:
     def num_channels(self) -> int:
         return len(self.windows) * (2 * self.context_slices + 1)
 
-    def settings(self, trained_on: str, threshold: float = 0.5, **decision: Any) -> Any:
+    def settings(
+        self, trained_on: str, threshold: float = 0.5, label_set: str = "binary", **decision: Any
+    ) -> Any:
         """The model's :class:`~brain_ct.model.ModelSettings`; ``decision``: threshold_rule, temperature."""
+        from brain_ct.labels import BINARY_LABELS, SUBTYPE_LABELS
         from brain_ct.model import ModelSettings
 
         return ModelSettings(
+            labels=SUBTYPE_LABELS if label_set == "subtypes" else BINARY_LABELS,
             windows=tuple(self.windows),
             image_size=self.image_size,
             threshold=threshold,
@@ -268,6 +290,7 @@ def build_datasets(
             image_column=data_args.image_column,
             label_column=data_args.label_column,
             label_map=splits.label_map,
+            hub_subtypes=splits.hub_subtypes,
         )
     augmenter = (
         Augmenter(
@@ -344,7 +367,14 @@ def calibrate_and_evaluate(
 ) -> Evaluation:
     """Calibrate and choose the threshold on validation, then report validation and test with it."""
     from train.calibrate import calibrate_and_choose, calibration_groups, calibration_report, plot_reliability
-    from train.evaluate import plot_training_curves, predict_scores, report_split, summary_line
+    from train.evaluate import (
+        plot_training_curves,
+        predict_scores,
+        report_split,
+        report_subtypes,
+        subtype_lines,
+        summary_line,
+    )
 
     out = Path(training_args.output_dir)
     model = trainer.model
@@ -364,19 +394,28 @@ def calibrate_and_evaluate(
     results["threshold"] = threshold
     results["threshold_strategy"] = rule["strategy"]
     results["threshold_rule"] = rule
-    y, s, k, d = cal.validation
+    y, s, k, d = cal.validation.binary
     results["validation"] = report_split("validation", y, s, k, threshold, out, d)
     logger.info(summary_line("validation", results["validation"]))
     results["calibration"] = cal.report
     reliability = {"validation": calibration_groups(y, s, k, d)}
+    subtypes = {"validation": report_subtypes("validation", cal.validation, threshold, out)}
     if test_ds is not None:
-        y, s, k, d = predict_scores(model, test_ds, bs, nw, device, desc="test")
+        scored = predict_scores(model, test_ds, bs, nw, device, desc="test")
+        y, s, k, d = scored.binary
         results["test"] = report_split("test", y, s, k, threshold, out, d)
+        subtypes["test"] = report_subtypes("test", scored, threshold, out)
         results["calibration"]["test"] = calibration_report(y, s, k, d)
         reliability["test"] = calibration_groups(y, s, k, d)
         logger.info(summary_line("test", results["test"]))
         for kind, m in results["test"].get("by_input_kind", {}).items():
             logger.info(summary_line(f"test ({kind} input)", m))
+    subtypes = {split: m for split, m in subtypes.items() if m is not None}
+    if subtypes:
+        results["subtypes"] = subtypes
+        for split, m in subtypes.items():
+            for line in subtype_lines(split, m):
+                logger.info(line)
     calibration_plots = []
     for split, groups in reliability.items():
         plot_reliability(groups, out / f"reliability_{split}.png", f"Reliability — {split}")
@@ -389,6 +428,7 @@ def calibrate_and_evaluate(
         if split in results
         for kind in ("roc", "confusion_matrix")
     ]
+    plots += [f"roc_subtypes_{split}.png" for split in subtypes]
     return Evaluation(results, cal, calibration_plots, plots)
 
 
@@ -399,7 +439,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from brain_ct.jsonable import json_safe
     from brain_ct.model import apply_settings_to_config
     from train.card import CardInfo, write_model_card
-    from train.data import build_splits, class_weights_from_counts
+    from train.data import build_splits, class_weights_from_counts, subtype_pos_weights
 
     argv = sys.argv[1:] if argv is None else list(argv)
     model_args, data_args, training_args = parse_args(argv)
@@ -415,20 +455,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ---- data and model ----
     prep = Preprocessing.from_args(data_args)
     splits = build_splits(data_args, training_args.seed)
+    label_set = splits.label_set
     weights = training_args.class_weight_list
-    if weights is None:  # check_arguments made sure the counts are known (no stream)
+    n_labels = 6 if label_set == "subtypes" else 2
+    if weights is not None and len(weights) != n_labels:
+        raise ValueError(
+            f"--class_weights has {len(weights)} numbers but this is a {label_set} run: give {n_labels} "
+            + (
+                "(BCE positive weights in RSNA's order any,epidural,…,subdural)"
+                if n_labels == 6
+                else "(normal,hemorrhage)"
+            )
+        )
+    if weights is None and label_set == "subtypes":  # check_arguments made sure the counts are known
+        weights = subtype_pos_weights(splits.subtype_counts, sum(splits.class_counts))
+    elif weights is None:
         weights = class_weights_from_counts(splits.class_counts)
     logger.info(
-        "training data: %s; class counts %s; class weights %s",
+        "training data: %s; labels %s; class counts %s%s; %s %s",
         splits.description,
+        label_set,
         splits.class_counts,
+        f", positives per label {splits.subtype_counts}" if splits.subtype_counts else "",
+        "BCE positive weights" if label_set == "subtypes" else "class weights",
         [round(w, 4) for w in weights],
     )
-    model = build_model(model_args, prep.num_channels)
+    model = build_model(model_args, prep.num_channels, label_set)
     validation_note = describe_validation(data_args, splits)
     logger.info("validation data: %s", validation_note)
     trained_on = describe_training_data(model_args, training_args, splits)
-    settings = prep.settings(trained_on)
+    settings = prep.settings(trained_on, label_set=label_set)
     apply_settings_to_config(model.config, settings)  # checkpoints carry the keys too
     train_ds, val_ds, test_ds = build_datasets(data_args, training_args, splits, prep, settings)
 
@@ -445,7 +501,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ---- save: config, weights, preprocessor, results, card; push ----
     out = Path(training_args.output_dir)
     model = trainer.model
-    settings = prep.settings(trained_on, threshold, threshold_rule=rule, temperature=cal.temperature)
+    settings = prep.settings(
+        trained_on, threshold, label_set, threshold_rule=rule, temperature=cal.temperature
+    )
     apply_settings_to_config(model.config, settings)
     # the weights too: a kept temperature was folded into the classifier after the Trainer saved them
     model.save_pretrained(str(out))
@@ -500,7 +558,14 @@ def describe_validation(data_args: DataArguments, splits: Any) -> str:
     if splits.hub or val is None or "label" not in (val.column_names or []):
         return source  # a Hub split's labels may be names, and a stream has no length
     counts = np.bincount(np.asarray(val["label"], dtype=np.int64), minlength=2)
-    return f"{int(counts.sum())} slices ({int(counts[0])} normal, {int(counts[1])} hemorrhage), {source}"
+    text = f"{int(counts.sum())} slices ({int(counts[0])} normal, {int(counts[1])} hemorrhage"
+    if splits.label_set == "subtypes" and "subtypes" in val.column_names:
+        from train.data import subtype_counts
+
+        text += "; positives per subtype " + ", ".join(
+            f"{name} {n}" for name, n in zip(SUBTYPES, subtype_counts(val.to_dict())[1:], strict=True)
+        )
+    return f"{text}), {source}"
 
 
 def _training_summary(
@@ -521,7 +586,15 @@ def _training_summary(
         "max steps": t.max_steps if t.max_steps > 0 else "—",
         "learning rate": f"{t.learning_rate} ({t.lr_scheduler_type})",
         "batch size": t.per_device_train_batch_size,
-        "class weights [normal, hemorrhage]": [round(w, 4) for w in weights],
+        **(
+            {
+                "labels": "RSNA's any + five subtypes, one sigmoid each (BCE with logits)",
+                "BCE positive weights [any, " + ", ".join(SUBTYPES) + "]": [round(w, 4) for w in weights],
+                "training positives per label": splits.subtype_counts,
+            }
+            if splits.label_set == "subtypes"
+            else {"class weights [normal, hemorrhage]": [round(w, 4) for w in weights]}
+        ),
         "training class counts [normal, hemorrhage]": splits.class_counts,
         "augmentation": aug,
         "slice context": (

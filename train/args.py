@@ -289,6 +289,25 @@ class DataArguments:
             "--class_weights, and a validation split or --max_eval_samples taken from the stream)."
         },
     )
+    subtypes_column: str = field(
+        default="subtypes",
+        metadata={
+            "help": "--dataset_name: a column holding each image's list of subtype names (e.g. "
+            "['subdural', 'subarachnoid'], [] for normal). Five 0/1 columns named epidural, "
+            "intraparenchymal, intraventricular, subarachnoid, subdural (any case) are found without it."
+        },
+    )
+    labels: str = field(
+        default="auto",
+        metadata={
+            "help": "Label set of the model: 'binary' (normal / hemorrhage, softmax), 'subtypes' (RSNA's "
+            "any + five subtypes, one sigmoid each) or 'auto': subtypes when the training data names them "
+            "(RSNA CSV subtype rows, subtype class folders or metadata.jsonl, Hub subtype columns), else "
+            "binary. Phantoms and --real_anatomy_dir carry their subtypes only with 'subtypes'. A subtype "
+            "run refuses bleeds of unknown subtype (a hemorrhage/ folder): their subtype targets would be "
+            "guesses."
+        },
+    )
     dicom_dir: str | None = field(
         default=None, metadata={"help": "Folder of DICOM slices in the RSNA 2019 layout (ID_<image>.dcm)."}
     )
@@ -296,7 +315,8 @@ class DataArguments:
         default=None,
         metadata={
             "help": "RSNA 2019 labels CSV for --dicom_dir: 'ID,Label' rows; the ID_<image>_any rows "
-            "give the label."
+            "give the label, and a subtype run (--labels subtypes, or auto with subtype rows) reads all "
+            "six rows of each image (any must be 1 exactly when a subtype is)."
         },
     )
     nifti_dir: str | None = field(
@@ -496,6 +516,10 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
+        from train.data import LABEL_MODES
+
+        if self.labels not in LABEL_MODES:
+            raise ValueError(f"--labels {self.labels!r} is unknown; choose one of {', '.join(LABEL_MODES)}")
         sources = [
             self.train_dir is not None,
             self.dataset_name is not None,
@@ -656,8 +680,10 @@ class BrainCTTrainingArguments(TrainingArguments):
     class_weights: str | None = field(
         default=None,
         metadata={
-            "help": "Cross-entropy weights 'normal,hemorrhage', e.g. '1.0,1.3' (the seed's). Default: "
-            "computed from the training class counts (n / (2 n_class))."
+            "help": "Cross-entropy weights 'normal,hemorrhage', e.g. '1.0,1.3' (the seed's); for a subtype "
+            "model six BCE positive weights in RSNA's order 'any,epidural,intraparenchymal,"
+            "intraventricular,subarachnoid,subdural'. Default: computed from the training counts "
+            "(n / (2 n_class); subtypes: n_negative / n_positive per label, clipped to [0.05, 20])."
         },
     )
     threshold_strategy: str = field(
@@ -704,7 +730,11 @@ class BrainCTTrainingArguments(TrainingArguments):
         if self.stage2_epochs < 0:
             raise ValueError(f"--stage2_epochs must be >= 0; got {self.stage2_epochs}")
         if self.class_weights is not None:
-            weights = _parse_floats(self.class_weights, "--class_weights", 2)
+            weights = _parse_floats(self.class_weights, "--class_weights")
+            if len(weights) not in (2, 6):
+                raise ValueError(
+                    f"--class_weights expects 2 numbers (binary) or 6 (subtypes); got {self.class_weights!r}"
+                )
             if min(weights) <= 0:
                 raise ValueError(f"--class_weights must be > 0; got {self.class_weights!r}")
         if self.threshold_strategy not in THRESHOLD_STRATEGIES:
@@ -737,8 +767,9 @@ class BrainCTTrainingArguments(TrainingArguments):
 
     @property
     def class_weight_list(self) -> list[float] | None:
-        """``--class_weights`` as [normal, hemorrhage], or None to compute them from the counts."""
-        return None if self.class_weights is None else _parse_floats(self.class_weights, "--class_weights", 2)
+        """``--class_weights`` as [normal, hemorrhage] (or six subtype positive weights), or None to compute
+        them from the counts."""
+        return None if self.class_weights is None else _parse_floats(self.class_weights, "--class_weights")
 
     def resolve_stages(self, from_scratch: bool) -> None:
         """Fill the default stage-1 length: 5 epochs for a pretrained backbone, 0 when built from scratch

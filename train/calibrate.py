@@ -13,6 +13,10 @@ scores) and is applied without touching the Predictor: :func:`fold_temperature` 
 linear layer (weight and bias) by T, so ``softmax(W x / T + b / T) == softmax((W x + b) / T)`` and the saved
 model's logits ARE the calibrated ones; ``brain_ct_temperature`` in ``config.json`` records T.
 
+Subtype models (six sigmoid outputs): P(hemorrhage) = sigmoid(``any``), so T is fitted on the ``any`` logit and
+folded into the ``any`` row of the last linear layer only; the five subtype outputs keep their logits (one
+temperature fitted on ``any`` says nothing about them, and their 0.5 operating point stays put).
+
 ``python -m train.calibrate --model DIR --output_dir OUT [--synthetic_validation N] [--validation_dir DIR]
 [--real_anatomy_dir DIR] [--max_real_fpr 0.1] [--synthetic_test N | --test_dir DIR]`` does all of it after
 training on an existing model folder: scores the validation data, fits T, chooses the threshold by the rule
@@ -218,19 +222,25 @@ def fold_temperature(model: Any, temperature: float) -> None:
 
     The logits are linear in that layer's parameters, so the folded model's logits are the original ones
     divided by T and its softmax is ``softmax(logits / T)``: every consumer of the weights (Predictor,
-    Grad-CAM, Hub tooling) gets calibrated probabilities with no extra step.
+    Grad-CAM, Hub tooling) gets calibrated probabilities with no extra step. A subtype model
+    (``problem_type`` multi-label) has only its ``any`` row divided: ``sigmoid(any / T)`` is the calibrated
+    P(hemorrhage) and the subtypes are untouched (see the module docstring).
     """
     import torch
+
+    from train.trainer import positive_logit
 
     head = model.classifier[-1] if isinstance(model.classifier, torch.nn.Sequential) else model.classifier
     if not isinstance(head, torch.nn.Linear):
         raise InvalidInputError(f"cannot fold a temperature into a {type(head).__name__} classifier head")
     if not (math.isfinite(temperature) and temperature > 0):
         raise InvalidInputError(f"the temperature must be a finite number > 0; got {temperature!r}")
+    multi_label, index = positive_logit(model.config)
+    rows = slice(index, index + 1) if multi_label else slice(None)
     with torch.no_grad():
-        head.weight.div_(float(temperature))
+        head.weight[rows].div_(float(temperature))
         if head.bias is not None:
-            head.bias.div_(float(temperature))
+            head.bias[rows].div_(float(temperature))
 
 
 # ---------------------------------------------------------------------------------------------- plots
@@ -315,7 +325,8 @@ def calibrate_and_choose(
     """
     from train.evaluate import Scored, select_threshold
 
-    y, s, kinds, domains = validation
+    y, s, kinds, domains = tuple(validation)[:4]
+    probabilities = getattr(validation, "probabilities", None)
     report: dict[str, Any] = {"validation_before": calibration_report(y, s, kinds, domains)}
     total = float(prior_temperature)
     if temperature_scaling:
@@ -324,6 +335,9 @@ def calibrate_and_choose(
         if fit.kept:
             fold_temperature(model, fit.temperature)
             s = apply_temperature(s, fit.temperature)
+            if probabilities is not None:  # the any column is P(hemorrhage); the subtypes are not folded
+                probabilities = probabilities.copy()
+                probabilities[:, 0] = s
             total *= fit.temperature
             logger.info(
                 "temperature scaling: T = %.4f lowers validation NLL %.4f → %.4f (folded into the classifier)",
@@ -345,7 +359,8 @@ def calibrate_and_choose(
     )
     logger.info("threshold %.4f: %s", threshold, rule["description"])
     report["validation"] = calibration_report(y, s, kinds, domains)
-    return Calibrated(threshold, rule, total, Scored(y, s, kinds, domains), report)
+    targets = getattr(validation, "targets", None)
+    return Calibrated(threshold, rule, total, Scored(y, s, kinds, domains, targets, probabilities), report)
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -397,24 +412,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def real_anatomy_columns(folder: str, split: str, seed: int) -> dict[str, list[Any]]:
+def real_anatomy_columns(folder: str, split: str, seed: int, subtypes: bool = False) -> dict[str, list[Any]]:
     """Records of the real-anatomy source's ``split`` (its held-out levels for validation/test).
 
     The ONE place this module meets that source (``train.data.real_anatomy_records``).
     """
     from train import data
 
-    return data.real_anatomy_records(folder, split, seed)
+    return data.real_anatomy_records(folder, split, seed, subtypes=subtypes)
 
 
 def split_columns(
-    args: argparse.Namespace, split: str, context_slices: int = 0
+    args: argparse.Namespace, split: str, context_slices: int = 0, subtypes: bool = False
 ) -> dict[str, list[Any]] | None:
     """The records of ``split`` ("validation" or "test") from the CLI's sources, or None when none given.
 
-    Files of a slice-context model carry their series neighbours (phantoms are generated as stacks).
+    Files of a slice-context model carry their series neighbours (phantoms are generated as stacks). For a
+    subtype model (``subtypes``) every bleed must name its subtypes (:func:`train.data.check_subtype_records`).
     """
-    from train.data import add_file_neighbors, merge_records, scan_imagefolder, synthetic_records
+    from train.data import (
+        add_file_neighbors,
+        check_subtype_records,
+        merge_records,
+        scan_imagefolder,
+        synthetic_records,
+    )
 
     folder = args.validation_dir if split == "validation" else args.test_dir
     n = args.synthetic_validation if split == "validation" else args.synthetic_test
@@ -423,10 +445,15 @@ def split_columns(
         files = scan_imagefolder(folder)
         parts.append(add_file_neighbors(files, context_slices) if context_slices else files)
     if n > 0:
-        parts.append(synthetic_records(n, split, args.synthetic_seed, args.synthetic_8bit_fraction))
+        parts.append(synthetic_records(n, split, args.synthetic_seed, args.synthetic_8bit_fraction, subtypes))
     if args.real_anatomy_dir:
-        parts.append(real_anatomy_columns(args.real_anatomy_dir, split, args.synthetic_seed))
-    return merge_records(*parts) if parts else None
+        parts.append(real_anatomy_columns(args.real_anatomy_dir, split, args.synthetic_seed, subtypes))
+    if not parts:
+        return None
+    columns = merge_records(*parts)
+    if subtypes:
+        check_subtype_records(columns, f"the {split} data")
+    return columns
 
 
 def _copy_model_folder(src: Path, dst: Path) -> None:
@@ -439,9 +466,21 @@ def _copy_model_folder(src: Path, dst: Path) -> None:
 
 
 def _update_card(
-    out: Path, results: dict[str, Any], calibration_plots: list[str], plots: list[str], command: str
+    out: Path,
+    results: dict[str, Any],
+    calibration_plots: list[str],
+    plots: list[str],
+    command: str,
+    synthetic: bool = False,
 ) -> None:
-    from train.card import calibration_text, metrics_table, replace_section, section_body, threshold_text
+    from train.card import (
+        calibration_text,
+        metrics_table,
+        replace_section,
+        section_body,
+        subtypes_text,
+        threshold_text,
+    )
 
     path = out / "README.md"
     if not path.is_file():
@@ -456,12 +495,16 @@ def _update_card(
             "\n\nTest metrics were not recomputed at this threshold by `python -m train.calibrate`; "
             "run `python -m train.evaluate` on a test set."
         )
-    evaluation += "\n\n" + "\n\n".join(f"![{p}]({p})" for p in plots)
+    subtype_plots = [p for p in plots if p.startswith("roc_subtypes_")]
+    evaluation += "\n\n" + "\n\n".join(f"![{p}]({p})" for p in plots if p not in subtype_plots)
     card = replace_section(card, "Evaluation", evaluation, before="Model and training")
+    if results.get("subtypes"):
+        body = subtypes_text(results["subtypes"], synthetic, subtype_plots)
+        card = replace_section(card, "Subtypes", body, before="Calibration")
     card = replace_section(
         card,
         "Calibration",
-        calibration_text(results["calibration"], calibration_plots),
+        calibration_text(results["calibration"], calibration_plots, bool(results.get("subtypes"))),
         before="Model and training",
     )
     reproduce = section_body(card, "Reproduce") or ""
@@ -479,12 +522,12 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
     from brain_ct.jsonable import json_safe
     from brain_ct.model import apply_settings_to_config, load_model, shown_model_id
     from train.data import SliceTransform, attach_transform, to_dataset
-    from train.evaluate import predict_scores, report_split
+    from train.evaluate import predict_scores, report_split, report_subtypes
 
     if not 0.0 <= args.max_real_fpr <= 1.0:
         raise InvalidInputError(f"--max_real_fpr must be in [0, 1]; got {args.max_real_fpr}")
     model, settings = load_model(args.model)
-    columns = split_columns(args, "validation", settings.context_slices)
+    columns = split_columns(args, "validation", settings.context_slices, settings.is_multi_label)
     if columns is None:
         raise InvalidInputError(
             "nothing to calibrate on: give --validation_dir DIR, --synthetic_validation N and/or "
@@ -520,21 +563,25 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
         "threshold_strategy": cal.rule["strategy"],
         "threshold_rule": cal.rule,
     }
-    y, s, k, d = cal.validation
+    y, s, k, d = cal.validation.binary
     results["validation"] = report_split("validation", y, s, k, cal.threshold, out, d)
     results["calibration"] = cal.report
     groups = {"validation": calibration_groups(y, s, k, d)}
+    subtypes = {"validation": report_subtypes("validation", cal.validation, cal.threshold, out)}
     test_columns = (
-        split_columns(args, "test", settings.context_slices)
+        split_columns(args, "test", settings.context_slices, settings.is_multi_label)
         if (args.test_dir or args.synthetic_test > 0)
         else None
     )
     if test_columns is not None:
         # the folded model scores the test set: this also checks the folding end to end
         test = predict_scores(model, dataset(test_columns), args.batch_size, args.num_workers, desc="test")
-        results["test"] = report_split("test", *test[:3], cal.threshold, out, test.domain)
-        results["calibration"]["test"] = calibration_report(*test)
-        groups["test"] = calibration_groups(*test)
+        results["test"] = report_split("test", *test.binary[:3], cal.threshold, out, test.domain)
+        results["calibration"]["test"] = calibration_report(*test.binary)
+        groups["test"] = calibration_groups(*test.binary)
+        subtypes["test"] = report_subtypes("test", test, cal.threshold, out)
+    if settings.is_multi_label:
+        results["subtypes"] = {split: m for split, m in subtypes.items() if m is not None}
     calibration_plots = []
     for split, split_groups in groups.items():
         name = f"reliability_{split}.png"
@@ -557,7 +604,8 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
         if split in results
         for kind in ("roc", "confusion_matrix")
     ]
-    _update_card(out, json_safe(results), calibration_plots, plots, command)
+    plots += [f"roc_subtypes_{split}.png" for split in results.get("subtypes", {})]
+    _update_card(out, json_safe(results), calibration_plots, plots, command, settings.is_demo)
     return results
 
 

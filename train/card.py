@@ -4,7 +4,8 @@ It carries Hub metadata (``model-index`` with the test metrics, base model, tags
 trained on, how inputs are preprocessed, the decision threshold and how it was chosen, the metrics per
 input kind, intended use, limitations and the medical disclaimer (:data:`brain_ct.DISCLAIMER`). A model
 trained on synthetic data says so in its first lines: it is for demonstration only and must not be used on
-patients.
+patients. A subtype model's card adds a "Subtypes" section (:func:`subtypes_text`): per-label metrics, RSNA
+2019's weighted log loss and the leaderboard it is scored on.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from brain_ct.wording import DEMO_NOTE
 
 if TYPE_CHECKING:
     from brain_ct.model import ModelSettings
+
+#: RSNA Intracranial Hemorrhage Detection (2019): the winning team's private-leaderboard weighted log loss.
+RSNA_FIRST_PLACE_LOG_LOSS = 0.04383
 
 SYNTHETIC_WARNING = (
     f"**{DEMO_NOTE[:1].upper()}{DEMO_NOTE[1:]}, must not be used on patients.** "
@@ -43,16 +47,18 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _present_splits(by_split: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """``(split, entry)`` for validation then test, where the entry is present and not empty."""
+    return [(split, by_split[split]) for split in ("validation", "test") if by_split.get(split)]
+
+
 def metrics_table(results: dict[str, Any]) -> str:
     """A Markdown table: one row per split and input kind, columns n, AUC, accuracy, sensitivity, …"""
     rows = [
         "| data | n | ROC AUC | accuracy | sensitivity | specificity | F1 | confusion [[TN, FP], [FN, TP]] |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for split in ("validation", "test"):
-        m = results.get(split)
-        if not m:
-            continue
+    for split, m in _present_splits(results):
         entries = [(split, m)] + [(f"{split} — {k} input", v) for k, v in m.get("by_input_kind", {}).items()]
         entries += [(f"{split} — {k} anatomy", v) for k, v in m.get("by_domain", {}).items()]
         for name, e in entries:
@@ -83,8 +89,11 @@ def threshold_text(threshold: float, rule: Mapping[str, Any] | str) -> str:
     return text
 
 
-def calibration_text(calibration: Mapping[str, Any], plots: Sequence[str] = ()) -> str:
-    """The card's "Calibration" section body from ``eval_results.json``'s ``calibration`` entry."""
+def calibration_text(
+    calibration: Mapping[str, Any], plots: Sequence[str] = (), multi_label: bool = False
+) -> str:
+    """The card's "Calibration" section body from ``eval_results.json``'s ``calibration`` entry
+    (``multi_label``: a subtype model, whose temperature is folded into the ``any`` output only)."""
     temp = calibration.get("temperature") or {}
     lines = []
     if temp:
@@ -93,8 +102,15 @@ def calibration_text(calibration: Mapping[str, Any], plots: Sequence[str] = ()) 
             lines.append(
                 f"Temperature scaling: T = {temp['temperature']:.3f} fitted on the validation split lowered "
                 f"its negative log-likelihood from {temp['nll_before']:.4f} to {temp['nll_after']:.4f}; it is "
-                "folded into the classifier's last linear layer (weight and bias divided by T), so the "
-                f"weights give calibrated probabilities directly (`brain_ct_temperature` = {total:.4f})."
+                + (
+                    "folded into the `any` row of the classifier's last linear layer (its weight and bias "
+                    "divided by T; the five subtype outputs are left as trained), so the weights give a "
+                    "calibrated P(hemorrhage) directly "
+                    if multi_label
+                    else "folded into the classifier's last linear layer (weight and bias divided by T), so the "
+                    "weights give calibrated probabilities directly "
+                )
+                + f"(`brain_ct_temperature` = {total:.4f})."
             )
         else:
             lines.append(
@@ -114,16 +130,57 @@ def calibration_text(calibration: Mapping[str, Any], plots: Sequence[str] = ()) 
         "| data | n | ECE | NLL | Brier |",
         "|---|---|---|---|---|",
     ]
-    for split in ("validation", "test"):
-        report = calibration.get(split)
-        if not report:
-            continue
+    for split, report in _present_splits(calibration):
         rows = [(split, report)]
         rows += [(f"{split} — {k} input", v) for k, v in report.get("by_input_kind", {}).items()]
         rows += [(f"{split} — {k} anatomy", v) for k, v in report.get("by_domain", {}).items()]
         for name, m in rows:
             lines.append(f"| {name} | {m['n']} | {_fmt(m['ece'])} | {_fmt(m['nll'])} | {_fmt(m['brier'])} |")
     lines.append("")
+    for plot in plots:
+        lines += [f"![{plot}]({plot})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def subtypes_text(subtypes: Mapping[str, Any], synthetic: bool, plots: Sequence[str] = ()) -> str:
+    """The card's "Subtypes" section body from ``eval_results.json``'s ``subtypes`` entry
+    (:func:`train.evaluate.subtype_metrics` per split)."""
+    lines = [
+        "One sigmoid per label: P(hemorrhage) is `any` (its threshold is the decision threshold above); the "
+        "five subtype probabilities are reported beside it. Sensitivity and specificity: `any` at the "
+        "decision threshold, each subtype at 0.5 (subtypes have no threshold of their own).",
+        "",
+        "| data | label | positives | ROC AUC | sensitivity | specificity | at |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for split, m in _present_splits(subtypes):
+        for label, e in m["per_label"].items():
+            lines.append(
+                f"| {split} | {label} | {e['positives']} | {_fmt(e['auc'])} | {_fmt(e['sensitivity'])} | "
+                f"{_fmt(e['specificity'])} | {_fmt(e['threshold'])} |"
+            )
+    lines.append("")
+    for split in ("validation", "test"):
+        m = subtypes.get(split)
+        if m:
+            lines.append(
+                f"- RSNA 2019 weighted log loss, {split} ({m['n']} slices): {m['rsna_log_loss']:.4f}"
+            )
+    lines += [
+        "",
+        "For reference: RSNA Intracranial Hemorrhage Detection (2019) scored this weighted log loss (weight 2 "
+        "for `any`, 1 per subtype; lower is better) on its own test set of real scans; the first-place team "
+        f"reached {RSNA_FIRST_PLACE_LOG_LOSS} on the private leaderboard. Only a number measured on that real "
+        "RSNA test set is comparable with it"
+        + (
+            "; the numbers above come from synthetic phantoms and are NOT comparable: they say nothing about "
+            "real scans."
+            if synthetic
+            else "; a number on other data (another source, a validation split of the training data) is not "
+            "comparable."
+        ),
+        "",
+    ]
     for plot in plots:
         lines += [f"![{plot}]({plot})", ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -243,10 +300,18 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
     if synthetic:
         lines += [f"> {SYNTHETIC_WARNING}", ""]
     lines += [f"> {DISCLAIMER}", ""]
+    if settings.is_multi_label:
+        what = (
+            "P(hemorrhage) for intracranial hemorrhage and the probability of each of RSNA's five subtypes, with "
+            f"labels `{dict(enumerate(settings.labels))}` and one sigmoid each "
+            "(`problem_type: multi_label_classification`; P(hemorrhage) is `any`)"
+        )
+    else:
+        what = "P(hemorrhage) for intracranial hemorrhage, with labels `{0: normal, 1: hemorrhage}`"
     lines += [
-        "A `ResNetForImageClassification` that reads one axial head-CT slice and gives P(hemorrhage) for "
-        "intracranial hemorrhage, with labels `{0: normal, 1: hemorrhage}`. It is meant to be used with the "
-        "`brain_ct` library (Predictor, CLI and Gradio app), which also draws a Grad-CAM heatmap.",
+        f"A `ResNetForImageClassification` that reads one axial head-CT slice and gives {what}. It is meant "
+        "to be used with the `brain_ct` library (Predictor, CLI and Gradio app), which also draws a Grad-CAM "
+        "heatmap.",
         "",
         "## Intended use",
         "",
@@ -284,11 +349,24 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
         metrics_table(results) if results else "No evaluation was run.",
         "",
     ]
+    subtype_plots = [p for p in info.plots if p.startswith("roc_subtypes_")]
     for plot in info.plots:
-        lines += [f"![{plot}]({plot})", ""]
+        if plot not in subtype_plots:
+            lines += [f"![{plot}]({plot})", ""]
+    if settings.is_multi_label:
+        body = (
+            subtypes_text(results["subtypes"], synthetic, subtype_plots)
+            if results.get("subtypes")
+            else "No per-subtype evaluation was run."
+        )
+        lines += ["## Subtypes", "", body]
     calibration = results.get("calibration")
     if calibration:
-        lines += ["## Calibration", "", calibration_text(calibration, info.calibration_plots)]
+        lines += [
+            "## Calibration",
+            "",
+            calibration_text(calibration, info.calibration_plots, settings.is_multi_label),
+        ]
     lines += [
         "## Model and training",
         "",
@@ -307,6 +385,7 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
         f"predictor = Predictor.from_pretrained({model_name!r})  # a Hub id or this folder",
         'prediction = predictor.predict("slice.dcm")',
         "print(prediction.label, prediction.probability, prediction.explanation)",
+        *(["print(prediction.subtypes)  # {subtype: probability}"] if settings.is_multi_label else []),
         "```",
         "",
         "## Limitations",

@@ -8,7 +8,13 @@ the model's own :class:`~brain_ct.model.ModelSettings`.
 Record columns (file-based and synthetic sources):
 
 * ``path`` (str): image or DICOM file, "" for phantoms;
-* ``label`` (int): 0 normal, 1 hemorrhage;
+* ``label`` (int): 0 normal, 1 hemorrhage (RSNA's ``any``);
+* ``subtypes`` (list[str], only where the source knows subtypes, :data:`SUBTYPE_COLUMN`): the RSNA subtype
+  names of the slice (:data:`brain_ct.labels.SUBTYPES`), ``[]`` for a normal slice, ``["any"]`` for a bleed of
+  unknown subtype (a ``hemorrhage/`` folder). Subtype runs (``--labels subtypes``) refuse ``["any"]``-only
+  positives (:func:`check_subtype_records`): their five subtype targets would be guesses. Generated examples
+  (phantoms, lesions painted into real anatomy) carry the subtype ASKED of the generator here; the transform
+  takes the targets from what was actually generated (:attr:`brain_ct.synthetic.Phantom.subtype`);
 * ``mask_path`` (str): lesion mask PNG (same pixel grid as the image, non-zero = lesion) or "";
 * ``synthetic_seed`` (int): phantom seed, -1 for files;
 * ``kind`` (str): "dicom" / "image" for phantoms (how the phantom is fed), "" for files (known after decoding);
@@ -26,8 +32,10 @@ Slice-context models (``--context_slices k``) see the windowed slices s−k … 
 series headers; phantoms are generated as a slice with its neighbours (:func:`brain_ct.synthetic.generate_context`).
 
 Datasets' own ``imagefolder`` cannot decode DICOM, so image folders are scanned here: ``DIR/<class>/**``
-with class folders ``hemorrhage`` and ``normal`` (a few aliases accepted, see :data:`CLASS_ALIASES`);
-``DIR/masks/`` is not a class. Masks are looked up as ``<mask_dir>/<stem>.png`` (``mask_dir`` defaults to
+with class folders ``hemorrhage`` and ``normal`` (a few aliases accepted, see :data:`CLASS_ALIASES`) or the
+subtype names (``subdural/``, ``Epidural/``…, case-insensitive); ``DIR/metadata.jsonl`` (Hugging Face's
+imagefolder convention) may name the subtypes of single files, e.g. a slice with two
+(``{"file_name": "subdural/a.png", "subtypes": ["subdural", "subarachnoid"]}``); ``DIR/masks/`` is not a class. Masks are looked up as ``<mask_dir>/<stem>.png`` (``mask_dir`` defaults to
 ``DIR/masks``, which is what ``python -m brain_ct synth`` writes).
 """
 
@@ -46,6 +54,7 @@ import cv2
 import numpy as np
 
 from brain_ct.errors import InvalidInputError
+from brain_ct.labels import ANY, SUBTYPE_LABELS, SUBTYPES, subtype_vector
 from brain_ct.preprocess import interpolation, mask_to_model_grid, model_input
 
 if TYPE_CHECKING:
@@ -72,6 +81,19 @@ CLASS_ALIASES: dict[str, int] = {
     "bleed": 1,
 }
 
+#: ``--labels`` values: ``auto`` = subtypes when the training data names them, else binary.
+LABEL_MODES: tuple[str, ...] = ("auto", "binary", "subtypes")
+
+#: The record column with a slice's subtype names (see the module docstring).
+SUBTYPE_COLUMN = "subtypes"
+
+#: Image-folder metadata file naming per-file subtypes (Hugging Face's imagefolder convention).
+METADATA_FILE = "metadata.jsonl"
+
+#: Largest BCE positive weight of one label (a rare subtype, e.g. epidural at 0.4 % of RSNA's slices,
+#: would otherwise weigh 250 × and swamp the other terms).
+POS_WEIGHT_MAX = 20.0
+
 #: Input kinds reported per example (``input_kind``): how the slice reached the model.
 INPUT_KINDS: tuple[str, ...] = ("dicom", "image")
 
@@ -97,19 +119,145 @@ def class_id(name: str, where: str) -> int:
     if key not in CLASS_ALIASES:
         raise InvalidInputError(
             f"{where}: class {name!r} is not recognised; use 'normal' and 'hemorrhage' "
-            f"(accepted aliases: {', '.join(sorted(CLASS_ALIASES))})"
+            f"(accepted aliases: {', '.join(sorted(CLASS_ALIASES))}) or the subtype names "
+            f"{', '.join(SUBTYPES)}"
         )
     return CLASS_ALIASES[key]
 
 
-def _columns(paths: list[str], labels: list[int], masks: list[str]) -> dict[str, list[Any]]:
-    return {
+def folder_class(name: str, where: str) -> tuple[int, list[str]]:
+    """A class folder's ``(label, subtypes)``: a subtype name (any case) → ``(1, [name])``, ``normal`` and
+    its aliases → ``(0, [])``, ``hemorrhage`` and its aliases → ``(1, ["any"])`` (subtype unknown).
+
+    Raises:
+        InvalidInputError: not a class name (:func:`class_id`).
+    """
+    key = str(name).strip().lower()
+    if key in SUBTYPES:
+        return 1, [key]
+    label = class_id(name, where)
+    return label, ([ANY] if label else [])
+
+
+def checked_subtypes(names: Any, where: str) -> list[str]:
+    """Lower-cased subtype names of one slice, checked against RSNA's labels (``any`` allowed).
+
+    Raises:
+        InvalidInputError: not a list of names, or a name that is not ``any`` or a subtype.
+    """
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise InvalidInputError(f"{where}: subtypes must be a list of names; got {names!r}")
+    out = sorted({str(n).strip().lower() for n in names})
+    try:
+        subtype_vector(out)
+    except ValueError as exc:
+        raise InvalidInputError(f"{where}: {exc}") from None
+    if ANY in out and len(out) > 1:
+        out.remove(ANY)  # "any" is implied by a named subtype
+    return out
+
+
+def has_subtypes(columns: dict[str, list[Any]] | None) -> bool:
+    """True when some record names a subtype (not just ``any``): the data can train a subtype model."""
+    if not columns or SUBTYPE_COLUMN not in columns:
+        return False
+    return any(set(names) & set(SUBTYPES) for names in columns[SUBTYPE_COLUMN])
+
+
+def check_subtype_records(columns: dict[str, list[Any]], where: str) -> None:
+    """Refuse records a subtype run cannot learn from: a bleed of unknown subtype (``["any"]`` only).
+
+    Its five subtype targets would be guesses (all 0 would teach "this blood is no subtype"), so such
+    slices are refused rather than trained as any-only.
+
+    Raises:
+        InvalidInputError: naming how many such slices ``where`` has, a few of them, and the fix.
+    """
+    names = columns.get(SUBTYPE_COLUMN)
+    labels = columns["label"]
+    unknown = [
+        i
+        for i, label in enumerate(labels)
+        if int(label) == 1 and not (names is not None and set(names[i]) & set(SUBTYPES))
+    ]
+    if unknown:
+        shown = ", ".join(Path(str(columns["path"][i])).name or f"record {i}" for i in unknown[:5])
+        raise InvalidInputError(
+            f"{where}: {len(unknown)} hemorrhage slice(s) have no subtype ({shown}"
+            f"{', …' if len(unknown) > 5 else ''}); a subtype model needs each bleed's subtypes: file them under "
+            f"subtype folders ({', '.join(SUBTYPES)}) or name them in {METADATA_FILE}, give the RSNA CSV's "
+            "subtype rows, or train a binary model with --labels binary"
+        )
+
+
+def subtype_counts(columns: dict[str, list[Any]]) -> list[int]:
+    """Positives per label in :data:`~brain_ct.labels.SUBTYPE_LABELS` order (``any`` first)."""
+    vectors = [subtype_vector(names) for names in columns[SUBTYPE_COLUMN]]
+    return np.asarray(vectors, dtype=np.int64).reshape(-1, len(SUBTYPE_LABELS)).sum(axis=0).tolist()
+
+
+def subtype_pos_weights(positives: Sequence[int], n: int) -> list[float]:
+    """BCE positive weights ``n_negative / n_positive`` per label, clipped to [1/20, 20]
+    (:data:`POS_WEIGHT_MAX`); 1.0 for a label without positives or negatives.
+
+    It is the multi-label form of the binary run's balanced weights: positives and negatives of each
+    label then weigh the same in the loss (up to the clip).
+    """
+    out = []
+    for p in positives:
+        neg = n - int(p)
+        w = neg / p if p > 0 and neg > 0 else 1.0
+        out.append(float(min(max(w, 1.0 / POS_WEIGHT_MAX), POS_WEIGHT_MAX)))
+    return out
+
+
+def _columns(
+    paths: list[str], labels: list[int], masks: list[str], subtypes: list[list[str]] | None = None
+) -> dict[str, list[Any]]:
+    columns = {
         "path": paths,
         "label": labels,
         "mask_path": masks,
         "synthetic_seed": [-1] * len(paths),
         "kind": [""] * len(paths),
     }
+    if subtypes is not None:
+        columns[SUBTYPE_COLUMN] = subtypes
+    return columns
+
+
+def read_folder_metadata(root: str | Path) -> dict[str, list[str]]:
+    """``root/metadata.jsonl`` as ``{file path relative to root (POSIX): subtype names}``; {} without one.
+
+    Rows ``{"file_name": "subdural/a.png", "subtypes": ["subdural", "subarachnoid"]}`` (other keys are
+    ignored, as Hugging Face's imagefolder keeps them as extra columns).
+
+    Raises:
+        InvalidInputError: a row that is not JSON, lacks ``file_name`` / ``subtypes``, or names an
+            unknown subtype; the message gives the line.
+    """
+    import json
+
+    path = Path(root) / METADATA_FILE
+    if not path.is_file():
+        return {}
+    out: dict[str, list[str]] = {}
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{METADATA_FILE} line {line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"{where} is not JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or "file_name" not in row or SUBTYPE_COLUMN not in row:
+            raise InvalidInputError(
+                f'{where}: each row needs "file_name" and "subtypes", e.g. '
+                '{"file_name": "subdural/a.png", "subtypes": ["subdural", "subarachnoid"]}'
+            )
+        name = Path(str(row["file_name"])).as_posix()
+        out[name] = checked_subtypes(row[SUBTYPE_COLUMN], f"{where} ({name})")
+    return out
 
 
 def scan_imagefolder(
@@ -118,19 +266,23 @@ def scan_imagefolder(
     """List an image folder ``root/<class>/**`` as record columns, keeping only files brain_ct can read.
 
     Args:
-        root: folder with ``hemorrhage/`` and ``normal/`` subfolders (PNG/JPG/DICOM…, nested allowed).
+        root: folder with ``hemorrhage/`` and ``normal/`` subfolders (PNG/JPG/DICOM…, nested allowed), or
+            subtype folders (``subdural/``, …) with ``normal/``, and optionally ``metadata.jsonl``.
         mask_dir: where ``<stem>.png`` lesion masks live; default ``root/masks`` when it exists.
         validate: decode every file once through :func:`brain_ct.io.load_image` (:func:`usable_files`):
             unreadable and non-CT files are left out and named in a warning, with files of other types
             (``.txt``, ``.pdf``, …) found in the class folders. False lists by file name only.
 
     Returns:
-        Record columns (see the module docstring), sorted by path for reproducibility.
+        Record columns (see the module docstring), sorted by path for reproducibility; with a ``subtypes``
+        column when the folder names subtypes (subtype folders or ``metadata.jsonl``).
 
     Raises:
-        InvalidInputError: no class folders, an unknown class folder, no files, or no usable file.
+        InvalidInputError: no class folders, an unknown class folder, no files, no usable file, or a
+            ``metadata.jsonl`` row that contradicts its file's folder or names no file of the folder.
     """
     root = Path(root)
+    metadata = read_folder_metadata(root)
     mask_root = Path(mask_dir) if mask_dir is not None else root / "masks"
     mask_root = mask_root if mask_root.is_dir() else None
     class_dirs = [
@@ -146,9 +298,10 @@ def scan_imagefolder(
     paths: list[str] = []
     labels: list[int] = []
     masks: list[str] = []
+    subtypes: list[list[str]] = []
     other_types: list[tuple[str, str]] = []
     for d in class_dirs:
-        label = class_id(d.name, f"image folder {str(root)!r}")
+        label, folder_subtypes = folder_class(d.name, f"image folder {str(root)!r}")
         for f in sorted(d.rglob("*")):
             if not f.is_file() or f.name.startswith("."):
                 continue
@@ -157,14 +310,62 @@ def scan_imagefolder(
                 continue
             paths.append(str(f))
             labels.append(label)
+            named = metadata.pop(f.relative_to(root).as_posix(), None)
+            if named is not None and bool(named) != bool(label):
+                raise InvalidInputError(
+                    f"{METADATA_FILE} of {str(root)!r} gives {f.relative_to(root).as_posix()} the subtypes "
+                    f"{named}, but it is in the {d.name}/ folder; a normal slice has none, a bleed at least one"
+                )
+            subtypes.append(named if named is not None else list(folder_subtypes))
             mask = mask_root / f"{f.stem}.png" if mask_root is not None else None
             masks.append(str(mask) if mask is not None and mask.is_file() else "")
     if not paths:
         raise InvalidInputError(f"image folder {str(root)!r} has class folders but no image or DICOM files")
-    columns = _columns(paths, labels, masks)
+    if metadata:
+        raise InvalidInputError(
+            f"{METADATA_FILE} of {str(root)!r} names files that are not in its class folders: "
+            f"{', '.join(sorted(metadata)[:5])} (file_name is relative to the folder, e.g. 'subdural/a.png')"
+        )
+    named = any(set(names) & set(SUBTYPES) for names in subtypes)
+    columns = _columns(paths, labels, masks, subtypes if named else None)
     if validate:
         columns = usable_files(columns, f"image folder {str(root)!r}", root=root, also_refused=other_types)
     return columns
+
+
+def _rsna_rows(csv_path: str | Path) -> dict[str, dict[str, int]]:
+    """An RSNA 2019 labels CSV as ``{image_id: {label: 0/1}}`` for the six labels of
+    :data:`~brain_ct.labels.SUBTYPE_LABELS` (rows ``ID_<image>_<label>``; other suffixes are ignored).
+
+    Raises:
+        InvalidInputError: missing columns, a bad label value or conflicting duplicated rows (the public CSV
+            repeats some rows; repeats must agree).
+    """
+    out: dict[str, dict[str, int]] = {}
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not {"ID", "Label"} <= set(reader.fieldnames):
+            raise InvalidInputError(
+                f"labels CSV {str(csv_path)!r} needs the header 'ID,Label' (RSNA 2019 layout); "
+                f"got {reader.fieldnames}"
+            )
+        for line, row in enumerate(reader, start=2):
+            ident = (row["ID"] or "").strip()
+            image_id, _, label = ident.rpartition("_")
+            if not image_id or label not in SUBTYPE_LABELS:
+                continue
+            value = (row["Label"] or "").strip()
+            if value not in {"0", "1"}:
+                raise InvalidInputError(
+                    f"labels CSV {str(csv_path)!r} line {line}: Label must be 0 or 1; got {value!r}"
+                )
+            rows = out.setdefault(image_id, {})
+            if rows.get(label, int(value)) != int(value):
+                raise InvalidInputError(
+                    f"labels CSV {str(csv_path)!r} line {line}: {ident} appears with labels 0 and 1"
+                )
+            rows[label] = int(value)
+    return out
 
 
 def read_rsna_labels(csv_path: str | Path) -> dict[str, int]:
@@ -177,29 +378,11 @@ def read_rsna_labels(csv_path: str | Path) -> dict[str, int]:
     Raises:
         InvalidInputError: missing columns, a bad label value, conflicting duplicates, or no ``_any`` row.
     """
-    out: dict[str, int] = {}
-    with open(csv_path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or not {"ID", "Label"} <= set(reader.fieldnames):
-            raise InvalidInputError(
-                f"labels CSV {str(csv_path)!r} needs the header 'ID,Label' (RSNA 2019 layout); "
-                f"got {reader.fieldnames}"
-            )
-        for line, row in enumerate(reader, start=2):
-            ident = (row["ID"] or "").strip()
-            if not ident.endswith("_any"):
-                continue
-            image_id = ident[: -len("_any")]
-            value = (row["Label"] or "").strip()
-            if value not in {"0", "1"}:
-                raise InvalidInputError(
-                    f"labels CSV {str(csv_path)!r} line {line}: Label must be 0 or 1; got {value!r}"
-                )
-            if out.get(image_id, int(value)) != int(value):
-                raise InvalidInputError(
-                    f"labels CSV {str(csv_path)!r} line {line}: {ident} appears with labels 0 and 1"
-                )
-            out[image_id] = int(value)
+    return _any_labels(_rsna_rows(csv_path), csv_path)
+
+
+def _any_labels(rows: dict[str, dict[str, int]], csv_path: str | Path) -> dict[str, int]:
+    out = {image: labels[ANY] for image, labels in rows.items() if ANY in labels}
     if not out:
         raise InvalidInputError(
             f"labels CSV {str(csv_path)!r} has no 'ID_<image>_any' rows; is it the RSNA 2019 stage_2_train.csv?"
@@ -207,13 +390,74 @@ def read_rsna_labels(csv_path: str | Path) -> dict[str, int]:
     return out
 
 
-def scan_rsna(dicom_dir: str | Path, labels_csv: str | Path) -> dict[str, list[Any]]:
-    """Records for an RSNA 2019 folder: ``dicom_dir/ID_<image>.dcm`` labelled by the CSV's ``_any`` rows.
+def _names_subtypes(rows: dict[str, dict[str, int]]) -> bool:
+    return any(set(labels) & set(SUBTYPES) for labels in rows.values())
 
-    Images listed in the CSV but missing from the folder are skipped with a logged count (the public
-    data set is often used in parts); none found at all is an error.
+
+def rsna_subtype_targets(rows: dict[str, dict[str, int]], where: str) -> dict[str, list[int]]:
+    """The six targets (:data:`~brain_ct.labels.SUBTYPE_LABELS` order) of each image of :func:`_rsna_rows`.
+
+    Raises:
+        InvalidInputError: an image without all six rows, or inconsistent rows: ``any`` must be 1 exactly
+            when some subtype is (RSNA's definition), so a subtype 1 with ``any`` 0 (or ``any`` 1 with no
+            subtype) names the image and its rows.
     """
-    labels = read_rsna_labels(labels_csv)
+    out: dict[str, list[int]] = {}
+    for image, labels in rows.items():
+        missing = [name for name in SUBTYPE_LABELS if name not in labels]
+        if missing:
+            raise InvalidInputError(
+                f"{where}: {image} has no row for {', '.join(missing)}; an RSNA subtype CSV has six rows per "
+                f"image ({', '.join(f'{image}_{n}' for n in SUBTYPE_LABELS)})"
+            )
+        vector = [labels[name] for name in SUBTYPE_LABELS]
+        if vector[0] != max(vector[1:]):
+            shown = ", ".join(f"{name}={labels[name]}" for name in SUBTYPE_LABELS)
+            raise InvalidInputError(
+                f"{where}: {image} is inconsistent ({shown}); 'any' must be 1 exactly when a subtype is 1"
+            )
+        out[image] = vector
+    return out
+
+
+def read_rsna_subtypes(csv_path: str | Path) -> dict[str, list[int]]:
+    """Read an RSNA 2019 labels CSV into ``{image_id: six 0/1 targets}`` (``any`` then the five subtypes).
+
+    Raises:
+        InvalidInputError: as :func:`_rsna_rows`, no subtype rows at all, or an image whose rows are
+            missing or inconsistent (:func:`rsna_subtype_targets`).
+    """
+    return _subtype_targets_of(_rsna_rows(csv_path), csv_path)
+
+
+def _subtype_targets_of(rows: dict[str, dict[str, int]], csv_path: str | Path) -> dict[str, list[int]]:
+    where = f"labels CSV {str(csv_path)!r}"
+    if not _names_subtypes(rows):
+        raise InvalidInputError(
+            f"{where} has no subtype rows (ID_<image>_subdural, …); a subtype model needs them "
+            "(or train a binary model with --labels binary)"
+        )
+    return rsna_subtype_targets(rows, where)
+
+
+def scan_rsna(
+    dicom_dir: str | Path, labels_csv: str | Path, subtypes: bool | None = False
+) -> dict[str, list[Any]]:
+    """Records for an RSNA 2019 folder: ``dicom_dir/ID_<image>.dcm`` labelled by the CSV.
+
+    ``subtypes``: False reads only the ``_any`` rows (:func:`read_rsna_labels`); True needs the six rows
+    of every image (:func:`read_rsna_subtypes`) and adds the ``subtypes`` column; None (``--labels auto``)
+    does the latter when the CSV has subtype rows at all. Images listed in the CSV but missing from the
+    folder are skipped with a logged count (the public data set is often used in parts); none found at all
+    is an error.
+    """
+    rows = _rsna_rows(labels_csv)
+    vectors = None
+    if subtypes or (subtypes is None and _names_subtypes(rows)):
+        vectors = _subtype_targets_of(rows, labels_csv)
+        labels = {image: v[0] for image, v in vectors.items()}
+    else:
+        labels = _any_labels(rows, labels_csv)
     root = Path(dicom_dir)
     paths: list[str] = []
     ys: list[int] = []
@@ -232,7 +476,10 @@ def scan_rsna(dicom_dir: str | Path, labels_csv: str | Path) -> dict[str, list[A
         )
     if missing:
         logger.warning("%d of %d labelled RSNA images are not in %s; skipped", missing, len(labels), root)
-    return _columns(paths, ys, [""] * len(paths))
+    names = None
+    if vectors is not None:
+        names = [[n for n, v in zip(SUBTYPES, vectors[Path(p).stem][1:], strict=True) if v] for p in paths]
+    return _columns(paths, ys, [""] * len(paths), names)
 
 
 # ---------------------------------------------------------------------------------------------- NIfTI volumes
@@ -416,11 +663,15 @@ def nifti_example(
     return series.slices[index], mask, neighbors
 
 
-def synthetic_records(n: int, split: str, seed: int, fraction_8bit: float) -> dict[str, list[Any]]:
+def synthetic_records(
+    n: int, split: str, seed: int, fraction_8bit: float, subtypes: bool = False
+) -> dict[str, list[Any]]:
     """Records for ``n`` phantoms generated on the fly; half of each class (alternating).
 
     Each index gets its own phantom seed from ``(seed, split, index)`` and, from that seed, whether it is
     fed as DICOM HU or as an 8-bit rendering; the same arguments always give the same records.
+    ``subtypes``: add the ``subtypes`` column, the positives asking the generator for the five subtypes in
+    turn (balanced; the generator draws one otherwise, and the transform reads what it made).
     """
     split_id = SPLIT_IDS[split]
     seeds: list[int] = []
@@ -431,7 +682,16 @@ def synthetic_records(n: int, split: str, seed: int, fraction_8bit: float) -> di
         seeds.append(s)
         kinds.append("image" if np.random.default_rng(s ^ 0x5EED).random() < fraction_8bit else "dicom")
     labels = [i % 2 for i in range(n)]
-    return {"path": [""] * n, "label": labels, "mask_path": [""] * n, "synthetic_seed": seeds, "kind": kinds}
+    columns = {
+        "path": [""] * n,
+        "label": labels,
+        "mask_path": [""] * n,
+        "synthetic_seed": seeds,
+        "kind": kinds,
+    }
+    if subtypes:
+        columns[SUBTYPE_COLUMN] = [[SUBTYPES[(i // 2) % len(SUBTYPES)]] if i % 2 else [] for i in range(n)]
+    return columns
 
 
 def stratified_split(
@@ -522,14 +782,28 @@ def pil_to_png_bytes(image: Any) -> bytes:
     return buf.tobytes()
 
 
-def _generate(key: tuple[int, int, int, int]) -> list[Any]:
+def _generate(key: tuple[Any, ...]) -> list[Any]:
+    """The phantom(s) of a cache key ``(seed, label, size, k)`` or ``(seed, label, size, k, subtype)``.
+
+    A requested subtype the generator cannot place for this seed (rare: a small head at a small size)
+    gives way to a drawn one; the phantom's ``subtype`` says which, and the transform's targets follow it.
+    """
     from brain_ct.synthetic import generate_context, generate_slice
 
-    seed, label, size, k = key
-    if k > 0:
-        phantoms = generate_context(seed, size, k, hemorrhage=bool(label))
-    else:
-        phantoms = [generate_slice(seed, size, hemorrhage=bool(label))]
+    seed, label, size, k = key[:4]
+    subtype = key[4] if len(key) > 4 and label else None
+
+    def make(wanted: str | None) -> list[Any]:
+        if k > 0:
+            return generate_context(seed, size, k, hemorrhage=bool(label), subtype=wanted)
+        return [generate_slice(seed, size, hemorrhage=bool(label), subtype=wanted)]
+
+    try:
+        phantoms = make(subtype)
+    except InvalidInputError:
+        if subtype is None:
+            raise
+        phantoms = make(None)
     for phantom in phantoms:
         # Only hu/mask and a few scalars are needed to render it; drop the large helper masks.
         phantom.mimic_mask = phantom.brain_mask = None
@@ -546,15 +820,17 @@ class PhantomCache:
     only saves time.
     """
 
-    entries: dict[tuple[int, int, int, int], list[Any]] = field(default_factory=dict, repr=False)
+    entries: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict, repr=False)
 
-    def get(self, seed: int, label: int, size: int, k: int = 0) -> list[Any]:
+    def get(self, seed: int, label: int, size: int, k: int = 0, subtype: str = "") -> list[Any]:
         """The phantom(s) of a synthetic record: from the cache, else generated now.
+
+        ``subtype``: the subtype asked of the generator (subtype runs), "" to let it draw one.
 
         Returns:
             ``[slice]`` for single-slice records, the ``2k + 1`` slices (centre at index k) for context ones.
         """
-        key = (int(seed), int(label), int(size), int(k))
+        key = _phantom_key(seed, label, size, k, subtype)
         phantoms = self.entries.get(key)
         return phantoms if phantoms is not None else _generate(key)
 
@@ -567,10 +843,11 @@ class PhantomCache:
         Returns:
             The number of records whose phantoms were generated.
         """
+        asked = columns.get(SUBTYPE_COLUMN) or [[]] * len(columns["label"])
         keys = [
-            (int(s), int(y), int(size), int(k))
-            for s, y in zip(columns["synthetic_seed"], columns["label"], strict=True)
-            if int(s) >= 0 and (int(s), int(y), int(size), int(k)) not in self.entries
+            key
+            for s, y, names in zip(columns["synthetic_seed"], columns["label"], asked, strict=True)
+            if int(s) >= 0 and (key := _phantom_key(s, y, size, k, asked_subtype(names))) not in self.entries
         ]
         if not keys:
             return 0
@@ -587,6 +864,17 @@ class PhantomCache:
             phantoms = [_generate(key) for key in tqdm(keys, desc="phantoms")]
         self.entries.update(zip(keys, phantoms, strict=True))
         return len(keys)
+
+
+def _phantom_key(seed: int, label: int, size: int, k: int, subtype: str) -> tuple[Any, ...]:
+    key = (int(seed), int(label), int(size), int(k))
+    return (*key, subtype) if subtype and label else key
+
+
+def asked_subtype(names: Sequence[str] | None) -> str:
+    """The one subtype a generated record asks for (see :func:`synthetic_records`), else ""."""
+    named = [n for n in (names or ()) if n in SUBTYPES]
+    return named[0] if len(named) == 1 else ""
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -634,6 +922,12 @@ def synthetic_context_example(
         2k neighbours ``[s−k … s−1, s+1 … s+k]`` (None where missing).
     """
     stack = (phantoms if phantoms is not None else PhantomCache()).get(seed, label, size, k)
+    return _context_input(stack, seed, kind, k)
+
+
+def _context_input(
+    stack: list[Any], seed: int, kind: str, k: int
+) -> tuple[Any, np.ndarray, list[Any | None]]:
     ct, mask = _phantom_input(stack[k], seed, kind)
     if kind == "image":
         return ct, mask, [None] * (2 * k)
@@ -841,6 +1135,7 @@ def real_anatomy_records(
     holdout: int = REAL_HOLDOUT_DEFAULT,
     eval_variants: int = 2,
     fraction_8bit: float = 0.5,
+    subtypes: bool = False,
 ) -> dict[str, list[Any]]:
     """Records for real normal slices of ``directory`` and lesions painted into them.
 
@@ -854,7 +1149,9 @@ def real_anatomy_records(
 
     Columns: those of every source (``path`` = the real file, ``synthetic_seed`` −1 so the domain is
     "real", ``kind``) plus ``real_seed`` (≥ 0), ``real_subtype`` ("" = any that fits) and
-    ``real_augment``.
+    ``real_augment``. ``subtypes`` (subtype runs): training positives too ask for the subtypes that fit
+    their level in turn, and the ``subtypes`` column names the asked subtype (the transform's targets
+    follow what was painted, should a draw give way to another subtype).
 
     Raises:
         InvalidInputError: unknown split, no DICOM files, or a file that is not a CT DICOM with HU.
@@ -863,14 +1160,12 @@ def real_anatomy_records(
         raise InvalidInputError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_IDS)}")
     train_files, held = real_anatomy_split(directory, holdout)
     files = train_files if split == "train" else held
-    cols: dict[str, list[Any]] = {k: [] for k in (*_columns([], [], []), *REAL_COLUMNS)}
+    keys = (*_columns([], [], []), *REAL_COLUMNS, *((SUBTYPE_COLUMN,) if subtypes else ()))
+    cols: dict[str, list[Any]] = {k: [] for k in keys}
 
     def add(path: str, label: int, kind: str, rseed: int, subtype: str, augment: bool) -> None:
-        for key, value in zip(
-            (*_columns([], [], []), *REAL_COLUMNS),
-            (path, label, "", -1, kind, rseed, subtype, augment),
-            strict=True,
-        ):
+        values = (path, label, "", -1, kind, rseed, subtype, augment, [subtype] if subtype else [])
+        for key, value in zip(keys, values[: len(keys)], strict=True):
             cols[key].append(value)
 
     for level, path in enumerate(files):
@@ -885,7 +1180,9 @@ def real_anatomy_records(
             for v in range(variants):
                 s = state(v)
                 kind = "image" if np.random.default_rng(s ^ 0x5EED).random() < fraction_8bit else "dicom"
-                add(path, int(v % 2 == 1 and bool(room)), kind, s, "", True)
+                label = int(v % 2 == 1 and bool(room))
+                asked = room[(level + v // 2) % len(room)] if subtypes and label else ""
+                add(path, label, kind, s, asked, True)
             continue
         for v in range(eval_variants):
             add(path, 0, "dicom" if v % 2 == 0 else "image", state(v), "", False)
@@ -901,14 +1198,20 @@ REAL_COLUMNS: dict[str, Any] = {"real_seed": -1, "real_subtype": "", "real_augme
 
 def merge_records(*parts: dict[str, list[Any]] | None) -> dict[str, list[Any]]:
     """Concatenate record columns of several sources; a column one source lacks gets its neutral value
-    (:data:`REAL_COLUMNS`' defaults, ``-1`` for ``synthetic_seed``, ``[]`` for lists, ``""`` for text)."""
+    (:data:`REAL_COLUMNS`' defaults, ``-1`` for ``synthetic_seed``, ``[]`` for lists, ``""`` for text;
+    ``subtypes`` from the label: ``[]`` or ``["any"]``, a bleed of unknown subtype)."""
     present = [p for p in parts if p]
     keys = list(dict.fromkeys(k for p in present for k in p))
     out: dict[str, list[Any]] = {k: [] for k in keys}
     for p in present:
         n = len(p["label"])
         for k in keys:
-            out[k] += p[k] if k in p else [_neutral(k, present)] * n
+            if k in p:
+                out[k] += p[k]
+            elif k == SUBTYPE_COLUMN:  # a source without subtypes: normal, or a bleed of unknown subtype
+                out[k] += [[ANY] if int(y) else [] for y in p["label"]]
+            else:
+                out[k] += [_neutral(k, present)] * n
     return out
 
 
@@ -924,10 +1227,22 @@ def _neutral(key: str, parts: list[dict[str, list[Any]]]) -> Any:
 def real_anatomy_example(
     ex: dict[str, Any], size: int, rng: np.random.Generator | None = None
 ) -> tuple[Any, np.ndarray]:
+    """``(ct, mask)`` of a real-anatomy record (:func:`real_anatomy_decode` without the subtype)."""
+    ct, mask, _ = real_anatomy_decode(ex, size, rng)
+    return ct, mask
+
+
+def real_anatomy_decode(
+    ex: dict[str, Any], size: int, rng: np.random.Generator | None = None
+) -> tuple[Any, np.ndarray, str | None]:
     """Decode a real-anatomy record: the variant (lesion, deformation, scanner) rendered as DICOM or as an
     8-bit figure and read back through ``load_image``, with its lesion mask on the image's grid.
 
     ``rng`` None: the record's ``real_seed`` decides everything (validation, test: the same every time).
+
+    Returns:
+        ``(ct, mask, subtype)``: the subtype painted (the record's own when it fits and paints, else
+        another that fits), None for a normal record.
 
     Raises:
         InvalidInputError: a positive record whose slice has no room for any lesion (not made by
@@ -965,21 +1280,94 @@ def real_anatomy_example(
             f"real anatomy file {Path(path).name!r} has no room for a lesion at this level; "
             "label its records normal"
         )
-    return encode_phantom(variant, kind, rng, name)
+    ct, mask = encode_phantom(variant, kind, rng, name)
+    return ct, mask, variant.subtype
+
+
+@dataclass(frozen=True)
+class HubSubtypes:
+    """Where a Hub dataset keeps each example's subtypes (:func:`hub_subtypes`).
+
+    Attributes:
+        columns: ``(column, label name)`` pairs of 0/1 columns named like
+            :data:`~brain_ct.labels.SUBTYPE_LABELS` (any case; ``any`` optional).
+        sequence: a column holding a list of subtype names (strings, or class indices into ``names``).
+        names: the class names of ``sequence`` when it is a list of ``ClassLabel``.
+    """
+
+    columns: tuple[tuple[str, str], ...] = ()
+    sequence: str | None = None
+    names: tuple[str, ...] | None = None
+
+    def of(self, ex: dict[str, Any]) -> list[str]:
+        """The subtype names of one example (checked; ``[]`` for a normal one)."""
+        if self.sequence is not None:
+            raw = ex[self.sequence] or []
+            values = [self.names[int(v)] if self.names is not None else v for v in raw]
+            return checked_subtypes(values, f"dataset column {self.sequence!r}")
+        present = [name for column, name in self.columns if int(ex[column]) == 1]
+        named = [n for n in present if n != ANY]
+        if ANY in dict(map(reversed, self.columns)) and bool(named) != (ANY in present):
+            raise InvalidInputError(
+                f"dataset example with subtype columns {present}: 'any' must be 1 exactly when a subtype is 1"
+            )
+        return named
+
+    @property
+    def used_columns(self) -> list[str]:
+        return [self.sequence] if self.sequence is not None else [c for c, _ in self.columns]
+
+
+def hub_subtypes(features: Any, sequence_column: str = SUBTYPE_COLUMN) -> HubSubtypes | None:
+    """How a Hub dataset names subtypes: the five subtype columns (0/1, RSNA's names, any case; an
+    ``any`` column too if present), or ``sequence_column`` as a list of names; None when it does neither."""
+    if features is None:
+        return None
+    by_name = {str(c).strip().lower(): str(c) for c in features}
+    if set(SUBTYPES) <= set(by_name):
+        return HubSubtypes(columns=tuple((by_name[n], n) for n in SUBTYPE_LABELS if n in by_name))
+    feature = features.get(sequence_column)
+    if feature is None:
+        return None
+    inner = getattr(feature, "feature", None)
+    if inner is None:
+        raise InvalidInputError(
+            f"dataset column {sequence_column!r} (--subtypes_column) must be a list of subtype names; "
+            f"it is {type(feature).__name__}"
+        )
+    names = getattr(inner, "names", None)
+    return HubSubtypes(sequence=sequence_column, names=tuple(names) if names else None)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One record decoded: the slice, its lesion mask (or None), label (0/1), neighbours (slice context,
+    else None) and subtype names (``[]`` normal; None when the source names none)."""
+
+    ct: Any
+    mask: np.ndarray | None
+    label: int
+    neighbors: list[Any] | None
+    subtypes: list[str] | None
 
 
 @dataclass
 class SliceTransform:
     """The ``set_transform`` callable: records → model inputs (``pixel_values``, ``labels``, …).
 
+    ``labels`` is the class index (0/1) for a binary model and the six 0/1 targets (float, always in
+    :data:`~brain_ct.labels.SUBTYPE_LABELS` order, whatever the model's logit order) for a subtype model
+    (``settings.is_multi_label``).
+
     Args:
-        settings: the model's preprocessing (windows, image size, mean/std, context slices), as the
-            Predictor reads it from the saved config.
+        settings: the model's preprocessing (windows, image size, mean/std, context slices) and label set,
+            as the Predictor reads them from the saved config.
         augmenter: training augmentation, or None (evaluation).
         with_masks: also return ``mask`` (float32 [size, size]) and ``has_mask`` (bool) per example.
         allow_unverified: skip brain_ct's head-CT plausibility check (framing is always done).
         synthetic_size: phantom side in pixels for synthetic records.
         image_column, label_map: for Hub datasets: the image column and label value → 0/1.
+        hub_subtypes: for Hub datasets with subtypes: where they are (:func:`hub_subtypes`).
         phantoms: prefetched phantoms for synthetic records (:class:`PhantomCache`), or None to
             generate each when it is read.
     """
@@ -992,6 +1380,7 @@ class SliceTransform:
     image_column: str | None = None
     label_column: str = "label"
     label_map: dict[Any, int] | None = None
+    hub_subtypes: HubSubtypes | None = None
     phantoms: PhantomCache | None = field(default=None, repr=False)
     _load_image: Callable[..., Any] | None = field(default=None, repr=False)
 
@@ -1006,34 +1395,41 @@ class SliceTransform:
         self, ex: dict[str, Any], rng: np.random.Generator | None = None
     ) -> tuple[Any, np.ndarray | None, int]:
         """Decode one record into ``(CTImage, mask on the image grid or None, label)``."""
-        ct, mask, label, _ = self.load_with_context(ex, rng)
-        return ct, mask, label
+        d = self.decode(ex, rng)
+        return d.ct, d.mask, d.label
 
     def load_with_context(
         self, ex: dict[str, Any], rng: np.random.Generator | None = None
     ) -> tuple[Any, np.ndarray | None, int, list[Any] | None]:
-        """Decode one record into ``(CTImage, mask or None, label, neighbours)``.
+        """Decode one record into ``(CTImage, mask or None, label, neighbours)`` (:meth:`decode`)."""
+        d = self.decode(ex, rng)
+        return d.ct, d.mask, d.label, d.neighbors
+
+    def decode(self, ex: dict[str, Any], rng: np.random.Generator | None = None) -> Decoded:
+        """Decode one record (see :class:`Decoded`).
 
         The neighbours are None for single-slice training, else the 2k slices around the centre (None
         entries where the record has none). ``rng`` (training) draws a fresh variant of a real-anatomy
-        record each time; without it the record's own seed makes it the same every time.
+        record each time; without it the record's own seed makes it the same every time. Generated
+        examples name the subtype actually generated; file records their ``subtypes`` column.
         """
         k = self.settings.context_slices
+        no_context = [None] * (2 * k) if k else None
         if int(ex.get("real_seed", -1)) >= 0:
-            ct, mask = real_anatomy_example(ex, self.synthetic_size, rng)
-            return (
-                ct,
-                (mask if self.with_masks else None),
-                int(ex["label"]),
-                ([None] * (2 * k) if k else None),
-            )
+            ct, mask, subtype = real_anatomy_decode(ex, self.synthetic_size, rng)
+            names = [subtype] if subtype else []
+            return Decoded(ct, mask if self.with_masks else None, int(ex["label"]), no_context, names)
         if self.image_column is not None:  # a Hub dataset example
             raw = ex[self.image_column]
             data = raw if isinstance(raw, (bytes, bytearray)) else pil_to_png_bytes(raw)
             ct = self._loader()(bytes(data), allow_unverified=self.allow_unverified)
-            value = ex[self.label_column]
-            label = self.label_map[value] if self.label_map is not None else int(value)
-            return ct, None, label, ([None] * (2 * k) if k else None)
+            names = self.hub_subtypes.of(ex) if self.hub_subtypes is not None else None
+            if self.label_column in ex:
+                value = ex[self.label_column]
+                label = self.label_map[value] if self.label_map is not None else int(value)
+            else:  # a dataset with subtype columns only: the label is "any"
+                label = int(bool(names))
+            return Decoded(ct, None, label, no_context, names)
         label = int(ex["label"])
         if int(ex.get("nifti_slice") if ex.get("nifti_slice") is not None else -1) >= 0:
             ct, mask, neighbors = nifti_example(
@@ -1044,15 +1440,19 @@ class SliceTransform:
                 k=k,
                 allow_unverified=self.allow_unverified,
             )
-            return ct, mask, label, neighbors
+            return Decoded(ct, mask, label, neighbors, None)
         if int(ex.get("synthetic_seed", -1)) >= 0:
             seed, kind = int(ex["synthetic_seed"]), ex["kind"]
-            size, cache = self.synthetic_size, self.phantoms
+            cache = self.phantoms if self.phantoms is not None else PhantomCache()
+            stack = cache.get(seed, label, self.synthetic_size, k, asked_subtype(ex.get(SUBTYPE_COLUMN)))
             if k:
-                ct, mask, neighbors = synthetic_context_example(seed, label, kind, size, k, cache)
+                ct, mask, neighbors = _context_input(stack, seed, kind, k)
             else:
-                (ct, mask), neighbors = synthetic_example(seed, label, kind, size, cache), None
-            return ct, (mask if self.with_masks else None), label, neighbors
+                (ct, mask), neighbors = _phantom_input(stack[0], seed, kind), None
+            subtype = stack[k].subtype
+            return Decoded(
+                ct, mask if self.with_masks else None, label, neighbors, [subtype] if subtype else []
+            )
         ct = self._loader()(ex["path"], allow_unverified=self.allow_unverified)
         mask = None
         if self.with_masks and ex.get("mask_path"):
@@ -1062,7 +1462,24 @@ class SliceTransform:
             # A neighbour is context, not the example: one that will not load is left out (repeated centre).
             paths = list(ex.get("neighbors") or [""] * (2 * k))
             neighbors = [self._load_neighbor(path) for path in paths]
-        return ct, mask, label, neighbors
+        names = ex.get(SUBTYPE_COLUMN)
+        return Decoded(ct, mask, label, neighbors, list(names) if names is not None else None)
+
+    def targets(self, decoded: Decoded) -> int | list[float]:
+        """The ``labels`` entry: the class index (binary), or the six targets (subtype model).
+
+        Raises:
+            InvalidInputError: a subtype model's example that names no subtype for its bleed.
+        """
+        if not self.settings.is_multi_label:
+            return decoded.label
+        names = decoded.subtypes
+        if names is None or (decoded.label == 1 and not set(names) & set(SUBTYPES)):
+            raise InvalidInputError(
+                f"{decoded.ct.name or 'a slice'}: a subtype model's example needs its subtypes, and this "
+                "one has none (see check_subtype_records)"
+            )
+        return [float(v) for v in subtype_vector(names)]
 
     def _load_neighbor(self, path: str) -> Any | None:
         if not path:
@@ -1106,10 +1523,11 @@ class SliceTransform:
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item())) if self.augmenter else None
         for i in range(n):
             ex = {k: v[i] for k, v in batch.items()}
-            ct, mask, label, neighbors = self.load_with_context(ex, rng)
-            pv, grid_mask = self.encode(ct, mask, rng, neighbors)
+            decoded = self.decode(ex, rng)
+            ct, label = decoded.ct, decoded.label
+            pv, grid_mask = self.encode(ct, decoded.mask, rng, decoded.neighbors)
             out["pixel_values"].append(torch.from_numpy(np.ascontiguousarray(pv)))
-            out["labels"].append(label)
+            out["labels"].append(self.targets(decoded))
             out["input_kind"].append(INPUT_KINDS.index("dicom" if ct.hu is not None else "image"))
             out["domain"].append(
                 DOMAINS.index("phantom" if int(ex.get("synthetic_seed", -1)) >= 0 else "real")
@@ -1149,6 +1567,10 @@ class Splits:
         hub: True for a Hub dataset (examples carry images, not file records).
         generated_masks: True when lesion masks come with generated examples (phantoms, lesions painted
             into real anatomy) rather than from mask files.
+        label_set: ``"binary"`` or ``"subtypes"`` (``--labels``, ``auto`` resolved from the data).
+        subtype_counts: training positives per label in :data:`~brain_ct.labels.SUBTYPE_LABELS` order
+            (subtype runs; None when unknown: streaming).
+        hub_subtypes: where a Hub dataset keeps its subtypes (subtype runs on ``--dataset_name``).
     """
 
     train: Any
@@ -1160,6 +1582,9 @@ class Splits:
     hub: bool = False
     label_map: dict[Any, int] | None = None
     generated_masks: bool = False
+    label_set: str = "binary"
+    subtype_counts: list[int] | None = None
+    hub_subtypes: HubSubtypes | None = None
 
 
 def to_dataset(columns: dict[str, list[Any]] | None) -> Any:
@@ -1174,14 +1599,42 @@ def _counts(columns: dict[str, list[Any]]) -> list[int]:
     return np.bincount(np.asarray(columns["label"], dtype=np.int64), minlength=2)[:2].tolist()
 
 
+def resolve_label_set(mode: str, train: dict[str, list[Any]] | None) -> str:
+    """``--labels``: ``binary`` / ``subtypes`` as given; ``auto`` → subtypes when the training records name
+    subtypes (RSNA subtype rows, subtype folders, ``metadata.jsonl``), else binary. Phantoms and real
+    anatomy carry subtypes only when ``--labels subtypes`` asks them to."""
+    if mode not in LABEL_MODES:
+        raise InvalidInputError(f"--labels {mode!r} is unknown; choose one of {', '.join(LABEL_MODES)}")
+    if mode != "auto":
+        return mode
+    return "subtypes" if has_subtypes(train) else "binary"
+
+
+def finish_label_set(
+    label_set: str, parts: dict[str, dict[str, list[Any]] | None]
+) -> dict[str, dict[str, list[Any]] | None]:
+    """Binary runs drop the ``subtypes`` column (their records stay as before); subtype runs check every
+    split (:func:`check_subtype_records`)."""
+    out = {}
+    for name, columns in parts.items():
+        if columns is not None and label_set == "binary":
+            columns = {k: v for k, v in columns.items() if k != SUBTYPE_COLUMN}
+        elif columns is not None:
+            check_subtype_records(columns, f"the {name} data")
+        out[name] = columns
+    return out
+
+
 def build_splits(data_args: DataArguments, seed: int) -> Splits:
     """Collect train / validation / test records from the data arguments (see :class:`train.args.DataArguments`).
 
     A missing validation split is a stratified seeded split of the training records
-    (``--validation_split``); a Hub dataset uses its own splits when it has them.
+    (``--validation_split``); a Hub dataset uses its own splits when it has them. ``--labels`` decides the
+    label set (:func:`resolve_label_set`); a subtype run needs every bleed's subtypes in every split.
     """
     a = data_args
     k = a.context_slices
+    mode = getattr(a, "labels", "auto")
     if a.dataset_name is not None:
         if k:
             raise InvalidInputError(
@@ -1202,13 +1655,20 @@ def build_splits(data_args: DataArguments, seed: int) -> Splits:
         train, desc = None, ""  # real anatomy alone
     elif a.synthetic_train > 0:
         synthetic = True
-        train = synthetic_records(a.synthetic_train, "train", a.synthetic_seed, a.synthetic_8bit_fraction)
+        train = synthetic_records(
+            a.synthetic_train, "train", a.synthetic_seed, a.synthetic_8bit_fraction, mode == "subtypes"
+        )
         desc = (
             f"synthetic phantoms: {a.synthetic_train} slices generated by brain_ct.synthetic (seed "
             f"{a.synthetic_seed}), {a.synthetic_8bit_fraction:.0%} fed as 8-bit internet-style renderings, "
             "the rest as DICOM HU"
         )
     elif a.nifti_dir is not None:
+        if mode == "subtypes":
+            raise InvalidInputError(
+                "--nifti_dir gives binary slice labels only (which voxel-mask value is which subtype is not "
+                "recorded for these data sets); train with --labels binary"
+            )
         train = nifti_records(
             a.nifti_dir,
             mask_suffix=a.mask_suffix,
@@ -1223,19 +1683,23 @@ def build_splits(data_args: DataArguments, seed: int) -> Splits:
             f"{a.min_lesion_area} lesion pixels = hemorrhage)"
         )
     elif a.dicom_dir is not None:
-        train = files(scan_rsna(a.dicom_dir, a.labels_csv))
+        train = files(scan_rsna(a.dicom_dir, a.labels_csv, {"auto": None, "binary": False}.get(mode, True)))
         desc = f"RSNA 2019 layout DICOM folder {Path(a.dicom_dir).name!r} ({len(train['label'])} slices)"
     else:
         train = files(scan_imagefolder(a.train_dir, a.mask_dir))
         desc = f"image folder {Path(a.train_dir).name!r} ({len(train['label'])} slices)"
     train = take(train, a.max_train_samples, seed) if train is not None else None
+    label_set = resolve_label_set(mode, train)
+    named = label_set == "subtypes"
+    if named and train is not None:  # before a validation split takes part of it: name every such slice
+        check_subtype_records(train, "the training data")
 
     validation = None
     if a.validation_dir is not None:
         validation = files(scan_imagefolder(a.validation_dir, None))
     elif a.synthetic_validation > 0:
         validation = synthetic_records(
-            a.synthetic_validation, "validation", a.synthetic_seed, a.synthetic_8bit_fraction
+            a.synthetic_validation, "validation", a.synthetic_seed, a.synthetic_8bit_fraction, named
         )
     elif train is not None:
         train, validation = stratified_split(train, a.validation_split, seed)
@@ -1244,7 +1708,7 @@ def build_splits(data_args: DataArguments, seed: int) -> Splits:
     if a.test_dir is not None:
         test = files(scan_imagefolder(a.test_dir, None))
     elif a.synthetic_test > 0:
-        test = synthetic_records(a.synthetic_test, "test", a.synthetic_seed, a.synthetic_8bit_fraction)
+        test = synthetic_records(a.synthetic_test, "test", a.synthetic_seed, a.synthetic_8bit_fraction, named)
     if test is not None:
         test = take(test, a.max_eval_samples, seed)
     if real_dir is not None:
@@ -1256,6 +1720,7 @@ def build_splits(data_args: DataArguments, seed: int) -> Splits:
             "holdout": a.real_anatomy_holdout,
             "eval_variants": a.real_anatomy_eval_variants,
             "fraction_8bit": a.synthetic_8bit_fraction,
+            "subtypes": named,
         }
         real_train = real_anatomy_records(real_dir, "train", seed, **real)
         real_val = real_anatomy_records(real_dir, "validation", seed, **real)
@@ -1276,14 +1741,17 @@ def build_splits(data_args: DataArguments, seed: int) -> Splits:
             f"the training data has only one class (normal={counts[0]}, hemorrhage={counts[1]}); "
             "it needs slices of both classes"
         )
+    parts = finish_label_set(label_set, {"training": train, "validation": validation, "test": test})
     return Splits(
-        to_dataset(train),
-        to_dataset(validation),
-        to_dataset(test),
+        to_dataset(parts["training"]),
+        to_dataset(parts["validation"]),
+        to_dataset(parts["test"]),
         counts,
         desc,
         synthetic,
         generated_masks=synthetic or real_dir is not None,
+        label_set=label_set,
+        subtype_counts=subtype_counts(parts["training"]) if named else None,
     )
 
 
@@ -1299,12 +1767,24 @@ def _build_hub_splits(a: Any, seed: int) -> Splits:
         )
     train = loaded[a.train_split]
     features = train.features
-    for col, flag in ((a.image_column, "--image_column"), (a.label_column, "--label_column")):
+    mode = getattr(a, "labels", "auto")
+    found = hub_subtypes(features, getattr(a, "subtypes_column", SUBTYPE_COLUMN))
+    label_set = resolve_label_set(mode, {SUBTYPE_COLUMN: [list(SUBTYPES)]} if found else None)
+    if label_set == "subtypes" and found is None:
+        raise InvalidInputError(
+            f"dataset {a.dataset_name!r} names no subtypes: it needs the five 0/1 columns {', '.join(SUBTYPES)} "
+            f"or a column of subtype-name lists (--subtypes_column); its columns are {list(features or [])}"
+        )
+    required = [(a.image_column, "--image_column")]
+    if found is None or (features is not None and a.label_column in features):
+        required.append((a.label_column, "--label_column"))  # optional when subtypes give the label
+    for col, flag in required:
         if features is not None and col not in features:
             raise InvalidInputError(
                 f"dataset {a.dataset_name!r} has no column {col!r} ({flag}); its columns are {list(features)}"
             )
-    label_map = hf_label_map(features, a.label_column)
+    has_label = features is None or a.label_column in features
+    label_map = hf_label_map(features, a.label_column) if has_label else None
 
     def pick(name: str | None, default: str) -> Any:
         key = name if name is not None else (default if default in loaded else None)
@@ -1314,7 +1794,7 @@ def _build_hub_splits(a: Any, seed: int) -> Splits:
 
     validation = pick(a.validation_split_name, "validation")
     test = pick(a.test_split_name, "test")
-    keep = [a.image_column, a.label_column]
+    keep = [a.image_column] + ([a.label_column] if has_label else []) + (found.used_columns if found else [])
     if a.streaming:
         if validation is None:
             n_val = a.max_eval_samples or 500
@@ -1330,7 +1810,7 @@ def _build_hub_splits(a: Any, seed: int) -> Splits:
         if a.max_train_samples:
             train = train.take(a.max_train_samples)
         train = train.shuffle(seed=seed, buffer_size=1000)
-        counts = None
+        counts = sub_counts = None
     else:
         train = train.select_columns(keep)
         if validation is None:
@@ -1347,14 +1827,40 @@ def _build_hub_splits(a: Any, seed: int) -> Splits:
             validation = validation.select(range(min(a.max_eval_samples, len(validation))))
             if test is not None:
                 test = test.select(range(min(a.max_eval_samples, len(test))))
-        raw = train[a.label_column]
-        counts = [0, 0]
-        for v in raw:
-            counts[label_map[v] if label_map is not None else int(v)] += 1
+        counts, sub_counts = _hub_counts(train, a.label_column if has_label else None, label_map, found)
     desc = f"Hugging Face dataset {a.dataset_name!r}" + (
         f" ({a.dataset_config_name})" if a.dataset_config_name else ""
     )
-    return Splits(train, validation, test, counts, desc, synthetic=False, hub=True, label_map=label_map)
+    return Splits(
+        train,
+        validation,
+        test,
+        counts,
+        desc,
+        synthetic=False,
+        hub=True,
+        label_map=label_map,
+        label_set=label_set,
+        subtype_counts=sub_counts if label_set == "subtypes" else None,
+        hub_subtypes=found if label_set == "subtypes" or not has_label else None,
+    )
+
+
+def _hub_counts(
+    train: Any, label_column: str | None, label_map: dict[Any, int] | None, found: HubSubtypes | None
+) -> tuple[list[int], list[int] | None]:
+    """[normal, hemorrhage] counts of a Hub training split, and its positives per subtype label."""
+    counts = [0, 0]
+    if label_column is not None:
+        for v in train[label_column]:
+            counts[label_map[v] if label_map is not None else int(v)] += 1
+    if found is None:
+        return counts, None
+    rows = train.select_columns(found.used_columns).to_dict()
+    names = [found.of({k: v[i] for k, v in rows.items()}) for i in range(len(train))]
+    if label_column is None:
+        counts = [sum(1 for n in names if not n), sum(1 for n in names if n)]
+    return counts, subtype_counts({SUBTYPE_COLUMN: names})
 
 
 def attach_transform(dataset: Any, transform: SliceTransform) -> Any:

@@ -19,6 +19,12 @@ Threshold rules (:func:`choose_threshold`), all on validation scores P(hemorrhag
 * ``fixed``: the given value;
 * ``auto`` (the default, :func:`select_threshold`): ``real_fpr`` when the validation split has real normal
   slices, else ``sensitivity`` — and the returned rule says which and why.
+
+Subtype models (RSNA's ``any`` + five subtypes, one sigmoid each): P(hemorrhage) is ``sigmoid(any)`` and every
+rule above works on it unchanged. :func:`subtype_metrics` adds, per label, ROC AUC, sensitivity and
+specificity (``any`` at the model's threshold, each subtype at :data:`SUBTYPE_THRESHOLD` 0.5 — subtypes have
+no threshold of their own), the positives, and RSNA 2019's weighted log loss
+(:func:`brain_ct.labels.rsna_log_loss`); :func:`plot_subtype_roc` draws one ROC curve per label.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import numpy as np
 
 from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.jsonable import json_safe
+from brain_ct.labels import ANY, SUBTYPE_LABELS, rsna_log_loss
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +53,16 @@ def softmax_scores(logits: np.ndarray, positive_index: int = 1) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e[:, positive_index] / e.sum(axis=1)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function, float64, stable for large |logit|."""
+    z = np.asarray(logits, dtype=np.float64)
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
+#: The operating point of each subtype in :func:`subtype_metrics` (``any`` uses the model's threshold).
+SUBTYPE_THRESHOLD = 0.5
 
 
 def _ratio(num: float, den: float) -> float:
@@ -321,12 +338,21 @@ def metrics_by_kind(
 
 class Scored(NamedTuple):
     """A model's scores on one split: ``labels``, ``scores`` = P(hemorrhage) (float64), ``input_kind``
-    (index into ``train.data.INPUT_KINDS``) and ``domain`` (index into ``train.data.DOMAINS``), all ``[N]``."""
+    (index into ``train.data.INPUT_KINDS``) and ``domain`` (index into ``train.data.DOMAINS``), all ``[N]``;
+    for a subtype model also ``targets`` (0/1) and ``probabilities`` ``[N, 6]`` in
+    :data:`~brain_ct.labels.SUBTYPE_LABELS` order (None for a binary model). ``binary`` is the first four."""
 
     labels: np.ndarray
     scores: np.ndarray
     input_kind: np.ndarray
     domain: np.ndarray
+    targets: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+
+    @property
+    def binary(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(labels, scores, input_kind, domain)``: what the P(hemorrhage) metrics take."""
+        return self.labels, self.scores, self.input_kind, self.domain
 
 
 def predict_scores(
@@ -341,12 +367,19 @@ def predict_scores(
 
     Returns:
         :class:`Scored` ``(labels int64 [N], scores float64 [N] = P(hemorrhage), input_kind int64 [N],
-        domain int64 [N])``; a dataset whose examples carry no ``domain`` counts as all "real".
+        domain int64 [N])``; a dataset whose examples carry no ``domain`` counts as all "real". A subtype
+        model (``problem_type`` multi-label) also gives ``targets`` and the six sigmoid ``probabilities``
+        ``[N, 6]``, reordered to :data:`~brain_ct.labels.SUBTYPE_LABELS` (the transform's target order);
+        ``labels`` / ``scores`` are then those of ``any``.
     """
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
     from transformers import default_data_collator
+
+    from train.trainer import positive_logit
+
+    multi_label, _ = positive_logit(model.config)
 
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=default_data_collator
@@ -363,12 +396,20 @@ def predict_scores(
             domains.append(domain.numpy() if domain is not None else np.full(len(labels[-1]), _real_domain()))
     if not logits:
         raise InvalidInputError(f"{desc}: the data set is empty")
-    return Scored(
-        np.concatenate(labels).astype(np.int64),
-        softmax_scores(np.concatenate(logits)),
-        np.concatenate(kinds).astype(np.int64),
-        np.concatenate(domains).astype(np.int64),
-    )
+    kinds_all = np.concatenate(kinds).astype(np.int64)
+    domains_all = np.concatenate(domains).astype(np.int64)
+    if not multi_label:
+        return Scored(
+            np.concatenate(labels).astype(np.int64),
+            softmax_scores(np.concatenate(logits)),
+            kinds_all,
+            domains_all,
+        )
+    names = [str(model.config.id2label[i]).lower() for i in range(len(model.config.id2label))]
+    order = [names.index(name) for name in SUBTYPE_LABELS]
+    probabilities = sigmoid(np.concatenate(logits))[:, order]
+    targets = np.concatenate(labels).astype(np.int64).reshape(-1, len(SUBTYPE_LABELS))
+    return Scored(targets[:, 0], probabilities[:, 0], kinds_all, domains_all, targets, probabilities)
 
 
 # ---------------------------------------------------------------------------------------------- plots
@@ -456,6 +497,111 @@ def plot_training_curves(log_history: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def subtype_metrics(
+    targets: Sequence[Sequence[int]] | np.ndarray,
+    probabilities: Sequence[Sequence[float]] | np.ndarray,
+    threshold: float,
+) -> dict[str, Any]:
+    """Per-label metrics of a subtype model (see the module docstring).
+
+    Args:
+        targets: ``[N, 6]`` 0/1 in :data:`~brain_ct.labels.SUBTYPE_LABELS` order.
+        probabilities: ``[N, 6]`` sigmoid outputs, same order.
+        threshold: the model's threshold on P(hemorrhage), used for ``any``; the five subtypes are called
+            at :data:`SUBTYPE_THRESHOLD` (0.5).
+
+    Returns:
+        JSON-ready: ``n``; ``per_label`` {name: ``positives``, ``auc`` (None when the label has one class
+        only), ``threshold``, ``sensitivity``, ``specificity`` (NaN when undefined)}; ``rsna_log_loss``;
+        ``mean_subtype_auc`` (mean over the five subtypes with an AUC, None if none); ``subtype_threshold``.
+
+    Raises:
+        InvalidInputError: shapes other than ``[N, 6]`` with N > 0.
+    """
+    y = np.asarray(targets, dtype=np.int64)
+    p = np.asarray(probabilities, dtype=np.float64)
+    if y.shape != p.shape or y.ndim != 2 or y.shape[1] != len(SUBTYPE_LABELS) or len(y) == 0:
+        raise InvalidInputError(
+            f"subtype_metrics needs targets and probabilities of shape [N, {len(SUBTYPE_LABELS)}], N > 0; "
+            f"got {y.shape} and {p.shape}"
+        )
+    per_label: dict[str, Any] = {}
+    for j, name in enumerate(SUBTYPE_LABELS):
+        t = float(threshold) if name == ANY else SUBTYPE_THRESHOLD
+        m = binary_metrics(y[:, j], p[:, j], t)
+        per_label[name] = {
+            "positives": m["n_hemorrhage"],
+            "auc": m["auc"] if math.isfinite(m["auc"]) else None,
+            "threshold": t,
+            "sensitivity": m["sensitivity"],
+            "specificity": m["specificity"],
+        }
+    aucs = [per_label[n]["auc"] for n in SUBTYPE_LABELS[1:] if per_label[n]["auc"] is not None]
+    return {
+        "n": int(len(y)),
+        "per_label": per_label,
+        "rsna_log_loss": rsna_log_loss(y, p),
+        "mean_subtype_auc": float(np.mean(aucs)) if aucs else None,
+        "subtype_threshold": SUBTYPE_THRESHOLD,
+    }
+
+
+def plot_subtype_roc(
+    targets: np.ndarray, probabilities: np.ndarray, path: Path, title: str = "ROC per label"
+) -> None:
+    """Save one ROC curve per label (``any`` and the five subtypes, AUC in the legend) as a PNG; a label
+    with one class only in ``targets`` is named in the legend without a curve."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 5.2), dpi=110)
+    y = np.asarray(targets, dtype=np.int64)
+    p = np.asarray(probabilities, dtype=np.float64)
+    for j, name in enumerate(SUBTYPE_LABELS):
+        if 0 < y[:, j].sum() < len(y):
+            fpr, tpr, _ = roc_curve(y[:, j], p[:, j])
+            auc = roc_auc_score(y[:, j], p[:, j])
+            ax.plot(
+                fpr, tpr, lw=2.2 if name == ANY else 1.4, label=f"{name} (AUC {auc:.3f}, n+={y[:, j].sum()})"
+            )
+        else:
+            ax.plot([], [], " ", label=f"{name}: one class only, no curve")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
+    ax.set(xlabel="1 − specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def report_subtypes(name: str, scored: Scored, threshold: float, out_dir: Path) -> dict[str, Any] | None:
+    """:func:`subtype_metrics` of a split and its ``roc_subtypes_<name>.png``; None for a binary model."""
+    if scored.targets is None or scored.probabilities is None:
+        return None
+    plot_subtype_roc(
+        scored.targets,
+        scored.probabilities,
+        out_dir / f"roc_subtypes_{name}.png",
+        title=f"ROC per label — {name}",
+    )
+    return subtype_metrics(scored.targets, scored.probabilities, threshold)
+
+
+def subtype_lines(name: str, m: dict[str, Any]) -> list[str]:
+    """Human-readable lines of :func:`subtype_metrics` (printed by the CLIs)."""
+
+    def f(v: Any) -> str:
+        return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
+
+    lines = [f"{name} subtypes: RSNA weighted log loss {m['rsna_log_loss']:.4f} (n={m['n']})"]
+    for label, e in m["per_label"].items():
+        lines.append(
+            f"  {label:<17} positives={e['positives']:<5} AUC={f(e['auc'])} sens={f(e['sensitivity'])} "
+            f"spec={f(e['specificity'])} @ {e['threshold']:.3f}"
+        )
+    return lines
+
+
 def report_split(
     name: str,
     labels: np.ndarray,
@@ -482,10 +628,15 @@ def report_split(
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train.evaluate",
-        description="Evaluate a saved brain-CT model on a test set; writes eval_results.json and plots.",
+        description="Evaluate a saved brain-CT model on a test set; writes eval_results.json and plots "
+        "(a subtype model: also per-subtype metrics and RSNA's weighted log loss).",
     )
     p.add_argument("--model", required=True, help="model folder or Hub id (as written by python -m train)")
-    p.add_argument("--test_dir", help="image folder with hemorrhage/ and normal/ subfolders")
+    p.add_argument(
+        "--test_dir",
+        help="image folder with hemorrhage/ and normal/ subfolders (a subtype model: subtype folders and/or "
+        "metadata.jsonl, see python -m train --labels)",
+    )
     p.add_argument(
         "--synthetic_test", type=int, default=0, help="evaluate on N phantoms generated on the fly"
     )
@@ -531,6 +682,7 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
         SliceTransform,
         add_file_neighbors,
         attach_transform,
+        check_subtype_records,
         scan_imagefolder,
         synthetic_records,
         to_dataset,
@@ -542,15 +694,19 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     context = settings.context_slices
     transform = SliceTransform(settings, synthetic_size=args.synthetic_size)
 
+    named = settings.is_multi_label
+
     def dataset(folder: str | None, n: int, split: str) -> Any:
         if folder:
             cols = scan_imagefolder(folder)
             if context:  # slice-context models see each slice with its series neighbours
                 cols = add_file_neighbors(cols, context)
         elif n > 0:
-            cols = synthetic_records(n, split, args.synthetic_seed, args.synthetic_8bit_fraction)
+            cols = synthetic_records(n, split, args.synthetic_seed, args.synthetic_8bit_fraction, named)
         else:
             return None
+        if named:  # a subtype model is scored on every label: each bleed needs its subtypes
+            check_subtype_records(cols, f"the {split} data")
         return attach_transform(to_dataset(cols), transform)
 
     out_dir = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval"
@@ -559,8 +715,10 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"model": str(args.model)}
     val = dataset(args.validation_dir, args.synthetic_validation, "validation")
     source = "model config (brain_ct_threshold)"
+    subtypes: dict[str, Any] = {}
     if val is not None and args.threshold is None:
-        y, s, k, d = predict_scores(model, val, args.batch_size, args.num_workers, desc="validation")
+        scored = predict_scores(model, val, args.batch_size, args.num_workers, desc="validation")
+        y, s, k, d = scored.binary
         threshold, rule = select_threshold(
             y,
             s,
@@ -571,16 +729,21 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
         )
         results["threshold_rule"] = rule
         results["validation"] = report_split("validation", y, s, k, threshold, out_dir, d)
+        subtypes["validation"] = report_subtypes("validation", scored, threshold, out_dir)
         source = f"validation ({rule['strategy']})"
     elif settings.threshold_rule is not None:
         results["threshold_rule"] = settings.threshold_rule
     if args.threshold is not None:
         threshold, source = float(args.threshold), "--threshold"
     test = dataset(args.test_dir, args.synthetic_test, "test")
-    y, s, k, d = predict_scores(model, test, args.batch_size, args.num_workers, desc="test")
+    scored = predict_scores(model, test, args.batch_size, args.num_workers, desc="test")
+    y, s, k, d = scored.binary
     results["threshold"] = threshold
     results["threshold_source"] = source
     results["test"] = report_split("test", y, s, k, threshold, out_dir, d)
+    subtypes["test"] = report_subtypes("test", scored, threshold, out_dir)
+    if named:
+        results["subtypes"] = {split: m for split, m in subtypes.items() if m is not None}
     results["calibration"] = {"test": calibration_report(y, s, k, d)}
     plot_reliability(calibration_groups(y, s, k, d), out_dir / "reliability_test.png", "Reliability — test")
     (out_dir / "eval_results.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
@@ -617,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"test ECE {results['calibration']['test']['ece']:.4f} ({results['calibration']['test']['binning']})"
     )
+    for split, m in results.get("subtypes", {}).items():
+        print("\n".join(subtype_lines(split, m)))
     out = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval"
     print(f"wrote {out / 'eval_results.json'}")
     return 0

@@ -1,5 +1,10 @@
 """The project's :class:`transformers.Trainer`: weighted cross-entropy, two-stage schedule, mask guidance.
 
+Subtype models (``problem_type`` ``multi_label_classification``, RSNA's six labels) are trained with
+binary cross-entropy on the six logits, one positive weight per label (``class_weights`` then holds six,
+:func:`train.data.subtype_pos_weights`). Mask guidance then works on the ``any`` logit's CAM: a sigmoid
+output's logit IS its log-odds, so the ``bce`` map is ``CAM_any + b_any`` (no difference of two classes).
+
 Two stages (the seed's recipe) in ONE Trainer run, so checkpoints, resuming and ``torchrun`` work unchanged:
 
 * stage 1 (the first ``stage1_steps`` optimizer steps): only the classification head learns. The backbone's
@@ -124,7 +129,8 @@ class BrainCTTrainer(Trainer):
     """``Trainer`` with weighted cross-entropy, a frozen-backbone first stage and optional mask guidance.
 
     Args:
-        class_weights: cross-entropy weight per class [normal, hemorrhage].
+        class_weights: cross-entropy weight per class [normal, hemorrhage]; for a subtype model the six
+            BCE positive weights (the model's label order).
         stage1_epochs: epochs (may be fractional) training only the head; converted to optimizer steps
             when the scheduler is created.
         mask_loss_weight: weight of :func:`mask_guidance_loss` (0 = off).
@@ -153,6 +159,7 @@ class BrainCTTrainer(Trainer):
         self.mask_pos_weight = float(mask_pos_weight)
         self._backbone_names = backbone_parameter_names(self.model)
         self._backbone_grad: bool | None = None
+        self.multi_label, self.positive_index = positive_logit(self.model.config)
 
     # -- two stages ------------------------------------------------------------------------------
 
@@ -235,7 +242,8 @@ class BrainCTTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> Any:
-        """Weighted cross-entropy (+ mask guidance when enabled and the batch carries masks)."""
+        """Weighted cross-entropy, or weighted BCE for a subtype model (+ mask guidance when enabled and
+        the batch carries masks)."""
         labels = inputs.pop("labels")
         mask = inputs.pop("mask", None)
         has_mask = inputs.pop("has_mask", None)
@@ -247,18 +255,27 @@ class BrainCTTrainer(Trainer):
         outputs = model(pixel_values=inputs["pixel_values"], output_hidden_states=guide)
         logits = outputs.logits
         weight = self.class_weights.to(device=logits.device, dtype=logits.dtype)
-        loss = F.cross_entropy(logits, labels, weight=weight)
+        if self.multi_label:
+            targets = labels.to(logits.dtype)
+            loss = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=weight)
+            labels = (targets[:, self.positive_index] > 0.5).long()  # "any": what mask guidance needs
+        else:
+            loss = F.cross_entropy(logits, labels, weight=weight)
         if guide:
             head = self.accelerator.unwrap_model(model).classifier[-1]
             features = outputs.hidden_states[-1]
+            pos = self.positive_index
             if self.mask_loss_type == "bce":
-                logodds = class_activation_map(features, head.weight, 1) - class_activation_map(
-                    features, head.weight, 0
-                )
-                logodds = logodds + (head.bias[1] - head.bias[0])
+                if self.multi_label:  # a sigmoid output's logit is its log-odds
+                    logodds = class_activation_map(features, head.weight, pos) + head.bias[pos]
+                else:  # softmax: the log-odds is the difference of the two logits
+                    logodds = class_activation_map(features, head.weight, 1) - class_activation_map(
+                        features, head.weight, 0
+                    )
+                    logodds = logodds + (head.bias[1] - head.bias[0])
                 aux = mask_bce_loss(logodds, mask, has_mask, labels, self.mask_pos_weight)
             else:
-                cam = class_activation_map(features, head.weight, 1)
+                cam = class_activation_map(features, head.weight, pos)
                 aux = mask_guidance_loss(cam, mask, has_mask, labels, self.mask_negative_weight)
             loss = loss + self.mask_loss_weight * aux
         if return_outputs:
@@ -279,12 +296,35 @@ def _gated(inner: Any, start: int) -> Any:
     return factor
 
 
+def positive_logit(config: Any) -> tuple[bool, int]:
+    """``(multi_label, index)``: whether the model is a subtype model, and the logit of P(hemorrhage)
+    (``any`` of a subtype model, ``hemorrhage`` = 1 of a binary one)."""
+    from brain_ct.labels import ANY, MULTI_LABEL
+
+    if getattr(config, "problem_type", None) == MULTI_LABEL:
+        names = [str(config.id2label[i]).lower() for i in range(len(config.id2label))]
+        return True, names.index(ANY)
+    return False, 1
+
+
 def compute_metrics(eval_pred: Any) -> dict[str, float]:
     """Validation metrics during training (threshold 0.5): ``auc`` (picks the best checkpoint),
-    ``accuracy``, ``sensitivity``, ``specificity``."""
-    from train.evaluate import binary_metrics, softmax_scores
+    ``accuracy``, ``sensitivity``, ``specificity``, ``f1`` of P(hemorrhage).
+
+    A subtype model's predictions are its six logits and its label ids the six targets, both in
+    :data:`~brain_ct.labels.SUBTYPE_LABELS` order (as ``python -m train`` builds it): the metrics are those
+    of ``any`` (sigmoid), plus ``rsna_log_loss`` and ``mean_subtype_auc``."""
+    from train.evaluate import binary_metrics, sigmoid, softmax_scores, subtype_metrics
 
     logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-    scores = softmax_scores(np.asarray(logits))
-    m = binary_metrics(np.asarray(eval_pred.label_ids), scores, 0.5)
-    return {k: m[k] for k in ("auc", "accuracy", "sensitivity", "specificity", "f1")}
+    logits = np.asarray(logits)
+    label_ids = np.asarray(eval_pred.label_ids)
+    if label_ids.ndim == 2:
+        probabilities = sigmoid(logits)
+        m = binary_metrics(label_ids[:, 0].astype(np.int64), probabilities[:, 0], 0.5)
+        sub = subtype_metrics(label_ids, probabilities, 0.5)
+        extra = {"rsna_log_loss": sub["rsna_log_loss"], "mean_subtype_auc": sub["mean_subtype_auc"]}
+    else:
+        m, extra = binary_metrics(label_ids, softmax_scores(logits), 0.5), {}
+    out = {k: m[k] for k in ("auc", "accuracy", "sensitivity", "specificity", "f1")}
+    return {**out, **{k: (float("nan") if v is None else v) for k, v in extra.items()}}

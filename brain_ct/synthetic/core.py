@@ -380,6 +380,7 @@ def generate_context(
     k: int = 1,
     *,
     hemorrhage: bool | None = None,
+    subtype: str | None = None,
 ) -> list[Phantom]:
     """Generate one slice with its ``k`` neighbouring slices on each side, for slice-context models.
 
@@ -392,23 +393,31 @@ def generate_context(
         seed: non-negative integer; deterministic per seed.
         size: slice side in pixels.
         k: neighbours on each side, 1–8.
-        hemorrhage: True/False, or None to draw it (50/50).
+        hemorrhage: True/False, or None to draw it (50/50; True when ``subtype`` is given).
+        subtype: one of :data:`SUBTYPES` (implies a hemorrhage), or None to draw one. A drawn
+            subtype that does not fit gives way to another; a requested one is kept or refused.
 
     Returns:
         ``2k + 1`` :class:`Phantom` objects, inferior → superior; the centre (index ``k``) has
         ``label == 1`` exactly when ``hemorrhage``.
 
     Raises:
-        InvalidInputError: bad arguments, or (rarely) no hemorrhage could be placed for this seed.
+        InvalidInputError: bad arguments, ``hemorrhage=False`` with a subtype, or (rarely) no
+            hemorrhage (of the requested subtype) could be placed for this seed.
     """
     seed = _check_seed(seed)
     size = _check_size(size)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 8:
         raise InvalidInputError(f"k must be an integer from 1 to 8; got {k!r}")
+    _check_choice(subtype, SUBTYPES, "subtype")
+    if hemorrhage is False and subtype is not None:
+        raise InvalidInputError(f"hemorrhage=False contradicts subtype={subtype!r}; drop one of them")
     rng = np.random.default_rng(seed)
+    requested_subtype = subtype
     if hemorrhage is None:
-        hemorrhage = bool(rng.random() < 0.5)
-    subtype = str(rng.choice(SUBTYPES)) if hemorrhage else None
+        hemorrhage = subtype is not None or bool(rng.random() < 0.5)
+    if hemorrhage and subtype is None:
+        subtype = str(rng.choice(SUBTYPES))
     head = sample_head(rng)
     pose = sample_pose(rng, head)
     scanner = sample_scanner(rng)
@@ -419,7 +428,8 @@ def generate_context(
     z_top = head.height - head.inner_offset - 3.0 - k * thickness
     for attempt in range(6):
         # A drawn subtype that does not fit draws the next try's level from another subtype.
-        choice = subtype if attempt < 3 or subtype is None else str(rng.choice(SUBTYPES))
+        keep = attempt < 3 or subtype is None or requested_subtype is not None
+        choice = subtype if keep else str(rng.choice(SUBTYPES))
         if hemorrhage:
             level = str(rng.choice(SUBTYPE_LEVELS[choice]))
         else:
@@ -445,7 +455,8 @@ def generate_context(
         if out is not None:
             return out
     raise InvalidInputError(
-        f"could not place a hemorrhage on the centre slice of a {2 * k + 1}-slice stack (seed {seed}, "
+        f"could not place a {requested_subtype or 'hemorrhage'} on the centre slice of a {2 * k + 1}-slice "
+        f"stack (seed {seed}, "
         f"{size} px); try another seed or a larger size"
     )
 
