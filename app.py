@@ -909,10 +909,10 @@ class Reader:
 
     def subtype_panel(self, state):
         """The five subtype probabilities of the slice reading in ``state`` (the ``/subtypes`` API);
-        None, and the panel hidden, for a binary model's reading."""
+        None for a binary model's reading. A plain value, so API clients get the label itself: the
+        panel's visibility follows the model choice (:meth:`model_info`)."""
         entry = self._entry(state)
-        value = subtype_probabilities(entry["pred"] if entry else None)
-        return gr.update(value=value, visible=value is not None)
+        return subtype_probabilities(entry["pred"] if entry else None)
 
     def change_heatmap(
         self,
@@ -1292,7 +1292,8 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
         )
         # Public: after /predict, the same client's /subtypes gives that reading's subtype probabilities.
         reading.success(reader.subtype_panel, inputs=slice_state, outputs=subtypes, api_name="subtypes")
-        heatmap_for.input(
+        # .select: Gradio 6's dropdown fires .input twice per choice (the second read was refused as busy).
+        heatmap_for.select(
             reader.change_heatmap,
             inputs=[slice_state, heatmap_for, *view],
             outputs=[overlay_img, explanation, report],

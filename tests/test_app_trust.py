@@ -231,9 +231,10 @@ def test_scan_numbers_slices_from_one_for_people_and_from_zero_in_json(reader, i
 
 def test_clearing_functions_empty_every_output(app_module):
     slice_outputs = app_module.clear_slice_outputs()
-    assert len(slice_outputs) == 8
+    assert len(slice_outputs) == 10
     assert slice_outputs[0] is None and slice_outputs[1] is None and slice_outputs[2] == ""
-    assert slice_outputs[-1]["visible"] is False
+    assert slice_outputs[7]["visible"] is False  # the error box
+    assert slice_outputs[8]["value"] is None and slice_outputs[9]["value"] == "any"  # subtype panel, heatmap
     scan_outputs = app_module.clear_scan_outputs()
     assert len(scan_outputs) == 10 and scan_outputs[0] == "" and scan_outputs[5]["visible"] is False
     assert scan_outputs[-1] is None  # the heatmap volume of the previous scan
