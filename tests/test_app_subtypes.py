@@ -7,19 +7,19 @@ headless Chromium (the ``browser`` marker), which leaves ``test-artifacts/app_su
 
 from __future__ import annotations
 
-import io
 import json
-import socket
-import zipfile
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import pytest
-from helpers_browser import browser_page
+from helpers_app import served_app
+from helpers_browser import app_page
 from helpers_models import make_tiny_model
+from helpers_series import synthetic_zip
 from pydicom.filewriter import dcmwrite
 
+import app
 from brain_ct.ensemble import ENSEMBLE_FILE, FORMAT
 from brain_ct.labels import SUBTYPE_LABELS, SUBTYPES
 from brain_ct.predictor import Prediction, Predictor
@@ -33,7 +33,9 @@ ARTIFACTS = ROOT / "test-artifacts"
 def models(tmp_path_factory) -> dict[str, str]:
     """A subtype model, a binary model and an ensemble of two subtype models."""
     root = tmp_path_factory.mktemp("models")
-    subtype = make_tiny_model(root / "subtype", labels=SUBTYPE_LABELS, seed=3, trained_on="synthetic phantoms")
+    subtype = make_tiny_model(
+        root / "subtype", labels=SUBTYPE_LABELS, seed=3, trained_on="synthetic phantoms"
+    )
     binary = make_tiny_model(root / "binary", seed=1)
     ensemble = root / "ensemble"
     make_tiny_model(ensemble / "a", labels=SUBTYPE_LABELS, seed=4)
@@ -47,26 +49,17 @@ def models(tmp_path_factory) -> dict[str, str]:
 def inputs(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("inputs")
     dcm = folder / "phantom.dcm"
-    dcmwrite(dcm, to_dicom(generate_slice(3, 256, hemorrhage=True, level="ventricles")), enforce_file_format=True)
+    dcmwrite(
+        dcm, to_dicom(generate_slice(3, 256, hemorrhage=True, level="ventricles")), enforce_file_format=True
+    )
     scan = folder / "scan.zip"
-    with zipfile.ZipFile(scan, "w") as zf:
-        for i, p in enumerate(generate_series(5, n_slices=4, size=96, hemorrhage=True, subtype="subdural")):
-            buffer = io.BytesIO()
-            dcmwrite(buffer, to_dicom(p, instance_number=i + 1), enforce_file_format=True)
-            zf.writestr(f"slice_{i}.dcm", buffer.getvalue())
+    synthetic_zip(generate_series(5, n_slices=4, size=96, hemorrhage=True, subtype="subdural"), scan)
     return {"dcm": str(dcm), "zip": str(scan)}
 
 
 @pytest.fixture(scope="module")
-def app_module():
-    import app
-
-    return app
-
-
-@pytest.fixture(scope="module")
-def settings(app_module, models, tmp_path_factory):
-    return app_module.AppSettings(
+def settings(models, tmp_path_factory):
+    return app.AppSettings(
         model=models["subtype"],
         extra_models=[models["binary"], models["ensemble"]],
         run_dir=tmp_path_factory.mktemp("run") / "run-1",
@@ -74,9 +67,9 @@ def settings(app_module, models, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reader(app_module, settings):
-    registry = app_module.make_registry(settings.model, extra=settings.extra_models)
-    return app_module.Reader(registry, settings=settings)
+def reader(settings):
+    registry = app.make_registry(settings.model, extra=settings.extra_models)
+    return app.Reader(registry, settings=settings)
 
 
 def _choice(reader, case: str, models: dict[str, str]) -> str:
@@ -87,8 +80,8 @@ def _choice(reader, case: str, models: dict[str, str]) -> str:
 # --------------------------------------------------------------------------- the page
 
 
-def test_the_subtype_controls_start_hidden_and_the_api_names_its_endpoints(app_module, settings):
-    demo = app_module.create_app(settings)
+def test_the_subtype_controls_start_hidden_and_the_api_names_its_endpoints(settings):
+    demo = app.create_app(settings)
     props = {c["props"].get("elem_id"): c["props"] for c in demo.config["components"]}
     assert props["subtypes"]["visible"] is False and props["subtypes"]["show_heading"] is False
     assert props["heatmap-for"]["visible"] is False
@@ -121,8 +114,6 @@ def test_a_subtype_reading_fills_the_panel_with_the_five_probabilities(reader, i
 
 
 def test_the_heatmap_choice_explains_a_subtype_without_reading_the_file_again(reader, inputs, monkeypatch):
-    import app
-
     _, overlay_any, text_any, state = reader.read_slice(inputs["dcm"], opacity=0.6)
     before = reader.results.get(state)["pred"]
 
@@ -143,13 +134,13 @@ def test_the_heatmap_choice_explains_a_subtype_without_reading_the_file_again(re
     assert text_back == text_any
 
 
-def test_a_binary_reading_is_unchanged_and_refuses_a_subtype_heatmap(app_module, reader, inputs, models):
+def test_a_binary_reading_is_unchanged_and_refuses_a_subtype_heatmap(reader, inputs, models):
     model = _choice(reader, "binary", models)
     label, overlay, text, state = reader.read_slice(inputs["dcm"], model)
     pred = Predictor.from_pretrained(models["binary"]).predict(inputs["dcm"])
-    assert label == app_module.label_dict(pred)
+    assert label == app.label_dict(pred)
     table = [f"| {r.region} | {r.side} | {r.score:.2f} |" for r in pred.regions[:5]]
-    verdict = app_module.verdict_line(pred.label, pred.probability, pred.threshold, False)
+    verdict = app.verdict_line(pred.label, pred.probability, pred.threshold, False)
     assert text.startswith(f"{verdict}\n\n{pred.explanation}\n")
     assert all(row in text for row in table) and "Heatmap for" not in text and "subtype" not in text
     assert reader.subtype_panel(state) is None
@@ -157,8 +148,8 @@ def test_a_binary_reading_is_unchanged_and_refuses_a_subtype_heatmap(app_module,
         reader.change_heatmap(state, "subdural")
 
 
-def test_a_new_upload_empties_the_panel_and_resets_the_heatmap_choice(app_module):
-    outputs = app_module.clear_slice_outputs()
+def test_a_new_upload_empties_the_panel_and_resets_the_heatmap_choice():
+    outputs = app.clear_slice_outputs()
     assert outputs[-2] == {"__type__": "update", "value": None}  # visibility stays the model's
     assert outputs[-1] == {"__type__": "update", "value": "any"}
 
@@ -174,15 +165,18 @@ def test_an_ensemble_reading_says_how_many_members_agreed(reader, inputs, models
 # --------------------------------------------------------------------------- whole scan
 
 
-def test_scan_slices_name_their_leading_subtype(app_module, reader, inputs):
+def test_scan_slices_name_their_leading_subtype(reader, inputs):
     _, summary, _, _, state = reader.read_series([inputs["zip"]])
     result = reader.results.get(state)["result"]
     for item, pred in zip(summary["slices"], result.predictions, strict=True):
         assert item["subtypes"] == pytest.approx(pred.subtypes)
         assert item["leading_subtype"] == max(pred.subtypes, key=pred.subtypes.get)
-    name, p = app_module.leading_subtype(result.predictions[1])
+    name, p = app.leading_subtype(result.predictions[1])
     _, caption = reader.show_series_slice(state, 2)
-    assert caption.startswith("**Slice 2 of 4**") and f"leading subtype: {name} (p {p:.2f})" in caption.split("\n")[0]
+    assert (
+        caption.startswith("**Slice 2 of 4**")
+        and f"leading subtype: {name} (p {p:.2f})" in caption.split("\n")[0]
+    )
     json.dumps(summary)  # the API's JSON output
 
 
@@ -200,35 +194,20 @@ def test_binary_scan_slices_are_unchanged(reader, inputs, models):
         ("normal", "leading subtype: subdural (p 0.81), below the threshold: not a finding"),
     ],
 )
-def test_the_subtype_line_says_a_leading_subtype_below_the_threshold_is_no_finding(app_module, label, expected):
+def test_the_subtype_line_says_a_leading_subtype_below_the_threshold_is_no_finding(label, expected):
     subtypes = dict.fromkeys(SUBTYPES, 0.1) | {"subdural": 0.81}
     pred = Prediction(label, 0.6, 0.5, np.zeros((2, 2), np.float32), [], "", subtypes=subtypes)
-    assert app_module.subtype_line(pred) == expected
-    assert app_module.subtype_line(Prediction(label, 0.6, 0.5, np.zeros((2, 2)), [], "")) == ""
+    assert app.subtype_line(pred) == expected
+    assert app.subtype_line(Prediction(label, 0.6, 0.5, np.zeros((2, 2)), [], "")) == ""
 
 
 # --------------------------------------------------------------------------- the launched app
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def served(app_module, settings):
-    demo = app_module.create_app(settings)
-    app_module.warm_up(demo.reader.registry)
-    _, url, _ = demo.launch(
-        server_name="127.0.0.1",
-        server_port=_free_port(),
-        prevent_thread_lock=True,
-        quiet=True,
-        **app_module.LAUNCH_OPTIONS,
-    )
-    yield url
-    demo.close()
+def served(settings):
+    with served_app(app, settings) as url:
+        yield url
 
 
 @pytest.mark.slow
@@ -249,18 +228,17 @@ def test_the_api_returns_subtypes_and_explains_a_chosen_subtype(served, reader, 
     _, summary, _, _ = client.predict([handle_file(inputs["zip"])], api_name="/predict_series")
     assert all(set(s["subtypes"]) == set(SUBTYPES) for s in summary["slices"])
     # A binary model: the same three outputs, and no subtypes.
-    label, _, text = client.predict(handle_file(inputs["dcm"]), _choice(reader, "binary", models), api_name="/predict")
-    assert {c["label"] for c in label["confidences"]} == {"hemorrhage", "normal"} and "Heatmap for" not in text
+    binary = _choice(reader, "binary", models)
+    label, _, text = client.predict(handle_file(inputs["dcm"]), binary, api_name="/predict")
+    assert {c["label"] for c in label["confidences"]} == {"hemorrhage", "normal"}
+    assert "Heatmap for" not in text
     assert not client.predict(api_name="/subtypes")  # empty: a binary model has no subtypes
 
 
 @pytest.mark.slow
 @pytest.mark.browser
 def test_browser_shows_the_subtype_panel_and_a_subtype_heatmap(served, inputs):
-    ARTIFACTS.mkdir(exist_ok=True)
-    with browser_page() as page:
-        page.goto(served)
-        page.locator("#disclaimer").wait_for(timeout=60_000)
+    with app_page(served) as page:
         page.locator("#heatmap-for").wait_for(timeout=60_000)  # shown once the subtype model is known
         page.locator("#upload input[type=file]").set_input_files(inputs["dcm"])
         page.locator("#subtypes").get_by_text("subdural").first.wait_for(timeout=90_000)
