@@ -24,8 +24,8 @@ NIfTI volume ``.nii`` / ``.nii.gz``) and an optional series id, and returns (sca
 JSON, PDF report path, heatmap volume path): the heatmap volume is a float32 NIfTI on the scan's own
 grid (opens over the scan in 3D Slicer / ITK-SNAP), None for PNG/JPG slices (no geometry); the JSON lists
 ``slices`` with a 0-based ``index`` (people see slice ``index + 1``), ``skipped`` and ``errors``
-(file and reason), ``series`` (every series found) and ``head_check``; for subtype models each slice
-also has ``subtypes`` and ``leading_subtype``. Only uploaded files are read: a URL given as the file is refused.
+(file and reason), ``series`` (every series found) and ``head_check``; subtype models add ``subtypes``
+per slice and for the scan (as the CLI's JSON). Only uploaded files are read: a URL given as the file is refused.
 
 Per session the page keeps only a key; readings live in a bounded, time-limited cache
 (:class:`ResultCache`). Everything a run writes lives under one folder, swept by
@@ -613,26 +613,15 @@ def verdict_line(label: str, probability: float, threshold: float, unverified: b
     return "\n\n".join(lines)
 
 
-def leading_subtype(pred: Prediction) -> tuple[str, float] | None:
-    """A subtype model's most probable subtype and its probability; None for binary models."""
-    if not pred.subtypes:
-        return None
-    name = max(pred.subtypes, key=pred.subtypes.__getitem__)
-    return name, float(pred.subtypes[name])
-
-
 def subtype_line(pred: Prediction) -> str:
-    """The leading subtype of one reading, for slice captions ("" for binary models).
-
-    Below the threshold the subtype outputs are no finding (as :func:`brain_ct.explain.describe_subtypes`
-    says), so the line says that too.
-    """
-    leading = leading_subtype(pred)
-    if leading is None:
+    """One slice's subtypes, leading first, for the scan's slice caption ("" for binary models):
+    "subtypes: subdural 0.81, subarachnoid 0.12" (:func:`brain_ct.wording.subtype_list`, as the CLI's
+    column). Below the threshold they are no finding (as :func:`brain_ct.explain.describe_subtypes`
+    says), so the line says that too."""
+    if not pred.subtypes:
         return ""
-    name, p = leading
-    text = f"leading subtype: {name} (p {p:.2f})"
-    return text if pred.label == "hemorrhage" else text + ", below the threshold: not a finding"
+    text = f"subtypes: {wording.subtype_list(pred.subtypes)}"
+    return text if pred.label == "hemorrhage" else text + " (below the threshold: not a finding)"
 
 
 def heatmap_line(pred: Prediction) -> str:
@@ -736,6 +725,13 @@ def series_md(result: SeriesPrediction, unverified: bool = False, n_series: int 
             else "."
         ),
     ]
+    if result.subtypes is not None:
+        lines.append(result.subtype_explanation)
+    if result.member_agreement is not None:
+        above, total = result.member_agreement
+        lines.append(
+            f"Ensemble: {above} of {total} models read this scan as hemorrhage by their own threshold."
+        )
     if result.positive_slices:
         shown = ", ".join(str(i + 1) for i in result.positive_slices[:20])
         more = " …" if len(result.positive_slices) > 20 else ""
@@ -755,17 +751,6 @@ def series_md(result: SeriesPrediction, unverified: bool = False, n_series: int 
         lines.append(f"**{plural(len(result.series.errors), 'file')} could not be read:**")
         lines.append("\n".join(_file_list(result.series.errors, "message")))
     return "\n\n".join(lines)
-
-
-def with_slice_subtypes(summary: dict[str, Any], result: SeriesPrediction) -> dict[str, Any]:
-    """``summary`` (``SeriesPrediction.to_dict()``) with each slice's ``subtypes`` and ``leading_subtype``
-    for a subtype model; a binary model's summary is returned as it is."""
-    for item, pred in zip(summary["slices"], result.predictions, strict=True):
-        leading = leading_subtype(pred)
-        if leading is not None:
-            item.setdefault("subtypes", subtype_probabilities(pred))
-            item["leading_subtype"] = leading[0]
-    return summary
 
 
 def _series_choices(infos: list[Any]) -> list[tuple[str, str]]:
@@ -1031,7 +1016,7 @@ class Reader:
         except (BrainCTError, gr.Error) as exc:
             raise self._fail(exc, request, paths) from None
         unverified = result.unverified
-        summary = with_slice_subtypes(result.to_dict(), result)  # head_check and skipped come with it
+        summary = result.to_dict()  # head_check and skipped come with it (and subtypes, members)
         summary["file"] = "upload"
         summary["series"] = [i.to_dict() | {"chosen": i.series_id == series.series_id} for i in infos]
         summary["numbering"] = "index is 0-based; people see slice number index + 1 (1 = most inferior)"

@@ -166,32 +166,41 @@ def test_an_ensemble_reading_says_how_many_members_agreed(reader, inputs, models
 
 
 def test_scan_slices_name_their_leading_subtype(reader, inputs):
-    _, summary, _, _, state = reader.read_series([inputs["zip"]])
+    verdict, summary, _, _, state = reader.read_series([inputs["zip"]])
     result = reader.results.get(state)["result"]
     for item, pred in zip(summary["slices"], result.predictions, strict=True):
         assert item["subtypes"] == pytest.approx(pred.subtypes)
-        assert item["leading_subtype"] == max(pred.subtypes, key=pred.subtypes.get)
-    name, p = app.leading_subtype(result.predictions[1])
-    _, caption = reader.show_series_slice(state, 2)
+    assert set(summary["subtypes"]) == set(SUBTYPES) and result.subtype_explanation in verdict
+    subtypes = result.predictions[1].subtypes
+    leading = max(subtypes, key=subtypes.get)
+    heading = reader.show_series_slice(state, 2)[1].split("\n")[0]
     assert (
-        caption.startswith("**Slice 2 of 4**")
-        and f"leading subtype: {name} (p {p:.2f})" in caption.split("\n")[0]
+        heading.startswith("**Slice 2 of 4**") and f"subtypes: {leading} {subtypes[leading]:.2f}" in heading
     )
     json.dumps(summary)  # the API's JSON output
 
 
 def test_binary_scan_slices_are_unchanged(reader, inputs, models):
-    _, summary, _, _, state = reader.read_series([inputs["zip"]], _choice(reader, "binary", models))
-    result = reader.results.get(state)["result"]
-    assert [set(s) for s in summary["slices"]] == [set(result.slice_dict(i)) for i in range(4)]
-    assert "subtype" not in reader.show_series_slice(state, 2)[1]
+    verdict, summary, _, _, state = reader.read_series([inputs["zip"]], _choice(reader, "binary", models))
+    keys = {"file", "index", "label", "probability", "threshold", "regions", "explanation"}
+    assert all(set(s) == keys for s in summary["slices"]) and "subtypes" not in summary
+    assert "subtype" not in verdict + reader.show_series_slice(state, 2)[1] and "Ensemble" not in verdict
+
+
+def test_an_ensemble_scan_says_how_many_members_read_hemorrhage(reader, inputs, models):
+    verdict, _, _, _, state = reader.read_series([inputs["zip"]], _choice(reader, "ensemble", models))
+    above, total = reader.results.get(state)["result"].member_agreement
+    assert f"Ensemble: {above} of {total} models read this scan as hemorrhage" in verdict and total == 2
 
 
 @pytest.mark.parametrize(
     ("label", "expected"),
     [
-        ("hemorrhage", "leading subtype: subdural (p 0.81)"),
-        ("normal", "leading subtype: subdural (p 0.81), below the threshold: not a finding"),
+        ("hemorrhage", "subtypes: subdural 0.81, epidural 0.10, intraparenchymal 0.10"),
+        (
+            "normal",
+            "subtypes: subdural 0.81, epidural 0.10, intraparenchymal 0.10 (below the threshold: not a finding)",
+        ),
     ],
 )
 def test_the_subtype_line_says_a_leading_subtype_below_the_threshold_is_no_finding(label, expected):
