@@ -15,13 +15,17 @@ API: ``gradio_client.Client(url).predict(handle_file(path), api_name="/predict")
 (label, overlay image path, explanation markdown): ``label["label"]`` is the verdict, "hemorrhage"
 exactly when P(hemorrhage) >= the model's threshold; its confidences are threshold-relative scores
 (0.5 = at the threshold), and the explanation states P and the threshold (and, first, a caveat when
-the head-CT check was skipped). ``/predict_series`` takes a list of files (a zip, the slices, or one
+the head-CT check was skipped). Subtype models (RSNA's any + five subtypes): after ``/predict``, the
+same client's ``/subtypes`` returns that reading's five subtype probabilities as a label value
+(``{"label": leading subtype, "confidences": [{"label", "confidence"}, …]}``; None for binary models),
+and ``/heatmap`` with a target (``"any"`` or a subtype) re-explains it: (overlay, explanation, PDF report),
+without a new upload. ``/predict_series`` takes a list of files (a zip, the slices, or one
 NIfTI volume ``.nii`` / ``.nii.gz``) and an optional series id, and returns (scan verdict markdown,
 JSON, PDF report path, heatmap volume path): the heatmap volume is a float32 NIfTI on the scan's own
 grid (opens over the scan in 3D Slicer / ITK-SNAP), None for PNG/JPG slices (no geometry); the JSON lists
 ``slices`` with a 0-based ``index`` (people see slice ``index + 1``), ``skipped`` and ``errors``
-(file and reason), ``series`` (every series found) and ``head_check``. Only uploaded files are
-read: a URL given as the file is refused.
+(file and reason), ``series`` (every series found) and ``head_check``; subtype models add ``subtypes``
+per slice and for the scan (as the CLI's JSON). Only uploaded files are read: a URL given as the file is refused.
 
 Per session the page keeps only a key; readings live in a bounded, time-limited cache
 (:class:`ResultCache`). Everything a run writes lives under one folder, swept by
@@ -63,6 +67,7 @@ from gradio_client import utils as client_utils
 from brain_ct import DISCLAIMER, wording
 from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.io import CTImage, load_image
+from brain_ct.labels import ANY, SUBTYPES
 from brain_ct.model import resolve_model_id, shown_model_id
 from brain_ct.nifti import write_heatmap_nifti
 from brain_ct.predictor import Prediction, Predictor
@@ -93,6 +98,8 @@ CACHE_BYTES = 512 * 1024 * 1024
 MAX_SCAN_SLICES = 300
 MAX_SCAN_PIXELS = 128 * 512 * 512
 WINDOW_CHOICES = ["brain", "subdural", "blood", "bone", "soft_tissue", "custom"]
+#: What the Grad-CAM of a subtype model can explain: P(any hemorrhage), or one subtype's output.
+HEATMAP_CHOICES = [ANY, *SUBTYPES]
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 #: Real anatomy among the examples: a level of the repository's real head that training holds out, and
 #: pydicom's two real head-CT test slices (a posterior-fossa level; a lossy JPEG 2000 whose blobs read as blood).
@@ -196,6 +203,9 @@ class ModelRegistry:
     def banner(self, model_id: str | None = None) -> str:
         settings = self.get(model_id).settings
         text = f"**Model in use:** `{settings.model_id}`"
+        if settings.is_ensemble:
+            n = len(settings.member_ids)
+            text += f" (an ensemble of {n} models: P(hemorrhage) is their mean)"
         if settings.is_demo:
             text += f" — ⚠️ **{wording.DEMO_NOTE}**; never use it on patients."
         elif settings.trained_on:
@@ -603,9 +613,45 @@ def verdict_line(label: str, probability: float, threshold: float, unverified: b
     return "\n\n".join(lines)
 
 
+def subtype_line(pred: Prediction) -> str:
+    """One slice's subtypes, leading first, for the scan's slice caption ("" for binary models):
+    "subtypes: subdural 0.81, subarachnoid 0.12" (:func:`brain_ct.wording.subtype_list`, as the CLI's
+    column). Below the threshold they are no finding (as :func:`brain_ct.explain.describe_subtypes`
+    says), so the line says that too."""
+    if not pred.subtypes:
+        return ""
+    text = f"subtypes: {wording.subtype_list(pred.subtypes)}"
+    return text if pred.label == "hemorrhage" else text + " (below the threshold: not a finding)"
+
+
+def heatmap_line(pred: Prediction) -> str:
+    """Which output the heatmap explains, for subtype models ("" for binary models: they have one)."""
+    if pred.subtypes is None:
+        return ""
+    if pred.heatmap_target in (ANY, "hemorrhage"):
+        return "**Heatmap for:** any hemorrhage (Grad-CAM of P(hemorrhage))."
+    return f"**Heatmap for:** {pred.heatmap_target} (Grad-CAM of the model's {pred.heatmap_target} output)."
+
+
+def subtype_probabilities(pred: Prediction | None) -> dict[str, float] | None:
+    """``{subtype: p}`` of a subtype model's reading, the subtype panel's ``gr.Label`` value: each
+    subtype's own probability (independent sigmoids, they need not sum to 1); None for binary models."""
+    return None if pred is None or pred.subtypes is None else {k: float(v) for k, v in pred.subtypes.items()}
+
+
+def subtype_controls(is_subtype_model: bool) -> tuple[Any, Any]:
+    """(subtype panel, "Heatmap for" dropdown) updates: shown only for subtype models; a binary model
+    also sets the hidden dropdown back to ``any``, so no subtype is asked of it."""
+    if is_subtype_model:
+        return gr.update(visible=True), gr.update(visible=True)
+    return gr.update(value=None, visible=False), gr.update(value=ANY, visible=False)
+
+
 def explanation_md(pred: Prediction, unverified: bool | None = None) -> str:
     flag = pred.unverified if unverified is None else unverified
     lines = [verdict_line(pred.label, pred.probability, pred.threshold, flag), "", pred.explanation]
+    if pred.subtypes is not None:
+        lines += ["", heatmap_line(pred)]
     if pred.regions:
         lines += ["", "| where the model looked | side (patient's) | score |", "|---|---|---|"]
         lines += [f"| {r.region} | {r.side} | {r.score:.2f} |" for r in pred.regions[:5]]
@@ -679,6 +725,13 @@ def series_md(result: SeriesPrediction, unverified: bool = False, n_series: int 
             else "."
         ),
     ]
+    if result.subtypes is not None:
+        lines.append(result.subtype_explanation)
+    if result.member_agreement is not None:
+        above, total = result.member_agreement
+        lines.append(
+            f"Ensemble: {above} of {total} models read this scan as hemorrhage by their own threshold."
+        )
     if result.positive_slices:
         shown = ", ".join(str(i + 1) for i in result.positive_slices[:20])
         more = " …" if len(result.positive_slices) > 20 else ""
@@ -809,7 +862,7 @@ class Reader:
         except (BrainCTError, gr.Error) as exc:
             raise self._fail(exc, request, paths) from None
         overlay, _ = render(ct, pred, preset, center, width, opacity)
-        key = self.results.put({"ct": ct, "pred": pred, "model": model_id})
+        key = self.results.put({"ct": ct, "pred": pred, "model": model_id, "tta": bool(tta)})
         # Never the file name in a log line: names of uploads may carry patient names.
         log.info(
             "slice read: %s, P=%.3f, threshold %.3f, head check %s, %.2f s",
@@ -838,6 +891,57 @@ class Reader:
         ct = entry["ct"] if entry else None
         table = meta_table(ct) if ct is not None else gr.update(value=[], headers=["property", "value"])
         return plain, table, report, window_control(ct)
+
+    def subtype_panel(self, state):
+        """The five subtype probabilities of the slice reading in ``state`` (the ``/subtypes`` API);
+        None for a binary model's reading. A plain value, so API clients get the label itself: the
+        panel's visibility follows the model choice (:meth:`model_info`)."""
+        entry = self._entry(state)
+        return subtype_probabilities(entry["pred"] if entry else None)
+
+    def change_heatmap(
+        self,
+        state,
+        target=ANY,
+        preset="brain",
+        center=40.0,
+        width=80.0,
+        opacity=0.4,
+        request: gr.Request | None = None,
+    ):
+        """Explain the slice in ``state`` again for ``target`` (``"any"`` or a subtype): (overlay,
+        explanation, PDF report). The loaded slice is kept with the reading, so nothing is re-read;
+        the probabilities and the verdict stay the same, the heatmap and its regions change.
+
+        Args:
+            target: the heatmap target: ``any`` (P(hemorrhage)) or one of the five subtypes.
+            preset: display window of the overlay (brain, subdural, blood, bone, soft_tissue, custom).
+            center: custom window center in HU.
+            width: custom window width in HU.
+            opacity: heatmap opacity in [0, 1].
+        """
+        entry = self._entry(state)
+        if not entry:
+            if state:
+                raise gr.Error(EXPIRED, print_exception=False)
+            return None, "", None
+        try:
+            with self.in_flight.hold(_session(request)):
+                predictor = self.registry.get(entry["model"])
+                pred = predictor.predict(entry["ct"], tta=entry.get("tta", False), heatmap_target=target)
+        except (BrainCTError, gr.Error) as exc:
+            raise gr.Error(user_message(str(getattr(exc, "message", exc))), print_exception=False) from None
+        # The window controls and the report redraw from the cached reading: keep the new heatmap there.
+        entry["pred"] = pred
+        overlay, _ = render(entry["ct"], pred, preset, center, width, opacity)
+        report = _report_file(pred, predictor, pred.unverified, self.settings)
+        return overlay, explanation_md(pred), report
+
+    def model_info(self, model_id=None):
+        """(banner, subtype panel, "Heatmap for" dropdown) for the chosen model: the subtype controls
+        are shown only when it is a subtype model."""
+        is_subtype_model = self.registry.get(model_id).settings.is_multi_label
+        return (self.registry.banner(model_id), *subtype_controls(is_subtype_model))
 
     def rerender_slice(self, state, preset, center, width, opacity):
         entry = self._entry(state)
@@ -912,7 +1016,7 @@ class Reader:
         except (BrainCTError, gr.Error) as exc:
             raise self._fail(exc, request, paths) from None
         unverified = result.unverified
-        summary = result.to_dict()  # head_check and skipped come with it
+        summary = result.to_dict()  # head_check and skipped come with it (and subtypes, members)
         summary["file"] = "upload"
         summary["series"] = [i.to_dict() | {"chosen": i.series_id == series.series_id} for i in infos]
         summary["numbering"] = "index is 0-based; people see slice number index + 1 (1 = most inferior)"
@@ -947,6 +1051,8 @@ class Reader:
         position = result.series.positions[i] if i < len(result.series.positions) else None
         where = f" at {position:.1f} mm" if position is not None else ""
         head = f"**Slice {i + 1} of {result.n_slices}**{where}"
+        if pred.subtypes is not None:
+            head += f" — {subtype_line(pred)}"
         return overlay, head + "\n\n" + explanation_md(pred, entry["unverified"])
 
     def series_browser(self, state):
@@ -992,7 +1098,8 @@ class Reader:
 
 
 def clear_slice_outputs():
-    """Every output of the one-slice tab, emptied before a new reading (a failed one leaves nothing old)."""
+    """Every output of the one-slice tab, emptied before a new reading (a failed one leaves nothing old);
+    the subtype panel keeps its visibility (the model's), and a new reading's heatmap is for ``any``."""
     return (
         None,
         None,
@@ -1002,6 +1109,8 @@ def clear_slice_outputs():
         gr.update(value=[], headers=["property", "value"]),
         None,
         gr.update(value="", visible=False),
+        gr.update(value=None),
+        gr.update(value=ANY),
     )
 
 
@@ -1066,8 +1175,24 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
                         label="Reading (bar scale: 50% = the model's threshold)",
                         elem_id="reading",
                     )
+                    # Subtype models only (shown by the model's choice): bars are probabilities, not verdicts.
+                    subtypes = gr.Label(
+                        num_top_classes=len(SUBTYPES),
+                        show_heading=False,
+                        label="Hemorrhage subtype (probability of each; no finding below the threshold)",
+                        visible=False,
+                        elem_id="subtypes",
+                    )
                     report = gr.File(label="PDF report", interactive=False)
                 with gr.Column(scale=2):
+                    heatmap_for = gr.Dropdown(
+                        HEATMAP_CHOICES,
+                        value=ANY,
+                        label="Heatmap for",
+                        info="Grad-CAM of P(any hemorrhage), or of one subtype's output",
+                        visible=False,
+                        elem_id="heatmap-for",
+                    )
                     with gr.Row():
                         overlay_img = image(label="Grad-CAM overlay")
                         plain_img = image(label="Image")
@@ -1120,7 +1245,18 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
                     scan_json = gr.JSON(label="Per-slice results", visible=False)
             scan_state = gr.State(time_to_live=SESSION_TTL_S, delete_callback=reader.results.discard)
 
-        slice_outputs = [label, overlay_img, explanation, slice_state, plain_img, meta, report, error]
+        slice_outputs = [
+            label,
+            overlay_img,
+            explanation,
+            slice_state,
+            plain_img,
+            meta,
+            report,
+            error,
+            subtypes,
+            heatmap_for,
+        ]
         # Every output is emptied first, so a failed reading leaves nothing of the previous one.
         reading = upload.change(
             clear_slice_outputs, outputs=slice_outputs, api_visibility="private", queue=False
@@ -1138,6 +1274,17 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
             inputs=[slice_state, *view],
             outputs=[plain_img, meta, report, preset],
             api_visibility="private",
+        )
+        # Public: after /predict, the same client's /subtypes gives that reading's subtype probabilities.
+        reading.success(reader.subtype_panel, inputs=slice_state, outputs=subtypes, api_name="subtypes")
+        # .select: Gradio 6's dropdown fires .input twice per choice (the second read was refused as busy).
+        heatmap_for.select(
+            reader.change_heatmap,
+            inputs=[slice_state, heatmap_for, *view],
+            outputs=[overlay_img, explanation, report],
+            api_name="heatmap",
+            concurrency_limit=CONCURRENCY,
+            concurrency_id="model",
         )
         for control in view:
             control.change(
@@ -1211,8 +1358,9 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
                 api_visibility="private",
             )
 
-        model_id.change(registry.banner, inputs=model_id, outputs=banner, api_visibility="private")
-        demo.load(registry.banner, inputs=model_id, outputs=banner, api_visibility="private")
+        model_outputs = [banner, subtypes, heatmap_for]
+        model_id.change(reader.model_info, inputs=model_id, outputs=model_outputs, api_visibility="private")
+        demo.load(reader.model_info, inputs=model_id, outputs=model_outputs, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     demo.reader = reader  # type: ignore[attr-defined]  # main warms its model up; tests inspect the session cache
     return demo

@@ -35,3 +35,16 @@ def browser_page(width: int = 1400, height: int = 1100) -> Iterator[Any]:
             yield browser.new_page(viewport={"width": width, "height": height})
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def app_page(url: str, width: int = 1400, height: int = 1100) -> Iterator[Any]:
+    """A fresh headless page with the app at ``url`` loaded (its disclaimer shown), and ``test-artifacts/``
+    ready for screenshots."""
+    from pathlib import Path
+
+    (Path(__file__).resolve().parent.parent / "test-artifacts").mkdir(exist_ok=True)
+    with browser_page(width, height) as page:
+        page.goto(url)
+        page.locator("#disclaimer").wait_for(timeout=60_000)
+        yield page

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import zipfile
@@ -13,7 +12,8 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
-from helpers_browser import browser_page
+from helpers_app import served_app
+from helpers_browser import app_page
 from helpers_models import make_tiny_model
 from pydicom.data import get_testdata_file
 from pydicom.filewriter import dcmwrite
@@ -214,25 +214,10 @@ def test_banner_labels_the_synthetic_model(app_module, tiny_model):
     assert "for demonstration only" in registry.banner()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(app_module, settings):
-    demo = app_module.create_app(settings)
-    app_module.warm_up(demo.reader.registry)
-    _, url, _ = demo.launch(
-        server_name="127.0.0.1",
-        server_port=_free_port(),
-        prevent_thread_lock=True,
-        quiet=True,
-        **app_module.LAUNCH_OPTIONS,
-    )
-    yield url
-    demo.close()
+    with served_app(app_module, settings) as url:
+        yield url
 
 
 @pytest.mark.slow
@@ -268,10 +253,7 @@ def test_launched_app_through_gradio_client(served, files):
 @pytest.mark.slow
 @pytest.mark.browser
 def test_real_browser_upload_shows_the_reading(served, files):
-    ARTIFACTS.mkdir(exist_ok=True)
-    with browser_page() as page:
-        page.goto(served)
-        page.locator("#disclaimer").wait_for(timeout=60_000)
+    with app_page(served) as page:
         page.locator("#upload input[type=file]").set_input_files(files["real"])
         reading = page.locator("#reading")
         reading.get_by_text("normal").first.wait_for(timeout=90_000)

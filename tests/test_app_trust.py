@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +23,8 @@ import cv2
 import gradio as gr
 import numpy as np
 import pytest
-from helpers_browser import browser_page
+from helpers_app import free_port, launched
+from helpers_browser import app_page
 from helpers_models import make_tiny_model
 from pydicom.filewriter import dcmwrite
 from pypdf import PdfReader
@@ -49,12 +49,6 @@ def _dicom_bytes(phantom, **kwargs) -> bytes:
     buffer = io.BytesIO()
     dcmwrite(buffer, to_dicom(phantom, **kwargs), enforce_file_format=True)
     return buffer.getvalue()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -231,9 +225,10 @@ def test_scan_numbers_slices_from_one_for_people_and_from_zero_in_json(reader, i
 
 def test_clearing_functions_empty_every_output(app_module):
     slice_outputs = app_module.clear_slice_outputs()
-    assert len(slice_outputs) == 8
+    assert len(slice_outputs) == 10
     assert slice_outputs[0] is None and slice_outputs[1] is None and slice_outputs[2] == ""
-    assert slice_outputs[-1]["visible"] is False
+    assert slice_outputs[7]["visible"] is False  # the error box
+    assert slice_outputs[8]["value"] is None and slice_outputs[9]["value"] == "any"  # subtype panel, heatmap
     scan_outputs = app_module.clear_scan_outputs()
     assert len(scan_outputs) == 10 and scan_outputs[0] == "" and scan_outputs[5]["visible"] is False
     assert scan_outputs[-1] is None  # the heatmap volume of the previous scan
@@ -518,15 +513,8 @@ def served(app_module, registry, settings):
     try:
         app_module.warm_up(registry)
         demo = app_module.build_demo(registry, settings)
-        _, url, _ = demo.launch(
-            server_name="127.0.0.1",
-            server_port=_free_port(),
-            prevent_thread_lock=True,
-            quiet=True,
-            **app_module.LAUNCH_OPTIONS,
-        )
-        yield url, demo
-        demo.close()
+        with launched(demo, app_module) as url:
+            yield url, demo
     finally:
         if old is None:
             os.environ.pop("GRADIO_TEMP_DIR", None)
@@ -609,7 +597,7 @@ def test_many_new_sessions_keep_the_cache_bounded(served, inputs, app_module):
 def test_sigterm_removes_everything_the_run_wrote(tmp_path, models, inputs):
     from gradio_client import Client, handle_file
 
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "BRAIN_CT_TMP": str(tmp_path),
@@ -655,9 +643,7 @@ def test_sigterm_removes_everything_the_run_wrote(tmp_path, models, inputs):
 @pytest.mark.browser
 def test_browser_one_slice_scan_replaces_the_previous_scan_and_errors_stay(served, inputs):
     url, _ = served
-    with browser_page() as page:
-        page.goto(url)
-        page.locator("#disclaimer").wait_for(timeout=60_000)
+    with app_page(url) as page:
         # A bad slice: the error stays on the page after the popup has gone.
         page.locator("#upload input[type=file]").set_input_files(inputs["landscape"])
         box = page.locator("#error-box")
@@ -680,7 +666,6 @@ def test_browser_one_slice_scan_replaces_the_previous_scan_and_errors_stay(serve
         page.locator("#scan-slice").get_by_text("Slice 1 of 1").first.wait_for(timeout=60_000)
         page.wait_for_timeout(1000)
         body = page.locator("body").inner_text()  # the visible tab only (hidden tabs are not rendered text)
-        ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "app_one_slice_scan.png"), full_page=True)
     assert "of 6" not in body
     assert "Slider minimum" not in body
