@@ -410,12 +410,13 @@ class DataArguments:
         },
     )
     eight_bit_mapping: str = field(
-        default="pseudo_hu",
+        default="repeat",
         metadata={
-            "help": "What an 8-bit PNG/JPG's grey becomes (config brain_ct_8bit_mapping): 'pseudo_hu' reads it "
-            "as a brain-window (40/80) render, maps it to pseudo-HU and applies every window as to a DICOM; "
-            "'repeat' puts the grey in every channel (models saved before the key). benchmarks/NOTES.md "
-            "has the measurement behind the default; --preset adapt keeps the base model's."
+            "help": "What an 8-bit PNG/JPG's grey becomes (config brain_ct_8bit_mapping): 'repeat' puts the "
+            "grey in every channel (also what models saved before the key do); 'pseudo_hu' reads it as a "
+            "brain-window (40/80) render, maps it to pseudo-HU and applies every window as to a DICOM. The "
+            "default is the one that measured better (benchmarks/NOTES.md, 'The 8-bit mapping'); --preset "
+            "adapt keeps the base model's."
         },
     )
     context_slices: int = field(
