@@ -21,6 +21,11 @@ contract", see ``ARCHITECTURE.md``):
 * ``brain_ct_temperature`` (optional, default 1): the calibration temperature T already folded into the
   classifier's last linear layer (its weight and bias divided by T), so the logits ARE the calibrated ones
   and inference needs nothing extra; it is recorded for the card and for refitting (temperatures multiply).
+* ``brain_ct_8bit_mapping`` (optional, default ``"repeat"``): what an 8-bit image's grey becomes,
+  ``"repeat"`` (the grey in every channel: every model saved before the key existed) or ``"pseudo_hu"``
+  (the grey read as a render in ``brain_ct_8bit_assumed_window``, optional ``[center, width]``, default the
+  brain window ``[40, 80]``, mapped to pseudo-HU and windowed like a DICOM), see
+  :class:`brain_ct.preprocess.EightBitMapping`.
 
 Model choice order everywhere (CLI, app, library): an explicit id/folder, then the environment
 variable ``BRAIN_CT_MODEL``, then the bundled demo model in ``models/brain-ct-demo/``.
@@ -40,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from brain_ct.errors import ModelLoadError
 from brain_ct.labels import ANY, BINARY_LABELS, MULTI_LABEL, SUBTYPE_LABELS, SUBTYPES, label_set_of
-from brain_ct.preprocess import default_stats
+from brain_ct.preprocess import EIGHT_BIT_MAPPINGS, REPEAT, EightBitMapping, default_stats
 
 if TYPE_CHECKING:
     import torch
@@ -85,6 +90,9 @@ class ModelSettings:
         member_ids: for an ensemble (:mod:`brain_ct.ensemble`), its members' ids as written in
             ``ensemble.json``; () for a single model. The preprocessing fields (windows, size, mean,
             std) are then the first member's, ``context_slices`` the largest of the members'.
+        eight_bit: what an 8-bit image's grey becomes (``brain_ct_8bit_mapping``, :class:`EightBitMapping`;
+            a mode name such as ``"pseudo_hu"`` is accepted and read with the default assumed window);
+            ``"repeat"`` when the config has no key.
     """
 
     windows: tuple[tuple[float, float], ...]
@@ -102,8 +110,16 @@ class ModelSettings:
     threshold_rule: dict[str, Any] | None = field(default=None, hash=False)
     temperature: float = 1.0
     member_ids: tuple[str, ...] = ()
+    eight_bit: EightBitMapping = REPEAT
 
     def __post_init__(self) -> None:
+        if isinstance(self.eight_bit, str):
+            object.__setattr__(self, "eight_bit", EightBitMapping(self.eight_bit))
+        elif not isinstance(self.eight_bit, EightBitMapping):
+            raise ValueError(
+                f"ModelSettings.eight_bit must be an EightBitMapping or one of {EIGHT_BIT_MAPPINGS}; "
+                f"got {self.eight_bit!r}"
+            )
         labels = tuple(str(n).strip().lower() for n in self.labels)
         if label_set_of(labels) is None or len(set(labels)) != len(labels):
             raise ValueError(
@@ -366,6 +382,7 @@ def settings_from_config(
             f"folded into the weights; 1 = none); got {temperature!r}"
         )
     return ModelSettings(
+        eight_bit=_eight_bit_from_config(config, name),
         windows=tuple(windows),
         image_size=int(size),
         threshold=float(threshold),
@@ -380,6 +397,30 @@ def settings_from_config(
         threshold_rule=dict(rule) if rule is not None else None,
         temperature=float(temperature),
     )
+
+
+def _eight_bit_from_config(config: PretrainedConfig, name: str) -> EightBitMapping:
+    """``brain_ct_8bit_mapping`` / ``brain_ct_8bit_assumed_window``; absent → ``"repeat"`` (older models)."""
+    mode = getattr(config, "brain_ct_8bit_mapping", None)
+    raw_window = getattr(config, "brain_ct_8bit_assumed_window", None)
+    if mode is None and raw_window is None:
+        return REPEAT
+    window = REPEAT.assumed_window
+    if raw_window is not None:
+        pair = _as_float_list(raw_window, "brain_ct_8bit_assumed_window", name)
+        if len(pair) != 2 or pair[1] <= 0:
+            raise ModelLoadError(
+                f"model {name!r}: brain_ct_8bit_assumed_window is [center, width] in HU with width > 0; "
+                f"got {raw_window!r}"
+            )
+        window = (pair[0], pair[1])
+    try:
+        return EightBitMapping(REPEAT.mode if mode is None else mode, window)
+    except ValueError as exc:
+        raise ModelLoadError(
+            f"model {name!r}: config key brain_ct_8bit_mapping: {exc}. Set it to one of "
+            f"{', '.join(repr(m) for m in EIGHT_BIT_MAPPINGS)} in config.json, or remove it for 'repeat'"
+        ) from None
 
 
 def apply_settings_to_config(config: PretrainedConfig, settings: ModelSettings) -> PretrainedConfig:
@@ -408,6 +449,8 @@ def apply_settings_to_config(config: PretrainedConfig, settings: ModelSettings) 
     if settings.threshold_rule is not None:
         config.brain_ct_threshold_rule = dict(settings.threshold_rule)
     config.brain_ct_temperature = float(settings.temperature)
+    config.brain_ct_8bit_mapping = settings.eight_bit.mode
+    config.brain_ct_8bit_assumed_window = [float(v) for v in settings.eight_bit.assumed_window]
     settings_from_config(config, "<config>")  # refuse to write what load_model would refuse
     return config
 

@@ -9,11 +9,14 @@ Training (``train.data.SliceTransform``) and inference (:class:`brain_ct.predict
    enlarging);
 3. **window channels**: DICOM input (``ct.hu`` set) gives one channel per window, HU → [0, 1]
    (:func:`brain_ct.windowing.window`); an 8-bit image (``ct.hu is None``) was already windowed by whoever
-   saved it, so its grey values scaled to [0, 1] are repeated in every channel;
+   saved it, and the model's :class:`EightBitMapping` (config ``brain_ct_8bit_mapping``) says what its
+   grey becomes: ``"repeat"`` (every model saved before the key existed) repeats the grey scaled to [0, 1]
+   in every channel; ``"pseudo_hu"`` reads the grey as a render in an assumed window, maps it back to
+   pseudo-HU and applies each model window to that as to a DICOM;
 4. **slice context** (``context_slices`` = k > 0): the windowed slices s−k … s+k stacked as channels
    (:func:`context_stack`);
-5. **augmentation** (training only): a hook that may jitter the windows before step 3 and moves pixels of
-   the [0, 1] stack (:class:`Augmentation`);
+5. **augmentation** (training only): a hook that may jitter the windows before step 3 (applied to HU:
+   measured, or pseudo-HU under ``"pseudo_hu"``) and moves pixels of the [0, 1] stack (:class:`Augmentation`);
 6. **normalisation**: per channel ``(x − mean) / std`` (:func:`normalize`).
 
 :func:`mask_to_model_grid` frames a lesion mask with the same box and resize rule, so mask guidance lines
@@ -23,6 +26,7 @@ up with the input pixel for pixel.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -31,11 +35,112 @@ import numpy as np
 
 from brain_ct.errors import InvalidInputError
 from brain_ct.image import Box, CTImage
-from brain_ct.windowing import AIR_HU, DEFAULT_WINDOWS, Window, model_box, resolve_windows, window
+from brain_ct.windowing import AIR_HU, DEFAULT_WINDOWS, PRESETS, Window, model_box, resolve_windows, window
 
 #: ImageNet statistics: what ``microsoft/resnet-50`` was pretrained with.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+#: ``brain_ct_8bit_mapping`` values: what an 8-bit image's grey becomes (:class:`EightBitMapping`).
+EIGHT_BIT_MAPPINGS: tuple[str, ...] = ("repeat", "pseudo_hu")
+
+
+@dataclasses.dataclass(frozen=True)
+class EightBitMapping:
+    """How an 8-bit image's grey becomes the model's window channels (config ``brain_ct_8bit_mapping``,
+    ``brain_ct_8bit_assumed_window``).
+
+    Attributes:
+        mode: ``"repeat"``: the grey g ∈ [0, 255] scaled to [0, 1] in every channel (the behaviour of every
+            model saved before the key existed, and the default when it is absent). ``"pseudo_hu"``: the
+            grey is read as a render in ``assumed_window`` (c, w), mapped to pseudo-HU
+            ``c − w/2 + g/255 · w`` and every model window is applied to that as to a DICOM's HU, so an
+            internet figure's channels resemble a DICOM's: a model window equal to the assumed one
+            reproduces the grey, a wider one gets a compressed copy. Grey 0 and 255 mean "at or beyond
+            the window's end"; they stay at the ends (c − w/2, c + w/2): which HU they stood for is lost.
+        assumed_window: (center, width) in HU the figures are assumed to be shown in (default the brain
+            window 40/80, what most head-CT figures online use); unused by ``"repeat"``.
+
+    Raises:
+        ValueError: an unknown mode (with the closest allowed one) or a window that is not finite with
+            width > 0 HU.
+    """
+
+    mode: str = "repeat"
+    assumed_window: Window = PRESETS["brain"]
+
+    def __post_init__(self) -> None:
+        if self.mode not in EIGHT_BIT_MAPPINGS:
+            close = difflib.get_close_matches(str(self.mode), EIGHT_BIT_MAPPINGS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"unknown 8-bit mapping {self.mode!r}{hint}; allowed: {', '.join(EIGHT_BIT_MAPPINGS)}"
+            )
+        try:
+            c, w = (float(v) for v in self.assumed_window)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"the assumed 8-bit window is (center, width) in HU; got {self.assumed_window!r}"
+            ) from None
+        if not (np.isfinite(c) and np.isfinite(w) and w > 0):
+            raise ValueError(
+                f"the assumed 8-bit window needs a finite center and width > 0 HU; got {self.assumed_window!r}"
+            )
+        object.__setattr__(self, "assumed_window", (c, w))
+
+    @property
+    def uses_hu(self) -> bool:
+        """True when the model windows are applied to (pseudo-)HU, so a window jitter changes the input."""
+        return self.mode == "pseudo_hu"
+
+    @property
+    def description(self) -> str:
+        """What an 8-bit image's grey becomes, as a clause for the model card."""
+        if self.mode == "repeat":
+            return "an 8-bit PNG/JPG (already windowed by whoever saved it) is repeated in every channel"
+        c, w = self.assumed_window
+        return (
+            f"an 8-bit PNG/JPG is read as a render in the window {c:g}/{w:g} HU, mapped back to pseudo-HU "
+            "(grey 0 and 255 stay at that window's ends) and windowed like a DICOM "
+            '(`brain_ct_8bit_mapping` "pseudo_hu")'
+        )
+
+    def channels(self, grey: np.ndarray, windows: Sequence[Window]) -> np.ndarray:
+        """The window channels of a framed, resized 8-bit image.
+
+        Args:
+            grey: float32 ``[S, S]``, the grey scaled to [0, 1].
+            windows: the model's (center, width) pairs in HU.
+
+        Returns:
+            float32 ``[len(windows), S, S]`` in [0, 1].
+        """
+        if self.mode == "repeat":
+            return np.repeat(grey[None], len(windows), axis=0)
+        hu = grey_to_pseudo_hu(grey, self.assumed_window)
+        return np.stack([window(hu, c, w) for c, w in windows])
+
+
+#: What a model without ``brain_ct_8bit_mapping`` does: every model saved before the key existed.
+REPEAT = EightBitMapping()
+
+
+def grey_to_pseudo_hu(grey: np.ndarray, assumed_window: Window) -> np.ndarray:
+    """Pseudo-HU of a grey rendered in ``assumed_window``: ``c − w/2 + grey · w``, the inverse of
+    :func:`brain_ct.windowing.window` on the window's open range.
+
+    Resizing and padding commute with this affine map, so mapping after the framed resize (cheaper: the
+    model grid is small) equals mapping the full image first up to float rounding.
+
+    Args:
+        grey: float32 array in [0, 1] (grey level / 255), any shape.
+        assumed_window: (center, width) in HU the image is taken to have been rendered in.
+
+    Returns:
+        float32 array of the same shape, in HU within [c − w/2, c + w/2].
+    """
+    c, w = assumed_window
+    return grey * np.float32(w) + np.float32(c - w / 2.0)
 
 
 class InputSettings(Protocol):
@@ -60,12 +165,16 @@ class InputSettings(Protocol):
     @property
     def std(self) -> Sequence[float]: ...
 
+    @property
+    def eight_bit(self) -> EightBitMapping: ...
+
 
 class Augmentation(Protocol):
     """Training's hook into :func:`model_input`; inference passes none.
 
-    ``windows`` may jitter the (center, width) pairs in HU before windowing (they only change DICOM
-    input: an 8-bit image's channels do not depend on them); ``__call__`` gets the float32
+    ``windows`` may jitter the (center, width) pairs in HU before windowing; it is called for DICOM input
+    and for an 8-bit image under ``"pseudo_hu"`` (the jittered windows are applied to its pseudo-HU, as to
+    a DICOM's HU), not under ``"repeat"`` (those channels do not depend on the windows); ``__call__`` gets the float32
     ``[C, S, S]`` stack in [0, 1], before normalisation, and returns an array of the same shape.
     """
 
@@ -138,6 +247,7 @@ def to_model_input(
     size: int = 224,
     mean: Sequence[float] | None = IMAGENET_MEAN,
     std: Sequence[float] | None = IMAGENET_STD,
+    eight_bit: EightBitMapping = REPEAT,
 ) -> np.ndarray:
     """The single-slice model input: framed, resized, windowed and normalised.
 
@@ -147,6 +257,7 @@ def to_model_input(
         size: output side in pixels.
         mean, std: per-channel normalisation applied after windowing (length C, or None to
             leave values in [0, 1]).
+        eight_bit: what an 8-bit image's grey becomes (:class:`EightBitMapping`); DICOM input ignores it.
 
     Returns:
         float32 ``[C, size, size]``, C = ``len(windows)``.
@@ -158,7 +269,7 @@ def to_model_input(
         channels = np.stack([window(patch, c, w) for c, w in wins])
     else:
         grey = resize_square(crop_padded(ct.display, box, 0), size).astype(np.float32) * np.float32(1 / 255)
-        channels = np.repeat(grey[None], len(wins), axis=0)
+        channels = eight_bit.channels(grey, wins)
     return normalize(channels, mean, std)
 
 
@@ -168,13 +279,14 @@ def context_stack(
     size: int,
     k: int,
     neighbors: Sequence[CTImage | None] | None = None,
+    eight_bit: EightBitMapping = REPEAT,
 ) -> np.ndarray:
     """Windowed slices s−k … s+k stacked as channels, not yet normalised.
 
     Channel index = slice offset × len(windows) + window index. Neighbours are cropped with the
     centre slice's head box so the stack stays aligned; a missing neighbour (None, or no
     ``neighbors`` at all, e.g. a single uploaded image) repeats the centre slice. ``k == 0`` is the
-    centre alone (``neighbors`` ignored).
+    centre alone (``neighbors`` ignored). ``eight_bit`` maps every 8-bit slice of the stack alike.
 
     Returns:
         float32 ``[len(windows) × (2k + 1), size, size]`` in [0, 1].
@@ -182,7 +294,7 @@ def context_stack(
     Raises:
         ValueError: ``neighbors`` given with other than 2k entries (a programming error, not input).
     """
-    centre = to_model_input(ct, windows, size, None, None)
+    centre = to_model_input(ct, windows, size, None, None, eight_bit)
     if k == 0:
         return centre
     nbs = list(neighbors) if neighbors is not None else [None] * (2 * k)
@@ -196,7 +308,7 @@ def context_stack(
             stack.append(centre)
         else:
             aligned = dataclasses.replace(nb, head_box=ct.head_box) if nb.shape == ct.shape else nb
-            stack.append(to_model_input(aligned, windows, size, None, None))
+            stack.append(to_model_input(aligned, windows, size, None, None, eight_bit))
     return np.concatenate(stack, axis=0)
 
 
@@ -211,7 +323,7 @@ def model_input(
     Args:
         ct: the slice.
         settings: the model's :class:`~brain_ct.model.ModelSettings` (windows, image size,
-            context slices, mean/std).
+            context slices, mean/std, 8-bit mapping).
         neighbors: for context models, the 2k slices ``[s−k, …, s−1, s+1, …, s+k]`` (None entries
             allowed); ignored by single-slice models.
         augment: training augmentation (:class:`Augmentation`), or None.
@@ -220,9 +332,12 @@ def model_input(
         float32 ``[settings.num_channels, image_size, image_size]``, normalised.
     """
     windows: Sequence[Window] = settings.windows
-    if augment is not None and ct.hu is not None:
+    eight_bit = settings.eight_bit
+    # The jitter means one thing for every input: the model windows move before they meet HU, measured
+    # or pseudo. Under "repeat" an 8-bit image's channels do not depend on the windows at all.
+    if augment is not None and (ct.hu is not None or eight_bit.uses_hu):
         windows = augment.windows(windows)
-    stack = context_stack(ct, windows, settings.image_size, settings.context_slices, neighbors)
+    stack = context_stack(ct, windows, settings.image_size, settings.context_slices, neighbors, eight_bit)
     if augment is not None:
         stack = augment(stack)
     return normalize(stack, settings.mean, settings.std)

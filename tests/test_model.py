@@ -101,6 +101,13 @@ def test_is_demo_from_trained_on_and_from_demo_path(monkeypatch: pytest.MonkeyPa
         ({"brain_ct_temperature": 0}, r"brain_ct_temperature must be a number > 0"),
         ({"brain_ct_temperature": "2"}, r"brain_ct_temperature must be a number > 0"),
         ({"brain_ct_threshold_rule": "real_fpr"}, r"brain_ct_threshold_rule must be a JSON object"),
+        (
+            {"brain_ct_8bit_mapping": "pseudo-hu"},
+            r"brain_ct_8bit_mapping.*'pseudo-hu'.*did you mean 'pseudo_hu'",
+        ),
+        ({"brain_ct_8bit_mapping": 3}, r"brain_ct_8bit_mapping.*allowed: repeat, pseudo_hu"),
+        ({"brain_ct_8bit_assumed_window": [40, 0]}, r"brain_ct_8bit_assumed_window is \[center, width\]"),
+        ({"brain_ct_8bit_assumed_window": "brain"}, r"brain_ct_8bit_assumed_window must be a non-empty list"),
     ],
 )
 def test_contract_violations_are_refused(tiny_dir: Path, tmp_path: Path, changes: dict, match: str) -> None:
@@ -208,6 +215,41 @@ def test_threshold_rule_and_temperature_round_trip_and_old_configs_load(
     assert "brain_ct_temperature" not in json.loads((old / "config.json").read_text())
     _, loaded = bm.load_model(old)
     assert loaded.threshold_rule is None and loaded.temperature == 1.0
+
+
+def test_8bit_mapping_round_trip_and_a_missing_key_is_repeat(tiny_dir: Path, tmp_path: Path) -> None:
+    from transformers import ResNetConfig
+
+    from brain_ct.preprocess import REPEAT, EightBitMapping
+
+    pseudo = EightBitMapping("pseudo_hu", (35, 90))
+    settings = bm.ModelSettings(windows=((40, 80),), image_size=96, threshold=0.3, eight_bit=pseudo)
+    config = bm.apply_settings_to_config(ResNetConfig(num_channels=1, num_labels=2), settings)
+    assert config.brain_ct_8bit_mapping == "pseudo_hu"
+    assert config.brain_ct_8bit_assumed_window == [35.0, 90.0]
+    saved = tmp_path / "saved"
+    config.save_pretrained(saved)  # through config.json and back
+    from transformers import AutoConfig
+
+    assert bm.settings_from_config(AutoConfig.from_pretrained(saved), "x").eight_bit == pseudo
+    # a mode name alone takes the default assumed window (the brain window)
+    named = bm.ModelSettings(windows=((40, 80),), image_size=96, threshold=0.3, eight_bit="pseudo_hu")
+    assert named.eight_bit == EightBitMapping("pseudo_hu", (40.0, 80.0))
+    # every model saved before the key existed (the bundled demo too) reads 8-bit images as it always did
+    old = copy_model_with_config(
+        tiny_dir, tmp_path / "old", brain_ct_8bit_mapping=None, brain_ct_8bit_assumed_window=None
+    )
+    assert "brain_ct_8bit_mapping" not in json.loads((old / "config.json").read_text())
+    assert bm.load_model(old)[1].eight_bit == REPEAT
+    demo_config = json.loads((bm.DEMO_MODEL_DIR / "config.json").read_text())
+    assert "brain_ct_8bit_mapping" not in demo_config
+    # a mapping key without the window takes the default window
+    only_mode = copy_model_with_config(
+        tiny_dir, tmp_path / "mode", brain_ct_8bit_mapping="pseudo_hu", brain_ct_8bit_assumed_window=None
+    )
+    assert bm.load_model(only_mode)[1].eight_bit == EightBitMapping("pseudo_hu")
+    with pytest.raises(ValueError, match=r"unknown 8-bit mapping 'grey'"):
+        bm.ModelSettings(windows=((40, 80),), image_size=96, threshold=0.3, eight_bit="grey")
 
 
 def test_apply_settings_refuses_channel_mismatch() -> None:

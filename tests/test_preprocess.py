@@ -13,6 +13,8 @@ from brain_ct.model import ModelSettings
 from brain_ct.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    REPEAT,
+    EightBitMapping,
     context_stack,
     crop_padded,
     default_stats,
@@ -23,7 +25,7 @@ from brain_ct.preprocess import (
     resize_square,
     to_model_input,
 )
-from brain_ct.windowing import AIR_HU, DEFAULT_WINDOWS
+from brain_ct.windowing import AIR_HU, DEFAULT_WINDOWS, model_box
 
 WINDOWS = ((40.0, 80.0), (80.0, 200.0), (600.0, 2800.0))
 
@@ -175,6 +177,102 @@ def test_augmentation_hook_windows_leave_8bit_input_alone() -> None:
     model_input(ct, settings, augment=hook)
     assert hook.windows_seen is None  # an 8-bit image was windowed by whoever saved it
     np.testing.assert_array_equal(hook.stack_seen, to_model_input(ct, WINDOWS, 64, None, None))
+
+
+# ------------------------------------------------------------------------------ 8-bit mapping
+PSEUDO = EightBitMapping("pseudo_hu")
+
+
+def _figure() -> CTImage:
+    """An 8-bit figure with every grey level: a ramp across the head box (flat at 0 and 255 at its ends,
+    so they survive resizing), the box partly outside the image."""
+    grey = np.zeros((90, 120), np.uint8)
+    grey[10:80, 20:110] = np.clip(np.linspace(-60, 315, 90), 0, 255).round().astype(np.uint8)[None, :]
+    return plain_ct(display=grey, head_box=(20, 5, 110, 85))
+
+
+def test_repeat_is_bit_identical_to_the_grey_in_every_channel_and_the_default() -> None:
+    ct = _figure()
+    old = ModelSettings(windows=WINDOWS, image_size=40, threshold=0.5)
+    assert old.eight_bit == REPEAT and REPEAT.mode == "repeat"
+    # the 8-bit path as it was before the mapping existed, written out step by step
+    grey = resize_square(crop_padded(ct.display, model_box(ct), 0), 40).astype(np.float32) * np.float32(
+        1 / 255
+    )
+    want = normalize(np.repeat(grey[None], 3, axis=0), old.mean, old.std)
+    np.testing.assert_array_equal(model_input(ct, old), want)
+    explicit = ModelSettings(windows=WINDOWS, image_size=40, threshold=0.5, eight_bit="repeat")
+    np.testing.assert_array_equal(model_input(ct, explicit), want)
+
+
+def test_pseudo_hu_brain_channel_is_the_grey_and_wider_windows_compress_it() -> None:
+    ct = _figure()
+    grey = to_model_input(ct, [(40, 80)], 40, None, None)[0]  # "repeat": the grey / 255
+    x = to_model_input(ct, WINDOWS, 40, None, None, eight_bit=PSEUDO)
+    np.testing.assert_allclose(x[0], grey, atol=1e-6)  # the assumed window reproduces the figure
+    # pseudo-HU = 0 + 80 g; the subdural window (80, 200) maps it to (80 g + 20) / 200,
+    # the bone window (600, 2800) to (80 g + 800) / 2800: affine, compressed, inside (0, 1)
+    np.testing.assert_allclose(x[1], 0.1 + 0.4 * grey, atol=1e-6)
+    np.testing.assert_allclose(x[2], 800 / 2800 + 80 / 2800 * grey, atol=1e-6)
+    assert grey.min() == 0.0 and grey.max() == pytest.approx(1.0)  # the clipped ends are in the test
+    # another assumed window moves the ends: grey 0 is its low end, 255 its high end
+    wide = to_model_input(ct, [(80, 200)], 40, None, None, eight_bit=EightBitMapping("pseudo_hu", (40, 400)))
+    want = np.clip(((40 - 200 + 400 * grey) - (80 - 100)) / 200, 0, 1)
+    np.testing.assert_allclose(wide[0], want, atol=1e-6)
+    assert wide[0].min() == 0.0 and wide[0].max() == 1.0
+
+
+def test_the_mapping_never_touches_dicom_input() -> None:
+    ct = phantom_ct(120, lesion=(80, 60, 6))
+    for k, neighbors in ((0, None), (1, [phantom_ct(120), None])):
+        plain = ModelSettings(windows=WINDOWS, image_size=64, threshold=0.5, context_slices=k)
+        pseudo = ModelSettings(
+            windows=WINDOWS, image_size=64, threshold=0.5, context_slices=k, eight_bit=PSEUDO
+        )
+        np.testing.assert_array_equal(model_input(ct, plain, neighbors), model_input(ct, pseudo, neighbors))
+
+
+def test_pseudo_hu_reaches_context_stacks() -> None:
+    ct = _figure()
+    settings = ModelSettings(
+        windows=WINDOWS, image_size=40, threshold=0.5, context_slices=1, eight_bit=PSEUDO
+    )
+    stack = context_stack(ct, WINDOWS, 40, 1, None, PSEUDO)
+    single = to_model_input(ct, WINDOWS, 40, None, None, eight_bit=PSEUDO)
+    np.testing.assert_array_equal(stack, np.concatenate([single] * 3))  # a figure has no neighbours
+    np.testing.assert_array_equal(
+        model_input(ct, settings), normalize(stack.copy(), settings.mean, settings.std)
+    )
+
+
+def test_window_jitter_moves_the_windows_applied_to_pseudo_hu() -> None:
+    ct = phantom_ct(120, kind="image")
+    settings = ModelSettings(windows=WINDOWS, image_size=64, threshold=0.5, eight_bit=PSEUDO)
+    hook = _Recorder()
+    model_input(ct, settings, augment=hook)
+    assert hook.windows_seen == list(WINDOWS)  # the same hook call as for a DICOM
+    moved = [(c + 40.0, w) for c, w in WINDOWS]
+    np.testing.assert_array_equal(
+        hook.stack_seen, to_model_input(ct, moved, 64, None, None, eight_bit=PSEUDO)
+    )
+    # the brain channel moved by 40 HU = half its width: the figure's grey shifted down by 0.5, clipped
+    grey = to_model_input(ct, [(40, 80)], 64, None, None)[0]
+    np.testing.assert_allclose(hook.stack_seen[0], np.clip(grey - 0.5, 0, 1), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("mode", "window", "match"),
+    [
+        ("pseudo-hu", (40, 80), r"unknown 8-bit mapping 'pseudo-hu' \(did you mean 'pseudo_hu'\?\); allowed"),
+        ("grey", (40, 80), r"unknown 8-bit mapping 'grey'; allowed: repeat, pseudo_hu"),
+        ("pseudo_hu", (40, 0), r"width > 0 HU"),
+        ("pseudo_hu", (40,), r"\(center, width\) in HU"),
+        ("pseudo_hu", (float("nan"), 80), r"finite center"),
+    ],
+)
+def test_eight_bit_mapping_refuses_bad_values(mode: str, window: tuple, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        EightBitMapping(mode, window)
 
 
 def test_mask_lines_up_with_the_input_pixel_for_pixel() -> None:

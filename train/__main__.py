@@ -203,6 +203,7 @@ class Preprocessing:
     mean: list[float]
     std: list[float]
     context_slices: int
+    eight_bit_mapping: str = "repeat"
 
     @classmethod
     def from_args(cls, data_args: DataArguments) -> Preprocessing:
@@ -211,7 +212,9 @@ class Preprocessing:
         windows = data_args.window_list
         n_ch = len(windows) * (2 * data_args.context_slices + 1)
         mean, std = (data_args.mean_list, data_args.std_list) if data_args.mean_list else default_stats(n_ch)
-        return cls(windows, data_args.image_size, mean, std, data_args.context_slices)
+        return cls(
+            windows, data_args.image_size, mean, std, data_args.context_slices, data_args.eight_bit_mapping
+        )
 
     @property
     def num_channels(self) -> int:
@@ -232,6 +235,7 @@ class Preprocessing:
             mean=tuple(self.mean),
             std=tuple(self.std),
             context_slices=self.context_slices,
+            eight_bit=self.eight_bit_mapping,
             trained_on=trained_on,
             **decision,
         )

@@ -25,6 +25,7 @@ from typing import Any
 from transformers import TrainingArguments
 
 from brain_ct.errors import InvalidInputError
+from brain_ct.preprocess import EIGHT_BIT_MAPPINGS
 from brain_ct.windowing import PRESETS, Window, resolve_window
 
 #: ``--model_size`` presets: ``ResNetConfig`` keyword arguments for networks trained from scratch.
@@ -73,7 +74,7 @@ def preset_defaults(preset: str, model_name_or_path: str | None) -> dict[str, An
     """Argument defaults of ``--preset`` (argument name → value); explicit flags override them.
 
     ``adapt`` takes the preprocessing of the model it starts from (``brain_ct_windows``, image size, mean
-    and std, slice context) so the fine-tuned model reads images exactly as its base did.
+    and std, slice context, 8-bit mapping) so the fine-tuned model reads images exactly as its base did.
 
     Raises:
         ValueError: naming ``--model_name_or_path`` when the base is not a loadable brain-CT model.
@@ -107,6 +108,7 @@ def preset_defaults(preset: str, model_name_or_path: str | None) -> dict[str, An
         "image_mean": ",".join(f"{v:g}" for v in settings.mean[:n]),
         "image_std": ",".join(f"{v:g}" for v in settings.std[:n]),
         "context_slices": settings.context_slices,
+        "eight_bit_mapping": settings.eight_bit.mode,
     }
 
 
@@ -427,6 +429,16 @@ class DataArguments:
             "'center,width' in HU, e.g. --windows brain subdural 600,2800."
         },
     )
+    eight_bit_mapping: str = field(
+        default="repeat",
+        metadata={
+            "help": "What an 8-bit PNG/JPG's grey becomes (config brain_ct_8bit_mapping): 'repeat' puts the "
+            "grey in every channel (also what models saved before the key do); 'pseudo_hu' reads it as a "
+            "brain-window (40/80) render, maps it to pseudo-HU and applies every window as to a DICOM. The "
+            "default is the one that measured better (benchmarks/NOTES.md, 'The 8-bit mapping'); --preset "
+            "adapt keeps the base model's."
+        },
+    )
     context_slices: int = field(
         default=0,
         metadata={
@@ -597,6 +609,10 @@ class DataArguments:
         ):
             if value is not None and value < 1:
                 raise ValueError(f"{flag} must be >= 1; got {value}")
+        if self.eight_bit_mapping not in EIGHT_BIT_MAPPINGS:
+            raise ValueError(
+                f"--eight_bit_mapping {self.eight_bit_mapping!r} is unknown; choose one of {', '.join(EIGHT_BIT_MAPPINGS)}"
+            )
         self.window_list: list[Window] = parse_windows(self.windows)
         n = len(self.window_list)
         self.mean_list = _parse_floats(self.image_mean, "--image_mean", n) if self.image_mean else None

@@ -325,8 +325,8 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
         "## Preprocessing",
         "",
         "`brain_ct.preprocess.model_input` — the same function in training and inference: DICOM input is "
-        "converted to HU and each CT window below becomes one channel; an 8-bit PNG/JPG (already windowed by "
-        "whoever saved it) is repeated in every channel. The slice is framed to a square around the head, "
+        f"converted to HU and each CT window below becomes one channel; {settings.eight_bit.description}. "
+        "The slice is framed to a square around the head, "
         f"resized to {image_size}×{image_size} and normalised per channel.",
         "",
         f"- windows (center, width in HU): {[[c, w] for c, w in settings.windows]}",
