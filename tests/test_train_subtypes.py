@@ -216,6 +216,18 @@ def test_metadata_that_contradicts_its_folder_is_refused(tmp_path: Path) -> None
         scan_imagefolder(root)
 
 
+def test_the_projects_own_synth_folder_stays_a_binary_folder(tmp_path: Path) -> None:
+    # `brain_ct synth` writes a metadata.jsonl (label, subtype, bbox, …) without a `subtypes` list: it must
+    # still read as the binary hemorrhage/ + normal/ folder it is, not be refused as malformed subtype rows.
+    from brain_ct.synthetic.export import write_dataset
+
+    root = write_dataset(tmp_path / "synth", 4, seed=3, size=64, fmt="dcm")
+    assert (root / "metadata.jsonl").is_file()
+    cols = scan_imagefolder(root)
+    assert SUBTYPE_COLUMN not in cols
+    assert sorted(cols["label"]) == [0, 0, 1, 1]
+
+
 def test_a_bleed_of_unknown_subtype_is_refused_for_a_subtype_run(tmp_path: Path) -> None:
     folder = write_tiny_folder(tmp_path / "binary", n=8)  # hemorrhage/ and normal/ only
     assert SUBTYPE_COLUMN not in scan_imagefolder(folder)

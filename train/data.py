@@ -230,10 +230,11 @@ def read_folder_metadata(root: str | Path) -> dict[str, list[str]]:
     """``root/metadata.jsonl`` as ``{file path relative to root (POSIX): subtype names}``; {} without one.
 
     Rows ``{"file_name": "subdural/a.png", "subtypes": ["subdural", "subarachnoid"]}`` (other keys are
-    ignored, as Hugging Face's imagefolder keeps them as extra columns).
+    ignored, as Hugging Face's imagefolder keeps them as extra columns); rows without ``subtypes`` (e.g. the
+    ``metadata.jsonl`` that ``python -m brain_ct synth`` writes) carry no subtype information and are skipped.
 
     Raises:
-        InvalidInputError: a row that is not JSON, lacks ``file_name`` / ``subtypes``, or names an
+        InvalidInputError: a row that is not JSON, has ``subtypes`` but no ``file_name``, or names an
             unknown subtype; the message gives the line.
     """
     import json
@@ -250,7 +251,11 @@ def read_folder_metadata(root: str | Path) -> dict[str, list[str]]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidInputError(f"{where} is not JSON ({exc.msg})") from None
-        if not isinstance(row, dict) or "file_name" not in row or SUBTYPE_COLUMN not in row:
+        if isinstance(row, dict) and SUBTYPE_COLUMN not in row:
+            # Not a subtype row: image folders keep other metadata too (this project's own
+            # `brain_ct synth` data sets, Hugging Face captions), which says nothing about subtypes.
+            continue
+        if not isinstance(row, dict) or "file_name" not in row:
             raise InvalidInputError(
                 f'{where}: each row needs "file_name" and "subtypes", e.g. '
                 '{"file_name": "subdural/a.png", "subtypes": ["subdural", "subarachnoid"]}'
