@@ -52,9 +52,12 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
 
-#: The bundled demo model (trained on synthetic phantoms by ``python -m train``).
+#: The bundled demo models (trained on synthetic phantoms and one real head by ``python -m train``): the
+#: binary default, and the subtype model beside it. Every folder under ``models/`` is a demonstration model.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEMO_MODEL_DIR = PROJECT_ROOT / "models" / "brain-ct-demo"
+BUNDLED_MODELS_DIR = PROJECT_ROOT / "models"
+DEMO_MODEL_DIR = BUNDLED_MODELS_DIR / "brain-ct-demo"
+SUBTYPE_DEMO_MODEL_DIR = BUNDLED_MODELS_DIR / "brain-ct-demo-subtypes"
 
 #: Environment variable naming the default model (Hub id or folder).
 MODEL_ENV = "BRAIN_CT_MODEL"
@@ -80,7 +83,8 @@ class ModelSettings:
         model_id: the id or folder the model was loaded from (as given, or resolved; a folder inside
             this project relative to it, see :func:`shown_model_id`).
         revision: the Hub revision asked for, or None.
-        is_demo: True for the bundled demo model or any model trained on synthetic data only;
+        is_demo: True for a bundled demo model (a folder of ``models/``) or any model trained on
+            synthetic data only;
             the app shows a "for demonstration only" banner then.
         labels: the class names in logit order (``id2label``): :data:`~brain_ct.labels.BINARY_LABELS`
             (default) or the six :data:`~brain_ct.labels.SUBTYPE_LABELS` in any order.
@@ -218,7 +222,7 @@ def _looks_like_path(model_id: str) -> bool:
 
 def _is_demo_path(model_id: str) -> bool:
     try:
-        return Path(model_id).expanduser().resolve() == DEMO_MODEL_DIR
+        return Path(model_id).expanduser().resolve().parent == BUNDLED_MODELS_DIR
     except OSError:
         return False
 
