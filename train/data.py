@@ -1998,8 +1998,9 @@ def fold_splits(
     else:
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     pick = lambda idx: {key: [v[i] for i in sorted(idx)] for key, v in columns.items()}  # noqa: E731
+    grouped = groups if isinstance(splitter, StratifiedGroupKFold) else None
     out = []
-    for i, (idx_train, idx_val) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+    for i, (idx_train, idx_val) in enumerate(splitter.split(np.zeros(len(labels)), labels, grouped)):
         for part, idx in (("validation", idx_val), ("training", idx_train)):
             fold_counts = np.bincount(labels[idx], minlength=2)
             if fold_counts.min() == 0:
