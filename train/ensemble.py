@@ -23,6 +23,10 @@ threshold and at the ensemble's, and the ensemble: ROC AUC, sensitivity, specifi
 kind and per anatomy domain), the ensemble's ROC and confusion-matrix plots and a card ``README.md``.
 Subtype members are scored on P(hemorrhage) (``any``) only: the labelled folder layout has no subtype
 folders, so RSNA's weighted log loss cannot be computed here.
+
+The same steps serve ``python -m train --folds K`` (:mod:`train.folds`): :func:`load_members`, then
+:func:`write_ensemble` on in-memory record columns (:class:`ScoringData`: the run's validation split, and
+its test split, which is reported per member and for the ensemble but never chooses anything).
 """
 
 from __future__ import annotations

@@ -101,8 +101,8 @@ def fold_runs(
             validation=to_dataset(validation),
             class_counts=counts,
             description=(
-                f"{splits.description}; fold model {i} of {k}: trained on the other {k - 1} folds "
-                f"({sum(counts)} slices)"
+                f"{splits.description}; fold model {i} of {k}: trained on the other "
+                f"{'fold' if k == 2 else f'{k - 1} folds'} ({sum(counts)} slices)"
             ),
         )
         note = describe_records(
