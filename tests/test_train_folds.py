@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers_train import NO_EVAL
+from helpers_train import NO_EVAL, TINY
 from sklearn.metrics import roc_auc_score
 
 from brain_ct.ensemble import read_spec
@@ -24,16 +24,7 @@ from train.evaluate import select_threshold
 
 #: A tiny run: 24 phantom training records, 8 validation, 4 test, one step per fold.
 RUN = [
-    "--model_size",
-    "tiny",
-    "--image_size",
-    "64",
-    "--per_device_train_batch_size",
-    "4",
-    "--per_device_eval_batch_size",
-    "8",
-    "--seed",
-    "1",
+    *TINY,
     "--synthetic_size",
     "64",
     "--synthetic_validation",
@@ -248,3 +239,18 @@ def test_output_folder_holding_a_model_is_refused(tmp_path: Path) -> None:
     (out / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="holds a model"):
         main([*RUN, "--synthetic_train", "8", "--folds", "2", "--output_dir", str(out)])
+
+
+def test_push_leaves_the_folds_checkpoints_local() -> None:
+    from huggingface_hub.utils import filter_repo_objects
+
+    from train.hub import IGNORE_PATTERNS
+
+    files = ["ensemble.json", "README.md", "fold-0/config.json", "fold-0/model.safetensors"]
+    leftovers = [
+        "fold-0/checkpoint-3/model.safetensors",
+        "fold-0/trainer_state.json",
+        "fold-1/training_args.bin",
+    ]
+    leftovers += ["fold-1/runs/events.out", "checkpoint-1/optimizer.pt"]
+    assert list(filter_repo_objects(files + leftovers, ignore_patterns=IGNORE_PATTERNS)) == files
