@@ -87,7 +87,7 @@ def fold_runs(
     Raises:
         InvalidInputError: K does not fit the training records (see :func:`train.data.fold_splits`).
     """
-    from train.data import fold_splits, to_dataset
+    from train.data import fold_splits, subtype_counts, to_dataset
     from train.ensemble import describe_records
 
     k = data_args.folds
@@ -100,6 +100,8 @@ def fold_runs(
             train=to_dataset(train),
             validation=to_dataset(validation),
             class_counts=counts,
+            # a subtype run's BCE positive weights come from the fold's own positives per label
+            subtype_counts=subtype_counts(train) if splits.label_set == "subtypes" else None,
             description=(
                 f"{splits.description}; fold model {i} of {k}: trained on the other "
                 f"{'fold' if k == 2 else f'{k - 1} folds'} ({sum(counts)} slices)"
