@@ -254,3 +254,31 @@ def test_push_leaves_the_folds_checkpoints_local() -> None:
     ]
     leftovers += ["fold-1/runs/events.out", "checkpoint-1/optimizer.pt"]
     assert list(filter_repo_objects(files + leftovers, ignore_patterns=IGNORE_PATTERNS)) == files
+
+
+def test_fold_runs_write_to_fold_folders_with_their_own_counts(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from train.data import Splits, to_dataset
+    from train.folds import fold_runs
+
+    # 8 normals and 4 bleeds with hand-picked subtypes: each fold's positives per label are counted by hand
+    subtypes = [[]] * 8 + [["epidural"], ["subdural"], ["epidural", "subdural"], ["subarachnoid"]]
+    columns = {"id": list(range(12)), "path": [""] * 12, "label": [0] * 8 + [1] * 4, "subtypes": subtypes}
+    splits = Splits(to_dataset(columns), None, None, [8, 4], "twelve records", label_set="subtypes")
+    training_args = SimpleNamespace(
+        seed=3, output_dir=str(tmp_path), push_to_hub_requested=True, hub_model_id="me/x"
+    )
+    runs = fold_runs(SimpleNamespace(), SimpleNamespace(folds=2), training_args, splits)
+    order = ["any", "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"]
+    for run, (train, validation) in zip(runs, fold_splits(columns, 2, seed=3), strict=True):
+        fold_args = run.arguments[2]
+        assert fold_args.output_dir == str(tmp_path / f"fold-{run.index}")
+        assert not fold_args.push_to_hub_requested and fold_args.hub_model_id is None
+        assert run.splits.train["id"] == train["id"] and run.splits.validation["id"] == validation["id"]
+        assert run.splits.class_counts == np.bincount(train["label"], minlength=2).tolist()
+        names = [n for row in train["subtypes"] for n in row]
+        expected = [sum(train["label"])] + [names.count(n) for n in order[1:]]
+        assert run.splits.subtype_counts == expected
+        assert f"fold model {run.index} of 2" in run.splits.description
+    assert training_args.output_dir == str(tmp_path) and training_args.push_to_hub_requested  # untouched
