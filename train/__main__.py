@@ -46,6 +46,7 @@ from train.args import (
 
 if TYPE_CHECKING:
     from brain_ct.model import ModelSettings
+    from train.folds import Fold
 
 logger = logging.getLogger("train")
 
@@ -436,8 +437,12 @@ def calibrate_and_evaluate(
     return Evaluation(results, cal, calibration_plots, plots)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Train, choose the threshold, evaluate, save (and push). Returns the ``eval_results.json`` content."""
+def main(argv: list[str] | None = None, fold: Fold | None = None) -> dict[str, Any]:
+    """Train, choose the threshold, evaluate, save (and push). Returns the ``eval_results.json`` content.
+
+    With ``--folds K`` it hands over to :func:`train.folds.train_folds`, which calls it back once per fold
+    with ``fold`` (that fold's arguments, splits and validation note) instead of ``argv``'s own.
+    """
     from transformers import set_seed
 
     from brain_ct.jsonable import json_safe
@@ -446,7 +451,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from train.data import build_splits, class_weights_from_counts, subtype_pos_weights
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    model_args, data_args, training_args = parse_args(argv)
+    model_args, data_args, training_args = parse_args(argv) if fold is None else fold.arguments
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO,
@@ -455,10 +460,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     training_args.resolve_stages(model_args.from_scratch)
     check_arguments(model_args, data_args, training_args)
     set_seed(training_args.seed)
+    if fold is None and data_args.folds:
+        from train.folds import train_folds
+
+        return train_folds(argv, model_args, data_args, training_args)
 
     # ---- data and model ----
     prep = Preprocessing.from_args(data_args)
-    splits = build_splits(data_args, training_args.seed)
+    splits = build_splits(data_args, training_args.seed) if fold is None else fold.splits
     label_set = splits.label_set
     weights = training_args.class_weight_list
     n_labels = 6 if label_set == "subtypes" else 2
@@ -485,7 +494,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         [round(w, 4) for w in weights],
     )
     model = build_model(model_args, prep.num_channels, label_set)
-    validation_note = describe_validation(data_args, splits)
+    validation_note = describe_validation(data_args, splits) if fold is None else fold.validation_note
     logger.info("validation data: %s", validation_note)
     trained_on = describe_training_data(model_args, training_args, splits)
     settings = prep.settings(trained_on, label_set=label_set)

@@ -526,6 +526,15 @@ class DataArguments:
             "cover a few percent of a slice)."
         },
     )
+    folds: int = field(
+        default=0,
+        metadata={
+            "help": "K >= 2: train K fold models (<output_dir>/fold-<i>, each validated on its own fold of the "
+            "training records, stratified, whole series together) and build the ensemble over them in "
+            "--output_dir, its threshold chosen on the validation split held out from every fold. "
+            "0 (default): one model."
+        },
+    )
 
     def __post_init__(self) -> None:
         from train.data import LABEL_MODES
@@ -649,6 +658,15 @@ class DataArguments:
             raise ValueError("--mask_dir is only used with --mask_loss_weight > 0 (mask guidance is off)")
         if self.streaming and self.dataset_name is None:
             raise ValueError("--streaming applies to --dataset_name only")
+        if self.folds < 0 or self.folds == 1:
+            raise ValueError(
+                f"--folds must be 2 or more (K fold models and their ensemble), or 0 for one model; got {self.folds}"
+            )
+        if self.folds and self.dataset_name is not None:
+            raise ValueError(
+                "--folds splits training records (--train_dir, --dicom_dir, --nifti_dir, --synthetic_train, "
+                "--real_anatomy_dir), not a Hub dataset (--dataset_name)"
+            )
 
 
 @dataclass

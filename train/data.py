@@ -1947,3 +1947,67 @@ def usable_files(
             "%s: %d of %d files refused, %d used:\n%s", where, len(refused), total, len(keep), listing
         )
     return {k: [v[i] for i in keep] for k, v in columns.items()}
+
+
+# ---------------------------------------------------------------------------------------------- folds
+
+
+def fold_splits(
+    columns: dict[str, list[Any]], k: int, seed: int
+) -> list[tuple[dict[str, list[Any]], dict[str, list[Any]]]]:
+    """``k`` (train, validation) pairs of record columns for ``--folds k``: seeded k-fold cross-validation,
+    stratified by label; every record is in exactly one validation fold.
+
+    Records that must not straddle folds share a group, as in :func:`stratified_split`: a ``series_group``
+    (the slices of one DICOM series or NIfTI volume, so a fold model never validates on a neighbour of a
+    slice it trained on) and, for real-anatomy records (``real_seed`` ≥ 0), their ``path`` (the variants of
+    one real level). Phantoms and loose files are groups of their own.
+
+    Raises:
+        InvalidInputError: ``k`` < 2, ``k`` larger than the smaller class count or than the number of
+            groups, or whole groups that cannot give every fold both classes.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    labels = np.asarray(columns["label"], dtype=np.int64)
+    counts = np.bincount(labels, minlength=2)
+    if k < 2:
+        raise InvalidInputError(f"--folds must be 2 or more (each fold model validates on one fold); got {k}")
+    if counts.min() < k:
+        name = ("normal", "hemorrhage")[int(counts.argmin())]
+        raise InvalidInputError(
+            f"--folds {k}: the training records have only {counts.min()} {name} slice(s) (normal={counts[0]}, "
+            f"hemorrhage={counts[1]}); every fold needs both classes to choose its threshold on, so "
+            f"--folds can be at most {counts.min()}"
+        )
+    series = columns.get("series_group") or [None] * len(labels)
+    real = columns.get("real_seed") or [-1] * len(labels)
+    keys = [
+        ("series", g) if g is not None else ("level", p) if int(r) >= 0 else ("record", i)
+        for i, (g, r, p) in enumerate(zip(series, real, columns["path"], strict=True))
+    ]
+    codes = {key: n for n, key in enumerate(dict.fromkeys(keys))}
+    groups = np.asarray([codes[key] for key in keys])
+    if len(codes) < len(keys):
+        if len(codes) < k:
+            raise InvalidInputError(
+                f"--folds {k}: the training records form only {len(codes)} series / real levels, which "
+                f"stay whole; use --folds {len(codes)} or fewer"
+            )
+        splitter: Any = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    else:
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    pick = lambda idx: {key: [v[i] for i in sorted(idx)] for key, v in columns.items()}  # noqa: E731
+    grouped = groups if isinstance(splitter, StratifiedGroupKFold) else None
+    out = []
+    for i, (idx_train, idx_val) in enumerate(splitter.split(np.zeros(len(labels)), labels, grouped)):
+        for part, idx in (("validation", idx_val), ("training", idx_train)):
+            fold_counts = np.bincount(labels[idx], minlength=2)
+            if fold_counts.min() == 0:
+                raise InvalidInputError(
+                    f"--folds {k}: fold {i}'s {part} records hold only one class (normal={fold_counts[0]}, "
+                    f"hemorrhage={fold_counts[1]}) because whole series / real levels stay together; "
+                    "use fewer --folds"
+                )
+        out.append((pick(idx_train), pick(idx_val)))
+    return out

@@ -23,6 +23,10 @@ threshold and at the ensemble's, and the ensemble: ROC AUC, sensitivity, specifi
 kind and per anatomy domain), the ensemble's ROC and confusion-matrix plots and a card ``README.md``.
 Subtype members are scored on P(hemorrhage) (``any``) only: the labelled folder layout has no subtype
 folders, so RSNA's weighted log loss cannot be computed here.
+
+The same steps serve ``python -m train --folds K`` (:mod:`train.folds`): :func:`load_members`, then
+:func:`write_ensemble` on in-memory record columns (:class:`ScoringData`: the run's validation split, and
+its test split, which is reported per member and for the ensemble but never chooses anything).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -265,9 +269,41 @@ def default_trained_on(predictor: Predictor) -> str:
 # ---------------------------------------------------------------------------------------------- scoring
 
 
+class ThresholdFlags(Protocol):
+    """The threshold flags the ensemble's rule reads; :class:`EnsembleArguments` and
+    ``python -m train``'s training arguments both have them."""
+
+    threshold_strategy: str
+    threshold_sensitivity: float
+    max_real_fpr: float
+    threshold: float
+
+
+@dataclass(frozen=True)
+class ScoringData:
+    """The records an ensemble is scored on, as :mod:`train.data` record columns, and how to decode them.
+
+    Attributes:
+        validation: the records the ensemble's threshold is chosen on.
+        validation_note: what they are, e.g. ``40 slices (20 normal, 20 hemorrhage): image folder 'val'``
+            (logged and carded).
+        test: records only reported (never used for a choice), or None.
+        test_note: what the test records are.
+        synthetic_size: side in pixels of phantom records (the run's ``--synthetic_size``).
+        allow_unverified: skip brain_ct's head-CT check when decoding files (training's default).
+    """
+
+    validation: dict[str, list[Any]]
+    validation_note: str
+    test: dict[str, list[Any]] | None = None
+    test_note: str = ""
+    synthetic_size: int = 256
+    allow_unverified: bool = True
+
+
 @dataclass(frozen=True)
 class EnsembleScores:
-    """P(hemorrhage) of the ensemble and of each member on the validation records.
+    """P(hemorrhage) of the ensemble and of each member on one split's records.
 
     Attributes:
         labels: int64 [N], 0 normal / 1 hemorrhage.
@@ -305,18 +341,26 @@ def validation_columns(args: EnsembleArguments, context_slices: int) -> dict[str
     return merge_records(files, real)
 
 
-def score_validation(
-    predictor: Predictor, columns: dict[str, list[Any]], batch_size: int = 16
+def score_records(
+    predictor: Predictor,
+    columns: dict[str, list[Any]],
+    batch_size: int = 16,
+    *,
+    synthetic_size: int = 256,
+    allow_unverified: bool = True,
 ) -> EnsembleScores:
     """Read every record as training decodes it and score it with the ensemble ``predictor``.
 
     Records are decoded by :meth:`train.data.SliceTransform.load_with_context` (files through
-    ``load_image``, real anatomy with its painted lesions), and the predictor preprocesses each slice for
-    each member as at inference. Input kind and domain are those the training run reports.
+    ``load_image``, phantoms from their seeds at ``synthetic_size``, real anatomy with its painted
+    lesions), and the predictor preprocesses each slice for each member as at inference. Input kind and
+    domain are those the training run reports.
     """
     from train.data import DOMAINS, INPUT_KINDS, SliceTransform
 
-    decode = SliceTransform(predictor.settings)
+    decode = SliceTransform(
+        predictor.settings, synthetic_size=synthetic_size, allow_unverified=allow_unverified
+    )
     n = len(columns["label"])
     labels, means, per_member, kinds, domains = [], [], [], [], []
     for start in range(0, n, batch_size):
@@ -331,7 +375,7 @@ def score_validation(
             per_member.append([m["probability"] for m in p.members or ()])
             kinds.append(INPUT_KINDS.index("dicom" if ct.hu is not None else "image"))
             domains.append(DOMAINS.index("phantom" if int(ex.get("synthetic_seed", -1)) >= 0 else "real"))
-        logger.info("scored %d / %d validation slices", min(n, start + batch_size), n)
+        logger.info("scored %d / %d slices", min(n, start + batch_size), n)
     return EnsembleScores(
         np.asarray(labels, dtype=np.int64),
         np.asarray(means, dtype=np.float64),
@@ -341,8 +385,15 @@ def score_validation(
     )
 
 
-def describe_validation(args: EnsembleArguments, labels: np.ndarray) -> str:
+def describe_records(labels: Sequence[int], source: str) -> str:
     """e.g. ``40 slices (20 normal, 20 hemorrhage): image folder 'val'`` (logged and carded)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=2)
+    return f"{int(counts.sum())} slices ({int(counts[0])} normal, {int(counts[1])} hemorrhage): {source}"
+
+
+def scoring_data(args: EnsembleArguments, context_slices: int) -> ScoringData:
+    """``--validation_dir`` and ``--real_anatomy_dir`` as :class:`ScoringData` (no test split)."""
+    columns = validation_columns(args, context_slices)
     sources = []
     if args.validation_dir is not None:
         sources.append(f"image folder {Path(args.validation_dir).name!r}")
@@ -350,36 +401,36 @@ def describe_validation(args: EnsembleArguments, labels: np.ndarray) -> str:
         sources.append(
             f"the held-out real levels of {Path(args.real_anatomy_dir).name!r} (normals and painted lesions)"
         )
-    counts = np.bincount(labels, minlength=2)
-    return (
-        f"{int(counts.sum())} slices ({int(counts[0])} normal, {int(counts[1])} hemorrhage): "
-        + " and ".join(sources)
-    )
+    return ScoringData(columns, describe_records(columns["label"], " and ".join(sources)))
 
 
 def member_results(
-    sources: Sequence[MemberSource], predictor: Predictor, scores: EnsembleScores, threshold: float
+    sources: Sequence[MemberSource],
+    predictor: Predictor,
+    scores: dict[str, EnsembleScores],
+    threshold: float,
 ) -> list[dict[str, Any]]:
-    """Each member's metrics (:func:`train.evaluate.metrics_by_kind`) at its own threshold and at the ensemble's."""
+    """Each member's metrics (:func:`train.evaluate.metrics_by_kind`) on every scored split (``validation``,
+    ``test``), at its own threshold and at the ensemble's (``<split>_at_ensemble_threshold``)."""
     from brain_ct.labels import label_set_of
     from train.evaluate import metrics_by_kind
 
-    y, k, d = scores.labels, scores.input_kind, scores.domain
     out = []
-    for source, member, s in zip(sources, predictor.members, scores.members, strict=True):
+    for i, (source, member) in enumerate(zip(sources, predictor.members, strict=True)):
         own = member.settings.threshold
-        out.append(
-            {
-                "model": source.ref,
-                "revision": source.revision,
-                "hub": not source.local,
-                "label_set": label_set_of(member.settings.labels),
-                "trained_on": member.settings.trained_on,
-                "threshold": own,
-                "validation": metrics_by_kind(y, s, k, own, d),
-                "validation_at_ensemble_threshold": metrics_by_kind(y, s, k, threshold, d),
-            }
-        )
+        entry: dict[str, Any] = {
+            "model": source.ref,
+            "revision": source.revision,
+            "hub": not source.local,
+            "label_set": label_set_of(member.settings.labels),
+            "trained_on": member.settings.trained_on,
+            "threshold": own,
+        }
+        for split, sc in scores.items():
+            y, s, k, d = sc.labels, sc.members[i], sc.input_kind, sc.domain
+            entry[split] = metrics_by_kind(y, s, k, own, d)
+            entry[f"{split}_at_ensemble_threshold"] = metrics_by_kind(y, s, k, threshold, d)
+        out.append(entry)
     return out
 
 
@@ -390,21 +441,21 @@ def _cell(value: Any) -> str:
     return "n/a" if not isinstance(value, (int, float)) or value != value else f"{value:.3f}"
 
 
-def _summary_table(results: dict[str, Any]) -> str:
-    """One row per member and one for the ensemble: AUC, sensitivity and specificity at its own threshold
-    and at the ensemble's."""
+def _summary_table(results: dict[str, Any], split: str = "validation") -> str:
+    """One row per member and one for the ensemble on ``split``: AUC, sensitivity and specificity at its own
+    threshold and at the ensemble's."""
     rows = [
         "| model | own threshold | ROC AUC | sensitivity | specificity | sensitivity at the ensemble's "
         "threshold | specificity at the ensemble's threshold |",
         "|---|---|---|---|---|---|---|",
     ]
     for m in results["members"]:
-        own, at = m["validation"], m["validation_at_ensemble_threshold"]
+        own, at = m[split], m[f"{split}_at_ensemble_threshold"]
         rows.append(
             f"| `{m['model']}` | {m['threshold']:.4f} | {_cell(own['auc'])} | {_cell(own['sensitivity'])} | "
             f"{_cell(own['specificity'])} | {_cell(at['sensitivity'])} | {_cell(at['specificity'])} |"
         )
-    e = results["validation"]
+    e = results[split]
     rows.append(
         f"| **ensemble (mean)** | {results['threshold']:.4f} | {_cell(e['auc'])} | {_cell(e['sensitivity'])} | "
         f"{_cell(e['specificity'])} | {_cell(e['sensitivity'])} | {_cell(e['specificity'])} |"
@@ -481,6 +532,20 @@ def render_card(name: str, results: dict[str, Any], *, demo: bool, command: str,
         "",
         _summary_table(results),
         "",
+    ]
+    if "test" in results:
+        lines += [
+            "## Evaluation on test",
+            "",
+            f"Test data: {results['test_data']}. Neither the members nor the ensemble's threshold were chosen "
+            "on these slices.",
+            "",
+            _summary_table(results, "test"),
+            "",
+        ]
+    lines += [
+        "## Metrics by input kind and anatomy",
+        "",
         "### Ensemble",
         "",
         metrics_table(results),
@@ -491,7 +556,7 @@ def render_card(name: str, results: dict[str, Any], *, demo: bool, command: str,
         lines += [
             f"### Member `{m['model']}` (at its own threshold)",
             "",
-            metrics_table({"validation": m["validation"]}),
+            metrics_table({"validation": m["validation"], "test": m.get("test")}),
             "",
         ]
     lines += [
@@ -525,6 +590,125 @@ def render_card(name: str, results: dict[str, Any], *, demo: bool, command: str,
 # ---------------------------------------------------------------------------------------------- main
 
 
+def load_members(values: Sequence[str], output_dir: str | Path) -> tuple[list[MemberSource], Predictor]:
+    """The ``--members`` entries and one :class:`~brain_ct.Predictor` over them, loaded with the checks every
+    ensemble gets (:func:`brain_ct.ensemble.load_spec`: label sets, nesting); Hub members pinned to the
+    commit they were loaded at.
+
+    Raises:
+        ModelLoadError: a member does not load, is an ensemble, or the label sets differ.
+    """
+    import dataclasses
+
+    from brain_ct.ensemble import EnsembleSpec, load_spec
+    from brain_ct.predictor import Predictor
+
+    out = Path(output_dir).expanduser()
+    sources = [member_source(value, out) for value in values]
+    # The members load before ensemble.json exists; the threshold is a placeholder until validation
+    # has chosen it.
+    spec = EnsembleSpec(members=tuple((s.load, s.revision) for s in sources), combine="mean", threshold=0.5)
+    members, settings = load_spec(spec, Path.cwd(), str(output_dir))
+    sources = [
+        s if s.local else dataclasses.replace(s, revision=pinned_revision(s.load, s.revision))
+        for s in sources
+    ]
+    return sources, Predictor.from_members(members, settings)
+
+
+def write_ensemble(
+    output_dir: str | Path,
+    sources: Sequence[MemberSource],
+    predictor: Predictor,
+    data: ScoringData,
+    flags: ThresholdFlags,
+    *,
+    name: str,
+    command: str,
+    trained_on: str | None = None,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Score ``data``, choose the ensemble's threshold on its validation records and write the ensemble
+    folder: ``ensemble.json``, ``eval_results.json``, plots and the card ``README.md`` (``name``, and
+    ``command`` under "Reproduce").
+
+    Returns:
+        The ``eval_results.json`` content.
+
+    Raises:
+        InvalidInputError: the records are empty, unreadable or lack what the threshold rule needs.
+    """
+    from brain_ct.ensemble import EnsembleSpec, write_spec
+    from brain_ct.jsonable import json_safe
+    from brain_ct.labels import label_set_of
+    from brain_ct.model import shown_model_id
+    from train.evaluate import report_split, select_threshold
+
+    out = Path(output_dir).expanduser()
+    decode = {"synthetic_size": data.synthetic_size, "allow_unverified": data.allow_unverified}
+    scores = {"validation": score_records(predictor, data.validation, batch_size, **decode)}
+    if data.test is not None:
+        scores["test"] = score_records(predictor, data.test, batch_size, **decode)
+    val = scores["validation"]
+    threshold, rule = select_threshold(
+        val.labels,
+        val.ensemble,
+        val.domain,
+        flags.threshold_strategy,
+        target_sensitivity=flags.threshold_sensitivity,
+        max_real_fpr=flags.max_real_fpr,
+        fixed=flags.threshold,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    trained_on = trained_on or default_trained_on(predictor)
+    spec = EnsembleSpec(
+        members=tuple((s.ref, s.revision) for s in sources),
+        combine="mean",
+        threshold=threshold,
+        threshold_rule=rule,
+        trained_on=trained_on,
+    )
+    write_spec(out, spec)
+
+    results: dict[str, Any] = {
+        "ensemble": shown_model_id(str(out)),
+        "combine": "mean",
+        "label_set": label_set_of(predictor.settings.labels),
+        "trained_on": trained_on,
+        "validation_data": data.validation_note,
+        **({"test_data": data.test_note} if data.test is not None else {}),
+        "members": member_results(sources, predictor, scores, threshold),
+        "threshold": threshold,
+        "threshold_strategy": rule["strategy"],
+        "threshold_rule": rule,
+    }
+    for split, sc in scores.items():
+        results[split] = report_split(split, sc.labels, sc.ensemble, sc.input_kind, threshold, out, sc.domain)
+    results = json_safe(results)
+    (out / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+    plots = [f"{kind}_{split}.png" for split in scores for kind in ("roc", "confusion_matrix")]
+    demo = any(m.settings.is_demo for m in predictor.members)
+    card = render_card(name, results, demo=demo, command=command, plots=plots)
+    (out / "README.md").write_text(card, encoding="utf-8")
+    return results
+
+
+def push_ensemble(output_dir: str | Path, repo_id: str, *, private: bool, token: str | None) -> str:
+    """Upload the ensemble folder (members inside it travel along; their checkpoints stay local)."""
+    from train.hub import push_folder
+
+    url = push_folder(
+        output_dir,
+        repo_id,
+        private=private,
+        token=token,
+        commit_message="Upload brain-CT hemorrhage ensemble",
+    )
+    logger.info("pushed to %s", url)
+    return url
+
+
 def build_ensemble(args: EnsembleArguments, argv: Sequence[str] = ()) -> dict[str, Any]:
     """Load the members, score the validation data, choose the threshold and write the ensemble folder.
 
@@ -535,82 +719,23 @@ def build_ensemble(args: EnsembleArguments, argv: Sequence[str] = ()) -> dict[st
         ModelLoadError: a member does not load, is an ensemble, or the label sets differ.
         InvalidInputError: the validation data is empty, unreadable or lacks what the threshold rule needs.
     """
-    import dataclasses
-
-    from brain_ct.ensemble import EnsembleSpec, load_spec, write_spec
-    from brain_ct.jsonable import json_safe
-    from brain_ct.labels import label_set_of
-    from brain_ct.model import shown_model_id
-    from brain_ct.predictor import Predictor
-    from train.evaluate import report_split, select_threshold
-
-    out = Path(args.output_dir).expanduser()
-    sources = [member_source(value, out) for value in args.members]
-    # The members load before ensemble.json exists, with the loader's own checks (label sets, nesting);
-    # the threshold is a placeholder until validation has chosen it.
-    spec = EnsembleSpec(members=tuple((s.load, s.revision) for s in sources), combine="mean", threshold=0.5)
-    members, settings = load_spec(spec, Path.cwd(), args.output_dir)
-    predictor = Predictor.from_members(members, settings)
-    sources = [
-        s if s.local else dataclasses.replace(s, revision=pinned_revision(s.load, s.revision))
-        for s in sources
-    ]
-
-    columns = validation_columns(args, settings.context_slices)
-    scores = score_validation(predictor, columns, args.batch_size)
-    threshold, rule = select_threshold(
-        scores.labels,
-        scores.ensemble,
-        scores.domain,
-        args.threshold_strategy,
-        target_sensitivity=args.threshold_sensitivity,
-        max_real_fpr=args.max_real_fpr,
-        fixed=args.threshold,
+    sources, predictor = load_members(args.members, args.output_dir)
+    data = scoring_data(args, predictor.settings.context_slices)
+    results = write_ensemble(
+        args.output_dir,
+        sources,
+        predictor,
+        data,
+        args,
+        name=args.hub_model_id or Path(args.output_dir).expanduser().resolve().name,
+        command="python -m train.ensemble " + " ".join(shlex.quote(a) for a in argv),
+        trained_on=args.trained_on,
+        batch_size=args.batch_size,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    trained_on = args.trained_on or default_trained_on(predictor)
-    spec = EnsembleSpec(
-        members=tuple((s.ref, s.revision) for s in sources),
-        combine="mean",
-        threshold=threshold,
-        threshold_rule=rule,
-        trained_on=trained_on,
-    )
-    write_spec(out, spec)
-
-    y, s, k, d = scores.labels, scores.ensemble, scores.input_kind, scores.domain
-    results: dict[str, Any] = {
-        "ensemble": shown_model_id(str(out)),
-        "combine": "mean",
-        "label_set": label_set_of(settings.labels),
-        "trained_on": trained_on,
-        "validation_data": describe_validation(args, y),
-        "members": member_results(sources, predictor, scores, threshold),
-        "threshold": threshold,
-        "threshold_strategy": rule["strategy"],
-        "threshold_rule": rule,
-        "validation": report_split("validation", y, s, k, threshold, out, d),
-    }
-    results = json_safe(results)
-    (out / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-
-    name = args.hub_model_id or out.resolve().name
-    command = "python -m train.ensemble " + " ".join(shlex.quote(a) for a in argv)
-    plots = ["roc_validation.png", "confusion_matrix_validation.png"]
-    demo = any(m.settings.is_demo for m in predictor.members)
-    card = render_card(name, results, demo=demo, command=command, plots=plots)
-    (out / "README.md").write_text(card, encoding="utf-8")
     if args.push_to_hub:
-        from train.hub import push_folder
-
-        results["hub_url"] = push_folder(
-            out,
-            args.hub_model_id,
-            private=args.hub_private,
-            token=args.hub_token,
-            commit_message="Upload brain-CT hemorrhage ensemble",
+        results["hub_url"] = push_ensemble(
+            args.output_dir, args.hub_model_id, private=args.hub_private, token=args.hub_token
         )
-        logger.info("pushed to %s", results["hub_url"])
     return results
 
 

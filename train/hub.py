@@ -14,19 +14,25 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-#: What never leaves the machine: checkpoints, optimizer/trainer state, pickled arguments, logs.
-IGNORE_PATTERNS: list[str] = [
+_RUN_LEFTOVERS = [
     "checkpoint-*",
     "checkpoint-*/**",
     "runs/**",
-    "*.bin",
-    "*.pt",
-    "*.pth",
-    "*.pkl",
     "trainer_state.json",
     "all_results.json",
     "train_results.json",
     ".cache/**",
+]
+
+#: What never leaves the machine: checkpoints, optimizer/trainer state, pickled arguments, logs — also
+#: those of member models inside an ensemble folder (``fold-0/checkpoint-*``: ``*`` spans folders here).
+IGNORE_PATTERNS: list[str] = [
+    *_RUN_LEFTOVERS,
+    *(f"*/{pattern}" for pattern in _RUN_LEFTOVERS),
+    "*.bin",
+    "*.pt",
+    "*.pth",
+    "*.pkl",
 ]
 
 
