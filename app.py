@@ -68,7 +68,7 @@ from brain_ct import DISCLAIMER, wording
 from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.io import CTImage, load_image
 from brain_ct.labels import ANY, SUBTYPES
-from brain_ct.model import resolve_model_id, shown_model_id
+from brain_ct.model import SUBTYPE_DEMO_MODEL_DIR, resolve_model_id, shown_model_id
 from brain_ct.nifti import write_heatmap_nifti
 from brain_ct.predictor import Prediction, Predictor
 from brain_ct.report import plural, probability_plot_png, write_report
@@ -128,7 +128,11 @@ def default_run_dir() -> Path:
 
 
 def _extra_models() -> list[str]:
-    return [m.strip() for m in os.environ.get("BRAIN_CT_MODELS", "").split(",") if m.strip()]
+    """Env ``BRAIN_CT_MODELS`` (comma-separated); unset: the bundled subtype demo, when it is there."""
+    listed = os.environ.get("BRAIN_CT_MODELS")
+    if listed is not None:
+        return [m.strip() for m in listed.split(",") if m.strip()]
+    return [str(SUBTYPE_DEMO_MODEL_DIR)] if (SUBTYPE_DEMO_MODEL_DIR / "config.json").is_file() else []
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The bundled demo model: the folder contract, its labelling, and its reading of real head-CT anatomy.
+"""The bundled demo models (binary, and the subtype model beside it): the folder contract, their labelling,
+and their reading of real head-CT anatomy.
 
 pydicom's real head-CT slices are an evaluation set only — the demo model never trained or was tuned
 on them — so these tests say whether phantoms alone taught it that real anatomy is not blood.
@@ -12,31 +13,45 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from brain_ct.model import DEMO_MODEL_DIR
+from brain_ct.labels import BINARY_LABELS, SUBTYPE_LABELS
+from brain_ct.model import DEMO_MODEL_DIR, PROJECT_ROOT, SUBTYPE_DEMO_MODEL_DIR
 from brain_ct.predictor import Predictor
 
 REAL_ANATOMY_DIR = Path(__file__).resolve().parents[1] / "data" / "real_anatomy" / "dcm_qa_ct-GE"
 
 
-@pytest.fixture(scope="module")
-def demo() -> Predictor:
-    return Predictor.from_pretrained(str(DEMO_MODEL_DIR))
+#: Each bundled model folder and its labels by class index.
+DEMOS = {DEMO_MODEL_DIR: BINARY_LABELS, SUBTYPE_DEMO_MODEL_DIR: SUBTYPE_LABELS}
 
 
-def test_demo_folder_is_small_and_complete() -> None:
-    names = {p.name for p in Path(DEMO_MODEL_DIR).iterdir()}
+@pytest.fixture(scope="module", params=list(DEMOS), ids=lambda p: p.name)
+def demo(request: pytest.FixtureRequest) -> Predictor:
+    return Predictor.from_pretrained(str(request.param))
+
+
+@pytest.mark.parametrize("folder", list(DEMOS), ids=lambda p: p.name)
+def test_demo_folder_is_small_and_complete(folder: Path) -> None:
+    names = {p.name for p in Path(folder).iterdir()}
     assert {"config.json", "model.safetensors", "README.md", "preprocessor_config.json"} <= names
     assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)
-    assert (Path(DEMO_MODEL_DIR) / "model.safetensors").stat().st_size < 10 * 1024 * 1024
+    assert (Path(folder) / "model.safetensors").stat().st_size < 10 * 1024 * 1024
 
 
 def test_demo_is_labelled_synthetic_everywhere(demo: Predictor) -> None:
+    folder = PROJECT_ROOT / demo.settings.model_id  # a bundled model is shown relative to the project
     assert demo.settings.is_demo
     assert "synthetic" in (demo.settings.trained_on or "").lower()
-    card = (Path(DEMO_MODEL_DIR) / "README.md").read_text().lower()
+    card = (folder / "README.md").read_text().lower()
     assert "synthetic phantoms" in card and "not be used on patients" in card
-    config = json.loads((Path(DEMO_MODEL_DIR) / "config.json").read_text())
-    assert config["id2label"] == {"0": "normal", "1": "hemorrhage"}
+    config = json.loads((folder / "config.json").read_text())
+    assert config["id2label"] == {str(i): name for i, name in enumerate(DEMOS[folder])}
+
+
+def test_the_subtype_demo_gives_the_five_subtypes() -> None:
+    demo = Predictor.from_pretrained(str(SUBTYPE_DEMO_MODEL_DIR))
+    prediction = demo.predict(PROJECT_ROOT / "examples" / "synthetic_subdural.dcm")
+    assert set(prediction.subtypes) == set(SUBTYPE_LABELS[1:])
+    assert all(0.0 <= p <= 1.0 for p in prediction.subtypes.values())
 
 
 def test_real_posterior_fossa_slice_reads_normal(demo: Predictor) -> None:
