@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from brain_ct.errors import BrainCTError
-from train.evaluate import EnsembleScores, member_metrics, score_records
+from train.evaluate import Scored, member_metrics, score_records
 
 if TYPE_CHECKING:
     from brain_ct.predictor import Predictor
@@ -347,7 +347,7 @@ def scoring_data(args: EnsembleArguments, context_slices: int) -> ScoringData:
 def member_results(
     sources: Sequence[MemberSource],
     predictor: Predictor,
-    scores: dict[str, EnsembleScores],
+    scores: dict[str, Scored],
     threshold: float,
 ) -> list[dict[str, Any]]:
     """Each member's source and metrics (:func:`train.evaluate.member_metrics`) on every scored split
@@ -589,7 +589,7 @@ def write_ensemble(
     val = scores["validation"]
     threshold, rule = select_threshold(
         val.labels,
-        val.ensemble,
+        val.scores,
         val.domain,
         flags.threshold_strategy,
         target_sensitivity=flags.threshold_sensitivity,
@@ -620,7 +620,7 @@ def write_ensemble(
         "threshold_rule": rule,
     }
     for split, sc in scores.items():
-        results[split] = report_split(split, sc.labels, sc.ensemble, sc.input_kind, threshold, out, sc.domain)
+        results[split] = report_split(split, sc.labels, sc.scores, sc.input_kind, threshold, out, sc.domain)
     results = json_safe(results)
     (out / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 

@@ -41,7 +41,6 @@ import logging
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -350,7 +349,10 @@ class Scored(NamedTuple):
     """A model's scores on one split: ``labels``, ``scores`` = P(hemorrhage) (float64), ``input_kind``
     (index into ``train.data.INPUT_KINDS``) and ``domain`` (index into ``train.data.DOMAINS``), all ``[N]``;
     for a subtype model also ``targets`` (0/1) and ``probabilities`` ``[N, 6]`` in
-    :data:`~brain_ct.labels.SUBTYPE_LABELS` order (None for a binary model). ``binary`` is the first four."""
+    :data:`~brain_ct.labels.SUBTYPE_LABELS` order (None for a binary model). An ensemble's
+    (:func:`score_records`): ``scores`` and ``probabilities`` are the members' means, and ``members``
+    ``[M, N]`` float64 holds each member's P(hemorrhage) in ``ensemble.json`` order (None for a single
+    model). ``binary`` is the first four."""
 
     labels: np.ndarray
     scores: np.ndarray
@@ -358,6 +360,7 @@ class Scored(NamedTuple):
     domain: np.ndarray
     targets: np.ndarray | None = None
     probabilities: np.ndarray | None = None
+    members: np.ndarray | None = None
 
     @property
     def binary(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -422,38 +425,6 @@ def predict_scores(
     return Scored(targets[:, 0], probabilities[:, 0], kinds_all, domains_all, targets, probabilities)
 
 
-@dataclass(frozen=True)
-class EnsembleScores:
-    """P(hemorrhage) of an ensemble and of each member on one split's records (:func:`score_records`).
-
-    Attributes:
-        labels: int64 [N], 0 normal / 1 hemorrhage.
-        ensemble: float64 [N], the members' mean.
-        members: float64 [M, N], one row per member in ``ensemble.json`` order.
-        input_kind: int64 [N], index into ``train.data.INPUT_KINDS``.
-        domain: int64 [N], index into ``train.data.DOMAINS``.
-        targets: int64 [N, 6] 0/1 in :data:`~brain_ct.labels.SUBTYPE_LABELS` order, when scored with
-            ``subtypes``; else None.
-        probabilities: float64 [N, 6], the ensemble's mean ``any`` and subtype probabilities in the same
-            order, with ``targets``; else None.
-    """
-
-    labels: np.ndarray
-    ensemble: np.ndarray
-    members: np.ndarray
-    input_kind: np.ndarray
-    domain: np.ndarray
-    targets: np.ndarray | None = None
-    probabilities: np.ndarray | None = None
-
-    @property
-    def scored(self) -> Scored:
-        """The ensemble's scores as :func:`predict_scores` gives a single model's (what the reports take)."""
-        return Scored(
-            self.labels, self.ensemble, self.input_kind, self.domain, self.targets, self.probabilities
-        )
-
-
 def score_records(
     predictor: Predictor,
     columns: dict[str, list[Any]],
@@ -462,7 +433,7 @@ def score_records(
     synthetic_size: int = 256,
     allow_unverified: bool = True,
     subtypes: bool = False,
-) -> EnsembleScores:
+) -> Scored:
     """Read every record as training decodes it and score it with the ensemble ``predictor``.
 
     Records are decoded by :meth:`train.data.SliceTransform.decode` (files through ``load_image``,
@@ -475,6 +446,10 @@ def score_records(
         subtypes: for a subtype ensemble, also the six targets of each record and the ensemble's six
             probabilities (every bleed must name its subtypes: :func:`train.data.check_subtype_records`).
             Ignored for a binary ensemble.
+
+    Returns:
+        :class:`Scored` with ``scores`` the ensemble's P(hemorrhage) (the members' mean) and ``members``
+        each member's; ``targets`` and ``probabilities`` with ``subtypes``.
 
     Raises:
         InvalidInputError: no records, a record that cannot be read, or (``subtypes``) a bleed without
@@ -507,24 +482,27 @@ def score_records(
                 targets.append(decode.targets(d))
                 probabilities.append([p.probability, *(p.subtypes[name] for name in SUBTYPES)])
         logger.info("scored %d / %d slices", min(n, start + batch_size), n)
-    return EnsembleScores(
+    return Scored(
         np.asarray(labels, dtype=np.int64),
         np.asarray(means, dtype=np.float64),
-        np.asarray(per_member, dtype=np.float64).T,
         np.asarray(kinds, dtype=np.int64),
         np.asarray(domains, dtype=np.int64),
         np.asarray(targets, dtype=np.int64) if named else None,
         np.asarray(probabilities, dtype=np.float64) if named else None,
+        np.asarray(per_member, dtype=np.float64).T,
     )
 
 
 def member_metrics(
-    scores: Mapping[str, EnsembleScores], index: int, own_threshold: float, ensemble_threshold: float
+    scores: Mapping[str, Scored], index: int, own_threshold: float, ensemble_threshold: float
 ) -> dict[str, Any]:
-    """Member ``index``'s :func:`metrics_by_kind` on every scored split (``validation``, ``test``), at its
-    own threshold (``<split>``) and at the ensemble's (``<split>_at_ensemble_threshold``)."""
+    """Member ``index``'s :func:`metrics_by_kind` on every split an ensemble was scored on
+    (:func:`score_records`: ``validation``, ``test``), at its own threshold (``<split>``) and at the
+    ensemble's (``<split>_at_ensemble_threshold``)."""
     out: dict[str, Any] = {}
     for split, sc in scores.items():
+        if sc.members is None:
+            raise InvalidInputError(f"{split}: member metrics need an ensemble's scores (score_records)")
         y, s, k, d = sc.labels, sc.members[index], sc.input_kind, sc.domain
         out[split] = metrics_by_kind(y, s, k, own_threshold, d)
         out[f"{split}_at_ensemble_threshold"] = metrics_by_kind(y, s, k, ensemble_threshold, d)
@@ -834,7 +812,7 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     named = settings.is_multi_label
     predictor = Predictor.from_members(members, settings) if settings.is_ensemble else None
     transform = SliceTransform(settings, synthetic_size=args.synthetic_size)
-    ensemble_scores: dict[str, EnsembleScores] = {}
+    ensemble_scores: dict[str, Scored] = {}
 
     def columns(folder: str | None, n: int, split: str) -> dict[str, list[Any]] | None:
         if folder:
@@ -857,7 +835,7 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
             predictor, cols, args.batch_size, synthetic_size=args.synthetic_size, subtypes=named
         )
         ensemble_scores[split] = scores
-        return scores.scored
+        return scores
 
     out_dir = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
