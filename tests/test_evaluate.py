@@ -239,3 +239,32 @@ def test_evaluate_cli_without_data_is_a_clear_error(
     model = make_tiny_model(tmp_path / "m")
     assert main(["--model", str(model)]) == 1
     assert "--test_dir" in capsys.readouterr().err
+
+
+def test_single_model_numbers_are_those_of_the_training_transform(tmp_path: Path) -> None:
+    # A single model is still scored by predict_scores over SliceTransform (not by the ensemble's Predictor
+    # path): eval_results equal the pre-ensemble pipeline rebuilt here, and gain no ensemble keys.
+    from brain_ct.model import load_model
+    from train.calibrate import calibration_report
+    from train.data import SliceTransform, attach_transform, scan_imagefolder, to_dataset
+    from train.evaluate import predict_scores
+
+    model_dir = make_tiny_model(tmp_path / "m", image_size=64, threshold=0.3)
+    data = write_tiny_folder(tmp_path / "test", n=8, size=96)
+    out = tmp_path / "eval"
+    assert main(["--model", str(model_dir), "--test_dir", str(data), "--output_dir", str(out)]) == 0
+    results = json.loads((out / "eval_results.json").read_text())
+
+    model, settings = load_model(model_dir)
+    dataset = attach_transform(
+        to_dataset(scan_imagefolder(data)), SliceTransform(settings, synthetic_size=256)
+    )
+    y, s, k, d = predict_scores(model, dataset).binary
+    expected = {
+        "model": str(model_dir),
+        "threshold": 0.3,
+        "threshold_source": "model config (brain_ct_threshold)",
+        "test": metrics_by_kind(y, s, k, 0.3, d),
+        "calibration": {"test": calibration_report(y, s, k, d)},
+    }
+    assert results == json.loads(json.dumps(json_safe(expected)))

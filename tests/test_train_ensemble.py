@@ -125,6 +125,8 @@ def test_card_names_every_member_and_the_rule(built: Path) -> None:
     for ref in ("`../a`", "`../b`"):
         assert card.count(ref) >= 3  # members table, summary row, own metrics section
     assert DISCLAIMER in card and "real_fpr" in card and "python -m train.ensemble --members" in card
+    # validation numbers are optimistic: the card points to the command that measures it on a test set
+    assert "`python -m train.evaluate --model ens --test_dir TEST`" in card
     assert "fold 0" in card
 
 

@@ -19,8 +19,7 @@ from brain_ct.predictor import Predictor
 from brain_ct.synthetic.export import write_dataset
 from train import main
 from train.data import fold_splits, synthetic_records
-from train.ensemble import score_records
-from train.evaluate import select_threshold
+from train.evaluate import score_records, select_threshold
 
 #: A tiny run: 24 phantom training records, 8 validation, 4 test, one step per fold.
 RUN = [
@@ -113,13 +112,13 @@ def test_ensemble_threshold_is_chosen_on_the_common_validation(folded: tuple[Pat
     out, results = folded
     predictor = Predictor.from_pretrained(out)
     scores = score_records(predictor, synthetic_records(8, "validation", 0, 0.5), synthetic_size=64)
-    threshold, rule = select_threshold(scores.labels, scores.ensemble, scores.domain, "auto")
+    threshold, rule = select_threshold(scores.labels, scores.scores, scores.domain, "auto")
     assert results["threshold"] == pytest.approx(threshold, abs=1e-6)
     assert predictor.threshold == pytest.approx(threshold, abs=1e-6)
     assert results["threshold_rule"]["n_validation"] == 8  # not a fold's 12
     assert results["validation"]["n"] == 8
     assert results["validation"]["auc"] == pytest.approx(
-        roc_auc_score(scores.labels, scores.ensemble), abs=1e-6
+        roc_auc_score(scores.labels, scores.scores), abs=1e-6
     )
 
 

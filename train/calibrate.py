@@ -23,6 +23,11 @@ training on an existing model folder: scores the validation data, fits T, choose
 (:func:`train.evaluate.select_threshold`) and writes the updated model folder (config, weights when T is
 kept, ``eval_results.json``, reliability and ROC plots, and the card's threshold, calibration and evaluation
 sections).
+
+An ensemble (``ensemble.json``) is refused (:func:`refuse_ensemble`): a temperature folded into one classifier
+is not defined for the mean of several, and re-choosing only its threshold is what ``python -m train.ensemble``
+does (which also rewrites its card); ``python -m train.evaluate --model <ensemble> --validation_dir DIR`` shows
+the ensemble at a threshold re-chosen on other data without writing anything.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from brain_ct.errors import BrainCTError, InvalidInputError
+from brain_ct.errors import BrainCTError, InvalidInputError, ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -515,6 +520,26 @@ def _update_card(
     path.write_text(card, encoding="utf-8")
 
 
+def refuse_ensemble(model_id: str) -> None:
+    """Refuse an ensemble as ``--model`` with what to do instead (see the module docstring).
+
+    Raises:
+        ModelLoadError: ``model_id`` (a folder or Hub id) holds ``ensemble.json``.
+    """
+    from brain_ct.ensemble import ENSEMBLE_FILE, find_ensemble_file
+
+    if find_ensemble_file(model_id) is None:
+        return
+    raise ModelLoadError(
+        f"--model {model_id!r} is an ensemble ({ENSEMBLE_FILE}); python -m train.calibrate folds a temperature "
+        "into one model's classifier weights, which is not defined for the mean of several models. Calibrate "
+        "each member instead (python -m train.calibrate --model MEMBER --output_dir ...), then choose the "
+        "ensemble's threshold again with python -m train.ensemble --members ...; to see this ensemble at a "
+        f"threshold re-chosen on other data, run python -m train.evaluate --model {model_id} --validation_dir "
+        "DIR --test_dir DIR"
+    )
+
+
 def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
     """Run ``python -m train.calibrate`` (see the module docstring); returns the new ``eval_results.json``."""
     import dataclasses
@@ -526,6 +551,7 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
 
     if not 0.0 <= args.max_real_fpr <= 1.0:
         raise InvalidInputError(f"--max_real_fpr must be in [0, 1]; got {args.max_real_fpr}")
+    refuse_ensemble(str(args.model))
     model, settings = load_model(args.model)
     columns = split_columns(args, "validation", settings.context_slices, settings.is_multi_label)
     if columns is None:

@@ -10,7 +10,8 @@ RSNA's subtypes) and none is an ensemble: :func:`brain_ct.ensemble.load_spec` lo
 every ensemble gets. The validation data is the labelled image folder ``python -m train`` reads
 (``normal/`` and ``hemorrhage/`` class folders, files decoded by :class:`train.data.SliceTransform` through
 ``load_image``) and, with ``--real_anatomy_dir``, the held-out real levels of :func:`train.data.real_anatomy_records`.
-One :class:`brain_ct.Predictor` over the ensemble reads every slice: its probability is the ensemble's
+One :class:`brain_ct.Predictor` over the ensemble reads every slice (:func:`train.evaluate.score_records`, the
+scoring ``python -m train.evaluate --model <ensemble>`` uses too): its probability is the ensemble's
 P(hemorrhage) (the members' mean), ``Prediction.members`` each member's, so no preprocessing is repeated here.
 The ensemble's threshold is chosen on its validation scores by :func:`train.evaluate.select_threshold`, with
 the rules and the default (``auto``: bound false positives on real normals, else 0.95 sensitivity) of
@@ -21,8 +22,9 @@ the output folder's parent is written relative to the output folder so both move
 absolute path, a Hub member with the commit it was scored at), ``eval_results.json`` (each member at its own
 threshold and at the ensemble's, and the ensemble: ROC AUC, sensitivity, specificity, … overall, per input
 kind and per anatomy domain), the ensemble's ROC and confusion-matrix plots and a card ``README.md``.
-Subtype members are scored on P(hemorrhage) (``any``) only: the labelled folder layout has no subtype
-folders, so RSNA's weighted log loss cannot be computed here.
+Subtype members are scored on P(hemorrhage) (``any``) only here, which chooses the threshold; the subtype
+metrics and RSNA's weighted log loss of a subtype ensemble come from ``python -m train.evaluate --model
+<ensemble>`` on a test set that names its subtypes.
 
 The same steps serve ``python -m train --folds K`` (:mod:`train.folds`): :func:`load_members`, then
 :func:`write_ensemble` on in-memory record columns (:class:`ScoringData`: the run's validation split, and
@@ -45,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from brain_ct.errors import BrainCTError
+from train.evaluate import Scored, member_metrics, score_records
 
 if TYPE_CHECKING:
     from brain_ct.predictor import Predictor
@@ -301,25 +304,6 @@ class ScoringData:
     allow_unverified: bool = True
 
 
-@dataclass(frozen=True)
-class EnsembleScores:
-    """P(hemorrhage) of the ensemble and of each member on one split's records.
-
-    Attributes:
-        labels: int64 [N], 0 normal / 1 hemorrhage.
-        ensemble: float64 [N], the members' mean.
-        members: float64 [M, N], one row per member in ``ensemble.json`` order.
-        input_kind: int64 [N], index into ``train.data.INPUT_KINDS``.
-        domain: int64 [N], index into ``train.data.DOMAINS``.
-    """
-
-    labels: np.ndarray
-    ensemble: np.ndarray
-    members: np.ndarray
-    input_kind: np.ndarray
-    domain: np.ndarray
-
-
 def validation_columns(args: EnsembleArguments, context_slices: int) -> dict[str, list[Any]]:
     """The validation records: the labelled folder (with series neighbours for slice-context members) and
     the held-out real-anatomy levels.
@@ -339,50 +323,6 @@ def validation_columns(args: EnsembleArguments, context_slices: int) -> dict[str
         else None
     )
     return merge_records(files, real)
-
-
-def score_records(
-    predictor: Predictor,
-    columns: dict[str, list[Any]],
-    batch_size: int = 16,
-    *,
-    synthetic_size: int = 256,
-    allow_unverified: bool = True,
-) -> EnsembleScores:
-    """Read every record as training decodes it and score it with the ensemble ``predictor``.
-
-    Records are decoded by :meth:`train.data.SliceTransform.load_with_context` (files through
-    ``load_image``, phantoms from their seeds at ``synthetic_size``, real anatomy with its painted
-    lesions), and the predictor preprocesses each slice for each member as at inference. Input kind and
-    domain are those the training run reports.
-    """
-    from train.data import DOMAINS, INPUT_KINDS, SliceTransform
-
-    decode = SliceTransform(
-        predictor.settings, synthetic_size=synthetic_size, allow_unverified=allow_unverified
-    )
-    n = len(columns["label"])
-    labels, means, per_member, kinds, domains = [], [], [], [], []
-    for start in range(0, n, batch_size):
-        records = [{k: v[i] for k, v in columns.items()} for i in range(start, min(n, start + batch_size))]
-        loaded = [decode.load_with_context(ex) for ex in records]
-        readings = predictor.predict_batch(
-            [ct for ct, *_ in loaded], batch_size=batch_size, neighbors=[nb for *_, nb in loaded]
-        )
-        for ex, (ct, _, label, _), p in zip(records, loaded, readings, strict=True):
-            labels.append(label)
-            means.append(p.probability)
-            per_member.append([m["probability"] for m in p.members or ()])
-            kinds.append(INPUT_KINDS.index("dicom" if ct.hu is not None else "image"))
-            domains.append(DOMAINS.index("phantom" if int(ex.get("synthetic_seed", -1)) >= 0 else "real"))
-        logger.info("scored %d / %d slices", min(n, start + batch_size), n)
-    return EnsembleScores(
-        np.asarray(labels, dtype=np.int64),
-        np.asarray(means, dtype=np.float64),
-        np.asarray(per_member, dtype=np.float64).T,
-        np.asarray(kinds, dtype=np.int64),
-        np.asarray(domains, dtype=np.int64),
-    )
 
 
 def describe_records(labels: Sequence[int], source: str) -> str:
@@ -407,13 +347,12 @@ def scoring_data(args: EnsembleArguments, context_slices: int) -> ScoringData:
 def member_results(
     sources: Sequence[MemberSource],
     predictor: Predictor,
-    scores: dict[str, EnsembleScores],
+    scores: dict[str, Scored],
     threshold: float,
 ) -> list[dict[str, Any]]:
-    """Each member's metrics (:func:`train.evaluate.metrics_by_kind`) on every scored split (``validation``,
-    ``test``), at its own threshold and at the ensemble's (``<split>_at_ensemble_threshold``)."""
+    """Each member's source and metrics (:func:`train.evaluate.member_metrics`) on every scored split
+    (``validation``, ``test``), at its own threshold and at the ensemble's (``<split>_at_ensemble_threshold``)."""
     from brain_ct.labels import label_set_of
-    from train.evaluate import metrics_by_kind
 
     out = []
     for i, (source, member) in enumerate(zip(sources, predictor.members, strict=True)):
@@ -425,11 +364,8 @@ def member_results(
             "label_set": label_set_of(member.settings.labels),
             "trained_on": member.settings.trained_on,
             "threshold": own,
+            **member_metrics(scores, i, own, threshold),
         }
-        for split, sc in scores.items():
-            y, s, k, d = sc.labels, sc.members[i], sc.input_kind, sc.domain
-            entry[split] = metrics_by_kind(y, s, k, own, d)
-            entry[f"{split}_at_ensemble_threshold"] = metrics_by_kind(y, s, k, threshold, d)
         out.append(entry)
     return out
 
@@ -528,7 +464,8 @@ def render_card(name: str, results: dict[str, Any], *, demo: bool, command: str,
         "## Evaluation on validation",
         "",
         f"Validation data: {results['validation_data']}. The ensemble's threshold was chosen on these same "
-        "slices, so its numbers are optimistic; only a separate test set measures it.",
+        "slices, so its numbers are optimistic; only a separate test set measures it: "
+        f"`python -m train.evaluate --model {name} --test_dir TEST` (members and ensemble, as for one model).",
         "",
         _summary_table(results),
         "",
@@ -652,7 +589,7 @@ def write_ensemble(
     val = scores["validation"]
     threshold, rule = select_threshold(
         val.labels,
-        val.ensemble,
+        val.scores,
         val.domain,
         flags.threshold_strategy,
         target_sensitivity=flags.threshold_sensitivity,
@@ -683,7 +620,7 @@ def write_ensemble(
         "threshold_rule": rule,
     }
     for split, sc in scores.items():
-        results[split] = report_split(split, sc.labels, sc.ensemble, sc.input_kind, threshold, out, sc.domain)
+        results[split] = report_split(split, sc.labels, sc.scores, sc.input_kind, threshold, out, sc.domain)
     results = json_safe(results)
     (out / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 

@@ -6,6 +6,12 @@ test set through the same data transform as training (``brain_ct.io.load_image``
 The threshold is the model's ``brain_ct_threshold`` unless ``--threshold`` is given, or re-chosen on
 ``--validation_dir`` / ``--synthetic_validation`` with ``--threshold_strategy``.
 
+``--model`` may be an ensemble (``ensemble.json``; :mod:`brain_ct.ensemble`): its records are read by one
+:class:`brain_ct.Predictor` over the members (:func:`score_records`, the scoring ``python -m train.ensemble``
+chooses the ensemble's threshold with), the report is that of a single model on the members' mean P(hemorrhage)
+at the ensemble's own threshold (a subtype ensemble: on its mean subtype probabilities too), and ``members``
+adds each member's metrics at its own threshold and at the ensemble's (:func:`member_metrics`).
+
 Threshold rules (:func:`choose_threshold`), all on validation scores P(hemorrhage):
 
 * ``real_fpr``: the most sensitive (lowest) threshold whose false-positive rate on the validation split's
@@ -34,15 +40,18 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.jsonable import json_safe
 from brain_ct.labels import ANY, SUBTYPE_LABELS, rsna_log_loss
+
+if TYPE_CHECKING:
+    from brain_ct.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -340,7 +349,10 @@ class Scored(NamedTuple):
     """A model's scores on one split: ``labels``, ``scores`` = P(hemorrhage) (float64), ``input_kind``
     (index into ``train.data.INPUT_KINDS``) and ``domain`` (index into ``train.data.DOMAINS``), all ``[N]``;
     for a subtype model also ``targets`` (0/1) and ``probabilities`` ``[N, 6]`` in
-    :data:`~brain_ct.labels.SUBTYPE_LABELS` order (None for a binary model). ``binary`` is the first four."""
+    :data:`~brain_ct.labels.SUBTYPE_LABELS` order (None for a binary model). An ensemble's
+    (:func:`score_records`): ``scores`` and ``probabilities`` are the members' means, and ``members``
+    ``[M, N]`` float64 holds each member's P(hemorrhage) in ``ensemble.json`` order (None for a single
+    model). ``binary`` is the first four."""
 
     labels: np.ndarray
     scores: np.ndarray
@@ -348,6 +360,7 @@ class Scored(NamedTuple):
     domain: np.ndarray
     targets: np.ndarray | None = None
     probabilities: np.ndarray | None = None
+    members: np.ndarray | None = None
 
     @property
     def binary(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -410,6 +423,90 @@ def predict_scores(
     probabilities = sigmoid(np.concatenate(logits))[:, order]
     targets = np.concatenate(labels).astype(np.int64).reshape(-1, len(SUBTYPE_LABELS))
     return Scored(targets[:, 0], probabilities[:, 0], kinds_all, domains_all, targets, probabilities)
+
+
+def score_records(
+    predictor: Predictor,
+    columns: dict[str, list[Any]],
+    batch_size: int = 16,
+    *,
+    synthetic_size: int = 256,
+    allow_unverified: bool = True,
+    subtypes: bool = False,
+) -> Scored:
+    """Read every record as training decodes it and score it with the ensemble ``predictor``.
+
+    Records are decoded by :meth:`train.data.SliceTransform.decode` (files through ``load_image``,
+    phantoms from their seeds at ``synthetic_size``, real anatomy with its painted lesions), and the
+    predictor preprocesses each slice for each member as at inference (one
+    :meth:`~brain_ct.Predictor.predict_batch` per batch: the ensemble's mean and each member's
+    P(hemorrhage) come from the same reading). Input kind and domain are those the training run reports.
+
+    Args:
+        subtypes: for a subtype ensemble, also the six targets of each record and the ensemble's six
+            probabilities (every bleed must name its subtypes: :func:`train.data.check_subtype_records`).
+            Ignored for a binary ensemble.
+
+    Returns:
+        :class:`Scored` with ``scores`` the ensemble's P(hemorrhage) (the members' mean) and ``members``
+        each member's; ``targets`` and ``probabilities`` with ``subtypes``.
+
+    Raises:
+        InvalidInputError: no records, a record that cannot be read, or (``subtypes``) a bleed without
+            subtypes.
+    """
+    from brain_ct.labels import SUBTYPES
+    from train.data import DOMAINS, INPUT_KINDS, SliceTransform
+
+    n = len(columns["label"])
+    if n == 0:
+        raise InvalidInputError("the data set to score is empty")
+    decode = SliceTransform(
+        predictor.settings, synthetic_size=synthetic_size, allow_unverified=allow_unverified
+    )
+    named = subtypes and predictor.settings.is_multi_label
+    labels, means, per_member, kinds, domains, targets, probabilities = [], [], [], [], [], [], []
+    for start in range(0, n, batch_size):
+        records = [{k: v[i] for k, v in columns.items()} for i in range(start, min(n, start + batch_size))]
+        decoded = [decode.decode(ex) for ex in records]
+        readings = predictor.predict_batch(
+            [d.ct for d in decoded], batch_size=batch_size, neighbors=[d.neighbors for d in decoded]
+        )
+        for ex, d, p in zip(records, decoded, readings, strict=True):
+            labels.append(d.label)
+            means.append(p.probability)
+            per_member.append([m["probability"] for m in p.members or ()])
+            kinds.append(INPUT_KINDS.index("dicom" if d.ct.hu is not None else "image"))
+            domains.append(DOMAINS.index("phantom" if int(ex.get("synthetic_seed", -1)) >= 0 else "real"))
+            if named:
+                targets.append(decode.targets(d))
+                probabilities.append([p.probability, *(p.subtypes[name] for name in SUBTYPES)])
+        logger.info("scored %d / %d slices", min(n, start + batch_size), n)
+    return Scored(
+        np.asarray(labels, dtype=np.int64),
+        np.asarray(means, dtype=np.float64),
+        np.asarray(kinds, dtype=np.int64),
+        np.asarray(domains, dtype=np.int64),
+        np.asarray(targets, dtype=np.int64) if named else None,
+        np.asarray(probabilities, dtype=np.float64) if named else None,
+        np.asarray(per_member, dtype=np.float64).T,
+    )
+
+
+def member_metrics(
+    scores: Mapping[str, Scored], index: int, own_threshold: float, ensemble_threshold: float
+) -> dict[str, Any]:
+    """Member ``index``'s :func:`metrics_by_kind` on every split an ensemble was scored on
+    (:func:`score_records`: ``validation``, ``test``), at its own threshold (``<split>``) and at the
+    ensemble's (``<split>_at_ensemble_threshold``)."""
+    out: dict[str, Any] = {}
+    for split, sc in scores.items():
+        if sc.members is None:
+            raise InvalidInputError(f"{split}: member metrics need an ensemble's scores (score_records)")
+        y, s, k, d = sc.labels, sc.members[index], sc.input_kind, sc.domain
+        out[split] = metrics_by_kind(y, s, k, own_threshold, d)
+        out[f"{split}_at_ensemble_threshold"] = metrics_by_kind(y, s, k, ensemble_threshold, d)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- plots
@@ -628,10 +725,16 @@ def report_split(
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train.evaluate",
-        description="Evaluate a saved brain-CT model on a test set; writes eval_results.json and plots "
-        "(a subtype model: also per-subtype metrics and RSNA's weighted log loss).",
+        description="Evaluate a saved brain-CT model or ensemble on a test set; writes eval_results.json and "
+        "plots (a subtype model: also per-subtype metrics and RSNA's weighted log loss; an ensemble: also each "
+        "member's metrics).",
     )
-    p.add_argument("--model", required=True, help="model folder or Hub id (as written by python -m train)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model folder or Hub id (as written by python -m train), or an ensemble's (ensemble.json, as "
+        "written by python -m train.ensemble): then each member is reported too",
+    )
     p.add_argument(
         "--test_dir",
         help="image folder with hemorrhage/ and normal/ subfolders (a subtype model: subtype folders and/or "
@@ -669,14 +772,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold_sensitivity", type=float, default=0.95, help="target sensitivity")
     p.add_argument("--output_dir", help="where to write eval_results.json and plots (default: <model>/eval)")
     p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--num_workers", type=int, default=0, help="dataloader worker processes")
+    p.add_argument(
+        "--num_workers",
+        type=int,
+        default=0,
+        help="dataloader worker processes (a single model; an ensemble reads its slices in this process)",
+    )
     p.add_argument("--revision", help="Hub revision of --model")
     return p
 
 
 def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
-    """Evaluate ``args.model`` as described by the CLI arguments; returns what is written to eval_results.json."""
-    from brain_ct.model import load_model
+    """Evaluate ``args.model`` as described by the CLI arguments; returns what is written to eval_results.json.
+
+    A single model is scored by :func:`predict_scores` over the training transform. An ensemble
+    (``ensemble.json``, loaded by :func:`brain_ct.ensemble.load`) is scored by :func:`score_records`, the
+    scoring ``python -m train.ensemble`` chose its threshold with, and gets the same report on its mean
+    P(hemorrhage) at its own threshold, plus ``members``: each member's metrics at its own threshold and
+    at the ensemble's (:func:`member_metrics`).
+    """
+    from brain_ct.ensemble import load
+    from brain_ct.labels import label_set_of
+    from brain_ct.predictor import Predictor
     from train.calibrate import calibration_groups, calibration_report, plot_reliability
     from train.data import (
         SliceTransform,
@@ -690,13 +807,14 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
 
     if not args.test_dir and args.synthetic_test <= 0:
         raise InvalidInputError("nothing to evaluate: give --test_dir DIR or --synthetic_test N")
-    model, settings = load_model(args.model, revision=args.revision)
-    context = settings.context_slices
-    transform = SliceTransform(settings, synthetic_size=args.synthetic_size)
-
+    members, settings = load(args.model, revision=args.revision)
+    context = settings.context_slices  # an ensemble's: its widest member's
     named = settings.is_multi_label
+    predictor = Predictor.from_members(members, settings) if settings.is_ensemble else None
+    transform = SliceTransform(settings, synthetic_size=args.synthetic_size)
+    ensemble_scores: dict[str, Scored] = {}
 
-    def dataset(folder: str | None, n: int, split: str) -> Any:
+    def columns(folder: str | None, n: int, split: str) -> dict[str, list[Any]] | None:
         if folder:
             cols = scan_imagefolder(folder)
             if context:  # slice-context models see each slice with its series neighbours
@@ -707,17 +825,27 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
             return None
         if named:  # a subtype model is scored on every label: each bleed needs its subtypes
             check_subtype_records(cols, f"the {split} data")
-        return attach_transform(to_dataset(cols), transform)
+        return cols
+
+    def score(cols: dict[str, list[Any]], split: str) -> Scored:
+        if predictor is None:
+            dataset = attach_transform(to_dataset(cols), transform)
+            return predict_scores(members[0].model, dataset, args.batch_size, args.num_workers, desc=split)
+        scores = score_records(
+            predictor, cols, args.batch_size, synthetic_size=args.synthetic_size, subtypes=named
+        )
+        ensemble_scores[split] = scores
+        return scores
 
     out_dir = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     threshold = settings.threshold
     results: dict[str, Any] = {"model": str(args.model)}
-    val = dataset(args.validation_dir, args.synthetic_validation, "validation")
-    source = "model config (brain_ct_threshold)"
+    val = columns(args.validation_dir, args.synthetic_validation, "validation")
+    source = "ensemble.json (threshold)" if predictor else "model config (brain_ct_threshold)"
     subtypes: dict[str, Any] = {}
     if val is not None and args.threshold is None:
-        scored = predict_scores(model, val, args.batch_size, args.num_workers, desc="validation")
+        scored = score(val, "validation")
         y, s, k, d = scored.binary
         threshold, rule = select_threshold(
             y,
@@ -735,8 +863,7 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
         results["threshold_rule"] = settings.threshold_rule
     if args.threshold is not None:
         threshold, source = float(args.threshold), "--threshold"
-    test = dataset(args.test_dir, args.synthetic_test, "test")
-    scored = predict_scores(model, test, args.batch_size, args.num_workers, desc="test")
+    scored = score(columns(args.test_dir, args.synthetic_test, "test"), "test")
     y, s, k, d = scored.binary
     results["threshold"] = threshold
     results["threshold_source"] = source
@@ -746,6 +873,19 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
         results["subtypes"] = {split: m for split, m in subtypes.items() if m is not None}
     results["calibration"] = {"test": calibration_report(y, s, k, d)}
     plot_reliability(calibration_groups(y, s, k, d), out_dir / "reliability_test.png", "Reliability — test")
+    if predictor is not None:
+        results["combine"] = "mean"
+        results["label_set"] = label_set_of(settings.labels)
+        results["members"] = [
+            {
+                "model": m.settings.model_id,
+                "revision": m.settings.revision,
+                "trained_on": m.settings.trained_on,
+                "threshold": m.settings.threshold,
+                **member_metrics(ensemble_scores, i, m.settings.threshold, threshold),
+            }
+            for i, m in enumerate(predictor.members)
+        ]
     (out_dir / "eval_results.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
     return results
 
@@ -772,7 +912,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     test = results["test"]
-    print(summary_line("test", test))
+    for m in results.get("members", ()):
+        print(summary_line(f"member {m['model']}", m["test"]))
+    print(summary_line("ensemble test" if "members" in results else "test", test))
     for kind, m in test.get("by_input_kind", {}).items():
         print(summary_line(f"  {kind}", m))
     for domain, m in test.get("by_domain", {}).items():
