@@ -222,7 +222,8 @@ def _looks_like_path(model_id: str) -> bool:
 
 def _is_demo_path(model_id: str) -> bool:
     try:
-        return Path(model_id).expanduser().resolve().parent == BUNDLED_MODELS_DIR
+        path = Path(model_id).expanduser().resolve()
+        return path == DEMO_MODEL_DIR or path.parent == BUNDLED_MODELS_DIR
     except OSError:
         return False
 

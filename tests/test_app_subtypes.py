@@ -264,3 +264,15 @@ def test_browser_shows_the_subtype_panel_and_a_subtype_heatmap(served, inputs):
     assert all(name in panel for name in SUBTYPES)
     assert toasts == 0  # one choice, one re-explanation: no "still being read" refusal
     assert (ARTIFACTS / "app_subtypes.png").stat().st_size > 10_000
+
+
+def test_the_bundled_subtype_demo_is_offered_unless_models_are_listed(monkeypatch):
+    from brain_ct.model import SUBTYPE_DEMO_MODEL_DIR
+
+    monkeypatch.delenv("BRAIN_CT_MODELS", raising=False)
+    monkeypatch.delenv("BRAIN_CT_MODEL", raising=False)
+    assert app.AppSettings.from_env().extra_models == [str(SUBTYPE_DEMO_MODEL_DIR)]
+    registry = app.make_registry(None, extra=app.AppSettings.from_env().extra_models)
+    assert registry.choices == ["models/brain-ct-demo", "models/brain-ct-demo-subtypes"]
+    monkeypatch.setenv("BRAIN_CT_MODELS", "")  # an empty list: only the default model
+    assert app.AppSettings.from_env().extra_models == []
