@@ -35,6 +35,7 @@ import numpy as np
 from brain_ct import framing
 from brain_ct.errors import InvalidInputError
 from brain_ct.image import Box
+from brain_ct.wording import hemorrhage_name
 
 if TYPE_CHECKING:
     import torch
@@ -369,12 +370,6 @@ def describe_region(region: Region) -> str:
 SUBTYPE_NOTABLE = 0.5
 
 
-def _hemorrhage_name(subtype: str) -> str:
-    """``"subdural"`` → "a subdural hemorrhage"; ``"epidural"`` → "an epidural hemorrhage"."""
-    article = "an" if subtype[:1] in "aeiou" else "a"
-    return f"{article} {subtype} hemorrhage"
-
-
 def describe_subtypes(probability: float, threshold: float, subtypes: dict[str, float] | None) -> str:
     """One sentence on a subtype model's subtype outputs, or "" when there is nothing to say.
 
@@ -389,9 +384,9 @@ def describe_subtypes(probability: float, threshold: float, subtypes: dict[str, 
     if probability >= threshold:
         if p_top < SUBTYPE_NOTABLE:
             return f"No hemorrhage subtype stands out (the highest is {top}, p {p_top:.2f})."
-        text = f"The pattern is most consistent with {_hemorrhage_name(top)} (p {p_top:.2f})"
+        text = f"The pattern is most consistent with {hemorrhage_name(top)} (p {p_top:.2f})"
         if rest and rest[0][1] >= SUBTYPE_NOTABLE:
-            text += f", then {_hemorrhage_name(rest[0][0])} (p {rest[0][1]:.2f})"
+            text += f", then {hemorrhage_name(rest[0][0])} (p {rest[0][1]:.2f})"
         return text + "."
     if p_top >= SUBTYPE_NOTABLE:
         return (

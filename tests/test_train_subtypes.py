@@ -136,6 +136,18 @@ def test_inconsistent_csv_stops_a_training_run(rsna: tuple[Path, Path], tmp_path
 
 
 @pytest.mark.slow
+def test_a_base_model_with_the_subtype_labels_in_another_order_is_refused(
+    rsna: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # Same head size, so its rows would be kept and silently renamed (its any row feeding epidural).
+    base = make_tiny_model(tmp_path / "reordered", labels=SUBTYPE_LABELS[::-1], image_size=64, num_stages=2)
+    argv = [*TINY[2:], "--model_name_or_path", str(base), "--dicom_dir", str(rsna[0])]
+    argv += ["--labels_csv", str(rsna[1]), "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(ValueError, match="in another order"):
+        main(argv)
+    assert not (tmp_path / "out" / "config.json").exists()
+
+
 def test_rsna_subtype_run_continues_from_a_binary_model(rsna: tuple[Path, Path], tmp_path: Path) -> None:
     """RSNA folder + six-row CSV (auto → subtypes), starting from a binary model: the 2-class head is
     made anew as a 6-label one, the backbone is the base's, and the folder loads with the five subtypes."""

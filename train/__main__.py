@@ -28,6 +28,7 @@ import json
 import logging
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,6 +81,26 @@ def parse_args(
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+def _check_base_label_order(model_args: ModelArguments, names: Sequence[str]) -> None:
+    """Refuse a base model with the run's labels in another order.
+
+    Its head has the run's size, so ``from_pretrained`` would keep its rows and the run's ``id2label`` would
+    silently rename them (the ``any`` row feeding ``epidural``). Reordering rows is not worth the risk here.
+    """
+    from transformers import AutoConfig
+
+    base = AutoConfig.from_pretrained(
+        model_args.model_name_or_path, revision=model_args.model_revision, cache_dir=model_args.cache_dir
+    )
+    base_names = [str(base.id2label[i]).strip().lower() for i in sorted(base.id2label)]
+    if sorted(base_names) == sorted(names) and base_names != list(names):
+        raise ValueError(
+            f"--model_name_or_path {model_args.model_name_or_path!r} has the labels {base_names} in another "
+            f"order than this run's {list(names)}; training on would rename its output rows. Continue from a "
+            "model with the labels in this order, or start from a model with another label set."
+        )
+
+
 def build_model(model_args: ModelArguments, num_channels: int, label_set: str = "binary") -> Any:
     """A ``ResNetForImageClassification`` with ``num_channels`` inputs and the run's labels.
 
@@ -116,6 +137,7 @@ def build_model(model_args: ModelArguments, num_channels: int, label_set: str = 
         except (TypeError, ValueError) as exc:
             raise ValueError(f"--model_config: not a valid ResNetConfig ({exc})") from None
         return ResNetForImageClassification(config)
+    _check_base_label_order(model_args, names)
     model = AutoModelForImageClassification.from_pretrained(
         model_args.model_name_or_path,
         revision=model_args.model_revision,

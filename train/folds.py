@@ -182,11 +182,15 @@ def train_folds(
     splits = build_splits(data_args, training_args.seed)
     check_fold_run(training_args, splits)
     runs = fold_runs(model_args, data_args, training_args, splits)
+    is_main_process = True
     for run in runs:
         logger.info("fold %d of %d: %s", run.index, run.k, run.validation_note)
-        if not main(argv, fold=run):
-            return {}  # not the main process of a distributed run: it writes nothing
+        # Every process of a distributed run trains every fold (they meet in its collective calls);
+        # only the main one gets results back and goes on to write the ensemble.
+        is_main_process = bool(main(argv, fold=run))
         logger.info("fold %d trained (%.0f s since start)", run.index, time.perf_counter() - started)
+    if not is_main_process:
+        return {}
 
     out = Path(training_args.output_dir)
     sources, predictor = load_members([str(fold_dir(out, r.index)) for r in runs], out)
