@@ -56,6 +56,21 @@ def test_adapt_keeps_the_base_models_mapping(tmp_path: Path) -> None:
     tiny = make_tiny_model(tmp_path / "tiny")
     pseudo = copy_model_with_config(tiny, tmp_path / "pseudo", brain_ct_8bit_mapping="pseudo_hu")
     assert preset_defaults("adapt", str(pseudo))["eight_bit_mapping"] == "pseudo_hu"
+    # the assumed window travels with the mode: a base reading figures as 35/90 renders is adapted so too
+    odd = copy_model_with_config(
+        tiny, tmp_path / "odd", brain_ct_8bit_mapping="pseudo_hu", brain_ct_8bit_assumed_window=[35.0, 90.0]
+    )
+    defaults = preset_defaults("adapt", str(odd))
+    assert defaults["eight_bit_assumed_window"] == "35,90"
+    data = write_tiny_folder(tmp_path / "data", n=4, size=64)
+    args = DataArguments(
+        train_dir=str(data),
+        eight_bit_mapping="pseudo_hu",
+        eight_bit_assumed_window=defaults["eight_bit_assumed_window"],
+    )
+    assert args.eight_bit == EightBitMapping("pseudo_hu", (35.0, 90.0))
+    with pytest.raises(ValueError, match="--eight_bit_assumed_window '40,0'.*width"):
+        DataArguments(train_dir=str(data), eight_bit_mapping="pseudo_hu", eight_bit_assumed_window="40,0")
 
 
 def test_benchmark_runs_differ_only_in_the_mapping(tmp_path: Path) -> None:

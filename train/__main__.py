@@ -226,7 +226,7 @@ class Preprocessing:
     mean: list[float]
     std: list[float]
     context_slices: int
-    eight_bit_mapping: str = "repeat"
+    eight_bit_mapping: Any = "repeat"  # an EightBitMapping, or its mode name (default window)
 
     @classmethod
     def from_args(cls, data_args: DataArguments) -> Preprocessing:
@@ -235,9 +235,7 @@ class Preprocessing:
         windows = data_args.window_list
         n_ch = len(windows) * (2 * data_args.context_slices + 1)
         mean, std = (data_args.mean_list, data_args.std_list) if data_args.mean_list else default_stats(n_ch)
-        return cls(
-            windows, data_args.image_size, mean, std, data_args.context_slices, data_args.eight_bit_mapping
-        )
+        return cls(windows, data_args.image_size, mean, std, data_args.context_slices, data_args.eight_bit)
 
     @property
     def num_channels(self) -> int:

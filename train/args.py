@@ -25,7 +25,7 @@ from typing import Any
 from transformers import TrainingArguments
 
 from brain_ct.errors import InvalidInputError
-from brain_ct.preprocess import EIGHT_BIT_MAPPINGS
+from brain_ct.preprocess import EIGHT_BIT_MAPPINGS, EightBitMapping
 from brain_ct.windowing import PRESETS, Window, resolve_window
 
 #: ``--model_size`` presets: ``ResNetConfig`` keyword arguments for networks trained from scratch.
@@ -109,6 +109,7 @@ def preset_defaults(preset: str, model_name_or_path: str | None) -> dict[str, An
         "image_std": ",".join(f"{v:g}" for v in settings.std[:n]),
         "context_slices": settings.context_slices,
         "eight_bit_mapping": settings.eight_bit.mode,
+        "eight_bit_assumed_window": "{:g},{:g}".format(*settings.eight_bit.assumed_window),
     }
 
 
@@ -439,6 +440,13 @@ class DataArguments:
             "adapt keeps the base model's."
         },
     )
+    eight_bit_assumed_window: str = field(
+        default="40,80",
+        metadata={
+            "help": "'center,width' in HU that --eight_bit_mapping pseudo_hu assumes a figure was shown in "
+            "(config brain_ct_8bit_assumed_window); --preset adapt keeps the base model's."
+        },
+    )
     context_slices: int = field(
         default=0,
         metadata={
@@ -622,6 +630,11 @@ class DataArguments:
             raise ValueError(
                 f"--eight_bit_mapping {self.eight_bit_mapping!r} is unknown; choose one of {', '.join(EIGHT_BIT_MAPPINGS)}"
             )
+        assumed = _parse_floats(self.eight_bit_assumed_window, "--eight_bit_assumed_window", 2)
+        try:
+            self.eight_bit = EightBitMapping(self.eight_bit_mapping, (assumed[0], assumed[1]))
+        except ValueError as exc:
+            raise ValueError(f"--eight_bit_assumed_window {self.eight_bit_assumed_window!r}: {exc}") from None
         self.window_list: list[Window] = parse_windows(self.windows)
         n = len(self.window_list)
         self.mean_list = _parse_floats(self.image_mean, "--image_mean", n) if self.image_mean else None
