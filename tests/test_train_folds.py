@@ -281,3 +281,5 @@ def test_fold_runs_write_to_fold_folders_with_their_own_counts(tmp_path: Path) -
         assert run.splits.subtype_counts == expected
         assert f"fold model {run.index} of 2" in run.splits.description
     assert training_args.output_dir == str(tmp_path) and training_args.push_to_hub_requested  # untouched
+    # one phantom cache for the whole run: each phantom (the shared validation ones too) is generated once
+    assert runs[0].phantoms is not None and all(run.phantoms is runs[0].phantoms for run in runs)

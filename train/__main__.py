@@ -280,13 +280,18 @@ def build_datasets(
     splits: Any,
     prep: Preprocessing,
     settings: ModelSettings,
+    phantoms: Any = None,
 ) -> tuple[Any, Any, Any]:
-    """(train, validation, test) with their transforms: augmentation (and masks) for training only."""
+    """(train, validation, test) with their transforms: augmentation (and masks) for training only.
+
+    ``phantoms``: a :class:`~train.data.PhantomCache` to fill and use (``--folds`` shares one across its
+    folds, so each phantom is generated once); None: a new one.
+    """
     from train.augment import Augmenter
     from train.data import PhantomCache, SliceTransform, attach_transform
 
     context = prep.context_slices
-    phantoms = PhantomCache()
+    phantoms = PhantomCache() if phantoms is None else phantoms
     if splits.synthetic and data_args.synthetic_cache:
         import os
 
@@ -519,7 +524,9 @@ def main(argv: list[str] | None = None, fold: Fold | None = None) -> dict[str, A
     trained_on = describe_training_data(model_args, training_args, splits)
     settings = prep.settings(trained_on, label_set=label_set)
     apply_settings_to_config(model.config, settings)  # checkpoints carry the keys too
-    train_ds, val_ds, test_ds = build_datasets(data_args, training_args, splits, prep, settings)
+    train_ds, val_ds, test_ds = build_datasets(
+        data_args, training_args, splits, prep, settings, None if fold is None else fold.phantoms
+    )
 
     # ---- train ----
     trainer, train_result = train_model(model, data_args, training_args, weights, train_ds, val_ds)

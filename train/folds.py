@@ -38,7 +38,7 @@ from brain_ct.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from train.args import BrainCTTrainingArguments, DataArguments, ModelArguments
-    from train.data import Splits
+    from train.data import PhantomCache, Splits
 
 logger = logging.getLogger("train.folds")
 
@@ -54,6 +54,7 @@ class Fold:
             and push nothing.
         splits: train = the other folds' records, validation = this fold's, test = the run's test split.
         validation_note: what the validation records are (logged and carded).
+        phantoms: the run's one phantom cache, shared by its folds (each phantom generated once).
     """
 
     index: int
@@ -61,6 +62,7 @@ class Fold:
     arguments: tuple[ModelArguments, DataArguments, BrainCTTrainingArguments]
     splits: Splits
     validation_note: str
+    phantoms: PhantomCache | None = None
 
 
 def fold_dir(output_dir: str | Path, index: int) -> Path:
@@ -87,11 +89,12 @@ def fold_runs(
     Raises:
         InvalidInputError: K does not fit the training records (see :func:`train.data.fold_splits`).
     """
-    from train.data import fold_splits, subtype_counts, to_dataset
+    from train.data import PhantomCache, fold_splits, subtype_counts, to_dataset
     from train.ensemble import describe_records
 
     k = data_args.folds
     pairs = fold_splits(_columns(splits.train), k, training_args.seed)
+    phantoms = PhantomCache()  # one for every fold: the common validation split is the same phantoms
     runs = []
     for i, (train, validation) in enumerate(pairs):
         counts = np.bincount(_labels(train), minlength=2).tolist()
@@ -116,7 +119,7 @@ def fold_runs(
         fold_args.output_dir = str(fold_dir(training_args.output_dir, i))
         fold_args.push_to_hub_requested = False  # the ensemble folder, fold folders inside, is pushed
         fold_args.hub_model_id = None
-        runs.append(Fold(i, k, (model_args, data_args, fold_args), fold_data, note))
+        runs.append(Fold(i, k, (model_args, data_args, fold_args), fold_data, note, phantoms))
     return runs
 
 
