@@ -263,3 +263,25 @@ def test_push_uploads_the_ensemble_with_members_inside(
     assert results["hub_url"] == "https://huggingface.co/someone/ens"
     assert calls["repo_id"] == "someone/ens" and Path(calls["folder_path"]) == out
     assert read_spec(out / "ensemble.json", "ens").members == (("members/a", None), ("members/b", None))
+
+
+def test_real_anatomy_validation_holds_out_what_the_members_held_out() -> None:
+    from types import SimpleNamespace
+
+    from train.data import real_anatomy_split
+    from train.ensemble import validation_columns
+
+    real_dir = Path(__file__).resolve().parents[1] / "data" / "real_anatomy" / "dcm_qa_ct-GE"
+    args = SimpleNamespace(
+        validation_dir=None,
+        real_anatomy_dir=str(real_dir),
+        seed=42,
+        real_anatomy_holdout=4,
+        real_anatomy_eval_variants=1,
+        real_anatomy_8bit_fraction=0.0,
+        synthetic_size=128,
+    )
+    columns = validation_columns(args, 0)
+    _, held_out = real_anatomy_split(real_dir, 4)
+    assert set(columns["path"]) == set(held_out)  # the members' 4 held-out levels, not the default 7
+    assert set(columns["kind"]) == {"dicom"}  # no 8-bit renders asked for

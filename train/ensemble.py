@@ -96,6 +96,27 @@ class EnsembleArguments:
             "help": "Seed of the real-anatomy validation variants (python -m train's default seed: the same)."
         },
     )
+    real_anatomy_holdout: int = field(
+        default=7,
+        metadata={
+            "help": "--real_anatomy_dir: how many levels the members held out (python -m train's "
+            "--real_anatomy_holdout; give the members' value, or the ensemble's threshold is chosen on "
+            "levels they trained on)."
+        },
+    )
+    real_anatomy_eval_variants: int = field(
+        default=2,
+        metadata={
+            "help": "--real_anatomy_dir: normals and positives per held-out level (as python -m train)."
+        },
+    )
+    real_anatomy_8bit_fraction: float = field(
+        default=0.5,
+        metadata={"help": "--real_anatomy_dir: share of the held-out variants rendered as 8-bit figures."},
+    )
+    synthetic_size: int = field(
+        default=256, metadata={"help": "--real_anatomy_dir: side in pixels real slices are rendered at."}
+    )
     threshold_strategy: str = field(
         default="auto",
         metadata={
@@ -154,6 +175,17 @@ class EnsembleArguments:
         for value in self.members:
             if Path(value).expanduser().is_dir() and Path(value).expanduser().resolve() == out.resolve():
                 raise ValueError(f"--members {value!r} is --output_dir itself; write the ensemble elsewhere")
+        for flag, value, low in (
+            ("--real_anatomy_holdout", self.real_anatomy_holdout, 1),
+            ("--real_anatomy_eval_variants", self.real_anatomy_eval_variants, 1),
+            ("--synthetic_size", self.synthetic_size, 64),
+        ):
+            if value < low:
+                raise ValueError(f"{flag} must be >= {low}; got {value}")
+        if not 0.0 <= self.real_anatomy_8bit_fraction <= 1.0:
+            raise ValueError(
+                f"--real_anatomy_8bit_fraction must be in [0, 1]; got {self.real_anatomy_8bit_fraction}"
+            )
         if self.validation_dir is None and self.real_anatomy_dir is None:
             raise ValueError(
                 "nothing to choose the threshold on: give --validation_dir DIR (normal/ and hemorrhage/ "
@@ -318,7 +350,15 @@ def validation_columns(args: EnsembleArguments, context_slices: int) -> dict[str
         files = scan_imagefolder(args.validation_dir)
         files = add_file_neighbors(files, context_slices) if context_slices else files
     real = (
-        real_anatomy_records(args.real_anatomy_dir, "validation", args.seed)
+        real_anatomy_records(
+            args.real_anatomy_dir,
+            "validation",
+            args.seed,
+            size=args.synthetic_size,
+            holdout=args.real_anatomy_holdout,
+            eval_variants=args.real_anatomy_eval_variants,
+            fraction_8bit=args.real_anatomy_8bit_fraction,
+        )
         if args.real_anatomy_dir
         else None
     )
@@ -341,7 +381,9 @@ def scoring_data(args: EnsembleArguments, context_slices: int) -> ScoringData:
         sources.append(
             f"the held-out real levels of {Path(args.real_anatomy_dir).name!r} (normals and painted lesions)"
         )
-    return ScoringData(columns, describe_records(columns["label"], " and ".join(sources)))
+    return ScoringData(
+        columns, describe_records(columns["label"], " and ".join(sources)), synthetic_size=args.synthetic_size
+    )
 
 
 def member_results(
