@@ -418,6 +418,65 @@ class Predictor:
             )
         return out
 
+    def probabilities(
+        self, cts: Sequence[CTImage], *, neighbors: Sequence[Sequence[CTImage | None] | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """The numbers alone, for scoring data sets: no Grad-CAM, regions or text (one plain forward pass
+        of each member, without gradients, on the same inputs :meth:`predict_batch` uses).
+
+        Args:
+            cts: loaded slices (:meth:`load`).
+            neighbors: as for :meth:`predict_batch`.
+
+        Returns:
+            ``(P(hemorrhage) [N], subtype probabilities [N, 5] in SUBTYPES order or None, each member's
+            P(hemorrhage) [members, N])``; the first two are the members' means, as in :class:`Prediction`.
+        """
+        import torch
+
+        if neighbors is not None and len(neighbors) != len(cts):
+            raise InvalidInputError(
+                f"neighbors needs one entry per image: {len(cts)} images, {len(neighbors)} entries"
+            )
+        nbs = None if neighbors is None else list(neighbors)
+        hemorrhage, subtypes = [], []
+        for member in self.members:
+            ms = member.settings
+            x = self._on_device(self._member_input(member, list(cts), nbs))
+            with self._lock, torch.no_grad():
+                logits = member.model(pixel_values=x).logits.float()
+            probs = (
+                (torch.sigmoid(logits) if ms.is_multi_label else torch.softmax(logits, dim=1)).cpu().numpy()
+            )
+            hemorrhage.append(probs[:, ms.hemorrhage_index])
+            if ms.is_multi_label:
+                subtypes.append(probs[:, [ms.labels.index(name) for name in SUBTYPES]])
+        per_member = np.stack(hemorrhage)
+        return per_member.mean(axis=0), (np.mean(subtypes, axis=0) if subtypes else None), per_member
+
+    def _member_input(
+        self, member: Member, cts: list[CTImage], neighbors: list[Sequence[CTImage | None] | None] | None
+    ) -> torch.Tensor:
+        """One member's batch (on the CPU): its own preprocessing of each slice and its neighbours."""
+        import torch
+
+        ms = member.settings
+        widest = self.settings.context_slices
+        nbs = neighbors
+        if nbs is not None and ms.context_slices < widest:
+            # This member needs the k nearest of the ensemble's 2·K neighbours: [s−k … s−1, s+1 … s+k].
+            k = ms.context_slices
+            nbs = [None if nb is None else [*nb[widest - k : widest], *nb[widest : widest + k]] for nb in nbs]
+        return torch.from_numpy(
+            np.stack([model_input(ct, ms, None if nbs is None else nbs[i]) for i, ct in enumerate(cts)])
+        )
+
+    def _on_device(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     def _run_member(
         self,
         member: Member,
@@ -431,21 +490,11 @@ class Predictor:
         import torch
 
         ms = member.settings
-        widest = self.settings.context_slices
-        nbs = neighbors
-        if nbs is not None and ms.context_slices < widest:
-            # This member needs the k nearest of the ensemble's 2·K neighbours: [s−k … s−1, s+1 … s+k].
-            k = ms.context_slices
-            nbs = [None if nb is None else [*nb[widest - k : widest], *nb[widest : widest + k]] for nb in nbs]
-        x = torch.from_numpy(
-            np.stack([model_input(ct, ms, None if nbs is None else nbs[i]) for i, ct in enumerate(cts)])
-        )
+        x = self._member_input(member, cts, neighbors)
         n = x.shape[0]
         if tta:
             x = torch.cat([x, x.flip(-1)])
-        x = x.to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self._on_device(x)
         with self._lock:
             logits, cams = explain.gradcam(
                 member.model, x, ms.labels.index(target), multi_label=ms.is_multi_label

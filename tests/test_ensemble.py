@@ -129,6 +129,28 @@ def test_members_with_different_context_get_their_own_neighbours(tmp_path: Path)
     assert p.probability == pytest.approx((k2.probability + k1.probability) / 2, abs=1e-6)
 
 
+def test_probabilities_alone_equal_the_full_readings(binary_ensemble: Path, tmp_path: Path) -> None:
+    """Predictor.probabilities (scoring: no Grad-CAM) gives the numbers predict_batch gives, for an
+    ensemble, a single model and a subtype model with context neighbours."""
+    cts = _cts()
+    ens = Predictor.from_pretrained(binary_ensemble)
+    mean, subtypes, members = ens.probabilities(cts)
+    full = ens.predict_batch(cts)
+    assert subtypes is None and members.shape == (2, len(cts))
+    np.testing.assert_allclose(mean, [p.probability for p in full], atol=1e-6)
+    np.testing.assert_allclose(members.T, [[m["probability"] for m in p.members] for p in full], atol=1e-6)
+    make_tiny_model(tmp_path / "s", labels=SUBTYPE_LABELS, context_slices=1, seed=8)
+    sub = Predictor.from_pretrained(tmp_path / "s")
+    nbs = [[phantom_ct(140), phantom_ct(140, lesion=(60, 60, 9))] for _ in cts]
+    mean, subtypes, members = sub.probabilities(cts, neighbors=nbs)
+    full = sub.predict_batch(cts, neighbors=nbs)
+    np.testing.assert_allclose(mean, [p.probability for p in full], atol=1e-6)
+    np.testing.assert_allclose(subtypes, [[p.subtypes[n] for n in SUBTYPES] for p in full], atol=1e-6)
+    np.testing.assert_allclose(members[0], mean)
+    with pytest.raises(InvalidInputError, match="one entry per image"):
+        sub.probabilities(cts, neighbors=nbs[:1])
+
+
 # ------------------------------------------------------------------------------ refused ensembles
 def test_members_with_another_label_set_are_refused(tmp_path: Path) -> None:
     make_tiny_model(tmp_path / "e" / "bin")

@@ -455,7 +455,6 @@ def score_records(
         InvalidInputError: no records, a record that cannot be read, or (``subtypes``) a bleed without
             subtypes.
     """
-    from brain_ct.labels import SUBTYPES
     from train.data import DOMAINS, INPUT_KINDS, SliceTransform
 
     n = len(columns["label"])
@@ -469,18 +468,19 @@ def score_records(
     for start in range(0, n, batch_size):
         records = [{k: v[i] for k, v in columns.items()} for i in range(start, min(n, start + batch_size))]
         decoded = [decode.decode(ex) for ex in records]
-        readings = predictor.predict_batch(
-            [d.ct for d in decoded], batch_size=batch_size, neighbors=[d.neighbors for d in decoded]
+        # The numbers only: no Grad-CAM, regions or text for slices that are just being scored.
+        mean, subtype_mean, members = predictor.probabilities(
+            [d.ct for d in decoded], neighbors=[d.neighbors for d in decoded]
         )
-        for ex, d, p in zip(records, decoded, readings, strict=True):
+        for i, (ex, d) in enumerate(zip(records, decoded, strict=True)):
             labels.append(d.label)
-            means.append(p.probability)
-            per_member.append([m["probability"] for m in p.members or ()])
+            means.append(float(mean[i]))
+            per_member.append(members[:, i].tolist() if predictor.settings.member_ids else [])
             kinds.append(INPUT_KINDS.index("dicom" if d.ct.hu is not None else "image"))
             domains.append(DOMAINS.index("phantom" if int(ex.get("synthetic_seed", -1)) >= 0 else "real"))
             if named:
                 targets.append(decode.targets(d))
-                probabilities.append([p.probability, *(p.subtypes[name] for name in SUBTYPES)])
+                probabilities.append([float(mean[i]), *map(float, subtype_mean[i])])
         logger.info("scored %d / %d slices", min(n, start + batch_size), n)
     return Scored(
         np.asarray(labels, dtype=np.int64),
