@@ -29,7 +29,9 @@ def main() -> None:
         ),
         "synthetic_normal": generate_slice(303, 512, hemorrhage=False, level="ventricles"),
         # One slice of each remaining subtype, so a subtype model can be tried on all five.
-        "synthetic_epidural": generate_slice(404, 512, hemorrhage=True, subtype="epidural", level="ventricles"),
+        "synthetic_epidural": generate_slice(
+            404, 512, hemorrhage=True, subtype="epidural", level="ventricles"
+        ),
         "synthetic_intraventricular": generate_slice(
             505, 512, hemorrhage=True, subtype="intraventricular", level="ventricles"
         ),
