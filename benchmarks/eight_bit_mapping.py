@@ -153,20 +153,21 @@ def evaluate(
     from brain_ct.predictor import Predictor
 
     predictor = Predictor.from_pretrained(str(model_dir))
-    threshold = float(predictor.threshold)
+    s = predictor.settings
+    at = {"8bit": s.threshold_for("image"), "dicom": s.threshold_for("dicom")}  # as the Predictor decides
     labels = np.array([c.label for c in cases])
     sets: dict[str, Any] = {}
     for name, attr in (("phantom_8bit", "figure"), ("phantom_dicom", "dicom")):
         p = np.array(
             [pred.probability for pred in predictor.predict_batch([getattr(c, attr) for c in cases])]
         )
-        sets[name] = _kind_metrics(list(p[labels == 0]), list(p[labels == 1]), threshold)
+        sets[name] = _kind_metrics(list(p[labels == 0]), list(p[labels == 1]), at[name.split("_")[1]])
     real = held_out_scores(predictor, real_dir, renders, seed)
     for kind in ("8bit", "dicom"):
-        sets[f"real_{kind}"] = _kind_metrics(real[f"{kind}_normal"], real[f"{kind}_lesion"], threshold)
-    s = predictor.settings
+        sets[f"real_{kind}"] = _kind_metrics(real[f"{kind}_normal"], real[f"{kind}_lesion"], at[kind])
     return {
-        "threshold": threshold,
+        "threshold": float(s.threshold),
+        "input_thresholds": s.input_thresholds,
         "eight_bit_mapping": s.eight_bit.mode,
         "assumed_window": list(s.eight_bit.assumed_window),
         "sets": sets,

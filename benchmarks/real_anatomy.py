@@ -12,7 +12,8 @@ Real normal anatomy available to the repository, none of it trained on:
   - ``dicom_lesion`` / ``8bit_lesion``: each subtype that fits on each held-out level, painted into the real
     slice (:func:`brain_ct.synthetic.paint_real_lesion`, no other change), as DICOM and as a figure.
   Reported per kind: how many normals read "normal" (specificity), how many lesions read "hemorrhage"
-  (sensitivity), ROC AUC of normals against lesions, at the model's own threshold, and the Grad-CAM pointing
+  (sensitivity), ROC AUC of normals against lesions, at the model's own threshold for that input kind
+  (``brain_ct_input_thresholds``, else ``brain_ct_threshold``), and the Grad-CAM pointing
   game on the painted lesions (heatmap maximum inside the mask dilated by 4 px, as
   :func:`benchmarks.localization.score` counts it).
 * ``pydicom`` — pydicom's real head-CT test slices (``J2K_pixelrep_mismatch.dcm``, a posterior-fossa level,
@@ -155,16 +156,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         else:
             model_id, renders = resolve_model_id(args.model), args.renders
         predictor = Predictor.from_pretrained(model_id)
-        threshold = float(predictor.threshold)
+        # each kind is decided at the threshold the Predictor uses for it (brain_ct_input_thresholds)
+        thresholds = {
+            kind: predictor.settings.threshold_for(source)
+            for kind, source in (("dicom", "dicom"), ("8bit", "image"))
+        }
         scores = held_out_scores(predictor, args.real_dir, renders, args.seed)
         results: dict[str, Any] = {
             "model": "tiny random model (--smoke)" if args.smoke else shown_model_id(model_id),
-            "threshold": threshold,
+            "threshold": float(predictor.threshold),
+            "thresholds": thresholds,
             "real_dir": str(
                 args.real_dir.relative_to(ROOT) if args.real_dir.is_relative_to(ROOT) else args.real_dir
             ),
             "held_out": {
-                kind: _kind_metrics(scores[f"{kind}_normal"], scores[f"{kind}_lesion"], threshold)
+                kind: _kind_metrics(scores[f"{kind}_normal"], scores[f"{kind}_lesion"], thresholds[kind])
                 | {
                     "pointing_game": float(np.mean(scores[f"{kind}_hits"]))
                     if scores[f"{kind}_hits"]
@@ -191,7 +197,10 @@ def _print_table(r: dict[str, Any]) -> None:
     def f(v: Any) -> str:
         return "—" if v is None else f"{v:.3f}"
 
-    print(f"model {r['model']}, threshold {r['threshold']:.3f}")
+    print(
+        f"model {r['model']}, threshold "
+        + ", ".join(f"{kind} {value:.3f}" for kind, value in r["thresholds"].items())
+    )
     print(
         "| held-out real levels | normals read normal | lesions read hemorrhage | ROC AUC | pointing game |"
     )

@@ -26,6 +26,10 @@ contract", see ``ARCHITECTURE.md``):
   (the grey read as a render in ``brain_ct_8bit_assumed_window``, optional ``[center, width]``, default the
   brain window ``[40, 80]``, mapped to pseudo-HU and windowed like a DICOM), see
   :class:`brain_ct.preprocess.EightBitMapping`.
+* ``brain_ct_input_thresholds`` (optional): a threshold per input kind that replaces ``brain_ct_threshold``
+  for slices of that kind, e.g. ``{"image": 0.37}`` (keys :data:`INPUT_KINDS`: ``dicom``, ``image`` for 8-bit
+  pictures, ``nifti``); kinds not named use ``brain_ct_threshold``. 8-bit figures and scanner DICOMs score
+  real anatomy differently, so ``python -m train`` bounds false positives on real normals per kind.
 
 Model choice order everywhere (CLI, app, library): an explicit id/folder, then the environment
 variable ``BRAIN_CT_MODEL``, then the bundled demo model in ``models/brain-ct-demo/``.
@@ -68,6 +72,9 @@ LABEL2ID: dict[str, int] = {v: k for k, v in ID2LABEL.items()}
 
 _MIN_SIZE, _MAX_SIZE = 32, 2048
 
+#: Input kinds a slice can come from (``CTImage.source``), the keys of ``brain_ct_input_thresholds``.
+INPUT_KINDS = ("dicom", "image", "nifti")
+
 
 @dataclass(frozen=True)
 class ModelSettings:
@@ -97,6 +104,9 @@ class ModelSettings:
         eight_bit: what an 8-bit image's grey becomes (``brain_ct_8bit_mapping``, :class:`EightBitMapping`;
             a mode name such as ``"pseudo_hu"`` is accepted and read with the default assumed window);
             ``"repeat"`` when the config has no key.
+        input_thresholds: thresholds replacing ``threshold`` for slices of one input kind
+            (``brain_ct_input_thresholds``, keys from :data:`INPUT_KINDS`); None when the model has one
+            threshold for every kind. Use :meth:`threshold_for`.
     """
 
     windows: tuple[tuple[float, float], ...]
@@ -115,8 +125,11 @@ class ModelSettings:
     temperature: float = 1.0
     member_ids: tuple[str, ...] = ()
     eight_bit: EightBitMapping = REPEAT
+    input_thresholds: dict[str, float] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
+        if self.input_thresholds is not None:
+            object.__setattr__(self, "input_thresholds", _checked_input_thresholds(self.input_thresholds))
         if isinstance(self.eight_bit, str):
             object.__setattr__(self, "eight_bit", EightBitMapping(self.eight_bit))
         elif not isinstance(self.eight_bit, EightBitMapping):
@@ -141,6 +154,11 @@ class ModelSettings:
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if self.is_demo is False and self.trained_on and "synthetic" in self.trained_on.lower():
             object.__setattr__(self, "is_demo", True)
+
+    def threshold_for(self, kind: str | None) -> float:
+        """The decision threshold for a slice of input kind ``kind`` (``CTImage.source``): its entry of
+        :attr:`input_thresholds`, else :attr:`threshold`."""
+        return float((self.input_thresholds or {}).get(str(kind), self.threshold))
 
     @property
     def num_channels(self) -> int:
@@ -401,7 +419,35 @@ def settings_from_config(
         labels=labels,
         threshold_rule=dict(rule) if rule is not None else None,
         temperature=float(temperature),
+        input_thresholds=_input_thresholds_from_config(config, name),
     )
+
+
+def _checked_input_thresholds(raw: Any) -> dict[str, float] | None:
+    """``brain_ct_input_thresholds`` as ``{kind: threshold}``; ValueError for anything else."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"input thresholds must map an input kind to a threshold; got {raw!r}")
+    out: dict[str, float] = {}
+    for kind, value in raw.items():
+        if kind not in INPUT_KINDS:
+            raise ValueError(f"unknown input kind {kind!r} in the input thresholds; kinds are {INPUT_KINDS}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+            raise ValueError(f"the {kind} threshold must be a number in (0, 1); got {value!r}")
+        out[kind] = float(value)
+    return out or None
+
+
+def _input_thresholds_from_config(config: PretrainedConfig, name: str) -> dict[str, float] | None:
+    raw = getattr(config, "brain_ct_input_thresholds", None)
+    if raw is None:
+        return None
+    try:
+        return _checked_input_thresholds(raw)
+    except ValueError as exc:
+        raise ModelLoadError(
+            f"model {name!r}: config key brain_ct_input_thresholds: {exc}. Write it as python -m train does "
+            '(e.g. {"image": 0.37}) or remove it to use brain_ct_threshold for every input kind'
+        ) from None
 
 
 def _eight_bit_from_config(config: PretrainedConfig, name: str) -> EightBitMapping:
@@ -454,6 +500,10 @@ def apply_settings_to_config(config: PretrainedConfig, settings: ModelSettings) 
     if settings.threshold_rule is not None:
         config.brain_ct_threshold_rule = dict(settings.threshold_rule)
     config.brain_ct_temperature = float(settings.temperature)
+    if settings.input_thresholds:
+        config.brain_ct_input_thresholds = dict(settings.input_thresholds)
+    elif hasattr(config, "brain_ct_input_thresholds"):
+        del config.brain_ct_input_thresholds  # a re-chosen single threshold replaces the old per-kind ones
     config.brain_ct_8bit_mapping = settings.eight_bit.mode
     config.brain_ct_8bit_assumed_window = [float(v) for v in settings.eight_bit.assumed_window]
     settings_from_config(config, "<config>")  # refuse to write what load_model would refuse

@@ -77,7 +77,9 @@ class Prediction:
         probability: P(hemorrhage) in [0, 1] (averaged over flips with test-time augmentation): the
             softmax of "hemorrhage" (binary models) or the sigmoid of "any" (subtype models); an
             ensemble's is its members' mean.
-        threshold: the model's decision threshold (``brain_ct_threshold``; an ensemble's own).
+        threshold: the model's decision threshold for this slice's input kind
+            (:meth:`~brain_ct.model.ModelSettings.threshold_for`: ``brain_ct_input_thresholds`` or
+            ``brain_ct_threshold``; an ensemble's own).
         heatmap: float32 [H, W] in [0, 1], Grad-CAM on the input image's own pixel grid (an ensemble's:
             the mean of its members' normalised heatmaps).
         regions: :class:`~brain_ct.explain.Region` s, the hot regions of the heatmap inside the
@@ -96,7 +98,8 @@ class Prediction:
         heatmap_target: the label the heatmap explains: ``"hemorrhage"`` (binary models), ``"any"``
             (subtype models' default) or a subtype name.
         members: ensembles only, one ``{"model", "probability", "threshold"}`` per member (its id as
-            written in ``ensemble.json``, its P(hemorrhage), its own threshold); None for a single model.
+            written in ``ensemble.json``, its P(hemorrhage), its own threshold for this input kind); None for
+            a single model.
     """
 
     label: str
@@ -257,7 +260,8 @@ class Predictor:
 
     @property
     def threshold(self) -> float:
-        """The model's decision threshold on P(hemorrhage)."""
+        """The model's decision threshold on P(hemorrhage) (``brain_ct_threshold``; a slice of an input kind
+        with its own threshold is decided by ``settings.threshold_for(kind)``, see :class:`Prediction`)."""
         return self.settings.threshold
 
     # ----------------------------------------------------------------------------------------
@@ -400,7 +404,7 @@ class Predictor:
                     {
                         "model": m.settings.model_id,
                         "probability": float(r[0][i]),
-                        "threshold": m.settings.threshold,
+                        "threshold": m.settings.threshold_for(ct.source),
                     }
                     for m, r in zip(self.members, runs, strict=True)
                 )
@@ -524,7 +528,7 @@ class Predictor:
         members: tuple[dict[str, Any], ...] | None = None,
     ) -> Prediction:
         """The prediction of one slice from its P(hemorrhage) and its heatmap on the input grid."""
-        threshold = self.settings.threshold
+        threshold = self.settings.threshold_for(ct.source)
         found = explain.regions(heat, ct)
         agreement = (
             None

@@ -326,7 +326,7 @@ def write_report(
     _title(pdf, created)
     _verdict_section(pdf, scan, len(views), is_unverified(result) if unverified is None else unverified)
     if len(views) > 1:
-        _scan_section(pdf, scan, len(views), model_settings)
+        _scan_section(pdf, scan, len(views))
     if scan["subtypes"]:
         _subtype_section(pdf, scan, len(views))
     pdf.ln(1.5)
@@ -391,7 +391,7 @@ def _verdict_section(pdf: Any, scan: dict[str, Any], n: int, unverified: bool) -
         pdf.paragraph(f"Ensemble: {above} of {total} models above their own threshold ({scope} level).")
 
 
-def _scan_section(pdf: Any, scan: dict[str, Any], n: int, model_settings: ModelSettings | None) -> None:
+def _scan_section(pdf: Any, scan: dict[str, Any], n: int) -> None:
     """A scan's positive slices, the scan rule, and the files left out."""
     positive = scan["positive"]
     # People count slices from 1 (as viewers do); only JSON keeps the 0-based index.
@@ -403,8 +403,8 @@ def _scan_section(pdf: Any, scan: dict[str, Any], n: int, model_settings: ModelS
     )
     rule = scan["rule"]
     if rule is not None:
-        thr = scan["threshold"]
-        t, k, h = rule.resolve(float((model_settings.threshold if model_settings else thr) or thr))
+        # the scan's own threshold (its slices' input kind's) resolves to the same (T, k, H) as the model's
+        t, k, h = rule.resolve(float(scan["threshold"]))
         pdf.paragraph(
             f"Scan rule: hemorrhage when {min(k, n)} neighbouring slices reach the threshold {t:.2f}, "
             f"or one slice reaches {h:.2f}. Slice 1 is the most inferior slice.",

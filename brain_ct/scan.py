@@ -376,6 +376,5 @@ def predict_series(
         neighbors=neighbors,
         heatmap_target=heatmap_target,
     )
-    return scan_result(
-        series, predictions, rule=rule, model_threshold=predictor.settings.threshold, source=source
-    )
+    # model_threshold None: the slices' own threshold (the model's for their input kind)
+    return scan_result(series, predictions, rule=rule, source=source)

@@ -244,7 +244,8 @@ class Preprocessing:
     def settings(
         self, trained_on: str, threshold: float = 0.5, label_set: str = "binary", **decision: Any
     ) -> Any:
-        """The model's :class:`~brain_ct.model.ModelSettings`; ``decision``: threshold_rule, temperature."""
+        """The model's :class:`~brain_ct.model.ModelSettings`; ``decision``: threshold_rule, temperature,
+        input_thresholds."""
         from brain_ct.labels import BINARY_LABELS, SUBTYPE_LABELS
         from brain_ct.model import ModelSettings
 
@@ -425,7 +426,9 @@ def calibrate_and_evaluate(
     results["threshold_strategy"] = rule["strategy"]
     results["threshold_rule"] = rule
     y, s, k, d = cal.validation.binary
-    results["validation"] = report_split("validation", y, s, k, threshold, out, d)
+    if cal.input_thresholds:
+        results["input_thresholds"] = cal.input_thresholds
+    results["validation"] = report_split("validation", y, s, k, threshold, out, d, cal.input_thresholds)
     logger.info(summary_line("validation", results["validation"]))
     results["calibration"] = cal.report
     reliability = {"validation": calibration_groups(y, s, k, d)}
@@ -433,7 +436,7 @@ def calibrate_and_evaluate(
     if test_ds is not None:
         scored = predict_scores(model, test_ds, bs, nw, device, desc="test")
         y, s, k, d = scored.binary
-        results["test"] = report_split("test", y, s, k, threshold, out, d)
+        results["test"] = report_split("test", y, s, k, threshold, out, d, cal.input_thresholds)
         subtypes["test"] = report_subtypes("test", scored, threshold, out)
         results["calibration"]["test"] = calibration_report(y, s, k, d)
         reliability["test"] = calibration_groups(y, s, k, d)
@@ -542,7 +545,12 @@ def main(argv: list[str] | None = None, fold: Fold | None = None) -> dict[str, A
     out = Path(training_args.output_dir)
     model = trainer.model
     settings = prep.settings(
-        trained_on, threshold, label_set, threshold_rule=rule, temperature=cal.temperature
+        trained_on,
+        threshold,
+        label_set,
+        threshold_rule=rule,
+        temperature=cal.temperature,
+        input_thresholds=cal.input_thresholds,
     )
     apply_settings_to_config(model.config, settings)
     # the weights too: a kept temperature was folded into the classifier after the Trainer saved them

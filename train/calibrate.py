@@ -306,6 +306,13 @@ class Calibrated:
     validation: Any
     report: dict[str, Any]
 
+    @property
+    def input_thresholds(self) -> dict[str, float] | None:
+        """Thresholds of the input kinds that got their own (``brain_ct_input_thresholds``), or None."""
+        from train.evaluate import rule_input_thresholds
+
+        return rule_input_thresholds(self.rule)
+
 
 def calibrate_and_choose(
     model: Any,
@@ -361,6 +368,7 @@ def calibrate_and_choose(
         target_sensitivity=target_sensitivity,
         max_real_fpr=max_real_fpr,
         fixed=fixed,
+        kinds=kinds,
     )
     logger.info("threshold %.4f: %s", threshold, rule["description"])
     report["validation"] = calibration_report(y, s, kinds, domains)
@@ -387,6 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--real_anatomy_dir",
         help="folder of real normal head DICOMs: its held-out levels join the validation data as real anatomy "
         "(normals and painted-in lesions, via train.data.real_anatomy_records)",
+    )
+    p.add_argument(
+        "--real_anatomy_eval_variants",
+        type=int,
+        default=2,
+        help="per held-out real level: normals and as many painted lesions, DICOM and 8-bit alternately",
     )
     p.add_argument("--test_dir", help="test image folder: test metrics at the new threshold")
     p.add_argument("--synthetic_test", type=int, default=0, help="N test phantoms generated on the fly")
@@ -417,14 +431,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def real_anatomy_columns(folder: str, split: str, seed: int, subtypes: bool = False) -> dict[str, list[Any]]:
+def real_anatomy_columns(
+    folder: str, split: str, seed: int, subtypes: bool = False, eval_variants: int = 2
+) -> dict[str, list[Any]]:
     """Records of the real-anatomy source's ``split`` (its held-out levels for validation/test).
 
     The ONE place this module meets that source (``train.data.real_anatomy_records``).
     """
     from train import data
 
-    return data.real_anatomy_records(folder, split, seed, subtypes=subtypes)
+    return data.real_anatomy_records(folder, split, seed, subtypes=subtypes, eval_variants=eval_variants)
 
 
 def split_columns(
@@ -452,7 +468,10 @@ def split_columns(
     if n > 0:
         parts.append(synthetic_records(n, split, args.synthetic_seed, args.synthetic_8bit_fraction, subtypes))
     if args.real_anatomy_dir:
-        parts.append(real_anatomy_columns(args.real_anatomy_dir, split, args.synthetic_seed, subtypes))
+        variants = getattr(args, "real_anatomy_eval_variants", 2)
+        parts.append(
+            real_anatomy_columns(args.real_anatomy_dir, split, args.synthetic_seed, subtypes, variants)
+        )
     if not parts:
         return None
     columns = merge_records(*parts)
@@ -589,8 +608,10 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
         "threshold_strategy": cal.rule["strategy"],
         "threshold_rule": cal.rule,
     }
+    if cal.input_thresholds:
+        results["input_thresholds"] = cal.input_thresholds
     y, s, k, d = cal.validation.binary
-    results["validation"] = report_split("validation", y, s, k, cal.threshold, out, d)
+    results["validation"] = report_split("validation", y, s, k, cal.threshold, out, d, cal.input_thresholds)
     results["calibration"] = cal.report
     groups = {"validation": calibration_groups(y, s, k, d)}
     subtypes = {"validation": report_subtypes("validation", cal.validation, cal.threshold, out)}
@@ -602,7 +623,9 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
     if test_columns is not None:
         # the folded model scores the test set: this also checks the folding end to end
         test = predict_scores(model, dataset(test_columns), args.batch_size, args.num_workers, desc="test")
-        results["test"] = report_split("test", *test.binary[:3], cal.threshold, out, test.domain)
+        results["test"] = report_split(
+            "test", *test.binary[:3], cal.threshold, out, test.domain, cal.input_thresholds
+        )
         results["calibration"]["test"] = calibration_report(*test.binary)
         groups["test"] = calibration_groups(*test.binary)
         subtypes["test"] = report_subtypes("test", test, cal.threshold, out)
@@ -617,7 +640,11 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
         results["before_calibration"] = previous
 
     settings = dataclasses.replace(
-        settings, threshold=cal.threshold, threshold_rule=cal.rule, temperature=cal.temperature
+        settings,
+        threshold=cal.threshold,
+        threshold_rule=cal.rule,
+        temperature=cal.temperature,
+        input_thresholds=cal.input_thresholds,
     )
     apply_settings_to_config(model.config, settings)
     model.save_pretrained(str(out))

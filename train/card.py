@@ -76,6 +76,15 @@ def threshold_text(threshold: float, rule: Mapping[str, Any] | str) -> str:
         f'`brain_ct_threshold` = {threshold:.4f}: the label is "hemorrhage" when P(hemorrhage) ≥ this value. '
         f"Chosen on the validation split: {description}."
     )
+    own = rule.get("input_thresholds") if isinstance(rule, Mapping) else None
+    if own:
+        kinds = ", ".join(f"`{kind}` {value:.4f}" for kind, value in own.items())
+        text += (
+            f"\n\n`brain_ct_input_thresholds` = {kinds}: slices of these input kinds (`image`: an 8-bit PNG/JPG; "
+            "`dicom`: a scanner DICOM) are decided at their own threshold, because their real normals needed a "
+            "stricter one to stay within the same false-positive bound; every other kind uses "
+            "`brain_ct_threshold`."
+        )
     if isinstance(rule, Mapping):
         text += (
             "\n\nThe rule and its inputs are recorded in `config.json` as `brain_ct_threshold_rule`: "

@@ -26,6 +26,11 @@ Threshold rules (:func:`choose_threshold`), all on validation scores P(hemorrhag
 * ``auto`` (the default, :func:`select_threshold`): ``real_fpr`` when the validation split has real normal
   slices, else ``sensitivity`` — and the returned rule says which and why.
 
+With ``real_fpr`` the rule is applied again within each input kind (:func:`input_kind_thresholds`): a kind
+(8-bit ``image`` figures, scanner ``dicom`` slices) whose own real normals need a STRICTER threshold to stay
+within ``max_real_fpr`` gets that one (``brain_ct_input_thresholds``); metrics then decide each example at
+its kind's threshold.
+
 Subtype models (RSNA's ``any`` + five subtypes, one sigmoid each): P(hemorrhage) is ``sigmoid(any)`` and every
 rule above works on it unchanged. :func:`subtype_metrics` adds, per label, ROC AUC, sensitivity and
 specificity (``any`` at the model's threshold, each subtype at :data:`SUBTYPE_THRESHOLD` 0.5 — subtypes have
@@ -79,7 +84,10 @@ def _ratio(num: float, den: float) -> float:
 
 
 def binary_metrics(
-    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, threshold: float
+    labels: Sequence[int] | np.ndarray,
+    scores: Sequence[float] | np.ndarray,
+    threshold: float,
+    per_example: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Accuracy, sensitivity, specificity, precision, F1, ROC AUC and the confusion matrix.
 
@@ -87,6 +95,8 @@ def binary_metrics(
         labels: 0/1 per example.
         scores: P(hemorrhage) per example.
         threshold: an example is called positive when ``score >= threshold``.
+        per_example: each example's own threshold instead (a model with a threshold per input kind,
+            :func:`example_thresholds`); ``threshold`` is then only reported.
 
     Returns:
         A JSON-ready dict; undefined values (e.g. AUC with one class) are NaN.
@@ -96,7 +106,7 @@ def binary_metrics(
     s = np.asarray(scores, dtype=np.float64)
     if y.shape != s.shape:
         raise InvalidInputError(f"labels and scores differ in length: {y.shape} vs {s.shape}")
-    pred = (s >= threshold).astype(np.int64)
+    pred = (s >= (threshold if per_example is None else per_example)).astype(np.int64)
     tp = int(((pred == 1) & (y == 1)).sum())
     tn = int(((pred == 0) & (y == 0)).sum())
     fp = int(((pred == 1) & (y == 0)).sum())
@@ -234,8 +244,14 @@ def select_threshold(
     target_sensitivity: float = 0.95,
     max_real_fpr: float = 0.10,
     fixed: float = 0.5,
+    kinds: np.ndarray | None = None,
 ) -> tuple[float, dict[str, Any]]:
     """Choose the threshold by ``strategy`` and describe the rule and its inputs (for config and card).
+
+    With ``kinds`` (input kind per example) and the ``real_fpr`` rule, each input kind with enough real
+    normals is checked on its own (:func:`input_kind_thresholds`): the rule then records ``by_input_kind``
+    and, for the kinds that need a stricter threshold, ``input_thresholds`` (→ ``brain_ct_input_thresholds``;
+    read it with :func:`rule_input_thresholds`).
 
     ``auto`` means ``real_fpr`` when the validation data has real normal slices, else ``sensitivity``;
     an explicit ``real_fpr`` without real normals also falls back to ``sensitivity``. A fallback is logged
@@ -286,6 +302,20 @@ def select_threshold(
             f"validation slices is ≤ {max_real_fpr:g} (here {fp}/{n_real_neg}); validation sensitivity "
             f"{sens:.3f} on {n_pos} hemorrhage slices"
         )
+        if kinds is not None:
+            own, by_kind = input_kind_thresholds(y, s, kinds, d, threshold, max_real_fpr)
+            if by_kind:
+                rule["by_input_kind"] = by_kind
+            if own:
+                rule["input_thresholds"] = own
+                rule["description"] += "; " + "; ".join(
+                    f"{_KIND_WORDS.get(kind, kind)} at their own threshold {value:.4f}, the same rule on "
+                    f"their {by_kind[kind]['n_real_negatives']} real normals "
+                    f"(here {by_kind[kind]['real_false_positives']}/{by_kind[kind]['n_real_negatives']}; "
+                    f"sensitivity {by_kind[kind]['validation_sensitivity']:.3f} on "
+                    f"{by_kind[kind]['n_positives']} of their bleeds)"
+                    for kind, value in own.items()
+                )
         if sens == 0 or not math.isfinite(sens):
             logger.warning(
                 "threshold rule real_fpr: no hemorrhage slice of the validation split scores above the "
@@ -306,6 +336,88 @@ def select_threshold(
     return threshold, json_safe(rule)
 
 
+_KIND_WORDS = {"image": "8-bit images", "dicom": "DICOM slices"}
+
+
+def rule_input_thresholds(rule: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """The per-input-kind thresholds a rule of :func:`select_threshold` chose, or None."""
+    own = (rule or {}).get("input_thresholds")
+    return {str(k): float(v) for k, v in own.items()} if own else None
+
+
+#: Real normal validation slices an input kind needs before it gets a threshold of its own.
+MIN_KIND_REAL_NEGATIVES = 10
+
+
+def input_kind_thresholds(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    kinds: np.ndarray,
+    domains: np.ndarray,
+    threshold: float,
+    max_real_fpr: float,
+    min_real_negatives: int = MIN_KIND_REAL_NEGATIVES,
+) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """The ``real_fpr`` rule again within each input kind (``dicom`` / ``image``), never below ``threshold``.
+
+    8-bit figures and scanner DICOMs of the same real anatomy score differently (an 8-bit render has lost
+    the HU scale and the wide windows), so one pooled threshold can keep real normals of one kind ≤ the
+    bound while flagging many more of the other. A kind with at least ``min_real_negatives`` real normal
+    validation slices gets the :func:`real_fpr_threshold` of its own slices when that is STRICTER than the
+    pooled ``threshold``; a laxer one is not taken (it would rest on a small subset alone).
+
+    Returns:
+        ``(thresholds, rules)``: ``{kind: threshold}`` for the kinds that get their own (for
+        ``brain_ct_input_thresholds``), and ``{kind: {...}}`` for every kind with enough real normals: its
+        counts, the kind's own rule threshold, the threshold used, its real false positives and sensitivity.
+    """
+    from train.data import INPUT_KINDS
+
+    y = np.asarray(labels, dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    k = np.asarray(kinds, dtype=np.int64)
+    d = np.asarray(domains, dtype=np.int64)
+    real_neg = (y == 0) & (d == _real_domain())
+    thresholds: dict[str, float] = {}
+    rules: dict[str, dict[str, Any]] = {}
+    for code, name in enumerate(INPUT_KINDS):
+        sel = k == code
+        n_neg = int((sel & real_neg).sum())
+        if n_neg < min_real_negatives:
+            continue
+        own = clamp_threshold(real_fpr_threshold(y[sel], s[sel], d[sel], max_real_fpr))
+        used = max(own, float(threshold))
+        if used > threshold:
+            thresholds[name] = used
+        n_pos = int((sel & (y == 1)).sum())
+        rules[name] = {
+            "n_real_negatives": n_neg,
+            "n_positives": n_pos,
+            "own_threshold": own,
+            "threshold": used,
+            "real_false_positives": int((s[sel & real_neg] >= used).sum()),
+            "validation_sensitivity": _ratio(int(((s >= used) & sel & (y == 1)).sum()), n_pos),
+        }
+    return thresholds, rules
+
+
+def example_thresholds(
+    kinds: np.ndarray, threshold: float, kind_thresholds: Mapping[str, float] | None
+) -> np.ndarray | None:
+    """Each example's decision threshold (its input kind's, else ``threshold``); None without per-kind
+    thresholds, so callers keep the plain scalar comparison."""
+    if not kind_thresholds:
+        return None
+    from train.data import INPUT_KINDS
+
+    k = np.asarray(kinds, dtype=np.int64)
+    out = np.full(k.shape, float(threshold))
+    for code, name in enumerate(INPUT_KINDS):
+        if name in kind_thresholds:
+            out[k == code] = float(kind_thresholds[name])
+    return out
+
+
 def clamp_threshold(t: float) -> float:
     """Keep a threshold inside (0, 1) as the model folder contract requires (``brain_ct_threshold``)."""
     return float(min(max(t, 1e-6), 1.0 - 1e-6))
@@ -317,24 +429,35 @@ def metrics_by_kind(
     kinds: np.ndarray,
     threshold: float,
     domains: np.ndarray | None = None,
+    kind_thresholds: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """:func:`binary_metrics` overall and per input kind (``dicom`` / ``image``) present in ``kinds``;
-    with ``domains``, also per anatomy domain (``by_domain``: ``phantom`` / ``real``) when both occur."""
+    with ``domains``, also per anatomy domain (``by_domain``: ``phantom`` / ``real``) when both occur.
+    ``kind_thresholds`` (``brain_ct_input_thresholds``): each kind is decided at its own threshold."""
     from train.data import DOMAINS, INPUT_KINDS
 
-    out = binary_metrics(labels, scores, threshold)
+    per = example_thresholds(kinds, threshold, kind_thresholds)
+    out = binary_metrics(labels, scores, threshold, per)
+    if kind_thresholds:
+        out["input_thresholds"] = {k: float(v) for k, v in kind_thresholds.items()}
     by_kind = {}
     for code, name in enumerate(INPUT_KINDS):
         sel = kinds == code
         if sel.any():
-            by_kind[name] = binary_metrics(labels[sel], scores[sel], threshold)
+            own = float((kind_thresholds or {}).get(name, threshold))
+            by_kind[name] = binary_metrics(labels[sel], scores[sel], own)
     if len(by_kind) > 1:
         out["by_input_kind"] = by_kind
     elif by_kind:
         out["input_kind"] = next(iter(by_kind))
     if domains is not None:
         by_domain = {
-            name: binary_metrics(labels[domains == code], scores[domains == code], threshold)
+            name: binary_metrics(
+                labels[domains == code],
+                scores[domains == code],
+                threshold,
+                None if per is None else per[domains == code],
+            )
             for code, name in enumerate(DOMAINS)
             if (domains == code).any()
         }
@@ -522,20 +645,25 @@ def _pyplot() -> Any:
 
 
 def plot_roc(
-    labels: np.ndarray, scores: np.ndarray, threshold: float, path: Path, title: str = "ROC"
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    path: Path,
+    title: str = "ROC",
+    per_example: np.ndarray | None = None,
 ) -> None:
-    """Save the ROC curve with the operating point at ``threshold`` as a PNG."""
+    """Save the ROC curve with the operating point at ``threshold`` (or at each example's own threshold,
+    ``per_example``) as a PNG."""
     from sklearn.metrics import roc_curve
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
     if 0 < labels.sum() < len(labels):
         fpr, tpr, _ = roc_curve(labels, scores)
-        m = binary_metrics(labels, scores, threshold)
+        m = binary_metrics(labels, scores, threshold, per_example)
         ax.plot(fpr, tpr, lw=2, label=f"AUC = {m['auc']:.3f}")
-        ax.plot(
-            1 - m["specificity"], m["sensitivity"], "o", color="crimson", label=f"threshold {threshold:.3f}"
-        )
+        point = f"threshold {threshold:.3f}" if per_example is None else "thresholds per input kind"
+        ax.plot(1 - m["specificity"], m["sensitivity"], "o", color="crimson", label=point)
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
     ax.set(xlabel="1 − specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
     if ax.get_legend_handles_labels()[0]:
@@ -707,10 +835,19 @@ def report_split(
     threshold: float,
     out_dir: Path,
     domains: np.ndarray | None = None,
+    kind_thresholds: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Metrics of one split at ``threshold`` plus its ROC and confusion-matrix PNGs in ``out_dir``."""
-    metrics = metrics_by_kind(labels, scores, kinds, threshold, domains)
-    plot_roc(labels, scores, threshold, out_dir / f"roc_{name}.png", title=f"ROC — {name}")
+    """Metrics of one split at ``threshold`` (each input kind at its own with ``kind_thresholds``) plus its
+    ROC and confusion-matrix PNGs in ``out_dir``."""
+    metrics = metrics_by_kind(labels, scores, kinds, threshold, domains, kind_thresholds)
+    plot_roc(
+        labels,
+        scores,
+        threshold,
+        out_dir / f"roc_{name}.png",
+        title=f"ROC — {name}",
+        per_example=example_thresholds(kinds, threshold, kind_thresholds),
+    )
     plot_confusion(
         metrics["confusion_matrix"],
         out_dir / f"confusion_matrix_{name}.png",
@@ -839,7 +976,7 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
 
     out_dir = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    threshold = settings.threshold
+    threshold, kind_thresholds = settings.threshold, settings.input_thresholds
     results: dict[str, Any] = {"model": str(args.model)}
     val = columns(args.validation_dir, args.synthetic_validation, "validation")
     source = "ensemble.json (threshold)" if predictor else "model config (brain_ct_threshold)"
@@ -854,20 +991,24 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
             args.threshold_strategy,
             target_sensitivity=args.threshold_sensitivity,
             max_real_fpr=args.max_real_fpr,
+            kinds=k,
         )
+        kind_thresholds = rule_input_thresholds(rule)
         results["threshold_rule"] = rule
-        results["validation"] = report_split("validation", y, s, k, threshold, out_dir, d)
+        results["validation"] = report_split("validation", y, s, k, threshold, out_dir, d, kind_thresholds)
         subtypes["validation"] = report_subtypes("validation", scored, threshold, out_dir)
         source = f"validation ({rule['strategy']})"
     elif settings.threshold_rule is not None:
         results["threshold_rule"] = settings.threshold_rule
     if args.threshold is not None:
-        threshold, source = float(args.threshold), "--threshold"
+        threshold, source, kind_thresholds = float(args.threshold), "--threshold", None
     scored = score(columns(args.test_dir, args.synthetic_test, "test"), "test")
     y, s, k, d = scored.binary
     results["threshold"] = threshold
     results["threshold_source"] = source
-    results["test"] = report_split("test", y, s, k, threshold, out_dir, d)
+    if kind_thresholds:
+        results["input_thresholds"] = kind_thresholds
+    results["test"] = report_split("test", y, s, k, threshold, out_dir, d, kind_thresholds)
     subtypes["test"] = report_subtypes("test", scored, threshold, out_dir)
     if named:
         results["subtypes"] = {split: m for split, m in subtypes.items() if m is not None}
