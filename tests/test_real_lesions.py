@@ -182,3 +182,15 @@ def test_real_variant_writes_as_dicom_and_8bit(slices) -> None:
     assert normal.label == 0 and np.array_equal(normal.hu, hu)
     assert real_variant(*slices["28"], np.random.default_rng(0), seed=1, subtype="subdural") is None
     assert as_phantom(hu, None, px, seed=3).bbox is None
+
+
+def test_a_tightly_cropped_sliver_still_renders_at_least_min_side_pixels() -> None:
+    from brain_ct.io import MIN_SIDE
+    from brain_ct.synthetic.real_augment import as_phantom
+
+    # a skull cap seen edge-on: a thin, wide band of bone (what a tight crop of a vertex level leaves)
+    hu = np.full((256, 256), -1000.0, np.float32)
+    hu[120:134, 20:236] = 1200.0
+    sides = [min(render_internet(as_phantom(hu, None, 0.9, seed=0), np.random.default_rng(s))[0].shape[:2])
+             for s in range(60)]  # fmt: skip
+    assert min(sides) >= MIN_SIDE

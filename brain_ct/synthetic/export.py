@@ -41,6 +41,7 @@ from pydicom.uid import (
 )
 
 from brain_ct.errors import InvalidInputError
+from brain_ct.io import MIN_SIDE
 from brain_ct.synthetic.core import Phantom, generate_slice, mask_bbox
 from brain_ct.windowing import window
 
@@ -333,6 +334,14 @@ def render_internet(phantom: Phantom, rng: np.random.Generator) -> tuple[np.ndar
         val = 255 if rng.random() < 0.1 else 0
         grey = cv2.copyMakeBorder(grey, b[0], b[1], b[2], b[3], cv2.BORDER_CONSTANT, value=val)
         mask = cv2.copyMakeBorder(mask, b[0], b[1], b[2], b[3], cv2.BORDER_CONSTANT, value=0)
+    # A sliver of skull cap cropped tightly can come out a few dozen pixels high; a posted figure keeps
+    # some background around it (and a loader refuses anything under MIN_SIDE pixels a side).
+    short = [max(0, MIN_SIDE - side) for side in grey.shape]
+    if any(short):
+        top, left = short[0] // 2, short[1] // 2
+        pads = (top, short[0] - top, left, short[1] - left)
+        grey = cv2.copyMakeBorder(grey, *pads, cv2.BORDER_CONSTANT, value=0)
+        mask = cv2.copyMakeBorder(mask, *pads, cv2.BORDER_CONSTANT, value=0)
 
     colour = plan["colour"]
     img = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB) if colour else grey
