@@ -18,9 +18,9 @@ folded into the ``any`` row of the last linear layer only; the five subtype outp
 temperature fitted on ``any`` says nothing about them, and their 0.5 operating point stays put).
 
 ``python -m train.calibrate --model DIR --output_dir OUT [--synthetic_validation N] [--validation_dir DIR]
-[--real_anatomy_dir DIR] [--max_real_fpr 0.1] [--synthetic_test N | --test_dir DIR]`` does all of it after
-training on an existing model folder: scores the validation data, fits T, chooses the threshold by the rule
-(:func:`train.evaluate.select_threshold`) and writes the updated model folder (config, weights when T is
+[--real_anatomy_dir DIR [--real_anatomy_eval_variants N]] [--max_real_fpr 0.1] [--synthetic_test N | --test_dir DIR]``
+does all of it after training on an existing model folder: scores the validation data, fits T, chooses the
+threshold by the rule (:func:`train.evaluate.select_threshold`, per input kind too) and writes the updated model folder (config, weights when T is
 kept, ``eval_results.json``, reliability and ROC plots, and the card's threshold, calibration and evaluation
 sections).
 
