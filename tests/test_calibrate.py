@@ -216,6 +216,8 @@ def test_calibrate_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFi
     args = ["--model", str(model_dir), "--output_dir", str(tmp_path / "o"), "--synthetic_validation", "2"]
     assert main([*args, "--max_real_fpr", "1.5"]) == 1
     assert "--max_real_fpr" in capsys.readouterr().err
+    assert main([*args, "--real_anatomy_eval_variants", "0"]) == 1
+    assert "--real_anatomy_eval_variants must be ≥ 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow

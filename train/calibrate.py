@@ -570,6 +570,10 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
 
     if not 0.0 <= args.max_real_fpr <= 1.0:
         raise InvalidInputError(f"--max_real_fpr must be in [0, 1]; got {args.max_real_fpr}")
+    if args.real_anatomy_eval_variants < 1:
+        raise InvalidInputError(
+            f"--real_anatomy_eval_variants must be ≥ 1; got {args.real_anatomy_eval_variants}"
+        )
     refuse_ensemble(str(args.model))
     model, settings = load_model(args.model)
     columns = split_columns(args, "validation", settings.context_slices, settings.is_multi_label)
