@@ -24,8 +24,10 @@ def main() -> None:
         "synthetic_subdural": generate_slice(
             103, 512, hemorrhage=True, subtype="subdural", level="ventricles"
         ),
+        # Seed 204: the largest intraparenchymal bleed of seeds 201-210 (mask area; 202's was a 171-pixel dot
+        # beside the calcified choroid plexus, which a reader could not tell from calcification).
         "synthetic_intraparenchymal": generate_slice(
-            202, 512, hemorrhage=True, subtype="intraparenchymal", level="basal_ganglia"
+            204, 512, hemorrhage=True, subtype="intraparenchymal", level="basal_ganglia"
         ),
         "synthetic_normal": generate_slice(303, 512, hemorrhage=False, level="ventricles"),
         # One slice of each remaining subtype, so a subtype model can be tried on all five.
