@@ -71,6 +71,36 @@ def test_held_out_real_levels_read_normal(demo: Predictor) -> None:
     assert normal >= 0.9 * len(held_out), [round(p.probability, 3) for p in readings]
 
 
+def test_held_out_real_levels_as_8bit_figures_read_normal(demo: Predictor) -> None:
+    """The held-out levels as internet-style figures (other renders than benchmarks.real_anatomy's: seed 1),
+    decided at the model's threshold for 8-bit images."""
+    import numpy as np
+
+    from brain_ct.synthetic import real_variant
+    from train.data import encode_phantom, load_real_slice, real_anatomy_split
+
+    _, held_out = real_anatomy_split(REAL_ANATOMY_DIR)
+    rng = np.random.default_rng(1)
+    readings = []
+    for level, path in enumerate(held_out):
+        real = load_real_slice(path, 256)
+        plain = real_variant(real.hu, real.pixel_mm, rng, seed=level, augment=False, space=real.space)
+        for _ in range(3):
+            ct, _ = encode_phantom(plain, "image", rng, f"level{level}.png")
+            readings.append(demo.predict(ct))
+    assert {p.threshold for p in readings} == {demo.settings.threshold_for("image")}
+    normal = sum(p.label == "normal" for p in readings)
+    assert normal >= 0.85 * len(readings), [round(p.probability, 3) for p in readings]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (PROJECT_ROOT / "examples").glob("synthetic_*.*")))
+def test_the_app_examples_read_as_named(name: str) -> None:
+    # what a new user clicks first: a bleed example must read "hemorrhage", a normal one "normal"
+    prediction = Predictor.from_pretrained(str(DEMO_MODEL_DIR)).predict(PROJECT_ROOT / "examples" / name)
+    expected = "normal" if "normal" in name else "hemorrhage"
+    assert prediction.label == expected, f"P(hemorrhage) = {prediction.probability:.3f}"
+
+
 # 693_J2KI.dcm is compressed so lossily that blobs replace the anatomy (look at it in a brain window): the
 # model reads it "hemorrhage" (P 0.88, threshold 0.31). It is reported, not chased. strict=True: the day a
 # model reads it "normal", this turns red so the mark is removed.
