@@ -31,8 +31,11 @@ def main() -> None:
 
     import app
 
-    app.warm_up(app.registry)
-    _, url, _ = app.demo.launch(
+    settings = app.AppSettings.from_env()
+    app.prepare_run_dir(settings)
+    demo = app.create_app(settings)
+    app.warm_up(demo.reader.registry)
+    _, url, _ = demo.launch(
         server_name="127.0.0.1",
         server_port=_free_port(),
         prevent_thread_lock=True,
@@ -53,7 +56,8 @@ def main() -> None:
             page.screenshot(path=args.out, full_page=False)
             browser.close()
     finally:
-        app.demo.close()
+        demo.close()
+        app.remove_run_dir(settings)
     print(args.out)
 
 
