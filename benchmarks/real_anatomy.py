@@ -184,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "seed": args.seed,
             "seconds": round(time.perf_counter() - start, 1),
             "smoke": bool(args.smoke),
-            "command": " ".join(["python -m benchmarks.real_anatomy", *(sys.argv[1:] if argv is None else argv)]),
+            "command": " ".join(
+                ["python -m benchmarks.real_anatomy", *(sys.argv[1:] if argv is None else argv)]
+            ),
         }
     _print_table(results)
     out = args.out if args.out is not None else (None if args.smoke else DEFAULT_OUT)
