@@ -13,6 +13,7 @@ An ensemble is a folder (or Hub repository) holding ``ensemble.json`` instead of
       "combine": "mean",
       "threshold": 0.42,
       "threshold_rule": {"strategy": "real_fpr", "max_real_fpr": 0.1},
+      "input_thresholds": {"image": 0.47},
       "trained_on": "RSNA 2019 + synthetic phantoms"
     }
 
@@ -25,7 +26,9 @@ An ensemble is a folder (or Hub repository) holding ``ensemble.json`` instead of
 * ``combine`` (default ``"mean"``, the only one): P(hemorrhage), the subtype probabilities and the
   (normalised, input-grid) Grad-CAM heatmaps are the members' means.
 * ``threshold`` (required, in (0, 1)): the ensemble's own decision threshold on the mean P(hemorrhage),
-  chosen on validation; ``threshold_rule`` (optional) records how; ``trained_on`` (optional) what the
+  chosen on validation; ``threshold_rule`` (optional) records how; ``input_thresholds`` (optional) replaces it
+  for slices of the input kinds named (as ``brain_ct_input_thresholds`` does for one model; the members' own
+  per-kind thresholds are not used by the ensemble's decision); ``trained_on`` (optional) what the
   members were trained on. A ``README.md`` card may sit beside ``ensemble.json``.
 
 :func:`write_spec` writes the file (``python -m train.ensemble`` builds one) and checks it with the same
@@ -80,6 +83,7 @@ class EnsembleSpec:
         threshold: the ensemble's decision threshold on the combined P(hemorrhage), in (0, 1).
         threshold_rule: how the threshold was chosen, or None.
         trained_on: what the members were trained on, or None.
+        input_thresholds: thresholds replacing ``threshold`` for slices of one input kind, or None.
     """
 
     members: tuple[tuple[str, str | None], ...]
@@ -87,6 +91,7 @@ class EnsembleSpec:
     threshold: float
     threshold_rule: dict[str, Any] | None = None
     trained_on: str | None = None
+    input_thresholds: dict[str, float] | None = None
 
 
 def parse_spec(data: Any, name: str) -> EnsembleSpec:
@@ -138,12 +143,18 @@ def parse_spec(data: Any, name: str) -> EnsembleSpec:
     if rule is not None and not isinstance(rule, dict):
         raise ModelLoadError(f'{where}: "threshold_rule" must be a JSON object or absent; got {rule!r}')
     trained_on = data.get("trained_on")
+    try:
+        raw = data.get("input_thresholds")
+        own = None if raw is None else model_lib.checked_input_thresholds(raw)
+    except ValueError as exc:
+        raise ModelLoadError(f'{where}: "input_thresholds": {exc}') from None
     return EnsembleSpec(
         members=tuple(members),
         combine=str(combine),
         threshold=float(threshold),
         threshold_rule=dict(rule) if rule is not None else None,
         trained_on=str(trained_on) if trained_on else None,
+        input_thresholds=own,
     )
 
 
@@ -170,6 +181,8 @@ def spec_to_dict(spec: EnsembleSpec) -> dict[str, Any]:
     }
     if spec.threshold_rule is not None:
         data["threshold_rule"] = dict(spec.threshold_rule)
+    if spec.input_thresholds:
+        data["input_thresholds"] = dict(spec.input_thresholds)
     if spec.trained_on:
         data["trained_on"] = spec.trained_on
     return data
@@ -340,6 +353,8 @@ def load_spec(
         first,
         threshold=spec.threshold,
         threshold_rule=spec.threshold_rule,
+        # the ensemble's own, never its first member's
+        input_thresholds=spec.input_thresholds,
         trained_on=spec.trained_on,
         model_id=shown,
         revision=None,

@@ -129,7 +129,7 @@ class ModelSettings:
 
     def __post_init__(self) -> None:
         if self.input_thresholds is not None:
-            object.__setattr__(self, "input_thresholds", _checked_input_thresholds(self.input_thresholds))
+            object.__setattr__(self, "input_thresholds", checked_input_thresholds(self.input_thresholds))
         if isinstance(self.eight_bit, str):
             object.__setattr__(self, "eight_bit", EightBitMapping(self.eight_bit))
         elif not isinstance(self.eight_bit, EightBitMapping):
@@ -423,8 +423,9 @@ def settings_from_config(
     )
 
 
-def _checked_input_thresholds(raw: Any) -> dict[str, float] | None:
-    """``brain_ct_input_thresholds`` as ``{kind: threshold}``; ValueError for anything else."""
+def checked_input_thresholds(raw: Any) -> dict[str, float] | None:
+    """``brain_ct_input_thresholds`` (or an ensemble's ``input_thresholds``) as ``{kind: threshold}``, None
+    when empty; ValueError for anything else."""
     if not isinstance(raw, dict):
         raise ValueError(f"input thresholds must map an input kind to a threshold; got {raw!r}")
     out: dict[str, float] = {}
@@ -442,7 +443,7 @@ def _input_thresholds_from_config(config: PretrainedConfig, name: str) -> dict[s
     if raw is None:
         return None
     try:
-        return _checked_input_thresholds(raw)
+        return checked_input_thresholds(raw)
     except ValueError as exc:
         raise ModelLoadError(
             f"model {name!r}: config key brain_ct_input_thresholds: {exc}. Write it as python -m train does "

@@ -171,6 +171,8 @@ def test_members_with_another_label_set_are_refused(tmp_path: Path) -> None:
         ({"members": [{"revision": "main"}]}, r"member 0 needs \"model\""),
         ({"members": ["m", "members/gone"]}, r"member folder 'members/gone' does not exist"),
         ({"members": ["m", "./gone"]}, r"member folder './gone' does not exist"),
+        ({"input_thresholds": {"png": 0.3}}, r"\"input_thresholds\": unknown input kind 'png'"),
+        ({"input_thresholds": {"image": 2}}, r"\"input_thresholds\": the image threshold must be"),
     ],
 )
 def test_bad_ensemble_files_are_refused(tmp_path: Path, spec: dict, match: str) -> None:
@@ -207,6 +209,7 @@ def test_written_spec_reads_back_as_written(tmp_path: Path) -> None:
         threshold=0.37,
         threshold_rule={"strategy": "youden", "description": "max J"},
         trained_on="two folds",
+        input_thresholds={"image": 0.45},
     )
     path = write_spec(tmp_path / "ens", spec)
     assert path == tmp_path / "ens" / ENSEMBLE_FILE
@@ -220,3 +223,21 @@ def test_writer_refuses_what_the_loader_refuses(tmp_path: Path, threshold: float
     with pytest.raises(ModelLoadError, match='needs "threshold"'):
         write_spec(tmp_path, spec)
     assert not (tmp_path / ENSEMBLE_FILE).exists()
+
+
+def test_an_ensemble_decides_by_its_own_input_thresholds_never_its_first_members(tmp_path: Path) -> None:
+    from helpers_models import copy_model_with_config
+
+    plain = make_tiny_model(tmp_path / "plain", seed=1)
+    copy_model_with_config(plain, tmp_path / "e" / "a", brain_ct_input_thresholds={"image": 0.99})
+    make_tiny_model(tmp_path / "e" / "b", seed=2)
+    image, dicom = phantom_ct(128, kind="image"), phantom_ct(128)
+    ensemble = Predictor.from_pretrained(write_ensemble(tmp_path / "e", ["a", "b"], threshold=0.42))
+    assert ensemble.settings.input_thresholds is None
+    reading = ensemble.predict(image)
+    assert reading.threshold == pytest.approx(0.42)  # not member a's 0.99
+    assert reading.members is not None and reading.members[0]["threshold"] == pytest.approx(0.99)
+    write_ensemble(tmp_path / "e", ["a", "b"], threshold=0.42, input_thresholds={"image": 0.6})
+    ensemble = Predictor.from_pretrained(tmp_path / "e")
+    assert ensemble.predict(image).threshold == pytest.approx(0.6)
+    assert ensemble.predict(dicom).threshold == pytest.approx(0.42)

@@ -496,6 +496,13 @@ def render_card(name: str, results: dict[str, Any], *, demo: bool, command: str,
         f"`threshold_rule`: `{json.dumps(rule, ensure_ascii=False)}`.",
         "",
     ]
+    if results.get("input_thresholds"):
+        kinds = ", ".join(f"`{k}` {v:.4f}" for k, v in results["input_thresholds"].items())
+        lines += [
+            f"`input_thresholds` = {kinds} in `ensemble.json`: slices of these input kinds are decided at their "
+            "own threshold (their real normals needed a stricter one to stay within the same bound).",
+            "",
+        ]
     if rule.get("fallback"):
         lines += [
             f"**Fallback:** `{rule.get('requested')}` was asked for, but {rule['fallback']}. Nothing bounds how "
@@ -621,7 +628,7 @@ def write_ensemble(
     from brain_ct.jsonable import json_safe
     from brain_ct.labels import label_set_of
     from brain_ct.model import shown_model_id
-    from train.evaluate import report_split, select_threshold
+    from train.evaluate import report_split, rule_input_thresholds, select_threshold
 
     out = Path(output_dir).expanduser()
     decode = {"synthetic_size": data.synthetic_size, "allow_unverified": data.allow_unverified}
@@ -637,7 +644,9 @@ def write_ensemble(
         target_sensitivity=flags.threshold_sensitivity,
         max_real_fpr=flags.max_real_fpr,
         fixed=flags.threshold,
+        kinds=val.input_kind,
     )
+    own = rule_input_thresholds(rule)
     out.mkdir(parents=True, exist_ok=True)
     trained_on = trained_on or default_trained_on(predictor)
     spec = EnsembleSpec(
@@ -646,6 +655,7 @@ def write_ensemble(
         threshold=threshold,
         threshold_rule=rule,
         trained_on=trained_on,
+        input_thresholds=own,
     )
     write_spec(out, spec)
 
@@ -660,9 +670,12 @@ def write_ensemble(
         "threshold": threshold,
         "threshold_strategy": rule["strategy"],
         "threshold_rule": rule,
+        **({"input_thresholds": own} if own else {}),
     }
     for split, sc in scores.items():
-        results[split] = report_split(split, sc.labels, sc.scores, sc.input_kind, threshold, out, sc.domain)
+        results[split] = report_split(
+            split, sc.labels, sc.scores, sc.input_kind, threshold, out, sc.domain, own
+        )
     results = json_safe(results)
     (out / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
