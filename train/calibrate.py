@@ -468,7 +468,7 @@ def split_columns(
     if n > 0:
         parts.append(synthetic_records(n, split, args.synthetic_seed, args.synthetic_8bit_fraction, subtypes))
     if args.real_anatomy_dir:
-        variants = getattr(args, "real_anatomy_eval_variants", 2)
+        variants = args.real_anatomy_eval_variants
         parts.append(
             real_anatomy_columns(args.real_anatomy_dir, split, args.synthetic_seed, subtypes, variants)
         )
