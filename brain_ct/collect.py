@@ -182,6 +182,38 @@ def _skip_silently(name: str) -> bool:
     )
 
 
+#: Base names (any extension) and extensions of text and metadata files that travel with exported
+#: slices: listed as skipped, not as errors. Only for files whose first bytes are no DICOM or image.
+_SIDECAR_NAMES = frozenset(
+    {"license", "licence", "readme", "copying", "notice", "changes", "manifest", "index"}
+)
+_SIDECAR_EXTENSIONS = frozenset(
+    {
+        ".txt",
+        ".md",
+        ".json",
+        ".xml",
+        ".csv",
+        ".tsv",
+        ".html",
+        ".htm",
+        ".pdf",
+        ".rtf",
+        ".yaml",
+        ".yml",
+        ".ini",
+        ".nfo",
+    }
+)
+
+
+def is_sidecar(name: str) -> bool:
+    """A README, LICENSE or .txt/.json/… file beside the slices (harmless; skipped, not an error)."""
+    base = name.rsplit("/", 1)[-1].lower()
+    stem, dot, ext = base.rpartition(".")
+    return (stem if dot else base) in _SIDECAR_NAMES or (bool(dot) and f".{ext}" in _SIDECAR_EXTENSIONS)
+
+
 def is_dicomdir(name: str) -> bool:
     return name.rsplit("/", 1)[-1].upper() == "DICOMDIR"
 

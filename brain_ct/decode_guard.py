@@ -13,10 +13,13 @@ take a server down:
    (:data:`DECODE_MEMORY_BYTES` above its idle size), so that an unknown codec bug can at
    worst fail that one file, never exhaust the server's memory. Uncompressed frames are decoded
    in-process: their size is exactly what the checked header says.
+   Ordinary images too large to decode in the server process (a longest side above
+   :attr:`brain_ct.limits.UploadLimits.reduced_side`) are decoded by the same workers, under the
+   same caps, and come back reduced (:func:`decode_image`).
 2. **Deflated datasets** ((0002,0010) *Transfer Syntax UID* 1.2.840.10008.1.2.1.99) are inflated
    whole by pydicom before it parses a single tag, so ~1 MB can hide hundreds of MB of zeros.
    :func:`inflate_deflated` inflates them beforehand through a size-capped decompressor
-   (:data:`MAX_INFLATED_BYTES`).
+   (the scan pixel budget of :mod:`brain_ct.limits` at 16 bits).
 """
 
 from __future__ import annotations
@@ -40,11 +43,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from brain_ct import limits as upload_limits
 from brain_ct.errors import InvalidInputError
-
-#: Largest size a deflated dataset may inflate to (bytes). A 512 x 512 CT slice is 0.5 MB; this
-#: allows a deflated multi-frame file of ~250 such frames.
-MAX_INFLATED_BYTES = 128 << 20
 
 #: Address space a decoding worker may use above its idle size (bytes): a 50-megapixel frame
 #: needs ~0.5 GB (16-bit output, the decoder's 32-bit work buffers, the copy sent back).
@@ -177,13 +177,14 @@ def check_frame_header(stream: bytes, rows: int, columns: int, samples: int, sho
 # --------------------------------------------------------------------------- deflated datasets
 
 
-def inflate_deflated(data: bytes, shown: str, limit: int = MAX_INFLATED_BYTES) -> tuple[bytes, bool]:
+def inflate_deflated(data: bytes, shown: str, limit: int | None = None) -> tuple[bytes, bool]:
     """Inflate a deflated-transfer-syntax file beforehand, through a size-capped decompressor.
 
     Args:
         data: a whole DICOM file.
         shown: the file's display name, for messages.
-        limit: most bytes the dataset may inflate to.
+        limit: most bytes the dataset may inflate to; default the scan pixel budget in force at
+            16 bits plus 8 MiB of header (72 MiB with the defaults: a 50-megapixel slice is refused).
 
     Returns:
         ``(data, False)`` unchanged for any other file; for a deflated one, ``(file, True)``: the
@@ -208,6 +209,8 @@ def inflate_deflated(data: bytes, shown: str, limit: int = MAX_INFLATED_BYTES) -
         return data, False  # not parseable here: the ordinary reader will say what is wrong
     if str(meta.get("TransferSyntaxUID", "")) != _DEFLATED:
         return data, False
+    if limit is None:
+        limit = upload_limits.current().max_scan_pixels * 2 + (8 << 20)
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     try:
         inflated = inflater.decompress(data[fp.tell() :], limit + 1)
@@ -269,10 +272,65 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _serve() -> None:
-    """The decoding worker's loop (``python -m brain_ct.decode_guard``), one frame per request.
+def reduced_shape(rows: int, columns: int, max_side: int) -> tuple[int, int]:
+    """(rows, columns) scaled so that the longest side is at most ``max_side`` (unchanged when it is)."""
+    longest = max(rows, columns)
+    if longest <= max_side:
+        return rows, columns
+    scale = max_side / longest
+    return max(1, min(max_side, round(rows * scale))), max(1, min(max_side, round(columns * scale)))
 
-    Request: 8-byte length + a pickled one-frame dataset (from the parent, which built it).
+
+def jpeg_factor(rows: int, columns: int, max_side: int) -> int:
+    """The libjpeg scale (1, 2, 4 or 8) that decodes a JPEG closest above ``max_side`` (8 at most)."""
+    factor = 1
+    while factor < 8 and -(-max(rows, columns) // factor) > max_side:
+        factor *= 2
+    return factor
+
+
+def _decode_image_here(
+    data: bytes, fmt: str, grey: bool, rows: int, columns: int, max_side: int
+) -> tuple[np.ndarray, tuple[int, int], int]:
+    """Decode an ordinary image as OpenCV does (no EXIF rotation) and reduce it to ``max_side``.
+
+    A JPEG is decoded at 1/2, 1/4 or 1/8 by libjpeg itself (its memory and time shrink with it);
+    other formats are decoded whole and then reduced with area averaging.
+
+    Returns:
+        (image ``[H, W(, C)]`` in its own dtype, the decoded (rows, columns) before reduction,
+        the JPEG scale factor, 1 for other formats).
+    """
+    import cv2
+
+    buffer = np.frombuffer(data, np.uint8)
+    factor = jpeg_factor(rows, columns, max_side) if fmt == "JPEG" else 1
+    if factor > 1:
+        flags = {
+            (2, True): cv2.IMREAD_REDUCED_GRAYSCALE_2,
+            (4, True): cv2.IMREAD_REDUCED_GRAYSCALE_4,
+            (8, True): cv2.IMREAD_REDUCED_GRAYSCALE_8,
+            (2, False): cv2.IMREAD_REDUCED_COLOR_2,
+            (4, False): cv2.IMREAD_REDUCED_COLOR_4,
+            (8, False): cv2.IMREAD_REDUCED_COLOR_8,
+        }[factor, grey] | cv2.IMREAD_IGNORE_ORIENTATION  # the caller applies EXIF orientation itself
+        image = cv2.imdecode(buffer, flags)
+    else:
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise ValueError("OpenCV could not decode the image")
+    decoded = (int(image.shape[0]), int(image.shape[1]))
+    target = reduced_shape(*decoded, max_side)
+    if target != decoded:
+        image = cv2.resize(image, (target[1], target[0]), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(image), decoded, factor
+
+
+def _serve() -> None:
+    """The decoding worker's loop (``python -m brain_ct.decode_guard``), one frame or image per request.
+
+    Request: 8-byte length + a pickle (from the parent, which built it): a one-frame dataset, or
+    ``("image", data, fmt, grey, rows, columns, max_side)`` for :func:`decode_image`.
     Reply: 8-byte length + a JSON header (``{"dtype", "shape"}`` or ``{"error"}``), then 8-byte
     length + the array's raw bytes: plain data, so the parent never unpickles anything that
     passed through the decoder.
@@ -280,7 +338,10 @@ def _serve() -> None:
     import pickle
     import resource
 
+    import cv2
     from pydicom.pixels import pixel_array  # the decoders' libraries load before the cap
+
+    cv2.setNumThreads(1)  # one image at a time; OpenCV's thread pool would only reserve memory
 
     for name in ("pydicom", "pylibjpeg", "openjpeg", "libjpeg"):
         logging.getLogger(name).disabled = True  # may quote tag values; the parent words errors
@@ -301,8 +362,13 @@ def _serve() -> None:
         except EOFError:
             return
         try:
-            array = np.ascontiguousarray(pixel_array(small))
-            header = {"dtype": array.dtype.str, "shape": list(array.shape)}
+            extra: dict[str, Any] = {}
+            if isinstance(small, tuple) and small[0] == "image":
+                array, decoded, factor = _decode_image_here(*small[1:])
+                extra = {"decoded": list(decoded), "factor": factor}
+            else:
+                array = np.ascontiguousarray(pixel_array(small))
+            header = {"dtype": array.dtype.str, "shape": list(array.shape), **extra}
             body = memoryview(array).cast("B")  # sent as it lies in memory, no copy
         except MemoryError:
             header, body = {"error": "MemoryError"}, memoryview(b"")
@@ -342,7 +408,7 @@ class _Worker:
             close_fds=True,
         )
 
-    def decode(self, small: Any, timeout: float) -> np.ndarray:
+    def decode(self, small: Any, timeout: float) -> tuple[np.ndarray, dict[str, Any]]:
         import pickle
 
         payload = pickle.dumps(small, protocol=pickle.HIGHEST_PROTOCOL)
@@ -355,7 +421,7 @@ class _Worker:
             if header["error"] == "MemoryError":
                 raise MemoryError
             raise DecodeError(f"{header['error']}: {header.get('message', '')}")
-        return np.frombuffer(body, dtype=np.dtype(header["dtype"])).reshape(header["shape"])
+        return np.frombuffer(body, dtype=np.dtype(header["dtype"])).reshape(header["shape"]), header
 
     def _read_length(self, deadline: float) -> int:
         return int(struct.unpack("<Q", self._read(8, deadline))[0])
@@ -409,7 +475,7 @@ if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_forget_workers_after_fork)
 
 
-def _decode_fenced(small: Any, timeout: float) -> np.ndarray:
+def _decode_fenced(small: Any, timeout: float) -> tuple[np.ndarray, dict[str, Any]]:
     worker = _slots.get()
     keep = False
     try:
@@ -478,24 +544,66 @@ def decode_frame(ds: Any, index: int, frames: int, shown: str) -> np.ndarray:
     check_frame_header(frame, int(ds.Rows), int(ds.Columns), samples, shown)
     if os.name != "posix":  # no address-space limit nor select() on pipes: the header check only
         return pixel_array(ds, index=index) if frames > 1 else pixel_array(ds)
-    small = _minimal_dataset(ds, frame)
+    return _fenced(_minimal_dataset(ds, frame), shown, "the compressed pixel data")[0]
+
+
+def _timeout() -> float:
+    return min(DECODE_TIMEOUT_S, upload_limits.current().decode_seconds)
+
+
+def _fenced(payload: Any, shown: str, what: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode ``payload`` in a worker; its limits broken become an :class:`InvalidInputError` naming ``what``."""
+    timeout = _timeout()
     try:
-        return _decode_fenced(small, DECODE_TIMEOUT_S)
+        return _decode_fenced(payload, timeout)
     except TimeoutError:
         raise InvalidInputError(
-            f"{shown}: decoding the compressed pixel data took longer than {DECODE_TIMEOUT_S:.0f} s "
-            "and was stopped; the file is damaged or hostile"
+            f"{shown}: decoding {what} took longer than {timeout:.0f} s and was stopped; the file is "
+            "damaged or hostile"
         ) from None
     except MemoryError:
         raise InvalidInputError(
-            f"{shown}: decoding the compressed pixel data needs more than the "
-            f"{DECODE_MEMORY_BYTES >> 20} MiB allowed; the file is damaged or hostile"
+            f"{shown}: decoding {what} needs more than the {DECODE_MEMORY_BYTES >> 20} MiB allowed; the "
+            "file is damaged or hostile"
         ) from None
     except (EOFError, OSError):
         raise InvalidInputError(
-            f"{shown}: the decoder stopped while reading the compressed pixel data (crashed or out of "
-            "memory); the file is damaged or hostile"
+            f"{shown}: the decoder stopped while reading {what} (crashed or out of memory); the file is "
+            "damaged or hostile"
         ) from None
+
+
+def decode_image(
+    data: bytes, fmt: str, grey: bool, rows: int, columns: int, max_side: int, shown: str
+) -> tuple[np.ndarray, tuple[int, int], int]:
+    """Decode an ordinary image in a capped worker, reduced so that its longest side is ≤ ``max_side``.
+
+    Args:
+        data: the whole file (PNG, JPEG, TIFF, WebP or BMP), its header already checked.
+        fmt: its format name as :mod:`brain_ct.io` sniffed it (``"JPEG"`` decodes at a libjpeg scale).
+        grey: a JPEG with one component (decoded as grey; colour JPEGs stay colour).
+        rows: the height its header declares (pixels).
+        columns: the width its header declares (pixels).
+        max_side: longest side of the result (pixels).
+        shown: the file's display name, for messages.
+
+    Returns:
+        (image ``[H, W(, C)]`` in its decoded dtype, OpenCV's channel order; (rows, columns) as
+        decoded before reduction; the JPEG scale factor, 1 for other formats).
+
+    Raises:
+        InvalidInputError: the worker ran out of its time or memory, or the image cannot be decoded.
+    """
+    payload = ("image", data, fmt, grey, rows, columns, max_side)
+    try:
+        if os.name != "posix":  # no address-space limit nor select() on pipes: decode here
+            return _decode_image_here(*payload[1:])
+        image, header = _fenced(payload, shown, f"the {fmt} image")
+    except DecodeError:
+        raise InvalidInputError(f"{shown}: the {fmt} file cannot be decoded (damaged or truncated)") from None
+    except ValueError:
+        raise InvalidInputError(f"{shown}: the {fmt} file cannot be decoded (damaged or truncated)") from None
+    return image, (int(header["decoded"][0]), int(header["decoded"][1])), int(header["factor"])
 
 
 if __name__ == "__main__":

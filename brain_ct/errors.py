@@ -8,7 +8,11 @@ from __future__ import annotations
 
 
 class BrainCTError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose; its text is never empty."""
+
+    def __str__(self) -> str:
+        # An API client must never see an empty reason ("error": null): say at least what failed.
+        return super().__str__() or f"{type(self).__name__}: the input could not be read (no reason was given)"
 
 
 class InvalidInputError(BrainCTError, ValueError):

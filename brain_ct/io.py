@@ -46,21 +46,22 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import cv2
 import numpy as np
 
-from brain_ct import decode_guard, framing
-from brain_ct.errors import InvalidInputError, NotHeadCTError
+from brain_ct import decode_guard, framing, limits
+from brain_ct.errors import BrainCTError, InvalidInputError, NotHeadCTError
 from brain_ct.image import Box as Box  # re-exported: the box type lived here first
 from brain_ct.image import CTImage
 from brain_ct.privacy import extract_meta, scrub_text
 from brain_ct.windowing import AIR_HU, PRESETS, window
 
-#: Largest image accepted, in pixels per frame (50 megapixels); checked before decoding.
+#: Largest image any reader accepts, in pixels per frame; checked before decoding. The limits in
+#: force (:mod:`brain_ct.limits`) are far lower by default: this bounds what they may be raised to.
 MAX_PIXELS = 50_000_000
 
 #: Largest side accepted, in pixels.
@@ -69,9 +70,15 @@ MAX_SIDE = 16384
 #: Smallest side accepted, in pixels.
 MIN_SIDE = 64
 
-#: Largest number of pixels decoded at once over all frames of a multi-frame DICOM
-#: (640 slices of 512 x 512; ~0.7 GB as float32 HU).
+#: Largest number of voxels a NIfTI volume may have, whatever the limits in force (640 slices of
+#: 512 x 512; ~0.7 GB as float32 HU). Multi-frame DICOMs are bounded by
+#: :attr:`brain_ct.limits.UploadLimits.max_scan_pixels`.
 MAX_TOTAL_PIXELS = 640 * 512 * 512
+
+#: Most scans (SOS markers) a JPEG may hold. Every progressive scan passes over the whole
+#: coefficient buffer: 20,000 scans of a 7000² image took 86 s in OpenCV. Encoders write 1-10
+#: (a few more counting an EXIF thumbnail).
+MAX_JPEG_SCANS = 100
 
 #: Largest file read, in bytes.
 MAX_FILE_BYTES = 1 << 30
@@ -155,7 +162,12 @@ _IMAGE_MAGIC: tuple[tuple[bytes, int, str], ...] = (
 _UNSUPPORTED_MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"GIF8", 0, "a GIF image"),
     (b"%PDF", 0, "a PDF document"),
-    (b"PK\x03\x04", 0, "a zip archive (load its slices one by one, or use the series reader)"),
+    (
+        b"PK\x03\x04",
+        0,
+        "a zip archive, which holds a whole scan: read it as one (the app's 'Whole scan' tab, or the "
+        "command line with the zip or folder as input: python -m brain_ct predict SCAN.zip)",
+    ),
     (b"PK\x05\x06", 0, "an empty zip archive"),
     (b"\x00\x00\x00\x0cjP  ", 0, "a JPEG 2000 image"),
     (b"ftyp", 4, "an HEIC/MP4 file"),
@@ -353,6 +365,11 @@ def _parse_dicom(data: bytes, shown: str, *, stop_before_pixels: bool) -> Any:
         raise InvalidInputError(
             f"{shown}: this is not a DICOM file or a supported image; expected {ACCEPTED}"
         )
+    # Item and delimiter tags (FFFE,xxxx) belong inside sequences; a stray one after the last
+    # element (some writers append a sequence delimiter) is kept by pydicom as an element of no
+    # VR that raises NotImplementedError when touched. It carries nothing: drop it, read the slice.
+    for tag in [tag for tag in ds.keys() if tag.group == 0xFFFE]:
+        del ds[tag]
     _ensure_transfer_syntax(ds)
     return ds
 
@@ -399,7 +416,7 @@ def read_dicom_header(source: Source) -> Any:
     kind = _sniff(data)
     if kind not in ("dicom", "unknown"):
         raise InvalidInputError(f"{shown}: this is a {kind} image, not a DICOM file")
-    with _quiet():
+    with _quiet(), reader_errors(shown):
         return _parse_dicom(data, shown, stop_before_pixels=True)
 
 
@@ -448,9 +465,10 @@ def _check_dicom(ds: Any, shown: str, allow_unverified: bool, notes: list[str]) 
     if rows is None or cols is None:
         raise InvalidInputError(f"{shown}: the DICOM has no Rows/Columns; it cannot be decoded as an image")
     frames = _int_tag(ds, "NumberOfFrames", shown, 1) or 1
-    _check_dimensions(cols, rows, shown)
-    if frames < 1:
-        raise InvalidInputError(f"{shown}: NumberOfFrames is {frames}; expected 1 or more")
+    budget = limits.current()
+    _check_dimensions(cols, rows, shown, budget.max_slice_pixels, limits.ENV["max_slice_pixels"])
+    check_frame_count(frames, shown, budget)
+    _check_pixel_length(ds, rows, cols, frames, samples or 1, shown)
     if not modality:
         sop = str(
             ds.get("SOPClassUID", "") or getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "")
@@ -467,10 +485,47 @@ def _check_dicom(ds: Any, shown: str, allow_unverified: bool, notes: list[str]) 
         else:
             raise NotHeadCTError(
                 f"{shown}: this DICOM has no (0008,0060) Modality and nothing shows it is a CT "
-                "(no CT SOP class, no HU rescale type); if it is a CT slice, pass allow_unverified=True "
-                "/ tick 'allow unusual images'"
+                f"(no CT SOP class, no HU rescale type). {framing.OVERRIDE_HINT}"
             )
     return rows, cols, frames
+
+
+def check_frame_count(frames: int, shown: str, budget: limits.UploadLimits) -> None:
+    """Refuse a declared (0028,0008) *Number of Frames* below 1 or above what a scan may have.
+
+    Called before anything is allocated per frame (a 9 KB file may declare 2,000,000,000 frames).
+
+    Raises:
+        InvalidInputError: the count is not 1 .. ``budget.max_scan_slices``.
+    """
+    if frames < 1:
+        raise InvalidInputError(f"{shown}: NumberOfFrames is {frames}; expected 1 or more")
+    if frames > budget.max_scan_slices:
+        raise InvalidInputError(
+            f"{shown}: the DICOM declares {frames} frames; a scan may have at most {budget.max_scan_slices} "
+            f"slices here ({limits.ENV['max_scan_slices']} or the CLI's --max-slices raise it locally). "
+            "Refused before reading any frame"
+        )
+
+
+def _check_pixel_length(ds: Any, rows: int, cols: int, frames: int, samples: int, shown: str) -> None:
+    """Refuse native pixel data shorter than Rows × Columns × frames × bytes says (a forged count)."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if "PixelData" not in ds or syntax is None or getattr(syntax, "is_encapsulated", True):
+        return
+    try:
+        bits = int(ds.get("BitsAllocated") or 0)
+        length = len(ds["PixelData"].value or b"")
+    except Exception:  # a damaged element: the decoder says what is wrong
+        return
+    if bits <= 0:
+        return
+    needed = (rows * cols * frames * samples * bits + 7) // 8
+    if length < needed:
+        raise InvalidInputError(
+            f"{shown}: the DICOM header declares {frames} frame(s) of {cols}x{rows} at {bits} bits "
+            f"({needed} bytes), but its pixel data holds {length} bytes; the file is truncated or forged"
+        )
 
 
 #: Header tags :func:`brain_ct.framing.header_reason` reads (descriptions are matched, never shown).
@@ -511,15 +566,26 @@ def _check_head_header(ds: Any, shown: str, allow_unverified: bool, notes: list[
     notes.append(f"not verified as a head CT: {reason} (read because allow_unverified was set)")
 
 
-def _check_dimensions(width: int, height: int, shown: str) -> None:
+def _check_dimensions(width: int, height: int, shown: str, max_pixels: int, env: str) -> None:
+    """Refuse, from the header, an image smaller than :data:`MIN_SIDE` or above ``max_pixels``.
+
+    Args:
+        width: declared width in pixels.
+        height: declared height in pixels.
+        shown: display name, for the message.
+        max_pixels: the limit in force (pixels); :data:`MAX_PIXELS` and :data:`MAX_SIDE` bound it.
+        env: the environment variable that raises it, named in the message.
+    """
     if width < MIN_SIDE or height < MIN_SIDE:
         raise InvalidInputError(
             f"{shown}: the image is {width}x{height} pixels, too small; at least {MIN_SIDE} pixels a side is needed"
         )
-    if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+    max_pixels = min(max_pixels, MAX_PIXELS)
+    if width > MAX_SIDE or height > MAX_SIDE or width * height > max_pixels:
         raise InvalidInputError(
-            f"{shown}: the image is {width}x{height} pixels, too large; the limit is {MAX_SIDE} pixels a side "
-            f"and {MAX_PIXELS // 1_000_000} megapixels (refused before decoding to protect memory)"
+            f"{shown}: the image is {width}x{height} pixels ({width * height / 1e6:.1f} megapixels), too large; "
+            f"the limit is {max_pixels / 1e6:.1f} megapixels and {MAX_SIDE} pixels a side (a CT slice is "
+            f"512 x 512; refused before decoding to protect memory; {env} raises it locally)"
         )
 
 
@@ -672,8 +738,18 @@ def hu_image(
     return ct, outline
 
 
+#: Called before each frame is decoded with (frames done, frames in all); raises to stop the reading
+#: (:meth:`brain_ct.collect.Budget.check`: the request's time budget).
+FrameCheck = Callable[[int, int], None]
+
+
 def _dicom_frames(
-    data: bytes, shown: str, all_frames: bool, frame: int | None, allow_unverified: bool
+    data: bytes,
+    shown: str,
+    all_frames: bool,
+    frame: int | None,
+    allow_unverified: bool,
+    check: FrameCheck | None = None,
 ) -> list[tuple[CTImage, framing.HeadOutline | None]]:
     ds = _parse_dicom(data, shown, stop_before_pixels=False)
     notes: list[str] = []
@@ -685,18 +761,16 @@ def _dicom_frames(
         if not -frames <= frame < frames:
             raise InvalidInputError(f"{shown}: frame {frame} requested, but the file has {frames} frame(s)")
         indices = [frame % frames]
-    elif rows * cols * frames > MAX_TOTAL_PIXELS:
-        raise InvalidInputError(
-            f"{shown}: {frames} frames of {cols}x{rows} pixels are above the limit of "
-            f"{MAX_TOTAL_PIXELS // 1_000_000} megapixels in one file; load frames one at a time with frame=i"
-        )
     else:
+        limits.current().check_scan(frames, rows * cols * frames, rows, cols, shown)
         indices = list(range(frames))
     base_meta = extract_meta(ds)
     if frames > 1:
         base_meta["NumberOfFrames"] = frames
     images = []
-    for index in indices:
+    for done, index in enumerate(indices):
+        if check is not None:
+            check(done, len(indices))
         try:
             stored = decode_guard.decode_frame(ds, index, frames, shown)
         except InvalidInputError:
@@ -760,8 +834,14 @@ def _apply_exif_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     return image
 
 
-def _image_header(data: bytes, fmt: str, shown: str) -> tuple[int, int, int]:
-    """(width, height, EXIF orientation) from the header alone (Pillow opens lazily)."""
+def _image_header(data: bytes, fmt: str, shown: str) -> tuple[int, int, int, bool]:
+    """(width, height, EXIF orientation, one grey component) from the header alone (Pillow opens lazily)."""
+    width, height, orientation, grey = _peek_image(data, fmt, shown)
+    _check_dimensions(width, height, shown, limits.current().max_image_pixels, limits.ENV["max_image_pixels"])
+    return width, height, orientation, grey
+
+
+def _peek_image(data: bytes, fmt: str, shown: str) -> tuple[int, int, int, bool]:
     from PIL import Image
 
     try:
@@ -769,6 +849,7 @@ def _image_header(data: bytes, fmt: str, shown: str) -> tuple[int, int, int]:
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as im:
                 width, height = im.size
+                grey = im.mode in ("L", "1")
                 try:
                     orientation = int(im.getexif().get(0x0112, 1))
                 except Exception:
@@ -776,14 +857,45 @@ def _image_header(data: bytes, fmt: str, shown: str) -> tuple[int, int, int]:
     except Image.DecompressionBombError:
         raise InvalidInputError(
             f"{shown}: the {fmt} image declares a huge size, too large (a decompression bomb?); "
-            f"the limit is {MAX_PIXELS // 1_000_000} megapixels, refused before decoding"
+            f"the limit is {limits.current().max_image_pixels / 1e6:.0f} megapixels, refused before decoding"
         ) from None
     except Exception:
         raise InvalidInputError(
             f"{shown}: the {fmt} file is damaged or truncated and cannot be read; expected {ACCEPTED}"
         ) from None
-    _check_dimensions(width, height, shown)
-    return width, height, orientation
+    return width, height, orientation, grey
+
+
+def image_pixels(data: bytes, budget: limits.UploadLimits | None = None) -> tuple[int, int] | None:
+    """(rows, columns) an ordinary image will have once read (reduced as :func:`load_image` reduces it),
+    from its header alone; None when it is no readable PNG, JPEG, TIFF, WebP or BMP header.
+
+    For a scan's pixel total before any slice is decoded (:func:`brain_ct.series.read_series`).
+    """
+    fmt = _sniff(data[:64])
+    if fmt in ("dicom", "unknown"):
+        return None
+    try:
+        width, height, orientation, _ = _peek_image(data, fmt, "")
+    except InvalidInputError:
+        return None
+    budget = budget or limits.current()
+    rows, cols = decode_guard.reduced_shape(height, width, budget.reduced_side)
+    return (cols, rows) if orientation in (5, 6, 7, 8) else (rows, cols)
+
+
+def _check_jpeg_scans(data: bytes, shown: str) -> None:
+    """Refuse a JPEG of more than :data:`MAX_JPEG_SCANS` scans before decoding it.
+
+    Inside entropy-coded data an FF byte is always followed by 00 or a restart marker, so every
+    FF DA in the file is a start-of-scan marker (of the image or of an embedded thumbnail).
+    """
+    scans = data.count(b"\xff\xda")
+    if scans > MAX_JPEG_SCANS:
+        raise InvalidInputError(
+            f"{shown}: the JPEG is coded in {scans} scans; at most {MAX_JPEG_SCANS} are accepted (encoders "
+            "write up to ~10; each scan costs a pass over the whole image). Re-save it as a baseline JPEG or PNG"
+        )
 
 
 def _check_complete(data: bytes, fmt: str, shown: str) -> None:
@@ -806,29 +918,50 @@ def _to_uint8(image: np.ndarray, shown: str) -> np.ndarray:
     """Scale an image of any depth to uint8: 8-bit as is, others stretched min..max."""
     if image.dtype == np.uint8:
         return image
-    values = image.astype(np.float64)
-    if not np.isfinite(values).all():
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
         raise InvalidInputError(
             f"{shown}: the image contains NaN or infinite values; expected finite pixel values"
         )
-    low, high = float(values.min()), float(values.max())
+    low, high = float(image.min()), float(image.max())
     if high <= low:
         return np.zeros(image.shape, np.uint8)
-    return np.clip((values - low) * (255.0 / (high - low)) + 0.5, 0, 255).astype(np.uint8)
+    # In place on one float64 copy: a 4-channel 16-bit image would otherwise hold four.
+    values = image.astype(np.float64)
+    values -= low
+    values *= 255.0 / (high - low)
+    values += 0.5
+    np.clip(values, 0, 255, out=values)
+    return values.astype(np.uint8)
 
 
 def _load_ordinary(data: bytes, fmt: str, shown: str) -> tuple[CTImage, framing.HeadOutline | None]:
     _check_complete(data, fmt, shown)
-    width, height, orientation = _image_header(data, fmt, shown)
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if decoded is None or decoded.size == 0:
-        raise InvalidInputError(
-            f"{shown}: the {fmt} file cannot be decoded (damaged or truncated); expected {ACCEPTED}"
+    width, height, orientation, grey_jpeg = _image_header(data, fmt, shown)
+    if fmt == "JPEG":
+        _check_jpeg_scans(data, shown)
+    notes: list[str] = []
+    reduced_side = limits.current().reduced_side
+    if max(width, height) > reduced_side:
+        # Too large to decode in this process: a capped worker decodes it (a JPEG at a libjpeg
+        # scale) and sends back the reduced image only.
+        decoded, (rows, cols), factor = decode_guard.decode_image(
+            data, fmt, grey_jpeg, height, width, reduced_side, shown
         )
-    if decoded.shape[:2] != (height, width):
+        expected = (-(-height // factor), -(-width // factor))
+        notes.append(
+            f"read at a reduced size: {decoded.shape[1]}x{decoded.shape[0]} pixels of the image's "
+            f"{width}x{height} (longest side at most {reduced_side}; the model sees far less)"
+        )
+    else:
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if decoded is None or decoded.size == 0:
+            raise InvalidInputError(
+                f"{shown}: the {fmt} file cannot be decoded (damaged or truncated); expected {ACCEPTED}"
+            )
+        (rows, cols), expected = decoded.shape[:2], (height, width)
+    if (rows, cols) != expected:
         raise InvalidInputError(
-            f"{shown}: the {fmt} header says {width}x{height} but the pixels are "
-            f"{decoded.shape[1]}x{decoded.shape[0]}; the file is damaged"
+            f"{shown}: the {fmt} header says {width}x{height} but the pixels are {cols}x{rows}; the file is damaged"
         )
     bit_depth = decoded.dtype.itemsize * 8
     channels = 1 if decoded.ndim == 2 else decoded.shape[2]
@@ -855,6 +988,8 @@ def _load_ordinary(data: bytes, fmt: str, shown: str) -> tuple[CTImage, framing.
         "Rows": int(grey.shape[0]),
         "Columns": int(grey.shape[1]),
     }
+    if notes:
+        meta["Notes"] = notes
     outline, _ = framing.outline_from_grey(grey)
     ct = CTImage(
         hu=None,
@@ -873,9 +1008,49 @@ def _load_ordinary(data: bytes, fmt: str, shown: str) -> tuple[CTImage, framing.
 
 
 def _load(
-    source: Source, allow_unverified: bool, frame: int | None, name: str | None, all_frames: bool
+    source: Source,
+    allow_unverified: bool,
+    frame: int | None,
+    name: str | None,
+    all_frames: bool,
+    check: FrameCheck | None = None,
 ) -> list[CTImage]:
     data, shown = read_source(source, name)
+    with reader_errors(shown):
+        return _load_data(data, shown, allow_unverified, frame, all_frames, check)
+
+
+@contextlib.contextmanager
+def reader_errors(shown: str) -> Iterator[None]:
+    """Turn whatever a library raises while reading ``shown`` into an :class:`InvalidInputError` with a message.
+
+    pydicom converts elements lazily and may raise anything on a malformed one (a stray sequence
+    delimiter after the pixel data raises ``NotImplementedError`` on first access); OpenCV and
+    Pillow raise their own types. Only the exception's type is quoted: its text may quote a value.
+    """
+    try:
+        yield
+    except BrainCTError:
+        raise
+    except MemoryError:
+        raise InvalidInputError(
+            f"{shown}: reading it needs more memory than is available; the file is too large or damaged"
+        ) from None
+    except Exception as exc:
+        raise InvalidInputError(
+            f"{shown}: the file is malformed and cannot be read ({type(exc).__name__} in "
+            f"{type(exc).__module__.split('.')[0]}); re-export it from the viewer or PACS. Expected {ACCEPTED}"
+        ) from None
+
+
+def _load_data(
+    data: bytes,
+    shown: str,
+    allow_unverified: bool,
+    frame: int | None,
+    all_frames: bool,
+    check: FrameCheck | None,
+) -> list[CTImage]:
     kind = _sniff(data)
     if kind == "unknown":
         for magic, offset, what in _UNSUPPORTED_MAGIC:
@@ -885,7 +1060,7 @@ def _load(
                 )
     if kind in ("dicom", "unknown"):
         with _quiet():
-            images = _dicom_frames(data, shown, all_frames, frame, allow_unverified)
+            images = _dicom_frames(data, shown, all_frames, frame, allow_unverified, check)
     else:
         if frame not in (None, 0):
             raise InvalidInputError(f"{shown}: frame {frame} requested, but a {kind} image has one frame")
@@ -927,14 +1102,27 @@ def load_image(
     return _load(source, allow_unverified, frame, name, all_frames=False)[0]
 
 
-def load_frames(source: Source, *, allow_unverified: bool = False, name: str | None = None) -> list[CTImage]:
+def load_frames(
+    source: Source,
+    *,
+    allow_unverified: bool = False,
+    name: str | None = None,
+    check: FrameCheck | None = None,
+) -> list[CTImage]:
     """Load every frame of a (multi-frame) DICOM file; a single-frame file or an image gives one.
 
     Each frame's ``meta`` carries ``FrameIndex`` and ``NumberOfFrames`` (multi-frame only) and,
     for enhanced CT, its own ImagePositionPatient. The plausibility check runs on the middle frame.
 
+    Args:
+        source: a path, bytes or a binary file object.
+        allow_unverified: as :func:`load_image`.
+        name: as :func:`load_image`.
+        check: called before each frame with (frames done, frames in all), e.g. the request's
+            time budget (:meth:`brain_ct.collect.Budget.check`); what it raises stops the reading.
+
     Raises:
-        InvalidInputError: as :func:`load_image`; also when all frames together exceed
-            :data:`MAX_TOTAL_PIXELS`.
+        InvalidInputError: as :func:`load_image`; also when the frames are more than a scan may
+            have (:meth:`brain_ct.limits.UploadLimits.check_scan`), checked before any is decoded.
     """
-    return _load(source, allow_unverified, None, name, all_frames=True)
+    return _load(source, allow_unverified, None, name, all_frames=True, check=check)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from brain_ct import framing, privacy
+from brain_ct import framing, limits, privacy
 from brain_ct.collect import (
     DEFAULT_ZIP_LIMITS,
     Budget,
@@ -47,6 +47,7 @@ from brain_ct.collect import (
     ZipLimits,
     collect,
     is_dicomdir,
+    is_sidecar,
     name_members,
     natural_key,
     plural,
@@ -54,7 +55,17 @@ from brain_ct.collect import (
     sniff_path,
 )
 from brain_ct.errors import InvalidInputError, NotHeadCTError
-from brain_ct.io import load_frames, load_image, quiet_dicom, read_dicom_header
+from brain_ct.io import (
+    check_frame_count,
+    image_pixels,
+    load_frames,
+    load_image,
+    quiet_dicom,
+    read_dicom_header,
+    reader_errors,
+)
+from brain_ct.limits import UploadLimits
+from brain_ct.limits import current as current_limits
 
 if TYPE_CHECKING:
     from brain_ct.image import CTImage
@@ -171,6 +182,8 @@ class SliceEntry:
     n_frames: int = 1
     position: float | None = None
     instance: int | None = None
+    rows: int = 0
+    columns: int = 0
 
 
 @dataclass
@@ -265,12 +278,17 @@ class SeriesHeaders:
         return _input_salt(self.uids)
 
 
-def read_headers(members: list[Member], budget: Budget) -> SeriesHeaders:
+def read_headers(members: list[Member], budget: Budget, upload: UploadLimits | None = None) -> SeriesHeaders:
     """Group DICOM members by series from their headers (files that are not DICOM are not parsed).
+
+    A file whose header declares more frames than a scan may have, or a slice larger than
+    :attr:`~brain_ct.limits.UploadLimits.max_slice_pixels`, is listed as a problem before anything
+    is allocated from what it declares.
 
     Args:
         members: candidate files from :func:`brain_ct.collect.collect` (their ``kind`` set).
         budget: the request's time budget, checked between files.
+        upload: the limits in force (default :func:`brain_ct.limits.current`).
 
     Returns:
         The :class:`SeriesHeaders`; each group's entries in input order (see :func:`sort_entries`).
@@ -281,7 +299,7 @@ def read_headers(members: list[Member], budget: Budget) -> SeriesHeaders:
     # pydicom converts values on first access and its warnings and log lines about a malformed
     # value quote it (a UID, a date): touch the headers only under the io module's quiet guard.
     with quiet_dicom():
-        return _group_headers(members, budget)
+        return _group_headers(members, budget, upload or limits.current())
 
 
 _NOT_DICOM_OR_IMAGE = (
@@ -290,9 +308,8 @@ _NOT_DICOM_OR_IMAGE = (
 )
 
 
-def _group_headers(members: list[Member], budget: Budget) -> SeriesHeaders:
+def _group_headers(members: list[Member], budget: Budget, upload: UploadLimits) -> SeriesHeaders:
     found = SeriesHeaders()
-    groups = found.groups
     for done, member in enumerate(members):
         budget.check(done, len(members), "read")
         if is_dicomdir(member.name):
@@ -302,61 +319,96 @@ def _group_headers(members: list[Member], budget: Budget) -> SeriesHeaders:
             found.images.append(member)
             continue
         if member.kind != "dicom":
-            found.problems.append((member, "InvalidInputError", member.problem or _NOT_DICOM_OR_IMAGE))
+            if member.problem is None and is_sidecar(member.name):
+                found.not_images.append((member, _SIDECAR))
+            else:
+                found.problems.append((member, "InvalidInputError", member.problem or _NOT_DICOM_OR_IMAGE))
             continue
         try:
-            ds = read_dicom_header(member.data)
+            with reader_errors("upload"):
+                _add_dicom(found, member, upload)
         except InvalidInputError as exc:
             # io names bytes "upload"; the member's label is put in front when the list is built.
             found.problems.append((member, type(exc).__name__, re.sub(r"^[^:]*: ", "", str(exc), count=1)))
-            continue
-        found.identifying[id(member)] = privacy.identifying_values(ds)
-        sop = str(
-            getattr(ds, "SOPClassUID", "") or getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or ""
-        )
-        if sop == _DICOMDIR_SOP_CLASS:
-            found.not_images.append((member, "DICOMDIR: the export's index of its files, no image"))
-            continue
-        if "Rows" not in ds or "Columns" not in ds:
-            found.not_images.append((member, _not_an_image(ds, sop)))
-            continue
-        uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
-        found.uids += [uid, str(getattr(ds, "SOPInstanceUID", "") or "")]
-        group = groups.get(uid)
-        if group is None:
-            group = groups[uid] = SeriesGroup(uid=uid)
-            group.modality = str(getattr(ds, "Modality", "") or "") or None
-            group.contrast = bool(str(getattr(ds, "ContrastBolusAgent", "") or "").strip())
-            group.description = _allowed_description(ds)
-        try:
-            n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-        except (TypeError, ValueError):
-            n_frames = 1
-        try:
-            instance = int(ds.InstanceNumber) if "InstanceNumber" in ds and ds.InstanceNumber != "" else None
-        except (TypeError, ValueError):
-            instance = None
-        if n_frames > 1:
-            iop, frame_positions = _frame_geometry(ds, n_frames)
-        else:
-            iop = _floats(getattr(ds, "ImageOrientationPatient", None) or [], 6)
-            frame_positions = [_floats(getattr(ds, "ImagePositionPatient", None) or [], 3)]
-        if group.normal is None:
-            group.orientation, group.normal = _orientation_of(iop)
-        for k, ipp in enumerate(frame_positions):
-            pos = None
-            if ipp is not None and group.normal is not None:
-                pos = float(np.dot(ipp, group.normal))
-            group.entries.append(
-                SliceEntry(
-                    member,
-                    frame=k if n_frames > 1 else None,
-                    n_frames=n_frames,
-                    position=pos,
-                    instance=instance,
-                )
-            )
     return found
+
+
+def _add_dicom(found: SeriesHeaders, member: Member, upload: UploadLimits) -> None:
+    """Put one DICOM member's slices (one per frame) into its series group, from its header alone."""
+    groups = found.groups
+    ds = read_dicom_header(member.data)
+    found.identifying[id(member)] = privacy.identifying_values(ds)
+    declared = _declared_size(ds, upload)
+    sop = str(getattr(ds, "SOPClassUID", "") or getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or "")
+    if sop == _DICOMDIR_SOP_CLASS:
+        found.not_images.append((member, "DICOMDIR: the export's index of its files, no image"))
+        return
+    if "Rows" not in ds or "Columns" not in ds:
+        found.not_images.append((member, _not_an_image(ds, sop)))
+        return
+    uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
+    found.uids += [uid, str(getattr(ds, "SOPInstanceUID", "") or "")]
+    group = groups.get(uid)
+    if group is None:
+        group = groups[uid] = SeriesGroup(uid=uid)
+        group.modality = str(getattr(ds, "Modality", "") or "") or None
+        group.contrast = bool(str(getattr(ds, "ContrastBolusAgent", "") or "").strip())
+        group.description = _allowed_description(ds)
+    rows, columns, n_frames = declared
+    try:
+        instance = int(ds.InstanceNumber) if "InstanceNumber" in ds and ds.InstanceNumber != "" else None
+    except (TypeError, ValueError):
+        instance = None
+    if n_frames > 1:
+        iop, frame_positions = _frame_geometry(ds, n_frames)
+    else:
+        iop = _floats(getattr(ds, "ImageOrientationPatient", None) or [], 6)
+        frame_positions = [_floats(getattr(ds, "ImagePositionPatient", None) or [], 3)]
+    if group.normal is None:
+        group.orientation, group.normal = _orientation_of(iop)
+    for k, ipp in enumerate(frame_positions):
+        pos = None
+        if ipp is not None and group.normal is not None:
+            pos = float(np.dot(ipp, group.normal))
+        group.entries.append(
+            SliceEntry(
+                member,
+                frame=k if n_frames > 1 else None,
+                n_frames=n_frames,
+                position=pos,
+                instance=instance,
+                rows=rows,
+                columns=columns,
+            )
+        )
+
+
+#: Why a text or metadata file beside the slices is skipped.
+_SIDECAR = "a text or metadata file beside the slices (README, LICENSE, .txt, .json, …), not an image"
+
+
+def _declared_size(ds: Any, upload: UploadLimits) -> tuple[int, int, int]:
+    """(rows, columns, frames) a header declares, refused when over the limits before any use.
+
+    Raises:
+        InvalidInputError: more frames than a scan may have, or a slice above the pixel limit.
+    """
+    try:
+        frames = int(float(getattr(ds, "NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        frames = 1
+    check_frame_count(frames, "upload", upload)
+    try:
+        rows, columns = int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0)
+    except (TypeError, ValueError):
+        rows = columns = 0  # no image: io says what is wrong if it is decoded
+    if rows * columns > upload.max_slice_pixels:
+        raise InvalidInputError(
+            f"upload: a slice of {columns}x{rows} pixels ({rows * columns / 1e6:.1f} megapixels) is above the "
+            f"limit of {upload.max_slice_pixels / 1e6:.1f} megapixels (a CT slice is 512 x 512); refused "
+            "before decoding"
+        )
+    return rows, columns, frames
 
 
 def _not_an_image(ds: Any, sop: str) -> str:
@@ -522,14 +574,20 @@ def _read_nifti(source: Path | bytes, *, series_uid: str | None, allow_unverifie
 
 
 def _error(member: Member, exc: BaseException) -> tuple[int, dict[str, str]]:
-    return member.ordinal, {"file": member.label, "type": type(exc).__name__, "message": str(exc)}
+    """An entry of :attr:`Series.errors`; its message without the file's label, which ``file`` holds."""
+    message = str(exc)
+    prefix = f"{member.label}: "
+    if message.startswith(prefix):
+        message = message[len(prefix) :]
+    return member.ordinal, {"file": member.label, "type": type(exc).__name__, "message": message}
 
 
 def _read_identifiers(member: Member) -> dict[str, str]:
     """PatientName, PatientID and StudyDate of one file, read only because the caller asked."""
     ds = read_dicom_header(member.data)
     out = {}
-    with quiet_dicom():  # a malformed name or date must not be quoted in a warning or log line
+    # quiet: a malformed name or date must not be quoted in a warning or log line
+    with quiet_dicom(), reader_errors(member.label):
         for key in ("PatientName", "PatientID", "StudyDate"):
             value = str(getattr(ds, key, "") or "").strip()
             if value:
@@ -544,6 +602,7 @@ def read_series(
     allow_unverified: bool = False,
     zip_limits: ZipLimits = DEFAULT_ZIP_LIMITS,
     read_identifiers: bool = False,
+    limits: UploadLimits | None = None,
 ) -> Series:
     """Read one series of slices, in anatomical order.
 
@@ -569,25 +628,25 @@ def read_series(
         zip_limits: limits a zip must respect and the time one request may take (:class:`~brain_ct.collect.ZipLimits`).
         read_identifiers: also keep PatientName, PatientID and StudyDate of the first slice in
             :attr:`Series.identifiers` (for a report the user explicitly asked to identify).
+        limits: what the scan may cost (default :func:`brain_ct.limits.current`): its slices and
+            pixels, summed over the headers, are checked before any slice is decoded.
 
     Returns:
         A :class:`Series` with at least one slice.
 
     Raises:
-        InvalidInputError: unsafe or unreadable zip, empty source, unknown ``series_uid``, reading
-            over the time budget, or no slice could be loaded (the message lists why, per file).
+        InvalidInputError: unsafe or unreadable zip, empty source, unknown ``series_uid``, a scan
+            over ``limits``, reading over the time budget, or no slice could be loaded (the message lists why, per file).
             For a NIfTI volume, whatever :func:`brain_ct.nifti.read_nifti_series` refuses.
     """
     nifti = _nifti_source(source)
     if nifti is not None:
         return _read_nifti(nifti, series_uid=series_uid, allow_unverified=allow_unverified)
+    upload = limits or current_limits()
     members, label, budget = collect(source, zip_limits)
-    found = read_headers(members, budget)
+    found = read_headers(members, budget, upload)
     name_members(members, found.identifying)
-    errors = [
-        (m.ordinal, {"file": m.label, "type": t, "message": f"{m.label}: {why}"})
-        for m, t, why in found.problems
-    ]
+    errors = [(m.ordinal, {"file": m.label, "type": t, "message": why}) for m, t, why in found.problems]
     skipped = [(m.ordinal, {"file": m.label, "reason": why}) for m, why in found.not_images]
     if found.groups:
         salt = found.salt
@@ -620,6 +679,7 @@ def read_series(
         # which also asks for the user's consent to read it as CT; a series check on top of that
         # would only judge again slices that have already passed.
         slices_checked = not allow_unverified and group.modality != "CT"
+        _check_scan_size(group.entries, upload, label)
         series = _load_dicom_entries(group.entries, not slices_checked, errors, budget)
         series.series_id = hashed_series_id(group.uid, salt)
         series.sort_key = sort_key
@@ -632,6 +692,11 @@ def read_series(
                 "(only ordinary images, which have no series id)."
             )
         entries = [SliceEntry(m) for m in sorted(found.images, key=lambda m: natural_key(m.name))]
+        for entry in entries:
+            budget.check(0, len(entries), "decoded")
+            size = image_pixels(_bytes_of(entry.member), upload)
+            entry.rows, entry.columns = size or (0, 0)
+        _check_scan_size(entries, upload, label)
         slices_checked = False
         series = _load_dicom_entries(entries, True, errors, budget, sort_key="name")
     series.errors = [e for _, e in sorted(errors, key=lambda item: item[0])]
@@ -642,7 +707,8 @@ def read_series(
     if series.slices:
         _mark_head_check(series, allow_unverified)
     if not series.slices:
-        why = [e["message"] for e in series.errors] + [f"{k['file']}: {k['reason']}" for k in series.skipped]
+        why = [f"{e['file']}: {e['message']}" for e in series.errors]
+        why += [f"{k['file']}: {k['reason']}" for k in series.skipped]
         details = "; ".join(why[:5])
         more = f" (and {len(why) - 5} more)" if len(why) > 5 else ""
         raise InvalidInputError(
@@ -650,6 +716,26 @@ def read_series(
             f"slices, in a folder, a zip or as several files. Per file: {details or 'no files'}{more}"
         )
     return series
+
+
+def _bytes_of(member: Member) -> bytes:
+    """A member's bytes: kept in memory, or read from disk (only its header is looked at)."""
+    if isinstance(member.data, bytes):
+        return member.data
+    try:
+        with Path(member.data).open("rb") as fh:
+            return fh.read(1 << 20)  # image headers (and EXIF) sit in the first bytes
+    except OSError:
+        return b""
+
+
+def _check_scan_size(entries: list[SliceEntry], upload: UploadLimits, label: str) -> None:
+    """Refuse, before any slice is decoded, a scan whose headers declare more than ``upload`` allows."""
+    if not entries:
+        return
+    pixels = sum(e.rows * e.columns for e in entries)
+    big = max(entries, key=lambda e: e.rows * e.columns)
+    upload.check_scan(len(entries), pixels, big.rows or 512, big.columns or 512, label)
 
 
 def _mark_head_check(series: Series, allow_unverified: bool) -> None:
@@ -715,7 +801,12 @@ def _load_dicom_entries(
             if key not in decoded:
                 try:
                     decoded[key] = load_frames(
-                        member.data, allow_unverified=allow_unverified, name=member.label
+                        member.data,
+                        allow_unverified=allow_unverified,
+                        name=member.label,
+                        check=lambda k, n, done=done: budget.check(
+                            done, len(entries), f"decoded (frame {k + 1} of {n})"
+                        ),
                     )
                 except InvalidInputError as exc:
                     decoded[key] = exc

@@ -166,11 +166,17 @@ def test_list_of_files_and_skipped_files(make_ct_dataset, tmp_path):
     broken.write_bytes(to_bytes(slices[0][1])[:-4000])  # header fine, pixels truncated
     note = tmp_path / "notes.txt"
     note.write_text("hello")
-    s = read_series([paths[2], broken, note, paths[0], paths[1]])
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x01\x02 not an image" * 10)
+    s = read_series([paths[2], broken, note, junk, paths[0], paths[1]])
     assert s.files == ["s0.dcm", "s1.dcm", "s2.dcm"]
-    assert {e["file"] for e in s.errors} == {"broken.dcm", "notes.txt"}
+    assert {e["file"] for e in s.errors} == {"broken.dcm", "junk.bin"}
     assert all(e["message"] and e["type"] for e in s.errors)
-    assert s.source == "5 files"
+    # the file's label is in "file" and not repeated at the start of its message
+    assert not any(e["message"].startswith(e["file"]) for e in s.errors)
+    # a text file beside the slices is harmless: skipped with a reason, not an error
+    assert [k["file"] for k in s.skipped] == ["notes.txt"] and "not an image" in s.skipped[0]["reason"]
+    assert s.source == "6 files"
 
 
 def test_no_loadable_slice_is_an_error(tmp_path):
@@ -440,7 +446,7 @@ def test_non_image_dicom_and_ordinary_images_beside_a_series_are_skipped_with_a_
     data = zip_bytes(
         [(f"a{i}.dcm", to_bytes(ds)) for i, (_, ds) in enumerate(slices)]
         + [("plan.dcm", to_bytes(plan)), ("thumb.png", encode_image(head_grey(128))), ("DICOMDIR", b"x")]
-        + [("notes.txt", b"hello, this is not an image")]
+        + [("notes.txt", b"hello, this is not an image"), ("LICENSE", b"CC-BY 4.0"), ("junk.bin", b"\x01" * 40)]
     )
     s = read_series(data)
     assert s.files == ["a0.dcm", "a1.dcm"]
@@ -449,8 +455,10 @@ def test_non_image_dicom_and_ordinary_images_beside_a_series_are_skipped_with_a_
     assert "RT Plan Storage" in reasons["plan.dcm"]
     assert "ordinary image beside DICOM slices" in reasons["thumb.png"]
     assert "DICOMDIR" in reasons["DICOMDIR"]
-    assert [e["file"] for e in s.errors] == ["notes.txt"]
-    assert "not a DICOM file" in s.errors[0]["message"]
+    # notes.txt and LICENSE (whose name the screen may hide): harmless, skipped with a reason
+    assert len([k for k in s.skipped if "text or metadata file" in k["reason"]]) == 2
+    assert [e["file"] for e in s.errors] == ["junk.bin"]
+    assert s.errors[0]["message"].startswith("not a DICOM file")
 
 
 def test_an_input_of_only_non_image_dicom_says_why(make_ct_dataset):
