@@ -16,6 +16,7 @@ grouping and ordering by headers is :mod:`brain_ct.series`.
 
 from __future__ import annotations
 
+import dataclasses
 import io as _io
 import os
 import re
@@ -30,6 +31,8 @@ from typing import Any
 from brain_ct import privacy
 from brain_ct.errors import InvalidInputError
 from brain_ct.io import MAX_FILE_BYTES
+from brain_ct.limits import ENV, UploadLimits
+from brain_ct.limits import current as current_limits
 
 #: File name endings read as ordinary images (anything else is tried as DICOM).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -280,8 +283,9 @@ def check_zip(zf: zipfile.ZipFile, limits: ZipLimits = DEFAULT_ZIP_LIMITS, *, la
         compressed += info.compress_size
         if total > limits.max_total_bytes:
             raise InvalidInputError(
-                f"{label} refused: its files add up to more than {limits.max_total_bytes} bytes uncompressed "
-                "(the limit). Zip only the slices of one CT series."
+                f"{label} refused: its files add up to more than {limits.max_total_bytes / 2**20:.3g} MiB "
+                f"uncompressed (the limit; a 128-slice CT series is ~64 MiB). Zip only the slices of one CT "
+                f"series, or raise the limit locally ({ENV['max_request_bytes']}, or the CLI's --max-slices)."
             )
     if total >= _TOTAL_RATIO_FLOOR and total > limits.max_ratio * max(compressed, 1):
         raise InvalidInputError(
@@ -307,6 +311,10 @@ def _zip_failure(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class BudgetExceededError(InvalidInputError):
+    """The request's time budget ran out: the whole reading stops (never one file's error among others)."""
+
+
 class Budget:
     """The time one request may spend reading (:attr:`ZipLimits.max_seconds`), checked between files."""
 
@@ -317,7 +325,7 @@ class Budget:
 
     def check(self, done: int, total: int, what: str) -> None:
         if time.monotonic() > self.deadline:
-            raise InvalidInputError(
+            raise BudgetExceededError(
                 f"reading {self.label} was stopped at the {self.seconds:g} s limit for one request "
                 f"({done} of {total} files {what}). Send only the slices of one CT series, or fewer files."
             )
@@ -427,14 +435,28 @@ def _read_path(member: Member, limits: ZipLimits, kept: int) -> int:
 
 
 def collect(
-    source: str | os.PathLike[str] | bytes | Sequence[str | os.PathLike[str]], limits: ZipLimits
+    source: str | os.PathLike[str] | bytes | Sequence[str | os.PathLike[str]],
+    limits: ZipLimits,
+    upload: UploadLimits | None = None,
 ) -> tuple[list[Member], str, Budget]:
     """Candidate files of a source, the source's display string and the request's time budget.
 
     The display string is the file or folder's own name, never the folder it sits in (an upload
     sits in the server's cache). Every member comes back with its ``kind``, ``shown`` (None until
     :func:`name_members`) and ``ordinal`` set.
+
+    Args:
+        source: a folder, a zip (path or bytes), one file, or a list of files.
+        limits: the zip's limits and the request's seconds.
+        upload: the upload budget (default :func:`brain_ct.limits.current`): the tighter of its
+            ``max_request_bytes`` / ``max_seconds`` and ``limits``' own applies.
     """
+    upload = upload or current_limits()
+    limits = dataclasses.replace(
+        limits,
+        max_total_bytes=min(limits.max_total_bytes, upload.max_request_bytes),
+        max_seconds=min(limits.max_seconds, upload.max_seconds),
+    )
     members, label, budget = _gather(source, limits)
     kept = 0
     for done, member in enumerate(members):

@@ -12,7 +12,9 @@ class BrainCTError(Exception):
 
     def __str__(self) -> str:
         # An API client must never see an empty reason ("error": null): say at least what failed.
-        return super().__str__() or f"{type(self).__name__}: the input could not be read (no reason was given)"
+        return (
+            super().__str__() or f"{type(self).__name__}: the input could not be read (no reason was given)"
+        )
 
 
 class InvalidInputError(BrainCTError, ValueError):

@@ -368,7 +368,7 @@ def _parse_dicom(data: bytes, shown: str, *, stop_before_pixels: bool) -> Any:
     # Item and delimiter tags (FFFE,xxxx) belong inside sequences; a stray one after the last
     # element (some writers append a sequence delimiter) is kept by pydicom as an element of no
     # VR that raises NotImplementedError when touched. It carries nothing: drop it, read the slice.
-    for tag in [tag for tag in ds.keys() if tag.group == 0xFFFE]:
+    for tag in [tag for tag in ds.keys() if tag.group == 0xFFFE]:  # noqa: SIM118 (iterating converts)
         del ds[tag]
     _ensure_transfer_syntax(ds)
     return ds

@@ -35,6 +35,7 @@ ENV = {
     "max_voxels": "BRAIN_CT_MAX_VOXELS",
     "max_volume_bytes": "BRAIN_CT_MAX_VOLUME_BYTES",
     "max_file_bytes": "BRAIN_CT_MAX_FILE_BYTES",
+    "max_request_bytes": "BRAIN_CT_MAX_REQUEST_BYTES",
     "max_seconds": "BRAIN_CT_MAX_SECONDS",
     "decode_seconds": "BRAIN_CT_DECODE_SECONDS",
 }
@@ -60,6 +61,9 @@ class UploadLimits:
         max_voxels: most voxels of one NIfTI volume (the same budget as a scan's pixels).
         max_volume_bytes: most bytes a NIfTI volume's data may inflate to (voxels × 8-byte floats).
         max_file_bytes: most bytes of one file read into memory.
+        max_request_bytes: most bytes of all files of one request held in memory at once (a zip's
+            members as inflated; 384 MiB: a 128-slice scan is ~64 MiB, room for other series beside
+            it); a zip whose directory declares more is refused before any member is inflated.
         max_seconds: most seconds one request may spend reading (collecting, headers, decoding;
             not the model), checked inside the long loops (per member, per file, per frame).
         decode_seconds: most seconds one frame or image may take in a decoding worker.
@@ -73,6 +77,7 @@ class UploadLimits:
     max_voxels: int = 128 * TYPICAL_SIDE * TYPICAL_SIDE
     max_volume_bytes: int = 128 * TYPICAL_SIDE * TYPICAL_SIDE * 8
     max_file_bytes: int = 1 << 30
+    max_request_bytes: int = 384 << 20
     max_seconds: float = 60.0
     decode_seconds: float = 30.0
 
@@ -122,6 +127,7 @@ class UploadLimits:
             max_scan_pixels=max(self.max_scan_pixels, pixels),
             max_voxels=max(self.max_voxels, pixels),
             max_volume_bytes=max(self.max_volume_bytes, pixels * 8),
+            max_request_bytes=max(self.max_request_bytes, slices * (3 << 20)),
         )
 
     def scan_slices_allowed(self, rows: int, columns: int) -> int:

@@ -43,6 +43,7 @@ from brain_ct import framing, limits, privacy
 from brain_ct.collect import (
     DEFAULT_ZIP_LIMITS,
     Budget,
+    BudgetExceededError,
     Member,
     ZipLimits,
     collect,
@@ -643,7 +644,7 @@ def read_series(
     if nifti is not None:
         return _read_nifti(nifti, series_uid=series_uid, allow_unverified=allow_unverified)
     upload = limits or current_limits()
-    members, label, budget = collect(source, zip_limits)
+    members, label, budget = collect(source, zip_limits, upload)
     found = read_headers(members, budget, upload)
     name_members(members, found.identifying)
     errors = [(m.ordinal, {"file": m.label, "type": t, "message": why}) for m, t, why in found.problems]
@@ -808,6 +809,8 @@ def _load_dicom_entries(
                             done, len(entries), f"decoded (frame {k + 1} of {n})"
                         ),
                     )
+                except BudgetExceededError:
+                    raise
                 except InvalidInputError as exc:
                     decoded[key] = exc
                     errors.append(_error(member, exc))

@@ -26,6 +26,7 @@ from pydicom.uid import generate_uid
 
 from brain_ct.collect import ZipLimits, check_zip, natural_key, plural, screen_name
 from brain_ct.errors import InvalidInputError
+from brain_ct.limits import UploadLimits
 from brain_ct.scan import predict_series
 from brain_ct.series import list_series, read_series
 
@@ -144,7 +145,7 @@ def test_zip_bomb_is_refused_by_ratio_and_by_total_size(guard):
     assert len(data) < 1 << 20
     with pytest.raises(InvalidInputError, match="zip bomb"):
         read_series(data)
-    with pytest.raises(InvalidInputError, match="add up to more than 1000000 bytes"):
+    with pytest.raises(InvalidInputError, match="add up to more than 0.954 MiB"):
         read_series(data, zip_limits=ZipLimits(max_total_bytes=1_000_000, max_ratio=10_000))
     with pytest.raises(InvalidInputError, match="at most 1000 bytes per file"):
         read_series(data, zip_limits=ZipLimits(max_entry_bytes=1000, max_ratio=10_000))
@@ -252,7 +253,8 @@ def test_a_tiny_zip_of_1000_zero_files_costs_little_time_and_memory(limits, matc
     start = time.perf_counter()
     try:
         with pytest.raises(InvalidInputError, match=match) as info:
-            read_series(data, zip_limits=limits)
+            # room for the 1 GB the directory declares: the ratio is what refuses it here
+            read_series(data, zip_limits=limits, limits=UploadLimits(max_request_bytes=2 << 30))
         elapsed = time.perf_counter() - start
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -393,3 +395,10 @@ def test_one_slice_is_singular():
     assert plural(1, "slice") == "1 slice"
     assert plural(0, "slice") == "0 slices"
     assert plural(12, "slice") == "12 slices"
+
+
+def test_a_zip_declaring_more_bytes_than_a_request_may_hold_is_refused_from_its_directory():
+    rng = np.random.default_rng(0)
+    data = zip_bytes([(f"IM{i:04d}", rng.bytes(400_000)) for i in range(3)])
+    with pytest.raises(InvalidInputError, match=r"add up to more than 1 MiB .*BRAIN_CT_MAX_REQUEST_BYTES"):
+        read_series(data, limits=UploadLimits(max_request_bytes=1 << 20))

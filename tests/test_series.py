@@ -446,7 +446,11 @@ def test_non_image_dicom_and_ordinary_images_beside_a_series_are_skipped_with_a_
     data = zip_bytes(
         [(f"a{i}.dcm", to_bytes(ds)) for i, (_, ds) in enumerate(slices)]
         + [("plan.dcm", to_bytes(plan)), ("thumb.png", encode_image(head_grey(128))), ("DICOMDIR", b"x")]
-        + [("notes.txt", b"hello, this is not an image"), ("LICENSE", b"CC-BY 4.0"), ("junk.bin", b"\x01" * 40)]
+        + [
+            ("notes.txt", b"hello, this is not an image"),
+            ("LICENSE", b"CC-BY 4.0"),
+            ("junk.bin", b"\x01" * 40),
+        ]
     )
     s = read_series(data)
     assert s.files == ["a0.dcm", "a1.dcm"]
@@ -529,3 +533,133 @@ def test_series_ids_are_stable_across_runs_for_the_same_input(make_ct_dataset, m
         + [("b9.dcm", to_bytes(head_series(make_ct_dataset, 1, uid=str(b[0][1].SeriesInstanceUID))[0][1]))]
     )
     assert set(i.series_id for i in list_series(more)).isdisjoint(first)
+
+
+# --------------------------------------------------------------------------- declared sizes (issue 26)
+
+
+def _frames_claim(make_ct_dataset, frames: int) -> bytes:
+    """A 9 KB 64×64 CT DICOM whose (0028,0008) Number of Frames claims ``frames``."""
+    ds = make_ct_dataset(hu_to_stored(draw_head_hu(64)), NumberOfFrames=frames)
+    return to_bytes(ds)
+
+
+@pytest.mark.parametrize("wrap", ["alone", "zip"])
+def test_two_billion_frames_are_refused_before_any_per_frame_list(make_ct_dataset, wrap):
+    import tracemalloc
+
+    data = _frames_claim(make_ct_dataset, 2_000_000_000)
+    assert len(data) < 10_000
+    source = data if wrap == "alone" else zip_bytes([("IM0001.dcm", data)])
+    tracemalloc.start()
+    try:
+        assert list_series(source) == []  # what `predict --list-series` shows: no series to read
+        with pytest.raises(
+            InvalidInputError, match=r"declares 2000000000 frames; a scan may have at most 300"
+        ):
+            read_series(source)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # a list of 2e9 entries would be 16 GB; the file itself and its parse are well under this
+    assert peak < 30 << 20, peak
+
+
+def test_scan_pixels_are_refused_from_the_headers_before_decoding(make_ct_dataset, monkeypatch):
+    from brain_ct.limits import UploadLimits
+
+    slices = head_series(make_ct_dataset, 5, size=64)
+    data = zip_bytes([(f"IM{i:04d}", to_bytes(ds)) for i, (_, ds) in enumerate(slices)])
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a slice was decoded")
+
+    monkeypatch.setattr("brain_ct.series.load_image", no_decoding)
+    tight = UploadLimits(max_scan_pixels=4 * 64 * 64)
+    with pytest.raises(InvalidInputError, match=r"holds 5 slices of 64 × 64 .*at most 4 slices of 64 × 64"):
+        read_series(data, limits=tight)
+    monkeypatch.undo()
+    assert len(read_series(data, limits=UploadLimits(max_scan_pixels=5 * 64 * 64))) == 5
+
+
+def test_300_jpeg2000_frames_of_740_are_refused_from_the_header(make_ct_dataset, monkeypatch):
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless
+
+    ds = make_ct_dataset(np.zeros((740, 740), np.int16), NumberOfFrames=300)
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + bytes(60)] * 300)
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    data = to_bytes(ds)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a frame was decoded")
+
+    monkeypatch.setattr("brain_ct.decode_guard.decode_frame", no_decoding)
+    with pytest.raises(InvalidInputError, match=r"300 slices of 740 × 740 .*at most 61 slices of 740 × 740"):
+        read_series(data)
+
+
+def test_a_zip_of_large_images_is_refused_from_their_headers(monkeypatch):
+    from badfiles import png_forged_header
+
+    data = zip_bytes([(f"slice{i}.png", png_forged_header(3000, 3000)) for i in range(40)])
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an image was decoded")
+
+    monkeypatch.setattr("brain_ct.series.load_image", no_decoding)
+    # each would be read reduced to 2048², and 40 of those are far above a scan's pixels
+    with pytest.raises(
+        InvalidInputError, match=r"40 slices of 2048 × 2048 .*at most 8 slices of 2048 × 2048"
+    ):
+        read_series(data)
+
+
+def test_a_slice_above_the_pixel_limit_is_refused_from_its_header(make_ct_dataset):
+    ds = make_ct_dataset(np.zeros((64, 64), np.int16))
+    ds.Rows = ds.Columns = 4096  # the pixel data is not even there: only the header is read
+    with pytest.raises(InvalidInputError, match=r"4096x4096 pixels \(16\.8 megapixels\) is above the limit"):
+        read_series(zip_bytes([("IM0001", to_bytes(ds))]))
+
+
+def test_the_time_budget_stops_a_multiframe_file_between_frames(make_ct_dataset, monkeypatch):
+    from brain_ct import collect
+
+    hu = draw_head_hu(64)
+    ds = make_ct_dataset(np.stack([hu_to_stored(hu)] * 6).reshape(6 * 64, 64), NumberOfFrames=6)
+    ds.Rows = 64
+    checks = []
+    real = collect.Budget.check
+
+    def counting(self, done, total, what):
+        checks.append(what)
+        if "frame 4 of 6" in what:
+            self.deadline = 0.0  # the budget runs out while the file's frames are decoded
+        real(self, done, total, what)
+
+    monkeypatch.setattr(collect.Budget, "check", counting)
+    with pytest.raises(InvalidInputError, match=r"stopped at the 60 s limit .*frame 4 of 6"):
+        read_series(to_bytes(ds))
+    assert "decoded (frame 1 of 6)" in checks
+
+
+def test_a_stray_sequence_delimiter_after_the_pixels_is_read(make_ct_dataset):
+    data = to_bytes(head_series(make_ct_dataset, 1, size=64)[0][1]) + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    series = read_series(data, read_identifiers=True)
+    assert len(series) == 1 and series.identifiers["PatientID"] == "PID-778899"
+    assert list_series(data)[0].n_slices == 1
+
+
+def test_a_malformed_header_says_what_is_wrong_without_quoting_values(make_ct_dataset, monkeypatch):
+    data = zip_bytes([("IM0001", to_bytes(head_series(make_ct_dataset, 1, size=64)[0][1]))])
+
+    def broken(ds):
+        raise NotImplementedError("Unknown VR in tag holding DOE^JANE")
+
+    monkeypatch.setattr("brain_ct.privacy.identifying_values", broken)
+    with pytest.raises(
+        InvalidInputError, match=r"IM0001: the file is malformed .*NotImplementedError"
+    ) as info:
+        read_series(data)
+    assert "DOE" not in str(info.value)

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from brain_ct import limits
 from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.labels import ANY, SUBTYPES
 
@@ -33,8 +34,29 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 positive_int = int_at_least(1)
 
 
+class RaiseSliceLimit(argparse.Action):
+    """``--max-slices N``: raise this process's upload limits (:mod:`brain_ct.limits`) for scans of N slices.
+
+    Applied as the flag is parsed, before any input is read, so that every reader of the command
+    (``--list-series`` too) asks the raised limits.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        try:
+            limits.configure(limits.current().with_slices(int(values)))  # type: ignore[call-overload]
+        except InvalidInputError as exc:  # an environment variable that is not a number
+            parser.error(str(exc))
+
+
 def add_reading_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --revision, --allow-unverified, --tta, --batch-size, --series-uid, --heatmap-target."""
+    """--model, --revision, --allow-unverified, --tta, --batch-size, --series-uid, --heatmap-target, --max-slices."""
     parser.add_argument(
         "--model",
         default=None,
@@ -75,6 +97,19 @@ def add_reading_arguments(parser: argparse.ArgumentParser) -> None:
         help=(
             f"what the Grad-CAM heatmap explains: '{ANY}' (P(hemorrhage), the default) or, for a subtype "
             f"model, one subtype: {', '.join(SUBTYPES)}"
+        ),
+    )
+    default = limits.UploadLimits()
+    parser.add_argument(
+        "--max-slices",
+        type=positive_int,
+        action=RaiseSliceLimit,
+        default=None,
+        metavar="N",
+        help=(
+            f"read scans of up to N slices of 512 x 512 (default: {default.scan_limit_text()}, a public "
+            f"server's limit; thin-section scans have 250+). Environment variables raise each limit too: "
+            f"{', '.join(limits.ENV.values())}"
         ),
     )
 
