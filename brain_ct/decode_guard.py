@@ -282,7 +282,8 @@ def reduced_shape(rows: int, columns: int, max_side: int) -> tuple[int, int]:
 
 
 def jpeg_factor(rows: int, columns: int, max_side: int) -> int:
-    """The libjpeg scale (1, 2, 4 or 8) that decodes a JPEG closest above ``max_side`` (8 at most)."""
+    """The smallest libjpeg scale (1, 2, 4 or 8) at which a JPEG's longest side fits ``max_side`` (8 at most:
+    the rest is reduced after decoding)."""
     factor = 1
     while factor < 8 and -(-max(rows, columns) // factor) > max_side:
         factor *= 2
@@ -599,9 +600,9 @@ def decode_image(
         if os.name != "posix":  # no address-space limit nor select() on pipes: decode here
             return _decode_image_here(*payload[1:])
         image, header = _fenced(payload, shown, f"the {fmt} image")
-    except DecodeError:
-        raise InvalidInputError(f"{shown}: the {fmt} file cannot be decoded (damaged or truncated)") from None
-    except ValueError:
+    except InvalidInputError:  # a ValueError too: its own message stands
+        raise
+    except (DecodeError, ValueError):
         raise InvalidInputError(f"{shown}: the {fmt} file cannot be decoded (damaged or truncated)") from None
     return image, (int(header["decoded"][0]), int(header["decoded"][1])), int(header["factor"])
 

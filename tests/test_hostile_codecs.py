@@ -211,6 +211,35 @@ def test_worker_timeout_stops_the_worker_and_the_next_decode_works(monkeypatch) 
     np.testing.assert_array_equal(decode_guard.decode_frame(ds, 0, 1, "slow.dcm"), pixel_array(ds))
 
 
+def test_a_large_image_decodes_in_a_worker_under_the_same_time_limit(monkeypatch) -> None:
+    import cv2
+
+    image = np.tile(np.arange(2600, dtype=np.uint16)[None, :] * 25, (2100, 1))
+    ok, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    assert ok
+    monkeypatch.setattr(decode_guard, "DECODE_TIMEOUT_S", 0.0)
+    with pytest.raises(InvalidInputError, match=r"big\.png: decoding the PNG image took longer than 0 s"):
+        decode_guard.decode_image(encoded.tobytes(), "PNG", False, 2100, 2600, 2048, "big.png")
+    monkeypatch.setattr(decode_guard, "DECODE_TIMEOUT_S", 30.0)
+    reduced, decoded, factor = decode_guard.decode_image(
+        encoded.tobytes(), "PNG", False, 2100, 2600, 2048, "big.png"
+    )
+    assert (reduced.shape, reduced.dtype, decoded, factor) == ((1654, 2048), np.uint16, (2100, 2600), 1)
+    expected = cv2.resize(image, (2048, 1654), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(reduced, expected)
+
+
+def test_a_damaged_large_image_is_refused_by_the_worker_with_a_message() -> None:
+    header = b"\x89PNG\r\n\x1a\n" + bytes(200)
+    with pytest.raises(InvalidInputError, match=r"x\.png: the PNG file cannot be decoded"):
+        decode_guard.decode_image(header, "PNG", False, 3000, 3000, 2048, "x.png")
+
+
+@pytest.mark.parametrize(("side", "factor"), [(2048, 1), (2049, 2), (4096, 2), (4097, 4), (20000, 8)])
+def test_jpeg_scale_is_the_smallest_that_fits(side: int, factor: int) -> None:
+    assert decode_guard.jpeg_factor(side, 100, 2048) == factor
+
+
 COMPRESSED_FILES = [
     "693_J2KI.dcm",
     "J2K_pixelrep_mismatch.dcm",

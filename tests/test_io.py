@@ -650,3 +650,130 @@ def test_random_bytes_are_still_not_dicom():
     data = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
     with pytest.raises(InvalidInputError, match="not a DICOM file"):
         load_image(data)
+
+
+# --------------------------------------------------------------------------- sizes and decoders (issue 26)
+
+
+def _big(head_grey, width: int, height: int) -> np.ndarray:
+    return cv2.resize(head_grey(256), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+@pytest.mark.parametrize(
+    ("kind", "size", "expected"),
+    [
+        ("png16", (2600, 2600), (2048, 2048)),
+        ("rgba", (3000, 1500), (1024, 2048)),
+        ("tiff_float", (2200, 2100), (1955, 2048)),
+        ("jpeg", (3000, 2200), (1100, 1500)),  # decoded by libjpeg at 1/2, nothing left to reduce
+    ],
+)
+def test_large_honest_images_are_read_reduced_and_say_so(head_grey, encode_image, kind, size, expected):
+    grey = _big(head_grey, *size)
+    if kind == "png16":
+        data = encode_image(grey.astype(np.uint16) * 257, ".png", (cv2.IMWRITE_PNG_COMPRESSION, 1))
+    elif kind == "rgba":
+        bgra = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGRA)
+        data = encode_image(bgra, ".png", (cv2.IMWRITE_PNG_COMPRESSION, 1))
+    elif kind == "tiff_float":
+        data = encode_image(grey.astype(np.float32) / 255.0, ".tiff")
+    else:
+        data = encode_image(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR), ".jpg", (cv2.IMWRITE_JPEG_QUALITY, 95))
+    ct = load_image(data, allow_unverified=True)
+    assert ct.shape == expected
+    assert any(f"of the image's {size[0]}x{size[1]}" in note for note in ct.meta["Notes"])
+    # the same picture, only smaller
+    want = cv2.resize(grey, (expected[1], expected[0]), interpolation=cv2.INTER_AREA).astype(np.float64)
+    assert np.abs(ct.display.astype(np.float64) - want).mean() < 3.0
+
+
+def test_small_images_are_read_whole_without_a_note(head_grey, encode_image):
+    ct = load_image(encode_image(head_grey(512)))
+    assert ct.shape == (512, 512) and "Notes" not in ct.meta
+
+
+def _progressive_jpeg_with_scans(grey: np.ndarray, extra_scans: int) -> bytes:
+    """A progressive JPEG whose last scan is repeated ``extra_scans`` times before its end marker."""
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, "JPEG", progressive=True, quality=90)
+    data = buffer.getvalue()
+    last = data.rfind(b"\xff\xda")
+    scan = data[last : data.rfind(b"\xff\xd9")]
+    return data[: data.rfind(b"\xff\xd9")] + scan * extra_scans + b"\xff\xd9"
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding(head_grey):
+    import time
+
+    data = _progressive_jpeg_with_scans(head_grey(256), 2000)
+    start = time.perf_counter()
+    with pytest.raises(InvalidInputError, match=r"coded in 20\d\d scans; at most 100"):
+        load_image(data)
+    assert time.perf_counter() - start < 2.0
+    assert load_image(_progressive_jpeg_with_scans(head_grey(256), 0)).shape == (256, 256)
+
+
+def test_an_image_above_the_pixel_limit_is_refused_from_its_header():
+    from badfiles import png_forged_header
+
+    with pytest.raises(
+        InvalidInputError, match=r"6000x6000 pixels \(36\.0 megapixels\), too large.*25\.0 megapixels"
+    ):
+        load_image(png_forged_header(6000, 6000))
+
+
+def test_a_dicom_slice_above_the_slice_limit_is_refused_from_its_header(make_ct_dataset, dicom_bytes):
+    ds = make_ct_dataset(np.zeros((64, 64), np.int16))
+    ds.Rows = ds.Columns = 3000
+    with pytest.raises(
+        InvalidInputError, match=r"3000x3000 pixels \(9\.0 megapixels\), too large.*4\.2 megapixels"
+    ):
+        load_image(dicom_bytes(ds))
+
+
+@pytest.mark.parametrize("loader", [load_image, load_frames])
+def test_two_billion_declared_frames_are_refused_before_any_frame(
+    make_ct_dataset, dicom_bytes, loader, head_hu
+):
+    ds = make_ct_dataset(ct_pixels(head_hu, 64), NumberOfFrames=2_000_000_000)
+    with pytest.raises(
+        InvalidInputError, match=r"declares 2000000000 frames; a scan may have at most 300 slices"
+    ):
+        loader(dicom_bytes(ds))
+
+
+def test_a_frame_count_the_pixel_data_cannot_hold_is_refused(make_ct_dataset, dicom_bytes, head_hu):
+    ds = make_ct_dataset(ct_pixels(head_hu, 64), NumberOfFrames=10)
+    with pytest.raises(
+        InvalidInputError, match=r"declares 10 frame\(s\) of 64x64 .*holds 8192 bytes; .*forged"
+    ):
+        load_frames(dicom_bytes(ds))
+
+
+def test_a_stray_sequence_delimiter_after_the_pixels_is_ignored(make_ct_dataset, dicom_bytes, head_hu):
+    data = dicom_bytes(make_ct_dataset(ct_pixels(head_hu, 128)))
+    ct = load_image(data + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+    assert np.array_equal(ct.hu, load_image(data).hu)
+
+
+def test_a_library_failure_becomes_a_message_without_values(
+    make_ct_dataset, dicom_bytes, head_hu, monkeypatch
+):
+    def broken(ds):
+        raise KeyError("DOE^JANE")
+
+    monkeypatch.setattr("brain_ct.io.extract_meta", broken)
+    with pytest.raises(InvalidInputError, match=r"upload: the file is malformed .*KeyError") as info:
+        load_image(dicom_bytes(make_ct_dataset(ct_pixels(head_hu, 128))))
+    assert "DOE" not in str(info.value)
+
+
+def test_an_error_without_a_message_still_says_something():
+    assert str(InvalidInputError()).startswith("InvalidInputError: the input could not be read")
+
+
+def test_a_zip_given_as_one_slice_points_to_reading_the_whole_scan():
+    with pytest.raises(
+        InvalidInputError, match=r"a zip archive, which holds a whole scan: .*'Whole scan' tab"
+    ):
+        load_image(b"PK\x03\x04" + bytes(200))
