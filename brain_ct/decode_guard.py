@@ -60,6 +60,7 @@ MAX_J2K_TILES = 16384
 DECODE_WORKERS = max(1, min(2, os.cpu_count() or 1))
 
 _DEFLATED = "1.2.840.10008.1.2.1.99"
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) in explicit VR little endian
 _J2K_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 # JPEG frame headers: SOF0-SOF15 except DHT (C4), JPG (C8) and DAC (CC); SOF55 (F7) is JPEG-LS;
 # DHP (DE) opens a hierarchical JPEG with the same layout.
@@ -177,7 +178,9 @@ def check_frame_header(stream: bytes, rows: int, columns: int, samples: int, sho
 # --------------------------------------------------------------------------- deflated datasets
 
 
-def inflate_deflated(data: bytes, shown: str, limit: int | None = None) -> tuple[bytes, bool]:
+def inflate_deflated(
+    data: bytes, shown: str, limit: int | None = None, *, prefix: int | None = None
+) -> tuple[bytes, bool]:
     """Inflate a deflated-transfer-syntax file beforehand, through a size-capped decompressor.
 
     Args:
@@ -185,6 +188,8 @@ def inflate_deflated(data: bytes, shown: str, limit: int | None = None) -> tuple
         shown: the file's display name, for messages.
         limit: most bytes the dataset may inflate to; default the scan pixel budget in force at
             16 bits plus 8 MiB of header (72 MiB with the defaults: a 50-megapixel slice is refused).
+        prefix: inflate only this many bytes (a header read: the header sits before the pixels),
+            and let the rest be; None inflates the whole dataset.
 
     Returns:
         ``(data, False)`` unchanged for any other file; for a deflated one, ``(file, True)``: the
@@ -211,14 +216,24 @@ def inflate_deflated(data: bytes, shown: str, limit: int | None = None) -> tuple
         return data, False
     if limit is None:
         limit = upload_limits.current().max_scan_pixels * 2 + (8 << 20)
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    start = fp.tell()
     try:
-        inflated = inflater.decompress(data[fp.tell() :], limit + 1)
+        inflated = b""
+        if prefix is not None:
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            inflated = inflater.decompress(data[start:], prefix)
+            # The header is whole once the pixel data's tag is in it (or the stream has ended);
+            # else it is longer than the prefix and the dataset is inflated as a whole, below.
+            if _PIXEL_DATA_TAG not in inflated and not inflater.eof:
+                prefix = None
+        if prefix is None:
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            inflated = inflater.decompress(data[start:], limit + 1)
     except zlib.error:
         raise InvalidInputError(
             f"{shown}: the deflated DICOM data is damaged and cannot be inflated; re-export the file"
         ) from None
-    if len(inflated) > limit or inflater.unconsumed_tail:
+    if prefix is None and (len(inflated) > limit or inflater.unconsumed_tail):
         raise InvalidInputError(
             f"{shown}: the deflated DICOM data inflates to more than {limit >> 20} MiB, far more than "
             "a CT slice needs (a decompression bomb?); it was refused before being parsed"
@@ -233,6 +248,11 @@ def inflate_deflated(data: bytes, shown: str, limit: int | None = None) -> tuple
 
 
 # --------------------------------------------------------------------------- decoding under a cap
+
+
+def is_deflated(data: bytes) -> bool:
+    """Whether a file names the deflated transfer syntax in its first bytes (cheap; may say yes wrongly)."""
+    return _DEFLATED.encode() in data[: 1 << 16]
 
 
 def _minimal_dataset(ds: Any, frame: bytes) -> Any:

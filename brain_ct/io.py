@@ -333,11 +333,23 @@ quiet_dicom = _quiet
 
 
 def _parse_dicom(data: bytes, shown: str, *, stop_before_pixels: bool) -> Any:
+    has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
+    # A header read of a deflated file inflates the header's bytes only, not a large slice's pixels.
+    prefix = _HEADER_PREFIX if stop_before_pixels else None
+    return _parse_dicom_inflated(data, shown, has_preamble, stop_before_pixels, prefix)
+
+
+#: Bytes of a deflated dataset inflated to read its header (a CT header is a few KB).
+_HEADER_PREFIX = 1 << 20
+
+
+def _parse_dicom_inflated(
+    data: bytes, shown: str, has_preamble: bool, stop_before_pixels: bool, prefix: int | None
+) -> Any:
     import pydicom
 
-    has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
     # pydicom inflates a deflated dataset whole before parsing it: inflate it here, capped, first.
-    data, inflated = decode_guard.inflate_deflated(data, shown)
+    data, inflated = decode_guard.inflate_deflated(data, shown, prefix=prefix)
     try:
         with _quiet():
             ds = pydicom.dcmread(
@@ -460,14 +472,7 @@ def _check_dicom(ds: Any, shown: str, allow_unverified: bool, notes: list[str]) 
             f"{shown}: this is a colour DICOM ({photometric}, {samples} samples per pixel); "
             "CT slices are greyscale (MONOCHROME1/MONOCHROME2)"
         )
-    rows = _int_tag(ds, "Rows", shown)
-    cols = _int_tag(ds, "Columns", shown)
-    if rows is None or cols is None:
-        raise InvalidInputError(f"{shown}: the DICOM has no Rows/Columns; it cannot be decoded as an image")
-    frames = _int_tag(ds, "NumberOfFrames", shown, 1) or 1
-    budget = limits.current()
-    _check_dimensions(cols, rows, shown, budget.max_slice_pixels, limits.ENV["max_slice_pixels"])
-    check_frame_count(frames, shown, budget)
+    rows, cols, frames = _declared_size(ds, shown)
     _check_pixel_length(ds, rows, cols, frames, samples or 1, shown)
     if not modality:
         sop = str(
@@ -487,6 +492,19 @@ def _check_dicom(ds: Any, shown: str, allow_unverified: bool, notes: list[str]) 
                 f"{shown}: this DICOM has no (0008,0060) Modality and nothing shows it is a CT "
                 f"(no CT SOP class, no HU rescale type). {framing.OVERRIDE_HINT}"
             )
+    return rows, cols, frames
+
+
+def _declared_size(ds: Any, shown: str) -> tuple[int, int, int]:
+    """(rows, columns, frames) of a DICOM header, refused when over the limits in force (nothing decoded)."""
+    rows = _int_tag(ds, "Rows", shown)
+    cols = _int_tag(ds, "Columns", shown)
+    if rows is None or cols is None:
+        raise InvalidInputError(f"{shown}: the DICOM has no Rows/Columns; it cannot be decoded as an image")
+    frames = _int_tag(ds, "NumberOfFrames", shown, 1) or 1
+    budget = limits.current()
+    _check_dimensions(cols, rows, shown, budget.max_slice_pixels, limits.ENV["max_slice_pixels"])
+    check_frame_count(frames, shown, budget)
     return rows, cols, frames
 
 
@@ -751,6 +769,9 @@ def _dicom_frames(
     allow_unverified: bool,
     check: FrameCheck | None = None,
 ) -> list[tuple[CTImage, framing.HeadOutline | None]]:
+    if decode_guard.is_deflated(data):
+        # Its header is judged before the pixels are inflated: a 96 KB file may hold 50 megapixels.
+        _declared_size(_parse_dicom(data, shown, stop_before_pixels=True), shown)
     ds = _parse_dicom(data, shown, stop_before_pixels=False)
     notes: list[str] = []
     rows, cols, frames = _check_dicom(ds, shown, allow_unverified, notes)

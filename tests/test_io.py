@@ -777,3 +777,24 @@ def test_a_zip_given_as_one_slice_points_to_reading_the_whole_scan():
         InvalidInputError, match=r"a zip archive, which holds a whole scan: .*'Whole scan' tab"
     ):
         load_image(b"PK\x03\x04" + bytes(200))
+
+
+def test_a_large_deflated_dicom_is_refused_from_its_header_before_inflating(make_ct_dataset):
+    import tracemalloc
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = make_ct_dataset(np.zeros((3000, 3000), np.int16))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    data = buffer.getvalue()
+    assert len(data) < 100_000  # 18 MB of pixels deflate to almost nothing
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidInputError, match=r"3000x3000 pixels \(9\.0 megapixels\), too large"):
+            load_image(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak  # the 18 MB were never inflated
