@@ -872,7 +872,7 @@ def _peek_image(data: bytes, fmt: str, shown: str) -> tuple[int, int, int, bool]
                 width, height = im.size
                 grey = im.mode in ("L", "1")
                 try:
-                    orientation = int(im.getexif().get(0x0112, 1))
+                    orientation = int(_exif(im).get(0x0112, 1))
                 except Exception:
                     orientation = 1
     except Image.DecompressionBombError:
@@ -885,6 +885,24 @@ def _peek_image(data: bytes, fmt: str, shown: str) -> tuple[int, int, int, bool]
             f"{shown}: the {fmt} file is damaged or truncated and cannot be read; expected {ACCEPTED}"
         ) from None
     return width, height, orientation, grey
+
+
+def _exif(im: Any) -> Any:
+    """An opened image's EXIF without decoding its pixels.
+
+    Pillow's ``getexif()`` on a PNG without an eXIf chunk before its pixels *decodes the whole
+    image* to look for one after them: a 25-megapixel 16-bit PNG would be decoded here, uncapped.
+    A PNG's orientation is taken from a chunk before the pixels only (where encoders put it).
+    """
+    from PIL import Image
+
+    if im.format != "PNG":
+        return im.getexif()
+    exif = Image.Exif()
+    raw = im.info.get("exif")
+    if raw:
+        exif.load(raw)
+    return exif
 
 
 def image_pixels(data: bytes, budget: limits.UploadLimits | None = None) -> tuple[int, int] | None:

@@ -15,9 +15,12 @@ binds before the slice cap does (:meth:`UploadLimits.scan_limit_text`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from brain_ct.errors import InvalidInputError
@@ -165,10 +168,30 @@ class UploadLimits:
 #: The limits set for this process by :func:`configure` (the CLI's flags); None: from the environment.
 _configured: UploadLimits | None = None
 
+#: The limits one reading passed explicitly (:func:`using`), seen by every reader it calls.
+_in_force: ContextVar[UploadLimits | None] = ContextVar("brain_ct_upload_limits", default=None)
+
 
 def current() -> UploadLimits:
-    """The limits in force: those :func:`configure` set, else :meth:`UploadLimits.from_env`."""
+    """The limits in force: a reading's own (:func:`using`), else those :func:`configure` set, else
+    :meth:`UploadLimits.from_env`."""
+    own = _in_force.get()
+    if own is not None:
+        return own
     return _configured if _configured is not None else UploadLimits.from_env()
+
+
+@contextlib.contextmanager
+def using(limits: UploadLimits | None) -> Iterator[UploadLimits]:
+    """Within this block (this thread or task only), :func:`current` is ``limits`` (None: unchanged)."""
+    if limits is None:
+        yield current()
+        return
+    token = _in_force.set(limits)
+    try:
+        yield limits
+    finally:
+        _in_force.reset(token)
 
 
 def configure(limits: UploadLimits | None) -> UploadLimits | None:

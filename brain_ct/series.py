@@ -66,7 +66,7 @@ from brain_ct.io import (
     reader_errors,
 )
 from brain_ct.limits import UploadLimits
-from brain_ct.limits import current as current_limits
+from brain_ct.limits import using as using_limits
 
 if TYPE_CHECKING:
     from brain_ct.image import CTImage
@@ -491,6 +491,7 @@ def list_series(
     source: str | os.PathLike[str] | bytes | Sequence[str | os.PathLike[str]],
     *,
     zip_limits: ZipLimits = DEFAULT_ZIP_LIMITS,
+    limits: UploadLimits | None = None,
 ) -> list[SeriesInfo]:
     """The DICOM series in a source (headers only, no pixels decoded), preferred first.
 
@@ -499,6 +500,8 @@ def list_series(
             NIfTI volume (``.nii`` / ``.nii.gz``, path or bytes; one series, see
             :func:`brain_ct.nifti.nifti_info`).
         zip_limits: limits a zip must respect, and the time budget.
+        limits: the upload budget (default :func:`brain_ct.limits.current`); a file declaring more
+            frames or larger slices than it allows is left out.
 
     Returns:
         One :class:`SeriesInfo` per series, the one :func:`read_series` picks by default first
@@ -509,8 +512,9 @@ def list_series(
         from brain_ct.nifti import nifti_info
 
         return [nifti_info(nifti)]
-    members, _, budget = collect(source, zip_limits)
-    found = read_headers(members, budget)
+    with using_limits(limits) as upload:
+        members, _, budget = collect(source, zip_limits, upload)
+        found = read_headers(members, budget, upload)
     groups = found.groups
     ordered = sorted(groups.values(), key=_rank, reverse=True)
     return [
@@ -630,7 +634,8 @@ def read_series(
         read_identifiers: also keep PatientName, PatientID and StudyDate of the first slice in
             :attr:`Series.identifiers` (for a report the user explicitly asked to identify).
         limits: what the scan may cost (default :func:`brain_ct.limits.current`): its slices and
-            pixels, summed over the headers, are checked before any slice is decoded.
+            pixels, summed over the headers, are checked before any slice is decoded; every reader
+            this reading calls asks these (:func:`brain_ct.limits.using`).
 
     Returns:
         A :class:`Series` with at least one slice.
@@ -640,10 +645,21 @@ def read_series(
             over ``limits``, reading over the time budget, or no slice could be loaded (the message lists why, per file).
             For a NIfTI volume, whatever :func:`brain_ct.nifti.read_nifti_series` refuses.
     """
+    with using_limits(limits) as upload:
+        return _read_series(source, series_uid, allow_unverified, zip_limits, read_identifiers, upload)
+
+
+def _read_series(
+    source: str | os.PathLike[str] | bytes | Sequence[str | os.PathLike[str]],
+    series_uid: str | None,
+    allow_unverified: bool,
+    zip_limits: ZipLimits,
+    read_identifiers: bool,
+    upload: UploadLimits,
+) -> Series:
     nifti = _nifti_source(source)
     if nifti is not None:
         return _read_nifti(nifti, series_uid=series_uid, allow_unverified=allow_unverified)
-    upload = limits or current_limits()
     members, label, budget = collect(source, zip_limits, upload)
     found = read_headers(members, budget, upload)
     name_members(members, found.identifying)

@@ -79,3 +79,12 @@ def test_cli_max_slices_raises_the_process_limits():
     assert limits.current().scan_limit_text() == "at most 320 slices of 512 × 512"
     with pytest.raises(SystemExit):
         parser.parse_args(["--max-slices", "0"])
+
+
+def test_using_sets_the_limits_of_one_block_only():
+    own = UploadLimits(max_scan_slices=7)
+    with limits.using(own) as inside:
+        assert inside is own and limits.current() is own
+        with limits.using(None) as unchanged:
+            assert unchanged is own
+    assert limits.current() == UploadLimits()

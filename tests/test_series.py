@@ -663,3 +663,19 @@ def test_a_malformed_header_says_what_is_wrong_without_quoting_values(make_ct_da
     ) as info:
         read_series(data)
     assert "DOE" not in str(info.value)
+
+
+def test_limits_passed_to_a_reading_reach_every_reader_it_calls(make_ct_dataset, monkeypatch):
+    from brain_ct.limits import UploadLimits
+
+    hu = draw_head_hu(64)
+    ds = make_ct_dataset(np.stack([hu_to_stored(hu)] * 6).reshape(6 * 64, 64), NumberOfFrames=6)
+    ds.Rows = 64
+    data = to_bytes(ds)
+    monkeypatch.setenv("BRAIN_CT_MAX_SCAN_SLICES", "4")  # a strict server...
+    with pytest.raises(InvalidInputError, match=r"declares 6 frames; a scan may have at most 4"):
+        read_series(data)
+    assert list_series(data) == []
+    # ...and a caller that allows more: the header pass and the frame decoder both follow it
+    assert len(read_series(data, limits=UploadLimits(max_scan_slices=6))) == 6
+    assert list_series(data, limits=UploadLimits(max_scan_slices=6))[0].n_slices == 6
