@@ -433,7 +433,9 @@ class _Worker:
         import pickle
 
         payload = pickle.dumps(small, protocol=pickle.HIGHEST_PROTOCOL)
-        self.process.stdin.write(struct.pack("<Q", len(payload)) + payload)  # type: ignore[union-attr]
+        # Two writes: joining them would copy the payload once more (a large image's whole file).
+        self.process.stdin.write(struct.pack("<Q", len(payload)))  # type: ignore[union-attr]
+        self.process.stdin.write(payload)  # type: ignore[union-attr]
         self.process.stdin.flush()  # type: ignore[union-attr]
         deadline = time.monotonic() + timeout
         header = json.loads(bytes(self._read(self._read_length(deadline), deadline)))

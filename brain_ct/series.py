@@ -506,6 +506,10 @@ def list_series(
     Returns:
         One :class:`SeriesInfo` per series, the one :func:`read_series` picks by default first
         (its ``default`` is True). Empty when the source holds no DICOM image.
+
+    Raises:
+        InvalidInputError: every file was refused (e.g. a DICOM declaring 2,000,000,000 frames);
+            the message says why, per file.
     """
     nifti = _nifti_source(source)
     if nifti is not None:
@@ -513,9 +517,15 @@ def list_series(
 
         return [nifti_info(nifti)]
     with using_limits(limits) as upload:
-        members, _, budget = collect(source, zip_limits, upload)
+        members, label, budget = collect(source, zip_limits, upload)
         found = read_headers(members, budget, upload)
     groups = found.groups
+    if not groups and not found.images and found.problems:
+        # Nothing to list because every file was refused: say why rather than "no series".
+        name_members(members, found.identifying)
+        why = [f"{m.label}: {text}" for m, _, text in sorted(found.problems, key=lambda p: p[0].ordinal)]
+        more = f" (and {len(why) - 5} more)" if len(why) > 5 else ""
+        raise InvalidInputError(f"no series of {label} could be listed. Per file: {'; '.join(why[:5])}{more}")
     ordered = sorted(groups.values(), key=_rank, reverse=True)
     return [
         SeriesInfo(
