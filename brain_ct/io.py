@@ -18,8 +18,10 @@ DICOM (pydicom 3, compressed transfer syntaxes through the pylibjpeg plugins):
   Bits Stored / Pixel Representation allow (s → s_min + s_max − s) before the rescale, so the
   result follows the MONOCHROME2 convention that every CT viewer displays: dense is bright.
 * Refused: non-CT Modality (MR, US, CR, …), colour (RGB, YBR, palette), no pixel data, fewer
-  than :data:`MIN_SIDE` or more than :data:`MAX_PIXELS` pixels (checked in the header, before
-  any pixel is decoded), files without the 128-byte preamble that do not really parse as DICOM.
+  than :data:`MIN_SIDE` pixels a side or more than the limits in force (:mod:`brain_ct.limits`:
+  pixels per slice, frames, a scan's pixels; checked in the header before anything is decoded or
+  allocated per frame), native pixel data shorter than Rows × Columns × frames says, files
+  without the 128-byte preamble that do not really parse as DICOM.
   A dataset without a Modality tag is read as CT when its SOP class is a CT class or its
   rescale says HU (noted in ``meta["Notes"]``); otherwise only with ``allow_unverified=True``.
 * Codec bombs (:mod:`brain_ct.decode_guard`): a deflated dataset is inflated through a size-capped
@@ -28,9 +30,13 @@ DICOM (pydicom 3, compressed transfer syntaxes through the pylibjpeg plugins):
   frames are decoded in a worker process with a capped address space.
 
 Ordinary images (OpenCV): PNG (8/16 bit), JPEG, BMP, TIFF (8/16 bit, float), WebP. The header
-is read first with Pillow (lazy, no pixel decoding) and its size checked against :data:`MAX_PIXELS`
-and :data:`MAX_SIDE`, for every accepted format, to refuse decompression bombs before OpenCV
-decodes anything. (OpenCV's own ``OPENCV_IO_MAX_IMAGE_PIXELS`` cannot serve: OpenCV reads it once,
+is read first with Pillow (lazy, no pixel decoding) and its size checked against the limits in
+force (:attr:`~brain_ct.limits.UploadLimits.max_image_pixels`) and :data:`MAX_SIDE`, for every
+accepted format, to refuse decompression bombs before OpenCV decodes anything; a JPEG's scans are
+counted (:data:`MAX_JPEG_SCANS`). An image whose longest side is above
+:attr:`~brain_ct.limits.UploadLimits.reduced_side` is decoded in a capped worker
+(:func:`brain_ct.decode_guard.decode_image`) and read at that reduced size, with a note in
+``meta["Notes"]``. (OpenCV's own ``OPENCV_IO_MAX_IMAGE_PIXELS`` cannot serve: OpenCV reads it once,
 when ``cv2`` is loaded, which importing this package has already done.) EXIF orientation is applied, alpha
 is flattened onto black, colour is measured (for the plausibility check) and converted to grey;
 16-bit and float images are stretched min..max to 8 bit for display. ``hu`` stays None: such

@@ -160,8 +160,9 @@ def test_synth_series_writes_whole_scans_that_read_back_as_series(tmp_path):
     infos = list_series(out)
     assert [i.n_slices for i in infos] == [6, 6] and len({i.series_id for i in infos}) == 2
     whole = read_series(out)
-    assert len(whole) == 6 and len(whole.skipped) == 6  # the other head's slices
-    assert {e["file"] for e in whole.errors} == {"scans.csv", "slices.csv"}  # not images: named
+    assert len(whole) == 6 and len(whole.skipped) == 8  # the other head's slices and the two CSVs
+    assert whole.errors == []  # the CSVs beside the scans are sidecar files: skipped, named, not errors
+    assert {"scans.csv", "slices.csv"} <= {k["file"] for k in whole.skipped}
     # Deterministic per seed.
     again = tmp_path / "again"
     assert main(["synth", "--out", str(again), *argv[3:], "--no-progress"]) == 0
