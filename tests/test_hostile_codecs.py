@@ -347,3 +347,15 @@ def test_damaged_deflate_stream_is_refused(tmp_path: Path) -> None:
     data[400:800] = b"\xff" * 400
     with pytest.raises(InvalidInputError, match="deflated DICOM data is damaged"):
         load_image(bytes(data), name="broken.dcm")
+
+
+def test_a_deflated_header_longer_than_the_prefix_is_read_whole(tmp_path: Path) -> None:
+    from helpers_dicom import ct_dataset, dicom_bytes
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = ct_dataset(np.full((64, 64), 1000, np.int16))
+    ds.add_new(0x00091010, "OB", np.random.default_rng(0).bytes(3 << 20))  # 3 MiB before the pixels
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    header = read_dicom_header(dicom_bytes(ds))
+    assert header.Rows == 64 and len(header[0x00091010].value) == 3 << 20
+    assert "PixelData" not in header
