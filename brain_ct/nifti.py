@@ -52,20 +52,23 @@ from typing import IO, Any
 
 import nibabel as nib
 import numpy as np
-from nibabel import orientations
+from nibabel import orientations, volumeutils
 
 from brain_ct.errors import InvalidInputError
 from brain_ct.image import CTImage
-from brain_ct.io import MAX_SIDE, MAX_TOTAL_PIXELS, MIN_SIDE, hu_image, read_source
+from brain_ct.io import MAX_SIDE, MIN_SIDE, hu_image, read_source
 from brain_ct.series import Series, SeriesInfo, check_plausible_series
 
 NiftiSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
-#: Most bytes of voxel data a header may declare (checked before any voxel is read).
-MAX_VOLUME_BYTES = 1 << 30
+#: Most voxels in one volume: a head CT is at most about 400 slices of 512 x 512 (thin-section).
+MAX_VOXELS = 512 * 512 * 400
 
-#: Most voxels in one volume: as many as the largest multi-frame DICOM read (640 slices of 512²).
-MAX_VOXELS = MAX_TOTAL_PIXELS
+#: Most bytes of voxel data a header may declare: the largest volume above stored as float32.
+MAX_VOLUME_BYTES = MAX_VOXELS * 4
+
+#: Most bytes of header extensions (between the header and the voxels) read and skipped.
+MAX_EXTENSION_BYTES = 1 << 24
 
 #: A voxel axis further than this from every patient axis (degrees) makes the volume oblique.
 MAX_OBLIQUITY_DEG = 30.0
@@ -233,46 +236,123 @@ def _read_bytes(source: NiftiSource, name: str | None) -> tuple[bytes, str, str]
     return data, shown, str(source) if isinstance(source, str | os.PathLike) else shown
 
 
-def _read_exact(stream: IO[bytes], n: int, shown: str) -> bytes:
-    """Read up to ``n`` bytes; a damaged gzip stream becomes a clear error."""
-    parts: list[bytes] = []
-    got = 0
-    try:
-        while got < n:
-            chunk = stream.read(min(_CHUNK, n - got))
-            if not chunk:
+class _Inflow:
+    """A NIfTI file's bytes as one forward-only stream, inflated on demand when it is gzip.
+
+    Inflating is capped at every step (zlib's ``max_length``): a reader gets exactly the bytes it
+    asks for, so the header can be checked after 348 or 540 bytes and a gzip bomb costs no more
+    than the voxel bytes its (checked) header declares, inflated once straight into their buffer.
+    Concatenated gzip members and zero padding after the last are read as :mod:`gzip` reads them;
+    each member's CRC and size are checked by zlib when its trailer is reached.
+    """
+
+    def __init__(self, data: bytes, shown: str) -> None:
+        self.gz = data[:2] == b"\x1f\x8b"
+        self._data = memoryview(data)
+        self._pos = 0  # next unread byte of ``data``
+        self._shown = shown
+        self._zlib = zlib.decompressobj(wbits=31) if self.gz else None
+        self._tail = b""  # compressed input that zlib has not consumed yet
+        self.ended = False  # no more data (the last gzip member's trailer was read and checked)
+
+    @property
+    def position(self) -> int:
+        """Bytes of ``data`` consumed so far (for uncompressed data: the offset of the next byte)."""
+        return self._pos
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes (fewer only at the end of the data)."""
+        out = bytearray(n)
+        return bytes(out[: self.readinto(memoryview(out))])
+
+    def skip(self, n: int) -> int:
+        """Read and drop up to ``n`` bytes, a chunk at a time; returns how many there were."""
+        scratch = memoryview(bytearray(min(n, _CHUNK)))
+        done = 0
+        while done < n and not self.ended:
+            got = self.readinto(scratch[: min(len(scratch), n - done)])
+            done += got
+            if not got:
                 break
-            parts.append(chunk)
+        return done
+
+    def readinto(self, out: memoryview) -> int:
+        """Fill ``out`` (a writable byte buffer); returns the bytes written, fewer only at the end."""
+        if not self.gz:
+            got = min(len(out), len(self._data) - self._pos)
+            out[:got] = self._data[self._pos : self._pos + got]
+            self._pos += got
+            return got
+        try:
+            return self._inflate_into(out)
+        except (EOFError, zlib.error):
+            raise InvalidInputError(
+                f"{self._shown}: the gzip stream is truncated or corrupt (it ends early or fails its checks); "
+                "re-download or re-export the .nii.gz"
+            ) from None
+
+    def _inflate_into(self, out: memoryview) -> int:
+        inflater = self._zlib
+        assert inflater is not None  # only called for gzip data
+        got = 0
+        while got < len(out) and not self.ended:
+            if self._tail:
+                given: bytes | memoryview = self._tail
+            else:
+                given = self._data[self._pos : self._pos + _CHUNK]
+                self._pos += len(given)
+            chunk = inflater.decompress(given, min(_CHUNK, len(out) - got))
+            self._tail = inflater.unconsumed_tail
+            out[got : got + len(chunk)] = chunk
             got += len(chunk)
-    except (EOFError, OSError, zlib.error):
-        raise InvalidInputError(
-            f"{shown}: the gzip stream is truncated or corrupt (it ends early or fails its checks); "
-            "re-download or re-export the .nii.gz"
-        ) from None
-    return b"".join(parts)
+            if inflater.eof:
+                self._next_member(len(inflater.unused_data))
+            elif not chunk and not given:
+                raise EOFError("the data ends inside the gzip stream")
+        return got
+
+    def _next_member(self, unused: int) -> None:
+        """After a gzip member's trailer: start the next member, or end at zero padding / the data's end."""
+        start = self._pos - unused
+        rest = np.frombuffer(self._data[start:], dtype=np.uint8)
+        nonzero = np.flatnonzero(rest)
+        if not nonzero.size:
+            self.ended = True
+            return
+        start += int(nonzero[0])
+        if bytes(self._data[start : start + 2]) != b"\x1f\x8b":
+            raise EOFError("bytes after the gzip stream that are not a gzip member")
+        self._pos, self._tail = start, b""
+        self._zlib = zlib.decompressobj(wbits=31)
 
 
 @dataclass
 class _Parsed:
     header: Any  # nibabel Nifti1Header or Nifti2Header
     shape: tuple[int, ...]  # spatial shape as stored (2 or 3 dims)
-    data: bytes  # header + extensions + voxel bytes, exactly as many as declared
+    dtype: np.dtype  # voxel data type as stored (with its byte order)
     kind: str  # "NIfTI-1" or "NIfTI-2"
+    # The voxels as stored, 1-D (Fortran order of ``shape``); None when only the header was read.
+    raw: np.ndarray | None = None
 
 
-def _parse(data: bytes, shown: str) -> _Parsed:
-    """Parse and check the header, then read exactly the voxel bytes it declares."""
-    gz = data[:2] == b"\x1f\x8b"
-    stream: IO[bytes] = gzip.GzipFile(fileobj=_io.BytesIO(data)) if gz else _io.BytesIO(data)
-    first = _read_exact(stream, 4, shown)
+def _parse(data: bytes, shown: str, *, voxels: bool = True) -> _Parsed:
+    """Parse and check the header, then (``voxels``) read exactly the voxel bytes it declares.
+
+    The voxel buffer is allocated only after :func:`_check_header` has accepted the declared
+    dims x itemsize, and a gzip stream is inflated once, straight into it; an uncompressed file's
+    voxels are a view of ``data``. With ``voxels=False`` only the header is inflated (a listing).
+    """
+    stream = _Inflow(data, shown)
+    first = stream.read(4)
     found = _header_kind(first) if len(first) == 4 else None
     if found is None:
-        inside = "a gzip file that does not hold a NIfTI volume" if gz else "not a NIfTI file"
+        inside = "a gzip file that does not hold a NIfTI volume" if stream.gz else "not a NIfTI file"
         raise InvalidInputError(
             f"{shown}: this is {inside} (no NIfTI header at its start); expected {ACCEPTED}"
         )
     size, order = found
-    head = first + _read_exact(stream, size - 4, shown)
+    head = first + stream.read(size - 4)
     if len(head) < size:
         raise InvalidInputError(
             f"{shown}: the file ends inside its NIfTI header (truncated); expected {ACCEPTED}"
@@ -293,25 +373,50 @@ def _parse(data: bytes, shown: str) -> _Parsed:
     if magic not in (b"n+1", b"n+2"):
         raise InvalidInputError(f"{shown}: the {kind} header has no valid magic string; the file is damaged")
     shape, dtype = _check_header(header, shown, kind)
-    n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     offset = int(header["vox_offset"])
     if offset < size:
         raise InvalidInputError(
             f"{shown}: the header says the voxels start at byte {offset}, inside the header itself; "
             "the file is damaged"
         )
-    body = _read_exact(stream, offset + n_bytes - size, shown)
-    if len(body) < offset + n_bytes - size:
+    spatial = tuple(shape[:3]) if len(shape) >= 3 else tuple(shape)
+    parsed = _Parsed(header=header, shape=spatial, dtype=dtype, kind=kind)
+    if voxels:
+        parsed.raw = _read_voxels(
+            stream, data, offset - size, int(np.prod(shape, dtype=object)), dtype, shown
+        )
+    return parsed
+
+
+def _read_voxels(
+    stream: _Inflow, data: bytes, gap: int, n_vox: int, dtype: np.dtype, shown: str
+) -> np.ndarray:
+    """The ``n_vox`` voxels after ``gap`` bytes of header extensions, 1-D ``dtype``, read once."""
+    n_bytes = n_vox * dtype.itemsize
+    if gap > MAX_EXTENSION_BYTES:
+        raise InvalidInputError(
+            f"{shown}: the header puts the voxels {gap:,} bytes after its end (header extensions); at most "
+            f"{MAX_EXTENSION_BYTES // 2**20} MiB of extensions are read. The file is damaged or not a CT volume"
+        )
+    skipped = stream.skip(gap)
+    if stream.gz:
+        buffer = np.empty(n_bytes, dtype=np.uint8)
+        got = stream.readinto(memoryview(buffer)) if skipped == gap else 0
+        if got == n_bytes:
+            # gzip checks its CRC only at the end of the stream, past the declared voxels: read on to it,
+            # or a corrupted stream that still inflates would give wrong HU silently.
+            stream.skip(_MAX_TRAILING)
+    else:
+        start = stream.position
+        got = min(n_bytes, len(data) - start)
+    if got < n_bytes:
         raise InvalidInputError(
             f"{shown}: the file is truncated: its header announces {n_bytes} bytes of voxels, "
-            f"but only {max(len(body) + size - offset, 0)} are there; re-download or re-export it"
+            f"but only {max(skipped - gap + got, 0)} are there; re-download or re-export it"
         )
-    if gz:
-        # gzip checks its CRC only at the end of the stream, past the declared voxels: read on to it,
-        # or a corrupted stream that still inflates would give wrong HU silently.
-        _read_exact(stream, _MAX_TRAILING, shown)
-    spatial = tuple(shape[:3]) if len(shape) >= 3 else tuple(shape)
-    return _Parsed(header=header, shape=spatial, data=head + body, kind=kind)
+    if stream.gz:
+        return buffer.view(dtype)
+    return np.frombuffer(data, dtype=dtype, count=n_vox, offset=start)
 
 
 def _check_header(header: Any, shown: str, kind: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -369,10 +474,17 @@ def _check_header(header: Any, shown: str, kind: str) -> tuple[tuple[int, ...], 
     if n_vox > MAX_VOXELS or n_bytes > MAX_VOLUME_BYTES:
         raise InvalidInputError(
             f"{shown}: the header declares {' x '.join(map(str, shape))} voxels of {dtype} "
-            f"({n_bytes / 2**20:,.0f} MiB); at most {MAX_VOXELS:,} voxels and {MAX_VOLUME_BYTES / 2**20:,.0f} MiB "
-            "are read. Refused before reading any voxel; crop or downsample the volume"
+            f"({n_bytes / 2**20:,.0f} MiB); a head-CT volume is read up to {_in_slices(MAX_VOXELS)} "
+            f"({MAX_VOXELS:,} voxels) and {MAX_VOLUME_BYTES / 2**20:,.0f} MiB of voxel data (that size in "
+            "int16 or float32). Refused before reading any voxel; crop or downsample the volume, or store "
+            "it as int16 or float32"
         )
     return shape, dtype
+
+
+def _in_slices(voxels: int, side: int = 512) -> str:
+    """A voxel count in a reader's terms: ``"400 slices of 512 x 512"``."""
+    return f"{voxels // (side * side)} slices of {side} x {side}"
 
 
 # --------------------------------------------------------------------------- geometry
@@ -472,33 +584,33 @@ def _geometry(grid: NiftiGrid, shown: str) -> _Geometry:
 # --------------------------------------------------------------------------- voxels
 
 
-def _load_voxels(parsed: _Parsed, shown: str, notes: list[str]) -> np.ndarray:
-    """float32 voxels in the source layout (``parsed.shape``), scaled by scl_slope / scl_inter."""
-    klass = nib.Nifti1Image if parsed.kind == "NIfTI-1" else nib.Nifti2Image
-    try:
-        # nibabel prints header fix-ups to stderr through its own log handler; the header was
-        # checked here already, so keep the CLI and the server log quiet.
-        with nib.imageglobals.LoggingOutputSuppressor():
-            image = klass.from_bytes(parsed.data)
-        # From the header as parsed: nibabel moves the scaling into the image's data proxy.
-        slope, inter = parsed.header.get_slope_inter()
-        voxels = np.asarray(image.get_fdata(dtype=np.float32), dtype=np.float32)
-    except InvalidInputError:
-        raise
-    except Exception as exc:
-        raise InvalidInputError(
-            f"{shown}: the {parsed.kind} voxels cannot be read ({type(exc).__name__}); the file is damaged"
-        ) from None
+def _load_voxels(parsed: _Parsed, grid: NiftiGrid, shown: str, notes: list[str]) -> np.ndarray:
+    """float32 ``[slices, rows, columns]`` (reading layout, C-contiguous) scaled by scl_slope / scl_inter.
+
+    Converted one slice at a time into the one output buffer (no full-size intermediates): the
+    scaling is nibabel's (:meth:`nibabel.arrayproxy.ArrayProxy.get_scaled` for float32), applied
+    element by element, so the values are exactly those of ``get_fdata(dtype=np.float32)``.
+    """
+    assert parsed.raw is not None  # _parse(..., voxels=True)
+    slope, inter = parsed.header.get_slope_inter()
+    scale = [np.asanyarray(1.0 if slope is None else slope), np.asanyarray(0.0 if inter is None else inter)]
+    scale = [v.astype(np.float32) if np.can_cast(v, np.float32) else v for v in scale]
+    stored = grid.to_reading(parsed.raw.reshape(grid.shape3, order="F"))
+    rows, cols, n = grid.reading_shape
+    volume = np.empty((n, rows, cols), dtype=np.float32)
+    bad = 0
+    for k in range(n):
+        scaled = volumeutils.apply_read_scaling(stored[:, :, k], *scale)
+        volume[k] = scaled.astype(np.promote_types(scaled.dtype, np.float32), copy=False)
+        bad += int(volume[k].size - np.count_nonzero(np.isfinite(volume[k])))
     if slope is not None and (slope, inter) != (1.0, 0.0):
         notes.append(f"NIfTI scaling applied: HU = stored x {slope:g} + {inter:g} (scl_slope, scl_inter)")
-    voxels = voxels.reshape(parsed.shape)
-    bad = int(voxels.size - np.count_nonzero(np.isfinite(voxels)))
     if bad:
         raise InvalidInputError(
             f"{shown}: {bad} voxel(s) are NaN or infinite; a CT volume holds finite HU values. "
             "Replace them (e.g. with -1000, air) before reading it"
         )
-    return voxels
+    return volume
 
 
 def check_ct_like(hu: np.ndarray, shown: str = "the volume") -> None:
@@ -539,9 +651,13 @@ def check_ct_like(hu: np.ndarray, shown: str = "the volume") -> None:
 
 
 def _sample(values: np.ndarray) -> np.ndarray:
-    """A strided sample of at most ~2 million values: fractions of 1 % stay exact enough, and cheap."""
-    flat = values.reshape(-1)
-    return flat[:: max(1, flat.size // 2_000_000)]
+    """A strided sample of at most ~2 million values: fractions of 1 % stay exact enough, and cheap.
+
+    The values at every k-th index of ``values`` in C order, taken without flattening (a flatten
+    of a non-contiguous view would copy the whole volume).
+    """
+    step = max(1, values.size // 2_000_000)
+    return values[np.unravel_index(np.arange(0, values.size, step), values.shape)]
 
 
 def _ct_fractions(sample: np.ndarray) -> tuple[float, float]:
@@ -585,17 +701,15 @@ def read_nifti_series(
     """
     data, shown, label = _read_bytes(source, name)
     parsed = _parse(data, shown)
-    del data
     kind = parsed.kind
     notes: list[str] = []
     grid = _grid(parsed, shown, notes)
     geometry = _geometry(grid, shown)
-    voxels = _load_voxels(parsed, shown, notes)
-    del parsed
-    check_ct_like(voxels, shown)
     # [slice, row, column], C-contiguous: each slice is a contiguous [H, W] view of one buffer.
-    volume = np.ascontiguousarray(np.moveaxis(grid.to_reading(voxels), 2, 0))
-    del voxels
+    volume = _load_voxels(parsed, grid, shown, notes)
+    del parsed, data
+    # Judged in the source's voxel order, as it always was (the sample of a large volume is strided).
+    check_ct_like(grid.to_source(np.moveaxis(volume, 0, 2)), shown)
     rows, cols, n = grid.reading_shape
     series = NiftiSeries(slices=[], files=[], positions=[], source=label, sort_key="position", grid=grid)
     for k in range(n):
@@ -649,7 +763,7 @@ def nifti_info(source: str | os.PathLike[str] | bytes, *, name: str | None = Non
         InvalidInputError: as :func:`read_nifti_series` for a bad header or geometry.
     """
     data, shown, _ = _read_bytes(source, name)
-    parsed = _parse(data, shown)
+    parsed = _parse(data, shown, voxels=False)
     grid = _grid(parsed, shown, [])
     _geometry(grid, shown)
     return SeriesInfo(
@@ -697,13 +811,12 @@ def read_nifti_mask(source: NiftiSource, grid: NiftiGrid, *, name: str | None = 
             f"{shown}: the mask's affine differs from its scan's, so it does not lie over the scan; "
             "resample the mask onto the scan's grid (same shape and affine)"
         )
-    values = _load_voxels(parsed, shown, [])
+    values = _load_voxels(parsed, grid, shown, [])
     if values.size and float(values.min()) < 0:
         raise InvalidInputError(
             f"{shown}: the mask holds negative values; expected 0 (background) and labels >= 1"
         )
-    labels = np.rint(grid.to_reading(values)).astype(np.int32)
-    return np.ascontiguousarray(np.moveaxis(labels, 2, 0))
+    return np.rint(values).astype(np.int32)
 
 
 def grid_from_series(series: Series) -> NiftiGrid:
