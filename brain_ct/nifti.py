@@ -45,7 +45,7 @@ import io as _io
 import os
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -254,6 +254,7 @@ class _Inflow:
         self._zlib = zlib.decompressobj(wbits=31) if self.gz else None
         self._tail = b""  # compressed input that zlib has not consumed yet
         self.ended = False  # no more data (the last gzip member's trailer was read and checked)
+        self.produced = 0  # bytes handed out so far (for gzip: all that was ever inflated)
 
     @property
     def position(self) -> int:
@@ -282,9 +283,12 @@ class _Inflow:
             got = min(len(out), len(self._data) - self._pos)
             out[:got] = self._data[self._pos : self._pos + got]
             self._pos += got
+            self.produced += got
             return got
         try:
-            return self._inflate_into(out)
+            got = self._inflate_into(out)
+            self.produced += got
+            return got
         except (EOFError, zlib.error):
             raise InvalidInputError(
                 f"{self._shown}: the gzip stream is truncated or corrupt (it ends early or fails its checks); "
@@ -292,10 +296,10 @@ class _Inflow:
             ) from None
 
     def _inflate_into(self, out: memoryview) -> int:
-        inflater = self._zlib
-        assert inflater is not None  # only called for gzip data
         got = 0
         while got < len(out) and not self.ended:
+            inflater = self._zlib  # a new one for each gzip member
+            assert inflater is not None  # only called for gzip data
             if self._tail:
                 given: bytes | memoryview = self._tail
             else:
@@ -584,32 +588,59 @@ def _geometry(grid: NiftiGrid, shown: str) -> _Geometry:
 # --------------------------------------------------------------------------- voxels
 
 
-def _load_voxels(parsed: _Parsed, grid: NiftiGrid, shown: str, notes: list[str]) -> np.ndarray:
-    """float32 ``[slices, rows, columns]`` (reading layout, C-contiguous) scaled by scl_slope / scl_inter.
+def _scaled_slices(parsed: _Parsed, grid: NiftiGrid) -> Iterator[np.ndarray]:
+    """The stored voxels as float32 ``[rows, columns]`` slices of the reading layout, scaled.
 
-    Converted one slice at a time into the one output buffer (no full-size intermediates): the
-    scaling is nibabel's (:meth:`nibabel.arrayproxy.ArrayProxy.get_scaled` for float32), applied
-    element by element, so the values are exactly those of ``get_fdata(dtype=np.float32)``.
+    The scaling is nibabel's (``ArrayProxy._get_scaled`` for float32: scl_slope / scl_inter cast
+    to float32 where exact, :func:`nibabel.volumeutils.apply_read_scaling`), applied element by
+    element, so the values are exactly those of ``get_fdata(dtype=np.float32)``, one slice at a time.
     """
     assert parsed.raw is not None  # _parse(..., voxels=True)
-    slope, inter = parsed.header.get_slope_inter()
-    scale = [np.asanyarray(1.0 if slope is None else slope), np.asanyarray(0.0 if inter is None else inter)]
-    scale = [v.astype(np.float32) if np.can_cast(v, np.float32) else v for v in scale]
     stored = grid.to_reading(parsed.raw.reshape(grid.shape3, order="F"))
-    rows, cols, n = grid.reading_shape
-    volume = np.empty((n, rows, cols), dtype=np.float32)
-    bad = 0
-    for k in range(n):
-        scaled = volumeutils.apply_read_scaling(stored[:, :, k], *scale)
-        volume[k] = scaled.astype(np.promote_types(scaled.dtype, np.float32), copy=False)
-        bad += int(volume[k].size - np.count_nonzero(np.isfinite(volume[k])))
-    if slope is not None and (slope, inter) != (1.0, 0.0):
-        notes.append(f"NIfTI scaling applied: HU = stored x {slope:g} + {inter:g} (scl_slope, scl_inter)")
+    scale = _read_scaling(parsed.header)
+    for k in range(stored.shape[2]):
+        yield np.asarray(volumeutils.apply_read_scaling(stored[:, :, k], *scale), dtype=np.float32)
+
+
+def _read_scaling(header: Any) -> list[np.ndarray]:
+    """(slope, intercept) as nibabel applies them when reading float32 (1 and 0 when unset)."""
+    slope, inter = header.get_slope_inter()
+    scale = [np.asanyarray(1.0 if slope is None else slope), np.asanyarray(0.0 if inter is None else inter)]
+    return [v.astype(np.float32) if np.can_cast(v, np.float32) else v for v in scale]
+
+
+def _voxel_sample(parsed: _Parsed) -> np.ndarray:
+    """float32 HU of :func:`_sample` of the stored voxels (source order), before the volume is built."""
+    assert parsed.raw is not None
+    picked = _sample(parsed.raw.reshape(parsed.shape, order="F"))
+    return np.asarray(volumeutils.apply_read_scaling(picked, *_read_scaling(parsed.header)), dtype=np.float32)
+
+
+def _refuse_non_finite(bad: int, shown: str) -> None:
     if bad:
         raise InvalidInputError(
             f"{shown}: {bad} voxel(s) are NaN or infinite; a CT volume holds finite HU values. "
             "Replace them (e.g. with -1000, air) before reading it"
         )
+
+
+def _count_non_finite(planes: Iterator[np.ndarray]) -> int:
+    return sum(int(plane.size - np.count_nonzero(np.isfinite(plane))) for plane in planes)
+
+
+def _load_voxels(parsed: _Parsed, grid: NiftiGrid, shown: str, notes: list[str]) -> np.ndarray:
+    """float32 ``[slices, rows, columns]`` (reading layout, C-contiguous) scaled by scl_slope / scl_inter.
+
+    Filled one slice at a time into the one output buffer (no full-size intermediates).
+    """
+    rows, cols, n = grid.reading_shape
+    volume = np.empty((n, rows, cols), dtype=np.float32)
+    for k, plane in enumerate(_scaled_slices(parsed, grid)):
+        volume[k] = plane
+    slope, inter = parsed.header.get_slope_inter()
+    if slope is not None and (slope, inter) != (1.0, 0.0):
+        notes.append(f"NIfTI scaling applied: HU = stored x {slope:g} + {inter:g} (scl_slope, scl_inter)")
+    _refuse_non_finite(_count_non_finite(iter(volume)), shown)
     return volume
 
 
@@ -628,10 +659,16 @@ def check_ct_like(hu: np.ndarray, shown: str = "the volume") -> None:
     Raises:
         InvalidInputError: with the value range received and how to fix it.
     """
-    sample = _sample(hu)
+    problem = _not_ct_reason(_sample(hu), shown)
+    if problem:
+        raise InvalidInputError(problem)
+
+
+def _not_ct_reason(sample: np.ndarray, shown: str) -> str | None:
+    """Why a sample of a volume's HU (:func:`_sample`) is not a head CT in HU, or None when it is."""
     air, tissue = _ct_fractions(sample)
     if air >= MIN_CT_FRACTION and tissue >= MIN_CT_FRACTION:
-        return
+        return None
     low, high = (float(v) for v in np.percentile(sample, [1, 99]))
     missing = (
         "no air (values at or below -500 HU)" if air < MIN_CT_FRACTION else "no soft tissue (-100..100 HU)"
@@ -643,7 +680,7 @@ def check_ct_like(hu: np.ndarray, shown: str = "the volume") -> None:
         if shifted
         else ""
     )
-    raise InvalidInputError(
+    return (
         f"{shown}: the values do not look like a CT in Hounsfield units: they run from about {low:g} to "
         f"{high:g} (1st-99th percentile) with {missing}; a head CT has air at about -1000 HU around the head "
         f"and brain at 20-40 HU. This may be an MRI or a normalised array, which the model cannot read.{hint}"
@@ -705,11 +742,15 @@ def read_nifti_series(
     notes: list[str] = []
     grid = _grid(parsed, shown, notes)
     geometry = _geometry(grid, shown)
+    # Judged on a sample of the stored voxels before the float32 volume exists: a volume of zeros
+    # that inflates to the cap costs its stored bytes only. Non-finite voxels are named first.
+    problem = _not_ct_reason(_voxel_sample(parsed), shown)
+    if problem:
+        _refuse_non_finite(_count_non_finite(_scaled_slices(parsed, grid)), shown)
+        raise InvalidInputError(problem)
     # [slice, row, column], C-contiguous: each slice is a contiguous [H, W] view of one buffer.
     volume = _load_voxels(parsed, grid, shown, notes)
     del parsed, data
-    # Judged in the source's voxel order, as it always was (the sample of a large volume is strided).
-    check_ct_like(grid.to_source(np.moveaxis(volume, 0, 2)), shown)
     rows, cols, n = grid.reading_shape
     series = NiftiSeries(slices=[], files=[], positions=[], source=label, sort_key="position", grid=grid)
     for k in range(n):

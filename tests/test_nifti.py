@@ -19,13 +19,17 @@ from nibabel import orientations
 
 from brain_ct.errors import InvalidInputError, NotHeadCTError
 from brain_ct.nifti import (
+    MAX_EXTENSION_BYTES,
     MAX_VOLUME_BYTES,
+    MAX_VOXELS,
     NiftiGrid,
     NiftiSeries,
+    _Inflow,
     check_ct_like,
     grid_from_series,
     heatmap_volume,
     is_nifti,
+    nifti_info,
     read_nifti_mask,
     read_nifti_series,
     write_heatmap_nifti,
@@ -630,3 +634,102 @@ def test_model_reads_a_nifti_scan_and_its_heatmaps_go_back_to_the_grid(
     np.testing.assert_allclose(
         volume[::-1, ::-1, :].transpose(1, 0, 2), np.stack(heatmaps, axis=-1), atol=1e-6
     )
+
+
+# --------------------------------------------------------------------------- streamed inflating (issue 26)
+
+
+def _bomb_header(shape: tuple[int, ...], dtype: type) -> bytes:
+    """A NIfTI-1 header declaring ``shape`` of ``dtype`` and no voxels after it."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    header.set_sform(np.diag([0.5, 0.5, 1.0, 1.0]), code=1)
+    return header.binaryblock + b"\0" * 4
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "declared"),
+    [
+        ((512, 512, 512), np.float64, r"512 x 512 x 512 voxels of float64 \(1,024 MiB\)"),  # 1 GiB
+        ((512, 512, 640), np.uint8, r"512 x 512 x 640 voxels of uint8 \(160 MiB\)"),  # 167 M voxels
+        ((512, 512, 401), np.int16, r"512 x 512 x 401 voxels of int16"),  # one slice above the cap
+        ((512, 512, 300), np.float64, r"512 x 512 x 300 voxels of float64 \(600 MiB\)"),  # bytes cap
+    ],
+)
+def test_bomb_headers_are_refused_in_the_users_terms(shape: tuple, dtype: type, declared: str) -> None:
+    packed = gzip.compress(_bomb_header(shape, dtype))
+    message = declared + r".*up to 400 slices of 512 x 512 \(104,857,600 voxels\) and 400 MiB.*before reading"
+    with pytest.raises(InvalidInputError, match=message):
+        read_nifti_series(packed, name="bomb.nii.gz")
+    with pytest.raises(InvalidInputError, match=message):
+        nifti_info(packed, name="bomb.nii.gz")
+
+
+def test_largest_head_ct_is_within_the_caps() -> None:
+    assert 512 * 512 * 400 <= MAX_VOXELS < 512 * 512 * 401
+    assert 512 * 512 * 400 * 4 <= MAX_VOLUME_BYTES < 512 * 512 * 400 * 8
+
+
+def test_inflating_stops_at_what_is_asked() -> None:
+    # 256 MiB of zeros compress to ~1 MB: only the bytes asked for are ever inflated.
+    packed = gzip.compress(bytes(256 << 20), compresslevel=1)
+    stream = _Inflow(packed, "x.nii.gz")
+    assert stream.read(540) == bytes(540)
+    assert stream.produced == 540 and not stream.ended
+    assert stream.skip(10 << 20) == 10 << 20
+    assert stream.produced == 540 + (10 << 20) and not stream.ended
+
+
+def test_listing_reads_only_the_header(good_bytes: bytes) -> None:
+    # The voxels are cut off: a listing (header only) still describes the volume, a reading refuses it.
+    cut = gzip.compress(good_bytes[:400])
+    info = nifti_info(cut, name="scan.nii.gz")
+    assert info.n_slices == N_SLICES and info.orientation == "axial"
+    with pytest.raises(InvalidInputError, match="truncated"):
+        read_nifti_series(cut, name="scan.nii.gz")
+
+
+def test_concatenated_gzip_members_and_padding_read_as_gzip_does(
+    good_bytes: bytes, dicom_series: Series
+) -> None:
+    half = len(good_bytes) // 2
+    members = gzip.compress(good_bytes[:half]) + gzip.compress(good_bytes[half:]) + bytes(100)
+    assert gzip.GzipFile(fileobj=io.BytesIO(members)).read() == good_bytes
+    _assert_same_scan(read_nifti_series(members), dicom_series)
+    with pytest.raises(InvalidInputError, match="gzip stream is truncated or corrupt"):
+        read_nifti_series(gzip.compress(good_bytes) + b"junk after the stream")
+
+
+def test_huge_extension_gap_is_refused(good_bytes: bytes) -> None:
+    raw = _with_header(good_bytes, "<f", 108, float(MAX_EXTENSION_BYTES + 352 + 16))
+    with pytest.raises(InvalidInputError, match="header extensions"):
+        read_nifti_series(gzip.compress(raw))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "slope", "inter", "order"),
+    [
+        (np.int16, None, None, "<"),
+        (np.int16, 0.5, -1024.0, ">"),
+        (np.uint8, 16.0, -1100.0, "<"),
+        (np.int32, 1.0, -1024.0, "<"),
+        (np.float64, None, None, ">"),
+        (np.float32, 1.5, 3.0, "<"),
+    ],
+)
+def test_voxels_are_exactly_nibabels(
+    dicom_series: Series, dtype: type, slope: float | None, inter: float | None, order: str
+) -> None:
+    hu, affine = _reading(dicom_series)
+    stored = hu if slope is None else (hu - inter) / slope
+    stored = np.clip(stored, *((0, 255) if dtype is np.uint8 else (-3e4, 3e4)))
+    image = nib.Nifti1Image(stored.astype(dtype), affine, header=nib.Nifti1Header(endianness=order))
+    if slope is not None:
+        image.header.set_slope_inter(slope, inter)
+    raw = image.to_bytes()
+    expected = nib.Nifti1Image.from_bytes(raw).get_fdata(dtype=np.float32)
+    series = read_nifti_series(gzip.compress(raw), allow_unverified=True)
+    got = np.stack([ct.hu for ct in series.slices], axis=-1)
+    assert series.grid is not None
+    np.testing.assert_array_equal(series.grid.to_source(got), expected)
