@@ -89,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         for label, path in cases.items():
             run = subprocess.run([sys.executable, "-c", _CASE, str(path)], capture_output=True, text=True)
-            row = json.loads(run.stdout.strip().splitlines()[-1]) if run.returncode == 0 else {"error": run.stderr[-400:]}
+            row = (
+                json.loads(run.stdout.strip().splitlines()[-1])
+                if run.returncode == 0
+                else {"error": run.stderr[-400:]}
+            )
             row["file_mb"] = round(path.stat().st_size / 2**20, 2)
             results[label] = row
             print(f"{label}: {json.dumps(row)}", flush=True)
