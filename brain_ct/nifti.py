@@ -104,6 +104,82 @@ _SNIFF_BYTES = 540
 
 
 @dataclass(frozen=True)
+class SliceResampling:
+    """How the slices of a tilted or unevenly spaced DICOM series go onto a regular grid.
+
+    As ``dcm2niix`` corrects gantry tilt: the grid's slices are planes along the slice normal
+    through the first slice; each source slice is moved in its own plane by the offset of its
+    (0020,0032) *Image Position Patient* from the first slice's (the shear a tilted gantry puts
+    between slices), so a point of the patient keeps its row and column on every slice. Slices
+    that are not evenly spaced along the normal are then interpolated linearly along it onto a
+    regular step. Both are bilinear in (row, column, normal): a linear function of patient space
+    comes out exactly (tested).
+
+    Attributes:
+        positions: float64 ``[n]`` source slice positions along the normal, mm from the first (increasing).
+        shifts: float64 ``[n, 2]`` each source slice's in-plane move in pixels (rows, columns).
+        step: the grid's slice spacing along the normal, mm.
+        n_out: the grid's number of slices.
+    """
+
+    positions: np.ndarray
+    shifts: np.ndarray
+    step: float
+    n_out: int
+
+    @property
+    def n_in(self) -> int:
+        """Number of source slices."""
+        return len(self.positions)
+
+    def apply(self, planes: Sequence[np.ndarray]) -> np.ndarray:
+        """Source planes (float32 ``[rows, columns]``, series order) → float32 ``[rows, columns, n_out]``.
+
+        Outside a moved slice's field of view the grid holds 0.
+        """
+        moved = [
+            _moved_bilinear(p, float(dy), float(dx)) for p, (dy, dx) in zip(planes, self.shifts, strict=True)
+        ]
+        rows, cols = moved[0].shape
+        out = np.zeros((rows, cols, self.n_out), dtype=np.float32)
+        for m in range(self.n_out):
+            t = m * self.step
+            k = int(np.clip(np.searchsorted(self.positions, t, side="right") - 1, 0, max(self.n_in - 2, 0)))
+            if self.n_in == 1:
+                out[:, :, m] = moved[0]
+                continue
+            w = float(
+                np.clip((t - self.positions[k]) / (self.positions[k + 1] - self.positions[k]), 0.0, 1.0)
+            )
+            out[:, :, m] = (1.0 - w) * moved[k] + w * moved[k + 1]
+        return out
+
+
+def _moved_bilinear(plane: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """``plane`` moved by (dy, dx) pixels: ``out[y, x] = plane[y - dy, x - dx]``, bilinear, 0 outside."""
+    plane = np.asarray(plane, dtype=np.float32)
+    iy, ix = int(np.floor(dy)), int(np.floor(dx))
+    fy, fx = dy - iy, dx - ix
+    out = np.zeros_like(plane)
+    for oy, wy in ((iy, 1.0 - fy), (iy + 1, fy)):
+        for ox, wx in ((ix, 1.0 - fx), (ix + 1, fx)):
+            if wy * wx > 0.0:
+                out += np.float32(wy * wx) * _moved_whole(plane, oy, ox)
+    return out
+
+
+def _moved_whole(plane: np.ndarray, oy: int, ox: int) -> np.ndarray:
+    """``plane`` moved by whole pixels (``out[y, x] = plane[y - oy, x - ox]``), 0 where nothing lands."""
+    rows, cols = plane.shape
+    out = np.zeros_like(plane)
+    if abs(oy) < rows and abs(ox) < cols:
+        out[max(oy, 0) : rows + min(oy, 0), max(ox, 0) : cols + min(ox, 0)] = plane[
+            max(-oy, 0) : rows + min(-oy, 0), max(-ox, 0) : cols + min(-ox, 0)
+        ]
+    return out
+
+
+@dataclass(frozen=True)
 class NiftiGrid:
     """A source volume's voxel grid and how it maps to the reading layout ``[row, column, slice]``.
 
@@ -120,6 +196,9 @@ class NiftiGrid:
         qform_code, sform_code: their NIfTI codes (0 = not set).
         zooms: voxel sizes (``pixdim``) of the spatial axes, in ``unit``.
         unit: spatial unit name of the header (``"mm"``, ``"meter"``, ``"micron"``, ``"unknown"``).
+        resampling: for a DICOM series with gantry tilt or uneven slice spacing, how its slices go onto
+            this regular grid (:class:`SliceResampling`); None when the slices are the grid's slices.
+        note: what was done to make the grid regular, in words for a reader; None when nothing was.
     """
 
     shape: tuple[int, ...]
@@ -131,6 +210,8 @@ class NiftiGrid:
     sform_code: int = 0
     zooms: tuple[float, ...] = ()
     unit: str = "mm"
+    resampling: SliceResampling | None = field(default=None, repr=False)
+    note: str | None = None
 
     @property
     def shape3(self) -> tuple[int, int, int]:
@@ -868,9 +949,14 @@ def grid_from_series(series: Series) -> NiftiGrid:
     (0020,0032) *Image Position Patient* of the first and last slices (LPS turned into RAS), so a
     heatmap volume overlays the scan in a viewer. The reading layout is the slices as stored.
 
+    A series with gantry tilt (slices stepping along the table, not along their normal) or with
+    uneven slice spacing gets, as dcm2niix builds it, a regular orthogonal grid along the slice
+    normal instead: ``resampling`` says how the slices go onto it (:class:`SliceResampling`) and
+    ``note`` says so in words (e.g. "gantry tilt of 18.5° corrected ...").
+
     Raises:
-        InvalidInputError: slices without geometry (PNG/JPG), of different sizes or orientations,
-            or not evenly spaced (a volume needs one slice step).
+        InvalidInputError: slices without geometry (PNG/JPG), of different sizes, orientations or
+            pixel spacings, or two slices at one position (the message says why; callers show it).
     """
     if isinstance(series, NiftiSeries) and series.grid is not None:
         return series.grid
@@ -905,13 +991,12 @@ def grid_from_series(series: Series) -> NiftiGrid:
     n = len(slices)
     if n > 1:
         step = (ipp[-1] - ipp[0]) / (n - 1)
-        if np.linalg.norm(step) < 1e-6 or np.abs(np.diff(ipp, axis=0) - step).max() > 0.01 * np.linalg.norm(
-            step
-        ):
-            raise InvalidInputError(
-                "the slices are not evenly spaced (a gap, an overlap or a repeated position), so they do not "
-                "form one regular volume; a heatmap volume needs one slice step"
-            )
+        uneven = np.abs(np.diff(ipp, axis=0) - step).max() > 0.01 * np.linalg.norm(step)
+        normal = np.cross(row_dir, col_dir)
+        # Gantry tilt: the slices follow each other along the table, not along their normal.
+        sheared = np.linalg.norm(np.cross(ipp[-1] - ipp[0], normal)) > 0.05 * min(row_mm, col_mm)
+        if np.linalg.norm(step) < 1e-6 or uneven or sheared:
+            return _regular_grid(ipp, row_dir, col_dir, (float(row_mm), float(col_mm)), (rows, cols))
     else:
         thickness = float(metas[0].get("SpacingBetweenSlices") or metas[0].get("SliceThickness") or 1.0)
         step = np.cross(row_dir, col_dir) * thickness
@@ -935,12 +1020,89 @@ def grid_from_series(series: Series) -> NiftiGrid:
     )
 
 
+def _regular_grid(
+    ipp: np.ndarray,
+    row_dir: np.ndarray,
+    col_dir: np.ndarray,
+    pixel_mm: tuple[float, float],
+    size: tuple[int, int],
+) -> NiftiGrid:
+    """The regular grid of a tilted or unevenly spaced series (:class:`SliceResampling`).
+
+    Args:
+        ipp: float64 ``[n, 3]`` (0020,0032) *Image Position Patient* of the slices in series order (LPS mm).
+        row_dir, col_dir: unit vectors of (0020,0037) *Image Orientation Patient* (LPS).
+        pixel_mm: (0028,0030) *Pixel Spacing*: (between rows, between columns) in mm.
+        size: (rows, columns) of a slice.
+
+    Raises:
+        InvalidInputError: two slices at one position along the normal (a repeated slice or two
+            series mixed), or a grid above :data:`MAX_VOXELS`.
+    """
+    (row_mm, col_mm), (rows, cols) = pixel_mm, size
+    normal = np.cross(row_dir, col_dir)
+    normal /= np.linalg.norm(normal)
+    offsets = ipp - ipp[0]
+    positions = offsets @ normal
+    if positions[-1] < positions[0]:
+        normal, positions = -normal, -positions
+    gaps = np.diff(positions)
+    span = float(positions[-1] - positions[0])
+    if span <= 1e-6 or gaps.min() <= 1e-3 * span / len(gaps):
+        raise InvalidInputError(
+            "two slices lie at the same position along the slice normal (a repeated slice, or two series "
+            "or two passes mixed), so the slices do not form one volume and no heatmap volume can be built; "
+            "read one series at a time (--series)"
+        )
+    # The finest regular spacing of the scan itself (a head CT often has 2 spacings: thin slices at
+    # the skull base, thicker above); a lone narrow gap where two blocks meet does not set the step.
+    step = float(gaps[gaps >= 0.5 * np.median(gaps)].min())
+    n_out = int(np.floor(span / step + 1e-6)) + 1
+    if n_out * rows * cols > MAX_VOXELS:
+        raise InvalidInputError(
+            f"the heatmap volume would need {n_out} slices of {cols} x {rows} at {step:.2f} mm; at most "
+            f"{MAX_VOXELS:,} voxels are written"
+        )
+    shifts = np.stack([offsets @ col_dir / row_mm, offsets @ row_dir / col_mm], axis=1)
+    tilt = float(
+        np.degrees(np.arccos(min(1.0, abs(float(np.dot(offsets[-1], normal))) / np.linalg.norm(offsets[-1]))))
+    )
+    done = []
+    if tilt > 0.05:
+        done.append(f"gantry tilt of {tilt:.1f}° corrected (each slice moved in its plane)")
+    if gaps.max() - gaps.min() > 0.01 * step:
+        done.append(
+            f"{len(positions)} slices {gaps.min():.2f}-{gaps.max():.2f} mm apart resampled to {n_out} slices "
+            f"{step:.2f} mm apart (linear along the slice normal)"
+        )
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * col_mm
+    lps[:3, 1] = col_dir * row_mm
+    lps[:3, 2] = normal * step
+    lps[:3, 3] = ipp[0]
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    return NiftiGrid(
+        shape=(cols, rows, n_out),
+        affine=affine,
+        reading_ornt=np.array([[1.0, 1.0], [0.0, 1.0], [2.0, 1.0]]),
+        qform=affine,
+        sform=affine,
+        qform_code=1,
+        sform_code=1,
+        zooms=(float(col_mm), float(row_mm), step),
+        unit="mm",
+        resampling=SliceResampling(positions=positions - positions[0], shifts=shifts, step=step, n_out=n_out),
+        note="heatmap volume on a regular grid as dcm2niix builds one: " + "; ".join(done) if done else None,
+    )
+
+
 def heatmap_volume(heatmaps: Sequence[np.ndarray], grid: NiftiGrid) -> np.ndarray:
     """Per-slice heatmaps (reading order) as one float32 volume in the source's voxel layout.
 
     Args:
         heatmaps: one float ``[rows, columns]`` per slice, in the series' order (``Prediction.heatmap``).
-        grid: the series' grid (:func:`grid_from_series`).
+        grid: the series' grid (:func:`grid_from_series`); with ``grid.resampling`` the heatmaps are
+            moved and interpolated onto it (one per source slice).
 
     Returns:
         float32 array of shape ``grid.shape``.
@@ -949,6 +1111,8 @@ def heatmap_volume(heatmaps: Sequence[np.ndarray], grid: NiftiGrid) -> np.ndarra
         InvalidInputError: wrong count or shape, or non-finite values.
     """
     rows, cols, n = grid.reading_shape
+    if grid.resampling is not None:
+        n = grid.resampling.n_in
     if len(heatmaps) != n:
         raise InvalidInputError(
             f"got {len(heatmaps)} heatmaps for a volume of {n} slices; need one per slice"
@@ -962,7 +1126,10 @@ def heatmap_volume(heatmaps: Sequence[np.ndarray], grid: NiftiGrid) -> np.ndarra
             )
         if not np.isfinite(plane).all():
             raise InvalidInputError(f"heatmap {k} holds NaN or infinite values")
-    stack = np.stack(planes, axis=-1) if planes else np.zeros((rows, cols, 0), np.float32)
+    if grid.resampling is not None:
+        stack = grid.resampling.apply(planes)
+    else:
+        stack = np.stack(planes, axis=-1) if planes else np.zeros((rows, cols, 0), np.float32)
     return np.ascontiguousarray(grid.to_source(stack), dtype=np.float32)
 
 
