@@ -1000,11 +1000,34 @@ def grid_from_series(series: Series) -> NiftiGrid:
     else:
         thickness = float(metas[0].get("SpacingBetweenSlices") or metas[0].get("SliceThickness") or 1.0)
         step = np.cross(row_dir, col_dir) * thickness
+    return _dicom_grid(ipp[0], row_dir, col_dir, (float(row_mm), float(col_mm)), step, (rows, cols, n))
+
+
+def _dicom_grid(
+    origin: np.ndarray,
+    row_dir: np.ndarray,
+    col_dir: np.ndarray,
+    pixel_mm: tuple[float, float],
+    step: np.ndarray,
+    size: tuple[int, int, int],
+    **extra: Any,
+) -> NiftiGrid:
+    """The grid of DICOM slices: voxel axes (column, row, slice), LPS geometry turned into RAS.
+
+    Args:
+        origin: (0020,0032) *Image Position Patient* of the first slice, LPS mm.
+        row_dir, col_dir: unit vectors of (0020,0037) *Image Orientation Patient* (LPS).
+        pixel_mm: (0028,0030) *Pixel Spacing*: (between rows, between columns) in mm.
+        step: LPS mm vector from one slice to the next.
+        size: (rows, columns, slices).
+        extra: further :class:`NiftiGrid` fields (``resampling``, ``note``).
+    """
+    (row_mm, col_mm), (rows, cols, n) = pixel_mm, size
     lps = np.eye(4)
     lps[:3, 0] = row_dir * col_mm  # voxel axis i: along a row, from one column to the next
     lps[:3, 1] = col_dir * row_mm  # voxel axis j: down a column, from one row to the next
     lps[:3, 2] = step
-    lps[:3, 3] = ipp[0]
+    lps[:3, 3] = origin
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
     return NiftiGrid(
         shape=(cols, rows, n),
@@ -1017,6 +1040,7 @@ def grid_from_series(series: Series) -> NiftiGrid:
         sform_code=1,
         zooms=(float(col_mm), float(row_mm), float(np.linalg.norm(step))),
         unit="mm",
+        **extra,
     )
 
 
@@ -1075,22 +1099,13 @@ def _regular_grid(
             f"{len(positions)} slices {gaps.min():.2f}-{gaps.max():.2f} mm apart resampled to {n_out} slices "
             f"{step:.2f} mm apart (linear along the slice normal)"
         )
-    lps = np.eye(4)
-    lps[:3, 0] = row_dir * col_mm
-    lps[:3, 1] = col_dir * row_mm
-    lps[:3, 2] = normal * step
-    lps[:3, 3] = ipp[0]
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    return NiftiGrid(
-        shape=(cols, rows, n_out),
-        affine=affine,
-        reading_ornt=np.array([[1.0, 1.0], [0.0, 1.0], [2.0, 1.0]]),
-        qform=affine,
-        sform=affine,
-        qform_code=1,
-        sform_code=1,
-        zooms=(float(col_mm), float(row_mm), step),
-        unit="mm",
+    return _dicom_grid(
+        ipp[0],
+        row_dir,
+        col_dir,
+        pixel_mm,
+        normal * step,
+        (rows, cols, n_out),
         resampling=SliceResampling(positions=positions - positions[0], shifts=shifts, step=step, n_out=n_out),
         note="heatmap volume on a regular grid as dcm2niix builds one: " + "; ".join(done) if done else None,
     )
