@@ -14,9 +14,11 @@ Reading, in order (nothing is written anywhere):
    before a single voxel is read: 2–7 dims, a 3-D volume (a 2-D file or a third dim of 1 is one
    slice; a 4th or 5th dim above 1 — a time series, several volumes or channels — is refused),
    a grey data type (no RGB, no complex), and the declared voxel bytes at most
-   :data:`MAX_VOLUME_BYTES` / :data:`MAX_VOXELS`. Then exactly the bytes the header announces are
-   read from the (gzip) stream, so a truncated file is caught and a gzip bomb cannot inflate
-   beyond the declared size.
+   :data:`MAX_VOLUME_BYTES` / :data:`MAX_VOXELS` (a head CT is at most about 400 slices of
+   512 x 512). Only the header's bytes are inflated for that (a listing, :func:`nifti_info`, stops
+   there). Then one buffer of exactly the declared voxel bytes is allocated and the (gzip) stream
+   is inflated once, straight into it, with zlib's ``max_length`` capping every step, so a
+   truncated file is caught and a gzip bomb cannot inflate beyond the declared size.
 2. **Geometry** from nibabel's best affine (sform, else qform; voxel → RAS+ mm): a voxel axis
    more than :data:`MAX_OBLIQUITY_DEG` from every patient axis is refused (an oblique volume
    cannot be read as axial slices without resampling). The axes are permuted and flipped
