@@ -532,82 +532,24 @@ def _gather(
 
 # --------------------------------------------------------------------------- names are user data
 
-#: Capitalised words a file or folder name may hold and still be shown: what scanners, PACS exports
-#: and this project's own tools call slices. Any other capitalised word of 4+ letters may be a name.
-_NAME_WORDS = frozenset(
-    [
-        "image",
-        "images",
-        "slice",
-        "slices",
-        "series",
-        "scan",
-        "scans",
-        "frame",
-        "frames",
-        "file",
-        "files",
-        "dicom",
-        "dicomdir",
-        "axial",
-        "coronal",
-        "sagittal",
-        "head",
-        "brain",
-        "skull",
-        "bone",
-        "soft",
-        "thin",
-        "thick",
-        "standard",
-        "std",
-        "recon",
-        "mpr",
-        "scout",
-        "localizer",
-        "topogram",
-        "plain",
-        "contrast",
-        "noncontrast",
-        "hemorrhage",
-        "normal",
-        "masks",
-        "mask",
-        "phantom",
-        "phantoms",
-        "synth",
-        "synthetic",
-        "demo",
-        "example",
-        "examples",
-        "test",
-        "tests",
-        "sample",
-        "samples",
-        "upload",
-        "uploads",
-        "data",
-        "export",
-        "study",
-    ]
-)
-
 #: Extensions dropped before a name is screened.
 _NAME_EXTENSIONS = (".dcm", ".dicom", ".dic", ".ima", ".img", ".raw", ".txt", ".bin", ".json", ".xml")
+_NAME_EXTENSIONS += (".nii", ".nii.gz", ".zip")
 _NAME_EXTENSIONS += IMAGE_EXTENSIONS
 
 
 def screen_name(name: str, identifying: Sequence[str] = ()) -> bool:
-    """Whether a file or folder name from an upload may be shown (names are user data).
+    """Whether a file or folder name from inside an upload may be shown (names are user data).
 
-    A name passes only when it looks like what scanners, exports and people call slices
-    (``IM0003``, ``img_12.dcm``, ``slice10.png``, ``broken.dcm``): every path part made of
-    letters, digits, ``_ - . #`` and spaces, at most 48 characters; each word of 4+ letters
-    either all lower case or one of :data:`_NAME_WORDS` (exports write names in capitals:
-    ``ZORBLATT``, ``Quennell``, ``PIDZ99183`` do not pass); digit runs at most 6 long (a date
-    such as 20210915 or a long id does not pass) and at most 4 of them (a UID does not); no ``^``
-    (the DICOM person-name separator); and no identifying value of the file's own header
-    (``identifying``, from :func:`brain_ct.privacy.identifying_values`, compared ignoring case).
+    An allow-list: a name passes only when it is made of what scanners and exports call files
+    (``IM000123``, ``SE1/IMG_0012.dcm``, ``head_ct_axial_05.png``, ``LICENSE``): every path part
+    of letters, digits, ``_ - . #`` and spaces, at most 48 characters; every letter run one of
+    :data:`brain_ct.privacy.NAME_WORDS` (:func:`brain_ct.privacy.name_words_known`: ``JS_570312``,
+    ``john_smith_ct_01.dcm``, ``MRN123456.dcm``, ``mary jones`` do not pass); every digit run at most
+    6 digits long (a date such as 19570312 or a record number does not pass) and at most 4 of them
+    in a part (a UID does not); and no identifying value of the file's own header (``identifying``,
+    from :func:`brain_ct.privacy.identifying_values`, compared ignoring case). A path the user typed
+    (the CLI's argument) is not screened: this is for names found inside a folder or zip.
 
     Args:
         name: a file name or a POSIX relative path (every part is screened).
@@ -625,6 +567,7 @@ def screen_name(name: str, identifying: Sequence[str] = ()) -> bool:
 
 
 def _part_passes(part: str) -> bool:
+    """One path part: allowed characters and length, allow-listed words, short and few digit runs."""
     if not part or len(part) > 48 or not re.fullmatch(r"[A-Za-z0-9_\-.# ]+", part):
         return False
     stem = part
@@ -632,13 +575,8 @@ def _part_passes(part: str) -> bool:
         if stem.lower().endswith(ext) and len(stem) > len(ext):
             stem = stem[: -len(ext)]
             break
-    words = re.findall(r"[A-Za-z]+", stem)
     digits = re.findall(r"\d+", stem)
-    return (
-        all(len(w) <= 3 or w.islower() or w.lower() in _NAME_WORDS for w in words)
-        and all(len(d) <= 6 for d in digits)
-        and len(digits) <= 4
-    )
+    return privacy.name_words_known(part) and all(len(d) <= 6 for d in digits) and len(digits) <= 4
 
 
 def name_members(members: list[Member], identifying: dict[int, list[str]]) -> None:

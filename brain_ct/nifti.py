@@ -14,9 +14,11 @@ Reading, in order (nothing is written anywhere):
    before a single voxel is read: 2–7 dims, a 3-D volume (a 2-D file or a third dim of 1 is one
    slice; a 4th or 5th dim above 1 — a time series, several volumes or channels — is refused),
    a grey data type (no RGB, no complex), and the declared voxel bytes at most
-   :data:`MAX_VOLUME_BYTES` / :data:`MAX_VOXELS`. Then exactly the bytes the header announces are
-   read from the (gzip) stream, so a truncated file is caught and a gzip bomb cannot inflate
-   beyond the declared size.
+   :data:`MAX_VOLUME_BYTES` / :data:`MAX_VOXELS` (a head CT is at most about 400 slices of
+   512 x 512). Only the header's bytes are inflated for that (a listing, :func:`nifti_info`, stops
+   there). Then one buffer of exactly the declared voxel bytes is allocated and the (gzip) stream
+   is inflated once, straight into it, with zlib's ``max_length`` capping every step, so a
+   truncated file is caught and a gzip bomb cannot inflate beyond the declared size.
 2. **Geometry** from nibabel's best affine (sform, else qform; voxel → RAS+ mm): a voxel axis
    more than :data:`MAX_OBLIQUITY_DEG` from every patient axis is refused (an oblique volume
    cannot be read as axial slices without resampling). The axes are permuted and flipped
@@ -45,27 +47,30 @@ import io as _io
 import os
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import nibabel as nib
 import numpy as np
-from nibabel import orientations
+from nibabel import orientations, volumeutils
 
 from brain_ct.errors import InvalidInputError
 from brain_ct.image import CTImage
-from brain_ct.io import MAX_SIDE, MAX_TOTAL_PIXELS, MIN_SIDE, hu_image, read_source
+from brain_ct.io import MAX_SIDE, MIN_SIDE, hu_image, read_source
 from brain_ct.series import Series, SeriesInfo, check_plausible_series
 
 NiftiSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
-#: Most bytes of voxel data a header may declare (checked before any voxel is read).
-MAX_VOLUME_BYTES = 1 << 30
+#: Most voxels in one volume: a head CT is at most about 400 slices of 512 x 512 (thin-section).
+MAX_VOXELS = 512 * 512 * 400
 
-#: Most voxels in one volume: as many as the largest multi-frame DICOM read (640 slices of 512²).
-MAX_VOXELS = MAX_TOTAL_PIXELS
+#: Most bytes of voxel data a header may declare: the largest volume above stored as float32.
+MAX_VOLUME_BYTES = MAX_VOXELS * 4
+
+#: Most bytes of header extensions (between the header and the voxels) read and skipped.
+MAX_EXTENSION_BYTES = 1 << 24
 
 #: A voxel axis further than this from every patient axis (degrees) makes the volume oblique.
 MAX_OBLIQUITY_DEG = 30.0
@@ -101,6 +106,82 @@ _SNIFF_BYTES = 540
 
 
 @dataclass(frozen=True)
+class SliceResampling:
+    """How the slices of a tilted or unevenly spaced DICOM series go onto a regular grid.
+
+    As ``dcm2niix`` corrects gantry tilt: the grid's slices are planes along the slice normal
+    through the first slice; each source slice is moved in its own plane by the offset of its
+    (0020,0032) *Image Position Patient* from the first slice's (the shear a tilted gantry puts
+    between slices), so a point of the patient keeps its row and column on every slice. Slices
+    that are not evenly spaced along the normal are then interpolated linearly along it onto a
+    regular step. Both are bilinear in (row, column, normal): a linear function of patient space
+    comes out exactly (tested).
+
+    Attributes:
+        positions: float64 ``[n]`` source slice positions along the normal, mm from the first (increasing).
+        shifts: float64 ``[n, 2]`` each source slice's in-plane move in pixels (rows, columns).
+        step: the grid's slice spacing along the normal, mm.
+        n_out: the grid's number of slices.
+    """
+
+    positions: np.ndarray
+    shifts: np.ndarray
+    step: float
+    n_out: int
+
+    @property
+    def n_in(self) -> int:
+        """Number of source slices."""
+        return len(self.positions)
+
+    def apply(self, planes: Sequence[np.ndarray]) -> np.ndarray:
+        """Source planes (float32 ``[rows, columns]``, series order) → float32 ``[rows, columns, n_out]``.
+
+        Outside a moved slice's field of view the grid holds 0.
+        """
+        moved = [
+            _moved_bilinear(p, float(dy), float(dx)) for p, (dy, dx) in zip(planes, self.shifts, strict=True)
+        ]
+        rows, cols = moved[0].shape
+        out = np.zeros((rows, cols, self.n_out), dtype=np.float32)
+        for m in range(self.n_out):
+            t = m * self.step
+            k = int(np.clip(np.searchsorted(self.positions, t, side="right") - 1, 0, max(self.n_in - 2, 0)))
+            if self.n_in == 1:
+                out[:, :, m] = moved[0]
+                continue
+            w = float(
+                np.clip((t - self.positions[k]) / (self.positions[k + 1] - self.positions[k]), 0.0, 1.0)
+            )
+            out[:, :, m] = (1.0 - w) * moved[k] + w * moved[k + 1]
+        return out
+
+
+def _moved_bilinear(plane: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """``plane`` moved by (dy, dx) pixels: ``out[y, x] = plane[y - dy, x - dx]``, bilinear, 0 outside."""
+    plane = np.asarray(plane, dtype=np.float32)
+    iy, ix = int(np.floor(dy)), int(np.floor(dx))
+    fy, fx = dy - iy, dx - ix
+    out = np.zeros_like(plane)
+    for oy, wy in ((iy, 1.0 - fy), (iy + 1, fy)):
+        for ox, wx in ((ix, 1.0 - fx), (ix + 1, fx)):
+            if wy * wx > 0.0:
+                out += np.float32(wy * wx) * _moved_whole(plane, oy, ox)
+    return out
+
+
+def _moved_whole(plane: np.ndarray, oy: int, ox: int) -> np.ndarray:
+    """``plane`` moved by whole pixels (``out[y, x] = plane[y - oy, x - ox]``), 0 where nothing lands."""
+    rows, cols = plane.shape
+    out = np.zeros_like(plane)
+    if abs(oy) < rows and abs(ox) < cols:
+        out[max(oy, 0) : rows + min(oy, 0), max(ox, 0) : cols + min(ox, 0)] = plane[
+            max(-oy, 0) : rows + min(-oy, 0), max(-ox, 0) : cols + min(-ox, 0)
+        ]
+    return out
+
+
+@dataclass(frozen=True)
 class NiftiGrid:
     """A source volume's voxel grid and how it maps to the reading layout ``[row, column, slice]``.
 
@@ -117,6 +198,9 @@ class NiftiGrid:
         qform_code, sform_code: their NIfTI codes (0 = not set).
         zooms: voxel sizes (``pixdim``) of the spatial axes, in ``unit``.
         unit: spatial unit name of the header (``"mm"``, ``"meter"``, ``"micron"``, ``"unknown"``).
+        resampling: for a DICOM series with gantry tilt or uneven slice spacing, how its slices go onto
+            this regular grid (:class:`SliceResampling`); None when the slices are the grid's slices.
+        note: what was done to make the grid regular, in words for a reader; None when nothing was.
     """
 
     shape: tuple[int, ...]
@@ -128,6 +212,8 @@ class NiftiGrid:
     sform_code: int = 0
     zooms: tuple[float, ...] = ()
     unit: str = "mm"
+    resampling: SliceResampling | None = field(default=None, repr=False)
+    note: str | None = None
 
     @property
     def shape3(self) -> tuple[int, int, int]:
@@ -233,46 +319,127 @@ def _read_bytes(source: NiftiSource, name: str | None) -> tuple[bytes, str, str]
     return data, shown, str(source) if isinstance(source, str | os.PathLike) else shown
 
 
-def _read_exact(stream: IO[bytes], n: int, shown: str) -> bytes:
-    """Read up to ``n`` bytes; a damaged gzip stream becomes a clear error."""
-    parts: list[bytes] = []
-    got = 0
-    try:
-        while got < n:
-            chunk = stream.read(min(_CHUNK, n - got))
-            if not chunk:
+class _Inflow:
+    """A NIfTI file's bytes as one forward-only stream, inflated on demand when it is gzip.
+
+    Inflating is capped at every step (zlib's ``max_length``): a reader gets exactly the bytes it
+    asks for, so the header can be checked after 348 or 540 bytes and a gzip bomb costs no more
+    than the voxel bytes its (checked) header declares, inflated once straight into their buffer.
+    Concatenated gzip members and zero padding after the last are read as :mod:`gzip` reads them;
+    each member's CRC and size are checked by zlib when its trailer is reached.
+    """
+
+    def __init__(self, data: bytes, shown: str) -> None:
+        self.gz = data[:2] == b"\x1f\x8b"
+        self._data = memoryview(data)
+        self._pos = 0  # next unread byte of ``data``
+        self._shown = shown
+        self._zlib = zlib.decompressobj(wbits=31) if self.gz else None
+        self._tail = b""  # compressed input that zlib has not consumed yet
+        self.ended = False  # no more data (the last gzip member's trailer was read and checked)
+        self.produced = 0  # bytes handed out so far (for gzip: all that was ever inflated)
+
+    @property
+    def position(self) -> int:
+        """Bytes of ``data`` consumed so far (for uncompressed data: the offset of the next byte)."""
+        return self._pos
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes (fewer only at the end of the data)."""
+        out = bytearray(n)
+        return bytes(out[: self.readinto(memoryview(out))])
+
+    def skip(self, n: int) -> int:
+        """Read and drop up to ``n`` bytes, a chunk at a time; returns how many there were."""
+        scratch = memoryview(bytearray(min(n, _CHUNK)))
+        done = 0
+        while done < n and not self.ended:
+            got = self.readinto(scratch[: min(len(scratch), n - done)])
+            done += got
+            if not got:
                 break
-            parts.append(chunk)
+        return done
+
+    def readinto(self, out: memoryview) -> int:
+        """Fill ``out`` (a writable byte buffer); returns the bytes written, fewer only at the end."""
+        if not self.gz:
+            got = min(len(out), len(self._data) - self._pos)
+            out[:got] = self._data[self._pos : self._pos + got]
+            self._pos += got
+            self.produced += got
+            return got
+        try:
+            got = self._inflate_into(out)
+            self.produced += got
+            return got
+        except (EOFError, zlib.error):
+            raise InvalidInputError(
+                f"{self._shown}: the gzip stream is truncated or corrupt (it ends early or fails its checks); "
+                "re-download or re-export the .nii.gz"
+            ) from None
+
+    def _inflate_into(self, out: memoryview) -> int:
+        got = 0
+        while got < len(out) and not self.ended:
+            inflater = self._zlib  # a new one for each gzip member
+            assert inflater is not None  # only called for gzip data
+            if self._tail:
+                given: bytes | memoryview = self._tail
+            else:
+                given = self._data[self._pos : self._pos + _CHUNK]
+                self._pos += len(given)
+            chunk = inflater.decompress(given, min(_CHUNK, len(out) - got))
+            self._tail = inflater.unconsumed_tail
+            out[got : got + len(chunk)] = chunk
             got += len(chunk)
-    except (EOFError, OSError, zlib.error):
-        raise InvalidInputError(
-            f"{shown}: the gzip stream is truncated or corrupt (it ends early or fails its checks); "
-            "re-download or re-export the .nii.gz"
-        ) from None
-    return b"".join(parts)
+            if inflater.eof:
+                self._next_member(len(inflater.unused_data))
+            elif not chunk and not given:
+                raise EOFError("the data ends inside the gzip stream")
+        return got
+
+    def _next_member(self, unused: int) -> None:
+        """After a gzip member's trailer: start the next member, or end at zero padding / the data's end."""
+        start = self._pos - unused
+        rest = np.frombuffer(self._data[start:], dtype=np.uint8)
+        nonzero = np.flatnonzero(rest)
+        if not nonzero.size:
+            self.ended = True
+            return
+        start += int(nonzero[0])
+        if bytes(self._data[start : start + 2]) != b"\x1f\x8b":
+            raise EOFError("bytes after the gzip stream that are not a gzip member")
+        self._pos, self._tail = start, b""
+        self._zlib = zlib.decompressobj(wbits=31)
 
 
 @dataclass
 class _Parsed:
     header: Any  # nibabel Nifti1Header or Nifti2Header
     shape: tuple[int, ...]  # spatial shape as stored (2 or 3 dims)
-    data: bytes  # header + extensions + voxel bytes, exactly as many as declared
+    dtype: np.dtype  # voxel data type as stored (with its byte order)
     kind: str  # "NIfTI-1" or "NIfTI-2"
+    # The voxels as stored, 1-D (Fortran order of ``shape``); None when only the header was read.
+    raw: np.ndarray | None = None
 
 
-def _parse(data: bytes, shown: str) -> _Parsed:
-    """Parse and check the header, then read exactly the voxel bytes it declares."""
-    gz = data[:2] == b"\x1f\x8b"
-    stream: IO[bytes] = gzip.GzipFile(fileobj=_io.BytesIO(data)) if gz else _io.BytesIO(data)
-    first = _read_exact(stream, 4, shown)
+def _parse(data: bytes, shown: str, *, voxels: bool = True) -> _Parsed:
+    """Parse and check the header, then (``voxels``) read exactly the voxel bytes it declares.
+
+    The voxel buffer is allocated only after :func:`_check_header` has accepted the declared
+    dims x itemsize, and a gzip stream is inflated once, straight into it; an uncompressed file's
+    voxels are a view of ``data``. With ``voxels=False`` only the header is inflated (a listing).
+    """
+    stream = _Inflow(data, shown)
+    first = stream.read(4)
     found = _header_kind(first) if len(first) == 4 else None
     if found is None:
-        inside = "a gzip file that does not hold a NIfTI volume" if gz else "not a NIfTI file"
+        inside = "a gzip file that does not hold a NIfTI volume" if stream.gz else "not a NIfTI file"
         raise InvalidInputError(
             f"{shown}: this is {inside} (no NIfTI header at its start); expected {ACCEPTED}"
         )
     size, order = found
-    head = first + _read_exact(stream, size - 4, shown)
+    head = first + stream.read(size - 4)
     if len(head) < size:
         raise InvalidInputError(
             f"{shown}: the file ends inside its NIfTI header (truncated); expected {ACCEPTED}"
@@ -293,25 +460,50 @@ def _parse(data: bytes, shown: str) -> _Parsed:
     if magic not in (b"n+1", b"n+2"):
         raise InvalidInputError(f"{shown}: the {kind} header has no valid magic string; the file is damaged")
     shape, dtype = _check_header(header, shown, kind)
-    n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     offset = int(header["vox_offset"])
     if offset < size:
         raise InvalidInputError(
             f"{shown}: the header says the voxels start at byte {offset}, inside the header itself; "
             "the file is damaged"
         )
-    body = _read_exact(stream, offset + n_bytes - size, shown)
-    if len(body) < offset + n_bytes - size:
+    spatial = tuple(shape[:3]) if len(shape) >= 3 else tuple(shape)
+    parsed = _Parsed(header=header, shape=spatial, dtype=dtype, kind=kind)
+    if voxels:
+        parsed.raw = _read_voxels(
+            stream, data, offset - size, int(np.prod(shape, dtype=object)), dtype, shown
+        )
+    return parsed
+
+
+def _read_voxels(
+    stream: _Inflow, data: bytes, gap: int, n_vox: int, dtype: np.dtype, shown: str
+) -> np.ndarray:
+    """The ``n_vox`` voxels after ``gap`` bytes of header extensions, 1-D ``dtype``, read once."""
+    n_bytes = n_vox * dtype.itemsize
+    if gap > MAX_EXTENSION_BYTES:
+        raise InvalidInputError(
+            f"{shown}: the header puts the voxels {gap:,} bytes after its end (header extensions); at most "
+            f"{MAX_EXTENSION_BYTES // 2**20} MiB of extensions are read. The file is damaged or not a CT volume"
+        )
+    skipped = stream.skip(gap)
+    if stream.gz:
+        buffer = np.empty(n_bytes, dtype=np.uint8)
+        got = stream.readinto(memoryview(buffer)) if skipped == gap else 0
+        if got == n_bytes:
+            # gzip checks its CRC only at the end of the stream, past the declared voxels: read on to it,
+            # or a corrupted stream that still inflates would give wrong HU silently.
+            stream.skip(_MAX_TRAILING)
+    else:
+        start = stream.position
+        got = min(n_bytes, len(data) - start)
+    if got < n_bytes:
         raise InvalidInputError(
             f"{shown}: the file is truncated: its header announces {n_bytes} bytes of voxels, "
-            f"but only {max(len(body) + size - offset, 0)} are there; re-download or re-export it"
+            f"but only {max(skipped - gap + got, 0)} are there; re-download or re-export it"
         )
-    if gz:
-        # gzip checks its CRC only at the end of the stream, past the declared voxels: read on to it,
-        # or a corrupted stream that still inflates would give wrong HU silently.
-        _read_exact(stream, _MAX_TRAILING, shown)
-    spatial = tuple(shape[:3]) if len(shape) >= 3 else tuple(shape)
-    return _Parsed(header=header, shape=spatial, data=head + body, kind=kind)
+    if stream.gz:
+        return buffer.view(dtype)
+    return np.frombuffer(data, dtype=dtype, count=n_vox, offset=start)
 
 
 def _check_header(header: Any, shown: str, kind: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -369,10 +561,17 @@ def _check_header(header: Any, shown: str, kind: str) -> tuple[tuple[int, ...], 
     if n_vox > MAX_VOXELS or n_bytes > MAX_VOLUME_BYTES:
         raise InvalidInputError(
             f"{shown}: the header declares {' x '.join(map(str, shape))} voxels of {dtype} "
-            f"({n_bytes / 2**20:,.0f} MiB); at most {MAX_VOXELS:,} voxels and {MAX_VOLUME_BYTES / 2**20:,.0f} MiB "
-            "are read. Refused before reading any voxel; crop or downsample the volume"
+            f"({n_bytes / 2**20:,.0f} MiB); a head-CT volume is read up to {_in_slices(MAX_VOXELS)} "
+            f"({MAX_VOXELS:,} voxels) and {MAX_VOLUME_BYTES / 2**20:,.0f} MiB of voxel data (that size in "
+            "int16 or float32). Refused before reading any voxel; crop or downsample the volume, or store "
+            "it as int16 or float32"
         )
     return shape, dtype
+
+
+def _in_slices(voxels: int, side: int = 512) -> str:
+    """A voxel count in a reader's terms: ``"400 slices of 512 x 512"``."""
+    return f"{voxels // (side * side)} slices of {side} x {side}"
 
 
 # --------------------------------------------------------------------------- geometry
@@ -472,33 +671,60 @@ def _geometry(grid: NiftiGrid, shown: str) -> _Geometry:
 # --------------------------------------------------------------------------- voxels
 
 
-def _load_voxels(parsed: _Parsed, shown: str, notes: list[str]) -> np.ndarray:
-    """float32 voxels in the source layout (``parsed.shape``), scaled by scl_slope / scl_inter."""
-    klass = nib.Nifti1Image if parsed.kind == "NIfTI-1" else nib.Nifti2Image
-    try:
-        # nibabel prints header fix-ups to stderr through its own log handler; the header was
-        # checked here already, so keep the CLI and the server log quiet.
-        with nib.imageglobals.LoggingOutputSuppressor():
-            image = klass.from_bytes(parsed.data)
-        # From the header as parsed: nibabel moves the scaling into the image's data proxy.
-        slope, inter = parsed.header.get_slope_inter()
-        voxels = np.asarray(image.get_fdata(dtype=np.float32), dtype=np.float32)
-    except InvalidInputError:
-        raise
-    except Exception as exc:
-        raise InvalidInputError(
-            f"{shown}: the {parsed.kind} voxels cannot be read ({type(exc).__name__}); the file is damaged"
-        ) from None
-    if slope is not None and (slope, inter) != (1.0, 0.0):
-        notes.append(f"NIfTI scaling applied: HU = stored x {slope:g} + {inter:g} (scl_slope, scl_inter)")
-    voxels = voxels.reshape(parsed.shape)
-    bad = int(voxels.size - np.count_nonzero(np.isfinite(voxels)))
+def _scaled_slices(parsed: _Parsed, grid: NiftiGrid) -> Iterator[np.ndarray]:
+    """The stored voxels as float32 ``[rows, columns]`` slices of the reading layout, scaled.
+
+    The scaling is nibabel's (``ArrayProxy._get_scaled`` for float32: scl_slope / scl_inter cast
+    to float32 where exact, :func:`nibabel.volumeutils.apply_read_scaling`), applied element by
+    element, so the values are exactly those of ``get_fdata(dtype=np.float32)``, one slice at a time.
+    """
+    assert parsed.raw is not None  # _parse(..., voxels=True)
+    stored = grid.to_reading(parsed.raw.reshape(grid.shape3, order="F"))
+    scale = _read_scaling(parsed.header)
+    for k in range(stored.shape[2]):
+        yield np.asarray(volumeutils.apply_read_scaling(stored[:, :, k], *scale), dtype=np.float32)
+
+
+def _read_scaling(header: Any) -> list[np.ndarray]:
+    """(slope, intercept) as nibabel applies them when reading float32 (1 and 0 when unset)."""
+    slope, inter = header.get_slope_inter()
+    scale = [np.asanyarray(1.0 if slope is None else slope), np.asanyarray(0.0 if inter is None else inter)]
+    return [v.astype(np.float32) if np.can_cast(v, np.float32) else v for v in scale]
+
+
+def _voxel_sample(parsed: _Parsed) -> np.ndarray:
+    """float32 HU of :func:`_sample` of the stored voxels (source order), before the volume is built."""
+    assert parsed.raw is not None
+    picked = _sample(parsed.raw.reshape(parsed.shape, order="F"))
+    return np.asarray(volumeutils.apply_read_scaling(picked, *_read_scaling(parsed.header)), dtype=np.float32)
+
+
+def _refuse_non_finite(bad: int, shown: str) -> None:
     if bad:
         raise InvalidInputError(
             f"{shown}: {bad} voxel(s) are NaN or infinite; a CT volume holds finite HU values. "
             "Replace them (e.g. with -1000, air) before reading it"
         )
-    return voxels
+
+
+def _count_non_finite(planes: Iterator[np.ndarray]) -> int:
+    return sum(int(plane.size - np.count_nonzero(np.isfinite(plane))) for plane in planes)
+
+
+def _load_voxels(parsed: _Parsed, grid: NiftiGrid, shown: str, notes: list[str]) -> np.ndarray:
+    """float32 ``[slices, rows, columns]`` (reading layout, C-contiguous) scaled by scl_slope / scl_inter.
+
+    Filled one slice at a time into the one output buffer (no full-size intermediates).
+    """
+    rows, cols, n = grid.reading_shape
+    volume = np.empty((n, rows, cols), dtype=np.float32)
+    for k, plane in enumerate(_scaled_slices(parsed, grid)):
+        volume[k] = plane
+    slope, inter = parsed.header.get_slope_inter()
+    if slope is not None and (slope, inter) != (1.0, 0.0):
+        notes.append(f"NIfTI scaling applied: HU = stored x {slope:g} + {inter:g} (scl_slope, scl_inter)")
+    _refuse_non_finite(_count_non_finite(iter(volume)), shown)
+    return volume
 
 
 def check_ct_like(hu: np.ndarray, shown: str = "the volume") -> None:
@@ -516,10 +742,16 @@ def check_ct_like(hu: np.ndarray, shown: str = "the volume") -> None:
     Raises:
         InvalidInputError: with the value range received and how to fix it.
     """
-    sample = _sample(hu)
+    problem = _not_ct_reason(_sample(hu), shown)
+    if problem:
+        raise InvalidInputError(problem)
+
+
+def _not_ct_reason(sample: np.ndarray, shown: str) -> str | None:
+    """Why a sample of a volume's HU (:func:`_sample`) is not a head CT in HU, or None when it is."""
     air, tissue = _ct_fractions(sample)
     if air >= MIN_CT_FRACTION and tissue >= MIN_CT_FRACTION:
-        return
+        return None
     low, high = (float(v) for v in np.percentile(sample, [1, 99]))
     missing = (
         "no air (values at or below -500 HU)" if air < MIN_CT_FRACTION else "no soft tissue (-100..100 HU)"
@@ -531,7 +763,7 @@ def check_ct_like(hu: np.ndarray, shown: str = "the volume") -> None:
         if shifted
         else ""
     )
-    raise InvalidInputError(
+    return (
         f"{shown}: the values do not look like a CT in Hounsfield units: they run from about {low:g} to "
         f"{high:g} (1st-99th percentile) with {missing}; a head CT has air at about -1000 HU around the head "
         f"and brain at 20-40 HU. This may be an MRI or a normalised array, which the model cannot read.{hint}"
@@ -539,9 +771,13 @@ def check_ct_like(hu: np.ndarray, shown: str = "the volume") -> None:
 
 
 def _sample(values: np.ndarray) -> np.ndarray:
-    """A strided sample of at most ~2 million values: fractions of 1 % stay exact enough, and cheap."""
-    flat = values.reshape(-1)
-    return flat[:: max(1, flat.size // 2_000_000)]
+    """A strided sample of at most ~2 million values: fractions of 1 % stay exact enough, and cheap.
+
+    The values at every k-th index of ``values`` in C order, taken without flattening (a flatten
+    of a non-contiguous view would copy the whole volume).
+    """
+    step = max(1, values.size // 2_000_000)
+    return values[np.unravel_index(np.arange(0, values.size, step), values.shape)]
 
 
 def _ct_fractions(sample: np.ndarray) -> tuple[float, float]:
@@ -585,17 +821,19 @@ def read_nifti_series(
     """
     data, shown, label = _read_bytes(source, name)
     parsed = _parse(data, shown)
-    del data
     kind = parsed.kind
     notes: list[str] = []
     grid = _grid(parsed, shown, notes)
     geometry = _geometry(grid, shown)
-    voxels = _load_voxels(parsed, shown, notes)
-    del parsed
-    check_ct_like(voxels, shown)
+    # Judged on a sample of the stored voxels before the float32 volume exists: a volume of zeros
+    # that inflates to the cap costs its stored bytes only. Non-finite voxels are named first.
+    problem = _not_ct_reason(_voxel_sample(parsed), shown)
+    if problem:
+        _refuse_non_finite(_count_non_finite(_scaled_slices(parsed, grid)), shown)
+        raise InvalidInputError(problem)
     # [slice, row, column], C-contiguous: each slice is a contiguous [H, W] view of one buffer.
-    volume = np.ascontiguousarray(np.moveaxis(grid.to_reading(voxels), 2, 0))
-    del voxels
+    volume = _load_voxels(parsed, grid, shown, notes)
+    del parsed, data
     rows, cols, n = grid.reading_shape
     series = NiftiSeries(slices=[], files=[], positions=[], source=label, sort_key="position", grid=grid)
     for k in range(n):
@@ -649,7 +887,7 @@ def nifti_info(source: str | os.PathLike[str] | bytes, *, name: str | None = Non
         InvalidInputError: as :func:`read_nifti_series` for a bad header or geometry.
     """
     data, shown, _ = _read_bytes(source, name)
-    parsed = _parse(data, shown)
+    parsed = _parse(data, shown, voxels=False)
     grid = _grid(parsed, shown, [])
     _geometry(grid, shown)
     return SeriesInfo(
@@ -697,13 +935,12 @@ def read_nifti_mask(source: NiftiSource, grid: NiftiGrid, *, name: str | None = 
             f"{shown}: the mask's affine differs from its scan's, so it does not lie over the scan; "
             "resample the mask onto the scan's grid (same shape and affine)"
         )
-    values = _load_voxels(parsed, shown, [])
+    values = _load_voxels(parsed, grid, shown, [])
     if values.size and float(values.min()) < 0:
         raise InvalidInputError(
             f"{shown}: the mask holds negative values; expected 0 (background) and labels >= 1"
         )
-    labels = np.rint(grid.to_reading(values)).astype(np.int32)
-    return np.ascontiguousarray(np.moveaxis(labels, 2, 0))
+    return np.rint(values).astype(np.int32)
 
 
 def grid_from_series(series: Series) -> NiftiGrid:
@@ -714,9 +951,14 @@ def grid_from_series(series: Series) -> NiftiGrid:
     (0020,0032) *Image Position Patient* of the first and last slices (LPS turned into RAS), so a
     heatmap volume overlays the scan in a viewer. The reading layout is the slices as stored.
 
+    A series with gantry tilt (slices stepping along the table, not along their normal) or with
+    uneven slice spacing gets, as dcm2niix builds it, a regular orthogonal grid along the slice
+    normal instead: ``resampling`` says how the slices go onto it (:class:`SliceResampling`) and
+    ``note`` says so in words (e.g. "gantry tilt of 18.5° corrected ...").
+
     Raises:
-        InvalidInputError: slices without geometry (PNG/JPG), of different sizes or orientations,
-            or not evenly spaced (a volume needs one slice step).
+        InvalidInputError: slices without geometry (PNG/JPG), of different sizes, orientations or
+            pixel spacings, or two slices at one position (the message says why; callers show it).
     """
     if isinstance(series, NiftiSeries) and series.grid is not None:
         return series.grid
@@ -751,21 +993,43 @@ def grid_from_series(series: Series) -> NiftiGrid:
     n = len(slices)
     if n > 1:
         step = (ipp[-1] - ipp[0]) / (n - 1)
-        if np.linalg.norm(step) < 1e-6 or np.abs(np.diff(ipp, axis=0) - step).max() > 0.01 * np.linalg.norm(
-            step
-        ):
-            raise InvalidInputError(
-                "the slices are not evenly spaced (a gap, an overlap or a repeated position), so they do not "
-                "form one regular volume; a heatmap volume needs one slice step"
-            )
+        uneven = np.abs(np.diff(ipp, axis=0) - step).max() > 0.01 * np.linalg.norm(step)
+        normal = np.cross(row_dir, col_dir)
+        # Gantry tilt: the slices follow each other along the table, not along their normal.
+        sheared = np.linalg.norm(np.cross(ipp[-1] - ipp[0], normal)) > 0.05 * min(row_mm, col_mm)
+        if np.linalg.norm(step) < 1e-6 or uneven or sheared:
+            return _regular_grid(ipp, row_dir, col_dir, (float(row_mm), float(col_mm)), (rows, cols))
     else:
         thickness = float(metas[0].get("SpacingBetweenSlices") or metas[0].get("SliceThickness") or 1.0)
         step = np.cross(row_dir, col_dir) * thickness
+    return _dicom_grid(ipp[0], row_dir, col_dir, (float(row_mm), float(col_mm)), step, (rows, cols, n))
+
+
+def _dicom_grid(
+    origin: np.ndarray,
+    row_dir: np.ndarray,
+    col_dir: np.ndarray,
+    pixel_mm: tuple[float, float],
+    step: np.ndarray,
+    size: tuple[int, int, int],
+    **extra: Any,
+) -> NiftiGrid:
+    """The grid of DICOM slices: voxel axes (column, row, slice), LPS geometry turned into RAS.
+
+    Args:
+        origin: (0020,0032) *Image Position Patient* of the first slice, LPS mm.
+        row_dir, col_dir: unit vectors of (0020,0037) *Image Orientation Patient* (LPS).
+        pixel_mm: (0028,0030) *Pixel Spacing*: (between rows, between columns) in mm.
+        step: LPS mm vector from one slice to the next.
+        size: (rows, columns, slices).
+        extra: further :class:`NiftiGrid` fields (``resampling``, ``note``).
+    """
+    (row_mm, col_mm), (rows, cols, n) = pixel_mm, size
     lps = np.eye(4)
     lps[:3, 0] = row_dir * col_mm  # voxel axis i: along a row, from one column to the next
     lps[:3, 1] = col_dir * row_mm  # voxel axis j: down a column, from one row to the next
     lps[:3, 2] = step
-    lps[:3, 3] = ipp[0]
+    lps[:3, 3] = origin
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
     return NiftiGrid(
         shape=(cols, rows, n),
@@ -778,6 +1042,74 @@ def grid_from_series(series: Series) -> NiftiGrid:
         sform_code=1,
         zooms=(float(col_mm), float(row_mm), float(np.linalg.norm(step))),
         unit="mm",
+        **extra,
+    )
+
+
+def _regular_grid(
+    ipp: np.ndarray,
+    row_dir: np.ndarray,
+    col_dir: np.ndarray,
+    pixel_mm: tuple[float, float],
+    size: tuple[int, int],
+) -> NiftiGrid:
+    """The regular grid of a tilted or unevenly spaced series (:class:`SliceResampling`).
+
+    Args:
+        ipp: float64 ``[n, 3]`` (0020,0032) *Image Position Patient* of the slices in series order (LPS mm).
+        row_dir, col_dir: unit vectors of (0020,0037) *Image Orientation Patient* (LPS).
+        pixel_mm: (0028,0030) *Pixel Spacing*: (between rows, between columns) in mm.
+        size: (rows, columns) of a slice.
+
+    Raises:
+        InvalidInputError: two slices at one position along the normal (a repeated slice or two
+            series mixed), or a grid above :data:`MAX_VOXELS`.
+    """
+    (row_mm, col_mm), (rows, cols) = pixel_mm, size
+    normal = np.cross(row_dir, col_dir)
+    normal /= np.linalg.norm(normal)
+    offsets = ipp - ipp[0]
+    positions = offsets @ normal
+    if positions[-1] < positions[0]:
+        normal, positions = -normal, -positions
+    gaps = np.diff(positions)
+    span = float(positions[-1] - positions[0])
+    if span <= 1e-6 or gaps.min() <= 1e-3 * span / len(gaps):
+        raise InvalidInputError(
+            "two slices lie at the same position along the slice normal (a repeated slice, or two series "
+            "or two passes mixed), so the slices do not form one volume and no heatmap volume can be built; "
+            "read one series at a time (--series)"
+        )
+    # The finest regular spacing of the scan itself (a head CT often has 2 spacings: thin slices at
+    # the skull base, thicker above); a lone narrow gap where two blocks meet does not set the step.
+    step = float(gaps[gaps >= 0.5 * np.median(gaps)].min())
+    n_out = int(np.floor(span / step + 1e-6)) + 1
+    if n_out * rows * cols > MAX_VOXELS:
+        raise InvalidInputError(
+            f"the heatmap volume would need {n_out} slices of {cols} x {rows} at {step:.2f} mm; at most "
+            f"{MAX_VOXELS:,} voxels are written"
+        )
+    shifts = np.stack([offsets @ col_dir / row_mm, offsets @ row_dir / col_mm], axis=1)
+    tilt = float(
+        np.degrees(np.arccos(min(1.0, abs(float(np.dot(offsets[-1], normal))) / np.linalg.norm(offsets[-1]))))
+    )
+    done = []
+    if tilt > 0.05:
+        done.append(f"gantry tilt of {tilt:.1f}° corrected (each slice moved in its plane)")
+    if gaps.max() - gaps.min() > 0.01 * step:
+        done.append(
+            f"{len(positions)} slices {gaps.min():.2f}-{gaps.max():.2f} mm apart resampled to {n_out} slices "
+            f"{step:.2f} mm apart (linear along the slice normal)"
+        )
+    return _dicom_grid(
+        ipp[0],
+        row_dir,
+        col_dir,
+        pixel_mm,
+        normal * step,
+        (rows, cols, n_out),
+        resampling=SliceResampling(positions=positions - positions[0], shifts=shifts, step=step, n_out=n_out),
+        note="heatmap volume on a regular grid as dcm2niix builds one: " + "; ".join(done) if done else None,
     )
 
 
@@ -786,7 +1118,8 @@ def heatmap_volume(heatmaps: Sequence[np.ndarray], grid: NiftiGrid) -> np.ndarra
 
     Args:
         heatmaps: one float ``[rows, columns]`` per slice, in the series' order (``Prediction.heatmap``).
-        grid: the series' grid (:func:`grid_from_series`).
+        grid: the series' grid (:func:`grid_from_series`); with ``grid.resampling`` the heatmaps are
+            moved and interpolated onto it (one per source slice).
 
     Returns:
         float32 array of shape ``grid.shape``.
@@ -795,6 +1128,8 @@ def heatmap_volume(heatmaps: Sequence[np.ndarray], grid: NiftiGrid) -> np.ndarra
         InvalidInputError: wrong count or shape, or non-finite values.
     """
     rows, cols, n = grid.reading_shape
+    if grid.resampling is not None:
+        n = grid.resampling.n_in
     if len(heatmaps) != n:
         raise InvalidInputError(
             f"got {len(heatmaps)} heatmaps for a volume of {n} slices; need one per slice"
@@ -808,7 +1143,10 @@ def heatmap_volume(heatmaps: Sequence[np.ndarray], grid: NiftiGrid) -> np.ndarra
             )
         if not np.isfinite(plane).all():
             raise InvalidInputError(f"heatmap {k} holds NaN or infinite values")
-    stack = np.stack(planes, axis=-1) if planes else np.zeros((rows, cols, 0), np.float32)
+    if grid.resampling is not None:
+        stack = grid.resampling.apply(planes)
+    else:
+        stack = np.stack(planes, axis=-1) if planes else np.zeros((rows, cols, 0), np.float32)
     return np.ascontiguousarray(grid.to_source(stack), dtype=np.float32)
 
 

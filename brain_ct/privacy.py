@@ -385,3 +385,60 @@ def _pattern(values: Iterable[str]) -> re.Pattern[str] | None:
     # Lookarounds instead of \b: values may start or end with punctuation ("Doe^John", "1.2.3").
     alternatives = "|".join(re.escape(v) for v in kept)
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------- file and folder names
+
+_NAME_WORD_GROUPS = (
+    # files, slices and series as scanners, PACS and DICOMDIR exports number them (IM0001, SE1, EE...)
+    "i x z im img imgs ima image images pic slice slices sl frame frames file files part",
+    "se ser series seq sequence st std study studies pa pat ee exam acq run vol volume volumes",
+    # modality, anatomy, plane, reconstruction and acquisition
+    "scan scans ct cta ctp ncct mr mri pet dx cr xa us modality",
+    "head brain neck spine cervical skull bone bones soft tissue thin thick standard sharp smooth",
+    "ax axi axial cor coronal sag sagittal obl oblique mpr mip minip recon rec reformat reformatted",
+    "scout loc localizer localiser topo topogram survey helical spiral gantry tilt tilted",
+    "plain contrast noncontrast nc pre post wo with without enhanced window wl ww kernel fc mm",
+    # formats and extensions
+    "dicom dicomdir dcm dic dir nii nifti gz zip jpg jpeg png bmp tif tiff webp gif raw bin json",
+    "xml txt csv md pdf npy npz mha nrrd",
+    # sidecar files of exports and data sets
+    "license licence readme copying notice authors changelog manifest index info meta metadata version",
+    # exports, data sets, examples and this project's own outputs
+    "pacs export exported exports import data dataset upload uploads download downloads",
+    "anon anonymized anonymised deid deidentified demo example examples sample samples test tests",
+    "phantom phantoms synth synthetic qa real anatomy case cases sub ses anat",
+    "ge siemens philips toshiba canon hitachi",
+    "hemorrhage haemorrhage bleed ich sdh edh sah ivh iph normal abnormal",
+    "mask masks label labels seg segmentation heatmap heatmaps overlay",
+    "new old copy orig original final output input result results left right top bottom no of",
+    # what test and sidecar files are called (no name of anybody)
+    "notes broken junk bad corrupt damaged empty dummy misc other extra",
+    "thumb thumbs thumbnail preview rt plan dose struct report sr",
+)
+
+#: The words a file or folder name from inside an upload may be made of (compared ignoring case):
+#: what scanners, PACS and viewer exports, converters and this project's tools write, sidecar file
+#: names and file extensions. A name holding any other letter run (``JS``, ``Smith``, ``MRN``) may
+#: name or point to a person and is not shown (:func:`name_words_known`). Deliberately no first
+#: names, surnames or initials; single letters only where an export writes them (GE's ``I0001``).
+NAME_WORDS: frozenset[str] = frozenset(" ".join(_NAME_WORD_GROUPS).split())
+
+# A name's letter runs, split where a lower-case letter meets a capital ("ImageSlice": Image, Slice).
+_NAME_PIECES = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+")
+
+
+def name_words_known(name: str) -> bool:
+    """Whether every letter run of a file or folder name is one of :data:`NAME_WORDS`.
+
+    Letter runs are split at digits, punctuation and a lower-to-upper case change
+    (``IMG0001.dcm``: IMG, dcm; ``HeadCT``: Head, CT), compared ignoring case. Digits are not
+    judged here (:func:`brain_ct.collect.screen_name` limits their runs).
+
+    Args:
+        name: a file name or one part of a path.
+
+    Returns:
+        True when the name holds no letter run outside the allow-list (a name of digits only too).
+    """
+    return all(piece.lower() in NAME_WORDS for piece in _NAME_PIECES.findall(name))

@@ -180,7 +180,7 @@ def series_with_probs(make_ct_dataset, tmp_path, probs: list[float]):
     """A shuffled zip of len(probs) head slices under random names, read back; with the P each name
     should get (for :class:`FakePredictor`) and the names in anatomical order."""
     slices = head_series(make_ct_dataset, len(probs))
-    names = [f"r{random.Random(i).randrange(10**5)}_{i}.dcm" for i in range(len(probs))]
+    names = [f"im{random.Random(i).randrange(10**5)}_{i}.dcm" for i in range(len(probs))]
     path = tmp_path / "scan.zip"
     entries = [(names[i], to_bytes(ds)) for i, (_, ds) in enumerate(slices)]
     random.Random(5).shuffle(entries)

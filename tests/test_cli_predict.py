@@ -229,7 +229,7 @@ def test_real_process_exit_codes_and_no_traceback(files, tmp_path: Path) -> None
 
 
 def _two_series_zip(path: Path) -> None:
-    """A zip of two synthetic series: 3 slices (files a*.dcm) and 2 slices (files b*.dcm)."""
+    """A zip of two synthetic series: 3 slices (files im*.dcm) and 2 slices (files img*.dcm)."""
     import io
     import zipfile
 
@@ -239,7 +239,7 @@ def _two_series_zip(path: Path) -> None:
     from brain_ct.synthetic import generate_series, to_dicom
 
     with zipfile.ZipFile(path, "w") as zf:
-        for prefix, seed, n in (("a", 11, 3), ("b", 12, 2)):
+        for prefix, seed, n in (("im", 11, 3), ("img", 12, 2)):
             uid = generate_uid()
             for i, phantom in enumerate(generate_series(seed, n_slices=n, size=128, hemorrhage=False)):
                 buffer = io.BytesIO()
@@ -269,7 +269,7 @@ def test_list_series_then_series_uid_chooses_another(files, tmp_path: Path, caps
     assert code == 0
     assert record["n_slices"] == 2 and record["errors"] == [] and record["series_id"] == second
     assert record["skipped"] == [
-        {"file": f"a{i}.dcm", "reason": f"other series {first}, 3 slices"} for i in range(3)
+        {"file": f"im{i}.dcm", "reason": f"other series {first}, 3 slices"} for i in range(3)
     ]
 
 

@@ -176,10 +176,10 @@ def test_hidden_and_macos_entries_are_skipped(make_ct_dataset):
     slices = head_series(make_ct_dataset, 2)
     data = zip_bytes(
         [("__MACOSX/._a.dcm", b"junk"), (".DS_Store", b"junk"), ("DICOMDIR", b"junk")]
-        + [(f"a{i}.dcm", to_bytes(ds)) for i, (_, ds) in enumerate(slices)]
+        + [(f"im{i}.dcm", to_bytes(ds)) for i, (_, ds) in enumerate(slices)]
     )
     s = read_series(data)
-    assert s.files == ["a0.dcm", "a1.dcm"] and s.errors == []
+    assert s.files == ["im0.dcm", "im1.dcm"] and s.errors == []
 
 
 # --------------------------------------------------------------------------- reading and sniffing

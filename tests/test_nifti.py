@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -18,14 +19,19 @@ import pytest
 from nibabel import orientations
 
 from brain_ct.errors import InvalidInputError, NotHeadCTError
+from brain_ct.image import CTImage
 from brain_ct.nifti import (
+    MAX_EXTENSION_BYTES,
     MAX_VOLUME_BYTES,
+    MAX_VOXELS,
     NiftiGrid,
     NiftiSeries,
+    _Inflow,
     check_ct_like,
     grid_from_series,
     heatmap_volume,
     is_nifti,
+    nifti_info,
     read_nifti_mask,
     read_nifti_series,
     write_heatmap_nifti,
@@ -630,3 +636,227 @@ def test_model_reads_a_nifti_scan_and_its_heatmaps_go_back_to_the_grid(
     np.testing.assert_allclose(
         volume[::-1, ::-1, :].transpose(1, 0, 2), np.stack(heatmaps, axis=-1), atol=1e-6
     )
+
+
+# --------------------------------------------------------------------------- streamed inflating (issue 26)
+
+
+def _bomb_header(shape: tuple[int, ...], dtype: type) -> bytes:
+    """A NIfTI-1 header declaring ``shape`` of ``dtype`` and no voxels after it."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    header.set_sform(np.diag([0.5, 0.5, 1.0, 1.0]), code=1)
+    return header.binaryblock + b"\0" * 4
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "declared"),
+    [
+        ((512, 512, 512), np.float64, r"512 x 512 x 512 voxels of float64 \(1,024 MiB\)"),  # 1 GiB
+        ((512, 512, 640), np.uint8, r"512 x 512 x 640 voxels of uint8 \(160 MiB\)"),  # 167 M voxels
+        ((512, 512, 401), np.int16, r"512 x 512 x 401 voxels of int16"),  # one slice above the cap
+        ((512, 512, 300), np.float64, r"512 x 512 x 300 voxels of float64 \(600 MiB\)"),  # bytes cap
+    ],
+)
+def test_bomb_headers_are_refused_in_the_users_terms(shape: tuple, dtype: type, declared: str) -> None:
+    packed = gzip.compress(_bomb_header(shape, dtype))
+    message = declared + r".*up to 400 slices of 512 x 512 \(104,857,600 voxels\) and 400 MiB.*before reading"
+    with pytest.raises(InvalidInputError, match=message):
+        read_nifti_series(packed, name="bomb.nii.gz")
+    with pytest.raises(InvalidInputError, match=message):
+        nifti_info(packed, name="bomb.nii.gz")
+
+
+def test_largest_head_ct_is_within_the_caps() -> None:
+    assert 512 * 512 * 400 <= MAX_VOXELS < 512 * 512 * 401
+    assert 512 * 512 * 400 * 4 <= MAX_VOLUME_BYTES < 512 * 512 * 400 * 8
+
+
+def test_inflating_stops_at_what_is_asked() -> None:
+    # 256 MiB of zeros compress to ~1 MB: only the bytes asked for are ever inflated.
+    packed = gzip.compress(bytes(256 << 20), compresslevel=1)
+    stream = _Inflow(packed, "x.nii.gz")
+    assert stream.read(540) == bytes(540)
+    assert stream.produced == 540 and not stream.ended
+    assert stream.skip(10 << 20) == 10 << 20
+    assert stream.produced == 540 + (10 << 20) and not stream.ended
+
+
+def test_listing_reads_only_the_header(good_bytes: bytes) -> None:
+    # The voxels are cut off: a listing (header only) still describes the volume, a reading refuses it.
+    cut = gzip.compress(good_bytes[:400])
+    info = nifti_info(cut, name="scan.nii.gz")
+    assert info.n_slices == N_SLICES and info.orientation == "axial"
+    with pytest.raises(InvalidInputError, match="truncated"):
+        read_nifti_series(cut, name="scan.nii.gz")
+
+
+def test_concatenated_gzip_members_and_padding_read_as_gzip_does(
+    good_bytes: bytes, dicom_series: Series
+) -> None:
+    half = len(good_bytes) // 2
+    members = gzip.compress(good_bytes[:half]) + gzip.compress(good_bytes[half:]) + bytes(100)
+    assert gzip.GzipFile(fileobj=io.BytesIO(members)).read() == good_bytes
+    _assert_same_scan(read_nifti_series(members), dicom_series)
+    with pytest.raises(InvalidInputError, match="gzip stream is truncated or corrupt"):
+        read_nifti_series(gzip.compress(good_bytes) + b"junk after the stream")
+
+
+def test_huge_extension_gap_is_refused(good_bytes: bytes) -> None:
+    raw = _with_header(good_bytes, "<f", 108, float(MAX_EXTENSION_BYTES + 352 + 16))
+    with pytest.raises(InvalidInputError, match="header extensions"):
+        read_nifti_series(gzip.compress(raw))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "slope", "inter", "order"),
+    [
+        (np.int16, None, None, "<"),
+        (np.int16, 0.5, -1024.0, ">"),
+        (np.uint8, 16.0, -1100.0, "<"),
+        (np.int32, 1.0, -1024.0, "<"),
+        (np.float64, None, None, ">"),
+        (np.float32, 1.5, 3.0, "<"),
+    ],
+)
+def test_voxels_are_exactly_nibabels(
+    dicom_series: Series, dtype: type, slope: float | None, inter: float | None, order: str
+) -> None:
+    hu, affine = _reading(dicom_series)
+    stored = hu if slope is None else (hu - inter) / slope
+    stored = np.clip(stored, *((0, 255) if dtype is np.uint8 else (-3e4, 3e4)))
+    image = nib.Nifti1Image(stored.astype(dtype), affine, header=nib.Nifti1Header(endianness=order))
+    if slope is not None:
+        image.header.set_slope_inter(slope, inter)
+    raw = image.to_bytes()
+    expected = nib.Nifti1Image.from_bytes(raw).get_fdata(dtype=np.float32)
+    series = read_nifti_series(gzip.compress(raw), allow_unverified=True)
+    got = np.stack([ct.hu for ct in series.slices], axis=-1)
+    assert series.grid is not None
+    np.testing.assert_array_equal(series.grid.to_source(got), expected)
+
+
+# --------------------------------------------------------------------------- tilted and unevenly spaced series (issue 27)
+
+GE_TILTED = Path(__file__).resolve().parents[1] / "data" / "real_anatomy" / "dcm_qa_ct-GE"
+
+
+def _geometry_series(ipp: np.ndarray, iop: list[float], pixel_mm: float, size: int) -> Series:
+    """A series of blank slices with the given DICOM geometry (only geometry matters for a grid)."""
+    slices = []
+    for k, position in enumerate(ipp):
+        meta = {
+            "ImagePositionPatient": [float(v) for v in position],
+            "ImageOrientationPatient": iop,
+            "PixelSpacing": [pixel_mm, pixel_mm],
+        }
+        display = np.zeros((size, size), np.uint8)
+        slices.append(CTImage(None, display, meta, (0, 0, size, size), "dicom", f"IM{k}"))
+    return Series(slices=slices, files=[ct.name for ct in slices], positions=[None] * len(slices))
+
+
+def _world_heatmaps(series: Series, field: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
+    """Per slice, ``field`` (of LPS mm points ``[..., 3]``) at each pixel centre."""
+    out = []
+    for ct in series.slices:
+        meta = ct.meta
+        ipp = np.asarray(meta["ImagePositionPatient"], float)
+        iop = np.asarray(meta["ImageOrientationPatient"], float)
+        row_mm, col_mm = (float(v) for v in meta["PixelSpacing"])
+        r, c = np.mgrid[: ct.shape[0], : ct.shape[1]]
+        points = ipp + c[..., None] * col_mm * iop[:3] + r[..., None] * row_mm * iop[3:]
+        out.append(field(points).astype(np.float32))
+    return out
+
+
+def _volume_world(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A written volume and the LPS mm position of each of its voxels (``[..., 3]``)."""
+    image = nib.load(path)
+    volume = np.asarray(image.dataobj)
+    index = np.stack(np.indices(volume.shape), axis=-1).astype(float)
+    ras = index @ image.affine[:3, :3].T + image.affine[:3, 3]
+    return volume, ras @ RAS_FROM_LPS.T
+
+
+def _tilted_series(tilt_deg: float, gaps: list[float], size: int = 48, pixel_mm: float = 2.0) -> Series:
+    """Slices tilted about the patient's left-right axis, stepping along the table (z) as a gantry does."""
+    t = np.radians(tilt_deg)
+    iop = [1.0, 0.0, 0.0, 0.0, float(np.cos(t)), float(-np.sin(t))]
+    z = np.concatenate([[0.0], np.cumsum(gaps)]) / np.cos(t)  # gaps along the normal
+    ipp = np.stack([np.full_like(z, -48.0), np.full_like(z, -40.0), z - 20.0], axis=1)
+    return _geometry_series(ipp, iop, pixel_mm, size)
+
+
+@pytest.mark.parametrize(
+    ("tilt", "gaps"),
+    [(18.5, [4.0] * 10), (0.0, [4.0] * 4 + [1.0] + [7.0] * 4), (18.5, [4.0] * 5 + [1.2] + [7.0] * 4)],
+)
+def test_tilted_or_uneven_series_is_resampled_like_dcm2niix(
+    tmp_path: Path, tilt: float, gaps: list[float]
+) -> None:
+    series = _tilted_series(tilt, gaps)
+    grid = grid_from_series(series)
+    assert grid.resampling is not None and grid.note is not None
+    assert ("gantry tilt of 18.5°" in grid.note) == (tilt > 0)
+    assert ("resampled to" in grid.note) == (len(set(gaps)) > 1)
+    assert grid.zooms[2] == pytest.approx(4.0)
+    # The grid is orthogonal (no shear left for a viewer to ignore), its slices along the normal.
+    axes = grid.affine[:3, :3] / np.linalg.norm(grid.affine[:3, :3], axis=0)
+    np.testing.assert_allclose(axes.T @ axes, np.eye(3), atol=1e-9)
+    # A linear function of patient space is reproduced exactly by bilinear + linear interpolation.
+    coeffs = np.array([0.3, -0.7, 1.1])
+    heat = _world_heatmaps(series, lambda p: p @ coeffs)
+    volume, world = _volume_world(write_heatmap_nifti(heat, series, tmp_path / "heat.nii.gz"))
+    assert volume.shape == grid.shape
+    expected = world @ coeffs
+    # Voxels whose every contributing pixel lies in a moved slice's field of view: where ones stay one.
+    ones = [np.ones(h.shape, np.float32) for h in heat]
+    coverage, _ = _volume_world(write_heatmap_nifti(ones, series, tmp_path / "ones.nii.gz"))
+    interior = np.abs(coverage - 1.0) < 1e-5
+    assert interior.sum() > 0.8 * volume.size
+    np.testing.assert_allclose(volume[interior], expected[interior], atol=2e-3)
+
+
+def test_heatmap_blob_of_a_tilted_series_lands_where_it_was(tmp_path: Path) -> None:
+    series = _tilted_series(18.5, [4.0] * 6 + [7.0] * 6)
+    centre = np.array([0.0, 10.0, 20.0])  # LPS mm: in the 7 mm part of the stack, far from the first slice
+    heat = _world_heatmaps(series, lambda p: np.exp(-np.sum((p - centre) ** 2, axis=-1) / (2 * 5.0**2)))
+    volume, world = _volume_world(write_heatmap_nifti(heat, series, tmp_path / "heat.nii"))
+    along, across = _miss(volume, world, centre, grid_from_series(series))
+    # In the slice plane within half a pixel (2 mm): without the tilt correction the blob would sit
+    # some 50 mm x tan(18.5°) = 17 mm off. Along the normal within half the 7 mm source gap.
+    assert across < 1.0 and along < 3.6
+
+
+def test_real_ge_series_with_gantry_tilt_gets_its_heatmap_volume(tmp_path: Path) -> None:
+    series = read_series(GE_TILTED, allow_unverified=True)
+    grid = grid_from_series(series)
+    assert grid.note is not None and "gantry tilt of 18.5°" in grid.note and "resampled" in grid.note
+    assert grid.shape == (512, 512, 37) and grid.zooms[2] == pytest.approx(4.0, abs=0.01)
+    centre = np.array([0.0, 20.0, 60.0])  # LPS mm: inside the head, in the 7 mm part of the scan
+    heat = _world_heatmaps(series, lambda p: np.exp(-np.sum((p - centre) ** 2, axis=-1) / (2 * 8.0**2)))
+    volume, world = _volume_world(write_heatmap_nifti(heat, series, tmp_path / "ge.nii.gz"))
+    along, across = _miss(volume, world, centre, grid)
+    assert across < 0.5 and along < 3.6  # half a 0.49 mm pixel; half the 7 mm source gap
+
+
+def _miss(volume: np.ndarray, world: np.ndarray, centre: np.ndarray, grid: NiftiGrid) -> tuple[float, float]:
+    """How far the hottest voxel lies from ``centre`` (LPS mm): along the grid's slice normal, and across it."""
+    normal = RAS_FROM_LPS @ grid.affine[:3, 2]
+    normal /= np.linalg.norm(normal)
+    miss = world[np.unravel_index(int(np.argmax(volume)), volume.shape)] - centre
+    along = float(abs(miss @ normal))
+    return along, float(np.linalg.norm(miss - (miss @ normal) * normal))
+
+
+def test_slices_at_one_position_give_a_reason() -> None:
+    ipp = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 5.0], [0.0, 0.0, 5.0], [0.0, 0.0, 10.0]])
+    series = _geometry_series(ipp, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0], 1.0, 32)
+    with pytest.raises(InvalidInputError, match="same position along the slice normal"):
+        grid_from_series(series)
+
+
+def test_even_untilted_series_keeps_its_own_slices(dicom_series: Series) -> None:
+    grid = grid_from_series(dicom_series)
+    assert grid.resampling is None and grid.note is None and grid.shape[2] == N_SLICES

@@ -159,7 +159,7 @@ def test_list_of_files_and_skipped_files(make_ct_dataset, tmp_path):
     slices = head_series(make_ct_dataset, 3)
     paths = []
     for i, (_, ds) in enumerate(slices):
-        p = tmp_path / f"s{i}.dcm"
+        p = tmp_path / f"im{i}.dcm"
         p.write_bytes(to_bytes(ds))
         paths.append(p)
     broken = tmp_path / "broken.dcm"
@@ -169,7 +169,7 @@ def test_list_of_files_and_skipped_files(make_ct_dataset, tmp_path):
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\x01\x02 not an image" * 10)
     s = read_series([paths[2], broken, note, junk, paths[0], paths[1]])
-    assert s.files == ["s0.dcm", "s1.dcm", "s2.dcm"]
+    assert s.files == ["im0.dcm", "im1.dcm", "im2.dcm"]
     assert {e["file"] for e in s.errors} == {"broken.dcm", "junk.bin"}
     assert all(e["message"] and e["type"] for e in s.errors)
     # the file's label is in "file" and not repeated at the start of its message
@@ -274,7 +274,7 @@ def test_several_series_pick_axial_non_contrast_and_choose(make_ct_dataset, tmp_
     contrast = head_series(make_ct_dataset, 6, ContrastBolusAgent="IODINE")
     coronal = head_series(make_ct_dataset, 8, ImageOrientationPatient=[1, 0, 0, 0, 0, -1])
     entries = []
-    for tag, group in (("ax", axial), ("cx", contrast), ("co", coronal)):
+    for tag, group in (("ax", axial), ("cta", contrast), ("co", coronal)):
         entries += [(f"{tag}{i}.dcm", to_bytes(ds)) for i, (_, ds) in enumerate(group)]
     random.Random(2).shuffle(entries)
     path = tmp_path / "multi.zip"
@@ -298,7 +298,7 @@ def test_several_series_pick_axial_non_contrast_and_choose(make_ct_dataset, tmp_
     assert raw_uid not in json.dumps([i.to_dict() for i in infos])
     by_hash = read_series(path, series_uid=infos[1].series_id)
     by_raw = read_series(path, series_uid=raw_uid)
-    assert sorted(by_hash.files) == sorted(by_raw.files) == [f"cx{i}.dcm" for i in range(6)]
+    assert sorted(by_hash.files) == sorted(by_raw.files) == [f"cta{i}.dcm" for i in range(6)]
     with pytest.raises(InvalidInputError, match="available series ids"):
         read_series(path, series_uid="nope")
 
@@ -444,7 +444,7 @@ def test_non_image_dicom_and_ordinary_images_beside_a_series_are_skipped_with_a_
     plan.Modality = "RTPLAN"
     plan.SeriesInstanceUID = generate_uid()
     data = zip_bytes(
-        [(f"a{i}.dcm", to_bytes(ds)) for i, (_, ds) in enumerate(slices)]
+        [(f"im{i}.dcm", to_bytes(ds)) for i, (_, ds) in enumerate(slices)]
         + [("plan.dcm", to_bytes(plan)), ("thumb.png", encode_image(head_grey(128))), ("DICOMDIR", b"x")]
         + [
             ("notes.txt", b"hello, this is not an image"),
@@ -453,7 +453,7 @@ def test_non_image_dicom_and_ordinary_images_beside_a_series_are_skipped_with_a_
         ]
     )
     s = read_series(data)
-    assert s.files == ["a0.dcm", "a1.dcm"]
+    assert s.files == ["im0.dcm", "im1.dcm"]
     reasons = {k["file"]: k["reason"] for k in s.skipped}
     assert reasons["plan.dcm"].startswith("not an image")
     assert "RT Plan Storage" in reasons["plan.dcm"]
@@ -469,8 +469,8 @@ def test_an_input_of_only_non_image_dicom_says_why(make_ct_dataset):
     ds = head_series(make_ct_dataset, 1)[0][1]
     for keyword in ("Rows", "Columns", "PixelData"):
         delattr(ds, keyword)
-    with pytest.raises(InvalidInputError, match=r"Per file: a\.dcm: not an image"):
-        read_series(zip_bytes([("a.dcm", to_bytes(ds))]))
+    with pytest.raises(InvalidInputError, match=r"Per file: im\.dcm: not an image"):
+        read_series(zip_bytes([("im.dcm", to_bytes(ds))]))
 
 
 def test_scan_json_carries_skipped_and_errors(make_ct_dataset, tmp_path):
@@ -479,7 +479,7 @@ def test_scan_json_carries_skipped_and_errors(make_ct_dataset, tmp_path):
     path = tmp_path / "two.zip"
     path.write_bytes(
         zip_bytes(
-            [(f"a{i}.dcm", to_bytes(ds)) for i, (_, ds) in enumerate(a)]
+            [(f"im{i}.dcm", to_bytes(ds)) for i, (_, ds) in enumerate(a)]
             + [(f"b{i}.dcm", to_bytes(ds)) for i, (_, ds) in enumerate(b)]
             + [("junk.bin", bytes(5000))]
         )
@@ -490,7 +490,7 @@ def test_scan_json_carries_skipped_and_errors(make_ct_dataset, tmp_path):
     assert d["errors"] == [
         {"file": "junk.bin", "type": "InvalidInputError", "message": d["errors"][0]["message"]}
     ]
-    assert [k["file"] for k in d["skipped"]] == ["a0.dcm", "a1.dcm"]
+    assert [k["file"] for k in d["skipped"]] == ["im0.dcm", "im1.dcm"]
     assert d["skipped"][0]["reason"] == f"other series {list_series(path)[1].series_id}, 2 slices"
 
 
@@ -519,7 +519,7 @@ def test_series_ids_are_stable_across_runs_for_the_same_input(make_ct_dataset, m
 
     a = head_series(make_ct_dataset, 2)
     b = head_series(make_ct_dataset, 3)
-    entries = [(f"a{i}.dcm", to_bytes(ds)) for i, (_, ds) in enumerate(a)]
+    entries = [(f"im{i}.dcm", to_bytes(ds)) for i, (_, ds) in enumerate(a)]
     entries += [(f"b{i}.dcm", to_bytes(ds)) for i, (_, ds) in enumerate(b)]
     data = zip_bytes(entries)
     first = [i.series_id for i in list_series(data)]
