@@ -407,3 +407,19 @@ def test_a_heatmap_volume_that_cannot_be_written_makes_the_exit_code_1(files, tm
     assert [e["output"] for e in record["output_errors"]] == ["--heatmaps-nifti"]
     assert "--heatmaps-nifti not written" in captured.err
     assert code == 1
+
+
+@pytest.mark.parametrize(
+    "library",
+    [
+        "this does not look like an axial head CT slice: flat. If it is one, pass allow_unverified=True.",
+        "x.dcm: no Modality; if it is a CT slice, pass allow_unverified=True / tick 'allow unusual images'",
+    ],
+)
+def test_cli_message_names_the_flag(library: str) -> None:
+    from brain_ct.cli.predict import cli_message
+
+    shown = cli_message(library)
+    assert "rerun with --allow-unverified" in shown
+    assert "allow_unverified=True" not in shown and "tick" not in shown
+    assert shown.split("rerun")[0] == library.split("pass")[0]  # the reason itself is kept as it was

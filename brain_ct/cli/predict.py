@@ -159,15 +159,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-#: What the CLI says instead of the library's :data:`brain_ct.framing.OVERRIDE_HINT`.
-CLI_OVERRIDE_HINT = "If it is one, rerun with --allow-unverified."
+#: The library's way of naming the head-CT override (:data:`brain_ct.framing.OVERRIDE_HINT`, and the
+#: reader's refusal of a DICOM without Modality, which adds the app's box), and the CLI's.
+_LIBRARY_OVERRIDE = re.compile(r"pass allow_unverified=True(?: / tick 'allow unusual images')?")
+CLI_OVERRIDE = "rerun with --allow-unverified"
 
 
 def cli_message(text: str) -> str:
     """A library message as the CLI shows it: the head-CT override named as the CLI's flag."""
-    from brain_ct.framing import OVERRIDE_HINT
-
-    return text.replace(OVERRIDE_HINT, CLI_OVERRIDE_HINT)
+    return _LIBRARY_OVERRIDE.sub(CLI_OVERRIDE, text)
 
 
 def _error_dict(exc: BaseException) -> dict[str, str]:
