@@ -18,7 +18,7 @@ the patient's side.
 
 Region names (frontal, parietal, temporal, occipital, posterior fossa, deep/ventricular, extra-axial)
 are APPROXIMATE: they come from where a region lies inside the head outline on a single axial
-slice, without knowing the slice level or the patient's anatomy. Treat them as "roughly where",
+slice, with the slice level only guessed (skull base, high convexity) and without the patient's anatomy. Treat them as "roughly where",
 never as an anatomical label. The head outline is the one framing found when the slice was loaded
 (:func:`brain_ct.framing.head_mask`), the same head the model was shown.
 """
@@ -238,7 +238,9 @@ def regions(
     on loading). Heat inside it at or above ``rel_threshold`` × its peak is split into 8-connected
     components; components smaller than ``min_area_frac`` of the head are dropped. A posterior
     region is named "posterior fossa" instead of "occipital" when the slice is at the skull base
-    (:func:`is_skull_base_level`), which is only tested when a region would be occipital.
+    (:func:`is_skull_base_level`), which is only tested when a region would be occipital. On a
+    high-convexity (vertex) slice (:func:`is_convexity_level`, tested when a region lies deeper than the
+    extra-axial band) regions are named frontal or parietal, never deep/ventricular or temporal.
 
     Args:
         heatmap: float32 [H, W] in [0, 1] on the input grid.
@@ -276,46 +278,93 @@ def regions(
     my = np.bincount(lab, weights=hv * ys, minlength=n)
     md = np.bincount(lab, weights=hv * depth.ravel()[idx], minlength=n)
     min_area = max(1, int(min_area_frac * float(mask.sum())))
-    found: list[Region] = []
+    found: list[tuple[Region, tuple[float, float, float]]] = []  # with its centroid (x, y) and mean depth
     for i in range(1, n):
         x, y, bw, bh, area = (int(v) for v in stats[i])
         if area < min_area or mass[i] <= 0.0:
             continue
         crop = heat[y : y + bh, x : x + bw]
         comp_peak = float(crop[labels[y : y + bh, x : x + bw] == i].max())
-        side, name = _locate(float(mx[i] / mass[i]), float(my[i] / mass[i]), float(md[i] / mass[i]), geom)
-        found.append(
-            Region(
-                bbox=(x, y, x + bw, y + bh),
-                side=side,
-                region=name,
-                score=round(float(mass[i]) / total, 4),
-                peak=round(comp_peak, 4),
-                area_px=area,
-            )
+        where = (float(mx[i] / mass[i]), float(my[i] / mass[i]), float(md[i] / mass[i]))
+        side, name = _locate(*where, geom)
+        region = Region(
+            bbox=(x, y, x + bw, y + bh),
+            side=side,
+            region=name,
+            score=round(float(mass[i]) / total, 4),
+            peak=round(comp_peak, 4),
+            area_px=area,
         )
-    found.sort(key=lambda r: (-r.score, -r.peak))
+        found.append((region, where))
+    found.sort(key=lambda item: (-item[0].score, -item[0].peak))
     found = found[:max_regions]
+    # Near the vertex nothing is deep and the convexity is frontal or parietal. The test costs a pass
+    # over the image, so it runs only when a region lies inside the head, where a name depends on it.
+    if any(r.region != "extra-axial" for r, _ in found) and is_convexity_level(ct, mask, depth):
+        found = [(replace(r, region=_locate(*where, geom, convexity=True)[1]), where) for r, where in found]
+    named = [r for r, _ in found]
     # At the skull base the back of the head holds the cerebellum: "posterior fossa". The test
     # costs a pass over the image, so it runs only when a region's name depends on it.
-    if any(r.region == "occipital" for r in found) and is_skull_base_level(ct, mask, depth):
-        found = [replace(r, region="posterior fossa") if r.region == "occipital" else r for r in found]
-    return found
+    if any(r.region == "occipital" for r in named) and is_skull_base_level(ct, mask, depth):
+        named = [replace(r, region="posterior fossa") if r.region == "occipital" else r for r in named]
+    return named
 
 
 #: Heat-weighted mean depth (:func:`head_depth`) below which a region hugs the skull: "extra-axial".
 EXTRA_AXIAL_DEPTH = 0.24
-#: Heat-weighted mean depth above which a region is "deep/ventricular".
-DEEP_DEPTH = 0.65
+#: Half-axes (u, v) of the central ellipse of the head's bounding box that holds the deep grey nuclei
+#: (thalamus, basal ganglia) and the ventricles: a region whose heat-weighted centroid lies inside it
+#: is "deep/ventricular". On synthetic intraparenchymal bleeds at the basal-ganglia and ventricle
+#: levels, seen through a Grad-CAM-coarse (7 x 7) heatmap, it names 94 % of the deep (thalamic /
+#: basal-ganglia) ones deep and 1 % of the lobar ones. A depth measured from the nearest outline
+#: (the former rule) called a third of the deep ones lobar: in a head taller than wide, a thalamus
+#: lies nearer the side than the front or back.
+DEEP_HALF_AXES = (0.42, 0.34)
+#: Share of bone in the bone-plus-brain pixels of the head (:func:`is_convexity_level`) from which a
+#: slice is a high-convexity (vertex) cut: the skull cap is cut obliquely and the brain is small.
+#: DICOM (bone HU > 300, brain 0-100 HU) / 8-bit (bone saturated white, brain 21-239). Phantom
+#: slices at the basal-ganglia and ventricle levels reach at most 0.21 / 0.27; vertex ones 0.19-0.50
+#: / 0.26-0.67, the top five slices of the real GE scan 0.28-0.73 / 0.34-0.87.
+CONVEXITY_BONE_SHARE = (0.24, 0.30)
 
 
-def _locate(x: float, y: float, depth: float, geom: tuple[float, float, float, float]) -> tuple[str, str]:
+def is_convexity_level(ct: CTImage, mask: np.ndarray, depth: np.ndarray | None = None) -> bool:
+    """Guess whether a slice is a high-convexity (vertex) cut, above the ventricles and deep nuclei.
+
+    Near the vertex the skull cap is cut obliquely (a broad bone band) round a small brain, so bone
+    makes up a large share (:data:`CONVEXITY_BONE_SHARE`) of the head's bone and brain pixels. The
+    skull base has much bone too, but inside the head (:func:`is_skull_base_level`), which rules it
+    out. Nothing deep is named on such a slice: there are no ventricles or deep nuclei to name.
+    """
+    if not mask.any():
+        return False
+    if ct.hu is not None:
+        values = ct.hu[mask]
+        bone = float((values > 300.0).mean())
+        brain = float(((values > 0.0) & (values < 100.0)).mean())
+        limit = CONVEXITY_BONE_SHARE[0]
+    else:
+        values = ct.display[mask]
+        bone = float((values >= 250).mean())
+        brain = float(((values > 20) & (values < 240)).mean())
+        limit = CONVEXITY_BONE_SHARE[1]
+    if bone + brain <= 0.0 or bone / (bone + brain) < limit:
+        return False
+    return not is_skull_base_level(ct, mask, depth)
+
+
+def _locate(
+    x: float, y: float, depth: float, geom: tuple[float, float, float, float], *, convexity: bool = False
+) -> tuple[str, str]:
     """Patient side and approximate region name of a region with centroid (x, y) and mean depth.
 
-    Depth decides extra-axial (along the inner table, where subdural and epidural blood lie) and
-    deep/ventricular; otherwise the centroid's position in the head's bounding ellipse decides the
-    lobe: u ∈ [−1, 1] left→right on the IMAGE, v ∈ [−1, 1] top (anterior, in standard axial display)
-    → bottom (posterior). Thresholds were checked on synthetic lesions of known subtype.
+    A heat-weighted mean depth under :data:`EXTRA_AXIAL_DEPTH` is extra-axial (along the inner
+    table, where subdural and epidural blood lie). Otherwise the centroid's position in the head's
+    bounding box decides: u ∈ [−1, 1] left→right on the IMAGE, v ∈ [−1, 1] top (anterior, in
+    standard axial display) → bottom (posterior). Inside the central ellipse
+    (:data:`DEEP_HALF_AXES`) it is deep/ventricular, except on a high-convexity slice
+    (``convexity``, :func:`is_convexity_level`), which holds only frontal (front) and parietal
+    (back) convexity; elsewhere the lobe. Checked on synthetic lesions of known subtype and site.
     """
     cx, cy, rx, ry = geom
     u = (x - cx) / rx
@@ -324,7 +373,9 @@ def _locate(x: float, y: float, depth: float, geom: tuple[float, float, float, f
     side = "midline" if abs(u) < 0.1 else ("left" if u > 0 else "right")
     if depth < EXTRA_AXIAL_DEPTH:
         name = "extra-axial"
-    elif depth >= DEEP_DEPTH:
+    elif convexity:
+        name = "frontal" if v < -0.1 else "parietal"
+    elif (u / DEEP_HALF_AXES[0]) ** 2 + (v / DEEP_HALF_AXES[1]) ** 2 <= 1.0:
         name = "deep/ventricular"
     elif v < -0.3:
         name = "frontal"

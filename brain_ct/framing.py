@@ -21,7 +21,8 @@ The head is found once, when a slice is loaded: its outline stays on the
 
 :func:`check_plausible` then refuses a colour photo, a blank image and anything whose largest
 outline is not head-like (too small, not roughly elliptical, saturated white, no bright skull
-rim round at least half of it). For DICOM the check is lenient, because Modality CT is itself
+rim round at least half of it, or flat inside: a drawn shape with no brain texture and no structures,
+:func:`inner_edges`). For DICOM the check is lenient, because Modality CT is itself
 strong evidence: it only refuses a scout (localizer) image, a blank slice, a slice with no
 tissue at all, and a cross-section wider than :data:`MAX_HEAD_MM` (a chest or abdomen CT). Every refusal raises
 :class:`~brain_ct.errors.NotHeadCTError`, which callers skip with ``allow_unverified=True``.
@@ -87,8 +88,19 @@ _HEADER_FIELDS = {
     "ProtocolName": "protocol name",
 }
 
-#: How to skip the head-CT checks, appended to every NotHeadCTError message.
-OVERRIDE_HINT = "If it is one, tick 'allow unusual images' / pass allow_unverified=True."
+#: Edges inside the head (Canny 40/120 on the working grid, away from its outline), in lengths of
+#: its outline, below which the head counts as flat: a uniform shape in a ring has about one
+#: outline's worth (the ring's inner edge); a real slice has the skull's two tables, ventricles,
+#: sulci, lesions and noise (1.2 or more in every real slice and phantom in the repository).
+MIN_INNER_EDGE_LENGTH = 1.15
+
+#: ... unless its inner edges come in at least this many separate pieces (each at least 2 % of the
+#: outline long): a bone-window slice shows a flat brain, but its skull breaks into many edges.
+MIN_INNER_EDGE_PIECES = 4
+
+#: How to skip the head-CT checks, appended to every NotHeadCTError message. The library names the
+#: keyword argument; the CLI and the app replace it with their own switch.
+OVERRIDE_HINT = "If it is one, pass allow_unverified=True."
 
 
 @dataclass(frozen=True)
@@ -446,7 +458,38 @@ def _image_reason(ct: CTImage, outline: HeadOutline | None) -> str | None:
         return "the head is saturated white (the window is too narrow or too low to show the brain)"
     if not _has_bright_rim(small, outline):
         return "no bright rim (skull) surrounds the largest outline"
+    if _is_flat(small, outline):
+        return (
+            "the inside of the outline is flat: no brain texture and no structures (the skull's inner "
+            "and outer edges, ventricles, sulci) - a drawn or synthetic shape"
+        )
     return None
+
+
+def inner_edges(grey: np.ndarray, outline: HeadOutline) -> tuple[float, int]:
+    """How much structure the inside of the head shows (``grey`` on the working grid).
+
+    Canny edges (hysteresis 40/120 grey levels) more than 2 pixels inside the outline: the
+    skull's inner and outer tables, ventricles, sulci, grey-white contrast, lesions and CT noise
+    in a real slice; a flat shape has none, or one ring.
+
+    Returns:
+        (length, pieces): edge pixels in lengths of the outline's perimeter, and the number of
+        connected edge pieces at least 2 % of the perimeter (and 5 pixels) long.
+    """
+    mask = outline.mask.astype(np.uint8)
+    inside = cv2.distanceTransform(mask, cv2.DIST_L2, 3) > 2
+    contour = outline.polygon.reshape(-1, 1, 2).astype(np.float32) / outline.scale
+    perimeter = max(1.0, float(cv2.arcLength(contour, True)))
+    edges = ((cv2.Canny(grey, 40, 120) > 0) & inside).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(edges, connectivity=8)
+    pieces = int((stats[1:n, cv2.CC_STAT_AREA] >= max(5.0, 0.02 * perimeter)).sum())
+    return float(edges.sum()) / perimeter, pieces
+
+
+def _is_flat(grey: np.ndarray, outline: HeadOutline) -> bool:
+    length, pieces = inner_edges(grey, outline)
+    return length < MIN_INNER_EDGE_LENGTH and pieces < MIN_INNER_EDGE_PIECES
 
 
 def _has_bright_rim(grey: np.ndarray, outline: HeadOutline, sectors: int = 16) -> bool:

@@ -11,7 +11,8 @@
 * the model's id, revision and what it was trained on ("trained on synthetic phantoms — for
   demonstration only" for the demo model), the report's date and time;
 * a per-slice probability plot with the threshold line (series of more than one slice);
-* the key slices, most suspicious first: the plain brain-window image beside its heatmap overlay,
+* the key slices, most suspicious first: the slice as shown (the brain window of DICOM or NIfTI
+  input, a PNG or JPG as given: an 8-bit picture is never windowed again) beside its heatmap overlay,
   with the probability, the regions and the explanation text (the caption names the subtype when the
   heatmap explains one, ``heatmap_target``);
 * the disclaimer in the footer of every page.
@@ -37,7 +38,15 @@ import numpy as np
 from brain_ct.collect import plural  # noqa: F401  (one wording of counts; app and CLI import it from here)
 from brain_ct.errors import InvalidInputError
 from brain_ct.labels import SUBTYPES
-from brain_ct.wording import DEMO_NOTE, SUBTYPE_NOTE, UNVERIFIED_NOTE, hemorrhage_name, slice_ranges, verdict
+from brain_ct.wording import (
+    DEMO_NOTE,
+    SUBTYPE_NOTE,
+    UNVERIFIED_NOTE,
+    display_caption,
+    hemorrhage_name,
+    slice_ranges,
+    verdict,
+)
 
 if TYPE_CHECKING:
     from brain_ct.model import ModelSettings
@@ -537,7 +546,7 @@ def _key_slice(pdf: Any, view: _SliceView, n: int, img_w: float, opacity: float)
         heat = (np.clip(pred.heatmap, 0, 1) * 255).astype(np.uint8)
         pdf.image(_fit(explain.overlay(heat, pred.heatmap, opacity)), x=pdf.l_margin, y=y, w=img_w, h=img_h)
     pdf.set_y(y + img_h + 1.5)
-    pdf.paragraph(_caption(pred.heatmap_target), size=8, color=(90, 90, 90))
+    pdf.paragraph(_caption(pred.heatmap_target, pred.source, display is not None), size=8, color=(90, 90, 90))
     if pred.regions:
         described = "; ".join(f"{explain.describe_region(r)} (score {r.score:.2f})" for r in pred.regions[:4])
         pdf.paragraph(f"Regions: {described}.", size=9)
@@ -545,11 +554,15 @@ def _key_slice(pdf: Any, view: _SliceView, n: int, img_w: float, opacity: float)
     pdf.ln(3)
 
 
-def _caption(heatmap_target: str) -> str:
-    """The images' caption; a heatmap of one subtype's output says so (``--heatmap-target``)."""
+def _caption(heatmap_target: str, source: str, with_image: bool = True) -> str:
+    """The images' caption: what the left image is (a brain window of HU input, a PNG or JPG as given,
+    :func:`~brain_ct.wording.display_caption`) and what the heatmap explains (a subtype's output
+    when one was chosen, ``--heatmap-target``). Without an input image the heatmap is shown alone."""
     if heatmap_target in SUBTYPES:
-        return (
-            f"Left: brain window. Right: Grad-CAM heatmap overlay for the {heatmap_target} output "
-            f"(where the model looked for {hemorrhage_name(heatmap_target)})."
-        )
-    return "Left: brain window. Right: Grad-CAM heatmap overlay (where the model looked)."
+        target = f" for the {heatmap_target} output"
+        what = f"where the model looked for {hemorrhage_name(heatmap_target)}"
+    else:
+        target, what = "", "where the model looked"
+    if not with_image:
+        return f"Grad-CAM heatmap{target} ({what}), shown alone: the input image was not kept."
+    return f"Left: {display_caption(source)}. Right: Grad-CAM heatmap overlay{target} ({what})."

@@ -83,3 +83,20 @@ def slice_ranges(indices: list[int] | tuple[int, ...]) -> str:
         else:
             runs.append([i])
     return ", ".join(f"{r[0] + 1}" if len(r) == 1 else f"{r[0] + 1}–{r[-1] + 1}" for r in runs)
+
+
+#: How a slice with Hounsfield units (DICOM, NIfTI) is shown: the brain window of
+#: :data:`brain_ct.windowing.PRESETS` (centre / width in HU), which every HU reader renders.
+HU_DISPLAY = "brain window (centre 40 HU, width 80 HU)"
+
+#: How an ordinary picture (PNG, JPG) is shown: its own grey levels. It has no Hounsfield units, so
+#: whatever window its author chose is what is seen; nothing is windowed again.
+IMAGE_DISPLAY = "the image as given (a PNG or JPG has no Hounsfield units to window)"
+
+
+def display_caption(source: str) -> str:
+    """What a slice's display image is, for captions: :data:`HU_DISPLAY` for ``"dicom"`` and
+    ``"nifti"`` sources, :data:`IMAGE_DISPLAY` for ``"image"``, "the slice" when the source is unknown."""
+    if source in ("dicom", "nifti"):
+        return HU_DISPLAY
+    return IMAGE_DISPLAY if source == "image" else "the slice"

@@ -110,3 +110,58 @@ def test_save_preprocessor_takes_the_settings(tmp_path: Path, n_windows: int) ->
     config = json.loads(written.read_text())
     assert config["size"] == {"shortest_edge": 96}
     assert config["image_mean"] == list(settings.mean) and config["image_std"] == list(settings.std)
+
+
+@pytest.mark.parametrize(
+    ("training", "command", "smoke"),
+    [
+        ({"max steps": 20}, "python -m train --max_steps 20", True),
+        ({"max steps": "—"}, "python -m train --model_size tiny --synthetic_train 64", True),
+        ({}, "python -m train --model_size=tiny", True),
+        ({}, "python -m train --max_steps=99", True),
+        ({"max steps": 100}, "python -m train --max_steps 100", False),
+        ({"max steps": "—"}, "python -m train --model_size demo", False),
+        ({"max steps": "—"}, None, False),
+    ],
+)
+def test_smoke_runs_are_recognised(training: dict, command: str | None, smoke: bool) -> None:
+    from train.card import is_smoke_run
+
+    assert is_smoke_run(training, command) is smoke
+
+
+def test_a_smoke_run_card_says_its_numbers_mean_nothing() -> None:
+    from train.card import SMOKE_WARNING
+
+    chance = dict(METRICS, auc=0.52)
+    smoke = render_model_card(_settings(), {"test": chance}, _info(training={"max steps": 20}))
+    assert smoke.count(SMOKE_WARNING) == 2  # under the title and under the metrics
+    assert "numbers mean nothing" in smoke and "chance" in smoke
+    assert smoke.index(SMOKE_WARNING) < smoke.index("## Evaluation")
+    real = render_model_card(
+        _settings(), {"test": METRICS}, _info(training={"max steps": "—"}, command="python -m train")
+    )
+    assert SMOKE_WARNING not in real
+
+
+def test_cards_record_no_absolute_local_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = tmp_path / "models" / "brain-ct-demo"
+    base.mkdir(parents=True)
+    data = tmp_path / "adapt" / "mine"
+    data.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    card = render_model_card(
+        _settings(trained_on=f"image folder 'mine', fine-tuned from {base}"),
+        {"test": METRICS},
+        _info(
+            base_model=str(base), command=f"python -m train --train_dir {data} --model_name_or_path {base}"
+        ),
+    )
+    assert str(tmp_path) not in card
+    assert "- base model: models/brain-ct-demo" in card
+    assert "fine-tuned from models/brain-ct-demo." in card
+    assert "--train_dir adapt/mine --model_name_or_path models/brain-ct-demo" in card
+    assert "base_model:" not in card.split("---")[1]  # Hub metadata takes Hub ids only
+    hub = render_model_card(_settings(), {"test": METRICS}, _info(base_model="microsoft/resnet-50"))
+    assert "base_model: microsoft/resnet-50" in hub and "- base model: microsoft/resnet-50" in hub
+    assert "/no/such/folder" in render_model_card(_settings(trained_on="from /no/such/folder"), {}, _info())

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import brain_window_uint8, draw_head_hu
 from helpers_models import make_tiny_model
 
 from brain_ct.__main__ import main
@@ -35,9 +36,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     dcm = root / "real head.dcm"
     ds.save_as(dcm)
     png = np.zeros((240, 200), np.uint8)
-    cv2.ellipse(png, (100, 120), (85, 105), 0, 0, 360, 255, -1)
-    cv2.ellipse(png, (100, 120), (78, 98), 0, 0, 360, 110, -1)
-    cv2.circle(png, (140, 100), 10, 220, -1)
+    png[20:220] = brain_window_uint8(draw_head_hu(200))  # scalp, skull, brain, ventricles
+    cv2.circle(png, (140, 100), 10, 220, -1)  # a bright lesion
     png_path = root / "phantom.png"
     cv2.imwrite(str(png_path), png)
     bad = root / "broken.dcm"
@@ -347,3 +347,79 @@ def test_table_names_the_inputs_read_without_the_head_check(capsys) -> None:
     _format_table([row("a.png", "skipped"), row("b.dcm", "passed")], sys.stdout)
     out = capsys.readouterr().out
     assert f"caution (a.png): {UNVERIFIED_NOTE}" in out and "b.dcm)" not in out
+
+
+def test_refusal_names_the_cli_flag(files, tmp_path: Path, capsys) -> None:
+    flat = np.zeros((300, 300), np.uint8)
+    cv2.ellipse(flat, (150, 150), (105, 126), 0, 0, 360, 255, -1)
+    cv2.ellipse(flat, (150, 150), (96, 117), 0, 0, 360, 110, -1)  # a uniform grey ellipse in a white ring
+    path = tmp_path / "flat.png"
+    cv2.imwrite(str(path), flat)
+    code = main(["predict", str(path), "--model", str(files["model"]), "--json"])
+    (record,) = _lines(capsys.readouterr().out)
+    assert code == 1 and record["error"]["type"] == "NotHeadCTError"
+    assert "--allow-unverified" in record["error"]["message"]
+    assert "allow_unverified=True" not in record["error"]["message"]
+    assert main(["predict", str(path), "--model", str(files["model"]), "--json", "--allow-unverified"]) == 0
+
+
+def test_a_sidecar_file_in_a_scan_is_listed_and_keeps_exit_zero(files, tmp_path: Path, capsys):
+    import zipfile
+
+    scan = tmp_path / "scan.zip"
+    _shuffled_scan_zip(scan, n=5)
+    with zipfile.ZipFile(scan, "a") as zf:
+        zf.writestr("LICENSE", "CC-BY 4.0: share and adapt with attribution.\n")
+    code = main(["predict", str(scan), "--model", str(files["model"]), "--json"])
+    (record,) = _lines(capsys.readouterr().out)
+    # The reader decides whether a sidecar is "skipped" or "could not be read" (and how it is named);
+    # either way it is listed with the scan and is no failed input.
+    assert code == 0 and record["n_slices"] == 5 and "error" not in record
+    assert len(record["skipped"]) + len(record["errors"]) == 1
+    code = main(["predict", str(scan), "--model", str(files["model"])])
+    table = capsys.readouterr().out
+    assert code == 0 and ("1 file skipped" in table or "1 file could not be read" in table)
+    assert "ERROR" not in table
+
+
+def test_a_heatmap_volume_that_cannot_be_written_makes_the_exit_code_1(files, tmp_path: Path, capsys):
+    import io
+    import zipfile
+
+    from pydicom.filewriter import dcmwrite
+
+    from brain_ct.synthetic import generate_series, to_dicom
+
+    scan = tmp_path / "gap.zip"
+    with zipfile.ZipFile(scan, "w") as zf:
+        for i, phantom in enumerate(generate_series(11, n_slices=5, size=128, hemorrhage=False)):
+            if i == 2:
+                continue  # a missing slice: unevenly spaced, so no regular volume to write
+            buffer = io.BytesIO()
+            dcmwrite(buffer, to_dicom(phantom, instance_number=i + 1), enforce_file_format=True)
+            zf.writestr(f"img_{i}.dcm", buffer.getvalue())
+    target = tmp_path / "heat.nii.gz"
+    argv = ["predict", str(scan), "--model", str(files["model"]), "--json", "--heatmaps-nifti", str(target)]
+    code = main(argv)
+    captured = capsys.readouterr()
+    (record,) = _lines(captured.out)
+    assert "label" in record and "heatmap_nifti" not in record and not target.exists()
+    assert [e["output"] for e in record["output_errors"]] == ["--heatmaps-nifti"]
+    assert "--heatmaps-nifti not written" in captured.err
+    assert code == 1
+
+
+@pytest.mark.parametrize(
+    "library",
+    [
+        "this does not look like an axial head CT slice: flat. If it is one, pass allow_unverified=True.",
+        "x.dcm: no Modality; if it is a CT slice, pass allow_unverified=True / tick 'allow unusual images'",
+    ],
+)
+def test_cli_message_names_the_flag(library: str) -> None:
+    from brain_ct.cli.predict import cli_message
+
+    shown = cli_message(library)
+    assert "rerun with --allow-unverified" in shown
+    assert "allow_unverified=True" not in shown and "tick" not in shown
+    assert shown.split("rerun")[0] == library.split("pass")[0]  # the reason itself is kept as it was

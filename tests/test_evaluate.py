@@ -268,3 +268,75 @@ def test_single_model_numbers_are_those_of_the_training_transform(tmp_path: Path
         "calibration": {"test": calibration_report(y, s, k, d)},
     }
     assert results == json.loads(json.dumps(json_safe(expected)))
+
+
+# ------------------------------------------------------------------------------ where results go, what is printed
+def _files(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_default_output_is_eval_model_name_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = make_tiny_model(tmp_path / "models" / "shipped", image_size=64)
+    data = write_tiny_folder(tmp_path / "test", n=4, size=96)
+    before = _files(model)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["--model", str(model) + "/", "--test_dir", str(data)]) == 0
+    assert _files(model) == before  # the model folder is left exactly as it was
+    assert (work / "eval-shipped" / "eval_results.json").is_file()
+    assert "wrote eval-shipped/eval_results.json" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("inside", [".", "eval", "eval/deeper"])
+def test_an_output_dir_in_a_model_folder_is_refused(
+    inside: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = make_tiny_model(tmp_path / "m", image_size=64)
+    data = write_tiny_folder(tmp_path / "test", n=4, size=96)
+    before = _files(model)
+    code = main(["--model", str(model), "--test_dir", str(data), "--output_dir", str(model / inside)])
+    assert code == 1
+    assert "never go into a model folder" in capsys.readouterr().err
+    assert _files(model) == before
+
+
+def test_output_dir_for_a_hub_id_and_a_folder(tmp_path: Path) -> None:
+    from train.evaluate import output_dir_for
+
+    assert output_dir_for("someone/brain-ct-resnet50", None) == Path("eval-brain-ct-resnet50")
+    assert output_dir_for("models/brain-ct-demo", None) == Path("eval-brain-ct-demo")
+    assert output_dir_for("models/brain-ct-demo", str(tmp_path / "x")) == tmp_path / "x"
+    make_tiny_model(tmp_path / "ens")
+    with pytest.raises(InvalidInputError, match="inside the model folder"):
+        output_dir_for("whatever", str(tmp_path / "ens" / "eval"))
+
+
+def test_thresholds_used_names_each_kinds_threshold() -> None:
+    from train.evaluate import thresholds_used
+
+    kinds = np.array([0, 1] * 5)
+    both = metrics_by_kind(LABELS, SCORES, kinds, 0.3127, kind_thresholds={"image": 0.367})
+    assert thresholds_used(both) == "thresholds dicom 0.3127, image 0.3670"
+    images = metrics_by_kind(LABELS, SCORES, np.ones(10, int), 0.3127, kind_thresholds={"image": 0.367})
+    assert thresholds_used(images) == "threshold 0.3670 (image)"
+    dicoms = metrics_by_kind(LABELS, SCORES, np.zeros(10, int), 0.3127, kind_thresholds={"image": 0.367})
+    assert thresholds_used(dicoms) == "threshold 0.3127 (dicom)"
+    assert thresholds_used(metrics_by_kind(LABELS, SCORES, kinds, 0.55)) == "threshold 0.5500"
+
+
+def test_cli_prints_the_per_kind_thresholds_it_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from helpers_models import copy_model_with_config
+
+    plain = make_tiny_model(tmp_path / "m", image_size=64, threshold=0.3127)
+    model = copy_model_with_config(plain, tmp_path / "m2", brain_ct_input_thresholds={"image": 0.367})
+    data = write_tiny_folder(tmp_path / "test", n=6, size=96)
+    assert main(["--model", str(model), "--test_dir", str(data), "--output_dir", str(tmp_path / "ev")]) == 0
+    out = capsys.readouterr().out
+    assert "test: n=6" in out and "@ thresholds dicom 0.3127, image 0.3670" in out
+    image_line = next(line for line in out.splitlines() if line.startswith("  image:"))
+    assert image_line.endswith("@ threshold 0.3670")

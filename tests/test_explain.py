@@ -365,3 +365,107 @@ def test_a_loaded_slice_keeps_the_outline_it_was_framed_with(kind: str, monkeypa
     heat[(y0 + y1) // 2, (x0 + x1) // 2] = 1.0
     heat = cv2.GaussianBlur(heat, (0, 0), ct.shape[0] / 40)
     assert len(explain.regions(heat / heat.max(), ct)) == 1
+
+
+# ------------------------------------------------------------------------------ region names on phantoms
+def _coarse_heat(mask: np.ndarray, grid: int = 7) -> np.ndarray:
+    """A heatmap as coarse as Grad-CAM's (the last ResNet stage is ~7 x 7): the lesion mask pooled
+    onto a ``grid`` x ``grid`` grid and upsampled bilinearly, peak 1."""
+    import cv2
+
+    h, w = mask.shape
+    pooled = cv2.resize(mask.astype(np.float32), (grid, grid), interpolation=cv2.INTER_AREA)
+    heat = cv2.resize(pooled, (w, h), interpolation=cv2.INTER_LINEAR)
+    return (heat / heat.max()).astype(np.float32)
+
+
+def _phantom_slices(phantom, kind: str):
+    """The phantom loaded as a reader loads it: its DICOM, or a brain-window PNG of it."""
+    import cv2
+    from helpers_dicom import dicom_bytes
+
+    from brain_ct.io import load_image
+    from brain_ct.synthetic import to_dicom
+    from brain_ct.windowing import window
+
+    if kind == "dicom":
+        return load_image(dicom_bytes(to_dicom(phantom)))
+    grey = (window(phantom.hu, 40, 80) * 255 + 0.5).astype(np.uint8)
+    # A vertex cut is mostly bone: saturated in a brain window, which the head-CT check refuses.
+    return load_image(cv2.imencode(".png", grey)[1].tobytes(), allow_unverified=True)
+
+
+def _lesion_uv(phantom) -> tuple[float, float]:
+    """The lesion's centre in the cranial cavity's box, each axis −1..1 (truth, not the heatmap)."""
+    ys, xs = np.nonzero(phantom.brain_mask)
+    my, mx = np.argwhere(phantom.mask).mean(axis=0)
+    u = (mx - (xs.min() + xs.max()) / 2) / ((xs.max() - xs.min()) / 2)
+    v = (my - (ys.min() + ys.max()) / 2) / ((ys.max() - ys.min()) / 2)
+    return float(u), float(v)
+
+
+@pytest.mark.parametrize("kind", ["dicom", "png"])
+@pytest.mark.parametrize(
+    ("level", "seed"),
+    # basal_ganglia 7 and 10 lie lateral, where the former depth rule said "parietal"/"temporal"
+    [
+        ("basal_ganglia", 7),
+        ("basal_ganglia", 10),
+        ("basal_ganglia", 27),
+        ("ventricles", 18),
+        ("ventricles", 46),
+    ],
+)
+def test_deep_bleeds_are_named_deep(level: str, seed: int, kind: str) -> None:
+    from brain_ct.synthetic import generate_slice
+
+    phantom = generate_slice(seed, 192, subtype="intraparenchymal", level=level)
+    u, v = _lesion_uv(phantom)
+    assert abs(u) < 0.4 and abs(v) < 0.3  # thalamus / basal ganglia: central third of the cavity
+    found = explain.regions(_coarse_heat(phantom.mask), _phantom_slices(phantom, kind))
+    assert found[0].region == "deep/ventricular"
+    assert explain.describe_region(found[0]).startswith("the deep / ventricular area")
+
+
+@pytest.mark.parametrize(
+    ("level", "seed"),
+    [("ventricles", 0), ("ventricles", 6), ("ventricles", 9), ("centrum_semiovale", 3), ("basal_ganglia", 5)],
+)
+def test_lobar_bleeds_are_not_named_deep(level: str, seed: int) -> None:
+    from brain_ct.synthetic import generate_slice
+
+    phantom = generate_slice(seed, 192, subtype="intraparenchymal", level=level)
+    u, v = _lesion_uv(phantom)
+    assert (u / 0.6) ** 2 + (v / 0.6) ** 2 > 1.0  # truth: out in a lobe
+    found = explain.regions(_coarse_heat(phantom.mask), _phantom_slices(phantom, "dicom"))
+    assert found[0].region in {"frontal", "parietal", "temporal", "occipital"}
+
+
+@pytest.mark.parametrize("kind", ["dicom", "png"])
+@pytest.mark.parametrize("seed", [0, 2, 4, 6])
+def test_vertex_slices_are_never_deep(seed: int, kind: str) -> None:
+    import cv2
+
+    from brain_ct.synthetic import generate_slice
+
+    phantom = generate_slice(seed, 192, subtype="intraparenchymal", level="vertex")
+    ct = _phantom_slices(phantom, kind)
+    assert explain.is_convexity_level(ct, framing.head_mask(ct))
+    x0, y0, x1, y1 = ct.head_box
+    centre = np.zeros(ct.shape, np.float32)
+    cv2.circle(centre, ((x0 + x1) // 2, (y0 + y1) // 2), (x1 - x0) // 8, 1.0, -1)
+    for heat in (_coarse_heat(phantom.mask), _coarse_heat(centre > 0)):
+        names = {r.region for r in explain.regions(heat, ct)}
+        assert names and names <= {"frontal", "parietal", "extra-axial"}
+
+
+def test_convexity_level_only_near_the_vertex() -> None:
+    from brain_ct.synthetic import generate_slice
+
+    ct = phantom_ct(160)
+    assert explain.is_convexity_level(ct, framing.head_mask(ct)) is False
+    base = _skull_base(phantom_ct(160))
+    assert explain.is_convexity_level(base, framing.head_mask(base)) is False
+    for level in ("basal_ganglia", "ventricles"):
+        slice_ = _phantom_slices(generate_slice(5, 160, hemorrhage=False, level=level), "dicom")
+        assert explain.is_convexity_level(slice_, framing.head_mask(slice_)) is False

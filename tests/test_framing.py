@@ -360,3 +360,98 @@ def test_synthetic_phantom_dicoms_pass_the_header_check():
 def test_malformed_pixel_spacing_says_nothing(make_ct_dataset, dicom_bytes, head_hu):
     pixels = np.round(head_hu(256) + 1024).astype(np.int16)
     load_image(dicom_bytes(make_ct_dataset(pixels, PixelSpacing="0.3", PatientPosition="FFS")))
+
+
+# --------------------------------------------------------------------------- flat synthetic shapes
+
+
+def _flat_shapes(size: int = 300) -> dict[str, np.ndarray]:
+    """Shapes that pass every outline test (size, ellipse, bright rim) but show no brain inside."""
+    c = (size // 2, size // 2)
+    ring = np.zeros((size, size), np.uint8)
+    cv2.ellipse(ring, c, (int(0.35 * size), int(0.42 * size)), 0, 0, 360, 255, -1)
+    cv2.ellipse(ring, c, (int(0.32 * size), int(0.39 * size)), 0, 0, 360, 110, -1)
+    disc = np.zeros((size, size), np.uint8)
+    cv2.circle(disc, c, int(0.4 * size), 128, -1)
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(xx - size / 2, yy - size / 2) / (0.4 * size)
+    gradient = np.where(r <= 1, 60 + 195 * r**3, 0).astype(np.uint8)  # bright at the edge, like a skull
+    return {"ellipse in a white ring": ring, "flat disc": disc, "radial gradient disc": gradient}
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+@pytest.mark.parametrize("shape", ["ellipse in a white ring", "flat disc", "radial gradient disc"])
+def test_flat_synthetic_shapes_are_refused(shape, ext, encode_image):
+    data = encode_image(_flat_shapes()[shape], ext)
+    with pytest.raises(NotHeadCTError, match="does not look like an axial head CT slice") as info:
+        load_image(data)
+    assert "allow_unverified=True" in str(info.value)
+    load_image(data, allow_unverified=True)
+
+
+def test_the_ring_is_refused_for_being_flat_not_for_its_outline(encode_image):
+    with pytest.raises(NotHeadCTError, match="flat: no brain texture and no structures"):
+        load_image(encode_image(_flat_shapes()["ellipse in a white ring"]))
+
+
+def test_inner_edges_measure_structure(head_grey):
+    ring = _flat_shapes()["ellipse in a white ring"]
+    outline, small = framing.outline_from_grey(ring)
+    length, pieces = framing.inner_edges(small, outline)
+    assert 0.8 < length < framing.MIN_INNER_EDGE_LENGTH and pieces == 1  # the ring's inner edge only
+    grey = head_grey(300)  # scalp, skull and two ventricles: the skull's two edges and the ventricles'
+    outline, small = framing.outline_from_grey(grey)
+    length, pieces = framing.inner_edges(small, outline)
+    assert length > 1.5 * framing.MIN_INNER_EDGE_LENGTH and pieces >= framing.MIN_INNER_EDGE_PIECES
+
+
+REAL_SLICES = [
+    "693_J2KI.dcm",
+    "J2K_pixelrep_mismatch.dcm",
+    *(f"{REAL_HEAD_CT_DIR.name}/{n:02d}.dcm" for n in (1, 4, 9, 14, 18, 22, 25)),
+]
+WINDOWS = {"brain": (40, 80), "subdural": (80, 200), "bone": (600, 2800), "soft": (40, 380)}
+
+
+def _real_path(name: str) -> str:
+    return str(REAL_HEAD_CT_DIR / Path(name).name) if "/" in name else get_testdata_file(name)
+
+
+@pytest.mark.parametrize("name", REAL_SLICES)
+def test_real_slices_still_pass_as_dicom_and_as_8_bit_renders(name, encode_image):
+    ct = load_image(_real_path(name))  # the DICOM itself
+    passed = 0
+    for preset in WINDOWS.values():
+        grey = (window(ct.hu, *preset) * 255 + 0.5).astype(np.uint8)
+        for size, ext in ((512, ".png"), (200, ".jpg")):
+            data = encode_image(cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA), ext)
+            outline, work = framing.outline_from_grey(cv2.imdecode(np.frombuffer(data, np.uint8), 0))
+            if outline is not None:
+                # Renders refused before this check (a saturated window, no rim) are not its business;
+                # what it alone decides must never call a real slice flat.
+                assert not framing._is_flat(work, outline), (name, preset, size)
+            load_image(data, allow_unverified=True)
+            passed += 1
+    assert passed == 8
+    brain = (window(ct.hu, *WINDOWS["brain"]) * 255 + 0.5).astype(np.uint8)
+    load_image(encode_image(brain, ".png"))  # the brain window passes the whole check
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_phantoms_pass_as_dicom_and_as_internet_figures(seed, encode_image):
+    from helpers_dicom import dicom_bytes as write
+
+    from brain_ct.synthetic import generate_slice, to_dicom
+    from brain_ct.synthetic.export import render_internet
+
+    phantom = generate_slice(seed, 256)
+    load_image(write(to_dicom(phantom)))
+    figure, _ = render_internet(phantom, np.random.default_rng(seed))
+    if figure.ndim == 3:  # RGB(A) as the generator gives it; OpenCV writes BGR(A)
+        figure = cv2.cvtColor(figure, cv2.COLOR_RGB2BGR if figure.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    load_image(encode_image(figure, ".png"))
+
+
+@pytest.mark.parametrize("name", ["synthetic_intraparenchymal_figure.png", "synthetic_normal_figure.jpg"])
+def test_example_figures_pass(name):
+    load_image(Path(__file__).resolve().parents[1] / "examples" / name)

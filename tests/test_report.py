@@ -293,3 +293,45 @@ def test_report_cli_usage_error_exits_2(capsys):
     with pytest.raises(SystemExit) as info:
         main(["report"])
     assert info.value.code == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from helpers_models import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("m") / "tiny", image_size=64)
+
+
+def test_captions_match_the_input(tiny_model, make_ct_dataset, tmp_path, capsys):
+    import cv2
+    from conftest import brain_window_uint8, draw_head_hu
+
+    from brain_ct.windowing import PRESETS
+    from brain_ct.wording import HU_DISPLAY, IMAGE_DISPLAY
+
+    assert f"centre {PRESETS['brain'][0]:g} HU, width {PRESETS['brain'][1]:g} HU" in HU_DISPLAY
+    png = tmp_path / "figure.png"
+    cv2.imwrite(str(png), brain_window_uint8(draw_head_hu(128)))
+    dicom = tmp_path / "slice.dcm"
+    dicom.write_bytes(to_bytes(head_series(make_ct_dataset, 1)[0][1]))
+    for path, shown, not_shown in ((png, IMAGE_DISPLAY, "brain window"), (dicom, HU_DISPLAY, "as given")):
+        out = tmp_path / f"{path.stem}.pdf"
+        assert main(["report", str(path), "--out", str(out), "--model", str(tiny_model)]) == 0
+        text = " ".join(_all_text(out).split())  # pypdf breaks lines where the PDF does
+        assert f"Left: {shown}. Right: Grad-CAM heatmap overlay (where the model looked)." in text
+        assert not_shown not in text
+    capsys.readouterr()
+
+
+def test_report_cli_refusal_names_the_flag(tiny_model, tmp_path, capsys):
+    import cv2
+
+    flat = np.zeros((300, 300), np.uint8)
+    cv2.ellipse(flat, (150, 150), (105, 126), 0, 0, 360, 255, -1)
+    cv2.ellipse(flat, (150, 150), (96, 117), 0, 0, 360, 110, -1)
+    path = tmp_path / "flat.png"
+    cv2.imwrite(str(path), flat)
+    code = main(["report", str(path), "--out", str(tmp_path / "r.pdf"), "--model", str(tiny_model)])
+    err = capsys.readouterr().err
+    assert code == 1 and "--allow-unverified" in err and "allow_unverified=True" not in err
+    assert not (tmp_path / "r.pdf").exists()

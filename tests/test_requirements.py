@@ -78,3 +78,27 @@ def test_pip_prefers_the_cpu_build_when_both_indexes_offer_torch(tmp_path):
     _fake_wheel(cpu, "2.13.0+cpu")
     assert _chosen(tmp_path, pypi, cpu) == "2.13.0+cpu"
     assert _chosen(tmp_path, pypi) == "2.13.0"
+
+
+VENV = "python -m venv .venv && . .venv/bin/activate && "
+
+
+def _quickstart_commands() -> list[str]:
+    """The command lines of the README's Quickstart block, without their trailing comments."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Quickstart\n") :]
+    section = section[: section.index("\n## ", 1)]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_quickstart_is_two_commands_each_in_a_virtual_environment():
+    app, tests = _quickstart_commands()
+    assert app == VENV + "pip install -r requirements.txt && python app.py"
+    assert tests == VENV + "pip install -r requirements-dev.txt && python -m pytest"
+
+
+def test_ci_runs_the_readmes_test_command():
+    (ci,) = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if "pytest" in line]
+    readme = _quickstart_commands()[1].removeprefix(VENV)
+    assert ci.replace("python -m pip", "pip").replace(" -q", "") == readme

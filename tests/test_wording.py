@@ -33,3 +33,11 @@ def test_app_banner_report_and_card_say_the_same_demo_note() -> None:
 
     assert DEMO_NOTE == "trained on synthetic phantoms — for demonstration only"
     assert SYNTHETIC_WARNING.startswith(f"**T{DEMO_NOTE[1:]}, must not be used on patients.**")
+
+
+def test_display_caption_follows_the_source() -> None:
+    from brain_ct.wording import HU_DISPLAY, IMAGE_DISPLAY, display_caption
+
+    assert display_caption("dicom") == display_caption("nifti") == HU_DISPLAY
+    assert display_caption("image") == IMAGE_DISPLAY
+    assert "window" not in display_caption("") and "as given" not in display_caption("")

@@ -4,7 +4,8 @@ It carries Hub metadata (``model-index`` with the test metrics, base model, tags
 trained on, how inputs are preprocessed, the decision threshold and how it was chosen, the metrics per
 input kind, intended use, limitations and the medical disclaimer (:data:`brain_ct.DISCLAIMER`). A model
 trained on synthetic data says so in its first lines: it is for demonstration only and must not be used on
-patients. A subtype model's card adds a "Subtypes" section (:func:`subtypes_text`): per-label metrics, RSNA
+patients; a smoke run (``--max_steps`` under 100, a ``tiny`` network) says its numbers mean nothing. Paths are
+recorded relative to the working directory, never as absolute local paths. A subtype model's card adds a "Subtypes" section (:func:`subtypes_text`): per-label metrics, RSNA
 2019's weighted log loss and the leaderboard it is scored on.
 """
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,14 @@ RSNA_FIRST_PLACE_LOG_LOSS = 0.04383
 SYNTHETIC_WARNING = (
     f"**{DEMO_NOTE[:1].upper()}{DEMO_NOTE[1:]}, must not be used on patients.** "
     "Its numbers are measured on synthetic test slices and say nothing about real scans."
+)
+
+#: A run with fewer optimiser steps than this (``--max_steps``) only checks that training works.
+SMOKE_MAX_STEPS = 100
+
+SMOKE_WARNING = (
+    "**Smoke run: its numbers mean nothing.** It was trained for a few steps or as a tiny network only "
+    "to check that training works; an ROC AUC near 0.5 is chance, and any better number here is luck."
 )
 
 _METRICS = (
@@ -241,6 +252,56 @@ def _eval_results(results: dict[str, Any], dataset_name: str) -> list[Any]:
     return out
 
 
+def is_smoke_run(training: Mapping[str, Any], command: str | None) -> bool:
+    """Whether a run only checked the pipeline: ``--max_steps`` under :data:`SMOKE_MAX_STEPS` (the card's
+    ``max steps`` entry, or the flag in its command) or ``--model_size tiny``."""
+    steps = training.get("max steps")
+    words = shlex.split(command or "")
+    flags: dict[str, str] = {}
+    for i, word in enumerate(words):
+        if word.startswith("--"):
+            name, eq, value = word.partition("=")
+            flags[name] = value if eq else (words[i + 1] if i + 1 < len(words) else "")
+    if not isinstance(steps, int) or isinstance(steps, bool):
+        try:
+            steps = int(flags.get("--max_steps", ""))
+        except ValueError:
+            steps = None
+    return (steps is not None and 0 < steps < SMOKE_MAX_STEPS) or flags.get("--model_size") == "tiny"
+
+
+def local_reference(model: str) -> str:
+    """A model as a card records it: a Hub id as given, a local folder relative to the working directory.
+
+    Cards are shared; an absolute path names someone's machine (and often their user name) and
+    points nowhere for anyone else.
+    """
+    if not _is_local(model):
+        return model
+    return Path(os.path.relpath(Path(model).expanduser().resolve(), Path.cwd().resolve())).as_posix()
+
+
+def _is_local(model: str) -> bool:
+    """An absolute path, or a relative one that exists here (a Hub id ``owner/name`` does not)."""
+    path = Path(model).expanduser()
+    return path.is_absolute() or path.exists()
+
+
+# An absolute POSIX path inside free text (up to a space, quote, comma, semicolon or bracket).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/[^\s'\",;()\[\]]+")
+
+
+def relative_paths(text: str) -> str:
+    """``text`` with every absolute path of an existing file or folder made relative to the working
+    directory (:func:`local_reference`); other text, Hub ids and URLs stay as they are."""
+
+    def shorten(match: re.Match[str]) -> str:
+        found = match.group(0)
+        return local_reference(found) if Path(found).exists() else found
+
+    return _ABSOLUTE_PATH.sub(shorten, text)
+
+
 @dataclass(frozen=True)
 class CardInfo:
     """What the card says beyond the model's settings and its ``eval_results.json``.
@@ -248,7 +309,8 @@ class CardInfo:
     Attributes:
         model_name: the repo / folder name shown as title.
         synthetic: trained on generated phantoms only → the "demonstration only" warning.
-        base_model: the pretrained starting point, or None when trained from scratch.
+        base_model: the pretrained starting point (a Hub id or a local folder, recorded relative to the
+            working directory, :func:`local_reference`), or None when trained from scratch.
         architecture: a short description (stages, widths, parameter count).
         training: hyper-parameters to list (name → value).
         command: the exact command that reproduces the model, or None.
@@ -280,8 +342,12 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
     """
     from huggingface_hub import ModelCardData
 
-    model_name, synthetic, base_model = info.model_name, info.synthetic, info.base_model
-    trained_on = settings.trained_on or "not recorded"
+    model_name, synthetic = info.model_name, info.synthetic
+    base_model = local_reference(info.base_model) if info.base_model else None
+    # The Hub's base_model metadata takes Hub ids; a local folder is named in the text only.
+    hub_base = info.base_model if info.base_model and not _is_local(info.base_model) else None
+    smoke = is_smoke_run(info.training, info.command)
+    trained_on = relative_paths(settings.trained_on or "not recorded")
     image_size = settings.image_size
     rule: Mapping[str, Any] | str = (
         settings.threshold_rule
@@ -292,7 +358,7 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
         model_name=model_name,
         library_name="transformers",
         pipeline_tag="image-classification",
-        base_model=base_model,
+        base_model=hub_base,
         tags=[
             "medical-imaging",
             "computed-tomography",
@@ -306,6 +372,8 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
         or None,
     )
     lines = ["---", data.to_yaml(), "---", "", f"# {model_name}", ""]
+    if smoke:
+        lines += [f"> {SMOKE_WARNING}", ""]
     if synthetic:
         lines += [f"> {SYNTHETIC_WARNING}", ""]
     lines += [f"> {DISCLAIMER}", ""]
@@ -357,6 +425,7 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
         "",
         metrics_table(results) if results else "No evaluation was run.",
         "",
+        *([SMOKE_WARNING, ""] if smoke and results else []),
     ]
     subtype_plots = [p for p in info.plots if p.startswith("roc_subtypes_")]
     for plot in info.plots:
@@ -385,7 +454,7 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
     lines += [f"- {k}: {v}" for k, v in info.training.items()]
     lines.append("")
     if info.command:
-        lines += ["## Reproduce", "", "```bash", info.command, "```", ""]
+        lines += ["## Reproduce", "", "```bash", relative_paths(info.command), "```", ""]
     lines += [
         "## How to use",
         "",

@@ -36,6 +36,11 @@ rule above works on it unchanged. :func:`subtype_metrics` adds, per label, ROC A
 specificity (``any`` at the model's threshold, each subtype at :data:`SUBTYPE_THRESHOLD` 0.5 — subtypes have
 no threshold of their own), the positives, and RSNA 2019's weighted log loss
 (:func:`brain_ct.labels.rsna_log_loss`); :func:`plot_subtype_roc` draws one ROC curve per label.
+
+Where results go: ``--output_dir``, by default ``eval-<model folder or Hub name>`` in the current directory
+(:func:`output_dir_for`), never into a model folder (a shipped model's files stay as they were released).
+The printed summary names every threshold it decided examples at (:func:`thresholds_used`): a model
+with a stricter threshold for 8-bit figures scores them at that one, not at its pooled threshold.
 """
 
 from __future__ import annotations
@@ -907,7 +912,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="real_fpr rule: highest false-positive rate allowed on the validation split's real normal slices",
     )
     p.add_argument("--threshold_sensitivity", type=float, default=0.95, help="target sensitivity")
-    p.add_argument("--output_dir", help="where to write eval_results.json and plots (default: <model>/eval)")
+    p.add_argument(
+        "--output_dir",
+        help="where to write eval_results.json and plots (default: eval-<model folder name> in the current "
+        "directory); never a model folder",
+    )
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument(
         "--num_workers",
@@ -944,6 +953,7 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
 
     if not args.test_dir and args.synthetic_test <= 0:
         raise InvalidInputError("nothing to evaluate: give --test_dir DIR or --synthetic_test N")
+    output_dir_for(args.model, args.output_dir)  # refused before any model is loaded or slice scored
     members, settings = load(args.model, revision=args.revision)
     context = settings.context_slices  # an ensemble's: its widest member's
     named = settings.is_multi_label
@@ -974,7 +984,7 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
         ensemble_scores[split] = scores
         return scores
 
-    out_dir = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval"
+    out_dir = output_dir_for(args.model, args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     threshold, kind_thresholds = settings.threshold, settings.input_thresholds
     results: dict[str, Any] = {"model": str(args.model)}
@@ -1031,15 +1041,71 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def summary_line(name: str, m: dict[str, Any]) -> str:
-    """One human-readable line of the main metrics."""
+#: Files that make a folder a model folder (``python -m train``'s output, an ensemble's).
+MODEL_FILES = ("config.json", "ensemble.json", "model.safetensors")
+
+
+def _model_folder_of(path: Path) -> Path | None:
+    """The model folder ``path`` is or lies in (itself or a parent holding :data:`MODEL_FILES`), or None."""
+    for folder in (path, *path.parents):
+        if any((folder / name).is_file() for name in MODEL_FILES):
+            return folder
+    return None
+
+
+def output_dir_for(model: str, output_dir: str | None) -> Path:
+    """Where ``python -m train.evaluate`` writes: ``output_dir``, or ``eval-<name>`` in the current directory.
+
+    ``<name>`` is the model folder's name, or a Hub id's last part (``org/brain-ct`` → ``eval-brain-ct``).
+
+    Raises:
+        InvalidInputError: the folder is, or lies inside, a model folder (it holds ``config.json``,
+            ``ensemble.json`` or ``model.safetensors``): evaluating must leave a model as it was.
+    """
+    if output_dir:
+        out = Path(output_dir)
+    else:
+        name = Path(str(model).rstrip("/\\")).name or "model"
+        out = Path(f"eval-{name}")
+    inside = _model_folder_of(out.resolve())
+    if inside is not None:
+        raise InvalidInputError(
+            f"--output_dir {str(out)!r} is inside the model folder {str(inside)!r}; evaluation results never "
+            "go into a model folder. Give another --output_dir (the default is eval-<model name> here)"
+        )
+    return out
+
+
+def thresholds_used(m: Mapping[str, Any]) -> str:
+    """The thresholds a split's examples were decided at, in words: "threshold 0.3670 (image)", or
+    "thresholds dicom 0.3127, image 0.3670" for a test set of both kinds with thresholds of their own.
+
+    ``m`` is :func:`metrics_by_kind`'s result: ``threshold`` (the pooled one), ``input_thresholds``
+    (stricter per-kind ones, when the model has them) and the kinds present (``by_input_kind`` or
+    ``input_kind``).
+    """
+    pooled = float(m["threshold"])
+    own = m.get("input_thresholds") or {}
+    kinds = list(m.get("by_input_kind", {})) or ([m["input_kind"]] if m.get("input_kind") else [])
+    used = {kind: float(own.get(kind, pooled)) for kind in kinds}
+    if len(set(used.values())) > 1:
+        return "thresholds " + ", ".join(f"{kind} {t:.4f}" for kind, t in used.items())
+    if len(used) == 1:
+        ((kind, t),) = used.items()
+        return f"threshold {t:.4f} ({kind})"
+    return f"threshold {pooled:.4f}"
+
+
+def summary_line(name: str, m: dict[str, Any], thresholds: str | None = None) -> str:
+    """One human-readable line of the main metrics, ending with the threshold(s) they were decided at
+    (``thresholds``, else :func:`thresholds_used` of ``m``)."""
 
     def f(v: Any) -> str:
         return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
 
     return (
         f"{name}: n={m['n']} AUC={f(m['auc'])} acc={f(m['accuracy'])} sens={f(m['sensitivity'])} "
-        f"spec={f(m['specificity'])} F1={f(m['f1'])} @ threshold {m['threshold']:.4f}"
+        f"spec={f(m['specificity'])} F1={f(m['f1'])} @ {thresholds or thresholds_used(m)}"
     )
 
 
@@ -1059,14 +1125,13 @@ def main(argv: list[str] | None = None) -> int:
     for kind, m in test.get("by_input_kind", {}).items():
         print(summary_line(f"  {kind}", m))
     for domain, m in test.get("by_domain", {}).items():
-        print(summary_line(f"  {domain} anatomy", m))
+        print(summary_line(f"  {domain} anatomy", m, thresholds_used(test)))  # decided as the whole split
     print(
         f"test ECE {results['calibration']['test']['ece']:.4f} ({results['calibration']['test']['binning']})"
     )
     for split, m in results.get("subtypes", {}).items():
         print("\n".join(subtype_lines(split, m)))
-    out = Path(args.output_dir) if args.output_dir else Path(args.model) / "eval"
-    print(f"wrote {out / 'eval_results.json'}")
+    print(f"wrote {output_dir_for(args.model, args.output_dir) / 'eval_results.json'}")
     return 0
 
 

@@ -21,8 +21,11 @@ column (those at or above :data:`brain_ct.wording.SUBTYPE_SHOWN`, else the top o
 refuses a subtype with exit code 2 before any input is read. Ensembles add ``members`` (each member's
 P(hemorrhage) and own threshold). A binary single model's output is exactly what it always was.
 
-Exit codes: 0 every input succeeded; 1 an input failed (reported in its row / JSON line) or the
-model could not be loaded (message on stderr); 2 usage error (bad arguments).
+Exit codes: 0 every input succeeded; 1 an input failed (reported in its row / JSON line), an output
+asked for (``--heatmaps-nifti``, ``--dicom-out``) could not be written for it, or the model could not
+be loaded (message on stderr); 2 usage error (bad arguments). Files inside a scan folder or zip that
+are not part of the scan (a LICENSE, a README, another series) are listed with the scan and never
+change the exit code. A head-CT refusal names ``--allow-unverified``.
 
 A folder or ``.zip`` is a whole CT series (see :mod:`brain_ct.series`): it prints ONE object with
 the scan-level ``label`` and ``probability`` (documented rule in :class:`brain_ct.scan.ScanRule`),
@@ -130,7 +133,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="PATH",
         help=(
             "write each scan's heatmaps as one float32 NIfTI volume on the scan's grid (opens aligned in "
-            "3D Slicer / ITK-SNAP): PATH.nii.gz for one scan, or a folder (<scan>_heatmap.nii.gz per scan)"
+            "3D Slicer / ITK-SNAP): PATH.nii.gz for one scan, or a folder (<scan>_heatmap.nii.gz per scan); "
+            "a volume that cannot be written (e.g. unevenly spaced slices) is reported and makes the exit code 1"
         ),
     )
     parser.add_argument(
@@ -155,8 +159,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+#: The library's way of naming the head-CT override (:data:`brain_ct.framing.OVERRIDE_HINT`, and the
+#: reader's refusal of a DICOM without Modality, which adds the app's box), and the CLI's.
+_LIBRARY_OVERRIDE = re.compile(r"pass allow_unverified=True(?: / tick 'allow unusual images')?")
+CLI_OVERRIDE = "rerun with --allow-unverified"
+
+
+def cli_message(text: str) -> str:
+    """A library message as the CLI shows it: the head-CT override named as the CLI's flag."""
+    return _LIBRARY_OVERRIDE.sub(CLI_OVERRIDE, text)
+
+
 def _error_dict(exc: BaseException) -> dict[str, str]:
-    message = str(exc).strip() or type(exc).__name__
+    message = cli_message(str(exc).strip()) or type(exc).__name__
     return {"type": type(exc).__name__, "message": message}
 
 
@@ -388,6 +403,8 @@ def _series_record(
     except Exception as exc:  # one failed scan is reported and the other inputs go on
         return {"file": path, "error": _error_dict(exc)}
     record = result.to_dict()
+    for error in record.get("errors") or []:
+        error["message"] = cli_message(error["message"])
     if writer is not None:
         for slice_record, prediction in zip(record["slices"], result.predictions, strict=True):
             slice_record["heatmap"] = writer.save(

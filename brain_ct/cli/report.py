@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from brain_ct.cli.common import add_reading_arguments, load_predictor
+from brain_ct.cli.predict import cli_message
 from brain_ct.errors import InvalidInputError
 
 
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             read_identifiers=args.include_identifiers,
         )
     except InvalidInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_message(str(exc))}", file=sys.stderr)
         return 1
     try:
         result = predict_series(
@@ -83,10 +84,10 @@ def run(args: argparse.Namespace) -> int:
             unverified=bool(args.allow_unverified),
         )
     except InvalidInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_message(str(exc))}", file=sys.stderr)
         return 1
     for err in series.errors:
-        print(f"could not read {err['file']}: {err['message']}", file=sys.stderr)
+        print(f"could not read {err['file']}: {cli_message(err['message'])}", file=sys.stderr)
     for skip in series.skipped:
         print(f"left out {skip['file']}: {skip['reason']}", file=sys.stderr)
     if args.allow_unverified:
