@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         cases = {
             "bomb 512^3 float64 (1 GiB inflated)": _bomb(folder / "f64.nii.gz", (512, 512, 512), np.float64),
             "bomb 640x512x512 uint8 (167 M voxels)": _bomb(folder / "u8.nii.gz", (512, 512, 640), np.uint8),
-            "largest accepted header, zeros: 512x512x400 float32": _bomb(
-                folder / "f32.nii.gz", (512, 512, 400), np.float32
+            "largest accepted header, zeros: 512x512x128 float64": _bomb(
+                folder / "f64max.nii.gz", (512, 512, 128), np.float64
             ),
             "honest 512x512x40 int16": _honest(folder / "honest.nii.gz"),
         }

@@ -14,8 +14,8 @@ Reading, in order (nothing is written anywhere):
    before a single voxel is read: 2–7 dims, a 3-D volume (a 2-D file or a third dim of 1 is one
    slice; a 4th or 5th dim above 1 — a time series, several volumes or channels — is refused),
    a grey data type (no RGB, no complex), and the declared voxel bytes at most
-   :data:`MAX_VOLUME_BYTES` / :data:`MAX_VOXELS` (a head CT is at most about 400 slices of
-   512 x 512). Only the header's bytes are inflated for that (a listing, :func:`nifti_info`, stops
+   the upload budget's ``max_volume_bytes`` / ``max_voxels`` (:mod:`brain_ct.limits`: by default
+   128 slices of 512 x 512, as for a DICOM scan). Only the header's bytes are inflated for that (a listing, :func:`nifti_info`, stops
    there). Then one buffer of exactly the declared voxel bytes is allocated and the (gzip) stream
    is inflated once, straight into it, with zlib's ``max_length`` capping every step, so a
    truncated file is caught and a gzip bomb cannot inflate beyond the declared size.
@@ -56,6 +56,7 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations, volumeutils
 
+from brain_ct import limits
 from brain_ct.errors import InvalidInputError
 from brain_ct.image import CTImage
 from brain_ct.io import MAX_SIDE, MIN_SIDE, hu_image, read_source
@@ -63,11 +64,10 @@ from brain_ct.series import Series, SeriesInfo, check_plausible_series
 
 NiftiSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
-#: Most voxels in one volume: a head CT is at most about 400 slices of 512 x 512 (thin-section).
+#: Most voxels of a heatmap or mask volume written on a scan's grid (a resampled tilted series may
+#: have more slices than it was read with). What a volume may have when READ is the upload budget's
+#: ``max_voxels`` / ``max_volume_bytes`` (:func:`brain_ct.limits.current`), the same budget as a DICOM scan.
 MAX_VOXELS = 512 * 512 * 400
-
-#: Most bytes of voxel data a header may declare: the largest volume above stored as float32.
-MAX_VOLUME_BYTES = MAX_VOXELS * 4
 
 #: Most bytes of header extensions (between the header and the voxels) read and skipped.
 MAX_EXTENSION_BYTES = 1 << 24
@@ -558,13 +558,14 @@ def _check_header(header: Any, shown: str, kind: str) -> tuple[tuple[int, ...], 
         )
     n_vox = int(np.prod(shape, dtype=object))
     n_bytes = n_vox * dtype.itemsize
-    if n_vox > MAX_VOXELS or n_bytes > MAX_VOLUME_BYTES:
+    budget = limits.current()
+    if n_vox > budget.max_voxels or n_bytes > budget.max_volume_bytes:
         raise InvalidInputError(
             f"{shown}: the header declares {' x '.join(map(str, shape))} voxels of {dtype} "
-            f"({n_bytes / 2**20:,.0f} MiB); a head-CT volume is read up to {_in_slices(MAX_VOXELS)} "
-            f"({MAX_VOXELS:,} voxels) and {MAX_VOLUME_BYTES / 2**20:,.0f} MiB of voxel data (that size in "
-            "int16 or float32). Refused before reading any voxel; crop or downsample the volume, or store "
-            "it as int16 or float32"
+            f"({n_bytes / 2**20:,.0f} MiB); a head-CT volume is read up to {_in_slices(budget.max_voxels)} "
+            f"({budget.max_voxels:,} voxels) and {budget.max_volume_bytes / 2**20:,.0f} MiB of voxel data. "
+            "Refused before reading any voxel; crop or downsample the volume, or raise the limit where you "
+            f"run it (the CLI's --max-slices, or {limits.ENV['max_voxels']})"
         )
     return shape, dtype
 

@@ -294,7 +294,7 @@ def test_table_numbers_slices_from_one_and_lists_files_not_read(capsys) -> None:
         "n_slices": 3,
         "positive_slices": [0, 2],
         "slices": slices,
-        "errors": [{"file": "file 5", "type": "InvalidInputError", "message": "file 5: not a DICOM file"}],
+        "errors": [{"file": "file 5", "type": "InvalidInputError", "message": "not a DICOM file"}],
         "skipped": [{"file": "b0.dcm", "reason": "other series 0123, 1 slice"}],
     }
     one = dict(
@@ -390,13 +390,15 @@ def test_a_heatmap_volume_that_cannot_be_written_makes_the_exit_code_1(files, tm
 
     from brain_ct.synthetic import generate_series, to_dicom
 
-    scan = tmp_path / "gap.zip"
+    scan = tmp_path / "twice.zip"
     with zipfile.ZipFile(scan, "w") as zf:
         for i, phantom in enumerate(generate_series(11, n_slices=5, size=128, hemorrhage=False)):
+            ds = to_dicom(phantom, instance_number=i + 1)
             if i == 2:
-                continue  # a missing slice: unevenly spaced, so no regular volume to write
+                # moved onto slice 1's position (5 mm below): no regular volume can hold both
+                ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], ds.ImagePositionPatient[2] - 5.0]
             buffer = io.BytesIO()
-            dcmwrite(buffer, to_dicom(phantom, instance_number=i + 1), enforce_file_format=True)
+            dcmwrite(buffer, ds, enforce_file_format=True)
             zf.writestr(f"img_{i}.dcm", buffer.getvalue())
     target = tmp_path / "heat.nii.gz"
     argv = ["predict", str(scan), "--model", str(files["model"]), "--json", "--heatmaps-nifti", str(target)]

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from nibabel import orientations
 
+from brain_ct import limits
 from brain_ct.errors import InvalidInputError, NotHeadCTError
 from brain_ct.image import CTImage
 from brain_ct.nifti import (
     MAX_EXTENSION_BYTES,
-    MAX_VOLUME_BYTES,
     MAX_VOXELS,
     NiftiGrid,
     NiftiSeries,
@@ -482,7 +482,7 @@ def test_four_d_and_multichannel_volumes_are_refused(dicom_series: Series) -> No
 def test_huge_header_claim_is_refused_before_reading(good_bytes: bytes) -> None:
     # 2048 x 2048 x 256 int16 = 2 GiB announced in a file of a few kilobytes.
     raw = _with_header(good_bytes, "<hhh", 42, 2048, 2048, 256)
-    assert MAX_VOLUME_BYTES < 2048 * 2048 * 256 * 2
+    assert limits.current().max_volume_bytes < 2048 * 2048 * 256 * 2
     with pytest.raises(
         InvalidInputError, match=r"2048 x 2048 x 256 voxels of int16 \(2,048 MiB\).*before reading"
     ):
@@ -661,16 +661,30 @@ def _bomb_header(shape: tuple[int, ...], dtype: type) -> bytes:
 )
 def test_bomb_headers_are_refused_in_the_users_terms(shape: tuple, dtype: type, declared: str) -> None:
     packed = gzip.compress(_bomb_header(shape, dtype))
-    message = declared + r".*up to 400 slices of 512 x 512 \(104,857,600 voxels\) and 400 MiB.*before reading"
+    message = declared + r".*up to 128 slices of 512 x 512 \(33,554,432 voxels\) and 256 MiB.*before reading"
     with pytest.raises(InvalidInputError, match=message):
         read_nifti_series(packed, name="bomb.nii.gz")
     with pytest.raises(InvalidInputError, match=message):
         nifti_info(packed, name="bomb.nii.gz")
 
 
-def test_largest_head_ct_is_within_the_caps() -> None:
+def test_volume_caps_are_the_upload_budget() -> None:
+    # the public default: a volume as large as a DICOM scan may be, in any voxel type up to float64
+    default = limits.UploadLimits()
+    assert default.max_voxels == default.max_scan_pixels == 128 * 512 * 512
+    assert default.max_volume_bytes == 128 * 512 * 512 * 8
+    # written heatmap grids may hold a resampled thin-section scan
     assert 512 * 512 * 400 <= MAX_VOXELS < 512 * 512 * 401
-    assert 512 * 512 * 400 * 4 <= MAX_VOLUME_BYTES < 512 * 512 * 400 * 8
+
+
+def test_raised_limits_read_a_larger_volume(dicom_series: Series) -> None:
+    hu, affine = _reading(dicom_series)
+    raw = _nifti_bytes(hu, affine)
+    tight = limits.UploadLimits(max_voxels=hu.size - 1)
+    with limits.using(tight), pytest.raises(InvalidInputError, match="--max-slices"):
+        read_nifti_series(raw)
+    with limits.using(tight.with_slices(hu.shape[-1])):
+        assert len(read_nifti_series(raw).slices) == hu.shape[-1]
 
 
 def test_inflating_stops_at_what_is_asked() -> None:

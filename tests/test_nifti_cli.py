@@ -279,3 +279,16 @@ def test_a_folder_of_nifti_volumes_is_one_scan_per_volume(scan, tmp_path: Path, 
         ["predict", str(volumes), "--model", str(scan["model"]), "--heatmaps-nifti", str(tmp_path / "h.nii")]
     )
     assert code == 2 and "2 scans" in capsys.readouterr().err
+
+
+def test_heatmap_volume_of_a_tilted_scan_says_it_was_resampled(scan, tmp_path: Path, capsys) -> None:
+    """The real GE series (gantry tilt 18.5°, uneven spacing) gets its volume, and the CLI says how."""
+    ge = Path(__file__).resolve().parent.parent / "data" / "real_anatomy" / "dcm_qa_ct-GE"
+    out = tmp_path / "ge_heatmap.nii.gz"
+    code = main(["predict", str(ge), "--model", str(scan["model"]), "--json", "--heatmaps-nifti", str(out)])
+    (record,) = _lines(capsys.readouterr().out)
+    assert code == 0 and record["heatmap_nifti"] == str(out) and out.exists()
+    assert "tilt" in record["heatmap_nifti_note"]
+    main(["predict", str(ge), "--model", str(scan["model"]), "--heatmaps-nifti", str(out)])
+    text = capsys.readouterr().out
+    assert f"heatmap volume: {out}" in text and "tilt" in text.split(f"heatmap volume: {out}")[1]

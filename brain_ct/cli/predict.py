@@ -250,14 +250,17 @@ class _ViewerOutputs:
 
     def scan(self, record: dict[str, Any], path: str, result: Any) -> None:
         """Outputs of a scan (``SeriesPrediction``)."""
-        from brain_ct.nifti import write_heatmap_nifti
+        from brain_ct.nifti import NiftiGrid, grid_from_series, write_heatmap_nifti
 
         if self.nifti is not None:
             try:
                 heatmaps = [p.heatmap for p in result.predictions]
-                record["heatmap_nifti"] = str(
-                    write_heatmap_nifti(heatmaps, result.series, self._nifti_target(path))
+                grid = (
+                    result.series if isinstance(result.series, NiftiGrid) else grid_from_series(result.series)
                 )
+                record["heatmap_nifti"] = str(write_heatmap_nifti(heatmaps, grid, self._nifti_target(path)))
+                if grid.note:
+                    record["heatmap_nifti_note"] = grid.note
             except (BrainCTError, OSError) as exc:
                 self._fail(record, "--heatmaps-nifti", exc)
         if self.dicom is not None:
@@ -484,7 +487,7 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
             print(f"{r['file']}: {plural(len(names), 'file')} skipped ({reason}): {shown}", file=out)
         if r.get("errors"):
-            listed = "; ".join(e["message"] for e in r["errors"])
+            listed = "; ".join(f"{e['file']}: {e['message']}" for e in r["errors"])
             print(f"{r['file']}: {plural(len(r['errors']), 'file')} could not be read: {listed}", file=out)
     targets = sorted(
         {s["heatmap_target"] for r in read for s in r.get("slices", [r]) if "heatmap_target" in s}
@@ -508,6 +511,8 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
     for r in records:
         if r.get("heatmap_nifti"):
             print(f"{r['file']}: heatmap volume: {r['heatmap_nifti']}", file=out)
+            if r.get("heatmap_nifti_note"):
+                print(f"  ({r['heatmap_nifti_note']})", file=out)
         if r.get("dicom_overlays"):
             folder = Path(r["dicom_overlays"][0]).parent
             print(f"{r['file']}: {plural(len(r['dicom_overlays']), 'DICOM overlay')} in {folder}", file=out)
