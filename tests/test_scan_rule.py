@@ -163,3 +163,29 @@ def test_real_levels_are_read_as_one_sparse_normal_scan(make_ct_dataset, tmp_pat
     assert whole.probabilities.size == 6
     assert held.threshold == whole.threshold == 0.5
     assert np.all(held.areas > 0)
+
+
+@pytest.mark.slow
+def test_the_demos_rule_reads_the_documented_normal_phantom_scan_normal(tmp_path):
+    """``synth --series 4 --slices 24 --seed 3``'s scan 2 (normal) was called "hemorrhage" by its most
+    inferior slice alone under the earlier rule; the demo's recorded rule reads it "normal"."""
+    from brain_ct.model import DEMO_MODEL_DIR
+    from brain_ct.predictor import Predictor
+    from brain_ct.scan import predict_series, scan_result
+    from brain_ct.series import read_series
+    from brain_ct.synthetic import generate_series, to_dicom
+
+    # Head 2 of write_scans(seed=3) alone, as it writes it (its seed, no bleed, 24 slices of 256 px).
+    head_seed = int(np.random.SeedSequence(3).generate_state(2, dtype=np.uint32)[1])
+    for i, phantom in enumerate(generate_series(head_seed, n_slices=24, size=256, hemorrhage=False)):
+        to_dicom(phantom, instance_number=i + 1).save_as(
+            tmp_path / f"IM{i + 1:04d}.dcm", enforce_file_format=True
+        )
+    series = read_series(str(tmp_path))
+    predictor = Predictor.from_pretrained(str(DEMO_MODEL_DIR))
+    assert predictor.settings.scan_rule is not None and predictor.settings.scan_rule.has_ends
+    result = predict_series(predictor, series)
+    assert result.label == "normal"
+    assert 0 in result.positive_slices  # the skull-base slice still reaches the slice threshold ...
+    earlier = scan_result(series, result.predictions, rule=ScanRule())
+    assert earlier.label == "hemorrhage"  # ... which alone decided the scan before
