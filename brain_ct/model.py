@@ -55,8 +55,6 @@ if TYPE_CHECKING:
     import torch
     from transformers import PretrainedConfig
 
-    from brain_ct.scan import ScanRule
-
 
 #: The bundled demo models (trained on synthetic phantoms and one real head by ``python -m train``): the
 #: binary default, and the subtype model beside it. Every folder under ``models/`` is a demonstration model.
@@ -131,7 +129,9 @@ class ModelSettings:
     member_ids: tuple[str, ...] = ()
     eight_bit: EightBitMapping = REPEAT
     input_thresholds: dict[str, float] | None = field(default=None, hash=False)
-    scan_rule: ScanRule | None = None
+    # A brain_ct.scan.ScanRule; typed Any because importing brain_ct.scan here, even for type checking,
+    # closes an import circle (scan → predictor → ensemble → model).
+    scan_rule: Any = None
 
     def __post_init__(self) -> None:
         if self.input_thresholds is not None:
@@ -430,7 +430,7 @@ def settings_from_config(
     )
 
 
-def _scan_rule_from_config(config: PretrainedConfig, name: str) -> ScanRule | None:
+def _scan_rule_from_config(config: PretrainedConfig, name: str) -> Any:
     """``brain_ct_scan_rule`` as a :class:`~brain_ct.scan.ScanRule`; None when absent (older models)."""
     raw = getattr(config, "brain_ct_scan_rule", None)
     if raw is None:
