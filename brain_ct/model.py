@@ -107,6 +107,9 @@ class ModelSettings:
         input_thresholds: thresholds replacing ``threshold`` for slices of one input kind
             (``brain_ct_input_thresholds``, keys from :data:`INPUT_KINDS`); None when the model has one
             threshold for every kind. Use :meth:`threshold_for`.
+        scan_rule: how slice probabilities make a scan's reading (``brain_ct_scan_rule``, chosen on
+            validation scans by ``python -m train.scan_rule``; :class:`~brain_ct.scan.ScanRule`); None when
+            the config has no key (the default rule then).
     """
 
     windows: tuple[tuple[float, float], ...]
@@ -126,6 +129,9 @@ class ModelSettings:
     member_ids: tuple[str, ...] = ()
     eight_bit: EightBitMapping = REPEAT
     input_thresholds: dict[str, float] | None = field(default=None, hash=False)
+    # A brain_ct.scan.ScanRule; typed Any because importing brain_ct.scan here, even for type checking,
+    # closes an import circle (scan → predictor → ensemble → model).
+    scan_rule: Any = None
 
     def __post_init__(self) -> None:
         if self.input_thresholds is not None:
@@ -420,7 +426,25 @@ def settings_from_config(
         threshold_rule=dict(rule) if rule is not None else None,
         temperature=float(temperature),
         input_thresholds=_input_thresholds_from_config(config, name),
+        scan_rule=_scan_rule_from_config(config, name),
     )
+
+
+def _scan_rule_from_config(config: PretrainedConfig, name: str) -> Any:
+    """``brain_ct_scan_rule`` as a :class:`~brain_ct.scan.ScanRule`; None when absent (older models)."""
+    raw = getattr(config, "brain_ct_scan_rule", None)
+    if raw is None:
+        return None
+    from brain_ct.errors import InvalidInputError
+    from brain_ct.scan import ScanRule
+
+    try:
+        return ScanRule.from_dict(raw)
+    except (InvalidInputError, TypeError) as exc:
+        raise ModelLoadError(
+            f"model {name!r}: config key brain_ct_scan_rule: {exc}. Write it with python -m train.scan_rule "
+            "--write, or remove it to read scans by the default rule"
+        ) from None
 
 
 def checked_input_thresholds(raw: Any) -> dict[str, float] | None:

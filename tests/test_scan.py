@@ -9,7 +9,7 @@ import pytest
 from helpers_series import FakePredictor, series_with_probs
 
 from brain_ct.errors import InvalidInputError
-from brain_ct.scan import ScanRule, predict_series, scan_result
+from brain_ct.scan import RULE_FIELDS, ScanRule, predict_series, scan_result
 from brain_ct.series import context_neighbors
 
 # --------------------------------------------------------------------------- scan rule
@@ -265,3 +265,142 @@ def test_predict_series_passes_the_heatmap_target(make_ct_dataset, tmp_path):
         assert 0.0 <= summary.probability <= max(column) + 1e-12
         for i in summary.slices:  # listed only where this subtype leads
             assert max(result.predictions[i].subtypes.values()) == column[i]
+
+
+# --------------------------------------------------------------------------- end slices (skull base, vertex)
+
+ENDS = ScanRule(end_fraction=0.2)  # of 6 slices, 0 and 5 are end slices (positions 1/12 and 11/12)
+
+
+@pytest.mark.parametrize(
+    ("rule", "probs", "label"),
+    [
+        (ScanRule(), [0.1, 0.1, 0.1, 0.1, 0.1, 0.9], "hemorrhage"),  # today: the vertex alone decides
+        (ENDS, [0.1, 0.1, 0.1, 0.1, 0.1, 0.9], "normal"),  # an end slice never decides alone
+        (ENDS, [0.9, 0.1, 0.1, 0.1, 0.1, 0.1], "normal"),  # nor does the most inferior one
+        (ENDS, [0.1, 0.1, 0.9, 0.1, 0.1, 0.1], "hemorrhage"),  # one convincing interior slice still does
+        (ENDS, [0.1, 0.1, 0.1, 0.1, 0.55, 0.6], "hemorrhage"),  # an end slice beside an interior neighbour
+        (ScanRule(end_fraction=0.34), [0.1, 0.1, 0.1, 0.1, 0.55, 0.6], "normal"),  # a run of end slices only
+        (ScanRule(end_fraction=0.2, end_single_slice_fraction=0.9), [0.1] * 5 + [0.96], "hemorrhage"),
+        (ScanRule(end_fraction=0.2, end_single_slice_fraction=0.9), [0.1] * 5 + [0.94], "normal"),
+        (ScanRule(end_fraction=0.2, single_slice_fraction=0.8), [0.1, 0.85, 0.1, 0.1, 0.1, 0.1], "normal"),
+        (
+            ScanRule(end_fraction=0.2, single_slice_fraction=0.8),
+            [0.1, 0.95, 0.1, 0.1, 0.1, 0.1],
+            "hemorrhage",
+        ),
+    ],
+)
+def test_end_slices_need_a_neighbour(rule, probs, label):
+    p, lab, pos = rule.apply(probs, 0.5)
+    assert lab == label
+    assert (p >= 0.5) == (label == "hemorrhage")  # the statistic and the label agree
+    assert p <= max(probs) + 1e-12
+    assert pos == [i for i, x in enumerate(probs) if x >= 0.5]
+
+
+def test_end_slices_by_position_and_by_head_area():
+    assert ENDS.end_slices(6).tolist() == [True, False, False, False, False, True]
+    assert ScanRule().end_slices(6).tolist() == [False] * 6
+    by_area = ScanRule(end_area=0.5)
+    areas = [300.0, 900.0, 1000.0, 800.0, 450.0]  # skull base 30 %, vertex 45 % of the largest
+    assert by_area.end_slices(5, areas).tolist() == [True, False, False, False, True]
+    assert by_area.end_slices(5).tolist() == [False] * 5  # no areas: position alone (none here)
+    # a vertex slice with a small cross-section, far from the scan's ends by position
+    assert by_area.apply([0.1, 0.1, 0.1, 0.1, 0.9], 0.5, areas)[1] == "normal"
+    assert by_area.apply([0.1, 0.1, 0.9, 0.1, 0.1], 0.5, areas)[1] == "hemorrhage"
+    with pytest.raises(InvalidInputError, match="one per slice"):
+        by_area.end_slices(5, areas[:4])
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_scan_too_short_for_ends_reads_as_before(n):
+    rule = ScanRule(end_fraction=0.45)  # would make every slice of 1 or 2 an end slice
+    assert not rule.end_slices(n).any()
+    probs = [0.9] + [0.1] * (n - 1)
+    assert rule.apply(probs, 0.5) == ScanRule().apply(probs, 0.5)
+
+
+def test_rule_record_round_trip_and_relative_bars():
+    rule = ScanRule(
+        single_slice_fraction=0.6, end_fraction=0.15, end_area=0.6, end_single_slice_fraction=0.95
+    )
+    record = {**rule.to_dict(), "description": "how it was chosen", "validation": {"n": 3}}
+    assert ScanRule.from_dict(record) == rule
+    assert set(rule.to_dict()) == set(RULE_FIELDS)
+    # relative to the slices' own threshold: H = T + 0.6 (1 - T), H_end = T + 0.95 (1 - T)
+    assert rule.resolve(0.3) == (0.3, 2, pytest.approx(0.72))
+    assert rule.resolve(0.5) == (0.5, 2, pytest.approx(0.8))
+    assert rule.end_single_slice_threshold(0.3) == pytest.approx(0.965)
+    assert ScanRule().end_single_slice_threshold(0.3) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        ([0.1], "JSON object"),
+        ({"end_fraction": 0.5}, r"end_fraction must be a number in \[0, 0.5\)"),
+        ({"end_area": -0.1}, "end_area"),
+        ({"single_slice_fraction": 1.2}, "single_slice_fraction"),
+        ({"single_slice_fraction": "0.6"}, "single_slice_fraction"),
+        ({"end_single_slice_fraction": 1.5}, "end_single_slice_fraction"),
+        ({"min_positive_slices": 0}, "min_positive_slices"),
+        ({"min_positive_slices": True}, "min_positive_slices"),
+    ],
+)
+def test_bad_rule_records_are_refused(raw, match):
+    with pytest.raises(InvalidInputError, match=match):
+        ScanRule.from_dict(raw)
+
+
+def test_describe_names_the_end_slices():
+    assert ScanRule().describe(0.5, 10) == (
+        "Scan rule: hemorrhage when 2 neighbouring slices reach the threshold 0.50, or one slice reaches 0.75."
+    )
+    text = ScanRule(end_fraction=0.15, end_area=0.6, end_single_slice_fraction=0.9).describe(0.5, 10)
+    assert "one slice away from the ends reaches 0.75" in text
+    assert "outer 15% of the slices at either end or slices whose head cross-section is under 60%" in text
+    assert text.endswith("and one end slice alone only from 0.95.")
+    assert "never" not in text and "alone only" not in ScanRule(end_area=0.5).describe(0.5, 10)
+
+
+def test_head_areas_follow_the_head_and_the_pixel_spacing(make_ct_dataset, tmp_path):
+    from conftest import draw_head_hu
+    from helpers_series import slice_ds
+
+    from brain_ct.scan import head_areas
+    from brain_ct.series import read_series
+
+    for i, scale in enumerate([0.9, 1.0, 0.5]):  # the last a vertex-like small cross-section
+        ds = slice_ds(make_ct_dataset, draw_head_hu(96, scale=scale), uid="1.2.3", z=5.0 * i, instance=i + 1)
+        ds.save_as(tmp_path / f"s{i}.dcm", enforce_file_format=True)
+    series = read_series(str(tmp_path))
+    areas = head_areas(series.slices)
+    assert areas.shape == (3,)
+    assert areas[1] > areas[0] > areas[2] > 0
+    assert areas[2] / areas[1] < 0.4  # ~0.25 for half the head's size
+    # 0.5 mm pixels (make_ct_dataset's PixelSpacing): mm² = pixels / 4
+    from brain_ct.framing import head_mask
+
+    assert areas[1] == pytest.approx(head_mask(series.slices[1]).sum() * 0.25)
+    result = scan_result(
+        series,
+        FakePredictor(
+            {ct.name: p for ct, p in zip(series.slices, [0.1, 0.1, 0.9], strict=True)}
+        ).predict_batch(series.slices),
+        rule=ScanRule(end_area=0.5),
+    )
+    assert result.label == "normal" and result.positive_slices == [2]
+    assert result.head_areas is not None and result.head_areas.tolist() == areas.tolist()
+
+
+def test_predict_series_reads_by_the_models_recorded_rule(make_ct_dataset, tmp_path):
+    s, by_name, _ = series_with_probs(make_ct_dataset, tmp_path, [0.1, 0.1, 0.1, 0.1, 0.1, 0.9])
+    fake = FakePredictor(by_name)
+    assert predict_series(fake, s).label == "hemorrhage"  # no recorded rule: today's
+    fake.settings.scan_rule = ENDS
+    result = predict_series(fake, s)
+    assert result.label == "normal" and result.rule == ENDS
+    assert predict_series(fake, s, rule=ScanRule()).label == "hemorrhage"  # an explicit rule wins
+    fake.settings.is_ensemble = True  # an ensemble never reads by its first member's rule
+    assert predict_series(fake, s).rule == ScanRule()
