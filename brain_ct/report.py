@@ -413,10 +413,8 @@ def _scan_section(pdf: Any, scan: dict[str, Any], n: int) -> None:
     rule = scan["rule"]
     if rule is not None:
         # the scan's own threshold (its slices' input kind's) resolves to the same (T, k, H) as the model's
-        t, k, h = rule.resolve(float(scan["threshold"]))
         pdf.paragraph(
-            f"Scan rule: hemorrhage when {min(k, n)} neighbouring slices reach the threshold {t:.2f}, "
-            f"or one slice reaches {h:.2f}. Slice 1 is the most inferior slice.",
+            f"{rule.describe(float(scan['threshold']), n)} Slice 1 is the most inferior slice.",
             size=8.5,
             color=_GREY,
         )
