@@ -133,8 +133,17 @@ def test_create_app_builds_the_page_without_launching_or_loading(app_module, set
 
 def test_read_slice_returns_label_overlay_and_explanation(reader, files):
     label, overlay, text, state = reader.read_slice(files["real"])
-    assert set(label) == {"hemorrhage", "normal"}
-    assert label["hemorrhage"] + label["normal"] == pytest.approx(1.0)
+    pred = reader.results.get(state)["pred"]
+    # One probability: the label's confidences are P(hemorrhage) itself and 1 - P, the verdict first.
+    assert label["label"] == pred.label == label["confidences"][0]["label"]
+    confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
+    assert confidences == {"hemorrhage": pytest.approx(pred.probability), "normal": pytest.approx(1 - pred.probability)}
+    fields = reader.reading_json(state)
+    assert (fields["verdict"], fields["input_kind"]) == (pred.label, "dicom")
+    assert fields["probability"] == pytest.approx(pred.probability, abs=1e-6)
+    assert fields["threshold"] == pytest.approx(pred.threshold, abs=1e-6)
+    assert [r["region"] for r in fields["regions"]] == [r.region for r in pred.regions]
+    assert f"{100 * pred.probability:.1f}%" in reader.reading_bar(state)
     assert overlay.dtype == np.uint8 and overlay.shape == (512, 512, 3)
     assert "not a diagnosis" in text
     plain, meta, report = reader.slice_details(state)
@@ -197,15 +206,35 @@ def test_a_nifti_volume_is_read_as_a_scan_and_its_heatmap_lies_on_its_grid(reade
     np.testing.assert_allclose(volume.affine, source.affine, atol=1e-5)
 
 
-def test_slices_without_geometry_get_no_heatmap_volume(reader, files):
-    verdict, summary, report, heatmap, _ = reader.read_series([files["png"], files["png"]])
-    assert summary["n_slices"] == 2 and Path(report).is_file() and heatmap is None
+def test_several_images_are_read_one_by_one_without_a_scan_verdict(reader, files, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(Path(files["png"]).read_bytes()[:200])  # a PNG cut short: listed, not fatal
+    verdict, summary, report, heatmap, state = reader.read_series([files["png"], files["png"], str(broken)])
+    assert summary["kind"] == "image set" and [i["image"] for i in summary["images"]] == [1, 2]
+    assert summary["errors"][0]["image"] == 3
+    n = sum(i["label"] == "hemorrhage" for i in summary["images"])
+    assert f"{n} of 2 images suspicious; 1 could not be read" in verdict
+    assert "scan" not in verdict.split("\n")[0] and "most inferior" not in verdict
+    # The empty boxes say why on the page.
+    assert report is None and heatmap is None and "No PDF report or heatmap volume" in verdict
+    slider, plot = reader.series_browser(state)
+    assert plot is None and slider["maximum"] == 3 and slider["label"].startswith("Image number")
+    overlay, text = reader.show_series_slice(state, 2)
+    assert overlay.ndim == 3 and "Image 2 of 3" in text
+
+
+def test_slices_without_geometry_say_why_they_get_no_heatmap_volume(reader, files):
+    verdict, summary, report, heatmap, _ = reader.read_series([files["png"]])
+    assert summary["n_slices"] == 1 and Path(report).is_file() and heatmap is None
+    assert summary["heatmap_volume"].startswith("not written: ")
+    assert "Heatmap volume not written:" in verdict
 
 
 def test_scan_upload_offers_nifti_and_a_heatmap_download(demo):
     config = demo.config["components"]
     labels = [c["props"].get("label") or "" for c in config]
-    assert any(".nii.gz" in label and ".zip" in label for label in labels)
+    help_text = next(c["props"]["value"] for c in config if c["props"].get("elem_id") == "scan-upload-help")
+    assert ".nii.gz" in help_text and ".zip" in help_text and "PNG/JPG" in help_text
     assert any(label.startswith("Heatmap volume (NIfTI") for label in labels)
 
 

@@ -20,6 +20,7 @@ from helpers_series import synthetic_zip
 from pydicom.filewriter import dcmwrite
 
 import app
+from brain_ct import page_text
 from brain_ct.ensemble import ENSEMBLE_FILE, FORMAT
 from brain_ct.labels import SUBTYPE_LABELS, SUBTYPES
 from brain_ct.predictor import Prediction, Predictor
@@ -107,7 +108,7 @@ def test_the_model_choice_shows_the_subtype_controls_only_for_subtype_models(rea
 def test_a_subtype_reading_fills_the_panel_with_the_five_probabilities(reader, inputs):
     label, overlay, text, state = reader.read_slice(inputs["dcm"])
     pred = reader.results.get(state)["pred"]
-    assert set(label) == {"hemorrhage", "normal"}  # the verdict panel is the same as for binary models
+    assert {c["label"] for c in label["confidences"]} == {"hemorrhage", "normal"}  # as for binary models
     panel = reader.subtype_panel(state)
     assert list(panel) == list(SUBTYPES) and panel == pytest.approx(pred.subtypes)
     assert "**Heatmap for:** any hemorrhage" in text
@@ -138,9 +139,9 @@ def test_a_binary_reading_is_unchanged_and_refuses_a_subtype_heatmap(reader, inp
     model = _choice(reader, "binary", models)
     label, overlay, text, state = reader.read_slice(inputs["dcm"], model)
     pred = Predictor.from_pretrained(models["binary"]).predict(inputs["dcm"])
-    assert label == app.label_dict(pred)
+    assert label == app.verdict_label(pred)
     table = [f"| {r.region} | {r.side} | {r.score:.2f} |" for r in pred.regions[:5]]
-    verdict = app.verdict_line(pred.label, pred.probability, pred.threshold, False)
+    verdict = page_text.verdict_line(pred.label, pred.probability, pred.threshold, False)
     assert text.startswith(f"{verdict}\n\n{pred.explanation}\n")
     assert all(row in text for row in table) and "Heatmap for" not in text and "subtype" not in text
     assert reader.subtype_panel(state) is None

@@ -160,8 +160,8 @@ def test_label_explanation_pdf_and_cli_agree_with_the_threshold(
 
     model_id = next(m for m in reader.registry.choices if m.endswith(case))
     label, _, text, state = reader.read_slice(inputs["dcm"], model_id=model_id)
-    assert max(label, key=label.get) == expected, label
-    assert set(label) == {"hemorrhage", "normal"} and sum(label.values()) == pytest.approx(1.0)
+    assert label["label"] == label["confidences"][0]["label"] == expected, label
+    assert {c["label"]: c["confidence"] for c in label["confidences"]}["hemorrhage"] == pytest.approx(p, abs=5e-4)
     assert text.startswith("**Hemorrhage suspected" if expected == "hemorrhage" else "**No hemorrhage found")
     assert f"P(hemorrhage) = {p:.1%}" in text and f"threshold of {predictor.threshold:.1%}" in text
     _, _, report = reader.slice_details(state)
@@ -187,10 +187,16 @@ def test_label_top_class_is_the_verdict(app_module, p, t):
         regions=[],
         explanation="",
     )
-    label = app_module.label_dict(pred)
-    # What gr.Label shows on top: the highest score, ties in dict order.
-    assert sorted(label.items(), key=lambda kv: -kv[1])[0][0] == pred.label
-    assert all(0.0 <= v <= 1.0 for v in label.values()) and sum(label.values()) == pytest.approx(1.0)
+    label = app_module.verdict_label(pred)
+    confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
+    # The verdict names the label and comes first, however P compares with 1 - P; P is P itself.
+    assert label["label"] == label["confidences"][0]["label"] == pred.label
+    assert confidences == {"hemorrhage": pytest.approx(p), "normal": pytest.approx(1 - p)}
+    with gr.Blocks():
+        shown = app_module._verdict_labels(gr.Label()).postprocess(label)
+    assert shown.label == pred.label and shown.confidences[0].confidence == pytest.approx(confidences[pred.label])
+    bar = app_module.probability_bar(p, t, pred.label)
+    assert f"width:{100 * p:.1f}%" in bar and f"left:{100 * t:.1f}%" in bar
 
 
 # --------------------------------------------------------------------------- 13.2 / 13.5 one-slice scans, numbering
@@ -225,10 +231,11 @@ def test_scan_numbers_slices_from_one_for_people_and_from_zero_in_json(reader, i
 
 def test_clearing_functions_empty_every_output(app_module):
     slice_outputs = app_module.clear_slice_outputs()
-    assert len(slice_outputs) == 10
-    assert slice_outputs[0] is None and slice_outputs[1] is None and slice_outputs[2] == ""
-    assert slice_outputs[7]["visible"] is False  # the error box
-    assert slice_outputs[8]["value"] is None and slice_outputs[9]["value"] == "any"  # subtype panel, heatmap
+    assert len(slice_outputs) == 12
+    assert slice_outputs[0] is None and slice_outputs[1] == "" and slice_outputs[2] is None  # label, bar, JSON
+    assert slice_outputs[3] is None and slice_outputs[4] == ""
+    assert slice_outputs[9]["visible"] is False  # the error box
+    assert slice_outputs[10]["value"] is None and slice_outputs[11]["value"] == "any"  # subtype panel, heatmap
     scan_outputs = app_module.clear_scan_outputs()
     assert len(scan_outputs) == 10 and scan_outputs[0] == "" and scan_outputs[5]["visible"] is False
     assert scan_outputs[-1] is None  # the heatmap volume of the previous scan
@@ -424,11 +431,20 @@ def test_run_folder_sweeps(app_module, tmp_path):
     empty.mkdir(parents=True)
     full.mkdir()
     (full / "upload.dcm").write_bytes(b"x")
-    for folder in (old, empty, full):
-        os.utime(folder, (time.time() - 1000, time.time() - 1000))
-    app_module.sweep_outputs(settings)
+    example = cache / "example-hash-folder" / "example.dcm"
+    example.parent.mkdir()
+    example.write_bytes(b"x")
+    partial = cache / "tmpabc123"  # an upload aborted half-way: Gradio's parser left it at the top
+    partial.write_bytes(b"x")
+    fresh = cache / "fresh-hash-folder" / "upload.dcm"
+    fresh.parent.mkdir()
+    fresh.write_bytes(b"x")
+    for path in (old, empty, full, full / "upload.dcm", partial, example, example.parent):
+        os.utime(path, (time.time() - 1000, time.time() - 1000))
+    app_module.sweep_outputs(settings, keep=[example])
     assert not old.exists() and new.exists()
-    assert not empty.exists() and (full / "upload.dcm").exists()  # Gradio's files are Gradio's to delete
+    assert not empty.exists() and not full.exists() and not partial.exists()
+    assert example.exists() and fresh.exists()  # the examples' copies survive every sweep
     assert settings.output_dir.parent == settings.gradio_cache.parent == settings.run_dir
     app_module.remove_run_dir(settings)
     assert not settings.run_dir.exists() and alive.exists()
@@ -678,11 +694,11 @@ def test_browser_one_slice_scan_replaces_the_previous_scan_and_errors_stay(serve
 def test_a_session_gets_one_reading_at_a_time(app_module, reader, inputs):
     guard = reader.in_flight
     with guard.hold("s1"):
-        with pytest.raises(gr.Error, match="still being read"):
+        with pytest.raises(gr.Error, match="already have a reading running"):
             reader.read_slice(inputs["dcm"], request=_request("s1"))
         # another session is served meanwhile, and the busy one's scan upload is refused too
         assert reader.read_slice(inputs["dcm"], request=_request("s2"))[0] is not None
-        with pytest.raises(gr.Error, match="still being read"):
+        with pytest.raises(gr.Error, match="already have a reading running"):
             reader.read_series([inputs["dcm"]], request=_request("s1"))
     # once the first reading is over, the session reads again
     assert reader.read_slice(inputs["dcm"], request=_request("s1"))[0] is not None
@@ -694,4 +710,4 @@ def test_a_failed_reading_frees_its_session(app_module, reader, tmp_path):
     for _ in range(2):  # the second try would be refused as "still being read" if the first leaked
         with pytest.raises(gr.Error) as err:
             reader.read_slice(str(bad), request=_request("s3"))
-        assert "still being read" not in str(err.value)
+        assert "already have a reading running" not in str(err.value)
