@@ -137,7 +137,10 @@ def test_read_slice_returns_label_overlay_and_explanation(reader, files):
     # One probability: the label's confidences are P(hemorrhage) itself and 1 - P, the verdict first.
     assert label["label"] == pred.label == label["confidences"][0]["label"]
     confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
-    assert confidences == {"hemorrhage": pytest.approx(pred.probability), "normal": pytest.approx(1 - pred.probability)}
+    assert confidences == {
+        "hemorrhage": pytest.approx(pred.probability),
+        "normal": pytest.approx(1 - pred.probability),
+    }
     fields = reader.reading_json(state)
     assert (fields["verdict"], fields["input_kind"]) == (pred.label, "dicom")
     assert fields["probability"] == pytest.approx(pred.probability, abs=1e-6)
@@ -257,6 +260,11 @@ def test_launched_app_through_gradio_client(served, files):
     label, overlay, text = client.predict(handle_file(files["real"]), api_name="/predict")
     assert label["label"] in {"hemorrhage", "normal"}
     assert Path(overlay).is_file() and "not a diagnosis" in text
+    fields = client.predict(api_name="/reading")  # the same client's reading as plain fields
+    assert fields["verdict"] == label["label"] and fields["input_kind"] == "dicom"
+    assert (fields["probability"] >= fields["threshold"]) == (fields["verdict"] == "hemorrhage")
+    p = {c["label"]: c["confidence"] for c in label["confidences"]}["hemorrhage"]
+    assert p == pytest.approx(fields["probability"], abs=1e-5) and f"{p:.1%}" in text
     label, _, _ = client.predict(handle_file(files["png"]), api_name="/predict")
     assert {c["label"] for c in label["confidences"]} == {"hemorrhage", "normal"}
     with pytest.raises(Exception, match="not a DICOM file or a supported image"):
@@ -284,11 +292,40 @@ def test_launched_app_through_gradio_client(served, files):
 def test_real_browser_upload_shows_the_reading(served, files):
     with app_page(served) as page:
         page.locator("#upload input[type=file]").set_input_files(files["real"])
-        reading = page.locator("#reading")
-        reading.get_by_text("normal").first.wait_for(timeout=90_000)
+        page.locator("#reading-bar").get_by_text("P(hemorrhage) =").first.wait_for(timeout=90_000)
         page.get_by_text("not a diagnosis").first.wait_for(timeout=30_000)
         page.wait_for_timeout(1500)  # let the overlay image paint before the screenshot
         page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
         text = page.locator("#explanation").inner_text()
     assert "P(hemorrhage)" in text
     assert (ARTIFACTS / "app.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_examples_still_work_after_the_upload_sweep(app_module, tiny_model, tmp_path, monkeypatch):
+    """Issue 27.1: uploads are swept after a short retention, the example buttons keep working."""
+    import time
+
+    from helpers_app import launched
+
+    settings = app_module.AppSettings(
+        model=str(tiny_model), run_dir=tmp_path / "run-1", file_max_age_s=2, sweep_every_s=0.5
+    )
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(settings.gradio_cache))  # as main() does
+    demo = app_module.create_app(settings)
+    app_module.warm_up(demo.reader.registry)
+    kept = app_module.cached_examples(demo)
+    assert kept and all(p.is_file() for p in kept)
+    partial = settings.gradio_cache / "tmpaborted"  # an aborted upload's leftover
+    partial.write_bytes(b"x" * 100)
+    stop = app_module.start_sweeper(settings, keep=kept)
+    try:
+        with launched(demo, app_module) as url, app_page(url) as page:
+            time.sleep(5)  # past the retention, several sweeps
+            assert not partial.exists() and all(p.is_file() for p in kept)
+            page.get_by_text("synthetic_subdural.dcm", exact=True).first.click()
+            page.locator("#reading-bar").get_by_text("P(hemorrhage) =").first.wait_for(timeout=90_000)
+            assert not page.locator("#error-box").is_visible()
+    finally:
+        stop.set()

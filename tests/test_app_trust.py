@@ -161,7 +161,9 @@ def test_label_explanation_pdf_and_cli_agree_with_the_threshold(
     model_id = next(m for m in reader.registry.choices if m.endswith(case))
     label, _, text, state = reader.read_slice(inputs["dcm"], model_id=model_id)
     assert label["label"] == label["confidences"][0]["label"] == expected, label
-    assert {c["label"]: c["confidence"] for c in label["confidences"]}["hemorrhage"] == pytest.approx(p, abs=5e-4)
+    assert {c["label"]: c["confidence"] for c in label["confidences"]}["hemorrhage"] == pytest.approx(
+        p, abs=5e-4
+    )
     assert text.startswith("**Hemorrhage suspected" if expected == "hemorrhage" else "**No hemorrhage found")
     assert f"P(hemorrhage) = {p:.1%}" in text and f"threshold of {predictor.threshold:.1%}" in text
     _, _, report = reader.slice_details(state)
@@ -194,7 +196,9 @@ def test_label_top_class_is_the_verdict(app_module, p, t):
     assert confidences == {"hemorrhage": pytest.approx(p), "normal": pytest.approx(1 - p)}
     with gr.Blocks():
         shown = app_module._verdict_labels(gr.Label()).postprocess(label)
-    assert shown.label == pred.label and shown.confidences[0].confidence == pytest.approx(confidences[pred.label])
+    assert shown.label == pred.label and shown.confidences[0].confidence == pytest.approx(
+        confidences[pred.label]
+    )
     bar = app_module.probability_bar(p, t, pred.label)
     assert f"width:{100 * p:.1f}%" in bar and f"left:{100 * t:.1f}%" in bar
 
@@ -232,10 +236,14 @@ def test_scan_numbers_slices_from_one_for_people_and_from_zero_in_json(reader, i
 def test_clearing_functions_empty_every_output(app_module):
     slice_outputs = app_module.clear_slice_outputs()
     assert len(slice_outputs) == 12
-    assert slice_outputs[0] is None and slice_outputs[1] == "" and slice_outputs[2] is None  # label, bar, JSON
+    assert (
+        slice_outputs[0] is None and slice_outputs[1] == "" and slice_outputs[2] is None
+    )  # label, bar, JSON
     assert slice_outputs[3] is None and slice_outputs[4] == ""
     assert slice_outputs[9]["visible"] is False  # the error box
-    assert slice_outputs[10]["value"] is None and slice_outputs[11]["value"] == "any"  # subtype panel, heatmap
+    assert (
+        slice_outputs[10]["value"] is None and slice_outputs[11]["value"] == "any"
+    )  # subtype panel, heatmap
     scan_outputs = app_module.clear_scan_outputs()
     assert len(scan_outputs) == 10 and scan_outputs[0] == "" and scan_outputs[5]["visible"] is False
     assert scan_outputs[-1] is None  # the heatmap volume of the previous scan
@@ -711,3 +719,83 @@ def test_a_failed_reading_frees_its_session(app_module, reader, tmp_path):
         with pytest.raises(gr.Error) as err:
             reader.read_slice(str(bad), request=_request("s3"))
         assert "already have a reading running" not in str(err.value)
+
+
+def test_a_client_address_is_refused_at_the_queue_door_when_it_has_enough_waiting(
+    app_module, registry, settings
+):
+    import asyncio
+
+    demo = app_module.build_demo(registry, dataclasses.replace(settings, behind_proxy=True))
+    model_fn = next(i for i, fn in demo.fns.items() if fn.api_name == "predict")
+    other_fn = next(i for i, fn in demo.fns.items() if fn.api_name == "subtypes")
+    calls = []
+
+    async def accept(body, request, username):
+        calls.append(body.fn_index)
+        return True, "event", "success"
+
+    demo._queue.push = accept  # the queue behind the door
+    app_module.limit_queue_per_client(demo, demo.reader)
+
+    def request(ip: str):
+        return types.SimpleNamespace(
+            client=types.SimpleNamespace(host="10.0.0.1"), headers={"x-forwarded-for": ip}
+        )
+
+    waiting = types.SimpleNamespace(queue=[types.SimpleNamespace(request=request("198.51.100.7"))] * 2)
+    demo._queue.event_queue_per_concurrency_id["model"] = waiting
+
+    def push(fn_index: int, ip: str):
+        return asyncio.run(demo._queue.push(types.SimpleNamespace(fn_index=fn_index), request(ip), None))
+
+    ok, message, state = push(model_fn, "198.51.100.7")
+    assert (ok, state) == (False, "queue_full") and "2 readings waiting" in message
+    assert push(model_fn, "203.0.113.5")[0] and push(other_fn, "198.51.100.7")[0]  # others; light events
+    assert calls == [model_fn, other_fn]
+
+
+def test_a_library_failure_without_a_message_still_gets_one(app_module, reader, inputs, monkeypatch):
+    def broken(*args, **kwargs):
+        raise NotImplementedError()
+
+    monkeypatch.setattr(app_module, "load_image", broken)
+    with pytest.raises(gr.Error) as err:
+        reader.read_slice(inputs["dcm"], request=_request("s9"))
+    assert "NotImplementedError" in str(err.value) and err.value.__context__ is None
+    assert "Could not read this upload" in reader.errors.pop("s9")
+
+
+def test_a_zip_on_the_one_slice_tab_points_to_the_whole_scan_tab(reader, inputs):
+    with pytest.raises(gr.Error, match='Use the "Whole scan" tab'):
+        reader.read_slice(inputs["six"])
+
+
+def test_refusals_are_worded_apart_from_unreadable_files(reader, inputs, tmp_path):
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"not a dicom")
+    for path, heading in ((inputs["landscape"], "Refused:"), (str(bad), "Could not read this upload:")):
+        with pytest.raises(gr.Error) as err:
+            reader.read_slice(path, request=_request("s10"))
+        assert err.value.message.startswith(heading) and err.value.title == heading.rstrip(":")
+        assert reader.errors.pop("s10").startswith(f"**{heading}**")
+
+
+def test_a_busy_port_is_a_clear_message_and_exit_2(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        env = dict(os.environ, BRAIN_CT_TMP=str(tmp_path))
+        done = subprocess.run(
+            [sys.executable, "app.py", "--port", str(port)],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"Port {port} on 127.0.0.1 is already in use" in done.stderr and "Traceback" not in done.stderr
