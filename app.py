@@ -591,7 +591,7 @@ class Reader:
             _session(request), f"**{heading}** {md_escape(message)}" if heading else md_escape(message)
         )
         return gr.Error(
-            f"{heading} {message}".strip(), print_exception=False, title=heading.rstrip(".") or "Error"
+            f"{heading} {message}".strip(), print_exception=False, title=heading.rstrip(":") or "Error"
         )
 
     def _entry(self, state: Any) -> dict[str, Any] | None:
