@@ -119,6 +119,8 @@ STATE_SESSION_CAPACITY = 128
 #: Largest scan read per request: slices, and pixels over all slices (~1.2 GB of arrays at most).
 MAX_SCAN_SLICES = 300
 MAX_SCAN_PIXELS = 128 * 512 * 512
+PLOT_LABEL = "P(hemorrhage) per slice (dashed: threshold)"
+NO_PLOT_LABEL = "No plot: separate images have no order to plot along (each image's P is listed left)"
 SLIDER_LABEL = "Slice number (1 = most inferior)"
 WINDOW_CHOICES = ["brain", "subdural", "blood", "bone", "soft_tissue", "custom"]
 #: What the Grad-CAM of a subtype model can explain: P(any hemorrhage), or one subtype's output.
@@ -590,8 +592,12 @@ class Reader:
         self.errors.set(
             _session(request), f"**{heading}** {md_escape(message)}" if heading else md_escape(message)
         )
+        # No popup: the page keeps the message in its error box (a popup said "Error" once more).
         return gr.Error(
-            f"{heading} {message}".strip(), print_exception=False, title=heading.rstrip(":") or "Error"
+            f"{heading} {message}".strip(),
+            print_exception=False,
+            title=heading.rstrip(":") or "Error",
+            visible=request is None or _session(request) is None,
         )
 
     def _entry(self, state: Any) -> dict[str, Any] | None:
@@ -889,9 +895,10 @@ class Reader:
             reading: ImageSetReading = entry["images"]
             first = (reading.suspicious or [0])[0] + 1
             n = len(reading.predictions)
-            return gr.update(
+            slider = gr.update(
                 minimum=1, maximum=n, value=first, step=1, visible=True, label="Image number (upload order)"
-            ), None
+            )
+            return slider, gr.update(value=None, label=NO_PLOT_LABEL)
         result: SeriesPrediction = entry["result"]
         png = probability_plot_png(
             result.probabilities,
@@ -982,7 +989,7 @@ def clear_scan_outputs():
         None,
         None,
         None,
-        None,
+        gr.update(value=None, label=PLOT_LABEL),
         gr.update(minimum=1, maximum=2, value=1, visible=False),
         None,
         "",
@@ -1024,6 +1031,8 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
                             label="Head-CT slice: DICOM (.dcm or no extension), PNG, JPG", elem_id="upload"
                         )
                     )
+                    # Under the upload, where the eye is after dropping a file.
+                    error = gr.Markdown(visible=False, elem_id="error-box")
                     examples = example_files()
                     if examples:
                         gr.Examples(
@@ -1031,7 +1040,6 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
                             inputs=upload,
                             label="Examples (synthetic phantoms; real CT slices: 15.dcm is held out from training)",
                         )
-                    error = gr.Markdown(visible=False, elem_id="error-box")
                     bar = gr.HTML(elem_id="reading-bar")
                     # The /predict API's label (the verdict, P and 1 − P); the page shows the bar above.
                     label = _verdict_labels(gr.Label(num_top_classes=2, visible=False, elem_id="reading"))
@@ -1093,7 +1101,7 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
                     )
                 with gr.Column(scale=2):
                     # No toolbar: it covered the plot's legend.
-                    plot = image(label="P(hemorrhage) per slice (dashed: threshold)", buttons=[])
+                    plot = image(label=PLOT_LABEL, buttons=[])
                     slider = gr.Slider(
                         1,
                         2,

@@ -241,13 +241,13 @@ def image_set_md(reading: ImageSetReading, unverified: bool = False) -> str:
         "Each PNG/JPG image was read on its own, numbered in the order uploaded: images carry no "
         "position, so they are not stacked into a scan and no scan verdict is given.",
     ]
-    rows = ["| image | reading | P(hemorrhage) | threshold |", "|---|---|---|---|"]
-    rows += [
-        f"| {i + 1} | {wording.verdict(p.label)} | {p.probability:.1%} | {p.threshold:.1%} |"
+    bullets = [
+        f"- **image {i + 1}**: {wording.verdict(p.label)} — P(hemorrhage) = {p.probability:.1%} "
+        f"(threshold {p.threshold:.1%})"
         for i, p in enumerate(reading.predictions)
         if p is not None
     ]
-    lines.append("\n".join(rows))
+    lines.append("\n".join(bullets))
     if reading.errors:
         lines.append(f"**{plural(len(reading.errors), 'image')} could not be read:**")
         lines.append("\n".join(f"- image {e['image']}: {md_escape(e['message'])}" for e in reading.errors))

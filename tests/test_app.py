@@ -221,7 +221,12 @@ def test_several_images_are_read_one_by_one_without_a_scan_verdict(reader, files
     # The empty boxes say why on the page.
     assert report is None and heatmap is None and "No PDF report or heatmap volume" in verdict
     slider, plot = reader.series_browser(state)
-    assert plot is None and slider["maximum"] == 3 and slider["label"].startswith("Image number")
+    assert (
+        plot["value"] is None
+        and plot["label"].startswith("No plot")
+        and slider["maximum"] == 3
+        and slider["label"].startswith("Image number")
+    )
     overlay, text = reader.show_series_slice(state, 2)
     assert overlay.ndim == 3 and "Image 2 of 3" in text
 

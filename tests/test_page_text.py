@@ -62,7 +62,9 @@ def test_image_set_text_claims_no_order_and_says_why_outputs_are_empty():
     ]
     text = image_set_md(ImageSetReading(preds, [{"image": 3, "message": "cut <b>short</b>"}]))
     assert text.startswith("## 1 of 2 images suspicious; 1 could not be read")
-    assert "| 1 | " in text and "80.0%" in text and "most inferior" not in text
+    assert (
+        "- **image 1**: Hemorrhage suspected — P(hemorrhage) = 80.0%" in text and "most inferior" not in text
+    )
     assert "No PDF report or heatmap volume" in text and "<b>" not in text
 
 
