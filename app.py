@@ -13,9 +13,10 @@ Model order: ``--model``, env ``BRAIN_CT_MODEL``, the bundled demo model; ``--re
 
 API: ``gradio_client.Client(url).predict(handle_file(path), api_name="/predict")`` returns
 (label, overlay image path, explanation markdown): ``label["label"]`` is the verdict, "hemorrhage"
-exactly when P(hemorrhage) >= the model's threshold; its confidences are threshold-relative scores
-(0.5 = at the threshold), and the explanation states P and the threshold (and, first, a caveat when
-the head-CT check was skipped). Subtype models (RSNA's any + five subtypes): after ``/predict``, the
+exactly when P(hemorrhage) >= the model's threshold; its confidences are P(hemorrhage) and 1 − P, the
+verdict's first, and the explanation states P and the threshold (and, first, a caveat when the head-CT
+check was skipped). After ``/predict`` the same client's ``/reading`` returns that reading as plain JSON
+fields (verdict, probability, threshold, input_kind, head_check, regions, subtypes): use it in programs. Subtype models (RSNA's any + five subtypes): after ``/predict``, the
 same client's ``/subtypes`` returns that reading's five subtype probabilities as a label value
 (``{"label": leading subtype, "confidences": [{"label", "confidence"}, …]}``; None for binary models),
 and ``/heatmap`` with a target (``"any"`` or a subtype) re-explains it: (overlay, explanation, PDF report),
@@ -28,7 +29,8 @@ grid (opens over the scan in 3D Slicer / ITK-SNAP), None for PNG/JPG slices (no 
 per slice and for the scan (as the CLI's JSON). Only uploaded files are read: a URL given as the file is refused.
 
 Per session the page keeps only a key; readings live in a bounded, time-limited cache
-(:class:`ResultCache`). Everything a run writes lives under one folder, swept by
+(:class:`~brain_ct.serving.ResultCache`); one reading runs at a time per session and per client
+address (:class:`~brain_ct.serving.FairShare`). Everything a run writes lives under one folder, swept by
 age while running and removed at exit, on SIGTERM/SIGINT, or at the next start after a crash
 (:attr:`AppSettings.run_dir`).
 """
@@ -619,8 +621,8 @@ class Reader:
         overlay and a plain-language explanation. Research and education aid, not a diagnosis.
 
         Returns (label, overlay, explanation): ``label["label"]`` is the verdict, "hemorrhage" exactly
-        when P(hemorrhage) >= the model's threshold; its confidences are threshold-relative scores
-        (0.5 = at the threshold), and the explanation states P(hemorrhage) and the threshold.
+        when P(hemorrhage) >= the model's threshold; its confidences are P(hemorrhage) and 1 − P (the
+        verdict's first), and the explanation states P(hemorrhage) and the threshold.
 
         Args:
             file: the slice to read.
@@ -768,8 +770,10 @@ class Reader:
         the Grad-CAM heatmaps as a NIfTI volume. Not a diagnosis.
 
         Returns (verdict markdown, per-slice JSON, PDF report path, heatmap volume path): the heatmap
-        volume is float32 in [0, 1] on the scan's voxel grid and affine (None for PNG/JPG slices,
-        which carry no geometry).
+        volume is float32 in [0, 1] on the scan's voxel grid and affine (None, with the reason in the
+        markdown and in the JSON's ``heatmap_volume``, when it cannot be written). Several PNG/JPG
+        files are read one by one instead: the JSON is ``{"kind": "image set", "summary", "images"}``
+        and there is no scan verdict, PDF or volume (None).
 
         The per-slice JSON lists ``slices`` in anatomical order with a 0-based ``index`` (slice
         number ``index + 1`` on the page and in the PDF), ``skipped`` (readable files left out, with
@@ -1031,8 +1035,9 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
                             label="Head-CT slice: DICOM (.dcm or no extension), PNG, JPG", elem_id="upload"
                         )
                     )
-                    # Under the upload, where the eye is after dropping a file.
+                    # Under the upload, where the eye is after dropping a file: the error or the reading.
                     error = gr.Markdown(visible=False, elem_id="error-box")
+                    bar = gr.HTML(elem_id="reading-bar")
                     examples = example_files()
                     if examples:
                         gr.Examples(
@@ -1040,7 +1045,6 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
                             inputs=upload,
                             label="Examples (synthetic phantoms; real CT slices: 15.dcm is held out from training)",
                         )
-                    bar = gr.HTML(elem_id="reading-bar")
                     # The /predict API's label (the verdict, P and 1 − P); the page shows the bar above.
                     label = _verdict_labels(gr.Label(num_top_classes=2, visible=False, elem_id="reading"))
                     reading_json = gr.JSON(visible=False)
