@@ -16,7 +16,8 @@ API: ``gradio_client.Client(url).predict(handle_file(path), api_name="/predict")
 exactly when P(hemorrhage) >= the model's threshold; its confidences are P(hemorrhage) and 1 − P, the
 verdict's first, and the explanation states P and the threshold (and, first, a caveat when the head-CT
 check was skipped). After ``/predict`` the same client's ``/reading`` returns that reading as plain JSON
-fields (verdict, probability, threshold, input_kind, head_check, regions, subtypes): use it in programs. Subtype models (RSNA's any + five subtypes): after ``/predict``, the
+fields (verdict, probability, threshold, input_kind, head_check, regions, subtypes): use it in programs.
+Subtype models (RSNA's any + five subtypes): after ``/predict``, the
 same client's ``/subtypes`` returns that reading's five subtype probabilities as a label value
 (``{"label": leading subtype, "confidences": [{"label", "confidence"}, …]}``; None for binary models),
 and ``/heatmap`` with a target (``"any"`` or a subtype) re-explains it: (overlay, explanation, PDF report),
@@ -89,9 +90,6 @@ from brain_ct.report import plural, probability_plot_png, write_report
 from brain_ct.scan import SeriesPrediction, predict_series
 from brain_ct.series import list_series, read_series
 from brain_ct.serving import (
-    CACHE_ENTRIES as CACHE_ENTRIES,  # re-exported: the app's documented limits
-)
-from brain_ct.serving import (
     SESSION_TTL_S,
     ClientBusyError,
     ErrorBox,
@@ -135,6 +133,8 @@ REAL_EXAMPLES = ("J2K_pixelrep_mismatch.dcm", "693_J2KI.dcm")
 #: The error box stands out from the results (it stays until the next upload).
 APP_CSS = (
     "#error-box, #scan-error-box {border-left: 4px solid #c0392b; padding: 4px 10px; background: #fdecea;}"
+    # The options wrap on a phone instead of squeezing their labels to a letter per line.
+    "#options, #options .form {flex-wrap: wrap;} #options .form > * {min-width: 220px !important;}"
     ".pbar {padding: 8px 4px;} .pbar-head {font-size: 1.4em; font-weight: 700;}"
     ".pbar-track {position: relative; height: 14px; background: #e5e7eb; border-radius: 7px; margin: 6px 0;}"
     ".pbar-fill {height: 100%; border-radius: 7px;}"
@@ -1010,7 +1010,7 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
         gr.Markdown("# Brain-CT hemorrhage reading assistant")
         gr.Markdown(f"> **{DISCLAIMER}**", elem_id="disclaimer")
         banner = gr.Markdown(f"**Model in use:** `{registry.default}`", elem_id="banner")
-        with gr.Row():
+        with gr.Row(elem_id="options"):
             model_id = gr.Dropdown(registry.choices, value=registry.default, label="Model", scale=2)
             allow_unverified = gr.Checkbox(False, label="Allow unusual images (skip the head-CT check)")
             tta = gr.Checkbox(False, label="Test-time augmentation (flip)")

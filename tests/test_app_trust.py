@@ -29,6 +29,7 @@ from helpers_models import make_tiny_model
 from pydicom.filewriter import dcmwrite
 from pypdf import PdfReader
 
+from brain_ct import serving
 from brain_ct.predictor import Predictor
 from brain_ct.report import UNVERIFIED_NOTE
 from brain_ct.synthetic import generate_series, generate_slice, to_dicom
@@ -612,9 +613,9 @@ def test_many_new_sessions_keep_the_cache_bounded(served, inputs, app_module):
     from gradio_client import Client, handle_file
 
     url, demo = served
-    for _ in range(app_module.CACHE_ENTRIES + 6):
+    for _ in range(serving.CACHE_ENTRIES + 6):
         Client(url, verbose=False).predict(handle_file(inputs["dcm"]), api_name="/predict")
-    assert 0 < len(demo.reader.results) <= app_module.CACHE_ENTRIES
+    assert 0 < len(demo.reader.results) <= serving.CACHE_ENTRIES
 
 
 @pytest.mark.slow
