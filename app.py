@@ -306,8 +306,9 @@ def cached_examples(demo: gr.Blocks) -> list[Path]:
     """The copies of the example files Gradio made in its cache when the page was built: they are
     not uploads, and sweeping them would break the example buttons."""
     kept: set[str] = set()
-    for block in demo.blocks.values():
-        kept.update(str(p) for p in getattr(block, "keep_in_cache", ()))
+    for example in getattr(demo, "example_sets", []):
+        for values in example.non_none_processed_examples.values():
+            kept.update(v["path"] for v in values if isinstance(v, dict) and v.get("path"))
     return [Path(p) for p in sorted(kept)]
 
 
@@ -1040,11 +1041,14 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
                     bar = gr.HTML(elem_id="reading-bar")
                     examples = example_files()
                     if examples:
-                        gr.Examples(
-                            examples,
-                            inputs=upload,
-                            label="Examples (synthetic phantoms; real CT slices: 15.dcm is held out from training)",
-                        )
+                        demo.example_sets = [  # type: ignore[attr-defined]
+                            gr.Examples(
+                                examples,
+                                inputs=upload,
+                                label="Examples (synthetic phantoms; real CT slices: 15.dcm is held out from "
+                                "training)",
+                            )
+                        ]
                     # The /predict API's label (the verdict, P and 1 − P); the page shows the bar above.
                     label = _verdict_labels(gr.Label(num_top_classes=2, visible=False, elem_id="reading"))
                     reading_json = gr.JSON(visible=False)
