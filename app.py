@@ -422,8 +422,8 @@ def refuse_scan_on_slice_tab(path: str) -> None:
         head = f.read(4)
     if head.startswith(b"PK") or name.endswith((".nii", ".nii.gz")):
         raise InvalidInputError(
-            "this upload holds a whole scan (a zip archive or NIfTI volume), and the One-slice tab reads "
-            'one image. Use the "Whole scan" tab for it.'
+            f"{Path(path).name}: this upload holds a whole scan (a zip archive or NIfTI volume), and the "
+            'One-slice tab reads one image. Use the "Whole scan" tab for it.'
         )
 
 
@@ -472,29 +472,28 @@ def render(
         raise gr.Error(user_message(str(exc)), print_exception=False) from None
 
 
-def verdict_label(pred: Prediction) -> dict[str, Any]:
-    """The ``/predict`` label: ``label`` is the verdict ("hemorrhage" exactly when P(hemorrhage) >=
-    the threshold) and the confidences are P(hemorrhage) itself and 1 − P, the verdict's first.
+def verdict_label(pred: Prediction) -> dict[str, float]:
+    """The ``/predict`` label's value: ``{class: probability}`` with the verdict first, the values being
+    P(hemorrhage) itself and 1 − P. Shown by a :func:`_verdict_labels` component, whose ``label`` is
+    this first key ("hemorrhage" exactly when P(hemorrhage) >= the threshold).
 
-    Gradio's ``gr.Label`` would name the larger confidence as the label, which is "normal" for a
-    reading of P = 17% over a threshold of 11%: the verdict is set explicitly instead.
+    Gradio's ``gr.Label`` would name the larger value as the label, which is "normal" for a reading
+    of P = 17% over a threshold of 11%: the verdict is set by the order instead.
     """
     p = float(pred.probability)
-    pairs = [("hemorrhage", p), ("normal", 1.0 - p)]
-    if pred.label != "hemorrhage":
-        pairs.reverse()
-    return {"label": pred.label, "confidences": [{"label": k, "confidence": v} for k, v in pairs]}
+    if pred.label == "hemorrhage":
+        return {"hemorrhage": p, "normal": 1.0 - p}
+    return {"normal": 1.0 - p, "hemorrhage": p}
 
 
 def _verdict_labels(component: gr.Label) -> gr.Label:
-    """Let ``component`` show a :func:`verdict_label` as it is, its label not recomputed."""
-    original = component.postprocess
+    """Let ``component`` show a :func:`verdict_label`: its first class is the label, in the given order."""
 
     def postprocess(self: gr.Label, value: Any) -> Any:
-        if isinstance(value, dict) and isinstance(value.get("confidences"), list):
-            confidences = [LabelConfidence(**c) for c in value["confidences"]]
-            return LabelData(label=value["label"], confidences=confidences)
-        return original(value)
+        if not value:
+            return {}
+        confidences = [LabelConfidence(label=k, confidence=float(v)) for k, v in value.items()]
+        return LabelData(label=confidences[0].label, confidences=confidences)
 
     component.postprocess = types.MethodType(postprocess, component)  # type: ignore[method-assign]
     return component
