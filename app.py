@@ -13,9 +13,11 @@ Model order: ``--model``, env ``BRAIN_CT_MODEL``, the bundled demo model; ``--re
 
 API: ``gradio_client.Client(url).predict(handle_file(path), api_name="/predict")`` returns
 (label, overlay image path, explanation markdown): ``label["label"]`` is the verdict, "hemorrhage"
-exactly when P(hemorrhage) >= the model's threshold; its confidences are threshold-relative scores
-(0.5 = at the threshold), and the explanation states P and the threshold (and, first, a caveat when
-the head-CT check was skipped). Subtype models (RSNA's any + five subtypes): after ``/predict``, the
+exactly when P(hemorrhage) >= the model's threshold; its confidences are P(hemorrhage) and 1 − P, the
+verdict's first, and the explanation states P and the threshold (and, first, a caveat when the head-CT
+check was skipped). After ``/predict`` the same client's ``/reading`` returns that reading as plain JSON
+fields (verdict, probability, threshold, input_kind, head_check, regions, subtypes): use it in programs.
+Subtype models (RSNA's any + five subtypes): after ``/predict``, the
 same client's ``/subtypes`` returns that reading's five subtype probabilities as a label value
 (``{"label": leading subtype, "confidences": [{"label", "confidence"}, …]}``; None for binary models),
 and ``/heatmap`` with a target (``"any"`` or a subtype) re-explains it: (overlay, explanation, PDF report),
@@ -28,7 +30,8 @@ grid (opens over the scan in 3D Slicer / ITK-SNAP), None for PNG/JPG slices (no 
 per slice and for the scan (as the CLI's JSON). Only uploaded files are read: a URL given as the file is refused.
 
 Per session the page keeps only a key; readings live in a bounded, time-limited cache
-(:class:`ResultCache`). Everything a run writes lives under one folder, swept by
+(:class:`~brain_ct.serving.ResultCache`); one reading runs at a time per session and per client
+address (:class:`~brain_ct.serving.FairShare`). Everything a run writes lives under one folder, swept by
 age while running and removed at exit, on SIGTERM/SIGINT, or at the next start after a crash
 (:attr:`AppSettings.run_dir`).
 """
@@ -37,43 +40,69 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import contextlib
-import ctypes
 import io
 import logging
 import os
-import re
 import shutil
 import signal
-import string
+import socket
+import sys
 import tempfile
 import threading
 import time
 import types
 import uuid
-from collections import OrderedDict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import cv2
 import gradio as gr
 import numpy as np
+from gradio.components.label import LabelConfidence, LabelData
 from gradio.utils import NamedString
 from gradio_client import utils as client_utils
 
 from brain_ct import DISCLAIMER, wording
-from brain_ct.errors import BrainCTError, InvalidInputError
+from brain_ct.errors import BrainCTError, InvalidInputError, NotHeadCTError
+from brain_ct.image_set import ImageSetReading, is_image_set, read_image_set
 from brain_ct.io import CTImage, load_image
 from brain_ct.labels import ANY, SUBTYPES
 from brain_ct.model import SUBTYPE_DEMO_MODEL_DIR, resolve_model_id, shown_model_id
 from brain_ct.nifti import write_heatmap_nifti
+from brain_ct.page_text import (
+    KIND_NAMES,
+    explanation_md,
+    image_set_md,
+    md_escape,
+    meta_rows,
+    probability_bar,
+    reading_fields,
+    scan_rule_fields,
+    series_choices,
+    series_md,
+    subtype_line,
+    subtype_probabilities,
+    user_message,
+)
 from brain_ct.predictor import Prediction, Predictor
 from brain_ct.report import plural, probability_plot_png, write_report
 from brain_ct.scan import SeriesPrediction, predict_series
 from brain_ct.series import list_series, read_series
+from brain_ct.serving import (
+    SESSION_TTL_S,
+    ClientBusyError,
+    ErrorBox,
+    FairShare,
+    ResultCache,
+    client_address,
+    failure_message,
+    forget_failure,
+    limit_malloc_arenas,
+    release_memory,
+    sweep_dead_runs,
+    sweep_folder,
+)
 from brain_ct.windowing import PRESETS, display_window
 
 log = logging.getLogger("brain_ct.app")
@@ -81,22 +110,18 @@ log = logging.getLogger("brain_ct.app")
 MAX_FILE_SIZE = "200mb"
 CONCURRENCY = 2
 QUEUE_SIZE = 64
-#: (sweep every s, delete older than s): uploads, overlays and report links expire after ~5 minutes.
-UPLOAD_CACHE = (60, 300)
-#: Outputs (overlays, reports) are deleted this long after they were written; swept every SWEEP_EVERY_S.
+#: Uploads (finished or aborted), overlays and reports are deleted this long after they were written
+#: (env ``BRAIN_CT_FILE_MAX_AGE_S``), swept every SWEEP_EVERY_S; the examples' copies are kept.
 OUTPUT_MAX_AGE_S = 300
 SWEEP_EVERY_S = 60
-#: A session's reading is kept this long after its last use (then the page asks for the file again).
-SESSION_TTL_S = 900
 #: Gradio keeps the state of at most this many sessions (its default, 10,000, is unbounded in practice).
 STATE_SESSION_CAPACITY = 128
-#: Readings kept in memory at once over all sessions, and their total size; the oldest go first
-#: (the newest always stays, so a large scan can still be browsed).
-CACHE_ENTRIES = 16
-CACHE_BYTES = 512 * 1024 * 1024
 #: Largest scan read per request: slices, and pixels over all slices (~1.2 GB of arrays at most).
 MAX_SCAN_SLICES = 300
 MAX_SCAN_PIXELS = 128 * 512 * 512
+PLOT_LABEL = "P(hemorrhage) per slice (dashed: threshold)"
+NO_PLOT_LABEL = "No plot: separate images have no order to plot along (each image's P is listed left)"
+SLIDER_LABEL = "Slice number (1 = most inferior)"
 WINDOW_CHOICES = ["brain", "subdural", "blood", "bone", "soft_tissue", "custom"]
 #: What the Grad-CAM of a subtype model can explain: P(any hemorrhage), or one subtype's output.
 HEATMAP_CHOICES = [ANY, *SUBTYPES]
@@ -108,10 +133,19 @@ REAL_EXAMPLES = ("J2K_pixelrep_mismatch.dcm", "693_J2KI.dcm")
 #: The error box stands out from the results (it stays until the next upload).
 APP_CSS = (
     "#error-box, #scan-error-box {border-left: 4px solid #c0392b; padding: 4px 10px; background: #fdecea;}"
+    # The options wrap on a phone instead of squeezing their labels to a letter per line.
+    "#options, #options .form {flex-wrap: wrap;} #options .form > * {min-width: 220px !important;}"
+    ".pbar {padding: 8px 4px;} .pbar-head {font-size: 1.4em; font-weight: 700;}"
+    ".pbar-track {position: relative; height: 14px; background: #e5e7eb; border-radius: 7px; margin: 6px 0;}"
+    ".pbar-fill {height: 100%; border-radius: 7px;}"
+    ".pbar-mark {position: absolute; top: -4px; width: 3px; height: 22px; background: #111;}"
 )
 #: Options for ``Blocks.launch``: bounded memory per public server, and the page's style.
 LAUNCH_OPTIONS: dict[str, Any] = {
     "css": APP_CSS,
+    # System fonts only: offline, the theme's web font fell back glyph by glyph (a title's first letter
+    # in another font).
+    "theme": gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"]),
     "max_file_size": MAX_FILE_SIZE,
     "state_session_capacity": STATE_SESSION_CAPACITY,
 }
@@ -147,6 +181,10 @@ class AppSettings:
             it): removed at exit.
         max_scan_slices: largest scan read per request, in slices.
         max_scan_pixels: largest scan read per request, in pixels over all slices.
+        file_max_age_s: seconds an upload or output file is kept (then swept).
+        sweep_every_s: seconds between sweeps of the run folder.
+        behind_proxy: requests come through a proxy (a Hugging Face Space, env ``SPACE_ID``, or env
+            ``BRAIN_CT_BEHIND_PROXY=1``): a client is told apart by the first ``X-Forwarded-For`` hop.
     """
 
     model: str | None = None
@@ -155,15 +193,25 @@ class AppSettings:
     run_dir: Path = field(default_factory=default_run_dir)
     max_scan_slices: int = MAX_SCAN_SLICES
     max_scan_pixels: int = MAX_SCAN_PIXELS
+    file_max_age_s: float = OUTPUT_MAX_AGE_S
+    sweep_every_s: float = SWEEP_EVERY_S
+    behind_proxy: bool = False
 
     @classmethod
     def from_env(cls, model: str | None = None, revision: str | None = None) -> AppSettings:
         """Settings for a server: ``revision`` defaults to env ``BRAIN_CT_MODEL_REVISION``, the extra
-        models come from env ``BRAIN_CT_MODELS`` (comma-separated), the run folder from ``BRAIN_CT_TMP``."""
+        models come from env ``BRAIN_CT_MODELS`` (comma-separated), the run folder from ``BRAIN_CT_TMP``,
+        the file lifetime from ``BRAIN_CT_FILE_MAX_AGE_S`` (sweeps every fifth of it, at most every
+        minute), the proxy from ``SPACE_ID`` / ``BRAIN_CT_BEHIND_PROXY``."""
+        max_age = float(os.environ.get("BRAIN_CT_FILE_MAX_AGE_S") or OUTPUT_MAX_AGE_S)
         return cls(
             model=model,
             revision=revision or os.environ.get("BRAIN_CT_MODEL_REVISION") or None,
             extra_models=_extra_models(),
+            file_max_age_s=max_age,
+            sweep_every_s=min(SWEEP_EVERY_S, max(max_age / 5, 0.5)),
+            behind_proxy=bool(os.environ.get("SPACE_ID"))
+            or os.environ.get("BRAIN_CT_BEHIND_PROXY", "") not in ("", "0"),
         )
 
     @property
@@ -220,49 +268,18 @@ class ModelRegistry:
 # --------------------------------------------------------------------------- run folder and outputs
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-def sweep_dead_runs(parent: Path) -> list[Path]:
-    """Remove the run folders of servers that are no longer running (killed before they could clean up)."""
-    removed = []
-    for folder in parent.glob("run-*") if parent.is_dir() else []:
-        try:
-            pid = int(folder.name.removeprefix("run-"))
-        except ValueError:
-            continue
-        if pid != os.getpid() and not _pid_alive(pid):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
-
-
 def sweep_outputs(
-    settings: AppSettings, now: float | None = None, max_age_s: float = OUTPUT_MAX_AGE_S
+    settings: AppSettings,
+    now: float | None = None,
+    max_age_s: float | None = None,
+    keep: list[Path] | tuple[Path, ...] = (),
 ) -> None:
-    """Delete this run's outputs (overlay images, reports) older than ``max_age_s``, and the empty
-    folders Gradio's own cache sweep leaves behind (it deletes the files, not their folders)."""
-    now = time.time() if now is None else now
-    for old in settings.output_dir.iterdir() if settings.output_dir.is_dir() else []:
-        try:
-            if now - old.stat().st_mtime > max_age_s:
-                shutil.rmtree(old, ignore_errors=True)
-        except FileNotFoundError:  # another sweep removed it first
-            continue
-    cache = settings.gradio_cache
-    for folder in cache.iterdir() if cache.is_dir() else []:
-        try:
-            if folder.is_dir() and now - folder.stat().st_mtime > max_age_s:
-                folder.rmdir()  # only when empty
-        except OSError:  # not empty, or already gone
-            continue
+    """Delete this run's outputs (overlays, reports) and the files in Gradio's upload cache (uploads,
+    partial files of aborted uploads, image outputs) older than ``max_age_s`` (default
+    ``settings.file_max_age_s``), except ``keep`` (the examples' cached copies)."""
+    age = settings.file_max_age_s if max_age_s is None else max_age_s
+    sweep_folder(settings.output_dir, age, now)
+    sweep_folder(settings.gradio_cache, age, now, keep=keep)
 
 
 def remove_run_dir(settings: AppSettings) -> None:
@@ -285,24 +302,30 @@ def prepare_run_dir(settings: AppSettings) -> None:
     atexit.register(remove_run_dir, settings)
 
 
-_sweeper_started = threading.Event()
+def cached_examples(demo: gr.Blocks) -> list[Path]:
+    """The copies of the example files Gradio made in its cache when the page was built: they are
+    not uploads, and sweeping them would break the example buttons."""
+    kept: set[str] = set()
+    for example in getattr(demo, "example_sets", []):
+        for values in example.non_none_processed_examples.values():
+            kept.update(v["path"] for v in values if isinstance(v, dict) and v.get("path"))
+    return [Path(p) for p in sorted(kept)]
 
 
-def start_sweeper(settings: AppSettings, every_s: float = SWEEP_EVERY_S) -> None:
-    """Once per process: a daemon thread that sweeps old outputs even while nobody asks for a report."""
-    if _sweeper_started.is_set():
-        return
-    _sweeper_started.set()
+def start_sweeper(settings: AppSettings, keep: list[Path] | tuple[Path, ...] = ()) -> threading.Event:
+    """A daemon thread sweeping old files every ``settings.sweep_every_s`` (see :func:`sweep_outputs`),
+    even while nobody asks for a report; set the returned event to stop it."""
+    stop = threading.Event()
 
     def loop() -> None:
-        while True:
-            time.sleep(every_s)
+        while not stop.wait(settings.sweep_every_s):
             try:
-                sweep_outputs(settings)
+                sweep_outputs(settings, keep=keep)
             except OSError as exc:  # a sweep must never kill the thread
-                log.warning("output sweep failed: %s", exc)
+                log.warning("file sweep failed: %s", exc)
 
     threading.Thread(target=loop, name="brain_ct-sweeper", daemon=True).start()
+    return stop
 
 
 def output_folder(settings: AppSettings) -> Path:
@@ -374,141 +397,34 @@ def _uploads_only(component: gr.File) -> gr.File:
 # --------------------------------------------------------------------------- per-session results
 
 
-@cache
-def _glibc() -> Any:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
-    except OSError:  # not glibc (macOS, musl): nothing to tune
-        return None
-
-
-def limit_malloc_arenas(n: int = 2) -> None:
-    """Let glibc use at most ``n`` malloc arenas (unless ``MALLOC_ARENA_MAX`` is set).
-
-    glibc gives each thread its own arena and keeps freed memory there; Gradio runs events on a pool
-    of up to 40 threads, and a server grew by ~0.5 GB over 60 new-session requests that way
-    (``python -m benchmarks --rows sessions``), never returned.
-    """
-    libc = _glibc()
-    if libc is not None and "MALLOC_ARENA_MAX" not in os.environ:
-        libc.mallopt(-8, int(n))  # -8 = M_ARENA_MAX
-
-
-def release_memory() -> None:
-    """Hand freed heap memory back to the system (glibc keeps it otherwise)."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-def _nbytes(value: Any, seen: set[int] | None = None) -> int:
-    """Approximate bytes held by the arrays of a reading (CTImages, predictions, series)."""
-    seen = set() if seen is None else seen
-    if id(value) in seen:
-        return 0
-    seen.add(id(value))
-    if isinstance(value, np.ndarray):
-        return int(value.nbytes)
-    if isinstance(value, dict):
-        return sum(_nbytes(v, seen) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(_nbytes(v, seen) for v in value)
-    if hasattr(value, "__dict__"):
-        return sum(_nbytes(v, seen) for v in vars(value).values())
-    return 0
-
-
-class ResultCache:
-    """Readings by key, bounded in entries, bytes and age; ``gr.State`` holds only the key.
-
-    Gradio keeps a session's state until the tab closes (an hour later) or, for API clients, until
-    10,000 sessions exist: holding whole images there grows the server by megabytes per session.
-    Thread-safe: events of many sessions run at once.
-    """
-
-    def __init__(
-        self, max_entries: int = CACHE_ENTRIES, max_bytes: int = CACHE_BYTES, ttl_s: float = SESSION_TTL_S
-    ) -> None:
-        self.max_entries, self.max_bytes, self.ttl_s = max_entries, max_bytes, ttl_s
-        self._items: OrderedDict[str, tuple[float, int, dict[str, Any]]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, value: dict[str, Any]) -> str:
-        key = uuid.uuid4().hex
-        size = _nbytes(value)
-        with self._lock:
-            self._items[key] = (time.monotonic(), size, value)
-            self._evict()
-        return key
-
-    def get(self, key: Any) -> dict[str, Any] | None:
-        if not isinstance(key, str):
-            return None
-        with self._lock:
-            self._evict()
-            item = self._items.get(key)
-            if item is None:
-                return None
-            self._items[key] = (time.monotonic(), item[1], item[2])
-            self._items.move_to_end(key)
-            return item[2]
-
-    def discard(self, key: Any) -> None:
-        """``gr.State``'s delete callback: the session ended or its state expired."""
-        if isinstance(key, str):
-            with self._lock:
-                gone = self._items.pop(key, None)
-            if gone is not None:
-                release_memory()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
-
-    @property
-    def nbytes(self) -> int:
-        with self._lock:
-            return sum(size for _, size, _ in self._items.values())
-
-    def _evict(self) -> None:
-        now = time.monotonic()
-        n = len(self._items)
-        for key in [k for k, (t, _, _) in self._items.items() if now - t > self.ttl_s]:
-            del self._items[key]
-        total = sum(size for _, size, _ in self._items.values())
-        # The newest entry always stays: it is the reading the page is about to show.
-        while len(self._items) > 1 and (len(self._items) > self.max_entries or total > self.max_bytes):
-            total -= self._items.popitem(last=False)[1][1]
-        if len(self._items) < n:
-            release_memory()
-
-
-class ErrorBox:
-    """The last error of each session, shown on the page until the next upload (bounded)."""
-
-    def __init__(self, max_sessions: int = 1024) -> None:
-        self.max_sessions = max_sessions
-        self._items: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def set(self, session: str | None, message: str) -> None:
-        if not session:
-            return
-        with self._lock:
-            self._items[session] = message
-            self._items.move_to_end(session)
-            while len(self._items) > self.max_sessions:
-                self._items.popitem(last=False)
-
-    def pop(self, session: str | None) -> str:
-        with self._lock:
-            return self._items.pop(session or "", "")
-
-
 EXPIRED = (
     "This reading is no longer kept on the server (readings expire after a while). Upload the file again."
 )
+
+
+class TooLargeError(InvalidInputError):
+    """A readable upload refused for its size (the app's per-scan limits)."""
+
+
+def error_heading(exc: BaseException) -> str:
+    """The first words of an error on the page: content refusals are not unreadable files."""
+    if isinstance(exc, ClientBusyError):
+        return "Busy:"
+    if isinstance(exc, (NotHeadCTError, TooLargeError)):
+        return "Refused:"
+    return "Could not read this upload:"
+
+
+def refuse_scan_on_slice_tab(path: str) -> None:
+    """A zip or NIfTI volume holds a scan: point to the tab that reads it, before decoding anything."""
+    name = Path(path).name.lower()
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK") or name.endswith((".nii", ".nii.gz")):
+        raise InvalidInputError(
+            f"{Path(path).name}: this upload holds a whole scan (a zip archive or NIfTI volume), and the "
+            'One-slice tab reads one image. Use the "Whole scan" tab for it.'
+        )
 
 
 def _session(request: gr.Request | None) -> str | None:
@@ -516,33 +432,6 @@ def _session(request: gr.Request | None) -> str | None:
 
 
 # --------------------------------------------------------------------------- text for people
-
-#: Markdown's special characters; "&", "<", ">" become HTML entities instead (safe in any renderer).
-_MD_SPECIAL = re.compile("([" + re.escape("".join(c for c in string.punctuation if c not in "&<>;")) + "])")
-
-
-def md_escape(text: str) -> str:
-    """User-supplied text (file names, descriptions) as literal Markdown: no HTML, links or formatting."""
-    flat = " ".join(str(text).split())
-    return _MD_SPECIAL.sub(r"\\\1", flat).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def user_message(text: str, paths: list[str] | None = None, run_dir: Path | None = None) -> str:
-    """An error message in the app's words: the checkbox instead of the flag, file names without the
-    server's cache folders."""
-    text = str(text)
-    text = re.sub(
-        r"tick 'allow unusual images' / pass allow_unverified=True", "tick 'Allow unusual images'", text
-    )
-    text = re.sub(r"pass allow_unverified=True|allow_unverified=True", "tick 'Allow unusual images'", text)
-    text = text.replace("--allow-unverified", "'Allow unusual images'")
-    for path in paths or []:
-        folder = str(Path(path).parent)
-        if folder not in ("", "."):
-            text = text.replace(folder + os.sep, "").replace(folder, "the upload")
-    for folder in (*([str(run_dir)] if run_dir is not None else []), tempfile.gettempdir()):
-        text = text.replace(folder + os.sep, "").replace(folder, "the upload")
-    return text
 
 
 def example_files() -> list[str]:
@@ -583,64 +472,31 @@ def render(
         raise gr.Error(user_message(str(exc)), print_exception=False) from None
 
 
-def verdict_score(probability: float, threshold: float) -> float:
-    """P(hemorrhage) rescaled so that the model's threshold sits at 0.5 (piecewise linear, monotone).
+def verdict_label(pred: Prediction) -> dict[str, float]:
+    """The ``/predict`` label's value: ``{class: probability}`` with the verdict first, the values being
+    P(hemorrhage) itself and 1 − P. Shown by a :func:`_verdict_labels` component, whose ``label`` is
+    this first key ("hemorrhage" exactly when P(hemorrhage) >= the threshold).
 
-    ``gr.Label`` shows the class with the larger score on top; with raw probabilities a reading of
-    P = 17% against a threshold of 11% would show "normal 83%" under a "hemorrhage" verdict.
+    Gradio's ``gr.Label`` would name the larger value as the label, which is "normal" for a reading
+    of P = 17% over a threshold of 11%: the verdict is set by the order instead.
     """
-    p, t = float(probability), float(threshold)
-    if p >= t:
-        return 0.5 + 0.5 * (p - t) / max(1.0 - t, 1e-9)
-    return 0.5 * p / max(t, 1e-9)
-
-
-def label_dict(pred: Prediction) -> dict[str, float]:
-    """The reading's ``gr.Label`` value: its top class is always the verdict (``probability >= threshold``).
-
-    The values are threshold-relative scores (:func:`verdict_score`, 0.5 = at the threshold), not
-    P(hemorrhage); the explanation states P and the threshold.
-    """
-    s = verdict_score(pred.probability, pred.threshold)
+    p = float(pred.probability)
     if pred.label == "hemorrhage":
-        return {"hemorrhage": max(s, 0.5), "normal": 1.0 - max(s, 0.5)}
-    return {"normal": max(1.0 - s, 0.5), "hemorrhage": 1.0 - max(1.0 - s, 0.5)}
+        return {"hemorrhage": p, "normal": 1.0 - p}
+    return {"normal": 1.0 - p, "hemorrhage": p}
 
 
-def verdict_line(label: str, probability: float, threshold: float, unverified: bool, scope: str = "") -> str:
-    lines = [
-        f"**{wording.verdict(label, scope=scope)}** — P(hemorrhage) = {probability:.1%}, "
-        f"{wording.threshold_relation(label)} the model's threshold of {threshold:.1%}"
-    ]
-    if unverified:
-        lines.insert(0, f"> ⚠️ **{wording.UNVERIFIED_NOTE}**")
-    return "\n\n".join(lines)
+def _verdict_labels(component: gr.Label) -> gr.Label:
+    """Let ``component`` show a :func:`verdict_label`: its first class is the label, in the given order."""
 
+    def postprocess(self: gr.Label, value: Any) -> Any:
+        if not value:
+            return {}
+        confidences = [LabelConfidence(label=k, confidence=float(v)) for k, v in value.items()]
+        return LabelData(label=confidences[0].label, confidences=confidences)
 
-def subtype_line(pred: Prediction) -> str:
-    """One slice's subtypes, leading first, for the scan's slice caption ("" for binary models):
-    "subtypes: subdural 0.81, subarachnoid 0.12" (:func:`brain_ct.wording.subtype_list`, as the CLI's
-    column). Below the threshold they are no finding (as :func:`brain_ct.explain.describe_subtypes`
-    says), so the line says that too."""
-    if not pred.subtypes:
-        return ""
-    text = f"subtypes: {wording.subtype_list(pred.subtypes)}"
-    return text if pred.label == "hemorrhage" else text + " (below the threshold: not a finding)"
-
-
-def heatmap_line(pred: Prediction) -> str:
-    """Which output the heatmap explains, for subtype models ("" for binary models: they have one)."""
-    if pred.subtypes is None:
-        return ""
-    if pred.heatmap_target in (ANY, "hemorrhage"):
-        return "**Heatmap for:** any hemorrhage (Grad-CAM of P(hemorrhage))."
-    return f"**Heatmap for:** {pred.heatmap_target} (Grad-CAM of the model's {pred.heatmap_target} output)."
-
-
-def subtype_probabilities(pred: Prediction | None) -> dict[str, float] | None:
-    """``{subtype: p}`` of a subtype model's reading, the subtype panel's ``gr.Label`` value: each
-    subtype's own probability (independent sigmoids, they need not sum to 1); None for binary models."""
-    return None if pred is None or pred.subtypes is None else {k: float(v) for k, v in pred.subtypes.items()}
+    component.postprocess = types.MethodType(postprocess, component)  # type: ignore[method-assign]
+    return component
 
 
 def subtype_controls(is_subtype_model: bool) -> tuple[Any, Any]:
@@ -649,21 +505,6 @@ def subtype_controls(is_subtype_model: bool) -> tuple[Any, Any]:
     if is_subtype_model:
         return gr.update(visible=True), gr.update(visible=True)
     return gr.update(value=None, visible=False), gr.update(value=ANY, visible=False)
-
-
-def explanation_md(pred: Prediction, unverified: bool | None = None) -> str:
-    flag = pred.unverified if unverified is None else unverified
-    lines = [verdict_line(pred.label, pred.probability, pred.threshold, flag), "", pred.explanation]
-    if pred.subtypes is not None:
-        lines += ["", heatmap_line(pred)]
-    if pred.regions:
-        lines += ["", "| where the model looked | side (patient's) | score |", "|---|---|---|"]
-        lines += [f"| {r.region} | {r.side} | {r.score:.2f} |" for r in pred.regions[:5]]
-    return "\n".join(lines)
-
-
-def meta_rows(ct: CTImage) -> list[list[str]]:
-    return [[str(k), str(v)] for k, v in ct.meta.items()]
 
 
 def meta_table(ct: CTImage) -> Any:
@@ -686,117 +527,22 @@ def window_control(ct: CTImage | None) -> Any:
 def _report_file(
     result: SeriesPrediction | Prediction, predictor: Predictor, unverified: bool, settings: AppSettings
 ) -> str:
-    sweep_outputs(settings)
+    sweep_folder(settings.output_dir, settings.file_max_age_s)
     out = output_folder(settings) / "brain_ct_report.pdf"
     return str(write_report(result, out, model_settings=predictor.settings, unverified=unverified))
 
 
-def _heatmap_file(result: SeriesPrediction, settings: AppSettings) -> str | None:
-    """The scan's Grad-CAM heatmaps as one NIfTI volume on its grid, in its own output folder;
-    None when the slices carry no geometry to place them (PNG/JPG slices)."""
+def _heatmap_file(result: SeriesPrediction, settings: AppSettings) -> tuple[str | None, str]:
+    """(path, "") of the scan's Grad-CAM heatmaps as one NIfTI volume on its grid, in its own output
+    folder; (None, the library's reason) when it cannot be written (no geometry, uneven spacing, …)."""
     out = output_folder(settings) / "brain_ct_heatmap.nii.gz"
     try:
-        return str(write_heatmap_nifti([p.heatmap for p in result.predictions], result.series, out))
-    except InvalidInputError as exc:
-        # The type only: messages may name slices, and names of uploads are user data.
+        return str(write_heatmap_nifti([p.heatmap for p in result.predictions], result.series, out)), ""
+    except BrainCTError as exc:
+        # The type only in the log: messages may name slices, and names of uploads are user data.
         log.info("no heatmap volume for this scan (%s)", type(exc).__name__)
         shutil.rmtree(out.parent, ignore_errors=True)
-        return None
-
-
-def _file_list(items: list[dict[str, str]], reason_key: str, limit: int = 20) -> list[str]:
-    shown = [
-        f"- {md_escape(str(i.get('file', '')))}: {md_escape(str(i.get(reason_key, '')))}"
-        for i in items[:limit]
-    ]
-    if len(items) > limit:
-        shown.append(f"- … and {len(items) - limit} more")
-    return shown
-
-
-def series_md(result: SeriesPrediction, unverified: bool = False, n_series: int = 1) -> str:
-    lines = []
-    if unverified:
-        lines.append(f"> ⚠️ **{wording.UNVERIFIED_NOTE}**")
-    lines += [
-        f"## {wording.verdict(result.label, scope=' in this scan')}",
-        f"Scan-level P(hemorrhage) = {result.probability:.1%}, "
-        f"{wording.threshold_relation(result.label)} the scan threshold of "
-        f"{result.threshold:.1%}; {plural(result.n_slices, 'slice')} read"
-        + (
-            f", numbered 1 (most inferior) to {result.n_slices} (most superior)."
-            if result.n_slices > 1
-            else "."
-        ),
-    ]
-    if result.subtypes is not None:
-        lines.append(result.subtype_explanation)
-    if result.member_agreement is not None:
-        above, total = result.member_agreement
-        lines.append(
-            f"Ensemble: {above} of {total} models read this scan as hemorrhage by their own threshold."
-        )
-    if result.positive_slices:
-        shown = ", ".join(str(i + 1) for i in result.positive_slices[:20])
-        more = " …" if len(result.positive_slices) > 20 else ""
-        lines.append(
-            f"Suspicious {'slice' if len(result.positive_slices) == 1 else 'slices'}: {shown}{more} "
-            f"(most suspicious: {result.most_suspicious + 1})."
-        )
-    if n_series > 1:
-        lines.append(
-            f"This upload holds {n_series} series; this is one of them. Choose another in **Series** above."
-        )
-    skipped = list(result.series.skipped)
-    if skipped:
-        lines.append(f"**{plural(len(skipped), 'file')} left out** (not part of this series):")
-        lines.append("\n".join(_file_list(skipped, "reason")))
-    if result.series.errors:
-        lines.append(f"**{plural(len(result.series.errors), 'file')} could not be read:**")
-        lines.append("\n".join(_file_list(result.series.errors, "message")))
-    return "\n\n".join(lines)
-
-
-def _series_choices(infos: list[Any]) -> list[tuple[str, str]]:
-    choices = []
-    for info in infos:
-        parts = [info.modality or "?", plural(info.n_slices, "slice"), info.orientation]
-        if info.contrast:
-            parts.append("contrast")
-        what = " ".join(str(info.description or "").split())[:40] or "series"
-        choices.append((f"{what} ({', '.join(parts)}) · {info.series_id[:10]}", info.series_id))
-    return choices
-
-
-class OneReadingPerSession:
-    """At most one reading in flight per browser or API session, so one client cannot hold every worker.
-
-    Gradio's concurrency limit is per event, shared by all users: without this, a single client sending
-    uploads in a loop would occupy both workers while everyone else waits in the queue. A second reading
-    from a session whose first is still running is refused at once (it costs no decoding).
-    """
-
-    def __init__(self) -> None:
-        self._busy: set[str] = set()
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def hold(self, session: str | None) -> Iterator[None]:
-        if session is None:  # called directly (tests, scripts): no session to share
-            yield
-            return
-        with self._lock:
-            if session in self._busy:
-                raise gr.Error(
-                    "your previous upload is still being read; wait for its result, then upload again",
-                    print_exception=False,
-                )
-            self._busy.add(session)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._busy.discard(session)
+        return None, failure_message(exc)
 
 
 class Reader:
@@ -815,12 +561,46 @@ class Reader:
         self.settings = settings or AppSettings()
         self.results = results or ResultCache()
         self.errors = ErrorBox()
-        self.in_flight = OneReadingPerSession()
+        self.in_flight = FairShare()
 
-    def _fail(self, exc: BaseException | str, request: gr.Request | None, paths: list[str] | None = None):
-        message = user_message(str(getattr(exc, "message", exc)), paths, self.settings.run_dir)
-        self.errors.set(_session(request), message)
-        return gr.Error(message, print_exception=False)
+    def address(self, request: gr.Request | None) -> str | None:
+        """The client address a request's fair share is counted by (see :func:`client_address`)."""
+        client = getattr(request, "client", None)
+        headers = getattr(request, "headers", None) or {}
+        return client_address(
+            getattr(client, "host", None), headers.get("x-forwarded-for"), self.settings.behind_proxy
+        )
+
+    def _run(self, work: Any, request: gr.Request | None, paths: list[str] | None = None) -> Any:
+        """``work()`` as one reading of the request's session and address; any failure becomes one
+        :class:`gr.Error` with a message, after the failed reading's memory is given back."""
+        try:
+            with self.in_flight.hold(_session(request), self.address(request)):
+                return work()
+        except (BrainCTError, gr.Error) as exc:
+            failure = (failure_message(exc), error_heading(exc))
+            forget_failure(exc)
+        except Exception as exc:  # a library bug: the user still gets a message, the log the type
+            log.error("reading failed unexpectedly: %s", type(exc).__name__)
+            failure = (failure_message(exc), "Could not read this upload.")
+            forget_failure(exc)
+        # Raised outside the except block, so the error carries no context holding the reading's frames.
+        raise self._fail(failure[0], request, paths, heading=failure[1])
+
+    def _fail(
+        self, text: str, request: gr.Request | None, paths: list[str] | None = None, heading: str = ""
+    ) -> gr.Error:
+        message = user_message(text, paths, self.settings.run_dir)
+        self.errors.set(
+            _session(request), f"**{heading}** {md_escape(message)}" if heading else md_escape(message)
+        )
+        # No popup: the page keeps the message in its error box (a popup said "Error" once more).
+        return gr.Error(
+            f"{heading} {message}".strip(),
+            print_exception=False,
+            title=heading.rstrip(":") or "Error",
+            visible=request is None or _session(request) is None,
+        )
 
     def _entry(self, state: Any) -> dict[str, Any] | None:
         return self.results.get(state)
@@ -841,8 +621,8 @@ class Reader:
         overlay and a plain-language explanation. Research and education aid, not a diagnosis.
 
         Returns (label, overlay, explanation): ``label["label"]`` is the verdict, "hemorrhage" exactly
-        when P(hemorrhage) >= the model's threshold; its confidences are threshold-relative scores
-        (0.5 = at the threshold), and the explanation states P(hemorrhage) and the threshold.
+        when P(hemorrhage) >= the model's threshold; its confidences are P(hemorrhage) and 1 − P (the
+        verdict's first), and the explanation states P(hemorrhage) and the threshold.
 
         Args:
             file: the slice to read.
@@ -858,13 +638,14 @@ class Reader:
         if not paths:
             return None, None, "", None
         start = time.perf_counter()
-        try:
-            with self.in_flight.hold(_session(request)):
-                predictor = self.registry.get(model_id)
-                ct = load_image(paths[0], allow_unverified=bool(allow_unverified), name=Path(paths[0]).name)
-                pred = predictor.predict(ct, tta=bool(tta))
-        except (BrainCTError, gr.Error) as exc:
-            raise self._fail(exc, request, paths) from None
+
+        def work() -> tuple[CTImage, Prediction]:
+            refuse_scan_on_slice_tab(paths[0])
+            predictor = self.registry.get(model_id)
+            ct = load_image(paths[0], allow_unverified=bool(allow_unverified), name=Path(paths[0]).name)
+            return ct, predictor.predict(ct, tta=bool(tta))
+
+        ct, pred = self._run(work, request, paths)
         overlay, _ = render(ct, pred, preset, center, width, opacity)
         key = self.results.put({"ct": ct, "pred": pred, "model": model_id, "tta": bool(tta)})
         # Never the file name in a log line: names of uploads may carry patient names.
@@ -876,7 +657,7 @@ class Reader:
             pred.head_check,
             time.perf_counter() - start,
         )
-        return label_dict(pred), overlay, explanation_md(pred), key
+        return verdict_label(pred), overlay, explanation_md(pred), key
 
     def slice_details(self, state, preset="brain", center=40.0, width=80.0, opacity=0.4):
         """Plain image, metadata table and the PDF report of the slice in ``state``."""
@@ -895,6 +676,24 @@ class Reader:
         ct = entry["ct"] if entry else None
         table = meta_table(ct) if ct is not None else gr.update(value=[], headers=["property", "value"])
         return plain, table, report, window_control(ct)
+
+    def reading_bar(self, state) -> str:
+        """The page's one number for the slice reading in ``state``: P(hemorrhage) on a bar with the
+        threshold of its input kind marked (:func:`probability_bar`); "" when there is none."""
+        entry = self._entry(state)
+        if not entry:
+            return ""
+        pred: Prediction = entry["pred"]
+        return probability_bar(pred.probability, pred.threshold, pred.label, KIND_NAMES.get(pred.source, ""))
+
+    def reading_json(self, state) -> dict[str, Any] | None:
+        """The slice reading in ``state`` as plain fields (the ``/reading`` API, after ``/predict``):
+        ``verdict`` ("hemorrhage" exactly when ``probability >= threshold``), ``probability`` (P(hemorrhage)),
+        ``threshold`` (the model's, for this input kind), ``input_kind`` ("dicom" or "image"),
+        ``head_check``, ``unverified``, ``regions`` (region, patient's side, score) and ``subtypes``
+        (subtype models; else None). None when the reading has expired."""
+        entry = self._entry(state)
+        return reading_fields(entry["pred"], entry["pred"].source) if entry else None
 
     def subtype_panel(self, state):
         """The five subtype probabilities of the slice reading in ``state`` (the ``/subtypes`` API);
@@ -929,12 +728,14 @@ class Reader:
             if state:
                 raise gr.Error(EXPIRED, print_exception=False)
             return None, "", None
-        try:
-            with self.in_flight.hold(_session(request)):
-                predictor = self.registry.get(entry["model"])
-                pred = predictor.predict(entry["ct"], tta=entry.get("tta", False), heatmap_target=target)
-        except (BrainCTError, gr.Error) as exc:
-            raise gr.Error(user_message(str(getattr(exc, "message", exc))), print_exception=False) from None
+
+        def work() -> tuple[Predictor, Prediction]:
+            predictor = self.registry.get(entry["model"])
+            return predictor, predictor.predict(
+                entry["ct"], tta=entry.get("tta", False), heatmap_target=target
+            )
+
+        predictor, pred = self._run(work, request)
         # The window controls and the report redraw from the cached reading: keep the new heatmap there.
         entry["pred"] = pred
         overlay, _ = render(entry["ct"], pred, preset, center, width, opacity)
@@ -969,8 +770,10 @@ class Reader:
         the Grad-CAM heatmaps as a NIfTI volume. Not a diagnosis.
 
         Returns (verdict markdown, per-slice JSON, PDF report path, heatmap volume path): the heatmap
-        volume is float32 in [0, 1] on the scan's voxel grid and affine (None for PNG/JPG slices,
-        which carry no geometry).
+        volume is float32 in [0, 1] on the scan's voxel grid and affine (None, with the reason in the
+        markdown and in the JSON's ``heatmap_volume``, when it cannot be written). Several PNG/JPG
+        files are read one by one instead: the JSON is ``{"kind": "image set", "summary", "images"}``
+        and there is no scan verdict, PDF or volume (None).
 
         The per-slice JSON lists ``slices`` in anatomical order with a 0-based ``index`` (slice
         number ``index + 1`` on the page and in the PDF), ``skipped`` (readable files left out, with
@@ -988,42 +791,43 @@ class Reader:
         paths = _paths(files)
         if not paths:
             return "", None, None, None, None
+        if is_image_set(paths):
+            return self._read_image_set(paths, model_id, allow_unverified, tta, request)
         source = paths[0] if len(paths) == 1 else paths
         start = time.perf_counter()
-        try:
-            with self.in_flight.hold(_session(request)):
-                predictor = self.registry.get(model_id)
-                infos = list_series(source)
-                ids = [i.series_id for i in infos]
-                chosen = series_id if series_id in ids else None
-                info = next((i for i in infos if i.series_id == chosen), infos[0] if infos else None)
-                max_slices, max_pixels = self.settings.max_scan_slices, self.settings.max_scan_pixels
-                if info is not None and info.n_slices > max_slices:
-                    raise gr.Error(
-                        f"this series has {info.n_slices} slices; the app reads at most {max_slices} per "
-                        "scan. Choose a thicker-slice series, or read it with the command line "
-                        "(python -m brain_ct predict).",
-                        print_exception=False,
-                    )
-                series = read_series(source, series_uid=chosen, allow_unverified=bool(allow_unverified))
-                pixels = sum(int(ct.display.size) for ct in series.slices)
-                if len(series.slices) > max_slices or pixels > max_pixels:
-                    raise gr.Error(
-                        f"this scan has {plural(len(series.slices), 'slice')} ({pixels / 1e6:.0f} megapixels); the "
-                        f"app reads at most {max_slices} slices and {max_pixels / 1e6:.0f} megapixels "
-                        "per scan. Upload fewer or smaller slices, or use the command line (python -m brain_ct predict).",
-                        print_exception=False,
-                    )
-                result = predict_series(
-                    predictor, series, tta=bool(tta), source=f"{len(paths)} uploaded file(s)"
+
+        def work() -> tuple[Predictor, list[Any], Any, SeriesPrediction]:
+            predictor = self.registry.get(model_id)
+            infos = list_series(source)
+            ids = [i.series_id for i in infos]
+            chosen = series_id if series_id in ids else None
+            info = next((i for i in infos if i.series_id == chosen), infos[0] if infos else None)
+            max_slices, max_pixels = self.settings.max_scan_slices, self.settings.max_scan_pixels
+            if info is not None and info.n_slices > max_slices:
+                raise TooLargeError(
+                    f"this series has {info.n_slices} slices; the app reads at most {max_slices} per "
+                    "scan. Choose a thicker-slice series, or read it with the command line "
+                    "(python -m brain_ct predict)."
                 )
-        except (BrainCTError, gr.Error) as exc:
-            raise self._fail(exc, request, paths) from None
+            series = read_series(source, series_uid=chosen, allow_unverified=bool(allow_unverified))
+            pixels = sum(int(ct.display.size) for ct in series.slices)
+            if len(series.slices) > max_slices or pixels > max_pixels:
+                raise TooLargeError(
+                    f"this scan has {plural(len(series.slices), 'slice')} ({pixels / 1e6:.0f} megapixels); "
+                    f"the app reads at most {max_slices} slices and {max_pixels / 1e6:.0f} megapixels "
+                    "per scan. Upload fewer or smaller slices, or use the command line "
+                    "(python -m brain_ct predict)."
+                )
+            result = predict_series(predictor, series, tta=bool(tta), source=f"{len(paths)} uploaded file(s)")
+            return predictor, infos, series, result
+
+        predictor, infos, series, result = self._run(work, request, paths)
         unverified = result.unverified
         summary = result.to_dict()  # head_check and skipped come with it (and subtypes, members)
         summary["file"] = "upload"
         summary["series"] = [i.to_dict() | {"chosen": i.series_id == series.series_id} for i in infos]
         summary["numbering"] = "index is 0-based; people see slice number index + 1 (1 = most inferior)"
+        summary["scan_rule"] = scan_rule_fields(result)
         key = self.results.put({"result": result, "unverified": unverified, "infos": infos})
         log.info(
             "scan read: %s, P=%.3f, %d slice(s), %d left out, %d unreadable, head check %s, %.2f s",
@@ -1035,19 +839,34 @@ class Reader:
             summary["head_check"],
             time.perf_counter() - start,
         )
-        return (
-            series_md(result, unverified, n_series=len(infos)),
-            summary,
-            _report_file(result, predictor, unverified, self.settings),
-            _heatmap_file(result, self.settings),
-            key,
-        )
+        heatmap, why_not = _heatmap_file(result, self.settings)
+        summary["heatmap_volume"] = "written" if heatmap else f"not written: {why_not}"
+        text = series_md(result, unverified, n_series=len(infos))
+        if why_not:
+            text += f"\n\n**Heatmap volume not written:** {md_escape(user_message(why_not, paths))}"
+        release_memory()
+        return text, summary, _report_file(result, predictor, unverified, self.settings), heatmap, key
+
+    def _read_image_set(self, paths: list[str], model_id: Any, allow_unverified: Any, tta: Any, request: Any):
+        """Several PNG/JPG files: each read on its own (:mod:`brain_ct.image_set`), no scan verdict."""
+
+        def work() -> ImageSetReading:
+            predictor = self.registry.get(model_id)
+            return read_image_set(predictor, paths, allow_unverified=bool(allow_unverified), tta=bool(tta))
+
+        reading = self._run(work, request, paths)
+        key = self.results.put({"images": reading, "unverified": bool(allow_unverified)})
+        log.info("image set read: %s", reading.summary())
+        release_memory()
+        return image_set_md(reading, bool(allow_unverified)), reading.to_dict(), None, None, key
 
     def show_series_slice(self, state, number, preset="brain", center=40.0, width=80.0, opacity=0.4):
         """(overlay, explanation markdown) of slice ``number`` (1 = most inferior) of the scan in ``state``."""
         entry = self._entry(state)
         if not entry:
             return None, (f"*{EXPIRED}*" if state else "")
+        if "images" in entry:
+            return self._show_set_image(entry, number, preset, center, width, opacity)
         result: SeriesPrediction = entry["result"]
         i = int(min(max(int(number or 1) - 1, 0), result.n_slices - 1))
         pred = result.predictions[i]
@@ -1059,11 +878,31 @@ class Reader:
             head += f" — {subtype_line(pred)}"
         return overlay, head + "\n\n" + explanation_md(pred, entry["unverified"])
 
+    def _show_set_image(self, entry, number, preset, center, width, opacity):
+        """(overlay, explanation) of image ``number`` (1-based, upload order) of an image set."""
+        reading: ImageSetReading = entry["images"]
+        i = int(min(max(int(number or 1) - 1, 0), len(reading.predictions) - 1))
+        pred = reading.predictions[i]
+        if pred is None:
+            return None, f"**Image {i + 1} of {len(reading.predictions)}** could not be read (see above)."
+        overlay, _ = render(reading.images[i], pred, preset, center, width, opacity)
+        head = f"**Image {i + 1} of {len(reading.predictions)}** (upload order)"
+        return overlay, head + "\n\n" + explanation_md(pred, entry["unverified"])
+
     def series_browser(self, state):
-        """Slider (1-based, hidden for a one-slice scan) at the most suspicious slice, and the plot."""
+        """Slider (1-based, hidden for a one-slice scan) at the most suspicious slice, and the plot
+        (an image set: the slider over its images, no plot: they have no order to plot along)."""
         entry = self._entry(state)
         if not entry:
             return gr.update(minimum=1, maximum=2, value=1, visible=False), None
+        if "images" in entry:
+            reading: ImageSetReading = entry["images"]
+            first = (reading.suspicious or [0])[0] + 1
+            n = len(reading.predictions)
+            slider = gr.update(
+                minimum=1, maximum=n, value=first, step=1, visible=True, label="Image number (upload order)"
+            )
+            return slider, gr.update(value=None, label=NO_PLOT_LABEL)
         result: SeriesPrediction = entry["result"]
         png = probability_plot_png(
             result.probabilities,
@@ -1075,36 +914,65 @@ class Reader:
         n = result.n_slices
         # A slider needs minimum < maximum: a one-slice scan has nothing to browse, so it is hidden.
         slider = gr.update(
-            minimum=1, maximum=max(n, 2), value=result.most_suspicious + 1, step=1, visible=n > 1
+            minimum=1,
+            maximum=max(n, 2),
+            value=result.most_suspicious + 1,
+            step=1,
+            visible=n > 1,
+            label=SLIDER_LABEL,
         )
         return slider, plot
 
     def scan_window_control(self, state):
         """The window presets for the scan in ``state``: greyed out when its slices are 8-bit images."""
         entry = self._entry(state)
+        if entry and "images" in entry:
+            return window_control(next(ct for ct in entry["images"].images if ct is not None))
         return window_control(entry["result"].series.slices[0] if entry else None)
 
     def series_picker(self, state):
         """The series dropdown: every series of the upload, the one read selected; hidden for one series."""
         entry = self._entry(state)
-        infos = entry["infos"] if entry else []
+        infos = entry.get("infos", []) if entry else []
         if len(infos) < 2:
             return gr.update(choices=[], value=None, visible=False)
         chosen = entry["result"].series.series_id
-        return gr.update(choices=_series_choices(infos), value=chosen, visible=True)
+        return gr.update(choices=series_choices(infos), value=chosen, visible=True)
 
     def error_box(self, request: gr.Request | None = None) -> Any:
         """The session's last error, kept on the page (hidden when there is none)."""
         message = self.errors.pop(_session(request))
-        if not message:
-            return gr.update(value="", visible=False)
-        return gr.update(value=f"**Could not read this upload.** {md_escape(message)}", visible=True)
+        return gr.update(value=message, visible=bool(message))
+
+
+def limit_queue_per_client(demo: gr.Blocks, reader: Reader) -> None:
+    """Refuse a client's model request at the queue's door while :attr:`FairShare.max_queued` of its
+    own already wait (HTTP 503 with the reason): one client cannot fill the shared queue."""
+    queue = demo._queue
+    original = queue.push
+
+    def model_events(fn_id: Any) -> bool:
+        fn = demo.fns.get(fn_id) if isinstance(demo.fns, dict) else None
+        return getattr(fn, "concurrency_id", None) == "model"
+
+    async def push(body: Any, request: Any, username: Any) -> Any:
+        if model_events(body.fn_index):
+            waiting = queue.event_queue_per_concurrency_id.get("model")
+            queued = [reader.address(e.request) for e in (waiting.queue if waiting else [])]
+            refusal = reader.in_flight.queue_refusal(reader.address(request), queued)
+            if refusal:
+                return False, refusal, "queue_full"
+        return await original(body, request, username)
+
+    queue.push = push  # type: ignore[method-assign]
 
 
 def clear_slice_outputs():
     """Every output of the one-slice tab, emptied before a new reading (a failed one leaves nothing old);
     the subtype panel keeps its visibility (the model's), and a new reading's heatmap is for ``any``."""
     return (
+        None,
+        "",
         None,
         None,
         "",
@@ -1125,7 +993,7 @@ def clear_scan_outputs():
         None,
         None,
         None,
-        None,
+        gr.update(value=None, label=PLOT_LABEL),
         gr.update(minimum=1, maximum=2, value=1, visible=False),
         None,
         "",
@@ -1137,11 +1005,12 @@ def clear_scan_outputs():
 def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> gr.Blocks:
     """The page around ``registry``'s models: layout and events (starts nothing, loads no model)."""
     reader = Reader(registry, settings=settings)
-    with gr.Blocks(title="Brain-CT hemorrhage reader", delete_cache=UPLOAD_CACHE) as demo:
+    # No delete_cache: Gradio's sweep deleted the examples' cached copies; start_sweeper sweeps instead.
+    with gr.Blocks(title="Brain-CT hemorrhage reader") as demo:
         gr.Markdown("# Brain-CT hemorrhage reading assistant")
         gr.Markdown(f"> **{DISCLAIMER}**", elem_id="disclaimer")
         banner = gr.Markdown(f"**Model in use:** `{registry.default}`", elem_id="banner")
-        with gr.Row():
+        with gr.Row(elem_id="options"):
             model_id = gr.Dropdown(registry.choices, value=registry.default, label="Model", scale=2)
             allow_unverified = gr.Checkbox(False, label="Allow unusual images (skip the head-CT check)")
             tta = gr.Checkbox(False, label="Test-time augmentation (flip)")
@@ -1166,19 +1035,22 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
                             label="Head-CT slice: DICOM (.dcm or no extension), PNG, JPG", elem_id="upload"
                         )
                     )
+                    # Under the upload, where the eye is after dropping a file: the error or the reading.
+                    error = gr.Markdown(visible=False, elem_id="error-box")
+                    bar = gr.HTML(elem_id="reading-bar")
                     examples = example_files()
                     if examples:
-                        gr.Examples(
-                            examples,
-                            inputs=upload,
-                            label="Examples (synthetic phantoms; real CT slices: 15.dcm is held out from training)",
-                        )
-                    error = gr.Markdown(visible=False, elem_id="error-box")
-                    label = gr.Label(
-                        num_top_classes=2,
-                        label="Reading (bar scale: 50% = the model's threshold)",
-                        elem_id="reading",
-                    )
+                        demo.example_sets = [  # type: ignore[attr-defined]
+                            gr.Examples(
+                                examples,
+                                inputs=upload,
+                                label="Examples (synthetic phantoms; real CT slices: 15.dcm is held out from "
+                                "training)",
+                            )
+                        ]
+                    # The /predict API's label (the verdict, P and 1 − P); the page shows the bar above.
+                    label = _verdict_labels(gr.Label(num_top_classes=2, visible=False, elem_id="reading"))
+                    reading_json = gr.JSON(visible=False)
                     # Subtype models only (shown by the model's choice): bars are probabilities, not verdicts.
                     subtypes = gr.Label(
                         num_top_classes=len(SUBTYPES),
@@ -1209,13 +1081,16 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
         with gr.Tab("Whole scan"):
             with gr.Row():
                 with gr.Column(scale=1):
+                    # The verdict above the file list: with many files the list would push it out of view.
+                    scan_error = gr.Markdown(visible=False, elem_id="scan-error-box")
+                    verdict = gr.Markdown(elem_id="scan-verdict")
                     scan_upload = _uploads_only(
-                        gr.File(
-                            label="A .zip of the scan's DICOM slices, several slices at once, or a NIfTI "
-                            "volume (.nii / .nii.gz)",
-                            file_count="multiple",
-                            elem_id="scan-upload",
-                        )
+                        gr.File(label="Whole scan", file_count="multiple", elem_id="scan-upload", height=220)
+                    )
+                    gr.Markdown(
+                        "A .zip of the scan's DICOM slices, the slices themselves, a NIfTI volume "
+                        "(.nii / .nii.gz), or several PNG/JPG images (each read on its own).",
+                        elem_id="scan-upload-help",
                     )
                     series_choice = gr.Dropdown(
                         [],
@@ -1225,8 +1100,6 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
                         allow_custom_value=True,
                         elem_id="series",
                     )
-                    scan_error = gr.Markdown(visible=False, elem_id="scan-error-box")
-                    verdict = gr.Markdown(elem_id="scan-verdict")
                     scan_report = gr.File(label="PDF report", interactive=False)
                     scan_heatmap = gr.File(
                         label="Heatmap volume (NIfTI, opens over the scan in 3D Slicer / ITK-SNAP)",
@@ -1234,13 +1107,14 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
                         elem_id="scan-heatmap",
                     )
                 with gr.Column(scale=2):
-                    plot = image(label="P(hemorrhage) per slice (dashed: threshold)")
+                    # No toolbar: it covered the plot's legend.
+                    plot = image(label=PLOT_LABEL, buttons=[])
                     slider = gr.Slider(
                         1,
                         2,
                         1,
                         step=1,
-                        label="Slice number (1 = most inferior)",
+                        label=SLIDER_LABEL,
                         visible=False,
                         elem_id="slice",
                     )
@@ -1251,6 +1125,8 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
 
         slice_outputs = [
             label,
+            bar,
+            reading_json,
             overlay_img,
             explanation,
             slice_state,
@@ -1273,6 +1149,9 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
             concurrency_id="model",
         )
         reading.failure(reader.error_box, outputs=error, api_visibility="private")
+        reading.success(reader.reading_bar, inputs=slice_state, outputs=bar, api_visibility="private")
+        # Public: after /predict, the same client's /reading gives that reading as plain JSON fields.
+        reading.success(reader.reading_json, inputs=slice_state, outputs=reading_json, api_name="reading")
         reading.success(
             reader.slice_page,
             inputs=[slice_state, *view],
@@ -1366,6 +1245,7 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
         model_id.change(reader.model_info, inputs=model_id, outputs=model_outputs, api_visibility="private")
         demo.load(reader.model_info, inputs=model_id, outputs=model_outputs, api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    limit_queue_per_client(demo, reader)
     demo.reader = reader  # type: ignore[attr-defined]  # main warms its model up; tests inspect the session cache
     return demo
 
@@ -1438,6 +1318,16 @@ def launch(demo_app: gr.Blocks, args: argparse.Namespace, **kwargs: Any):
     )
 
 
+def port_free(host: str, port: int) -> bool:
+    """Whether ``port`` on ``host`` can be listened on now (Gradio would fail with a raw OSError)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _stop(signum: int, frame: Any) -> None:
     # Docker and Spaces stop a container with SIGTERM, which skips atexit: turn it into the same
     # KeyboardInterrupt as Ctrl-C, so Gradio closes its server and main() removes the run folder.
@@ -1453,9 +1343,16 @@ def main(argv: list[str] | None = None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stop)
     limit_malloc_arenas()  # before Gradio starts its worker threads
-    start_sweeper(settings)
     app = create_app(settings)
+    start_sweeper(settings, keep=cached_examples(app))
     try:
+        if not port_free(args.host, args.port):
+            print(
+                f"Port {args.port} on {args.host} is already in use (another app or an earlier run of this "
+                "one?). Stop it, or start this one on another port: python app.py --port 7861",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
         warm_up(app.reader.registry)  # load once at start, not per request
         launch(app, args)
     except KeyboardInterrupt:

@@ -133,8 +133,19 @@ def test_create_app_builds_the_page_without_launching_or_loading(app_module, set
 
 def test_read_slice_returns_label_overlay_and_explanation(reader, files):
     label, overlay, text, state = reader.read_slice(files["real"])
-    assert set(label) == {"hemorrhage", "normal"}
-    assert label["hemorrhage"] + label["normal"] == pytest.approx(1.0)
+    pred = reader.results.get(state)["pred"]
+    # One probability: the label's values are P(hemorrhage) itself and 1 - P, the verdict first.
+    assert next(iter(label)) == pred.label
+    assert label == {
+        "hemorrhage": pytest.approx(pred.probability),
+        "normal": pytest.approx(1 - pred.probability),
+    }
+    fields = reader.reading_json(state)
+    assert (fields["verdict"], fields["input_kind"]) == (pred.label, "dicom")
+    assert fields["probability"] == pytest.approx(pred.probability, abs=1e-6)
+    assert fields["threshold"] == pytest.approx(pred.threshold, abs=1e-6)
+    assert [r["region"] for r in fields["regions"]] == [r.region for r in pred.regions]
+    assert f"{100 * pred.probability:.1f}%" in reader.reading_bar(state)
     assert overlay.dtype == np.uint8 and overlay.shape == (512, 512, 3)
     assert "not a diagnosis" in text
     plain, meta, report = reader.slice_details(state)
@@ -197,15 +208,40 @@ def test_a_nifti_volume_is_read_as_a_scan_and_its_heatmap_lies_on_its_grid(reade
     np.testing.assert_allclose(volume.affine, source.affine, atol=1e-5)
 
 
-def test_slices_without_geometry_get_no_heatmap_volume(reader, files):
-    verdict, summary, report, heatmap, _ = reader.read_series([files["png"], files["png"]])
-    assert summary["n_slices"] == 2 and Path(report).is_file() and heatmap is None
+def test_several_images_are_read_one_by_one_without_a_scan_verdict(reader, files, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(Path(files["png"]).read_bytes()[:200])  # a PNG cut short: listed, not fatal
+    verdict, summary, report, heatmap, state = reader.read_series([files["png"], files["png"], str(broken)])
+    assert summary["kind"] == "image set" and [i["image"] for i in summary["images"]] == [1, 2]
+    assert summary["errors"][0]["image"] == 3
+    n = sum(i["label"] == "hemorrhage" for i in summary["images"])
+    assert f"{n} of 2 images suspicious; 1 could not be read" in verdict
+    assert "scan" not in verdict.split("\n")[0] and "most inferior" not in verdict
+    # The empty boxes say why on the page.
+    assert report is None and heatmap is None and "No PDF report or heatmap volume" in verdict
+    slider, plot = reader.series_browser(state)
+    assert (
+        plot["value"] is None
+        and plot["label"].startswith("No plot")
+        and slider["maximum"] == 3
+        and slider["label"].startswith("Image number")
+    )
+    overlay, text = reader.show_series_slice(state, 2)
+    assert overlay.ndim == 3 and "Image 2 of 3" in text
+
+
+def test_slices_without_geometry_say_why_they_get_no_heatmap_volume(reader, files):
+    verdict, summary, report, heatmap, _ = reader.read_series([files["png"]])
+    assert summary["n_slices"] == 1 and Path(report).is_file() and heatmap is None
+    assert summary["heatmap_volume"].startswith("not written: ")
+    assert "Heatmap volume not written:" in verdict
 
 
 def test_scan_upload_offers_nifti_and_a_heatmap_download(demo):
     config = demo.config["components"]
     labels = [c["props"].get("label") or "" for c in config]
-    assert any(".nii.gz" in label and ".zip" in label for label in labels)
+    help_text = next(c["props"]["value"] for c in config if c["props"].get("elem_id") == "scan-upload-help")
+    assert ".nii.gz" in help_text and ".zip" in help_text and "PNG/JPG" in help_text
     assert any(label.startswith("Heatmap volume (NIfTI") for label in labels)
 
 
@@ -228,6 +264,11 @@ def test_launched_app_through_gradio_client(served, files):
     label, overlay, text = client.predict(handle_file(files["real"]), api_name="/predict")
     assert label["label"] in {"hemorrhage", "normal"}
     assert Path(overlay).is_file() and "not a diagnosis" in text
+    fields = client.predict(api_name="/reading")  # the same client's reading as plain fields
+    assert fields["verdict"] == label["label"] and fields["input_kind"] == "dicom"
+    assert (fields["probability"] >= fields["threshold"]) == (fields["verdict"] == "hemorrhage")
+    p = {c["label"]: c["confidence"] for c in label["confidences"]}["hemorrhage"]
+    assert p == pytest.approx(fields["probability"], abs=1e-5) and f"{p:.1%}" in text
     label, _, _ = client.predict(handle_file(files["png"]), api_name="/predict")
     assert {c["label"] for c in label["confidences"]} == {"hemorrhage", "normal"}
     with pytest.raises(Exception, match="not a DICOM file or a supported image"):
@@ -255,11 +296,40 @@ def test_launched_app_through_gradio_client(served, files):
 def test_real_browser_upload_shows_the_reading(served, files):
     with app_page(served) as page:
         page.locator("#upload input[type=file]").set_input_files(files["real"])
-        reading = page.locator("#reading")
-        reading.get_by_text("normal").first.wait_for(timeout=90_000)
+        page.locator("#reading-bar").get_by_text("P(hemorrhage) =").first.wait_for(timeout=90_000)
         page.get_by_text("not a diagnosis").first.wait_for(timeout=30_000)
         page.wait_for_timeout(1500)  # let the overlay image paint before the screenshot
         page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
         text = page.locator("#explanation").inner_text()
     assert "P(hemorrhage)" in text
     assert (ARTIFACTS / "app.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_examples_still_work_after_the_upload_sweep(app_module, tiny_model, tmp_path, monkeypatch):
+    """Issue 27.1: uploads are swept after a short retention, the example buttons keep working."""
+    import time
+
+    from helpers_app import launched
+
+    settings = app_module.AppSettings(
+        model=str(tiny_model), run_dir=tmp_path / "run-1", file_max_age_s=2, sweep_every_s=0.5
+    )
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(settings.gradio_cache))  # as main() does
+    demo = app_module.create_app(settings)
+    app_module.warm_up(demo.reader.registry)
+    kept = app_module.cached_examples(demo)
+    assert kept and all(p.is_file() for p in kept)
+    partial = settings.gradio_cache / "tmpaborted"  # an aborted upload's leftover
+    partial.write_bytes(b"x" * 100)
+    stop = app_module.start_sweeper(settings, keep=kept)
+    try:
+        with launched(demo, app_module) as url, app_page(url) as page:
+            time.sleep(5)  # past the retention, several sweeps
+            assert not partial.exists() and all(p.is_file() for p in kept)
+            page.get_by_text("synthetic_subdural.dcm", exact=True).first.click()
+            page.locator("#reading-bar").get_by_text("P(hemorrhage) =").first.wait_for(timeout=90_000)
+            assert not page.locator("#error-box").is_visible()
+    finally:
+        stop.set()

@@ -20,6 +20,7 @@ from helpers_series import synthetic_zip
 from pydicom.filewriter import dcmwrite
 
 import app
+from brain_ct import page_text
 from brain_ct.ensemble import ENSEMBLE_FILE, FORMAT
 from brain_ct.labels import SUBTYPE_LABELS, SUBTYPES
 from brain_ct.predictor import Prediction, Predictor
@@ -138,9 +139,9 @@ def test_a_binary_reading_is_unchanged_and_refuses_a_subtype_heatmap(reader, inp
     model = _choice(reader, "binary", models)
     label, overlay, text, state = reader.read_slice(inputs["dcm"], model)
     pred = Predictor.from_pretrained(models["binary"]).predict(inputs["dcm"])
-    assert label == app.label_dict(pred)
+    assert label == app.verdict_label(pred)
     table = [f"| {r.region} | {r.side} | {r.score:.2f} |" for r in pred.regions[:5]]
-    verdict = app.verdict_line(pred.label, pred.probability, pred.threshold, False)
+    verdict = page_text.verdict_line(pred.label, pred.probability, pred.threshold, False)
     assert text.startswith(f"{verdict}\n\n{pred.explanation}\n")
     assert all(row in text for row in table) and "Heatmap for" not in text and "subtype" not in text
     assert reader.subtype_panel(state) is None

@@ -29,6 +29,7 @@ from helpers_models import make_tiny_model
 from pydicom.filewriter import dcmwrite
 from pypdf import PdfReader
 
+from brain_ct import serving
 from brain_ct.predictor import Predictor
 from brain_ct.report import UNVERIFIED_NOTE
 from brain_ct.synthetic import generate_series, generate_slice, to_dicom
@@ -160,8 +161,8 @@ def test_label_explanation_pdf_and_cli_agree_with_the_threshold(
 
     model_id = next(m for m in reader.registry.choices if m.endswith(case))
     label, _, text, state = reader.read_slice(inputs["dcm"], model_id=model_id)
-    assert max(label, key=label.get) == expected, label
-    assert set(label) == {"hemorrhage", "normal"} and sum(label.values()) == pytest.approx(1.0)
+    assert next(iter(label)) == expected, label
+    assert set(label) == {"hemorrhage", "normal"} and label["hemorrhage"] == pytest.approx(p, abs=5e-4)
     assert text.startswith("**Hemorrhage suspected" if expected == "hemorrhage" else "**No hemorrhage found")
     assert f"P(hemorrhage) = {p:.1%}" in text and f"threshold of {predictor.threshold:.1%}" in text
     _, _, report = reader.slice_details(state)
@@ -187,10 +188,15 @@ def test_label_top_class_is_the_verdict(app_module, p, t):
         regions=[],
         explanation="",
     )
-    label = app_module.label_dict(pred)
-    # What gr.Label shows on top: the highest score, ties in dict order.
-    assert sorted(label.items(), key=lambda kv: -kv[1])[0][0] == pred.label
-    assert all(0.0 <= v <= 1.0 for v in label.values()) and sum(label.values()) == pytest.approx(1.0)
+    label = app_module.verdict_label(pred)
+    # The verdict comes first, however P compares with 1 - P; P is P itself.
+    assert next(iter(label)) == pred.label
+    assert label == {"hemorrhage": pytest.approx(p), "normal": pytest.approx(1 - p)}
+    with gr.Blocks():
+        shown = app_module._verdict_labels(gr.Label()).postprocess(label)
+    assert shown.label == pred.label and shown.confidences[0].confidence == pytest.approx(label[pred.label])
+    bar = app_module.probability_bar(p, t, pred.label)
+    assert f"width:{100 * p:.1f}%" in bar and f"left:{100 * t:.1f}%" in bar
 
 
 # --------------------------------------------------------------------------- 13.2 / 13.5 one-slice scans, numbering
@@ -225,10 +231,15 @@ def test_scan_numbers_slices_from_one_for_people_and_from_zero_in_json(reader, i
 
 def test_clearing_functions_empty_every_output(app_module):
     slice_outputs = app_module.clear_slice_outputs()
-    assert len(slice_outputs) == 10
-    assert slice_outputs[0] is None and slice_outputs[1] is None and slice_outputs[2] == ""
-    assert slice_outputs[7]["visible"] is False  # the error box
-    assert slice_outputs[8]["value"] is None and slice_outputs[9]["value"] == "any"  # subtype panel, heatmap
+    assert len(slice_outputs) == 12
+    assert (
+        slice_outputs[0] is None and slice_outputs[1] == "" and slice_outputs[2] is None
+    )  # label, bar, JSON
+    assert slice_outputs[3] is None and slice_outputs[4] == ""
+    assert slice_outputs[9]["visible"] is False  # the error box
+    assert (
+        slice_outputs[10]["value"] is None and slice_outputs[11]["value"] == "any"
+    )  # subtype panel, heatmap
     scan_outputs = app_module.clear_scan_outputs()
     assert len(scan_outputs) == 10 and scan_outputs[0] == "" and scan_outputs[5]["visible"] is False
     assert scan_outputs[-1] is None  # the heatmap volume of the previous scan
@@ -424,11 +435,20 @@ def test_run_folder_sweeps(app_module, tmp_path):
     empty.mkdir(parents=True)
     full.mkdir()
     (full / "upload.dcm").write_bytes(b"x")
-    for folder in (old, empty, full):
-        os.utime(folder, (time.time() - 1000, time.time() - 1000))
-    app_module.sweep_outputs(settings)
+    example = cache / "example-hash-folder" / "example.dcm"
+    example.parent.mkdir()
+    example.write_bytes(b"x")
+    partial = cache / "tmpabc123"  # an upload aborted half-way: Gradio's parser left it at the top
+    partial.write_bytes(b"x")
+    fresh = cache / "fresh-hash-folder" / "upload.dcm"
+    fresh.parent.mkdir()
+    fresh.write_bytes(b"x")
+    for path in (old, empty, full, full / "upload.dcm", partial, example, example.parent):
+        os.utime(path, (time.time() - 1000, time.time() - 1000))
+    app_module.sweep_outputs(settings, keep=[example])
     assert not old.exists() and new.exists()
-    assert not empty.exists() and (full / "upload.dcm").exists()  # Gradio's files are Gradio's to delete
+    assert not empty.exists() and not full.exists() and not partial.exists()
+    assert example.exists() and fresh.exists()  # the examples' copies survive every sweep
     assert settings.output_dir.parent == settings.gradio_cache.parent == settings.run_dir
     app_module.remove_run_dir(settings)
     assert not settings.run_dir.exists() and alive.exists()
@@ -588,9 +608,9 @@ def test_many_new_sessions_keep_the_cache_bounded(served, inputs, app_module):
     from gradio_client import Client, handle_file
 
     url, demo = served
-    for _ in range(app_module.CACHE_ENTRIES + 6):
+    for _ in range(serving.CACHE_ENTRIES + 6):
         Client(url, verbose=False).predict(handle_file(inputs["dcm"]), api_name="/predict")
-    assert 0 < len(demo.reader.results) <= app_module.CACHE_ENTRIES
+    assert 0 < len(demo.reader.results) <= serving.CACHE_ENTRIES
 
 
 @pytest.mark.slow
@@ -678,11 +698,11 @@ def test_browser_one_slice_scan_replaces_the_previous_scan_and_errors_stay(serve
 def test_a_session_gets_one_reading_at_a_time(app_module, reader, inputs):
     guard = reader.in_flight
     with guard.hold("s1"):
-        with pytest.raises(gr.Error, match="still being read"):
+        with pytest.raises(gr.Error, match="already have a reading running"):
             reader.read_slice(inputs["dcm"], request=_request("s1"))
         # another session is served meanwhile, and the busy one's scan upload is refused too
         assert reader.read_slice(inputs["dcm"], request=_request("s2"))[0] is not None
-        with pytest.raises(gr.Error, match="still being read"):
+        with pytest.raises(gr.Error, match="already have a reading running"):
             reader.read_series([inputs["dcm"]], request=_request("s1"))
     # once the first reading is over, the session reads again
     assert reader.read_slice(inputs["dcm"], request=_request("s1"))[0] is not None
@@ -694,4 +714,84 @@ def test_a_failed_reading_frees_its_session(app_module, reader, tmp_path):
     for _ in range(2):  # the second try would be refused as "still being read" if the first leaked
         with pytest.raises(gr.Error) as err:
             reader.read_slice(str(bad), request=_request("s3"))
-        assert "still being read" not in str(err.value)
+        assert "already have a reading running" not in str(err.value)
+
+
+def test_a_client_address_is_refused_at_the_queue_door_when_it_has_enough_waiting(
+    app_module, registry, settings
+):
+    import asyncio
+
+    demo = app_module.build_demo(registry, dataclasses.replace(settings, behind_proxy=True))
+    model_fn = next(i for i, fn in demo.fns.items() if fn.api_name == "predict")
+    other_fn = next(i for i, fn in demo.fns.items() if fn.api_name == "subtypes")
+    calls = []
+
+    async def accept(body, request, username):
+        calls.append(body.fn_index)
+        return True, "event", "success"
+
+    demo._queue.push = accept  # the queue behind the door
+    app_module.limit_queue_per_client(demo, demo.reader)
+
+    def request(ip: str):
+        return types.SimpleNamespace(
+            client=types.SimpleNamespace(host="10.0.0.1"), headers={"x-forwarded-for": ip}
+        )
+
+    waiting = types.SimpleNamespace(queue=[types.SimpleNamespace(request=request("198.51.100.7"))] * 2)
+    demo._queue.event_queue_per_concurrency_id["model"] = waiting
+
+    def push(fn_index: int, ip: str):
+        return asyncio.run(demo._queue.push(types.SimpleNamespace(fn_index=fn_index), request(ip), None))
+
+    ok, message, state = push(model_fn, "198.51.100.7")
+    assert (ok, state) == (False, "queue_full") and "2 readings waiting" in message
+    assert push(model_fn, "203.0.113.5")[0] and push(other_fn, "198.51.100.7")[0]  # others; light events
+    assert calls == [model_fn, other_fn]
+
+
+def test_a_library_failure_without_a_message_still_gets_one(app_module, reader, inputs, monkeypatch):
+    def broken(*args, **kwargs):
+        raise NotImplementedError()
+
+    monkeypatch.setattr(app_module, "load_image", broken)
+    with pytest.raises(gr.Error) as err:
+        reader.read_slice(inputs["dcm"], request=_request("s9"))
+    assert "NotImplementedError" in str(err.value) and err.value.__context__ is None
+    assert "Could not read this upload" in reader.errors.pop("s9")
+
+
+def test_a_zip_on_the_one_slice_tab_points_to_the_whole_scan_tab(reader, inputs):
+    with pytest.raises(gr.Error, match='Use the "Whole scan" tab'):
+        reader.read_slice(inputs["six"])
+
+
+def test_refusals_are_worded_apart_from_unreadable_files(reader, inputs, tmp_path):
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"not a dicom")
+    for path, heading in ((inputs["landscape"], "Refused:"), (str(bad), "Could not read this upload:")):
+        with pytest.raises(gr.Error) as err:
+            reader.read_slice(path, request=_request("s10"))
+        assert err.value.message.startswith(heading) and err.value.title == heading.rstrip(":")
+        assert reader.errors.pop("s10").startswith(f"**{heading}**")
+
+
+def test_a_busy_port_is_a_clear_message_and_exit_2(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        env = dict(os.environ, BRAIN_CT_TMP=str(tmp_path))
+        done = subprocess.run(
+            [sys.executable, "app.py", "--port", str(port)],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"Port {port} on 127.0.0.1 is already in use" in done.stderr and "Traceback" not in done.stderr
