@@ -63,11 +63,12 @@ from gradio.components.label import LabelConfidence, LabelData
 from gradio.utils import NamedString
 from gradio_client import utils as client_utils
 
-from brain_ct import DISCLAIMER, wording
-from brain_ct.errors import BrainCTError, InvalidInputError, NotHeadCTError
+from brain_ct import DISCLAIMER, limits, wording
+from brain_ct.errors import BrainCTError, InvalidInputError, NotHeadCTError, TooLargeError
 from brain_ct.image_set import ImageSetReading, is_image_set, read_image_set
 from brain_ct.io import CTImage, load_image
 from brain_ct.labels import ANY, SUBTYPES
+from brain_ct.limits import UploadLimits
 from brain_ct.model import SUBTYPE_DEMO_MODEL_DIR, resolve_model_id, shown_model_id
 from brain_ct.nifti import write_heatmap_nifti
 from brain_ct.page_text import (
@@ -86,7 +87,7 @@ from brain_ct.page_text import (
     user_message,
 )
 from brain_ct.predictor import Prediction, Predictor
-from brain_ct.report import plural, probability_plot_png, write_report
+from brain_ct.report import probability_plot_png, write_report
 from brain_ct.scan import SeriesPrediction, predict_series
 from brain_ct.series import list_series, read_series
 from brain_ct.serving import (
@@ -117,8 +118,6 @@ SWEEP_EVERY_S = 60
 #: Gradio keeps the state of at most this many sessions (its default, 10,000, is unbounded in practice).
 STATE_SESSION_CAPACITY = 128
 #: Largest scan read per request: slices, and pixels over all slices (~1.2 GB of arrays at most).
-MAX_SCAN_SLICES = 300
-MAX_SCAN_PIXELS = 128 * 512 * 512
 PLOT_LABEL = "P(hemorrhage) per slice (dashed: threshold)"
 NO_PLOT_LABEL = "No plot: separate images have no order to plot along (each image's P is listed left)"
 SLIDER_LABEL = "Slice number (1 = most inferior)"
@@ -179,8 +178,8 @@ class AppSettings:
         extra_models: more models for the dropdown (Hub ids or folders), loaded on first use.
         run_dir: everything this server writes (outputs; Gradio's upload cache when :func:`main` runs
             it): removed at exit.
-        max_scan_slices: largest scan read per request, in slices.
-        max_scan_pixels: largest scan read per request, in pixels over all slices.
+        limits: what one upload may cost (:class:`brain_ct.limits.UploadLimits`: slices and pixels per
+            scan, bytes, seconds); default the public-Space values, raised by ``BRAIN_CT_*`` variables.
         file_max_age_s: seconds an upload or output file is kept (then swept).
         sweep_every_s: seconds between sweeps of the run folder.
         behind_proxy: requests come through a proxy (a Hugging Face Space, env ``SPACE_ID``, or env
@@ -191,8 +190,7 @@ class AppSettings:
     revision: str | None = None
     extra_models: list[str] = field(default_factory=list)
     run_dir: Path = field(default_factory=default_run_dir)
-    max_scan_slices: int = MAX_SCAN_SLICES
-    max_scan_pixels: int = MAX_SCAN_PIXELS
+    limits: UploadLimits = field(default_factory=UploadLimits.from_env)
     file_max_age_s: float = OUTPUT_MAX_AGE_S
     sweep_every_s: float = SWEEP_EVERY_S
     behind_proxy: bool = False
@@ -402,10 +400,6 @@ EXPIRED = (
 )
 
 
-class TooLargeError(InvalidInputError):
-    """A readable upload refused for its size (the app's per-scan limits)."""
-
-
 def error_heading(exc: BaseException) -> str:
     """The first words of an error on the page: content refusals are not unreadable files."""
     if isinstance(exc, ClientBusyError):
@@ -575,7 +569,10 @@ class Reader:
         """``work()`` as one reading of the request's session and address; any failure becomes one
         :class:`gr.Error` with a message, after the failed reading's memory is given back."""
         try:
-            with self.in_flight.hold(_session(request), self.address(request)):
+            with (
+                self.in_flight.hold(_session(request), self.address(request)),
+                limits.using(self.settings.limits),
+            ):
                 return work()
         except (BrainCTError, gr.Error) as exc:
             failure = (failure_message(exc), error_heading(exc))
@@ -798,26 +795,12 @@ class Reader:
 
         def work() -> tuple[Predictor, list[Any], Any, SeriesPrediction]:
             predictor = self.registry.get(model_id)
+            # the budget (self.settings.limits, in force in _run) refuses an oversized scan from its
+            # headers, before any slice is decoded
             infos = list_series(source)
             ids = [i.series_id for i in infos]
             chosen = series_id if series_id in ids else None
-            info = next((i for i in infos if i.series_id == chosen), infos[0] if infos else None)
-            max_slices, max_pixels = self.settings.max_scan_slices, self.settings.max_scan_pixels
-            if info is not None and info.n_slices > max_slices:
-                raise TooLargeError(
-                    f"this series has {info.n_slices} slices; the app reads at most {max_slices} per "
-                    "scan. Choose a thicker-slice series, or read it with the command line "
-                    "(python -m brain_ct predict)."
-                )
             series = read_series(source, series_uid=chosen, allow_unverified=bool(allow_unverified))
-            pixels = sum(int(ct.display.size) for ct in series.slices)
-            if len(series.slices) > max_slices or pixels > max_pixels:
-                raise TooLargeError(
-                    f"this scan has {plural(len(series.slices), 'slice')} ({pixels / 1e6:.0f} megapixels); "
-                    f"the app reads at most {max_slices} slices and {max_pixels / 1e6:.0f} megapixels "
-                    "per scan. Upload fewer or smaller slices, or use the command line "
-                    "(python -m brain_ct predict)."
-                )
             result = predict_series(predictor, series, tta=bool(tta), source=f"{len(paths)} uploaded file(s)")
             return predictor, infos, series, result
 

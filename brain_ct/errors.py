@@ -29,5 +29,12 @@ class NotHeadCTError(InvalidInputError):
     """
 
 
+class TooLargeError(InvalidInputError):
+    """A readable upload refused for its size: over the upload budget (:mod:`brain_ct.limits`).
+
+    The message says the limit in the user's terms and how to raise it where the user runs it.
+    """
+
+
 class ModelLoadError(BrainCTError):
     """A model id or folder cannot be loaded, or is not a brain-CT hemorrhage model."""

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from brain_ct.errors import InvalidInputError
+from brain_ct.errors import InvalidInputError, TooLargeError
 
 #: The slice side messages count in: what nearly every CT scanner writes.
 TYPICAL_SIDE = 512
@@ -152,11 +152,11 @@ class UploadLimits:
             what: how the message names the input (e.g. ``"the zip"``).
 
         Raises:
-            InvalidInputError: over :attr:`max_scan_slices` or :attr:`max_scan_pixels`.
+            TooLargeError: over :attr:`max_scan_slices` or :attr:`max_scan_pixels`.
         """
         if slices <= self.max_scan_slices and pixels <= self.max_scan_pixels:
             return
-        raise InvalidInputError(
+        raise TooLargeError(
             f"{what} holds {slices} slices of {columns} × {rows} ({pixels / 1e6:.0f} megapixels); a scan may have "
             f"{self.scan_limit_text(rows, columns)} here ({self.max_scan_pixels / 1e6:.0f} megapixels). Send "
             f"a thicker-slice series, or read it locally with a higher limit (CLI --max-slices N, or the "

@@ -30,6 +30,7 @@ from pydicom.filewriter import dcmwrite
 from pypdf import PdfReader
 
 from brain_ct import serving
+from brain_ct.limits import UploadLimits
 from brain_ct.predictor import Predictor
 from brain_ct.report import UNVERIFIED_NOTE
 from brain_ct.synthetic import generate_series, generate_slice, to_dicom
@@ -390,11 +391,12 @@ def test_an_expired_reading_says_so(app_module, reader, inputs):
 
 
 def test_scan_cap_refuses_with_a_clear_message(app_module, registry, settings, inputs):
-    few_slices = dataclasses.replace(settings, max_scan_slices=3)
-    with pytest.raises(gr.Error, match="at most 3"):
+    few_slices = dataclasses.replace(settings, limits=UploadLimits(max_scan_slices=3))
+    with pytest.raises(gr.Error, match="at most 3 slices") as refused:
         app_module.Reader(registry, settings=few_slices).read_series([inputs["six"]])
-    few_pixels = dataclasses.replace(settings, max_scan_slices=300, max_scan_pixels=128 * 128 * 2)
-    with pytest.raises(gr.Error, match="megapixels"):
+    assert str(refused.value.message).startswith("Refused:")
+    few_pixels = dataclasses.replace(settings, limits=UploadLimits(max_scan_pixels=128 * 128 * 2))
+    with pytest.raises(gr.Error, match="at most 2 slices of 128 × 128"):
         app_module.Reader(registry, settings=few_pixels).read_series([inputs["six"]])
 
 
