@@ -64,6 +64,7 @@ from gradio.utils import NamedString
 from gradio_client import utils as client_utils
 
 from brain_ct import DISCLAIMER, limits, wording
+from brain_ct.collect import screen_name
 from brain_ct.errors import BrainCTError, InvalidInputError, NotHeadCTError, TooLargeError
 from brain_ct.image_set import ImageSetReading, is_image_set, read_image_set
 from brain_ct.io import CTImage, load_image
@@ -409,6 +410,13 @@ def error_heading(exc: BaseException) -> str:
     return "Could not read this upload:"
 
 
+def upload_name(path: str) -> str:
+    """An uploaded file's name as the page, the API and the PDF may show it: through the one name screen
+    (:func:`brain_ct.collect.screen_name`), since a name such as ``john_smith_ct.dcm`` names a person."""
+    name = Path(path).name
+    return name if screen_name(name) else "uploaded slice"
+
+
 def refuse_scan_on_slice_tab(path: str) -> None:
     """A zip or NIfTI volume holds a scan: point to the tab that reads it, before decoding anything."""
     name = Path(path).name.lower()
@@ -416,7 +424,7 @@ def refuse_scan_on_slice_tab(path: str) -> None:
         head = f.read(4)
     if head.startswith(b"PK") or name.endswith((".nii", ".nii.gz")):
         raise InvalidInputError(
-            f"{Path(path).name}: this upload holds a whole scan (a zip archive or NIfTI volume), and the "
+            f"{upload_name(path)}: this upload holds a whole scan (a zip archive or NIfTI volume), and the "
             'One-slice tab reads one image. Use the "Whole scan" tab for it.'
         )
 
@@ -639,7 +647,7 @@ class Reader:
         def work() -> tuple[CTImage, Prediction]:
             refuse_scan_on_slice_tab(paths[0])
             predictor = self.registry.get(model_id)
-            ct = load_image(paths[0], allow_unverified=bool(allow_unverified), name=Path(paths[0]).name)
+            ct = load_image(paths[0], allow_unverified=bool(allow_unverified), name=upload_name(paths[0]))
             return ct, predictor.predict(ct, tta=bool(tta))
 
         ct, pred = self._run(work, request, paths)

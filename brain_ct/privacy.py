@@ -409,7 +409,9 @@ _NAME_WORD_GROUPS = (
     "anon anonymized anonymised deid deidentified demo example examples sample samples test tests",
     "phantom phantoms synth synthetic qa real anatomy case cases sub ses anat",
     "ge siemens philips toshiba canon hitachi",
-    "hemorrhage haemorrhage bleed ich sdh edh sah ivh iph normal abnormal",
+    "hemorrhage haemorrhage hemorrhagic bleed bleeding ich sdh edh sah ivh iph normal abnormal",
+    "subdural epidural extradural subarachnoid intraparenchymal intraventricular intracranial hematoma",
+    "haematoma acute chronic stroke trauma figure fig screenshot",
     "mask masks label labels seg segmentation heatmap heatmaps overlay",
     "new old copy orig original final output input result results left right top bottom no of",
     # what test and sidecar files are called (no name of anybody)

@@ -797,3 +797,15 @@ def test_a_busy_port_is_a_clear_message_and_exit_2(tmp_path):
         )
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"Port {port} on 127.0.0.1 is already in use" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_slice_named_after_a_person_is_shown_under_a_neutral_name(app_module, reader, inputs, tmp_path):
+    named = tmp_path / "john_smith_ct_01.dcm"
+    named.write_bytes(Path(inputs["dcm"]).read_bytes())
+    _, _, text, state = reader.read_slice(str(named))
+    _, _, report = reader.slice_details(state)
+    shown = text + json.dumps(reader.reading_json(state)) + _pdf_text(report)
+    assert "john" not in shown.lower() and "smith" not in shown.lower()
+    assert app_module.upload_name(str(named)) == "uploaded slice"
+    # a scanner's own name passes the same screen
+    assert app_module.upload_name(str(tmp_path / "IM000123.dcm")) == "IM000123.dcm"
