@@ -424,7 +424,7 @@ def refuse_scan_on_slice_tab(path: str) -> None:
         head = f.read(4)
     if head.startswith(b"PK") or name.endswith((".nii", ".nii.gz")):
         raise InvalidInputError(
-            f"{upload_name(path)}: this upload holds a whole scan (a zip archive or NIfTI volume), and the "
+            f"{Path(path).name}: this upload holds a whole scan (a zip archive or NIfTI volume), and the "
             'One-slice tab reads one image. Use the "Whole scan" tab for it.'
         )
 
@@ -647,7 +647,10 @@ class Reader:
         def work() -> tuple[CTImage, Prediction]:
             refuse_scan_on_slice_tab(paths[0])
             predictor = self.registry.get(model_id)
-            ct = load_image(paths[0], allow_unverified=bool(allow_unverified), name=upload_name(paths[0]))
+            # Messages to the uploader name the file as uploaded; what the reading shows (page, API,
+            # PDF) carries the screened name.
+            ct = load_image(paths[0], allow_unverified=bool(allow_unverified), name=Path(paths[0]).name)
+            ct.name = upload_name(paths[0])
             return ct, predictor.predict(ct, tta=bool(tta))
 
         ct, pred = self._run(work, request, paths)
