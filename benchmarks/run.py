@@ -50,6 +50,8 @@ from typing import Any
 
 import numpy as np
 
+from brain_ct.architectures import family_of
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 ALL_ROWS = ("single", "stages", "series", "ensemble", "memory", "app", "cold", "sessions", "train")
@@ -232,7 +234,7 @@ def floor_fn(model: Any, x: Any, hemorrhage_index: int = 1) -> Callable[[], Any]
     """Plain PyTorch: forward with autograd, backward from the log-odds to the last stage, Grad-CAM weights."""
     import torch
 
-    stage = model.resnet.encoder.stages[-1]
+    stage = family_of(model).gradcam_layer(model)
     other = 1 - hemorrhage_index
 
     def run() -> Any:
