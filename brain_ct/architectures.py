@@ -23,6 +23,7 @@ Adding a family is one :class:`Family` subclass registered in :data:`FAMILIES`, 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -44,40 +45,52 @@ __all__ = [
 ]
 
 
-class Family:
-    """One model family: how brain_ct finds its parts. Subclasses fill in every method."""
+class Family(ABC):
+    """One model family: how brain_ct finds its parts. A subclass names its transformers classes and
+    implements the abstract methods."""
 
     #: ``config.model_type`` of the family.
     model_type: ClassVar[str] = ""
-    #: The transformers class brain_ct uses (an image classifier with a linear head).
+    #: The transformers classes brain_ct uses: an image classifier with a linear head, and its config.
     model_class: ClassVar[str] = ""
+    config_class_name: ClassVar[str] = ""
     #: Parameter-name prefix of the classification head (everything else is the backbone).
     head_prefix: ClassVar[str] = ""
 
     def config_class(self) -> type[PretrainedConfig]:
-        raise NotImplementedError
+        import transformers
+
+        return getattr(transformers, self.config_class_name)
 
     def build(self, config: PretrainedConfig) -> torch.nn.Module:
         """A randomly initialised model of this family from ``config``."""
-        raise NotImplementedError
+        import transformers
 
+        return getattr(transformers, self.model_class)(config)
+
+    @abstractmethod
     def gradcam_layer(self, model: torch.nn.Module) -> torch.nn.Module:
-        raise NotImplementedError
+        """The module whose output Grad-CAM weighs (a fresh tensor, not an in-place add)."""
 
+    @abstractmethod
     def head(self, model: torch.nn.Module) -> torch.nn.Linear:
-        raise NotImplementedError
+        """The linear classification layer (weight ``[num_labels, K]``)."""
 
+    @abstractmethod
     def last_features(self, outputs: Any) -> torch.Tensor:
-        raise NotImplementedError
+        """``[B, K, h, w]`` features the head pools, from an output with ``output_hidden_states``."""
 
+    @abstractmethod
     def first_conv(self, model: torch.nn.Module) -> torch.nn.Conv2d:
-        raise NotImplementedError
+        """The convolution that reads the input channels."""
 
+    @abstractmethod
     def describe(self, model: torch.nn.Module) -> str:
-        raise NotImplementedError
+        """One line for the model card: layout, input channels, parameters, output stride."""
 
+    @abstractmethod
     def output_stride(self, config: PretrainedConfig) -> int:
-        raise NotImplementedError
+        """Input pixels per cell of the Grad-CAM layer's grid."""
 
     def is_head_parameter(self, name: str) -> bool:
         """True for a parameter (or module) name of the classification head."""
@@ -130,17 +143,8 @@ class ResNetFamily(Family):
 
     model_type: ClassVar[str] = "resnet"
     model_class: ClassVar[str] = "ResNetForImageClassification"
+    config_class_name: ClassVar[str] = "ResNetConfig"
     head_prefix: ClassVar[str] = "classifier"
-
-    def config_class(self) -> type[PretrainedConfig]:
-        from transformers import ResNetConfig
-
-        return ResNetConfig
-
-    def build(self, config: PretrainedConfig) -> torch.nn.Module:
-        from transformers import ResNetForImageClassification
-
-        return ResNetForImageClassification(config)
 
     def gradcam_layer(self, model: torch.nn.Module) -> torch.nn.Module:
         """The last stage: its output is the last block's fresh tensor (Captum hooks need no in-place add)."""
