@@ -112,7 +112,8 @@ class Family(ABC):
         Input channel ``j`` gets the pretrained weights of channel ``j mod C`` scaled by ``C / num_channels``:
         an input that repeats the ``C`` pretrained channels (e.g. the same three windows of a slice and its
         neighbours, when they agree) gives exactly the pretrained first-layer response, so fine-tuning starts
-        from working features. Fewer channels than ``C`` keep the first ``num_channels``, rescaled the same way.
+        from working features. Fewer channels than ``C``: channel ``j`` gets the sum of the pretrained channels
+        ``k ≡ j (mod num_channels)``, so one grey channel reads as the grey repeated in all ``C``.
         """
         import torch
 
@@ -122,9 +123,12 @@ class Family(ABC):
         old = conv.weight.shape[1]
         if old == num_channels:
             return
-        source = torch.arange(num_channels) % old
         with torch.no_grad():
-            weight = conv.weight[:, source] * (old / num_channels)
+            if num_channels >= old:
+                weight = conv.weight[:, torch.arange(num_channels) % old] * (old / num_channels)
+            else:
+                groups = torch.arange(old) % num_channels
+                weight = torch.stack([conv.weight[:, groups == j].sum(1) for j in range(num_channels)], 1)
         conv.in_channels = num_channels
         conv.weight = torch.nn.Parameter(weight.contiguous())
         self._set_num_channels(model, num_channels)

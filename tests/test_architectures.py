@@ -106,11 +106,15 @@ def test_adapted_first_conv_gives_the_same_logits_for_repeated_channels(layout: 
 
 
 def test_adapted_model_saves_and_loads(tmp_path: Path) -> None:
+    """3 → 1 channel: one grey channel reads as the grey repeated in the three pretrained ones."""
     model = _model("basic")
-    family_of(model).adapt_input_channels(model, 1)
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
+        grey = model(pixel_values=x.repeat(1, 3, 1, 1)).logits
+    family_of(model).adapt_input_channels(model, 1)
+    with torch.no_grad():
         expected = model(pixel_values=x).logits
+    torch.testing.assert_close(expected, grey, rtol=1e-4, atol=1e-5)
     model.save_pretrained(tmp_path)
     loaded = ResNetForImageClassification.from_pretrained(tmp_path).eval()
     assert AutoConfig.from_pretrained(tmp_path).num_channels == 1
