@@ -50,10 +50,14 @@ from typing import Any
 
 import numpy as np
 
+from brain_ct.architectures import family_of
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
-ALL_ROWS = ("single", "stages", "series", "ensemble", "memory", "app", "cold", "sessions", "train")
-SMOKE_ROWS = ("single", "stages", "series", "ensemble")
+ALL_ROWS = ("single", "stages", "series", "ensemble", "memory", "app", "cold", "sessions", "train", "sizes")
+SMOKE_ROWS = ("single", "stages", "series", "ensemble", "sizes")
+#: Input sizes of the ``sizes`` row (the ResNet-50 issue chooses among them; smoke: the tiny network's).
+SIZES, SMOKE_SIZES = (160, 192, 224), (32, 48, 64)
 
 #: ``ResNetConfig()`` defaults: the compute of microsoft/resnet-50.
 RESNET50 = {
@@ -232,7 +236,7 @@ def floor_fn(model: Any, x: Any, hemorrhage_index: int = 1) -> Callable[[], Any]
     """Plain PyTorch: forward with autograd, backward from the log-odds to the last stage, Grad-CAM weights."""
     import torch
 
-    stage = model.resnet.encoder.stages[-1]
+    stage = family_of(model).gradcam_layer(model)
     other = 1 - hemorrhage_index
 
     def run() -> Any:
@@ -315,6 +319,54 @@ def bench_single(model_dir: str, slice_path: str, reps: int) -> dict[str, Any]:
         "ratio_with_overlay_png_to_floor": s["predict+overlay+png"]["median_ms"] / f,
         "channels_last_speedup_predict": s["predict (NCHW)"]["median_ms"] / s["predict"]["median_ms"],
         "channels_last_speedup_floor": s["floor (NCHW)"]["median_ms"] / s["floor"]["median_ms"],
+    }
+
+
+def bench_sizes(
+    folder: Path, slice_path: str, sizes: tuple[int, ...], reps: int, smoke: bool
+) -> dict[str, Any]:
+    """One 512² DICOM read and explained (``predict``: decode, preprocessing, forward, Grad-CAM, regions)
+    against the same model's bare forward pass (``inference_mode``, the predictor's memory format), per input
+    size. The network is the ImageNet ResNet-50 v1 layout of ``train.import_resnet50`` with random weights
+    (weights do not change the time; nothing is downloaded); ``smoke``: the tiny one."""
+    import torch
+
+    from brain_ct.architectures import FAMILIES
+    from brain_ct.io import load_image
+    from brain_ct.model import ModelSettings, apply_settings_to_config, build_random_model
+    from brain_ct.predictor import Predictor
+    from brain_ct.preprocess import model_input
+    from brain_ct.windowing import DEFAULT_WINDOWS
+    from train.import_resnet50 import resnet50_v1_config
+
+    out: dict[str, Any] = {}
+    data = Path(slice_path).read_bytes()
+    for size in sizes:
+        settings = ModelSettings(windows=DEFAULT_WINDOWS, image_size=size, threshold=0.5)
+        torch.manual_seed(0)
+        if smoke:
+            model = build_random_model(settings, **TINY)
+        else:
+            config = apply_settings_to_config(resnet50_v1_config(num_labels=2), settings)
+            model = FAMILIES["resnet"].build(config).eval()
+        model.save_pretrained(folder / f"s{size}", safe_serialization=True)
+        pred = Predictor.from_pretrained(str(folder / f"s{size}"))
+        x = pred._on_device(torch.from_numpy(model_input(load_image(data), pred.settings))[None])
+
+        def forward(m: Any = pred.model, x: Any = x) -> None:
+            with torch.inference_mode():
+                m(pixel_values=x)
+
+        times = interleaved({"forward": forward, "predict": lambda p=pred: p.predict(slice_path)}, reps, 2)
+        st = {k: stats(v) for k, v in times.items()}
+        out[str(size)] = {
+            "times": st,
+            "ratio_predict_to_forward": st["predict"]["median_ms"] / st["forward"]["median_ms"],
+        }
+    return {
+        "model": "tiny (smoke)" if smoke else "ResNet-50 v1 layout (train.import_resnet50), random weights",
+        "image": "512x512 DICOM" if not smoke else "128x128 DICOM",
+        "by_size": out,
     }
 
 
@@ -908,6 +960,15 @@ def table(res: dict[str, Any]) -> str:
             f"{r['growth_mb']:+.0f} MB ({r['rss_after_first_call_mb']:.0f} → {r['rss_after_sessions_mb']:.0f} MB) "
             f"| < {TARGETS['session_growth_mb']:.0f} MB |"
         )
+    if "sizes" in res:
+        r = res["sizes"]
+        for size, v in r["by_size"].items():
+            t = v["times"]
+            lines.append(
+                f"| {r['image']} read + explained (`predict`) / bare forward, {size} px | {r['model']} | "
+                f"{_f(t['predict']['median_ms'], ' ms')} / {_f(t['forward']['median_ms'], ' ms')} = "
+                f"×{v['ratio_predict_to_forward']:.2f} | ≤ ×{TARGETS['ratio_resnet50']} |"
+            )
     if "train" in res:
         r = res["train"]
         ips = r["images_per_s"]
@@ -1012,6 +1073,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "ensemble",
                 big,
                 lambda: bench_ensemble(big, tmp / "ensemble", data["slice"], reps if not smoke else 2),
+            )
+        if "sizes" in rows:
+            run(
+                "sizes",
+                None,
+                lambda: bench_sizes(
+                    tmp / "sizes",
+                    data["slice"],
+                    SMOKE_SIZES if smoke else SIZES,
+                    reps if not smoke else 2,
+                    smoke,
+                ),
             )
         if "memory" in rows:
             run(

@@ -1,7 +1,7 @@
 """Where the model looked: Grad-CAM (Captum), heatmap regions, plain-language explanation, overlay.
 
 Grad-CAM (Selvaraju et al. 2017) weighs the feature maps of the last ResNet stage
-(``model.resnet.encoder.stages[-1]``, whose output is a fresh tensor, not an in-place residual add)
+(``Family.gradcam_layer``, :mod:`brain_ct.architectures`: a fresh tensor, not an in-place residual add)
 by the mean gradient of the hemorrhage log-odds ``logit[hemorrhage] − logit[normal]`` — the quantity
 whose sigmoid is P(hemorrhage) for a two-class softmax; for a subtype model (one sigmoid per label) the
 raw logit of ``any`` or of a chosen subtype, which is that sigmoid's log-odds — and keeps the positive part
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from brain_ct import framing
+from brain_ct import architectures, framing
 from brain_ct.errors import InvalidInputError
 from brain_ct.image import Box
 from brain_ct.wording import hemorrhage_name
@@ -99,7 +99,7 @@ def gradcam(
             return logits[:, target_index : target_index + 1]
         return (logits[:, target_index] - logits[:, other]).unsqueeze(1)
 
-    layer = model.resnet.encoder.stages[-1]
+    layer = architectures.family_of(model).gradcam_layer(model)
     # inference_mode would forbid the backward; Captum itself enables gradients.
     with torch.inference_mode(False):
         cams = LayerGradCam(forward, layer).attribute(pixel_values, target=0, relu_attributions=True)

@@ -1,6 +1,7 @@
 """Load a brain-CT hemorrhage model (a Hub id or a folder) and its preprocessing settings.
 
-A model is a ``transformers`` ``ResNetForImageClassification`` saved with safetensors weights,
+A model is a ``transformers`` image classifier of a supported family (:mod:`brain_ct.architectures`; today
+``ResNetForImageClassification``) saved with safetensors weights,
 whose ``config.json`` also carries the project's preprocessing settings (the "model folder
 contract", see ``ARCHITECTURE.md``):
 
@@ -47,8 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from brain_ct import architectures
 from brain_ct.errors import ModelLoadError
-from brain_ct.labels import ANY, BINARY_LABELS, MULTI_LABEL, SUBTYPE_LABELS, SUBTYPES, label_set_of
+from brain_ct.labels import BINARY_LABELS, MULTI_LABEL, SUBTYPE_LABELS, SUBTYPES, label_set_of
 from brain_ct.preprocess import EIGHT_BIT_MAPPINGS, REPEAT, EightBitMapping, default_stats
 
 if TYPE_CHECKING:
@@ -184,7 +186,7 @@ class ModelSettings:
     @property
     def hemorrhage_index(self) -> int:
         """Logit index of P(hemorrhage): "hemorrhage" (binary) or "any" (subtype model)."""
-        return self.labels.index(ANY if self.is_multi_label else "hemorrhage")
+        return architectures.hemorrhage_index(self.labels, self.is_multi_label)
 
     @property
     def is_ensemble(self) -> bool:
@@ -309,23 +311,13 @@ def settings_from_config(
         revision: the Hub revision asked for, or None.
 
     Raises:
-        ModelLoadError: not a ResNet classifier, labels other than the binary or the RSNA subtype
+        ModelLoadError: not a supported family's classifier (:mod:`brain_ct.architectures`), labels other than the binary or the RSNA subtype
             set (or a subtype set without ``problem_type: "multi_label_classification"``, or the binary
             set with it), or a ``brain_ct_*`` key missing or invalid. The message names the key and
             how to fix it.
     """
     name = model_id or "<config>"
-    model_type = getattr(config, "model_type", None)
-    if model_type != "resnet":
-        raise ModelLoadError(
-            f"model {name!r} is a {model_type!r} model; brain_ct loads ResNetForImageClassification "
-            "models only (model_type 'resnet'), as written by python -m train"
-        )
-    archs = getattr(config, "architectures", None) or []
-    if archs and "ResNetForImageClassification" not in archs:
-        raise ModelLoadError(
-            f"model {name!r} has architectures {archs}; a ResNetForImageClassification is required"
-        )
+    architectures.family_of(config, name)
     labels = _labels_from_config(config, name)
 
     missing = [
@@ -612,10 +604,9 @@ def load_model(
             f"cannot load the weights of model {model_id!r}: {_first_line(exc)}. "
             "Only safetensors weights (model.safetensors) are accepted"
         ) from exc
-    if type(model).__name__ != "ResNetForImageClassification":
-        raise ModelLoadError(
-            f"model {model_id!r} loaded as {type(model).__name__}, not ResNetForImageClassification"
-        )
+    family = architectures.family_of(config, model_id)
+    if type(model).__name__ != family.model_class:
+        raise ModelLoadError(f"model {model_id!r} loaded as {type(model).__name__}, not {family.model_class}")
     model.eval()
     model.to(device)
     # Nothing in inference trains the weights: don't let Grad-CAM's backward fill .grad buffers.
@@ -652,9 +643,9 @@ def build_random_model(
         The model in eval mode.
     """
     import torch
-    from transformers import ResNetConfig, ResNetForImageClassification
 
-    config = ResNetConfig(
+    family = architectures.FAMILIES["resnet"]
+    config = family.config_class()(
         num_channels=settings.num_channels,
         embedding_size=int(embedding_size or hidden_sizes[0]),
         hidden_sizes=[int(h) for h in hidden_sizes],
@@ -665,4 +656,4 @@ def build_random_model(
     apply_settings_to_config(config, settings)
     if seed is not None:
         torch.manual_seed(seed)
-    return ResNetForImageClassification(config).eval()
+    return family.build(config).eval()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from brain_ct import ensemble, explain
+from brain_ct.architectures import to_probabilities
 from brain_ct.ensemble import Member
 from brain_ct.errors import InvalidInputError
 from brain_ct.jsonable import json_safe
@@ -160,6 +161,13 @@ class Prediction:
             "heatmap_target": self.heatmap_target,
             "members": None if self.members is None else json_safe(list(self.members)),
         }
+
+
+def _split_outputs(probs: np.ndarray, settings: ModelSettings) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities ``[N, num_labels]`` → (P(hemorrhage) ``[N]``, subtype probabilities ``[N, 5]`` in
+    :data:`~brain_ct.labels.SUBTYPES` order, or None for a binary model)."""
+    subtypes = probs[:, [settings.labels.index(n) for n in SUBTYPES]] if settings.is_multi_label else None
+    return probs[:, settings.hemorrhage_index], subtypes
 
 
 class Predictor:
@@ -449,12 +457,10 @@ class Predictor:
             x = self._on_device(self._member_input(member, list(cts), nbs))
             with self._lock, torch.no_grad():
                 logits = member.model(pixel_values=x).logits.float()
-            probs = (
-                (torch.sigmoid(logits) if ms.is_multi_label else torch.softmax(logits, dim=1)).cpu().numpy()
-            )
-            hemorrhage.append(probs[:, ms.hemorrhage_index])
-            if ms.is_multi_label:
-                subtypes.append(probs[:, [ms.labels.index(name) for name in SUBTYPES]])
+            hem, sub = _split_outputs(to_probabilities(logits, ms.is_multi_label).cpu().numpy(), ms)
+            hemorrhage.append(hem)
+            if sub is not None:
+                subtypes.append(sub)
         per_member = np.stack(hemorrhage)
         return per_member.mean(axis=0), (np.mean(subtypes, axis=0) if subtypes else None), per_member
 
@@ -503,19 +509,17 @@ class Predictor:
             logits, cams = explain.gradcam(
                 member.model, x, ms.labels.index(target), multi_label=ms.is_multi_label
             )
-        logits = logits.float()
-        probs = torch.sigmoid(logits) if ms.is_multi_label else torch.softmax(logits, dim=1)
+        probs = to_probabilities(logits, ms.is_multi_label)
         if tta:
             probs = (probs[:n] + probs[n:]) / 2.0
             cams = (cams[:n] + cams[n:].flip(-1)) / 2.0
-        probs_np = probs.cpu().numpy()
-        subtypes = probs_np[:, [ms.labels.index(name) for name in SUBTYPES]] if ms.is_multi_label else None
+        hemorrhage, subtypes = _split_outputs(probs.cpu().numpy(), ms)
         cams_np = cams.float().cpu().numpy()
         heats = [
             explain.heatmap_for_image(explain.normalize_heatmap(cam), ct)
             for ct, cam in zip(cts, cams_np, strict=True)
         ]
-        return probs_np[:, ms.hemorrhage_index], subtypes, heats
+        return hemorrhage, subtypes, heats
 
     def _finish(
         self,

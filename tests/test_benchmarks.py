@@ -57,6 +57,10 @@ def test_smoke_writes_json_with_every_smoke_row(smoke, capsys):
     series = saved["series"]["tiny"]
     assert series["slices"] == 4
     assert all(_positive(v) for v in series["slices_per_s"].values())
+    sizes = saved["sizes"]
+    assert sizes["image"] == "128x128 DICOM" and set(sizes["by_size"]) == {"32", "48", "64"}
+    for row in sizes["by_size"].values():
+        assert _positive(row["times"]["forward"]["median_ms"]) and _positive(row["ratio_predict_to_forward"])
 
 
 @pytest.mark.slow
@@ -67,6 +71,7 @@ def test_smoke_table_lists_the_rows(smoke):
     text = run.table(res)
     assert "| one 512² DICOM slice" in text and "| tiny |" in text
     assert "slices/s" in text and "stages, ms" in text
+    assert "read + explained (`predict`) / bare forward, 64 px" in text
     assert res["machine"]["cpu"] in text
 
 

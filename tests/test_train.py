@@ -560,3 +560,40 @@ def test_streaming_needs_max_steps_and_class_weights(tmp_path: Path) -> None:
                 str(tmp_path / "o"),
             ]
         )
+
+
+def test_build_model_from_a_pretrained_base_new_head_and_adapted_channels(tmp_path: Path) -> None:
+    """A 3-channel ImageNet-style base (another head size) becomes a 9-channel binary model: the backbone is
+    kept, the head made anew, and three identical slices give the base's stem response."""
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    from train.__main__ import build_model
+    from train.args import ModelArguments
+
+    torch.manual_seed(0)
+    base = ResNetForImageClassification(
+        ResNetConfig(**MODEL_SIZE_PRESETS["tiny"], num_labels=5, downsample_in_bottleneck=True)
+    ).eval()
+    base.save_pretrained(tmp_path / "base")
+    model = build_model(ModelArguments(model_name_or_path=str(tmp_path / "base")), 9, "binary").eval()
+    assert model.config.num_channels == 9 and model.config.id2label == {0: "normal", 1: "hemorrhage"}
+    assert model.classifier[-1].weight.shape[0] == 2
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.resnet.embedder(x.repeat(1, 3, 1, 1)), base.resnet.embedder(x), rtol=1e-4, atol=1e-5
+        )
+        assert model(pixel_values=x.repeat(1, 3, 1, 1)).logits.shape == (2, 2)
+
+
+def test_build_model_refuses_a_base_of_another_family(tmp_path: Path) -> None:
+    from transformers import ViTConfig
+
+    from train.__main__ import build_model
+    from train.args import ModelArguments
+
+    ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1).save_pretrained(tmp_path)
+    with pytest.raises(
+        ValueError, match=r"--model_name_or_path: .*'vit' model.*ResNetForImageClassification"
+    ):
+        build_model(ModelArguments(model_name_or_path=str(tmp_path)), 3, "binary")

