@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from brain_ct import architectures
 from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.jsonable import json_safe
 from brain_ct.labels import ANY, SUBTYPE_LABELS, rsna_log_loss
@@ -518,9 +519,7 @@ def predict_scores(
     from tqdm.auto import tqdm
     from transformers import default_data_collator
 
-    from train.trainer import positive_logit
-
-    multi_label, _ = positive_logit(model.config)
+    multi_label, positive = architectures.positive_output(model.config)
 
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=default_data_collator
@@ -542,7 +541,7 @@ def predict_scores(
     if not multi_label:
         return Scored(
             np.concatenate(labels).astype(np.int64),
-            softmax_scores(np.concatenate(logits)),
+            softmax_scores(np.concatenate(logits), positive),
             kinds_all,
             domains_all,
         )

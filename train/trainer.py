@@ -40,9 +40,6 @@ from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 
 from brain_ct.architectures import family_of, positive_output
 
-#: The old name, still imported by train.evaluate (owned elsewhere); the decision lives in brain_ct.architectures.
-positive_logit = positive_output
-
 #: Batch keys the data transform adds that the model's forward does not take.
 EXTRA_KEYS = ("mask", "has_mask", "input_kind", "domain")
 EPS = 1e-6
