@@ -206,6 +206,13 @@ _SIDECAR_EXTENSIONS = frozenset(
         ".yml",
         ".ini",
         ".nfo",
+        # scripts and logs that travel with a data set or an examples folder
+        ".py",
+        ".sh",
+        ".bat",
+        ".log",
+        ".cfg",
+        ".toml",
     }
 )
 

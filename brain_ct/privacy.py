@@ -401,7 +401,7 @@ _NAME_WORD_GROUPS = (
     "plain contrast noncontrast nc pre post wo with without enhanced window wl ww kernel fc mm",
     # formats and extensions
     "dicom dicomdir dcm dic dir nii nifti gz zip jpg jpeg png bmp tif tiff webp gif raw bin json",
-    "xml txt csv md pdf npy npz mha nrrd",
+    "xml txt csv md pdf npy npz mha nrrd py sh log cfg toml init make",
     # sidecar files of exports and data sets
     "license licence readme copying notice authors changelog manifest index info meta metadata version",
     # exports, data sets, examples and this project's own outputs

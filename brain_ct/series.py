@@ -320,7 +320,7 @@ def _group_headers(members: list[Member], budget: Budget, upload: UploadLimits) 
             found.images.append(member)
             continue
         if member.kind != "dicom":
-            if member.problem is None and is_sidecar(member.name):
+            if is_sidecar(member.name):  # an empty or unreadable README is still only a README
                 found.not_images.append((member, _SIDECAR))
             else:
                 found.problems.append((member, "InvalidInputError", member.problem or _NOT_DICOM_OR_IMAGE))

@@ -155,6 +155,17 @@ def test_png_slices_keep_natural_name_order(encode_image, head_grey, tmp_path):
     assert s.series_id is None and s.positions == [None, None, None]
 
 
+def test_scripts_and_empty_sidecars_beside_the_slices_are_skipped_not_errors(make_ct_dataset, tmp_path):
+    for i, (_, ds) in enumerate(head_series(make_ct_dataset, 2)):
+        (tmp_path / f"im{i}.dcm").write_bytes(to_bytes(ds))
+    (tmp_path / "__init__.py").write_bytes(b"")
+    (tmp_path / "make_examples.py").write_text("print('hello')")
+    (tmp_path / "README").write_bytes(b"")
+    s = read_series(tmp_path)
+    assert s.files == ["im0.dcm", "im1.dcm"] and s.errors == []
+    assert sorted(k["file"] for k in s.skipped) == ["README", "__init__.py", "make_examples.py"]
+
+
 def test_list_of_files_and_skipped_files(make_ct_dataset, tmp_path):
     slices = head_series(make_ct_dataset, 3)
     paths = []
