@@ -12,10 +12,9 @@ from brain_ct.errors import InvalidInputError, ModelLoadError, NotHeadCTError
 from brain_ct.labels import SUBTYPES
 from brain_ct.preprocess import to_model_input
 from brain_ct.windowing import PRESETS, window
+from brain_ct.wording import DISCLAIMER
 
 __version__ = "0.1.0"
-
-DISCLAIMER = "Research and education aid only — not a diagnosis. A qualified specialist must read the images."
 
 __all__ = [
     "DISCLAIMER",

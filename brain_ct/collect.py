@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from brain_ct import privacy
+import brain_ct.privacy as privacy
 from brain_ct.errors import InvalidInputError
 from brain_ct.io import MAX_FILE_BYTES
 from brain_ct.limits import ENV, UploadLimits

@@ -43,7 +43,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from brain_ct import limits as upload_limits
+import brain_ct.limits as upload_limits
 from brain_ct.errors import InvalidInputError
 
 #: Address space a decoding worker may use above its idle size (bytes): a 50-megapixel frame

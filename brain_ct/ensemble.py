@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from brain_ct import model as model_lib
+import brain_ct.model as model_lib
 from brain_ct.errors import ModelLoadError
 from brain_ct.labels import label_set_of
 

@@ -32,10 +32,12 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from brain_ct import architectures, framing
+import brain_ct.architectures as architectures
+import brain_ct.framing as framing
+import brain_ct.windowing as windowing
 from brain_ct.errors import InvalidInputError
 from brain_ct.image import Box
-from brain_ct.wording import hemorrhage_name
+from brain_ct.wording import DISCLAIMER, hemorrhage_name
 
 if TYPE_CHECKING:
     import torch
@@ -132,8 +134,6 @@ def heatmap_for_image(cam: np.ndarray, ct: CTImage) -> np.ndarray:
     :func:`~brain_ct.windowing.heatmap_to_image`) places it exactly; upsampling to the model grid
     first would be a second bilinear pass over the same samples. Outside the box the heat is 0.
     """
-    from brain_ct import windowing
-
     heat = windowing.heatmap_to_image(cam, windowing.model_box(ct), ct_shape(ct))
     return np.clip(heat, 0.0, 1.0, out=heat)
 
@@ -479,8 +479,6 @@ def explanation(
         if any, where the model looked (below the threshold without claiming a finding), how
         approximate region names are, and the disclaimer.
     """
-    from brain_ct import DISCLAIMER
-
     p, t = float(probability), float(threshold)
     tier = probability_tier(p, t)
     nums = f"probability {p:.2f}, threshold {t:.2f}"

@@ -59,7 +59,9 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
-from brain_ct import decode_guard, framing, limits
+import brain_ct.decode_guard as decode_guard
+import brain_ct.framing as framing
+import brain_ct.limits as limits
 from brain_ct.errors import BrainCTError, InvalidInputError, NotHeadCTError
 from brain_ct.image import Box as Box  # re-exported: the box type lived here first
 from brain_ct.image import CTImage

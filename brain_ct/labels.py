@@ -39,6 +39,9 @@ SUBTYPE_LABELS: tuple[str, ...] = (ANY, *SUBTYPES)
 #: ``config.problem_type`` of a subtype model.
 MULTI_LABEL = "multi_label_classification"
 
+#: ``--labels`` values of ``python -m train``: ``auto`` = subtypes when the training data names them, else binary.
+LABEL_MODES: tuple[str, ...] = ("auto", "binary", "subtypes")
+
 #: RSNA 2019's label weights: 2 for ``any``, 1 for each subtype.
 RSNA_WEIGHTS: dict[str, float] = {ANY: 2.0, **dict.fromkeys(SUBTYPES, 1.0)}
 

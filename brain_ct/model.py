@@ -48,10 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from brain_ct import architectures
-from brain_ct.errors import ModelLoadError
+import brain_ct.architectures as architectures
+from brain_ct.errors import InvalidInputError, ModelLoadError
 from brain_ct.labels import BINARY_LABELS, MULTI_LABEL, SUBTYPE_LABELS, SUBTYPES, label_set_of
 from brain_ct.preprocess import EIGHT_BIT_MAPPINGS, REPEAT, EightBitMapping, default_stats
+from brain_ct.scan_rule import ScanRule
 
 if TYPE_CHECKING:
     import torch
@@ -131,9 +132,7 @@ class ModelSettings:
     member_ids: tuple[str, ...] = ()
     eight_bit: EightBitMapping = REPEAT
     input_thresholds: dict[str, float] | None = field(default=None, hash=False)
-    # A brain_ct.scan.ScanRule; typed Any because importing brain_ct.scan here, even for type checking,
-    # closes an import circle (scan → predictor → ensemble → model).
-    scan_rule: Any = None
+    scan_rule: ScanRule | None = None
 
     def __post_init__(self) -> None:
         if self.input_thresholds is not None:
@@ -422,14 +421,11 @@ def settings_from_config(
     )
 
 
-def _scan_rule_from_config(config: PretrainedConfig, name: str) -> Any:
-    """``brain_ct_scan_rule`` as a :class:`~brain_ct.scan.ScanRule`; None when absent (older models)."""
+def _scan_rule_from_config(config: PretrainedConfig, name: str) -> ScanRule | None:
+    """``brain_ct_scan_rule`` as a :class:`~brain_ct.scan_rule.ScanRule`; None when absent (older models)."""
     raw = getattr(config, "brain_ct_scan_rule", None)
     if raw is None:
         return None
-    from brain_ct.errors import InvalidInputError
-    from brain_ct.scan import ScanRule
-
     try:
         return ScanRule.from_dict(raw)
     except (InvalidInputError, TypeError) as exc:

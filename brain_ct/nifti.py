@@ -56,11 +56,11 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations, volumeutils
 
-from brain_ct import limits
+import brain_ct.limits as limits
 from brain_ct.errors import InvalidInputError
 from brain_ct.image import CTImage
 from brain_ct.io import MAX_SIDE, MIN_SIDE, hu_image, read_source
-from brain_ct.series import Series, SeriesInfo, check_plausible_series
+from brain_ct.volume import Series, SeriesInfo, check_plausible_series
 
 NiftiSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from brain_ct import wording
+import brain_ct.wording as wording
 from brain_ct.image import CTImage
 from brain_ct.image_set import ImageSetReading
 from brain_ct.labels import ANY

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from brain_ct import ensemble, explain
+import brain_ct.ensemble as ensemble
+import brain_ct.explain as explain
 from brain_ct.architectures import to_probabilities
 from brain_ct.ensemble import Member
 from brain_ct.errors import InvalidInputError

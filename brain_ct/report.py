@@ -40,6 +40,7 @@ from brain_ct.errors import InvalidInputError
 from brain_ct.labels import SUBTYPES
 from brain_ct.wording import (
     DEMO_NOTE,
+    DISCLAIMER,
     SUBTYPE_NOTE,
     UNVERIFIED_NOTE,
     display_caption,
@@ -85,8 +86,6 @@ def _font_paths() -> tuple[Path, Path] | None:
 
 def _pdf_class() -> type:
     from fpdf import FPDF
-
-    from brain_ct import DISCLAIMER
 
     class _ReportPDF(FPDF):
         font_name = "helvetica"

@@ -35,11 +35,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
-from brain_ct import framing, limits, privacy
+import brain_ct.limits as limits
+import brain_ct.privacy as privacy
 from brain_ct.collect import (
     DEFAULT_ZIP_LIMITS,
     Budget,
@@ -55,7 +56,8 @@ from brain_ct.collect import (
     screen_name,
     sniff_path,
 )
-from brain_ct.errors import InvalidInputError, NotHeadCTError
+from brain_ct.errors import InvalidInputError
+from brain_ct.image import CTImage
 from brain_ct.io import (
     check_frame_count,
     image_pixels,
@@ -67,9 +69,8 @@ from brain_ct.io import (
 )
 from brain_ct.limits import UploadLimits
 from brain_ct.limits import using as using_limits
-
-if TYPE_CHECKING:
-    from brain_ct.image import CTImage
+from brain_ct.nifti import NIFTI_SUFFIXES, is_nifti, nifti_info, nifti_series_id, read_nifti_series
+from brain_ct.volume import Series, SeriesInfo, check_plausible_series
 
 T = TypeVar("T")
 
@@ -78,97 +79,6 @@ _DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 #: |normal · z| above this (cosine of ~37°) counts as an axial slice: gantry tilts stay axial.
 _AXIAL_COSINE = 0.8
-
-
-@dataclass
-class Series:
-    """The slices of one series, in anatomical order (inferior → superior).
-
-    Attributes:
-        slices: the loaded slices, one :class:`~brain_ct.image.CTImage` each.
-        files: per slice, its display name: the name inside the folder or zip (POSIX relative
-            path, or the base name) when it passes :func:`~brain_ct.collect.screen_name`, else ``"slice N at Z mm"``
-            (N from 1 in anatomical order, Z its position; ``"slice N"`` without one); frames of a
-            multi-frame DICOM are ``"name#N"`` (N from 1). Never a temp path. Also ``CTImage.name``.
-        positions: per slice, its position in mm along the slice normal (pointing superior), or
-            ``None`` where (0020,0032) *Image Position Patient* is missing.
-        series_id: hashed (0020,000E) *Series Instance UID* (:func:`brain_ct.privacy.hashed_uid`
-            salted with the input's own UIDs, so the same files give the same id in every run;
-            not equal to ``meta["SeriesUIDHash"]``); ``None`` for ordinary images.
-        errors: files that could not be read: ``{"file", "type", "message"}`` each; ``file`` is the
-            screened name or ``"file N"`` (N from 1 in the natural order of the input's names).
-        skipped: readable input files that are not part of this series (another series, a non-image
-            DICOM such as RTPLAN or SR, an ordinary image beside DICOM slices): ``{"file", "reason"}`` each,
-            e.g. ``{"file": "IM0003", "reason": "other series 3f2a…, 1 slice"}``.
-        source: what was read, as a display string: the file or folder's own name (never the
-            folder it sits in: an upload sits in the server's cache), ``"zip"``/``"upload"`` for
-            bytes, or ``"N files"``.
-        sort_key: how the slices were ordered: ``"position"``, ``"instance_number"``, ``"name"``.
-        identifiers: (0010,0010) PatientName, (0010,0020) PatientID and (0008,0020) StudyDate
-            of the first slice, only when ``read_series(..., read_identifiers=True)`` asked for
-            them (empty otherwise); never included in :meth:`to_dict` or ``repr``.
-    """
-
-    slices: list[CTImage]
-    files: list[str]
-    positions: list[float | None]
-    series_id: str | None = None
-    errors: list[dict[str, str]] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    source: str = ""
-    sort_key: str = "name"
-    identifiers: dict[str, str] = field(default_factory=dict, repr=False)
-
-    def __len__(self) -> int:
-        return len(self.slices)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary without pixels or identifiers."""
-        return {
-            "source": self.source,
-            "series_id": self.series_id,
-            "n_slices": len(self.slices),
-            "files": list(self.files),
-            "positions": list(self.positions),
-            "sort_key": self.sort_key,
-            "errors": [dict(e) for e in self.errors],
-            "skipped": [dict(s) for s in self.skipped],
-        }
-
-
-@dataclass(frozen=True)
-class SeriesInfo:
-    """One series found in a source, as :func:`list_series` shows it (nothing identifying).
-
-    Attributes:
-        series_id: hashed Series Instance UID, the same in every run for the same input (pass it
-            back as ``series_uid`` to choose it, also from another process).
-        description: (0008,103E) *Series Description* when the privacy allow-list permits it.
-        modality: (0008,0060) *Modality*, e.g. ``"CT"``.
-        n_slices: slices in the series (frames counted for multi-frame files).
-        orientation: ``"axial"``, ``"coronal"``, ``"sagittal"``, ``"oblique"`` or ``"unknown"``.
-        contrast: True when (0018,0010) *Contrast/Bolus Agent* is set.
-        default: True for the series :func:`read_series` picks when none is chosen.
-    """
-
-    series_id: str
-    description: str | None
-    modality: str | None
-    n_slices: int
-    orientation: str
-    contrast: bool
-    default: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "series_id": self.series_id,
-            "description": self.description,
-            "modality": self.modality,
-            "n_slices": self.n_slices,
-            "orientation": self.orientation,
-            "contrast": self.contrast,
-            "default": self.default,
-        }
 
 
 # --------------------------------------------------------------------------- headers, grouping, sorting
@@ -513,8 +423,6 @@ def list_series(
     """
     nifti = _nifti_source(source)
     if nifti is not None:
-        from brain_ct.nifti import nifti_info
-
         return [nifti_info(nifti)]
     with using_limits(limits) as upload:
         members, label, budget = collect(source, zip_limits, upload)
@@ -549,8 +457,6 @@ def _nifti_source(
     A list of several files holding a ``.nii`` / ``.nii.gz`` is refused: a NIfTI file is a whole
     scan on its own, not one slice among others.
     """
-    from brain_ct.nifti import NIFTI_SUFFIXES, is_nifti
-
     if isinstance(source, bytes | bytearray):
         return bytes(source) if is_nifti(source) else None
     if isinstance(source, str | os.PathLike):
@@ -571,8 +477,6 @@ def _nifti_source(
 
 def _read_nifti(source: Path | bytes, *, series_uid: str | None, allow_unverified: bool) -> Series:
     """A NIfTI volume as a :class:`Series`; named like a DICOM file (screened, else ``"volume"``)."""
-    from brain_ct.nifti import nifti_series_id, read_nifti_series
-
     label = source.name if isinstance(source, Path) else "upload"
     shown = label if isinstance(source, Path) and screen_name(label) else "volume"
     series = read_nifti_series(source, name=shown, allow_unverified=allow_unverified)
@@ -775,27 +679,6 @@ def _mark_head_check(series: Series, allow_unverified: bool) -> None:
     verdict = "skipped" if allow_unverified else "passed"
     for ct in series.slices:
         ct.head_check = verdict
-
-
-def check_plausible_series(series: Series, label: str) -> None:
-    """Refuse a series that does not look like a head CT, judged on its central slices.
-
-    The middle slice and those at a quarter and three quarters are tried; one plausible slice is
-    enough (the end slices of a scan, skull base and vertex, rightly show little head).
-
-    Raises:
-        NotHeadCTError: none of them looks like an axial head-CT slice.
-    """
-    n = len(series.slices)
-    first: NotHeadCTError | None = None
-    for i in dict.fromkeys((n // 2, n // 4, (3 * n) // 4)):
-        try:
-            framing.check_plausible(series.slices[i])
-            return
-        except NotHeadCTError as exc:
-            first = first or exc
-    where = f"{label}" if n == 1 else f"{label} ({plural(n, 'slice')}, judged on its central slices)"
-    raise NotHeadCTError(f"{where}: {first}")
 
 
 def _load_dicom_entries(

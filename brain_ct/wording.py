@@ -6,6 +6,9 @@ is shown. A leaf module: it imports nothing of the package.
 
 from __future__ import annotations
 
+#: The line every output carries (app, CLI, report, model card, explanation text); also ``brain_ct.DISCLAIMER``.
+DISCLAIMER = "Research and education aid only — not a diagnosis. A qualified specialist must read the images."
+
 #: What the bundled demo model (and any model trained on synthetic data only) is, in words: the app's
 #: banner, the report and the model card all say it.
 DEMO_NOTE = "trained on synthetic phantoms — for demonstration only"

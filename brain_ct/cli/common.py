@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from brain_ct import limits
+import brain_ct.limits as limits
 from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.labels import ANY, SUBTYPES
 
