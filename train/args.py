@@ -25,6 +25,7 @@ from typing import Any
 from transformers import TrainingArguments
 
 from brain_ct.errors import InvalidInputError
+from brain_ct.labels import LABEL_MODES
 from brain_ct.preprocess import EIGHT_BIT_MAPPINGS, EightBitMapping
 from brain_ct.windowing import PRESETS, Window, resolve_window
 
@@ -547,8 +548,6 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
-        from train.data import LABEL_MODES
-
         if self.labels not in LABEL_MODES:
             raise ValueError(f"--labels {self.labels!r} is unknown; choose one of {', '.join(LABEL_MODES)}")
         sources = [

@@ -39,7 +39,7 @@ import math
 import shlex
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,123 +48,27 @@ import numpy as np
 
 from brain_ct.architectures import family_of, positive_output
 from brain_ct.errors import BrainCTError, InvalidInputError, ModelLoadError
+from train.metrics import (
+    BINNING,
+    apply_temperature,
+    binary_nll,
+    calibration_groups,
+    calibration_report,
+    margins,
+    plot_reliability,
+)
+
+# Re-exported: the calibration metrics were defined here before they moved down to train.metrics.
+from train.metrics import ECE_BINS as ECE_BINS
+from train.metrics import calibration_metrics as calibration_metrics
+from train.metrics import expected_calibration_error as expected_calibration_error
+from train.metrics import reliability_bins as reliability_bins
 
 logger = logging.getLogger(__name__)
 
-#: Equal-width bins on P(hemorrhage) for the expected calibration error and the reliability diagram.
-ECE_BINS = 10
-BINNING = f"{ECE_BINS} equal-width bins of P(hemorrhage) on [0, 1]"
 
 #: Search range of the temperature (a model needing more than this is not worth calibrating by T alone).
 T_RANGE = (0.05, 20.0)
-
-_EPS = 1e-12
-
-
-# ---------------------------------------------------------------------------------------------- metrics
-
-
-def margins(scores: Sequence[float] | np.ndarray) -> np.ndarray:
-    """The logit difference ``z_hem − z_normal = log(p / (1 − p))`` behind each two-class score p.
-
-    Scores are clipped to [1e-12, 1 − 1e-12] first, so margins beyond ±27.6 saturate (no finite model
-    output on real data gets there, and the NLL of such a score is unaffected to 1e-12).
-    """
-    p = np.clip(np.asarray(scores, dtype=np.float64), _EPS, 1.0 - _EPS)
-    return np.log(p) - np.log1p(-p)
-
-
-def apply_temperature(scores: Sequence[float] | np.ndarray, temperature: float) -> np.ndarray:
-    """P(hemorrhage) after dividing the two logits by ``temperature``: ``sigmoid(margin / T)``."""
-    return 1.0 / (1.0 + np.exp(-margins(scores) / float(temperature)))
-
-
-def binary_nll(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
-    """Mean negative log-likelihood (natural log) of the labels under P(hemorrhage) = ``scores``."""
-    y = np.asarray(labels, dtype=np.int64)
-    p = np.clip(np.asarray(scores, dtype=np.float64), _EPS, 1.0 - _EPS)
-    return float(-np.mean(np.where(y == 1, np.log(p), np.log1p(-p))))
-
-
-def reliability_bins(
-    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, n_bins: int = ECE_BINS
-) -> list[dict[str, Any]]:
-    """Per equal-width bin of P(hemorrhage): its edges, count, mean score and fraction of hemorrhage.
-
-    Empty bins have ``n`` 0 and NaN means (``None`` in JSON).
-    """
-    y = np.asarray(labels, dtype=np.int64)
-    s = np.asarray(scores, dtype=np.float64)
-    index = np.minimum((s * n_bins).astype(np.int64), n_bins - 1)
-    out = []
-    for b in range(n_bins):
-        sel = index == b
-        n = int(sel.sum())
-        out.append(
-            {
-                "low": b / n_bins,
-                "high": (b + 1) / n_bins,
-                "n": n,
-                "mean_score": float(s[sel].mean()) if n else float("nan"),
-                "fraction_hemorrhage": float(y[sel].mean()) if n else float("nan"),
-            }
-        )
-    return out
-
-
-def expected_calibration_error(
-    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, n_bins: int = ECE_BINS
-) -> float:
-    """``Σ_b (n_b / N) · |fraction of hemorrhage in b − mean score in b|`` over equal-width bins (NaN if empty)."""
-    bins = reliability_bins(labels, scores, n_bins)
-    total = sum(b["n"] for b in bins)
-    if total == 0:
-        return float("nan")
-    return float(
-        sum(b["n"] / total * abs(b["fraction_hemorrhage"] - b["mean_score"]) for b in bins if b["n"])
-    )
-
-
-def calibration_metrics(labels: np.ndarray, scores: np.ndarray, n_bins: int = ECE_BINS) -> dict[str, Any]:
-    """``n``, ``ece``, ``nll``, ``brier`` and the reliability ``bins`` of one group of examples."""
-    y = np.asarray(labels, dtype=np.int64)
-    s = np.asarray(scores, dtype=np.float64)
-    return {
-        "n": int(len(y)),
-        "ece": expected_calibration_error(y, s, n_bins),
-        "nll": binary_nll(y, s) if len(y) else float("nan"),
-        "brier": float(np.mean((s - y) ** 2)) if len(y) else float("nan"),
-        "bins": reliability_bins(y, s, n_bins),
-    }
-
-
-def calibration_groups(
-    labels: np.ndarray, scores: np.ndarray, kinds: np.ndarray, domains: np.ndarray
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{"all": (y, s), "dicom": …, "image": …, "phantom": …, "real": …}`` — the groups present."""
-    from train.data import DOMAINS, INPUT_KINDS
-
-    groups = {"all": (labels, scores)}
-    for values, names in ((kinds, INPUT_KINDS), (domains, DOMAINS)):
-        for code, name in enumerate(names):
-            sel = values == code
-            if sel.any():
-                groups[name] = (labels[sel], scores[sel])
-    return groups
-
-
-def calibration_report(
-    labels: np.ndarray, scores: np.ndarray, kinds: np.ndarray, domains: np.ndarray, n_bins: int = ECE_BINS
-) -> dict[str, Any]:
-    """Calibration overall, ``by_input_kind`` and ``by_domain`` (each :func:`calibration_metrics`)."""
-    from train.data import DOMAINS, INPUT_KINDS
-
-    groups = calibration_groups(labels, scores, kinds, domains)
-    report: dict[str, Any] = {"binning": f"{n_bins} equal-width bins of P(hemorrhage) on [0, 1]"}
-    report.update(calibration_metrics(*groups["all"], n_bins))
-    report["by_input_kind"] = {k: calibration_metrics(*groups[k], n_bins) for k in INPUT_KINDS if k in groups}
-    report["by_domain"] = {k: calibration_metrics(*groups[k], n_bins) for k in DOMAINS if k in groups}
-    return report
 
 
 # ---------------------------------------------------------------------------------------------- temperature
@@ -246,42 +150,6 @@ def fold_temperature(model: Any, temperature: float) -> None:
         head.weight[rows].div_(float(temperature))
         if head.bias is not None:
             head.bias[rows].div_(float(temperature))
-
-
-# ---------------------------------------------------------------------------------------------- plots
-
-
-def plot_reliability(
-    groups: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str, n_bins: int = ECE_BINS
-) -> None:
-    """Save a reliability diagram: fraction of hemorrhage against mean P(hemorrhage) per bin, one line per
-    group (with its ECE in the legend), the diagonal, and the overall score histogram below."""
-    from train.evaluate import _pyplot
-
-    plt = _pyplot()
-    fig, (ax, hist) = plt.subplots(
-        2, 1, figsize=(4.8, 5.6), dpi=110, gridspec_kw={"height_ratios": [3, 1]}, sharex=True
-    )
-    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfectly calibrated")
-    for name, (y, s) in groups.items():
-        bins = [b for b in reliability_bins(y, s, n_bins) if b["n"]]
-        ece = expected_calibration_error(y, s, n_bins)
-        ax.plot(
-            [b["mean_score"] for b in bins],
-            [b["fraction_hemorrhage"] for b in bins],
-            "o-",
-            lw=2 if name == "all" else 1.2,
-            ms=4,
-            label=f"{name} (n={len(y)}, ECE {ece:.3f})",
-        )
-    ax.set(ylabel="fraction hemorrhage", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="upper left", fontsize=7)
-    if "all" in groups:
-        hist.hist(groups["all"][1], bins=n_bins, range=(0, 1), color="steelblue")
-    hist.set(xlabel="P(hemorrhage)", ylabel="slices")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------- one step
@@ -438,9 +306,9 @@ def real_anatomy_columns(
 
     The ONE place this module meets that source (``train.data.real_anatomy_records``).
     """
-    from train import data
+    from train.data import real_anatomy_records
 
-    return data.real_anatomy_records(folder, split, seed, subtypes=subtypes, eval_variants=eval_variants)
+    return real_anatomy_records(folder, split, seed, subtypes=subtypes, eval_variants=eval_variants)
 
 
 def split_columns(

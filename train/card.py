@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from brain_ct import DISCLAIMER
-from brain_ct.wording import DEMO_NOTE
+from brain_ct.wording import DEMO_NOTE, DISCLAIMER
 
 if TYPE_CHECKING:
     from brain_ct.model import ModelSettings

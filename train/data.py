@@ -55,6 +55,7 @@ import numpy as np
 
 from brain_ct.errors import InvalidInputError
 from brain_ct.labels import ANY, SUBTYPE_LABELS, SUBTYPES, subtype_vector
+from brain_ct.labels import LABEL_MODES as LABEL_MODES  # re-exported: defined here before
 from brain_ct.preprocess import interpolation, mask_to_model_grid, model_input
 
 if TYPE_CHECKING:
@@ -81,8 +82,6 @@ CLASS_ALIASES: dict[str, int] = {
     "bleed": 1,
 }
 
-#: ``--labels`` values: ``auto`` = subtypes when the training data names them, else binary.
-LABEL_MODES: tuple[str, ...] = ("auto", "binary", "subtypes")
 
 #: The record column with a slice's subtype names (see the module docstring).
 SUBTYPE_COLUMN = "subtypes"

@@ -446,7 +446,7 @@ def render_card(name: str, results: dict[str, Any], *, demo: bool, command: str,
     the ensemble, how to use it, and the research-use notice (:data:`brain_ct.DISCLAIMER`)."""
     from huggingface_hub import ModelCardData
 
-    from brain_ct import DISCLAIMER
+    from brain_ct.wording import DISCLAIMER
     from train.card import SYNTHETIC_WARNING, metrics_table
 
     members = results["members"]

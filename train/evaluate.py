@@ -59,86 +59,24 @@ import numpy as np
 from brain_ct import architectures
 from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.jsonable import json_safe
-from brain_ct.labels import ANY, SUBTYPE_LABELS, rsna_log_loss
+from brain_ct.labels import ANY, SUBTYPE_LABELS
+from train.metrics import SUBTYPE_THRESHOLD as SUBTYPE_THRESHOLD  # re-exported (defined here before)
+from train.metrics import (
+    _pyplot,
+    _ratio,
+    binary_metrics,
+    calibration_groups,
+    calibration_report,
+    plot_reliability,
+    sigmoid,
+    softmax_scores,
+    subtype_metrics,
+)
 
 if TYPE_CHECKING:
     from brain_ct.predictor import Predictor
 
 logger = logging.getLogger(__name__)
-
-
-def softmax_scores(logits: np.ndarray, positive_index: int = 1) -> np.ndarray:
-    """P(class ``positive_index``) from ``[N, C]`` logits, float64 ``[N]``."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e[:, positive_index] / e.sum(axis=1)
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Element-wise logistic function, float64, stable for large |logit|."""
-    z = np.asarray(logits, dtype=np.float64)
-    return np.exp(-np.logaddexp(0.0, -z))
-
-
-#: The operating point of each subtype in :func:`subtype_metrics` (``any`` uses the model's threshold).
-SUBTYPE_THRESHOLD = 0.5
-
-
-def _ratio(num: float, den: float) -> float:
-    return float(num / den) if den > 0 else float("nan")
-
-
-def binary_metrics(
-    labels: Sequence[int] | np.ndarray,
-    scores: Sequence[float] | np.ndarray,
-    threshold: float,
-    per_example: np.ndarray | None = None,
-) -> dict[str, Any]:
-    """Accuracy, sensitivity, specificity, precision, F1, ROC AUC and the confusion matrix.
-
-    Args:
-        labels: 0/1 per example.
-        scores: P(hemorrhage) per example.
-        threshold: an example is called positive when ``score >= threshold``.
-        per_example: each example's own threshold instead (a model with a threshold per input kind,
-            :func:`example_thresholds`); ``threshold`` is then only reported.
-
-    Returns:
-        A JSON-ready dict; undefined values (e.g. AUC with one class) are NaN.
-        ``confusion_matrix`` is ``[[TN, FP], [FN, TP]]`` (rows: truth normal/hemorrhage).
-    """
-    y = np.asarray(labels, dtype=np.int64)
-    s = np.asarray(scores, dtype=np.float64)
-    if y.shape != s.shape:
-        raise InvalidInputError(f"labels and scores differ in length: {y.shape} vs {s.shape}")
-    pred = (s >= (threshold if per_example is None else per_example)).astype(np.int64)
-    tp = int(((pred == 1) & (y == 1)).sum())
-    tn = int(((pred == 0) & (y == 0)).sum())
-    fp = int(((pred == 1) & (y == 0)).sum())
-    fn = int(((pred == 0) & (y == 1)).sum())
-    sens = _ratio(tp, tp + fn)
-    spec = _ratio(tn, tn + fp)
-    prec = _ratio(tp, tp + fp)
-    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
-    auc = float("nan")
-    if 0 < y.sum() < len(y):
-        from sklearn.metrics import roc_auc_score
-
-        auc = float(roc_auc_score(y, s))
-    return {
-        "n": int(len(y)),
-        "n_hemorrhage": int(y.sum()),
-        "n_normal": int(len(y) - y.sum()),
-        "threshold": float(threshold),
-        "accuracy": _ratio(tp + tn, len(y)),
-        "sensitivity": sens,
-        "specificity": spec,
-        "precision": prec,
-        "f1": f1,
-        "auc": auc,
-        "confusion_matrix": [[tn, fp], [fn, tp]],
-    }
 
 
 def choose_threshold(
@@ -639,15 +577,6 @@ def member_metrics(
 # ---------------------------------------------------------------------------------------------- plots
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: files only
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_roc(
     labels: np.ndarray,
     scores: np.ndarray,
@@ -724,55 +653,6 @@ def plot_training_curves(log_history: list[dict[str, Any]], path: Path) -> bool:
     fig.savefig(path)
     plt.close(fig)
     return True
-
-
-def subtype_metrics(
-    targets: Sequence[Sequence[int]] | np.ndarray,
-    probabilities: Sequence[Sequence[float]] | np.ndarray,
-    threshold: float,
-) -> dict[str, Any]:
-    """Per-label metrics of a subtype model (see the module docstring).
-
-    Args:
-        targets: ``[N, 6]`` 0/1 in :data:`~brain_ct.labels.SUBTYPE_LABELS` order.
-        probabilities: ``[N, 6]`` sigmoid outputs, same order.
-        threshold: the model's threshold on P(hemorrhage), used for ``any``; the five subtypes are called
-            at :data:`SUBTYPE_THRESHOLD` (0.5).
-
-    Returns:
-        JSON-ready: ``n``; ``per_label`` {name: ``positives``, ``auc`` (None when the label has one class
-        only), ``threshold``, ``sensitivity``, ``specificity`` (NaN when undefined)}; ``rsna_log_loss``;
-        ``mean_subtype_auc`` (mean over the five subtypes with an AUC, None if none); ``subtype_threshold``.
-
-    Raises:
-        InvalidInputError: shapes other than ``[N, 6]`` with N > 0.
-    """
-    y = np.asarray(targets, dtype=np.int64)
-    p = np.asarray(probabilities, dtype=np.float64)
-    if y.shape != p.shape or y.ndim != 2 or y.shape[1] != len(SUBTYPE_LABELS) or len(y) == 0:
-        raise InvalidInputError(
-            f"subtype_metrics needs targets and probabilities of shape [N, {len(SUBTYPE_LABELS)}], N > 0; "
-            f"got {y.shape} and {p.shape}"
-        )
-    per_label: dict[str, Any] = {}
-    for j, name in enumerate(SUBTYPE_LABELS):
-        t = float(threshold) if name == ANY else SUBTYPE_THRESHOLD
-        m = binary_metrics(y[:, j], p[:, j], t)
-        per_label[name] = {
-            "positives": m["n_hemorrhage"],
-            "auc": m["auc"] if math.isfinite(m["auc"]) else None,
-            "threshold": t,
-            "sensitivity": m["sensitivity"],
-            "specificity": m["specificity"],
-        }
-    aucs = [per_label[n]["auc"] for n in SUBTYPE_LABELS[1:] if per_label[n]["auc"] is not None]
-    return {
-        "n": int(len(y)),
-        "per_label": per_label,
-        "rsna_log_loss": rsna_log_loss(y, p),
-        "mean_subtype_auc": float(np.mean(aucs)) if aucs else None,
-        "subtype_threshold": SUBTYPE_THRESHOLD,
-    }
 
 
 def plot_subtype_roc(
@@ -939,7 +819,6 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     from brain_ct.ensemble import load
     from brain_ct.labels import label_set_of
     from brain_ct.predictor import Predictor
-    from train.calibrate import calibration_groups, calibration_report, plot_reliability
     from train.data import (
         SliceTransform,
         add_file_neighbors,

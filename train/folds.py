@@ -9,7 +9,7 @@ The run's data are built as for one model (:func:`train.data.build_splits`): tra
 validation split and an optional test split. The validation split is held out from every fold; the
 training records are cut into K folds by :func:`train.data.fold_splits` (stratified by label and seeded;
 the slices of one DICOM series or NIfTI volume, and the variants of one real level, stay in one fold).
-Fold model *i* is an ordinary ``python -m train`` run (:func:`train.__main__.main`, handed a :class:`Fold`)
+Fold model *i* is an ordinary ``python -m train`` run (:func:`train.pipeline.train_fold`, handed a :class:`Fold`)
 on the other K−1 folds, with fold *i* as its validation split — its best checkpoint, calibration, threshold
 and validation metrics come from fold *i* — saved to ``<output_dir>/fold-<i>`` as a normal model folder
 (config, weights, card, ``eval_results.json``; test metrics too when there is a test split).
@@ -28,41 +28,20 @@ import dataclasses
 import logging
 import shlex
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from brain_ct.errors import InvalidInputError
+from train.pipeline import Fold as Fold  # re-exported: defined here before it moved down
+from train.pipeline import describe_training_data, describe_validation, train_fold
 
 if TYPE_CHECKING:
     from train.args import BrainCTTrainingArguments, DataArguments, ModelArguments
-    from train.data import PhantomCache, Splits
+    from train.data import Splits
 
 logger = logging.getLogger("train.folds")
-
-
-@dataclass(frozen=True)
-class Fold:
-    """One fold model's run, as :func:`train.__main__.main` takes it instead of parsing ``argv``.
-
-    Attributes:
-        index: the fold held out for validation, 0 … k−1.
-        k: the number of folds.
-        arguments: (model, data, training) arguments; the training arguments write to the fold's folder
-            and push nothing.
-        splits: train = the other folds' records, validation = this fold's, test = the run's test split.
-        validation_note: what the validation records are (logged and carded).
-        phantoms: the run's one phantom cache, shared by its folds (each phantom generated once).
-    """
-
-    index: int
-    k: int
-    arguments: tuple[ModelArguments, DataArguments, BrainCTTrainingArguments]
-    splits: Splits
-    validation_note: str
-    phantoms: PhantomCache | None = None
 
 
 def fold_dir(output_dir: str | Path, index: int) -> Path:
@@ -177,7 +156,6 @@ def train_folds(
     Raises:
         ValueError / InvalidInputError: the arguments or the data do not allow K folds (nothing trained).
     """
-    from train.__main__ import describe_training_data, describe_validation, main
     from train.data import build_splits
     from train.ensemble import ScoringData, load_members, push_ensemble, write_ensemble
 
@@ -190,7 +168,7 @@ def train_folds(
         logger.info("fold %d of %d: %s", run.index, run.k, run.validation_note)
         # Every process of a distributed run trains every fold (they meet in its collective calls);
         # only the main one gets results back and goes on to write the ensemble.
-        is_main_process = bool(main(argv, fold=run))
+        is_main_process = bool(train_fold(argv, run))
         logger.info("fold %d trained (%.0f s since start)", run.index, time.perf_counter() - started)
     if not is_main_process:
         return {}
