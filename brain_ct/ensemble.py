@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import brain_ct.model as model_lib
 from brain_ct.errors import ModelLoadError
+from brain_ct.jsonable import json_safe
 from brain_ct.labels import label_set_of
 
 if TYPE_CHECKING:
@@ -194,8 +195,6 @@ def write_spec(folder: str | os.PathLike[str], spec: EnsembleSpec) -> Path:
     Raises:
         ModelLoadError: ``spec`` breaks the schema (e.g. a threshold outside (0, 1)); nothing is written.
     """
-    from brain_ct.jsonable import json_safe
-
     data = json_safe(spec_to_dict(spec))
     parse_spec(data, str(folder))  # one definition of the format: refuse to write what load() would refuse
     path = Path(folder) / ENSEMBLE_FILE

@@ -32,6 +32,8 @@ import brain_ct.explain as explain
 from brain_ct.architectures import to_probabilities
 from brain_ct.ensemble import Member
 from brain_ct.errors import InvalidInputError
+from brain_ct.image import CTImage
+from brain_ct.io import load_image
 from brain_ct.jsonable import json_safe
 from brain_ct.labels import ANY, SUBTYPES
 from brain_ct.model import ModelSettings
@@ -276,9 +278,6 @@ class Predictor:
     # ----------------------------------------------------------------------------------------
     def load(self, source: Any, *, allow_unverified: bool = False) -> CTImage:
         """A :class:`~brain_ct.image.CTImage` from a path, bytes, a binary file object, or as given."""
-        from brain_ct.image import CTImage
-        from brain_ct.io import load_image
-
         if isinstance(source, CTImage):
             return source
         if isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)) or hasattr(source, "read"):

@@ -35,9 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+import brain_ct.explain as explain
 from brain_ct.collect import plural  # noqa: F401  (one wording of counts; app and CLI import it from here)
 from brain_ct.errors import InvalidInputError
 from brain_ct.labels import SUBTYPES
+from brain_ct.scan import SeriesPrediction
 from brain_ct.wording import (
     DEMO_NOTE,
     DISCLAIMER,
@@ -235,8 +237,6 @@ def probability_plot_png(
 
 def _views(result: SeriesPrediction | Prediction) -> tuple[list[_SliceView], dict[str, Any]]:
     """Per-slice views and the scan-level fields of a series or single prediction."""
-    from brain_ct.scan import SeriesPrediction
-
     if isinstance(result, SeriesPrediction):
         views = [
             _SliceView(i, p, result.series.positions[i] if i < len(result.series.positions) else None)
@@ -518,8 +518,6 @@ def _key_slices_section(pdf: Any, views: list[_SliceView], max_key_slices: int, 
 
 
 def _key_slice(pdf: Any, view: _SliceView, n: int, img_w: float, opacity: float) -> None:
-    from brain_ct import explain
-
     pred = view.prediction
     display = pred.display
     rows, cols = display.shape[:2] if display is not None else pred.heatmap.shape[:2]

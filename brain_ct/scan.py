@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from brain_ct.errors import InvalidInputError
+from brain_ct.explain import SUBTYPE_NOTABLE
 from brain_ct.jsonable import json_safe
 
 # Re-exported: callers (tests, train.scan_rule) name them from here.
@@ -89,8 +90,6 @@ def describe_scan_subtypes(label: str, subtypes: dict[str, SubtypeScan] | None) 
     (and the second when it is notable too) or says none stands out; a normal scan mentions only a
     notable subtype, as not a finding. Binary models (``subtypes`` None) get "".
     """
-    from brain_ct.explain import SUBTYPE_NOTABLE
-
     if not subtypes:
         return ""
 

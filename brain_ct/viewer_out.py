@@ -27,7 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from brain_ct.collect import DEFAULT_ZIP_LIMITS, collect
 from brain_ct.errors import InvalidInputError
+from brain_ct.io import quiet_dicom, read_dicom_header
+from brain_ct.series import hashed_series_id, read_headers, sort_entries
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -106,16 +109,11 @@ def source_reference(source: str | os.PathLike[str], series: Series | None = Non
         InvalidInputError: not DICOM, the series is not in ``source``, or the source lacks its
             Study or Series Instance UID.
     """
-    from brain_ct.io import quiet_dicom, read_dicom_header
-
     if series is None:
         with quiet_dicom():
             uids = _uids(read_dicom_header(source))
         _need(uids, Path(source).name)
         return SourceReference(uids[0], uids[1], ((uids[2], uids[3], None),) if uids[3] else (None,))
-
-    from brain_ct.collect import DEFAULT_ZIP_LIMITS, collect
-    from brain_ct.series import hashed_series_id, read_headers, sort_entries
 
     if series.series_id is None or not series.slices or series.slices[0].source != "dicom":
         raise InvalidInputError(

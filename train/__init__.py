@@ -13,7 +13,7 @@ from typing import Any
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run ``python -m train`` with ``argv`` (default ``sys.argv[1:]``); returns the evaluation results."""
-    from train.__main__ import main as _main
+    from train.__main__ import main as _main  # torch + transformers (~2 s): `import train` stays light
 
     return _main(argv)
 

@@ -24,8 +24,9 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from brain_ct.errors import InvalidInputError
+from brain_ct.errors import InvalidInputError, ModelLoadError
 from brain_ct.labels import LABEL_MODES
+from brain_ct.model import resolve_model_id, settings_from_config
 from brain_ct.preprocess import EIGHT_BIT_MAPPINGS, EightBitMapping
 from brain_ct.windowing import PRESETS, Window, resolve_window
 
@@ -83,9 +84,6 @@ def preset_defaults(preset: str, model_name_or_path: str | None) -> dict[str, An
     if preset not in PRESETS_OF_RUN:
         raise ValueError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS_OF_RUN)}")
     from transformers import AutoConfig
-
-    from brain_ct.errors import ModelLoadError
-    from brain_ct.model import resolve_model_id, settings_from_config
 
     try:
         base = resolve_model_id(model_name_or_path)  # explicit, then BRAIN_CT_MODEL, then the bundled demo

@@ -47,7 +47,38 @@ from typing import Any
 import numpy as np
 
 from brain_ct.architectures import family_of, positive_output
+from brain_ct.ensemble import ENSEMBLE_FILE, find_ensemble_file
 from brain_ct.errors import BrainCTError, InvalidInputError, ModelLoadError
+from brain_ct.jsonable import json_safe
+from brain_ct.model import apply_settings_to_config, load_model, shown_model_id
+from train.card import (
+    calibration_text,
+    metrics_table,
+    replace_section,
+    section_body,
+    subtypes_text,
+    threshold_text,
+)
+from train.data import (
+    SliceTransform,
+    add_file_neighbors,
+    attach_transform,
+    check_subtype_records,
+    merge_records,
+    real_anatomy_records,
+    scan_imagefolder,
+    synthetic_records,
+    to_dataset,
+)
+from train.evaluate import (
+    Scored,
+    predict_scores,
+    report_split,
+    report_subtypes,
+    rule_input_thresholds,
+    select_threshold,
+    summary_line,
+)
 from train.metrics import (
     BINNING,
     apply_temperature,
@@ -177,8 +208,6 @@ class Calibrated:
     @property
     def input_thresholds(self) -> dict[str, float] | None:
         """Thresholds of the input kinds that got their own (``brain_ct_input_thresholds``), or None."""
-        from train.evaluate import rule_input_thresholds
-
         return rule_input_thresholds(self.rule)
 
 
@@ -203,8 +232,6 @@ def calibrate_and_choose(
         prior_temperature: a temperature already folded into ``model`` (the new one multiplies it).
         strategy, target_sensitivity, max_real_fpr, fixed: the threshold rule.
     """
-    from train.evaluate import Scored, select_threshold
-
     y, s, kinds, domains = tuple(validation)[:4]
     probabilities = getattr(validation, "probabilities", None)
     report: dict[str, Any] = {"validation_before": calibration_report(y, s, kinds, domains)}
@@ -306,8 +333,6 @@ def real_anatomy_columns(
 
     The ONE place this module meets that source (``train.data.real_anatomy_records``).
     """
-    from train.data import real_anatomy_records
-
     return real_anatomy_records(folder, split, seed, subtypes=subtypes, eval_variants=eval_variants)
 
 
@@ -319,14 +344,6 @@ def split_columns(
     Files of a slice-context model carry their series neighbours (phantoms are generated as stacks). For a
     subtype model (``subtypes``) every bleed must name its subtypes (:func:`train.data.check_subtype_records`).
     """
-    from train.data import (
-        add_file_neighbors,
-        check_subtype_records,
-        merge_records,
-        scan_imagefolder,
-        synthetic_records,
-    )
-
     folder = args.validation_dir if split == "validation" else args.test_dir
     n = args.synthetic_validation if split == "validation" else args.synthetic_test
     parts = []
@@ -365,15 +382,6 @@ def _update_card(
     command: str,
     synthetic: bool = False,
 ) -> None:
-    from train.card import (
-        calibration_text,
-        metrics_table,
-        replace_section,
-        section_body,
-        subtypes_text,
-        threshold_text,
-    )
-
     path = out / "README.md"
     if not path.is_file():
         return
@@ -413,8 +421,6 @@ def refuse_ensemble(model_id: str) -> None:
     Raises:
         ModelLoadError: ``model_id`` (a folder or Hub id) holds ``ensemble.json``.
     """
-    from brain_ct.ensemble import ENSEMBLE_FILE, find_ensemble_file
-
     if find_ensemble_file(model_id) is None:
         return
     raise ModelLoadError(
@@ -430,11 +436,6 @@ def refuse_ensemble(model_id: str) -> None:
 def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
     """Run ``python -m train.calibrate`` (see the module docstring); returns the new ``eval_results.json``."""
     import dataclasses
-
-    from brain_ct.jsonable import json_safe
-    from brain_ct.model import apply_settings_to_config, load_model, shown_model_id
-    from train.data import SliceTransform, attach_transform, to_dataset
-    from train.evaluate import predict_scores, report_split, report_subtypes
 
     if not 0.0 <= args.max_real_fpr <= 1.0:
         raise InvalidInputError(f"--max_real_fpr must be in [0, 1]; got {args.max_real_fpr}")
@@ -544,7 +545,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrainCTError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    from train.evaluate import summary_line
 
     temp = results["calibration"].get("temperature")
     if temp:

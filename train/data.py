@@ -53,10 +53,18 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from brain_ct.collect import natural_key
 from brain_ct.errors import InvalidInputError
+from brain_ct.image import CTImage
+from brain_ct.io import load_image
 from brain_ct.labels import ANY, SUBTYPE_LABELS, SUBTYPES, subtype_vector
 from brain_ct.labels import LABEL_MODES as LABEL_MODES  # re-exported: defined here before
+from brain_ct.nifti import read_nifti_mask, read_nifti_series
 from brain_ct.preprocess import interpolation, mask_to_model_grid, model_input
+from brain_ct.series import anatomical_groups, context_neighbors
+from brain_ct.synthetic import generate_context, generate_slice, render_internet, to_dicom
+from brain_ct.synthetic.real_augment import real_variant
+from brain_ct.synthetic.real_lesions import intracranial_space, lesion_room
 
 if TYPE_CHECKING:
     from brain_ct.model import ModelSettings
@@ -507,8 +515,6 @@ def _nifti_stem(path: Path) -> str:
 
 
 def _nifti_files(root: Path) -> list[Path]:
-    from brain_ct.collect import natural_key
-
     return sorted(
         (
             f
@@ -594,8 +600,6 @@ def nifti_records(
     Raises:
         InvalidInputError: no usable volume (the message lists why per file).
     """
-    from brain_ct.nifti import read_nifti_mask, read_nifti_series
-
     if min_lesion_area < 1:
         raise InvalidInputError(f"--min_lesion_area must be >= 1 lesion pixel; got {min_lesion_area}")
     root = Path(directory)
@@ -646,9 +650,6 @@ def nifti_example(
     (:data:`NIFTI_CACHE_VOLUMES`). Neighbours (slice context, ``k`` > 0) are the volume's own slices
     ``index − k … index + k`` (None past either end), as the Predictor reads a NIfTI scan.
     """
-    from brain_ct.nifti import read_nifti_mask, read_nifti_series
-    from brain_ct.series import context_neighbors
-
     key = str(path)
     cached = _NIFTI.get(key)
     if cached is None or (with_mask and cached[1] is None):
@@ -792,8 +793,6 @@ def _generate(key: tuple[Any, ...]) -> list[Any]:
     A requested subtype the generator cannot place for this seed (rare: a small head at a small size)
     gives way to a drawn one; the phantom's ``subtype`` says which, and the transform's targets follow it.
     """
-    from brain_ct.synthetic import generate_context, generate_slice
-
     seed, label, size, k = key[:4]
     subtype = key[4] if len(key) > 4 and label else None
 
@@ -953,9 +952,6 @@ def encode_phantom(phantom: Any, kind: str, rng: np.random.Generator, name: str)
     """
     import io as _io
 
-    from brain_ct.io import load_image
-    from brain_ct.synthetic import render_internet, to_dicom
-
     if kind == "image":
         image, mask = render_internet(phantom, rng)
         data = _png_bytes(image)
@@ -979,8 +975,6 @@ def add_file_neighbors(columns: dict[str, list[Any]], k: int) -> dict[str, list[
         ``columns`` with ``neighbors`` (per record, 2k paths, "" past either end of its series) and
         ``series_group`` (which series a record belongs to, so :func:`stratified_split` keeps series whole).
     """
-    from brain_ct.series import anatomical_groups, context_neighbors
-
     paths = columns["path"]
     neighbors = [[""] * (2 * k) for _ in paths]
     # Files outside any series are groups of their own (negative ids).
@@ -1031,8 +1025,6 @@ def load_real_slice(path: str, size: int) -> RealSlice:
     key = (str(path), int(size))
     if key in _REAL:
         return _REAL[key]
-    from brain_ct.io import load_image
-    from brain_ct.synthetic.real_lesions import intracranial_space, lesion_room
 
     ct = load_image(path, allow_unverified=True)
     name = Path(path).name
@@ -1069,8 +1061,6 @@ def _has_dicm(path: Path) -> bool:
 
 
 def _dicom_paths(directory: str | Path) -> list[str]:
-    from brain_ct.collect import natural_key
-
     root = Path(directory)
     paths = sorted(
         (
@@ -1107,8 +1097,6 @@ def holdout_levels(n: int, holdout: int) -> list[int]:
 
 
 def _series_of(paths: list[str]) -> list[list[str]]:
-    from brain_ct.series import anatomical_groups
-
     groups = anatomical_groups(paths)
     grouped = {i for g in groups for i in g}
     loose = [paths[i] for i in range(len(paths)) if i not in grouped]
@@ -1252,8 +1240,6 @@ def real_anatomy_decode(
         InvalidInputError: a positive record whose slice has no room for any lesion (not made by
             :func:`real_anatomy_records`, which never asks for that).
     """
-    from brain_ct.synthetic.real_augment import real_variant
-
     path, label, kind = str(ex["path"]), int(ex["label"]), str(ex["kind"])
     real = load_real_slice(path, size)
     rng = rng if rng is not None else np.random.default_rng(int(ex["real_seed"]))
@@ -1348,10 +1334,10 @@ class Decoded:
     """One record decoded: the slice, its lesion mask (or None), label (0/1), neighbours (slice context,
     else None) and subtype names (``[]`` normal; None when the source names none)."""
 
-    ct: Any
+    ct: CTImage
     mask: np.ndarray | None
     label: int
-    neighbors: list[Any] | None
+    neighbors: list[CTImage | None] | None
     subtypes: list[str] | None
 
 
@@ -1390,8 +1376,6 @@ class SliceTransform:
 
     def _loader(self) -> Callable[..., Any]:
         if self._load_image is None:
-            from brain_ct.io import load_image
-
             self._load_image = load_image
         return self._load_image
 
@@ -1496,10 +1480,10 @@ class SliceTransform:
 
     def encode(
         self,
-        ct: Any,
+        ct: CTImage,
         mask: np.ndarray | None,
         rng: np.random.Generator | None = None,
-        neighbors: Sequence[Any | None] | None = None,
+        neighbors: Sequence[CTImage | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """One slice → (normalised float32 [C, S, S], mask float32 [S, S] or None), augmented if training.
 
@@ -1915,7 +1899,7 @@ def usable_files(
         InvalidInputError: no file is usable; the message lists the refused ones.
     """
     if loader is None:
-        from brain_ct.io import load_image as loader
+        loader = load_image
 
     def shown(path: str) -> str:
         try:

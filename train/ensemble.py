@@ -46,8 +46,25 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from brain_ct.ensemble import EnsembleSpec, load_spec, write_spec
 from brain_ct.errors import BrainCTError
-from train.evaluate import Scored, member_metrics, score_records
+from brain_ct.jsonable import json_safe
+from brain_ct.labels import label_set_of
+from brain_ct.model import shown_model_id
+from brain_ct.predictor import Predictor
+from brain_ct.wording import DISCLAIMER
+from train.card import SYNTHETIC_WARNING, metrics_table
+from train.data import add_file_neighbors, merge_records, real_anatomy_records, scan_imagefolder
+from train.evaluate import (
+    Scored,
+    member_metrics,
+    report_split,
+    rule_input_thresholds,
+    score_records,
+    select_threshold,
+    summary_line,
+)
+from train.hub import push_folder
 
 if TYPE_CHECKING:
     from brain_ct.predictor import Predictor
@@ -343,8 +360,6 @@ def validation_columns(args: EnsembleArguments, context_slices: int) -> dict[str
     Raises:
         InvalidInputError: an empty or unreadable folder (:func:`train.data.scan_imagefolder`).
     """
-    from train.data import add_file_neighbors, merge_records, real_anatomy_records, scan_imagefolder
-
     files = None
     if args.validation_dir is not None:
         files = scan_imagefolder(args.validation_dir)
@@ -394,8 +409,6 @@ def member_results(
 ) -> list[dict[str, Any]]:
     """Each member's source and metrics (:func:`train.evaluate.member_metrics`) on every scored split
     (``validation``, ``test``), at its own threshold and at the ensemble's (``<split>_at_ensemble_threshold``)."""
-    from brain_ct.labels import label_set_of
-
     out = []
     for i, (source, member) in enumerate(zip(sources, predictor.members, strict=True)):
         own = member.settings.threshold
@@ -445,9 +458,6 @@ def render_card(name: str, results: dict[str, Any], *, demo: bool, command: str,
     """The ensemble's ``README.md``: what it is, its members, the threshold rule, metrics per member and for
     the ensemble, how to use it, and the research-use notice (:data:`brain_ct.DISCLAIMER`)."""
     from huggingface_hub import ModelCardData
-
-    from brain_ct.wording import DISCLAIMER
-    from train.card import SYNTHETIC_WARNING, metrics_table
 
     members = results["members"]
     hub_members = [m["model"] for m in members if m["hub"]]
@@ -586,9 +596,6 @@ def load_members(values: Sequence[str], output_dir: str | Path) -> tuple[list[Me
     """
     import dataclasses
 
-    from brain_ct.ensemble import EnsembleSpec, load_spec
-    from brain_ct.predictor import Predictor
-
     out = Path(output_dir).expanduser()
     sources = [member_source(value, out) for value in values]
     # The members load before ensemble.json exists; the threshold is a placeholder until validation
@@ -624,12 +631,6 @@ def write_ensemble(
     Raises:
         InvalidInputError: the records are empty, unreadable or lack what the threshold rule needs.
     """
-    from brain_ct.ensemble import EnsembleSpec, write_spec
-    from brain_ct.jsonable import json_safe
-    from brain_ct.labels import label_set_of
-    from brain_ct.model import shown_model_id
-    from train.evaluate import report_split, rule_input_thresholds, select_threshold
-
     out = Path(output_dir).expanduser()
     decode = {"synthetic_size": data.synthetic_size, "allow_unverified": data.allow_unverified}
     scores = {"validation": score_records(predictor, data.validation, batch_size, **decode)}
@@ -688,8 +689,6 @@ def write_ensemble(
 
 def push_ensemble(output_dir: str | Path, repo_id: str, *, private: bool, token: str | None) -> str:
     """Upload the ensemble folder (members inside it travel along; their checkpoints stay local)."""
-    from train.hub import push_folder
-
     url = push_folder(
         output_dir,
         repo_id,
@@ -733,8 +732,6 @@ def build_ensemble(args: EnsembleArguments, argv: Sequence[str] = ()) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; exit 0 on success, 1 on a model or data error, 2 on an argument error (no traceback)."""
-    from train.evaluate import summary_line
-
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

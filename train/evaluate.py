@@ -57,9 +57,22 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from brain_ct import architectures
+from brain_ct.ensemble import load
 from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.jsonable import json_safe
-from brain_ct.labels import ANY, SUBTYPE_LABELS
+from brain_ct.labels import ANY, SUBTYPE_LABELS, label_set_of
+from brain_ct.predictor import Predictor
+from train.data import (
+    DOMAINS,
+    INPUT_KINDS,
+    SliceTransform,
+    add_file_neighbors,
+    attach_transform,
+    check_subtype_records,
+    scan_imagefolder,
+    synthetic_records,
+    to_dataset,
+)
 from train.metrics import SUBTYPE_THRESHOLD as SUBTYPE_THRESHOLD  # re-exported (defined here before)
 from train.metrics import (
     _pyplot,
@@ -142,8 +155,6 @@ THRESHOLD_STRATEGIES: tuple[str, ...] = ("auto", "real_fpr", "sensitivity", "you
 
 
 def _real_domain() -> int:
-    from train.data import DOMAINS
-
     return DOMAINS.index("real")
 
 
@@ -315,8 +326,6 @@ def input_kind_thresholds(
         ``brain_ct_input_thresholds``), and ``{kind: {...}}`` for every kind with enough real normals: its
         counts, the kind's own rule threshold, the threshold used, its real false positives and sensitivity.
     """
-    from train.data import INPUT_KINDS
-
     y = np.asarray(labels, dtype=np.int64)
     s = np.asarray(scores, dtype=np.float64)
     k = np.asarray(kinds, dtype=np.int64)
@@ -352,7 +361,6 @@ def example_thresholds(
     thresholds, so callers keep the plain scalar comparison."""
     if not kind_thresholds:
         return None
-    from train.data import INPUT_KINDS
 
     k = np.asarray(kinds, dtype=np.int64)
     out = np.full(k.shape, float(threshold))
@@ -378,8 +386,6 @@ def metrics_by_kind(
     """:func:`binary_metrics` overall and per input kind (``dicom`` / ``image``) present in ``kinds``;
     with ``domains``, also per anatomy domain (``by_domain``: ``phantom`` / ``real``) when both occur.
     ``kind_thresholds`` (``brain_ct_input_thresholds``): each kind is decided at its own threshold."""
-    from train.data import DOMAINS, INPUT_KINDS
-
     per = example_thresholds(kinds, threshold, kind_thresholds)
     out = binary_metrics(labels, scores, threshold, per)
     if kind_thresholds:
@@ -520,8 +526,6 @@ def score_records(
         InvalidInputError: no records, a record that cannot be read, or (``subtypes``) a bleed without
             subtypes.
     """
-    from train.data import DOMAINS, INPUT_KINDS, SliceTransform
-
     n = len(columns["label"])
     if n == 0:
         raise InvalidInputError("the data set to score is empty")
@@ -816,19 +820,6 @@ def evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
     P(hemorrhage) at its own threshold, plus ``members``: each member's metrics at its own threshold and
     at the ensemble's (:func:`member_metrics`).
     """
-    from brain_ct.ensemble import load
-    from brain_ct.labels import label_set_of
-    from brain_ct.predictor import Predictor
-    from train.data import (
-        SliceTransform,
-        add_file_neighbors,
-        attach_transform,
-        check_subtype_records,
-        scan_imagefolder,
-        synthetic_records,
-        to_dataset,
-    )
-
     if not args.test_dir and args.synthetic_test <= 0:
         raise InvalidInputError("nothing to evaluate: give --test_dir DIR or --synthetic_test N")
     output_dir_for(args.model, args.output_dir)  # refused before any model is loaded or slice scored

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from brain_ct.errors import InvalidInputError
+from train.data import PhantomCache, build_splits, fold_splits, subtype_counts, to_dataset
+from train.ensemble import ScoringData, describe_records, load_members, push_ensemble, write_ensemble
 from train.pipeline import Fold as Fold  # re-exported: defined here before it moved down
 from train.pipeline import describe_training_data, describe_validation, train_fold
 
@@ -68,9 +70,6 @@ def fold_runs(
     Raises:
         InvalidInputError: K does not fit the training records (see :func:`train.data.fold_splits`).
     """
-    from train.data import PhantomCache, fold_splits, subtype_counts, to_dataset
-    from train.ensemble import describe_records
-
     k = data_args.folds
     pairs = fold_splits(_columns(splits.train), k, training_args.seed)
     phantoms = PhantomCache()  # one for every fold: the common validation split is the same phantoms
@@ -104,8 +103,6 @@ def fold_runs(
 
 def describe_test(data_args: DataArguments, labels: np.ndarray) -> str:
     """What the run's test records are, e.g. ``60 slices (30 normal, 30 hemorrhage): generated phantoms``."""
-    from train.ensemble import describe_records
-
     a = data_args
     sources = []
     if a.test_dir is not None:
@@ -156,9 +153,6 @@ def train_folds(
     Raises:
         ValueError / InvalidInputError: the arguments or the data do not allow K folds (nothing trained).
     """
-    from train.data import build_splits
-    from train.ensemble import ScoringData, load_members, push_ensemble, write_ensemble
-
     started = time.perf_counter()
     splits = build_splits(data_args, training_args.seed)
     check_fold_run(training_args, splits)

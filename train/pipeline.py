@@ -23,8 +23,9 @@ import numpy as np
 from brain_ct.architectures import FAMILIES, family_of
 from brain_ct.errors import ModelLoadError
 from brain_ct.jsonable import json_safe
-from brain_ct.labels import SUBTYPES
-from brain_ct.model import apply_settings_to_config
+from brain_ct.labels import BINARY_LABELS, MULTI_LABEL, SUBTYPE_LABELS, SUBTYPES
+from brain_ct.model import ModelSettings, apply_settings_to_config, shown_model_id
+from brain_ct.preprocess import default_stats
 from train.args import (
     MODEL_SIZE_PRESETS,
     BrainCTTrainingArguments,
@@ -32,8 +33,27 @@ from train.args import (
     ModelArguments,
     load_model_config,
 )
+from train.augment import Augmenter
+from train.calibrate import calibrate_and_choose, calibration_groups, calibration_report, plot_reliability
 from train.card import CardInfo, write_model_card
-from train.data import build_splits, class_weights_from_counts, subtype_pos_weights
+from train.data import (
+    PhantomCache,
+    SliceTransform,
+    attach_transform,
+    build_splits,
+    class_weights_from_counts,
+    subtype_counts,
+    subtype_pos_weights,
+)
+from train.evaluate import (
+    plot_training_curves,
+    predict_scores,
+    report_split,
+    report_subtypes,
+    subtype_lines,
+    summary_line,
+)
+from train.hub import push_folder
 
 if TYPE_CHECKING:
     from brain_ct.model import ModelSettings
@@ -93,8 +113,6 @@ def build_model(model_args: ModelArguments, num_channels: int, label_set: str = 
     another channel count (:meth:`~brain_ct.architectures.Family.adapt_input_channels`); the backbone is kept.
     """
     from transformers import AutoConfig
-
-    from brain_ct.labels import BINARY_LABELS, MULTI_LABEL, SUBTYPE_LABELS
 
     names = SUBTYPE_LABELS if label_set == "subtypes" else BINARY_LABELS
     labels = {
@@ -203,8 +221,6 @@ class Preprocessing:
 
     @classmethod
     def from_args(cls, data_args: DataArguments) -> Preprocessing:
-        from brain_ct.preprocess import default_stats
-
         windows = data_args.window_list
         n_ch = len(windows) * (2 * data_args.context_slices + 1)
         mean, std = (data_args.mean_list, data_args.std_list) if data_args.mean_list else default_stats(n_ch)
@@ -219,9 +235,6 @@ class Preprocessing:
     ) -> Any:
         """The model's :class:`~brain_ct.model.ModelSettings`; ``decision``: threshold_rule, temperature,
         input_thresholds."""
-        from brain_ct.labels import BINARY_LABELS, SUBTYPE_LABELS
-        from brain_ct.model import ModelSettings
-
         return ModelSettings(
             labels=SUBTYPE_LABELS if label_set == "subtypes" else BINARY_LABELS,
             windows=tuple(self.windows),
@@ -237,13 +250,11 @@ class Preprocessing:
 
 
 def describe_training_data(
-    model_args: ModelArguments, training_args: BrainCTTrainingArguments, splits: Any
+    model_args: ModelArguments, training_args: BrainCTTrainingArguments, splits: Splits
 ) -> str:
     """``brain_ct_trained_on``: ``--trained_on``, else the splits' description (and the adapted base model)."""
     trained_on = training_args.trained_on or splits.description
     if model_args.preset == "adapt" and not training_args.trained_on:
-        from brain_ct.model import shown_model_id
-
         trained_on += f", fine-tuned from {shown_model_id(model_args.model_name_or_path)}"
     return trained_on
 
@@ -251,7 +262,7 @@ def describe_training_data(
 def build_datasets(
     data_args: DataArguments,
     training_args: BrainCTTrainingArguments,
-    splits: Any,
+    splits: Splits,
     prep: Preprocessing,
     settings: ModelSettings,
     phantoms: Any = None,
@@ -261,9 +272,6 @@ def build_datasets(
     ``phantoms``: a :class:`~train.data.PhantomCache` to fill and use (``--folds`` shares one across its
     folds, so each phantom is generated once); None: a new one.
     """
-    from train.augment import Augmenter
-    from train.data import PhantomCache, SliceTransform, attach_transform
-
     context = prep.context_slices
     phantoms = PhantomCache() if phantoms is None else phantoms
     if splits.synthetic and data_args.synthetic_cache:
@@ -331,7 +339,7 @@ def train_model(
     """
     from transformers import default_data_collator
 
-    from train.trainer import BrainCTTrainer, compute_metrics
+    from train.trainer import BrainCTTrainer, compute_metrics  # pulls in datasets (~0.8 s): not for --help
 
     trainer = BrainCTTrainer(
         model=model,
@@ -370,16 +378,6 @@ def calibrate_and_evaluate(
     trainer: Any, training_args: BrainCTTrainingArguments, val_ds: Any, test_ds: Any, train_metrics: dict
 ) -> Evaluation:
     """Calibrate and choose the threshold on validation, then report validation and test with it."""
-    from train.calibrate import calibrate_and_choose, calibration_groups, calibration_report, plot_reliability
-    from train.evaluate import (
-        plot_training_curves,
-        predict_scores,
-        report_split,
-        report_subtypes,
-        subtype_lines,
-        summary_line,
-    )
-
     out = Path(training_args.output_dir)
     model = trainer.model
     device = str(training_args.device)
@@ -438,7 +436,7 @@ def calibrate_and_evaluate(
     return Evaluation(results, cal, calibration_plots, plots)
 
 
-def describe_validation(data_args: DataArguments, splits: Any) -> str:
+def describe_validation(data_args: DataArguments, splits: Splits) -> str:
     """How many validation slices of each class there are and where they came from (logged and carded)."""
     a = data_args
     if a.validation_dir is not None:
@@ -459,8 +457,6 @@ def describe_validation(data_args: DataArguments, splits: Any) -> str:
     counts = np.bincount(np.asarray(val["label"], dtype=np.int64), minlength=2)
     text = f"{int(counts.sum())} slices ({int(counts[0])} normal, {int(counts[1])} hemorrhage"
     if splits.label_set == "subtypes" and "subtypes" in val.column_names:
-        from train.data import subtype_counts
-
         text += "; positives per subtype " + ", ".join(
             f"{name} {n}" for name, n in zip(SUBTYPES, subtype_counts(val.to_dict())[1:], strict=True)
         )
@@ -468,7 +464,7 @@ def describe_validation(data_args: DataArguments, splits: Any) -> str:
 
 
 def _training_summary(
-    training_args: BrainCTTrainingArguments, data_args: DataArguments, weights: list[float], splits: Any
+    training_args: BrainCTTrainingArguments, data_args: DataArguments, weights: list[float], splits: Splits
 ) -> dict[str, Any]:
     t, d = training_args, data_args
     aug = (
@@ -623,8 +619,6 @@ def train(
     )
     write_model_card(out, settings, json_safe(results), card)
     if training_args.push_to_hub_requested:
-        from train.hub import push_folder
-
         url = push_folder(
             out,
             training_args.hub_model_id,

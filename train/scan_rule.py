@@ -42,9 +42,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from brain_ct.cli.synth import write_scans
 from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.jsonable import json_safe
+from brain_ct.predictor import Predictor
 from brain_ct.scan import ScanRule, head_areas
+from brain_ct.series import context_neighbors, read_series
+from train.data import real_anatomy_split
 from train.evaluate import binary_metrics
 
 if TYPE_CHECKING:
@@ -96,8 +100,6 @@ class ScanScores:
 def score_series(predictor: Predictor, series: Series, name: str, label: int, domain: str) -> ScanScores:
     """P(hemorrhage) of every slice of ``series`` (plain forward passes, as :func:`brain_ct.scan.predict_series`
     feeds them: slice-context models get their neighbours) and the slices' head areas."""
-    from brain_ct.series import context_neighbors
-
     slices = list(series.slices)
     k = predictor.settings.context_slices
     probabilities = predictor.probabilities(slices, neighbors=context_neighbors(slices, k) if k else None)[0]
@@ -120,9 +122,6 @@ def phantom_scans(
 ) -> list[ScanScores]:
     """Score the phantom scans ``python -m brain_ct synth --series n_series --slices n_slices --seed S``
     writes, for each S in ``seeds`` (written to a temporary folder and read back as DICOM series)."""
-    from brain_ct.cli.synth import write_scans
-    from brain_ct.series import read_series
-
     out: list[ScanScores] = []
     for seed in seeds:
         with tempfile.TemporaryDirectory(prefix="scan_rule_") as tmp:
@@ -145,9 +144,6 @@ def real_scans(predictor: Predictor, real_dir: str | Path) -> tuple[ScanScores, 
     Raises:
         InvalidInputError: no such folder, or it holds no held-out levels.
     """
-    from brain_ct.series import read_series
-    from train.data import real_anatomy_split
-
     if not Path(real_dir).is_dir():
         raise InvalidInputError(f"{str(real_dir)!r} is not a folder of real normal head-CT DICOMs")
     _, held = real_anatomy_split(real_dir)
@@ -332,8 +328,6 @@ def _line(name: str, m: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Score the scans, choose (or only evaluate) the rule, write what was asked; returns the results."""
-    from brain_ct.predictor import Predictor
-
     if args.series < 1 or not 1 <= args.slices <= 256:
         raise InvalidInputError(
             f"--series must be ≥ 1 and --slices 1-256; got --series {args.series} --slices {args.slices}"

@@ -39,6 +39,7 @@ from transformers import Trainer
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 
 from brain_ct.architectures import family_of, positive_output
+from train.evaluate import binary_metrics, sigmoid, softmax_scores, subtype_metrics
 
 #: Batch keys the data transform adds that the model's forward does not take.
 EXTRA_KEYS = ("mask", "has_mask", "input_kind", "domain")
@@ -309,8 +310,6 @@ def compute_metrics(eval_pred: Any) -> dict[str, float]:
     A subtype model's predictions are its six logits and its label ids the six targets, both in
     :data:`~brain_ct.labels.SUBTYPE_LABELS` order (as ``python -m train`` builds it): the metrics are those
     of ``any`` (sigmoid), plus ``rsna_log_loss`` and ``mean_subtype_auc``."""
-    from train.evaluate import binary_metrics, sigmoid, softmax_scores, subtype_metrics
-
     logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
     logits = np.asarray(logits)
     label_ids = np.asarray(eval_pred.label_ids)

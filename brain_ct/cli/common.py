@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import brain_ct.limits as limits
 from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.labels import ANY, SUBTYPES
+from brain_ct.predictor import Predictor
 
 if TYPE_CHECKING:
     from brain_ct.predictor import Predictor
@@ -135,8 +136,6 @@ def load_predictor(args: argparse.Namespace) -> tuple[Predictor | None, int]:
         could not be loaded, 2 ``--heatmap-target`` does not fit it (:func:`heatmap_target_problem`).
     """
     from transformers.utils import logging as hf_logging
-
-    from brain_ct.predictor import Predictor
 
     hf_logging.disable_progress_bar()  # weight-loading bars are noise on a CLI's stderr
     try:

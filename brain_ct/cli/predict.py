@@ -81,7 +81,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from brain_ct.cli.common import add_reading_arguments, load_predictor
+from brain_ct.collect import natural_key, plural
 from brain_ct.errors import BrainCTError
+from brain_ct.labels import SUBTYPES
+from brain_ct.nifti import NIFTI_SUFFIXES, NiftiGrid, grid_from_series, is_nifti, write_heatmap_nifti
+from brain_ct.scan import model_output_fields, predict_series
+from brain_ct.series import list_series, read_series
+from brain_ct.viewer_out import source_reference, write_dicom_overlays
+from brain_ct.wording import UNVERIFIED_NOTE, subtype_list
 
 if TYPE_CHECKING:
     from brain_ct.image import CTImage
@@ -177,8 +184,6 @@ def _error_dict(exc: BaseException) -> dict[str, str]:
 
 def is_series_path(path: str) -> bool:
     """A folder, a zip file (by extension or signature) or a NIfTI volume is read as one CT series."""
-    from brain_ct.nifti import is_nifti
-
     p = Path(path)
     if p.is_dir():
         return True
@@ -194,9 +199,6 @@ def expand_nifti_folders(paths: Sequence[str]) -> list[str]:
     A folder is otherwise one series of slices; volumes are whole scans, so a folder of them is
     several inputs. A folder with anything else in it (hidden files aside) is left as it is.
     """
-    from brain_ct.collect import natural_key
-    from brain_ct.nifti import NIFTI_SUFFIXES
-
     out: list[str] = []
     for path in paths:
         folder = Path(path)
@@ -250,8 +252,6 @@ class _ViewerOutputs:
 
     def scan(self, record: dict[str, Any], path: str, result: Any) -> None:
         """Outputs of a scan (``SeriesPrediction``)."""
-        from brain_ct.nifti import NiftiGrid, grid_from_series, write_heatmap_nifti
-
         if self.nifti is not None:
             try:
                 heatmaps = [p.heatmap for p in result.predictions]
@@ -284,8 +284,6 @@ class _ViewerOutputs:
     def _dicom(
         self, record: dict[str, Any], path: str, predictions: Sequence[Prediction], series: Any
     ) -> None:
-        from brain_ct.viewer_out import source_reference, write_dicom_overlays
-
         assert self.dicom is not None
         try:
             reference = source_reference(path, series) if self.keep_uids else None
@@ -356,8 +354,6 @@ def _record(
     writer: _HeatmapWriter | None,
     outputs: _ViewerOutputs | None = None,
 ) -> dict[str, Any]:
-    from brain_ct.scan import model_output_fields
-
     if isinstance(result, BaseException):
         return {"file": path, "error": _error_dict(result)}
     record: dict[str, Any] = {"file": path}
@@ -390,9 +386,6 @@ def _series_record(
     writer: _HeatmapWriter | None,
     outputs: _ViewerOutputs | None = None,
 ) -> dict[str, Any]:
-    from brain_ct.scan import predict_series
-    from brain_ct.series import read_series
-
     try:
         series = read_series(path, series_uid=args.series_uid, allow_unverified=args.allow_unverified)
         result = predict_series(
@@ -437,10 +430,6 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
     Readings whose head-CT check was skipped get the app's and the report's caveat first, before
     any verdict is read (naming them when only some were read that way).
     """
-    from brain_ct.collect import plural
-    from brain_ct.labels import SUBTYPES
-    from brain_ct.wording import UNVERIFIED_NOTE
-
     read = [r for r in records if "error" not in r]
     unverified = [r["file"] for r in read if r.get("head_check") == "skipped"]
     if unverified:
@@ -520,8 +509,6 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
 
 def _subtype_cell(record: dict[str, Any]) -> str:
     """The ``subtypes`` cell: a slice's subtype probabilities, or a scan's scan-level ones (``-`` if none)."""
-    from brain_ct.wording import subtype_list
-
     subtypes = record.get("subtypes")
     if not subtypes:
         return "-"
@@ -539,9 +526,6 @@ def _slice_title(record: dict[str, Any], item: dict[str, Any]) -> str:
 
 def _list_series(paths: Sequence[str], as_json: bool) -> int:
     """Print the DICOM series of each path (no model); returns the exit code."""
-    from brain_ct.collect import plural
-    from brain_ct.series import list_series
-
     failed = 0
     for path in paths:
         try:

@@ -16,6 +16,10 @@ from pathlib import Path
 from brain_ct.cli.common import add_reading_arguments, load_predictor
 from brain_ct.cli.predict import cli_message
 from brain_ct.errors import InvalidInputError
+from brain_ct.report import plural, write_report
+from brain_ct.scan import predict_series
+from brain_ct.series import read_series
+from brain_ct.wording import UNVERIFIED_NOTE
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -44,11 +48,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Read PATH, predict, write the report; return the exit code."""
-    from brain_ct.report import plural, write_report
-    from brain_ct.scan import predict_series
-    from brain_ct.series import read_series
-    from brain_ct.wording import UNVERIFIED_NOTE
-
     out = Path(args.out)
     if not out.parent.is_dir():
         print(f"error: the folder of --out {args.out!r} does not exist; create it first", file=sys.stderr)

@@ -27,7 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from brain_ct.cli.common import int_at_least
+from brain_ct.collect import plural
 from brain_ct.errors import InvalidInputError
+from brain_ct.synthetic import FORMATS, STYLES, generate_series, plain_8bit, to_dicom, write_dataset
 
 _non_negative_int = int_at_least(0)
 
@@ -37,8 +39,6 @@ MAX_SLICES = 256
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``synth`` subcommand."""
-    from brain_ct.synthetic import FORMATS, STYLES
-
     p = subparsers.add_parser(
         "synth",
         help="write synthetic head-CT slices with hemorrhage masks (an image folder), or whole scans",
@@ -96,7 +96,6 @@ def run(args: argparse.Namespace) -> int:
     """Write the data set or the scans; returns the exit code."""
     if args.series is not None:
         return _run_series(args)
-    from brain_ct.synthetic import write_dataset
 
     if args.slices is not None:
         print("error: --slices needs --series K (whole scans); --n writes single slices", file=sys.stderr)
@@ -123,8 +122,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_series(args: argparse.Namespace) -> int:
-    from brain_ct.collect import plural
-
     n_slices = 32 if args.slices is None else args.slices
     fmt = args.fmt or "dcm"
     if args.series < 1:
@@ -187,8 +184,6 @@ def write_scans(
         InvalidInputError: bad arguments, or a hemorrhage that cannot be placed in so few slices.
     """
     import numpy as np
-
-    from brain_ct.synthetic import generate_series, plain_8bit, to_dicom
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
