@@ -36,13 +36,12 @@ import brain_ct.architectures as architectures
 import brain_ct.framing as framing
 import brain_ct.windowing as windowing
 from brain_ct.errors import InvalidInputError
-from brain_ct.image import Box
+from brain_ct.image import Box, CTImage
 from brain_ct.wording import DISCLAIMER, hemorrhage_name
 
 if TYPE_CHECKING:
     import torch
 
-    from brain_ct.image import CTImage
 
 #: Heat below this (of a heatmap in [0, 1]) is not coloured in the overlay, so the image stays readable.
 OVERLAY_EPS = 0.05

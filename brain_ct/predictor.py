@@ -42,7 +42,6 @@ from brain_ct.preprocess import model_input
 if TYPE_CHECKING:
     import torch
 
-    from brain_ct.image import CTImage
 
 _threads_configured = False
 _threads_lock = threading.Lock()

@@ -54,7 +54,6 @@ from brain_ct.wording import (
 if TYPE_CHECKING:
     from brain_ct.model import ModelSettings
     from brain_ct.predictor import Prediction
-    from brain_ct.scan import SeriesPrediction
 
 #: The only identifiers a report may carry, and only with ``include_identifiers=True``.
 IDENTIFIER_KEYS: tuple[str, ...] = ("PatientName", "PatientID", "StudyDate")

@@ -30,13 +30,12 @@ import numpy as np
 from brain_ct.collect import DEFAULT_ZIP_LIMITS, collect
 from brain_ct.errors import InvalidInputError
 from brain_ct.io import quiet_dicom, read_dicom_header
-from brain_ct.series import hashed_series_id, read_headers, sort_entries
+from brain_ct.series import Series, hashed_series_id, read_headers, sort_entries
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
     from brain_ct.predictor import Prediction
-    from brain_ct.series import Series
 
 #: Meta keys copied into a Secondary Capture: geometry only, each in :data:`brain_ct.privacy.ALLOWED_META_KEYS`.
 COPIED_META: tuple[str, ...] = ("PixelSpacing", "ImageOrientationPatient")

@@ -42,7 +42,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -65,9 +65,6 @@ from train.evaluate import (
     summary_line,
 )
 from train.hub import push_folder
-
-if TYPE_CHECKING:
-    from brain_ct.predictor import Predictor
 
 logger = logging.getLogger("train.ensemble")
 

@@ -52,7 +52,7 @@ import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -85,9 +85,6 @@ from train.metrics import (
     softmax_scores,
     subtype_metrics,
 )
-
-if TYPE_CHECKING:
-    from brain_ct.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +39,7 @@ from train.card import CardInfo, write_model_card
 from train.data import (
     PhantomCache,
     SliceTransform,
+    Splits,
     attach_transform,
     build_splits,
     class_weights_from_counts,
@@ -54,10 +55,6 @@ from train.evaluate import (
     summary_line,
 )
 from train.hub import push_folder
-
-if TYPE_CHECKING:
-    from brain_ct.model import ModelSettings
-    from train.data import PhantomCache, Splits
 
 # The same logger as python -m train itself: a run's log reads as before.
 logger = logging.getLogger("train")

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -47,13 +47,9 @@ from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.jsonable import json_safe
 from brain_ct.predictor import Predictor
 from brain_ct.scan import ScanRule, head_areas
-from brain_ct.series import context_neighbors, read_series
+from brain_ct.series import Series, context_neighbors, read_series
 from train.data import real_anatomy_split
 from train.evaluate import binary_metrics
-
-if TYPE_CHECKING:
-    from brain_ct.predictor import Predictor
-    from brain_ct.series import Series
 
 logger = logging.getLogger(__name__)
 

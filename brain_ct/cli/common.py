@@ -5,15 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import brain_ct.limits as limits
 from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.labels import ANY, SUBTYPES
 from brain_ct.predictor import Predictor
-
-if TYPE_CHECKING:
-    from brain_ct.predictor import Predictor
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
