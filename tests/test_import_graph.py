@@ -14,7 +14,8 @@ runs it:
 - Modules are the ``.py`` files of ``brain_ct/``, ``train/``, ``benchmarks/`` and ``app.py``;
   ``importlib.import_module("...")`` with a literal name counts like ``import``.
 
-A circle is printed as ``a.py -> b.py -> a.py`` with the line of each import.
+A circle is printed as ``a.py -> b.py -> a.py`` with the line of each import. And an import of a project
+module inside a function of ``brain_ct/`` or ``train/`` says on its line why it is not at the top.
 """
 
 from __future__ import annotations
@@ -253,3 +254,46 @@ def test_a_submodule_named_in_from_import_is_an_edge_to_it(tmp_path: Path) -> No
     )
     assert graph["pkg.a"] == {"pkg.sub": 1, "pkg.sub.c": 1}
     assert circles(graph) == []
+
+
+def unexplained_inner_imports(files: dict[str, Path], repo: Path) -> list[str]:
+    """``file:line`` of each import of a project module made inside a function without a reason on its line.
+
+    Such an import hides a dependency from the reader of the file's top; it stays only for a measured
+    start-up cost (torch, transformers, datasets), said in a comment on the import's first line.
+    """
+    roots = {name.split(".")[0] for name in files}
+    found = []
+    for path in files.values():
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        for func in ast.walk(ast.parse(text)):
+            if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(func):
+                if isinstance(node, ast.ImportFrom) and node.level == 0:
+                    names = [node.module or ""]
+                elif isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                else:
+                    continue
+                if any(n.split(".")[0] in roots for n in names) and "#" not in lines[node.lineno - 1]:
+                    found.append(f"{path.relative_to(repo)}:{node.lineno}")
+    return sorted(set(found))
+
+
+def test_an_import_of_the_project_inside_a_function_says_why() -> None:
+    files = module_files(REPO, ("brain_ct", "train"))
+    assert unexplained_inner_imports(files, REPO) == []
+
+
+def test_an_unexplained_inner_import_is_found(tmp_path: Path) -> None:
+    sources = {
+        "pkg/__init__.py": "",
+        "pkg/a.py": "x = 1\n",
+        "pkg/b.py": "def f():\n    from pkg.a import x\n\n\ndef g():\n    from pkg.a import x  # slow to import\n",
+    }
+    _write_package(tmp_path, sources)
+    assert unexplained_inner_imports(module_files(tmp_path, ("pkg",)), tmp_path) == [
+        str(Path("pkg/b.py")) + ":2"
+    ]
