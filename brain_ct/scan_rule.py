@@ -16,6 +16,7 @@ import numpy as np
 
 from brain_ct.errors import InvalidInputError
 from brain_ct.framing import head_mask
+from brain_ct.image import CTImage
 
 #: The keys of a recorded rule (``brain_ct_scan_rule`` in a model's config.json) that set the rule
 #: (:meth:`ScanRule.from_dict`); its other keys (``description``, ``validation``) say how it was chosen.
@@ -215,7 +216,7 @@ class ScanRule:
         )
 
 
-def head_areas(slices: Sequence[Any]) -> np.ndarray:
+def head_areas(slices: Sequence[CTImage]) -> np.ndarray:
     """float64 ``[n]``: each slice's head cross-section in pixels (the filled head outline,
     :func:`brain_ct.framing.head_mask`), times the pixel area in mm² where the slice's DICOM header
     gives (0028,0030) *Pixel Spacing*. What :attr:`ScanRule.end_area` compares within one scan."""

@@ -86,7 +86,7 @@ from brain_ct.errors import BrainCTError
 from brain_ct.labels import SUBTYPES
 from brain_ct.nifti import NIFTI_SUFFIXES, NiftiGrid, grid_from_series, is_nifti, write_heatmap_nifti
 from brain_ct.scan import model_output_fields, predict_series
-from brain_ct.series import list_series, read_series
+from brain_ct.series import Series, list_series, read_series
 from brain_ct.viewer_out import source_reference, write_dicom_overlays
 from brain_ct.wording import UNVERIFIED_NOTE, subtype_list
 
@@ -282,7 +282,7 @@ class _ViewerOutputs:
         print(f"note: {path}: not DICOM input, so no DICOM overlays are written for it", file=sys.stderr)
 
     def _dicom(
-        self, record: dict[str, Any], path: str, predictions: Sequence[Prediction], series: Any
+        self, record: dict[str, Any], path: str, predictions: Sequence[Prediction], series: Series | None
     ) -> None:
         assert self.dicom is not None
         try:
