@@ -16,6 +16,7 @@ again with ``PYTHONPATH`` on an older checkout to compare.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -39,14 +40,28 @@ OUT = Path(__file__).with_name("hostile.json")
 # --------------------------------------------------------------------------- building the files
 
 
-def _head_hu(size: int) -> np.ndarray:
-    """A plain head phantom in HU: air, a skull ring, brain (enough for the head-CT check)."""
+def _flat_head_hu(size: int) -> np.ndarray:
+    """A drawn head in HU (air, skull ring, uniform brain): compresses to almost nothing, as an attacker's would."""
     y, x = np.mgrid[:size, :size].astype(np.float32)
     r = np.hypot((x - size / 2) / (0.38 * size), (y - size / 2) / (0.45 * size))
     hu = np.full((size, size), -1000.0, np.float32)
     hu[r < 1.0] = 1000.0
     hu[r < 0.92] = 35.0
     return hu
+
+
+def _head_hu(size: int) -> np.ndarray:
+    """A head phantom slice in HU (skull, brain texture, ventricles: an honest slice passes the head-CT check)."""
+    return _phantom_hu(size).copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _phantom_hu(size: int) -> np.ndarray:
+    from brain_ct.synthetic import generate_slice  # the rows' children import brain_ct themselves
+
+    # the generator stops at 512 px here (its limit is 2048); larger slices are the same head resized
+    hu = generate_slice(1, size=min(size, 512)).hu.astype(np.float32)
+    return hu if size == hu.shape[0] else cv2.resize(hu, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def _ct(pixels: np.ndarray, *, z: float = 0.0, uid: str = "1.2.3.4", syntax: str | None = None, **tags):
@@ -86,8 +101,9 @@ def _bytes(ds) -> bytes:
     return buffer.getvalue()
 
 
-def _slice(size: int = 512, z: float = 0.0, **tags) -> bytes:
-    return _bytes(_ct(np.round(_head_hu(size) + 1024).astype(np.int16), z=z, **tags))
+def _slice(size: int = 512, z: float = 0.0, *, flat: bool = False, **tags) -> bytes:
+    hu = _flat_head_hu(size) if flat else _head_hu(size)
+    return _bytes(_ct(np.round(hu + 1024).astype(np.int16), z=z, **tags))
 
 
 def _zip(entries: list[tuple[str, bytes]]) -> bytes:
@@ -226,7 +242,7 @@ ROWS: list[tuple[str, str, str, Callable[[], bytes], str]] = [
         "zip_2000",
         "zip of 2000 slices of 0.53 MB",
         "read_series",
-        lambda: _zip([(f"IM{i:04d}", s) for i, s in enumerate([_slice()] * 2000)]),
+        lambda: _zip([(f"IM{i:04d}", s) for i, s in enumerate([_slice(flat=True)] * 2000)]),
         "x.zip",
     ),
     (
@@ -306,9 +322,12 @@ def measure(key: str, how: str, path: Path) -> dict:
 
 def speed(reps: int = 30) -> dict[str, float]:
     """Median ms of ``load_image`` on an honest 512² PNG and DICOM (in this process, after a warm-up)."""
-    from brain_ct.io import load_image
+    from brain_ct.io import load_image  # measured in this process only: the child rows import it themselves
+    from brain_ct.synthetic import generate_slice, render_8bit  # likewise
 
-    inputs = {"png_512": _png(_big_grey(512)), "dicom_512": _slice()}
+    # a phantom in the brain window: the flat drawn head of the other rows is refused by the head-CT check
+    honest_png = _png(render_8bit(generate_slice(1, size=512), 1, internet_style=False))
+    inputs = {"png_512": honest_png, "dicom_512": _slice()}
     out = {}
     for name, data in inputs.items():
         load_image(data)
