@@ -545,7 +545,7 @@ def _paint_deep_extracranial(p, g, rng, head, X, Y, Z, hz, deep, nose, in_skin, 
     p.paint(fat_planes, H["fat"])
     low_plane = float(Z.min()) < 62 * hz  # face and skull-base solids all lie below ~60 mm
     if low_plane:
-        _paint_face(p, g, head, X, Y, Z, hz, deep | nose, in_skin)
+        _paint_face(p, g, head, hz, deep | nose, in_skin)
     return low_plane
 
 
@@ -833,54 +833,49 @@ def _paint_skull_base_bones(p, g, head, X, Y, Z, hz, u, v, au, v_sw, F_ant, F_mi
     p.paint(within & pit, H["gm"] + 5)
 
 
-def _paint_face(p, g, head, X, Y, Z, hz, deep, in_skin):
+def _paint_face(p: _Painter, g: _Grid, head: Head, hz: float, deep: np.ndarray, in_skin: np.ndarray) -> None:
     """Orbits, paranasal sinuses, nasal cavity, nasopharynx and the upper neck."""
-    yf = -head.B_ant
-    face = deep & (0.05 * head.B_ant > Y)
-    _paint_nose(p, g, head, X, Z, hz, deep, in_skin, yf)
+    f = _Face(p, g, head, hz, deep, in_skin, face=deep & (0.05 * head.B_ant > g.Y), yf=-head.B_ant)
+    _paint_nose(f)
     for side in (-1.0, 1.0):
-        _paint_maxillary_sinus(p, g, head, X, Y, hz, face, side, yf)
-        _paint_orbit(p, g, head, X, Y, hz, face, in_skin, side, yf)
-        _paint_lateral_face_bones(p, g, head, X, Y, Z, hz, deep, in_skin, side, yf)
-    _paint_ethmoid_and_sphenoid(p, g, head, X, Y, Z, hz, deep, yf)
-    _paint_upper_neck(p, g, head, Z, hz, deep)
+        _paint_maxillary_sinus(f, side)
+        _paint_orbit(f, side)
+        _paint_lateral_face_bones(f, side)
+    _paint_ethmoid_and_sphenoid(f)
+    _paint_upper_neck(f)
 
 
-def _paint_nose(
-    p: _Painter,
-    g: _Grid,
-    head: Head,
-    X: np.ndarray,
-    Z: np.ndarray,
-    hz: float,
-    deep: np.ndarray,
-    in_skin: np.ndarray,
-    yf: float,
-) -> None:
+@dataclass
+class _Face:
+    """What the face and neck painters share: painter, grid, head, masks and the face's front ``yf`` (mm)."""
+
+    p: _Painter
+    g: _Grid
+    head: Head
+    hz: float
+    deep: np.ndarray  # face and neck below the skull-base floor
+    in_skin: np.ndarray
+    face: np.ndarray  # the front of ``deep``
+    yf: float
+
+
+def _paint_nose(f: _Face) -> None:
     """Nasal cavity with its septum and turbinates, and the nasopharynx behind it."""
-    H = head.hu
+    p, g, hz, yf, in_skin, H = f.p, f.g, f.hz, f.yf, f.in_skin, f.head.hu
+    X, Z = g.X, g.Z
     nasal = g.ell(0, yf + 30, 14 * hz, 13, 30, 18 * hz)
     p.paint(in_skin & nasal, -980.0)
     turb = nasal & (np.abs(np.abs(X) - 8) < 3.5) & (np.sin(Z * 0.5) > 0.0)
     p.paint(in_skin & turb, H["muscle"] - 10)
     p.paint(in_skin & nasal & (np.abs(X) < 0.9), H["cortical"] * 0.5)
     naso = g.ell(0, yf + 62, 8 * hz, 12, 7, 10 * hz)
-    p.paint(deep & naso, -990.0)
+    p.paint(f.deep & naso, -990.0)
 
 
-def _paint_maxillary_sinus(
-    p: _Painter,
-    g: _Grid,
-    head: Head,
-    X: np.ndarray,
-    Y: np.ndarray,
-    hz: float,
-    face: np.ndarray,
-    side: float,
-    yf: float,
-) -> None:
+def _paint_maxillary_sinus(f: _Face, side: float) -> None:
     """An air box with a thin bony wall (rounded, flat medial wall, not a ring); mucosa lines it, septa cross it."""
-    H = head.hu
+    p, g, hz, yf, face, head, H = f.p, f.g, f.hz, f.yf, f.face, f.head, f.head.hu
+    X, Y = g.X, g.Y
     pn = head.extras["pneumatisation"]
     mq = _box_q(g, side * 27, yf + 38, 8 * hz, 14.5, 18.5, 15 * hz, rot=side * 0.25)
     wall = 1.2 + 0.8 * float(head.extras["frontal_sinus"])
@@ -893,20 +888,10 @@ def _paint_maxillary_sinus(
         p.paint(face & inner & (yf + 44 < Y), 20.0)  # air–fluid level (supine: posterior)
 
 
-def _paint_orbit(
-    p: _Painter,
-    g: _Grid,
-    head: Head,
-    X: np.ndarray,
-    Y: np.ndarray,
-    hz: float,
-    face: np.ndarray,
-    in_skin: np.ndarray,
-    side: float,
-    yf: float,
-) -> None:
+def _paint_orbit(f: _Face, side: float) -> None:
     """A bony cone with fat, the globe and lens, the optic nerve and the rectus muscles."""
-    H = head.hu
+    p, g, hz, yf, face, in_skin, H = f.p, f.g, f.hz, f.yf, f.face, f.in_skin, f.head.hu
+    X, Y = g.X, g.Y
     oc = (side * 31, yf + 24, 36 * hz)
     cone_bone = g.ell(oc[0], oc[1] + 8, oc[2], 19, 26, 16 * hz, rot=side * 0.3)
     cone_fat = g.ell(oc[0], oc[1] + 8, oc[2], 17, 24.5, 14 * hz, rot=side * 0.3)
@@ -924,21 +909,10 @@ def _paint_orbit(
     p.paint(in_skin & lens, H["lens"])
 
 
-def _paint_lateral_face_bones(
-    p: _Painter,
-    g: _Grid,
-    head: Head,
-    X: np.ndarray,
-    Y: np.ndarray,
-    Z: np.ndarray,
-    hz: float,
-    deep: np.ndarray,
-    in_skin: np.ndarray,
-    side: float,
-    yf: float,
-) -> None:
+def _paint_lateral_face_bones(f: _Face, side: float) -> None:
     """Zygomatic arch, mandibular ramus and condyle, pterygoid plates: the bright lateral bones of low slices."""
-    H = head.hu
+    p, g, hz, yf, deep, head, H = f.p, f.g, f.hz, f.yf, f.deep, f.head, f.head.hu
+    X, Y, Z = g.X, g.Y, g.Z
     # zygomatic arch, lateral to the temporal fossa
     zyg = (
         (np.abs(np.abs(X) - (head.A * 0.9)) < 2.5)
@@ -946,7 +920,7 @@ def _paint_lateral_face_bones(
         & (0.1 * head.B_post > Y)
         & (np.abs(Z - 24 * hz) < 3 * hz)
     )
-    p.paint(in_skin & zyg & deep, H["cortical"])
+    p.paint(f.in_skin & zyg & deep, H["cortical"])
     # mandibular ramus (cortical shell, marrow) with the masseter outside and the
     # pterygoid plates medially
     ram = _box_q(g, side * head.A * 0.66, 0.02 * head.B_post - 14, -2 * hz, 4.5, 13, 16 * hz, rot=side * 0.25)
@@ -959,19 +933,10 @@ def _paint_lateral_face_bones(
     p.paint(deep & cond, H["cortical"] * 0.8)
 
 
-def _paint_ethmoid_and_sphenoid(
-    p: _Painter,
-    g: _Grid,
-    head: Head,
-    X: np.ndarray,
-    Y: np.ndarray,
-    Z: np.ndarray,
-    hz: float,
-    deep: np.ndarray,
-    yf: float,
-) -> None:
+def _paint_ethmoid_and_sphenoid(f: _Face) -> None:
     """Ethmoid air cells between the orbits; the sphenoid sinus under the sella with its bony septa."""
-    H = head.hu
+    p, g, hz, yf, deep, head, H = f.p, f.g, f.hz, f.yf, f.deep, f.head, f.head.hu
+    X, Y, Z = g.X, g.Y, g.Z
     f32 = np.float32
     pn = head.extras["pneumatisation"]
     eth = g.ell(0, yf + 32, 38 * hz, 11, 20, 14 * hz)
@@ -995,9 +960,10 @@ def _paint_ethmoid_and_sphenoid(
         p.paint(sph_air & septa, H["cortical"] * 0.7)
 
 
-def _paint_upper_neck(p: _Painter, g: _Grid, head: Head, Z: np.ndarray, hz: float, deep: np.ndarray) -> None:
+def _paint_upper_neck(f: _Face) -> None:
     """C1 ring and dens, the spinal canal and cord (continuing the foramen magnum)."""
-    H = head.hu
+    p, g, hz, deep, head, H = f.p, f.g, f.hz, f.deep, f.head, f.head.hu
+    Z = g.Z
     Bi = head.B_post - head.inner_offset
     cy = 0.17 * Bi
     c1 = g.ell(0, cy, -12 * hz, 24, 22, 7 * hz)
