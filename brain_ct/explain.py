@@ -266,18 +266,36 @@ def regions(
     n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
     if n <= 1:
         return []
+    depth = head_depth(mask)
+    min_area = max(1, int(min_area_frac * float(mask.sum())))
+    found = _located_components(heat, binary, labels, stats, depth, geom, min_area, total)
+    found.sort(key=lambda item: (-item[0].score, -item[0].peak))
+    return _named_for_level(found[:max_regions], ct, mask, depth, geom)
+
+
+def _located_components(
+    heat: np.ndarray,
+    binary: np.ndarray,
+    labels: np.ndarray,
+    stats: np.ndarray,
+    depth: np.ndarray,
+    geom: tuple[float, float, float, float],
+    min_area: int,
+    total: float,
+) -> list[tuple[Region, tuple[float, float, float]]]:
+    """Every component of at least ``min_area`` pixels as a :class:`Region`, with its heat-weighted
+    centroid (x, y) and mean depth (unsorted)."""
+    n = len(stats)
     # Heat mass, heat-weighted centroid and depth of every component at once, over the hot pixels only.
     idx = np.flatnonzero(binary)
     lab = labels.ravel()[idx]
     hv = heat.ravel()[idx].astype(np.float64)
     ys, xs = np.divmod(idx, heat.shape[1])
-    depth = head_depth(mask)
     mass = np.bincount(lab, weights=hv, minlength=n)
     mx = np.bincount(lab, weights=hv * xs, minlength=n)
     my = np.bincount(lab, weights=hv * ys, minlength=n)
     md = np.bincount(lab, weights=hv * depth.ravel()[idx], minlength=n)
-    min_area = max(1, int(min_area_frac * float(mask.sum())))
-    found: list[tuple[Region, tuple[float, float, float]]] = []  # with its centroid (x, y) and mean depth
+    found: list[tuple[Region, tuple[float, float, float]]] = []
     for i in range(1, n):
         x, y, bw, bh, area = (int(v) for v in stats[i])
         if area < min_area or mass[i] <= 0.0:
@@ -295,8 +313,17 @@ def regions(
             area_px=area,
         )
         found.append((region, where))
-    found.sort(key=lambda item: (-item[0].score, -item[0].peak))
-    found = found[:max_regions]
+    return found
+
+
+def _named_for_level(
+    found: list[tuple[Region, tuple[float, float, float]]],
+    ct: CTImage,
+    mask: np.ndarray,
+    depth: np.ndarray,
+    geom: tuple[float, float, float, float],
+) -> list[Region]:
+    """The regions renamed where the slice's level changes a name (vertex, skull base)."""
     # Near the vertex nothing is deep and the convexity is frontal or parietal. The test costs a pass
     # over the image, so it runs only when a region lies inside the head, where a name depends on it.
     if any(r.region != "extra-axial" for r, _ in found) and is_convexity_level(ct, mask, depth):

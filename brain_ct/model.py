@@ -318,7 +318,45 @@ def settings_from_config(
     name = model_id or "<config>"
     architectures.family_of(config, name)
     labels = _labels_from_config(config, name)
+    _check_required_keys(config, name)
+    windows = _windows_from_config(config, name)
+    size = config.brain_ct_image_size
+    if isinstance(size, bool) or not isinstance(size, int) or not _MIN_SIZE <= size <= _MAX_SIZE:
+        raise ModelLoadError(
+            f"model {name!r}: brain_ct_image_size must be an integer from {_MIN_SIZE} to {_MAX_SIZE} px; got {size!r}"
+        )
+    threshold = config.brain_ct_threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+        raise ModelLoadError(
+            f"model {name!r}: brain_ct_threshold must be a number in (0, 1); got {threshold!r}"
+        )
+    context = _context_from_config(config, name, len(windows))
+    mean, std = _normalisation_from_config(config, name, len(windows) * (2 * context + 1))
+    trained_on = getattr(config, "brain_ct_trained_on", None)
+    rule = _threshold_rule_from_config(config, name)
+    temperature = _temperature_from_config(config, name)
+    return ModelSettings(
+        eight_bit=_eight_bit_from_config(config, name),
+        windows=tuple(windows),
+        image_size=int(size),
+        threshold=float(threshold),
+        mean=tuple(mean),
+        std=tuple(std),
+        context_slices=int(context),
+        trained_on=str(trained_on) if trained_on else None,
+        model_id=shown_model_id(model_id),
+        revision=revision,
+        is_demo=_is_demo_path(model_id) if model_id else False,
+        labels=labels,
+        threshold_rule=dict(rule) if rule is not None else None,
+        temperature=temperature,
+        input_thresholds=_input_thresholds_from_config(config, name),
+        scan_rule=_scan_rule_from_config(config, name),
+    )
 
+
+def _check_required_keys(config: PretrainedConfig, name: str) -> None:
+    """The keys every model saved by ``python -m train`` has; a model without them was made elsewhere."""
     missing = [
         k for k in ("brain_ct_windows", "brain_ct_image_size", "brain_ct_threshold") if not hasattr(config, k)
     ]
@@ -329,6 +367,10 @@ def settings_from_config(
             'e.g. "brain_ct_windows": [[40, 80], [80, 200], [600, 2800]], '
             '"brain_ct_image_size": 224, "brain_ct_threshold": 0.5'
         )
+
+
+def _windows_from_config(config: PretrainedConfig, name: str) -> list[tuple[float, float]]:
+    """``brain_ct_windows``: the input channels' [center, width] windows in HU, widths > 0."""
     raw_windows = config.brain_ct_windows
     if not isinstance(raw_windows, (list, tuple)) or not raw_windows:
         raise ModelLoadError(
@@ -342,53 +384,60 @@ def settings_from_config(
                 f"model {name!r}: each entry of brain_ct_windows is [center, width] with width > 0 HU; got {w!r}"
             )
         windows.append((pair[0], pair[1]))
+    return windows
 
-    size = config.brain_ct_image_size
-    if isinstance(size, bool) or not isinstance(size, int) or not _MIN_SIZE <= size <= _MAX_SIZE:
-        raise ModelLoadError(
-            f"model {name!r}: brain_ct_image_size must be an integer from {_MIN_SIZE} to {_MAX_SIZE} px; got {size!r}"
-        )
-    threshold = config.brain_ct_threshold
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
-        raise ModelLoadError(
-            f"model {name!r}: brain_ct_threshold must be a number in (0, 1); got {threshold!r}"
-        )
 
+def _context_from_config(config: PretrainedConfig, name: str, n_windows: int) -> int:
+    """``brain_ct_context_slices`` (0 when absent), checked with the windows against ``num_channels``."""
     context = getattr(config, "brain_ct_context_slices", 0) or 0
     if isinstance(context, bool) or not isinstance(context, int) or not 0 <= context <= 8:
         raise ModelLoadError(
             f"model {name!r}: brain_ct_context_slices must be an integer from 0 to 8; got {context!r}"
         )
-    expected = len(windows) * (2 * context + 1)
+    expected = n_windows * (2 * context + 1)
     num_channels = getattr(config, "num_channels", None)
     if num_channels != expected:
         raise ModelLoadError(
             f"model {name!r} takes {num_channels} input channels but its settings describe {expected} "
-            f"({len(windows)} window(s) × {2 * context + 1} slice(s)); fix brain_ct_windows or "
+            f"({n_windows} window(s) × {2 * context + 1} slice(s)); fix brain_ct_windows or "
             "brain_ct_context_slices in config.json"
         )
+    return context
+
+
+def _normalisation_from_config(
+    config: PretrainedConfig, name: str, n_channels: int
+) -> tuple[list[float], list[float]]:
+    """``brain_ct_image_mean`` / ``_std``, one per input channel; the defaults when either is absent."""
     mean_raw = getattr(config, "brain_ct_image_mean", None)
     std_raw = getattr(config, "brain_ct_image_std", None)
     if mean_raw is None or std_raw is None:
-        mean, std = default_stats(expected)
-    else:
-        mean = _as_float_list(mean_raw, "brain_ct_image_mean", name)
-        std = _as_float_list(std_raw, "brain_ct_image_std", name)
-        if len(mean) != expected or len(std) != expected:
-            raise ModelLoadError(
-                f"model {name!r}: brain_ct_image_mean/std need one value per input channel ({expected}); "
-                f"got {len(mean)} and {len(std)}"
-            )
-        if min(std) <= 0:
-            raise ModelLoadError(f"model {name!r}: brain_ct_image_std values must be > 0; got {std}")
-    trained_on = getattr(config, "brain_ct_trained_on", None)
-    trained_on = str(trained_on) if trained_on else None
+        return default_stats(n_channels)
+    mean = _as_float_list(mean_raw, "brain_ct_image_mean", name)
+    std = _as_float_list(std_raw, "brain_ct_image_std", name)
+    if len(mean) != n_channels or len(std) != n_channels:
+        raise ModelLoadError(
+            f"model {name!r}: brain_ct_image_mean/std need one value per input channel ({n_channels}); "
+            f"got {len(mean)} and {len(std)}"
+        )
+    if min(std) <= 0:
+        raise ModelLoadError(f"model {name!r}: brain_ct_image_std values must be > 0; got {std}")
+    return mean, std
+
+
+def _threshold_rule_from_config(config: PretrainedConfig, name: str) -> dict | None:
+    """``brain_ct_threshold_rule``: how the threshold was chosen (a JSON object), or None."""
     rule = getattr(config, "brain_ct_threshold_rule", None)
     if rule is not None and not isinstance(rule, dict):
         raise ModelLoadError(
             f"model {name!r}: brain_ct_threshold_rule must be a JSON object describing how the threshold "
             f"was chosen; got {rule!r}. Remove the key or write it as python -m train does"
         )
+    return rule
+
+
+def _temperature_from_config(config: PretrainedConfig, name: str) -> float:
+    """``brain_ct_temperature``: the calibration temperature folded into the weights (1 when absent)."""
     temperature = getattr(config, "brain_ct_temperature", None)
     temperature = 1.0 if temperature is None else temperature
     if (
@@ -401,24 +450,7 @@ def settings_from_config(
             f"model {name!r}: brain_ct_temperature must be a number > 0 (the calibration temperature "
             f"folded into the weights; 1 = none); got {temperature!r}"
         )
-    return ModelSettings(
-        eight_bit=_eight_bit_from_config(config, name),
-        windows=tuple(windows),
-        image_size=int(size),
-        threshold=float(threshold),
-        mean=tuple(mean),
-        std=tuple(std),
-        context_slices=int(context),
-        trained_on=trained_on,
-        model_id=shown_model_id(model_id),
-        revision=revision,
-        is_demo=_is_demo_path(model_id) if model_id else False,
-        labels=labels,
-        threshold_rule=dict(rule) if rule is not None else None,
-        temperature=float(temperature),
-        input_thresholds=_input_thresholds_from_config(config, name),
-        scan_rule=_scan_rule_from_config(config, name),
-    )
+    return float(temperature)
 
 
 def _scan_rule_from_config(config: PretrainedConfig, name: str) -> ScanRule | None:

@@ -437,7 +437,23 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
         print(f"caution{which}: {UNVERIFIED_NOTE}", file=out)
         print(file=out)
     # Subtype models add a column; a binary model's table stays exactly as it always was.
-    with_subtypes = any("subtypes" in r for r in read)
+    _print_columns(_table_rows(records, with_subtypes=any("subtypes" in r for r in read)), out)
+    _print_files_left_out(records, out)
+    targets = sorted(
+        {s["heatmap_target"] for r in read for s in r.get("slices", [r]) if "heatmap_target" in s}
+    )
+    for target in targets:
+        if target not in SUBTYPES:
+            continue
+        print(
+            f"heatmaps explain the {target} output (--heatmap-target {target}), not P(hemorrhage)", file=out
+        )
+    _print_explanations(records, read, out)
+    _print_viewer_outputs(records, out)
+
+
+def _table_rows(records: list[dict[str, Any]], *, with_subtypes: bool) -> list[tuple[str, ...]]:
+    """The header and one row per input: file, label, P(hem), threshold, (subtypes,) strongest region."""
     rows = [
         (
             "file",
@@ -463,11 +479,20 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
         rows.append(
             (r["file"], r["label"], f"{r['probability']:.3f}", f"{r['threshold']:.3f}", *shown, where)
         )
+    return rows
+
+
+def _print_columns(rows: list[tuple[str, ...]], out: TextIO) -> None:
+    """Rows in padded columns; the last column is not padded (it may be long)."""
     padded = len(rows[0]) - 1
     widths = [max(len(row[i]) for row in rows) for i in range(padded)]
     for row in rows:
         cells = [row[i].ljust(widths[i]) for i in range(padded)]
         print("  ".join([*cells, row[padded]]).rstrip(), file=out)
+
+
+def _print_files_left_out(records: list[dict[str, Any]], out: TextIO) -> None:
+    """Per scan, the files skipped (by reason, five named) and those that could not be read."""
     for r in records:
         by_reason: dict[str, list[str]] = {}
         for item in r.get("skipped") or []:
@@ -478,15 +503,10 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
         if r.get("errors"):
             listed = "; ".join(f"{e['file']}: {e['message']}" for e in r["errors"])
             print(f"{r['file']}: {plural(len(r['errors']), 'file')} could not be read: {listed}", file=out)
-    targets = sorted(
-        {s["heatmap_target"] for r in read for s in r.get("slices", [r]) if "heatmap_target" in s}
-    )
-    for target in targets:
-        if target not in SUBTYPES:
-            continue
-        print(
-            f"heatmaps explain the {target} output (--heatmap-target {target}), not P(hemorrhage)", file=out
-        )
+
+
+def _print_explanations(records: list[dict[str, Any]], read: list[dict[str, Any]], out: TextIO) -> None:
+    """The scans' subtype sentences, then each slice's explanation (and heatmap file)."""
     explained = [(_slice_title(r, s), s) for r in records for s in r.get("slices", [r]) if "explanation" in s]
     if explained:
         print(file=out)
@@ -497,6 +517,10 @@ def _format_table(records: list[dict[str, Any]], out: TextIO) -> None:
         print(f"{title}: {s['explanation']}", file=out)
         if "heatmap" in s:
             print(f"  heatmap: {s['heatmap']}", file=out)
+
+
+def _print_viewer_outputs(records: list[dict[str, Any]], out: TextIO) -> None:
+    """Where each input's NIfTI heatmap volume and DICOM overlays were written."""
     for r in records:
         if r.get("heatmap_nifti"):
             print(f"{r['file']}: heatmap volume: {r['heatmap_nifti']}", file=out)

@@ -26,10 +26,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from brain_ct.cli.common import int_at_least
 from brain_ct.collect import plural
 from brain_ct.errors import InvalidInputError
-from brain_ct.synthetic import FORMATS, STYLES, generate_series, plain_8bit, to_dicom, write_dataset
+from brain_ct.synthetic import FORMATS, STYLES, Phantom, generate_series, plain_8bit, to_dicom, write_dataset
 
 _non_negative_int = int_at_least(0)
 
@@ -183,8 +186,6 @@ def write_scans(
     Raises:
         InvalidInputError: bad arguments, or a hemorrhage that cannot be placed in so few slices.
     """
-    import numpy as np
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seeds = np.random.SeedSequence(int(seed)).generate_state(int(n_series), dtype=np.uint32)
@@ -202,41 +203,47 @@ def write_scans(
         (out / folder).mkdir(exist_ok=True)
         for i, phantom in enumerate(phantoms):
             name = f"IM{i + 1:04d}.{fmt}"
-            if fmt == "dcm":
-                to_dicom(phantom, instance_number=i + 1).save_as(
-                    out / folder / name, enforce_file_format=True
-                )
-            else:
-                import cv2
-
-                if not cv2.imwrite(str(out / folder / name), plain_8bit(phantom.hu)):
-                    raise OSError(f"could not write {out / folder / name}")
-            slice_rows.append(
-                {
-                    "folder": folder,
-                    "file": name,
-                    "index": i,
-                    "z": f"{phantom.z:.3f}",
-                    "label": phantom.label,
-                    "subtype": phantom.subtype or "",
-                    "level": phantom.level,
-                    "bbox": " ".join(map(str, phantom.bbox)) if phantom.bbox else "",
-                }
-            )
-        positive = [i for i, ph in enumerate(phantoms) if ph.label]
-        scan_rows.append(
-            {
-                "folder": folder,
-                "n_slices": len(phantoms),
-                "label": int(bool(positive)),
-                "subtype": next((ph.subtype for ph in phantoms if ph.subtype), "") or "",
-                "positive_slices": " ".join(map(str, positive)),
-                "seed": head_seed,
-            }
-        )
+            _write_slice(out / folder / name, phantom, i, fmt)
+            slice_rows.append(_slice_row(folder, name, i, phantom))
+        scan_rows.append(_scan_row(folder, phantoms, head_seed))
     _write_csv(out / "slices.csv", slice_rows)
     _write_csv(out / "scans.csv", scan_rows)
     return out
+
+
+def _write_slice(path: Path, phantom: Phantom, i: int, fmt: str) -> None:
+    """Slice ``i`` of a scan as a CT DICOM (``fmt`` "dcm") or an 8-bit brain-window image."""
+    if fmt == "dcm":
+        to_dicom(phantom, instance_number=i + 1).save_as(path, enforce_file_format=True)
+    elif not cv2.imwrite(str(path), plain_8bit(phantom.hu)):
+        raise OSError(f"could not write {path}")
+
+
+def _slice_row(folder: str, name: str, i: int, phantom: Phantom) -> dict[str, object]:
+    """One line of slices.csv."""
+    return {
+        "folder": folder,
+        "file": name,
+        "index": i,
+        "z": f"{phantom.z:.3f}",
+        "label": phantom.label,
+        "subtype": phantom.subtype or "",
+        "level": phantom.level,
+        "bbox": " ".join(map(str, phantom.bbox)) if phantom.bbox else "",
+    }
+
+
+def _scan_row(folder: str, phantoms: list[Phantom], head_seed: int) -> dict[str, object]:
+    """One line of scans.csv: a scan is positive when any of its slices shows blood."""
+    positive = [i for i, ph in enumerate(phantoms) if ph.label]
+    return {
+        "folder": folder,
+        "n_slices": len(phantoms),
+        "label": int(bool(positive)),
+        "subtype": next((ph.subtype for ph in phantoms if ph.subtype), "") or "",
+        "positive_slices": " ".join(map(str, positive)),
+        "seed": head_seed,
+    }
 
 
 def _write_csv(path: Path, rows: list[dict[str, object]]) -> None:

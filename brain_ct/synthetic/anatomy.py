@@ -100,79 +100,9 @@ def sample_head(rng: np.random.Generator, age: float | None = None) -> Head:
     if rng.random() < 0.05:  # hydrocephalus / very large ventricles
         vent *= _u(rng, 1.4, 2.0)
     sulc = 0.6 + 1.6 * age**2 + _u(rng, 0.0, 0.4)
-    wm = _u(rng, 22, 31)
-    gm = wm + _u(rng, 7, 13) * (1.0 - 0.35 * age)
-    hu = {
-        "wm": wm,
-        "gm": gm,
-        "deep": gm - _u(rng, 0, 4),
-        "csf": _u(rng, 0, 12),
-        "blood_vessel": _u(rng, 42, 62),
-        "fat": _u(rng, -115, -75),
-        "muscle": _u(rng, 38, 58),
-        "skin": _u(rng, 20, 55),
-        "subcut": _u(rng, -90, 5),
-        "cortical": _u(rng, 1200, 2000),
-        "diploe": _u(rng, 350, 900),
-        "floor": _u(rng, 300, 900),
-        "dense": _u(rng, 1300, 2200),
-        "vitreous": _u(rng, 2, 15),
-        "lens": _u(rng, 80, 125),
-        "cerebellum": wm + _u(rng, 2, 7),
-        "brainstem": wm + _u(rng, 0, 6),
-        "dura": _u(rng, 42, 62),
-    }
-    calc: dict[str, tuple[float, float, float, float, float]] = {}
-    adult = 0.0 if child else 1.0
-    # Physiological calcifications: classic hemorrhage mimics, independent of the label.
-    if rng.random() < adult * (0.45 + 0.4 * age):
-        calc["pineal"] = (_u(rng, -1, 1), 0.27, _u(rng, 68, 73), _u(rng, 1.2, 3.5), _u(rng, 90, 450))
-    for side in (-1, 1):
-        if rng.random() < adult * (0.35 + 0.5 * age):
-            calc[f"choroid{side}"] = (side, 0.0, 0.0, _u(rng, 1.0, 3.0), _u(rng, 80, 350))
-        if rng.random() < adult * 0.12 * (0.5 + age):
-            calc[f"bg{side}"] = (side, 0.0, 0.0, _u(rng, 1.0, 3.0), _u(rng, 70, 220))
-    if rng.random() < adult * (0.1 + 0.35 * age):
-        calc["falx"] = (0.0, _u(rng, -0.6, 0.5), _u(rng, 85, 125), _u(rng, 4, 12), _u(rng, 150, 700))
-
-    def waves(n: int, lam_lo: float, lam_hi: float, amp_lo: float, amp_hi: float):
-        out = []
-        for _ in range(n):
-            direction = rng.normal(size=3)
-            direction /= np.linalg.norm(direction) + 1e-9
-            k = 2 * np.pi / _u(rng, lam_lo, lam_hi)
-            kx, ky, kz = (direction * k).tolist()
-            out.append((kx, ky, kz, _u(rng, 0, 2 * np.pi), _u(rng, amp_lo, amp_hi)))
-        return out
-
-    def sulcal_waves():
-        out = []
-        for _ in range(6):
-            kt = 2 * np.pi / _u(rng, 12, 30) * rng.choice([-1, 1])
-            kr = 2 * np.pi / _u(rng, 10, 30) * rng.choice([-1, 1])
-            kz = 2 * np.pi / _u(rng, 18, 50) * rng.choice([-1, 1])
-            out.append((float(kt), float(kr), float(kz), _u(rng, 0, 2 * np.pi), _u(rng, 0.5, 1.0)))
-        return out
-
-    extras = {
-        "leuko": float(rng.random() < 0.7 * age**2) * _u(rng, 3, 9),
-        "lacunes": float(rng.integers(0, 4)) if rng.random() < 0.5 * age else 0.0,
-        "pneumatisation": _u(rng, 0.3, 1.0),
-        # sphenoid sinus: the intersinus septum is often off the midline and oblique; 0–2 accessory septa
-        "sph_septum_x": _u(rng, -7.0, 7.0),
-        "sph_septum_tilt": _u(rng, -0.5, 0.5),
-        "sph_septa": float(rng.integers(0, 3)),
-        "sph_septa_angle": _u(rng, 0.0, np.pi),
-        "frontal_sinus": _u(rng, 0.0, 1.0) if not child else 0.0,
-        "sinus_fluid": float(rng.random() < 0.12),
-        "old_infarct": float(rng.random() < 0.05 + 0.1 * age),
-        "infarct_theta": _u(rng, -np.pi, np.pi),
-        "falx_shift": _u(rng, -2.0, 2.0),
-        "cisterna_magna": _u(rng, 0.6, 1.6) * (2.0 if rng.random() < 0.05 else 1.0),
-        "arachnoid_cyst": float(rng.random() < 0.03),
-        "cyst_theta": _u(rng, -np.pi, np.pi),
-        "pv_hu": _u(rng, 60, 400),
-    }
+    hu = _sample_densities(rng, age)
+    calc = _sample_calcifications(rng, age, child)
+    extras = _sample_extras(rng, age, child)
     return Head(
         age=age,
         A=A,
@@ -194,13 +124,105 @@ def sample_head(rng: np.random.Generator, age: float | None = None) -> Head:
         vent=vent,
         sulc=sulc,
         gyri_k=int(rng.integers(22, 34)),
-        phase=sulcal_waves(),
-        phase2=waves(3, 25, 60, 1.0, 2.5),
-        depth_phase=waves(3, 20, 50, 0.2, 0.45),
+        phase=_random_sulcal_waves(rng),
+        phase2=_random_waves(rng, 3, 25, 60, 1.0, 2.5),
+        depth_phase=_random_waves(rng, 3, 20, 50, 0.2, 0.45),
         hu=hu,
         calc=calc,
         extras=extras,
     )
+
+
+def _sample_densities(rng: np.random.Generator, age: float) -> dict[str, float]:
+    """Each tissue's HU for this patient (grey–white contrast fades with age)."""
+    wm = _u(rng, 22, 31)
+    gm = wm + _u(rng, 7, 13) * (1.0 - 0.35 * age)
+    return {
+        "wm": wm,
+        "gm": gm,
+        "deep": gm - _u(rng, 0, 4),
+        "csf": _u(rng, 0, 12),
+        "blood_vessel": _u(rng, 42, 62),
+        "fat": _u(rng, -115, -75),
+        "muscle": _u(rng, 38, 58),
+        "skin": _u(rng, 20, 55),
+        "subcut": _u(rng, -90, 5),
+        "cortical": _u(rng, 1200, 2000),
+        "diploe": _u(rng, 350, 900),
+        "floor": _u(rng, 300, 900),
+        "dense": _u(rng, 1300, 2200),
+        "vitreous": _u(rng, 2, 15),
+        "lens": _u(rng, 80, 125),
+        "cerebellum": wm + _u(rng, 2, 7),
+        "brainstem": wm + _u(rng, 0, 6),
+        "dura": _u(rng, 42, 62),
+    }
+
+
+def _sample_calcifications(
+    rng: np.random.Generator, age: float, child: bool
+) -> dict[str, tuple[float, float, float, float, float]]:
+    """Physiological calcifications: classic hemorrhage mimics, independent of the label (adults only)."""
+    calc: dict[str, tuple[float, float, float, float, float]] = {}
+    adult = 0.0 if child else 1.0
+    if rng.random() < adult * (0.45 + 0.4 * age):
+        calc["pineal"] = (_u(rng, -1, 1), 0.27, _u(rng, 68, 73), _u(rng, 1.2, 3.5), _u(rng, 90, 450))
+    for side in (-1, 1):
+        if rng.random() < adult * (0.35 + 0.5 * age):
+            calc[f"choroid{side}"] = (side, 0.0, 0.0, _u(rng, 1.0, 3.0), _u(rng, 80, 350))
+        if rng.random() < adult * 0.12 * (0.5 + age):
+            calc[f"bg{side}"] = (side, 0.0, 0.0, _u(rng, 1.0, 3.0), _u(rng, 70, 220))
+    if rng.random() < adult * (0.1 + 0.35 * age):
+        calc["falx"] = (0.0, _u(rng, -0.6, 0.5), _u(rng, 85, 125), _u(rng, 4, 12), _u(rng, 150, 700))
+    return calc
+
+
+def _sample_extras(rng: np.random.Generator, age: float, child: bool) -> dict[str, float]:
+    """Variants and incidental findings: white-matter disease, sinuses and their septa, old infarcts, cysts."""
+    return {
+        "leuko": float(rng.random() < 0.7 * age**2) * _u(rng, 3, 9),
+        "lacunes": float(rng.integers(0, 4)) if rng.random() < 0.5 * age else 0.0,
+        "pneumatisation": _u(rng, 0.3, 1.0),
+        # sphenoid sinus: the intersinus septum is often off the midline and oblique; 0–2 accessory septa
+        "sph_septum_x": _u(rng, -7.0, 7.0),
+        "sph_septum_tilt": _u(rng, -0.5, 0.5),
+        "sph_septa": float(rng.integers(0, 3)),
+        "sph_septa_angle": _u(rng, 0.0, np.pi),
+        "frontal_sinus": _u(rng, 0.0, 1.0) if not child else 0.0,
+        "sinus_fluid": float(rng.random() < 0.12),
+        "old_infarct": float(rng.random() < 0.05 + 0.1 * age),
+        "infarct_theta": _u(rng, -np.pi, np.pi),
+        "falx_shift": _u(rng, -2.0, 2.0),
+        "cisterna_magna": _u(rng, 0.6, 1.6) * (2.0 if rng.random() < 0.05 else 1.0),
+        "arachnoid_cyst": float(rng.random() < 0.03),
+        "cyst_theta": _u(rng, -np.pi, np.pi),
+        "pv_hu": _u(rng, 60, 400),
+    }
+
+
+def _random_waves(
+    rng: np.random.Generator, n: int, lam_lo: float, lam_hi: float, amp_lo: float, amp_hi: float
+) -> list[tuple[float, float, float, float, float]]:
+    """``n`` plane waves (kx, ky, kz, phase, amplitude) in random directions, wavelengths in mm."""
+    out = []
+    for _ in range(n):
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction) + 1e-9
+        k = 2 * np.pi / _u(rng, lam_lo, lam_hi)
+        kx, ky, kz = (direction * k).tolist()
+        out.append((kx, ky, kz, _u(rng, 0, 2 * np.pi), _u(rng, amp_lo, amp_hi)))
+    return out
+
+
+def _random_sulcal_waves(rng: np.random.Generator) -> list[tuple[float, float, float, float, float]]:
+    """Six waves over (angle, radius, z) that fold the cortex into gyri and sulci."""
+    out = []
+    for _ in range(6):
+        kt = 2 * np.pi / _u(rng, 12, 30) * rng.choice([-1, 1])
+        kr = 2 * np.pi / _u(rng, 10, 30) * rng.choice([-1, 1])
+        kz = 2 * np.pi / _u(rng, 18, 50) * rng.choice([-1, 1])
+        out.append((float(kt), float(kr), float(kz), _u(rng, 0, 2 * np.pi), _u(rng, 0.5, 1.0)))
+    return out
 
 
 @dataclass
@@ -523,7 +545,7 @@ def _paint_deep_extracranial(p, g, rng, head, X, Y, Z, hz, deep, nose, in_skin, 
     p.paint(fat_planes, H["fat"])
     low_plane = float(Z.min()) < 62 * hz  # face and skull-base solids all lie below ~60 mm
     if low_plane:
-        _paint_face(p, g, head, X, Y, Z, hz, deep | nose, in_skin)
+        _paint_face(p, g, head, hz, deep | nose, in_skin)
     return low_plane
 
 
@@ -811,76 +833,116 @@ def _paint_skull_base_bones(p, g, head, X, Y, Z, hz, u, v, au, v_sw, F_ant, F_mi
     p.paint(within & pit, H["gm"] + 5)
 
 
-def _paint_face(p, g, head, X, Y, Z, hz, deep, in_skin):
+def _paint_face(p: _Painter, g: _Grid, head: Head, hz: float, deep: np.ndarray, in_skin: np.ndarray) -> None:
     """Orbits, paranasal sinuses, nasal cavity, nasopharynx and the upper neck."""
-    H = head.hu
-    f32 = np.float32
-    yf = -head.B_ant
-    face = deep & (0.05 * head.B_ant > Y)
-    pn = head.extras["pneumatisation"]
-    # nasal cavity and septum, turbinates
+    f = _Face(p, g, head, hz, deep, in_skin, face=deep & (0.05 * head.B_ant > g.Y), yf=-head.B_ant)
+    _paint_nose(f)
+    for side in (-1.0, 1.0):
+        _paint_maxillary_sinus(f, side)
+        _paint_orbit(f, side)
+        _paint_lateral_face_bones(f, side)
+    _paint_ethmoid_and_sphenoid(f)
+    _paint_upper_neck(f)
+
+
+@dataclass
+class _Face:
+    """What the face and neck painters share: painter, grid, head, masks and the face's front ``yf`` (mm)."""
+
+    p: _Painter
+    g: _Grid
+    head: Head
+    hz: float
+    deep: np.ndarray  # face and neck below the skull-base floor
+    in_skin: np.ndarray
+    face: np.ndarray  # the front of ``deep``
+    yf: float
+
+
+def _paint_nose(f: _Face) -> None:
+    """Nasal cavity with its septum and turbinates, and the nasopharynx behind it."""
+    p, g, hz, yf, in_skin, H = f.p, f.g, f.hz, f.yf, f.in_skin, f.head.hu
+    X, Z = g.X, g.Z
     nasal = g.ell(0, yf + 30, 14 * hz, 13, 30, 18 * hz)
     p.paint(in_skin & nasal, -980.0)
     turb = nasal & (np.abs(np.abs(X) - 8) < 3.5) & (np.sin(Z * 0.5) > 0.0)
     p.paint(in_skin & turb, H["muscle"] - 10)
     p.paint(in_skin & nasal & (np.abs(X) < 0.9), H["cortical"] * 0.5)
-    # nasopharynx
     naso = g.ell(0, yf + 62, 8 * hz, 12, 7, 10 * hz)
-    p.paint(deep & naso, -990.0)
-    for side in (-1.0, 1.0):
-        # maxillary sinus: air box with a thin bony wall
-        # (a rounded box, flat medial wall, not a ring; mucosa lines it, septa cross it)
-        mq = _box_q(g, side * 27, yf + 38, 8 * hz, 14.5, 18.5, 15 * hz, rot=side * 0.25)
-        wall = 1.2 + 0.8 * float(head.extras["frontal_sinus"])
-        p.paint(face & (mq < 1), H["cortical"] * 0.7)
-        inner = mq < (1 - wall / 14.5) ** 4
-        p.paint(face & inner, -990.0)
-        p.paint(face & inner & (mq > (1 - (wall + 1.5 * pn) / 14.5) ** 4), H["muscle"] - 15)
-        p.paint(face & inner & (np.abs(np.sin(0.35 * (Y - yf) + side * 0.2 * X)) < 0.04), H["cortical"] * 0.5)
-        if head.extras["sinus_fluid"] and side > 0:
-            p.paint(face & inner & (yf + 44 < Y), 20.0)  # air–fluid level (supine: posterior)
-        # orbit: bony cone with fat, globe, lens, optic nerve, rectus muscles
-        oc = (side * 31, yf + 24, 36 * hz)
-        cone_bone = g.ell(oc[0], oc[1] + 8, oc[2], 19, 26, 16 * hz, rot=side * 0.3)
-        cone_fat = g.ell(oc[0], oc[1] + 8, oc[2], 17, 24.5, 14 * hz, rot=side * 0.3)
-        p.paint(face & cone_bone & (yf + 10 < Y), H["cortical"])
-        p.paint((face | in_skin) & cone_fat, H["fat"])
-        mus = cone_fat & (np.abs(np.abs(X - oc[0]) - 12.5) < 2.0) & (yf + 22 < Y)
-        p.paint(mus, H["muscle"])
-        nerve = g.ell(side * 24, yf + 38, oc[2], 2.2, 14, 2.5 * hz, rot=side * 0.35)
-        p.paint(cone_fat & nerve, H["wm"] + 5)
-        globe_c = (side * 32, yf + 13, 36 * hz)
-        gq = g.q(*globe_c, 12, 11.5, 11.5 * hz)
-        p.paint(in_skin & (gq < 1), H["muscle"] - 5)  # sclera
-        p.paint(in_skin & (gq < 0.85), H["vitreous"])
-        lens = g.ell(globe_c[0], globe_c[1] - 8.2, globe_c[2], 4.5, 1.9, 4.5 * hz)
-        p.paint(in_skin & lens, H["lens"])
-        # zygomatic arch, lateral to the temporal fossa
-        zyg = (
-            (np.abs(np.abs(X) - (head.A * 0.9)) < 2.5)
-            & (yf + 20 < Y)
-            & (0.1 * head.B_post > Y)
-            & (np.abs(Z - 24 * hz) < 3 * hz)
-        )
-        p.paint(in_skin & zyg & deep, H["cortical"])
-        # mandibular ramus (cortical shell, marrow) with the masseter outside and the
-        # pterygoid plates medially: the bright lateral bones of the lowest slices
-        ram = _box_q(
-            g, side * head.A * 0.66, 0.02 * head.B_post - 14, -2 * hz, 4.5, 13, 16 * hz, rot=side * 0.25
-        )
-        p.paint(deep & (ram < 1), H["cortical"] * 0.9)
-        p.paint(deep & (ram < 0.25), H["diploe"])
-        pter = g.ell(side * 13, yf + 66, 6 * hz, 1.6, 9, 12 * hz, rot=side * 0.3)
-        p.paint(deep & pter, H["cortical"] * 0.8)
-        # mandibular condyle in front of the ear canal
-        cond = g.ell(side * head.A * 0.72, 0.02 * head.B_post, 18 * hz, 5, 5, 10 * hz)
-        p.paint(deep & cond, H["cortical"] * 0.8)
-    # ethmoid air cells between the orbits
+    p.paint(f.deep & naso, -990.0)
+
+
+def _paint_maxillary_sinus(f: _Face, side: float) -> None:
+    """An air box with a thin bony wall (rounded, flat medial wall, not a ring); mucosa lines it, septa cross it."""
+    p, g, hz, yf, face, head, H = f.p, f.g, f.hz, f.yf, f.face, f.head, f.head.hu
+    X, Y = g.X, g.Y
+    pn = head.extras["pneumatisation"]
+    mq = _box_q(g, side * 27, yf + 38, 8 * hz, 14.5, 18.5, 15 * hz, rot=side * 0.25)
+    wall = 1.2 + 0.8 * float(head.extras["frontal_sinus"])
+    p.paint(face & (mq < 1), H["cortical"] * 0.7)
+    inner = mq < (1 - wall / 14.5) ** 4
+    p.paint(face & inner, -990.0)
+    p.paint(face & inner & (mq > (1 - (wall + 1.5 * pn) / 14.5) ** 4), H["muscle"] - 15)
+    p.paint(face & inner & (np.abs(np.sin(0.35 * (Y - yf) + side * 0.2 * X)) < 0.04), H["cortical"] * 0.5)
+    if head.extras["sinus_fluid"] and side > 0:
+        p.paint(face & inner & (yf + 44 < Y), 20.0)  # air–fluid level (supine: posterior)
+
+
+def _paint_orbit(f: _Face, side: float) -> None:
+    """A bony cone with fat, the globe and lens, the optic nerve and the rectus muscles."""
+    p, g, hz, yf, face, in_skin, H = f.p, f.g, f.hz, f.yf, f.face, f.in_skin, f.head.hu
+    X, Y = g.X, g.Y
+    oc = (side * 31, yf + 24, 36 * hz)
+    cone_bone = g.ell(oc[0], oc[1] + 8, oc[2], 19, 26, 16 * hz, rot=side * 0.3)
+    cone_fat = g.ell(oc[0], oc[1] + 8, oc[2], 17, 24.5, 14 * hz, rot=side * 0.3)
+    p.paint(face & cone_bone & (yf + 10 < Y), H["cortical"])
+    p.paint((face | in_skin) & cone_fat, H["fat"])
+    mus = cone_fat & (np.abs(np.abs(X - oc[0]) - 12.5) < 2.0) & (yf + 22 < Y)
+    p.paint(mus, H["muscle"])
+    nerve = g.ell(side * 24, yf + 38, oc[2], 2.2, 14, 2.5 * hz, rot=side * 0.35)
+    p.paint(cone_fat & nerve, H["wm"] + 5)
+    globe_c = (side * 32, yf + 13, 36 * hz)
+    gq = g.q(*globe_c, 12, 11.5, 11.5 * hz)
+    p.paint(in_skin & (gq < 1), H["muscle"] - 5)  # sclera
+    p.paint(in_skin & (gq < 0.85), H["vitreous"])
+    lens = g.ell(globe_c[0], globe_c[1] - 8.2, globe_c[2], 4.5, 1.9, 4.5 * hz)
+    p.paint(in_skin & lens, H["lens"])
+
+
+def _paint_lateral_face_bones(f: _Face, side: float) -> None:
+    """Zygomatic arch, mandibular ramus and condyle, pterygoid plates: the bright lateral bones of low slices."""
+    p, g, hz, yf, deep, head, H = f.p, f.g, f.hz, f.yf, f.deep, f.head, f.head.hu
+    X, Y, Z = g.X, g.Y, g.Z
+    # zygomatic arch, lateral to the temporal fossa
+    zyg = (
+        (np.abs(np.abs(X) - (head.A * 0.9)) < 2.5)
+        & (yf + 20 < Y)
+        & (0.1 * head.B_post > Y)
+        & (np.abs(Z - 24 * hz) < 3 * hz)
+    )
+    p.paint(f.in_skin & zyg & deep, H["cortical"])
+    # mandibular ramus (cortical shell, marrow) with the masseter outside and the
+    # pterygoid plates medially
+    ram = _box_q(g, side * head.A * 0.66, 0.02 * head.B_post - 14, -2 * hz, 4.5, 13, 16 * hz, rot=side * 0.25)
+    p.paint(deep & (ram < 1), H["cortical"] * 0.9)
+    p.paint(deep & (ram < 0.25), H["diploe"])
+    pter = g.ell(side * 13, yf + 66, 6 * hz, 1.6, 9, 12 * hz, rot=side * 0.3)
+    p.paint(deep & pter, H["cortical"] * 0.8)
+    # mandibular condyle in front of the ear canal
+    cond = g.ell(side * head.A * 0.72, 0.02 * head.B_post, 18 * hz, 5, 5, 10 * hz)
+    p.paint(deep & cond, H["cortical"] * 0.8)
+
+
+def _paint_ethmoid_and_sphenoid(f: _Face) -> None:
+    """Ethmoid air cells between the orbits; the sphenoid sinus under the sella with its bony septa."""
+    p, g, hz, yf, deep, head, H = f.p, f.g, f.hz, f.yf, f.deep, f.head, f.head.hu
+    X, Y, Z = g.X, g.Y, g.Z
+    f32 = np.float32
+    pn = head.extras["pneumatisation"]
     eth = g.ell(0, yf + 32, 38 * hz, 11, 20, 14 * hz)
     p.paint(deep & eth, H["cortical"] * 0.6)
     if eth.any():
         p.paint(deep & eth & _honeycomb(X, Y, Z, 4.5, 0.3), -920.0)
-    # sphenoid sinus under the sella
     sph_w = g.ell(0, -0.22 * head.B_post, 33 * hz, 16, 14, 10 * hz)
     sph = g.ell(0, -0.22 * head.B_post, 33 * hz, 14 * pn + 2, 12.5 * pn + 1.5, 9 * hz * pn + 1)
     p.paint(deep & sph_w, H["cortical"])
@@ -896,7 +958,12 @@ def _paint_face(p, g, head, X, Y, Z, hz, deep, in_skin):
             off = (k - 0.5) * 6.0
             septa |= np.abs((X - f32(off)) * f32(np.cos(ang)) + (Y - f32(ys)) * f32(np.sin(ang))) < 0.5
         p.paint(sph_air & septa, H["cortical"] * 0.7)
-    # upper neck: C1 ring and dens, spinal canal (continuing the foramen magnum)
+
+
+def _paint_upper_neck(f: _Face) -> None:
+    """C1 ring and dens, the spinal canal and cord (continuing the foramen magnum)."""
+    p, g, hz, deep, head, H = f.p, f.g, f.hz, f.deep, f.head, f.head.hu
+    Z = g.Z
     Bi = head.B_post - head.inner_offset
     cy = 0.17 * Bi
     c1 = g.ell(0, cy, -12 * hz, 24, 22, 7 * hz)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -206,8 +207,7 @@ def generate_slice(
     size = _check_size(size)
     _check_choice(subtype, SUBTYPES, "subtype")
     _check_choice(level, LEVELS, "level")
-    if hemorrhage is False and subtype is not None:
-        raise InvalidInputError(f"hemorrhage=False contradicts subtype={subtype!r}; drop one of them")
+    _check_no_contradiction(hemorrhage, subtype)
     if subtype is not None and level is not None and level not in SUBTYPE_LEVELS[subtype]:
         raise InvalidInputError(
             f"a {subtype} hemorrhage cannot be placed at level {level!r}; "
@@ -215,80 +215,134 @@ def generate_slice(
         )
     rng = np.random.default_rng(seed)
     requested_subtype = subtype
-    if hemorrhage is None:
-        hemorrhage = subtype is not None or bool(rng.random() < 0.5)
-    if hemorrhage and subtype is None:
-        options = [s for s in SUBTYPES if level is None or level in SUBTYPE_LEVELS[s]]
-        subtype = str(rng.choice(options))
+    options = [s for s in SUBTYPES if level is None or level in SUBTYPE_LEVELS[s]]
+    hemorrhage, subtype = _draw_bleed(rng, hemorrhage, subtype, options)
     level_fixed = level is not None
     if level is None:
-        if hemorrhage:
-            level = str(rng.choice(SUBTYPE_LEVELS[subtype]))
-        else:
-            level = str(rng.choice(LEVELS, p=LEVEL_WEIGHTS))
+        level = _draw_level(rng, hemorrhage, subtype)
 
     head = sample_head(rng)
     pose = sample_pose(rng, head)
     scanner = sample_scanner(rng)
     thickness = float(rng.choice([1.0, 2.5, 3.0, 5.0, 5.0, 5.0]))
-    hz = head.height / STANDARD_HEIGHT
-    lo, hi = LEVEL_RANGES[level]
-    texture_seed = int(rng.integers(2**31))
     # No plane above the top of the brain: a slice of nothing but skull cap is not what anyone
     # reads (or posts) as a head CT.
-    z_top = head.height - head.inner_offset - 4.0
-
-    def render(z: float) -> Slice:
-        return render_anatomy(head, pose, z, size, np.random.default_rng(texture_seed))
-
-    z = float(rng.uniform(lo * hz, min(hi * hz, z_top)))
-    sl = render(z)
+    planes = _SlicePlanes(head, pose, size, int(rng.integers(2**31)), head.height - head.inner_offset - 4.0)
+    z, sl = planes.cut(rng, level)
     mask = np.zeros((size, size), bool)
     if hemorrhage:
-        subtype_fixed = requested_subtype is not None
-        # A drawn subtype that will not fit this head/level gives way to the others (in a
-        # seeded order); a requested one is tried harder and refused with a clear message.
-        others = [s for s in SUBTYPES if s != subtype and (not level_fixed or level in SUBTYPE_LEVELS[s])]
-        candidates = [subtype] + ([] if subtype_fixed else [str(s) for s in rng.permutation(others)])
-        placed = False
-        for cand in candidates:
-            subtype = cand
-            need = _min_lesion_px(size)
-            if subtype == "intraventricular":  # ventricles can be small in the plane
-                need = max(4, need // 2)
-            if not level_fixed and level not in SUBTYPE_LEVELS[subtype]:
-                level = str(rng.choice(SUBTYPE_LEVELS[subtype]))
-                lo, hi = LEVEL_RANGES[level]
-                z = float(rng.uniform(lo * hz, min(hi * hz, z_top)))
-                sl = render(z)
-            for attempt in range(40 if cand == candidates[0] else 24):
-                if attempt and attempt % 4 == 0:
-                    # another plane within the level (and, if the level was drawn, another level)
-                    if attempt % 8 == 0 and not level_fixed:
-                        level = str(rng.choice(SUBTYPE_LEVELS[subtype]))
-                        lo, hi = LEVEL_RANGES[level]
-                    z = float(rng.uniform(lo * hz, min(hi * hz, z_top)))
-                    sl = render(z)
-                lesion = sample_lesion(rng, head, sl, subtype)
-                if lesion is None:
-                    continue
-                before = sl.hu.copy()
-                mask = paint_lesion(lesion, sl, rng)
-                if mask.sum() >= need:
-                    placed = True
-                    break
-                sl.hu = before
-                mask = np.zeros((size, size), bool)
-            if placed:
-                break
-        if not placed:
-            raise InvalidInputError(
-                f"could not place a {requested_subtype or 'hemorrhage'} at level {level!r} in a "
-                f"{size} px slice (seed {seed}); try a larger size, another level or another seed"
-            )
+        sl, mask, subtype, level, z = _place_in_slice(
+            rng,
+            planes,
+            sl,
+            z,
+            level,
+            subtype,
+            requested_subtype=requested_subtype,
+            level_fixed=level_fixed,
+            seed=seed,
+        )
     ph = _finish(sl, mask, head, pose, scanner, rng, seed=seed, z=z, subtype=subtype, thickness=thickness)
     ph.level = level  # the requested level (a tilted plane spans neighbouring ones)
     return ph
+
+
+def _check_no_contradiction(hemorrhage: bool | None, subtype: str | None) -> None:
+    if hemorrhage is False and subtype is not None:
+        raise InvalidInputError(f"hemorrhage=False contradicts subtype={subtype!r}; drop one of them")
+
+
+def _draw_bleed(
+    rng: np.random.Generator, hemorrhage: bool | None, subtype: str | None, options: Sequence[str]
+) -> tuple[bool, str | None]:
+    """Whether it bleeds (50/50 unless given; a subtype implies it), and a subtype from ``options`` if not given."""
+    if hemorrhage is None:
+        hemorrhage = subtype is not None or bool(rng.random() < 0.5)
+    if hemorrhage and subtype is None:
+        subtype = str(rng.choice(options))
+    return hemorrhage, subtype
+
+
+def _draw_level(rng: np.random.Generator, hemorrhage: bool, subtype: str | None) -> str:
+    """A level the subtype can show; a normal slice's from the same mix, so the level says nothing of the label."""
+    if hemorrhage:
+        return str(rng.choice(SUBTYPE_LEVELS[subtype]))
+    return str(rng.choice(LEVELS, p=LEVEL_WEIGHTS))
+
+
+def _lesion_px_needed(size: int, subtype: str) -> int:
+    """Fewest mask pixels for a lesion to count as shown on a slice of ``size`` px."""
+    need = _min_lesion_px(size)
+    if subtype == "intraventricular":  # ventricles can be small in the plane
+        need = max(4, need // 2)
+    return need
+
+
+@dataclass
+class _SlicePlanes:
+    """How a single slice is cut from one head: its pose, texture and the highest plane allowed (mm)."""
+
+    head: Head
+    pose: Pose
+    size: int
+    texture_seed: int
+    z_top: float
+
+    def cut(self, rng: np.random.Generator, level: str) -> tuple[float, Slice]:
+        """Draw a plane within ``level`` (never above ``z_top``) and render it."""
+        hz = self.head.height / STANDARD_HEIGHT
+        lo, hi = LEVEL_RANGES[level]
+        z = float(rng.uniform(lo * hz, min(hi * hz, self.z_top)))
+        return z, render_anatomy(self.head, self.pose, z, self.size, np.random.default_rng(self.texture_seed))
+
+
+def _place_in_slice(
+    rng: np.random.Generator,
+    planes: _SlicePlanes,
+    sl: Slice,
+    z: float,
+    level: str,
+    subtype: str,
+    *,
+    requested_subtype: str | None,
+    level_fixed: bool,
+    seed: int,
+) -> tuple[Slice, np.ndarray, str, str, float]:
+    """Paint a hemorrhage into a single slice, trying other planes (and levels, subtypes) until one shows.
+
+    A drawn subtype that will not fit this head/level gives way to the others (in a seeded
+    order); a requested one is tried harder and refused with a clear message.
+
+    Returns:
+        (slice, mask, subtype, level, z) of the plane the lesion was painted on.
+    """
+    others = [s for s in SUBTYPES if s != subtype and (not level_fixed or level in SUBTYPE_LEVELS[s])]
+    candidates = [subtype] + (
+        [] if requested_subtype is not None else [str(s) for s in rng.permutation(others)]
+    )
+    for cand in candidates:
+        need = _lesion_px_needed(planes.size, cand)
+        if not level_fixed and level not in SUBTYPE_LEVELS[cand]:
+            level = str(rng.choice(SUBTYPE_LEVELS[cand]))
+            z, sl = planes.cut(rng, level)
+        for attempt in range(40 if cand == candidates[0] else 24):
+            if attempt and attempt % 4 == 0:
+                # another plane within the level (and, if the level was drawn, another level)
+                if attempt % 8 == 0 and not level_fixed:
+                    level = str(rng.choice(SUBTYPE_LEVELS[cand]))
+                z, sl = planes.cut(rng, level)
+            lesion = sample_lesion(rng, planes.head, sl, cand)
+            if lesion is None:
+                continue
+            before = sl.hu.copy()
+            mask = paint_lesion(lesion, sl, rng)
+            if mask.sum() >= need:
+                return sl, mask, cand, level, z
+            sl.hu = before
+    raise InvalidInputError(
+        f"could not place a {requested_subtype or 'hemorrhage'} at level {level!r} in a "
+        f"{planes.size} px slice (seed {seed}); try a larger size, another level or another seed"
+    )
 
 
 def generate_series(
@@ -331,14 +385,10 @@ def generate_series(
         raise InvalidInputError(f"n_slices must be an integer from 1 to 256; got {n_slices!r}")
     if not 0.5 <= float(slice_thickness) <= 10.0:
         raise InvalidInputError(f"slice_thickness must be 0.5–10 mm; got {slice_thickness!r}")
-    if hemorrhage is False and subtype is not None:
-        raise InvalidInputError(f"hemorrhage=False contradicts subtype={subtype!r}; drop one of them")
+    _check_no_contradiction(hemorrhage, subtype)
     rng = np.random.default_rng(seed)
     requested_subtype = subtype
-    if hemorrhage is None:
-        hemorrhage = subtype is not None or bool(rng.random() < 0.5)
-    if hemorrhage and subtype is None:
-        subtype = str(rng.choice(SUBTYPES))
+    hemorrhage, subtype = _draw_bleed(rng, hemorrhage, subtype, SUBTYPES)
     head = sample_head(rng)
     pose = sample_pose(rng, head)
     pose.rot *= 0.5  # a series is set up with some care
@@ -347,20 +397,9 @@ def generate_series(
     # the top slice still shows a cap of brain under the skull, as a scan's last slice does
     top = head.height - head.inner_offset - 3.0
     zs = [top - (n_slices - 1 - k) * float(slice_thickness) for k in range(n_slices)]
-
+    scan = _Scan(seed, head, pose, scanner, texture_seed, size, float(slice_thickness))
     out = _render_series(
-        rng,
-        seed,
-        head,
-        pose,
-        scanner,
-        texture_seed,
-        zs,
-        size,
-        hemorrhage=hemorrhage,
-        subtype=subtype,
-        requested_subtype=requested_subtype,
-        slice_thickness=float(slice_thickness),
+        rng, scan, zs, hemorrhage=hemorrhage, subtype=subtype, requested_subtype=requested_subtype
     )
     if out is None:
         levels = [level_of(zk, head.height) for zk in zs]
@@ -410,19 +449,15 @@ def generate_context(
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 8:
         raise InvalidInputError(f"k must be an integer from 1 to 8; got {k!r}")
     _check_choice(subtype, SUBTYPES, "subtype")
-    if hemorrhage is False and subtype is not None:
-        raise InvalidInputError(f"hemorrhage=False contradicts subtype={subtype!r}; drop one of them")
+    _check_no_contradiction(hemorrhage, subtype)
     rng = np.random.default_rng(seed)
     requested_subtype = subtype
-    if hemorrhage is None:
-        hemorrhage = subtype is not None or bool(rng.random() < 0.5)
-    if hemorrhage and subtype is None:
-        subtype = str(rng.choice(SUBTYPES))
+    hemorrhage, subtype = _draw_bleed(rng, hemorrhage, subtype, SUBTYPES)
     head = sample_head(rng)
     pose = sample_pose(rng, head)
     scanner = sample_scanner(rng)
     thickness = float(rng.choice([2.5, 3.0, 5.0, 5.0, 5.0]))
-    texture_seed = int(rng.integers(2**31))
+    scan = _Scan(seed, head, pose, scanner, int(rng.integers(2**31)), size, thickness)
     hz = head.height / STANDARD_HEIGHT
     # The top neighbour still cuts brain under the vertex, as a scan's last slice does.
     z_top = head.height - head.inner_offset - 3.0 - k * thickness
@@ -430,27 +465,11 @@ def generate_context(
         # A drawn subtype that does not fit draws the next try's level from another subtype.
         keep = attempt < 3 or subtype is None or requested_subtype is not None
         choice = subtype if keep else str(rng.choice(SUBTYPES))
-        if hemorrhage:
-            level = str(rng.choice(SUBTYPE_LEVELS[choice]))
-        else:
-            level = str(rng.choice(LEVELS, p=LEVEL_WEIGHTS))
-        lo, hi = LEVEL_RANGES[level]
+        lo, hi = LEVEL_RANGES[_draw_level(rng, hemorrhage, choice)]
         centre = float(rng.uniform(min(lo * hz, z_top), min(hi * hz, z_top)))
         zs = [centre + (j - k) * thickness for j in range(2 * k + 1)]
         out = _render_series(
-            rng,
-            seed,
-            head,
-            pose,
-            scanner,
-            texture_seed,
-            zs,
-            size,
-            hemorrhage=hemorrhage,
-            subtype=choice,
-            requested_subtype=None,
-            slice_thickness=thickness,
-            lesion_slice=k,
+            rng, scan, zs, hemorrhage=hemorrhage, subtype=choice, requested_subtype=None, lesion_slice=k
         )
         if out is not None:
             return out
@@ -461,20 +480,27 @@ def generate_context(
     )
 
 
+@dataclass
+class _Scan:
+    """What every slice of one scan shares: the head, its pose, the scanner, texture and slice geometry."""
+
+    seed: int
+    head: Head
+    pose: Pose
+    scanner: Scanner
+    texture_seed: int
+    size: int
+    slice_thickness: float
+
+
 def _render_series(
     rng: np.random.Generator,
-    seed: int,
-    head: Head,
-    pose: Pose,
-    scanner: Scanner,
-    texture_seed: int,
+    scan: _Scan,
     zs: list[float],
-    size: int,
     *,
     hemorrhage: bool,
     subtype: str | None,
     requested_subtype: str | None,
-    slice_thickness: float,
     lesion_slice: int | None = None,
 ) -> list[Phantom] | None:
     """Render the planes ``zs`` of one head and, when bleeding, one 3-D lesion across them.
@@ -483,73 +509,90 @@ def _render_series(
     series). An index: the lesion must show on that slice (a slice and its neighbours, whose
     label is the centre's). Returns None when no lesion could be placed.
     """
-    n_slices = len(zs)
-
-    def render(k: int) -> Slice:
-        return render_anatomy(head, pose, zs[k], size, np.random.default_rng(texture_seed + k))
-
-    slices = [render(k) for k in range(n_slices)]
-    masks = [np.zeros((size, size), bool) for _ in range(n_slices)]
+    slices = [
+        render_anatomy(scan.head, scan.pose, zk, scan.size, np.random.default_rng(scan.texture_seed + k))
+        for k, zk in enumerate(zs)
+    ]
+    masks = [np.zeros((scan.size, scan.size), bool) for _ in zs]
     if hemorrhage:
-        requested = requested_subtype is not None
-        levels = [level_of(zk, head.height) for zk in zs]
-        # A drawn subtype that this series cannot show (e.g. intraventricular blood in a few
-        # slices near the vertex) gives way to the others in a seeded order.
-        others = [str(s) for s in rng.permutation([s for s in SUBTYPES if s != subtype])]
-        placed = False
-        for cand in [subtype] + ([] if requested else others):
-            where = range(n_slices) if lesion_slice is None else [lesion_slice]
-            ok = [k for k in where if levels[k] in SUBTYPE_LEVELS[cand]]
-            if not ok and not requested:
-                continue
-            ok = ok or list(where)
-            need = _min_lesion_px(size)
-            if cand == "intraventricular":
-                need = max(4, need // 2)
-            tiny = max(3, need // 4)
-            for _ in range(40 if requested else 24):
-                ref = slices[int(rng.choice(ok))]
-                lesion: Lesion | None = sample_lesion(rng, head, ref, cand)
-                if lesion is None:
-                    continue
-                trial = []
-                for sl in slices:
-                    before = sl.hu.copy()
-                    m = paint_lesion(lesion, sl, rng)
-                    if m.sum() < tiny:
-                        m[:] = False
-                    trial.append((before, m))
-                shown = [int(m.sum()) for _, m in trial]
-                if (max(shown) if lesion_slice is None else shown[lesion_slice]) >= need:
-                    masks = [m for _, m in trial]
-                    for sl, (before, m) in zip(slices, trial, strict=True):
-                        if not m.any():
-                            sl.hu = before
-                    placed = True
-                    break
-                for sl, (before, _) in zip(slices, trial, strict=True):
-                    sl.hu = before
-            if placed:
-                subtype = cand
-                break
-        if not placed:
+        placed = _place_in_series(rng, scan, slices, zs, subtype, requested_subtype, lesion_slice)
+        if placed is None:
             return None
+        masks, subtype = placed
     out = []
     for k, (sl, m) in enumerate(zip(slices, masks, strict=True)):
-        srng = np.random.default_rng([seed, k])
+        srng = np.random.default_rng([scan.seed, k])
         out.append(
             _finish(
                 sl,
                 m,
-                head,
-                pose,
-                scanner,
+                scan.head,
+                scan.pose,
+                scan.scanner,
                 srng,
-                seed=seed,
+                seed=scan.seed,
                 z=zs[k],
                 subtype=subtype,
-                thickness=float(slice_thickness),
+                thickness=float(scan.slice_thickness),
                 series_index=k,
             )
         )
     return out
+
+
+def _place_in_series(
+    rng: np.random.Generator,
+    scan: _Scan,
+    slices: list[Slice],
+    zs: list[float],
+    subtype: str | None,
+    requested_subtype: str | None,
+    lesion_slice: int | None,
+) -> tuple[list[np.ndarray], str] | None:
+    """Paint one 3-D lesion across ``slices`` (in place); its per-slice masks and subtype, or None if none fits.
+
+    A drawn subtype that this series cannot show (e.g. intraventricular blood in a few slices
+    near the vertex) gives way to the others in a seeded order.
+    """
+    n_slices = len(zs)
+    requested = requested_subtype is not None
+    levels = [level_of(zk, scan.head.height) for zk in zs]
+    others = [str(s) for s in rng.permutation([s for s in SUBTYPES if s != subtype])]
+    for cand in [subtype] + ([] if requested else others):
+        where = range(n_slices) if lesion_slice is None else [lesion_slice]
+        ok = [k for k in where if levels[k] in SUBTYPE_LEVELS[cand]]
+        if not ok and not requested:
+            continue
+        ok = ok or list(where)
+        need = _lesion_px_needed(scan.size, cand)
+        tiny = max(3, need // 4)
+        for _ in range(40 if requested else 24):
+            ref = slices[int(rng.choice(ok))]
+            lesion = sample_lesion(rng, scan.head, ref, cand)
+            if lesion is None:
+                continue
+            trial = _paint_across(lesion, slices, rng, tiny)
+            shown = [int(m.sum()) for _, m in trial]
+            if (max(shown) if lesion_slice is None else shown[lesion_slice]) >= need:
+                for sl, (before, m) in zip(slices, trial, strict=True):
+                    if not m.any():
+                        sl.hu = before
+                return [m for _, m in trial], cand
+            for sl, (before, _) in zip(slices, trial, strict=True):
+                sl.hu = before
+    return None
+
+
+def _paint_across(
+    lesion: Lesion, slices: list[Slice], rng: np.random.Generator, tiny: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Paint ``lesion`` on every slice (in place); per slice, its HU before and its mask (a sliver
+    under ``tiny`` pixels is dropped from the mask)."""
+    trial = []
+    for sl in slices:
+        before = sl.hu.copy()
+        m = paint_lesion(lesion, sl, rng)
+        if m.sum() < tiny:
+            m[:] = False
+        trial.append((before, m))
+    return trial

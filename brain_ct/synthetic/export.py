@@ -87,26 +87,50 @@ def to_dicom(
         raise InvalidInputError(
             f"unknown compression {compress!r}; choose one of {', '.join(COMPRESSIONS)} or None"
         )
-    sc = phantom.scanner
-    signed = bool(sc.pixel_representation) if sc is not None else False
+    # One generator per phantom for the fake dates, numbers and sex: the same slice always
+    # gets the same tags. The helpers below draw from it in this order.
     rng = np.random.default_rng([phantom.seed, 7])
-    size_h, size_w = phantom.hu.shape
-    ps = float(phantom.pixel_spacing)
-    study_uid = _uid("study", phantom.seed)
-    series_uid = series_uid or _uid("series", phantom.seed)
     sop_uid = _uid("sop", phantom.seed, phantom.series_index, instance_number, phantom.z)
+    ds = Dataset()
+    ds.file_meta = _file_meta(sop_uid)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop_uid
+    _set_study_and_patient(ds, phantom, patient_name, rng)
+    ds.StudyInstanceUID = _uid("study", phantom.seed)
+    ds.SeriesInstanceUID = series_uid or _uid("series", phantom.seed)
+    ds.StudyID = "1"
+    ds.SeriesNumber = 2
+    ds.InstanceNumber = int(instance_number)
+    _set_plane(ds, phantom)
+    arr = _set_pixels(ds, phantom, rng)
+    if compress is not None:
+        uid = COMPRESSIONS[compress]
+        try:
+            ds.compress(uid, arr)
+        except (RuntimeError, ImportError) as exc:
+            raise InvalidInputError(
+                f"cannot write {compress} DICOM here: {exc}; use compress='rle' or 'jpeg2000', or None"
+            ) from exc
+    return ds
 
+
+def _file_meta(sop_uid: str) -> FileMetaDataset:
+    """The file meta of an uncompressed CT image (``compress`` changes the transfer syntax later)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop_uid
+    return meta
+
+
+def _set_study_and_patient(
+    ds: Dataset, phantom: Phantom, patient_name: str, rng: np.random.Generator
+) -> None:
+    """Dates, times, the (fake) patient, institution and scanner: what a study's header holds."""
+    sc = phantom.scanner
     when = _dt.date(2020, 1, 1) + _dt.timedelta(days=int(rng.integers(0, 1800)))
     ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = when.strftime("%Y%m%d")
     ds.StudyTime = ds.SeriesTime = f"{int(rng.integers(0, 24)):02d}{int(rng.integers(0, 60)):02d}00"
@@ -129,11 +153,12 @@ def to_dicom(
     ds.KVP = f"{sc.kvp:.0f}" if sc else "120"
     ds.ConvolutionKernel = sc.kernel if sc else "STANDARD"
     ds.PatientPosition = "HFS"
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.StudyID = "1"
-    ds.SeriesNumber = 2
-    ds.InstanceNumber = int(instance_number)
+
+
+def _set_plane(ds: Dataset, phantom: Phantom) -> None:
+    """Where the slice lies: an axial plane centred on the head axis at the phantom's ``z``."""
+    size_h, size_w = phantom.hu.shape
+    ps = float(phantom.pixel_spacing)
     x0 = -ps * size_w / 2.0 + ps / 2.0
     y0 = -ps * size_h / 2.0 + ps / 2.0
     ds.ImagePositionPatient = [f"{x0:.3f}", f"{y0:.3f}", f"{phantom.z:.3f}"]
@@ -141,10 +166,15 @@ def to_dicom(
     ds.FrameOfReferenceUID = _uid("for", phantom.seed)
     ds.PositionReferenceIndicator = ""
     ds.SliceLocation = f"{phantom.z:.3f}"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = size_h, size_w
     ds.PixelSpacing = [f"{ps:.6f}", f"{ps:.6f}"]
+
+
+def _set_pixels(ds: Dataset, phantom: Phantom, rng: np.random.Generator) -> np.ndarray:
+    """Pixel module, window presets and rescale; returns the stored values (for ``compress``)."""
+    signed = bool(phantom.scanner.pixel_representation) if phantom.scanner is not None else False
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = 16
     stored = np.rint(np.clip(phantom.hu, -1024.0, 3071.0) + 1024.0)
     if signed:
@@ -163,15 +193,7 @@ def to_dicom(
     ds.RescaleType = "HU"
     ds.PixelData = arr.tobytes()
     ds["PixelData"].VR = "OW"
-    if compress is not None:
-        uid = COMPRESSIONS[compress]
-        try:
-            ds.compress(uid, arr)
-        except (RuntimeError, ImportError) as exc:
-            raise InvalidInputError(
-                f"cannot write {compress} DICOM here: {exc}; use compress='rle' or 'jpeg2000', or None"
-            ) from exc
-    return ds
+    return arr
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,33 +292,25 @@ def decoration_plan(rng: np.random.Generator) -> dict:
     }
 
 
-def render_internet(phantom: Phantom, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Render like a head CT found online, and carry the lesion mask through the same geometry.
-
-    Returns:
-        (image, mask): image uint8 ``[h, w]``, ``[h, w, 3]`` (RGB) or ``[h, w, 4]`` (RGBA);
-        mask bool ``[h, w]`` aligned with it.
-    """
-    plan = decoration_plan(rng)
+def _figure_window(hu: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
+    """The window (center, width in HU) a figure is shown in: a jittered brain window, or a wide one."""
     probs = np.array([p for _, p in _WINDOWS])
     (c, w) = _WINDOWS[int(rng.choice(len(_WINDOWS), p=probs / probs.sum()))][0]
     c += rng.normal(0, 3)
     w *= rng.uniform(0.9, 1.12)
-    head = phantom.hu > -300
-    bone_fraction = float(np.mean(phantom.hu[head] >= c + w / 2)) if head.any() else 0.0
+    head = hu > -300
+    bone_fraction = float(np.mean(hu[head] >= c + w / 2)) if head.any() else 0.0
     # A plane that is mostly bone (a cut through the skull cap) is not posted as a saturated white
     # disc but in a wide or bone window. Wherever brain shows, figures use a brain window (a few
     # are posted in a wide one, of either class alike): in a bone window blood is invisible, so
     # such a figure's label could not be read from it.
     if bone_fraction > _MOSTLY_BONE or rng.random() < _WIDE_FRACTION:
         c, w = _WIDE[int(rng.integers(len(_WIDE)))]
-    grey = plain_8bit(phantom.hu, c, w)
-    mask = phantom.mask.astype(np.uint8)
-    if rng.random() < 0.3:  # a gamma/brightness tweak from the figure's author or viewer
-        lut = np.clip(255 * (np.arange(256) / 255.0) ** rng.uniform(0.8, 1.25) + rng.normal(0, 6), 0, 255)
-        grey = lut.astype(np.uint8)[grey]
+    return c, w
 
-    # crop loosely around the head sometimes (figures are often trimmed)
+
+def _loose_crop(grey: np.ndarray, rng: np.random.Generator) -> tuple[slice, slice]:
+    """Sometimes a loose box around the head (figures are often trimmed), else the whole image."""
     crop = (slice(None), slice(None))
     if rng.random() < 0.4:
         ys, xs = np.nonzero(grey > 20)
@@ -306,31 +320,37 @@ def render_internet(phantom: Phantom, rng: np.random.Generator) -> tuple[np.ndar
                 slice(max(0, ys.min() - m), min(grey.shape[0], ys.max() + m + 1)),
                 slice(max(0, xs.min() - m), min(grey.shape[1], xs.max() + m + 1)),
             )
-            grey, mask = grey[crop], mask[crop]
+    return crop
 
-    panels = 1
-    if plan["panels"]:  # side-by-side panels: the same slice in another window
-        other = plain_8bit(phantom.hu, *((80, 200) if rng.random() < 0.5 else (600, 2800)))[crop]
-        gap = np.zeros((grey.shape[0], int(rng.integers(0, 12))), np.uint8)
-        if rng.random() < 0.5:
-            grey = np.concatenate([grey, gap, other], axis=1)
-            mask = np.concatenate([mask, gap, np.zeros_like(mask)], axis=1)
-        else:
-            grey = np.concatenate([other, gap, grey], axis=1)
-            mask = np.concatenate([np.zeros_like(mask), gap, mask], axis=1)
-        panels = 2
 
-    # final size 200–1024 px on the longer side, borders included
+def _side_panel(
+    hu: np.ndarray, grey: np.ndarray, mask: np.ndarray, crop: tuple[slice, slice], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Side-by-side panels: the same slice in another window beside it (the mask gets an empty twin)."""
+    other = plain_8bit(hu, *((80, 200) if rng.random() < 0.5 else (600, 2800)))[crop]
+    gap = np.zeros((grey.shape[0], int(rng.integers(0, 12))), np.uint8)
+    if rng.random() < 0.5:
+        grey = np.concatenate([grey, gap, other], axis=1)
+        mask = np.concatenate([mask, gap, np.zeros_like(mask)], axis=1)
+    else:
+        grey = np.concatenate([other, gap, grey], axis=1)
+        mask = np.concatenate([np.zeros_like(mask), gap, mask], axis=1)
+    return grey, mask
+
+
+def _resize_with_border(
+    grey: np.ndarray, mask: np.ndarray, border: bool, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Final size 200–1024 px on the longer side, borders included; never under ``MIN_SIDE`` a side."""
     target = int(rng.uniform(200, 1024))
-    b = [int(rng.uniform(0, 0.12) * target) for _ in range(4)] if plan["border"] else [0, 0, 0, 0]
+    b = [int(rng.uniform(0, 0.12) * target) for _ in range(4)] if border else [0, 0, 0, 0]
     s = min((target - b[0] - b[1]) / grey.shape[0], (target - b[2] - b[3]) / grey.shape[1])
     new = (max(8, int(round(grey.shape[1] * s))), max(8, int(round(grey.shape[0] * s))))
     interp = int(rng.choice([cv2.INTER_AREA, cv2.INTER_LINEAR, cv2.INTER_CUBIC]))
     grey = cv2.resize(grey, new, interpolation=interp)
     mask = cv2.resize(mask, new, interpolation=cv2.INTER_NEAREST)
-
     # borders (usually black, sometimes white like a journal figure)
-    if plan["border"]:
+    if border:
         val = 255 if rng.random() < 0.1 else 0
         grey = cv2.copyMakeBorder(grey, b[0], b[1], b[2], b[3], cv2.BORDER_CONSTANT, value=val)
         mask = cv2.copyMakeBorder(mask, b[0], b[1], b[2], b[3], cv2.BORDER_CONSTANT, value=0)
@@ -342,35 +362,48 @@ def render_internet(phantom: Phantom, rng: np.random.Generator) -> tuple[np.ndar
         pads = (top, short[0] - top, left, short[1] - left)
         grey = cv2.copyMakeBorder(grey, *pads, cv2.BORDER_CONSTANT, value=0)
         mask = cv2.copyMakeBorder(mask, *pads, cv2.BORDER_CONSTANT, value=0)
+    return grey, mask
 
-    colour = plan["colour"]
-    img = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB) if colour else grey
-    h, w_ = grey.shape
+
+def _pick_colour(rng: np.random.Generator, colour: bool) -> tuple[int, ...]:
+    """A decoration colour: a bright RGB one on a colour figure, white, light grey or black on a grey one."""
+    col = _COLOURS[int(rng.integers(len(_COLOURS)))]
+    return col if colour else (int(rng.choice([255, 230, 0])),)
+
+
+def _draw_arrows(
+    img: np.ndarray, grey: np.ndarray, mask: np.ndarray, n: int, colour: bool, rng: np.random.Generator
+) -> None:
+    """``n`` arrows: at the lesion sometimes, anywhere in the head otherwise (also in normal images)."""
+    scale = max(grey.shape) / 512.0
+    for _ in range(n):
+        lesion = np.argwhere(mask > 0)
+        at_lesion = rng.random() < 0.5
+        if lesion.size and at_lesion:
+            ty, tx = lesion[rng.integers(len(lesion))]
+        else:
+            head = np.argwhere(grey > 40)
+            if not head.size:
+                continue
+            ty, tx = head[rng.integers(len(head))]
+        _draw_arrow(img, (float(tx), float(ty)), rng, _pick_colour(rng, colour), scale)
+
+
+def _draw_texts(img: np.ndarray, plan: dict, panels: int, colour: bool, rng: np.random.Generator) -> None:
+    """Panel letters, captions and a viewer's corner overlay, as the plan says."""
+    h, w_ = img.shape[:2]
     scale = max(h, w_) / 512.0
-
-    def pick_colour():
-        col = _COLOURS[int(rng.integers(len(_COLOURS)))]
-        return col if colour else (int(rng.choice([255, 230, 0])),)
-
-    # Decorations are drawn with the same probabilities for both classes (no label shortcut).
-    if plan["arrows"]:  # arrows: at the lesion sometimes, anywhere in the head otherwise
-        for _ in range(plan["arrows"]):
-            lesion = np.argwhere(mask > 0)
-            at_lesion = rng.random() < 0.5
-            if lesion.size and at_lesion:
-                ty, tx = lesion[rng.integers(len(lesion))]
-            else:
-                head = np.argwhere(grey > 40)
-                if not head.size:
-                    continue
-                ty, tx = head[rng.integers(len(head))]
-            _draw_arrow(img, (float(tx), float(ty)), rng, pick_colour(), scale)
     if plan["letters"] or panels > 1:  # panel letters
         letters = ["A", "B", "C", "D", "a", "b"]
         for k in range(panels):
             org = (int(5 + k * w_ / panels + rng.uniform(0, 10)), int(rng.uniform(20, 40) * scale + 5))
             _put_text(
-                img, letters[min(k + int(rng.integers(0, 2)) * 2, 5)], org, pick_colour(), 1.2 * scale, rng
+                img,
+                letters[min(k + int(rng.integers(0, 2)) * 2, 5)],
+                org,
+                _pick_colour(rng, colour),
+                1.2 * scale,
+                rng,
             )
     if plan["captions"]:  # captions
         for _ in range(int(rng.integers(1, 3))):
@@ -379,7 +412,7 @@ def render_internet(phantom: Phantom, rng: np.random.Generator) -> tuple[np.ndar
                 int(rng.uniform(0, 0.6) * w_),
                 int(rng.choice([rng.uniform(0.04, 0.1), rng.uniform(0.9, 0.98)]) * h),
             )
-            _put_text(img, text, org, pick_colour(), rng.uniform(0.4, 0.9) * scale, rng)
+            _put_text(img, text, org, _pick_colour(rng, colour), rng.uniform(0.4, 0.9) * scale, rng)
     if plan["overlay"]:  # viewer overlay: lines of small text in the corners
         for k in range(int(rng.integers(2, 6))):
             text = str(
@@ -387,21 +420,62 @@ def render_internet(phantom: Phantom, rng: np.random.Generator) -> tuple[np.ndar
                     ["Im: 14/32", "Se: 2", "120 kV", "250 mA", "W 80 C 40", "Zoom 1.2", "5.0 mm", "HFS"]
                 )
             )
-            _put_text(img, text, (4, int((k + 1) * 14 * scale) + 4), pick_colour(), 0.4 * scale, rng)
-    if plan["ruler"]:  # ruler with ticks along one side
-        col = pick_colour()
-        x = int(rng.uniform(0.02, 0.1) * w_) if rng.random() < 0.5 else int(rng.uniform(0.9, 0.97) * w_)
-        y0, y1 = int(0.25 * h), int(0.75 * h)
-        cv2.line(img, (x, y0), (x, y1), col, 1)
-        for k, y in enumerate(np.linspace(y0, y1, int(rng.integers(5, 12)))):
-            cv2.line(img, (x, int(y)), (x + (8 if k % 5 == 0 else 4), int(y)), col, 1)
+            _put_text(
+                img, text, (4, int((k + 1) * 14 * scale) + 4), _pick_colour(rng, colour), 0.4 * scale, rng
+            )
 
-    # lossy re-compression, sometimes twice
-    for _ in range(plan["jpeg"]):
+
+def _draw_ruler(img: np.ndarray, colour: bool, rng: np.random.Generator) -> None:
+    """A ruler with ticks along one side."""
+    h, w_ = img.shape[:2]
+    col = _pick_colour(rng, colour)
+    x = int(rng.uniform(0.02, 0.1) * w_) if rng.random() < 0.5 else int(rng.uniform(0.9, 0.97) * w_)
+    y0, y1 = int(0.25 * h), int(0.75 * h)
+    cv2.line(img, (x, y0), (x, y1), col, 1)
+    for k, y in enumerate(np.linspace(y0, y1, int(rng.integers(5, 12)))):
+        cv2.line(img, (x, int(y)), (x + (8 if k % 5 == 0 else 4), int(y)), col, 1)
+
+
+def _recompress(img: np.ndarray, times: int, rng: np.random.Generator) -> np.ndarray:
+    """Lossy JPEG re-compression, ``times`` times (quality 30–95 each)."""
+    for _ in range(times):
         q = int(rng.uniform(30, 95))
         ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])
         if ok:
             img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    return img
+
+
+def render_internet(phantom: Phantom, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Render like a head CT found online, and carry the lesion mask through the same geometry.
+
+    Returns:
+        (image, mask): image uint8 ``[h, w]``, ``[h, w, 3]`` (RGB) or ``[h, w, 4]`` (RGBA);
+        mask bool ``[h, w]`` aligned with it.
+    """
+    plan = decoration_plan(rng)
+    grey = plain_8bit(phantom.hu, *_figure_window(phantom.hu, rng))
+    mask = phantom.mask.astype(np.uint8)
+    if rng.random() < 0.3:  # a gamma/brightness tweak from the figure's author or viewer
+        lut = np.clip(255 * (np.arange(256) / 255.0) ** rng.uniform(0.8, 1.25) + rng.normal(0, 6), 0, 255)
+        grey = lut.astype(np.uint8)[grey]
+    crop = _loose_crop(grey, rng)
+    grey, mask = grey[crop], mask[crop]
+    panels = 1
+    if plan["panels"]:
+        grey, mask = _side_panel(phantom.hu, grey, mask, crop, rng)
+        panels = 2
+    grey, mask = _resize_with_border(grey, mask, plan["border"], rng)
+
+    colour = plan["colour"]
+    img = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB) if colour else grey
+    # Decorations are drawn with the same probabilities for both classes (no label shortcut).
+    if plan["arrows"]:
+        _draw_arrows(img, grey, mask, plan["arrows"], colour, rng)
+    _draw_texts(img, plan, panels, colour, rng)
+    if plan["ruler"]:
+        _draw_ruler(img, colour, rng)
+    img = _recompress(img, plan["jpeg"], rng)
     if colour and plan["alpha"]:
         img = np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
     return img, mask.astype(bool)
@@ -465,6 +539,25 @@ def write_dataset(
     Returns:
         The output directory. See the module docstring for the layout.
     """
+    _check_dataset_args(n, seed, fmt, style)
+    out = Path(out_dir)
+    for sub in ("hemorrhage", "normal", "masks"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    seeds = np.random.SeedSequence(int(seed)).generate_state(int(n), dtype=np.uint32)
+    n_hem = int(n) // 2
+    items = range(int(n))
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, desc="synth", unit="slice", file=sys.stderr)
+    rows = [_write_item(out, i, int(seeds[i]), i < n_hem, size=size, fmt=fmt, style=style) for i in items]
+    with open(out / "metadata.jsonl", "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    return out
+
+
+def _check_dataset_args(n: int, seed: int, fmt: str, style: str) -> None:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
         raise InvalidInputError(f"n must be an integer >= 2 (half of the images per class); got {n!r}")
     if fmt not in FORMATS:
@@ -473,56 +566,43 @@ def write_dataset(
         raise InvalidInputError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InvalidInputError(f"seed must be a non-negative integer; got {seed!r}")
-    out = Path(out_dir)
-    for sub in ("hemorrhage", "normal", "masks"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    seeds = np.random.SeedSequence(int(seed)).generate_state(int(n), dtype=np.uint32)
-    n_hem = int(n) // 2
-    rows = []
-    items = range(int(n))
-    if progress:
-        from tqdm import tqdm
 
-        items = tqdm(items, desc="synth", unit="slice", file=sys.stderr)
-    for i in items:
-        hem = i < n_hem
-        item_seed = int(seeds[i])
-        ph = generate_slice(item_seed, size, hemorrhage=hem)
-        cls = "hemorrhage" if hem else "normal"
-        stem = f"{cls}_{i:06d}"
-        row: dict = {
-            "file_name": None,
-            "file": None,
-            "label": ph.label,
-            "subtype": ph.subtype,
-            "bbox": None,
-            "mask": f"masks/{stem}.png",
-            "level": ph.level,
-            "seed": item_seed,
-            "dicom": None,
-        }
-        if fmt in ("dcm", "both"):
-            ds = to_dicom(ph, instance_number=i + 1)
-            rel = f"{cls}/{stem}.dcm"
-            ds.save_as(out / rel, enforce_file_format=True)
-            row["dicom"] = rel
-            row["file_name"] = row["file"] = rel
-            mask = ph.mask
-        if fmt in ("png", "both"):
-            internet = style == "internet" or (
-                style == "mixed" and bool(np.random.default_rng([item_seed, 1]).random() < 0.5)
-            )
-            if internet:
-                img, mask = render_internet(ph, np.random.default_rng([item_seed, 2]))
-            else:
-                img, mask = plain_8bit(ph.hu), ph.mask
-            rel = f"{cls}/{stem}.png"
-            _write_png(out / rel, img)
-            row["file_name"] = row["file"] = rel
-        cv2.imwrite(str(out / row["mask"]), mask.astype(np.uint8) * 255)
-        row["bbox"] = mask_bbox(mask)
-        rows.append(row)
-    with open(out / "metadata.jsonl", "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    return out
+
+def _write_item(out: Path, i: int, item_seed: int, hem: bool, *, size: int, fmt: str, style: str) -> dict:
+    """Write data set item ``i`` (its DICOM and/or PNG, and its mask); returns its metadata row."""
+    ph = generate_slice(item_seed, size, hemorrhage=hem)
+    cls = "hemorrhage" if hem else "normal"
+    stem = f"{cls}_{i:06d}"
+    row: dict = {
+        "file_name": None,
+        "file": None,
+        "label": ph.label,
+        "subtype": ph.subtype,
+        "bbox": None,
+        "mask": f"masks/{stem}.png",
+        "level": ph.level,
+        "seed": item_seed,
+        "dicom": None,
+    }
+    if fmt in ("dcm", "both"):
+        ds = to_dicom(ph, instance_number=i + 1)
+        rel = f"{cls}/{stem}.dcm"
+        ds.save_as(out / rel, enforce_file_format=True)
+        row["dicom"] = rel
+        row["file_name"] = row["file"] = rel
+        mask = ph.mask
+    if fmt in ("png", "both"):
+        # Each item's own generators: whether it is an internet figure, and how it looks.
+        internet = style == "internet" or (
+            style == "mixed" and bool(np.random.default_rng([item_seed, 1]).random() < 0.5)
+        )
+        if internet:
+            img, mask = render_internet(ph, np.random.default_rng([item_seed, 2]))
+        else:
+            img, mask = plain_8bit(ph.hu), ph.mask
+        rel = f"{cls}/{stem}.png"
+        _write_png(out / rel, img)
+        row["file_name"] = row["file"] = rel
+    cv2.imwrite(str(out / row["mask"]), mask.astype(np.uint8) * 255)
+    row["bbox"] = mask_bbox(mask)
+    return row
