@@ -1,30 +1,36 @@
 """The training record: what every source produces, as the columns of a :class:`datasets.Dataset`.
 
 Records are light (paths, seeds, labels); :class:`train.data.transform.SliceTransform` decodes them lazily.
-Every record says what it is in its ``source`` column (:data:`RecordSource`), and the transform decodes it
-by that value alone. The other columns:
+Every record says what it is in its ``source`` column (:data:`RecordSource`), and the transform picks the
+decoder by that value alone. The other columns:
 
-Record columns (file-based and synthetic sources), besides ``source``:
-
-* ``path`` (str): image or DICOM file, "" for phantoms;
+* ``path`` (str): image or DICOM file (a NIfTI volume, a real slice), "" for phantoms;
 * ``label`` (int): 0 normal, 1 hemorrhage (RSNA's ``any``);
 * ``subtypes`` (list[str], only where the source knows subtypes, :data:`SUBTYPE_COLUMN`): the RSNA subtype
-  names of the slice (:data:`brain_ct.labels.SUBTYPES`), ``[]`` for a normal slice, ``["any"]`` for a bleed of
-  unknown subtype (a ``hemorrhage/`` folder). Subtype runs (``--labels subtypes``) refuse ``["any"]``-only
-  positives (:func:`~train.data.labels.check_subtype_records`): their five subtype targets would be guesses. Generated examples
-  (phantoms, lesions painted into real anatomy) carry the subtype ASKED of the generator here; the transform
-  takes the targets from what was actually generated (:attr:`brain_ct.synthetic.Phantom.subtype`);
+  names of the slice (:data:`brain_ct.labels.SUBTYPES`), ``[]`` for a normal slice, ``["any"]`` for a bleed
+  of unknown subtype (a ``hemorrhage/`` folder). Subtype runs (``--labels subtypes``) refuse ``["any"]``-only
+  positives (:func:`~train.data.labels.check_subtype_records`): their five subtype targets would be
+  guesses. Generated examples (phantoms, lesions painted into real anatomy) carry the subtype ASKED of the
+  generator here; the transform takes the targets from what was actually generated
+  (:attr:`brain_ct.synthetic.Phantom.subtype`);
 * ``mask_path`` (str): lesion mask PNG (same pixel grid as the image, non-zero = lesion) or "";
-* ``synthetic_seed`` (int): phantom seed, -1 for files;
-* ``kind`` (str): "dicom" / "image" for phantoms (how the phantom is fed), "" for files (known after decoding);
-* ``nifti_slice`` (int, NIfTI volumes only, :func:`~train.data.nifti_volumes.nifti_records`): the slice of the volume ``path`` in reading
-  order (inferior → superior); ``mask_path`` is then the voxel mask volume; −1 or absent for other sources;
-* ``neighbors`` (list[str], slice-context training with files only): the 2k files ``[s−k … s−1, s+1 … s+k]``
-  of the slice's series in anatomical order, "" past either end (:func:`~train.data.image_folder.add_file_neighbors`);
-* ``real_seed`` / ``real_subtype`` / ``real_augment`` (real-anatomy records only, :func:`~train.data.real_anatomy.real_anatomy_records`;
-  other sources get −1 / "" / False in :func:`merge_records`): a real normal slice (``path``) made into a
-  variant — a painted lesion when ``label`` is 1, deformation and re-scan when ``real_augment`` — and fed
-  as ``kind``. ``synthetic_seed`` is −1, so the anatomy domain is "real".
+* ``synthetic_seed`` (int): phantom seed, -1 for every other source;
+* ``kind`` (str): "dicom" / "image" for phantoms and real-anatomy variants (how they are fed), "" for files
+  (known after decoding);
+* ``nifti_slice`` (int, NIfTI volumes only, :func:`~train.data.nifti_volumes.nifti_records`): the slice of
+  the volume ``path`` in reading order (inferior → superior); ``mask_path`` is then the voxel mask volume;
+* ``neighbors`` (list[str], slice-context training with files only): the 2k files
+  ``[s−k … s−1, s+1 … s+k]`` of the slice's series in anatomical order, "" past either end
+  (:func:`~train.data.image_folder.add_file_neighbors`);
+* ``series_group`` (int, files with slice context and NIfTI volumes): which series or volume a record
+  belongs to, so splits and folds keep it whole;
+* ``real_seed`` / ``real_subtype`` / ``real_augment`` (real-anatomy records only,
+  :func:`~train.data.real_anatomy.real_anatomy_records`; other sources get −1 / "" / False in
+  :func:`merge_records`): a real normal slice (``path``) made into a variant — a painted lesion when
+  ``label`` is 1, deformation and re-scan when ``real_augment`` — and fed as ``kind``.
+
+Where do I add a new source? A module of its own producing these columns with a new :data:`RecordSource`
+value, and its decoder in :data:`train.data.transform.DECODERS`.
 """
 
 from __future__ import annotations

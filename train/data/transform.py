@@ -27,7 +27,14 @@ from train.data.labels import HubSubtypes
 from train.data.nifti_volumes import nifti_example
 from train.data.phantoms import PhantomCache, phantom_record_example
 from train.data.real_anatomy import real_anatomy_decode
-from train.data.records import DOMAINS, INPUT_KINDS, SOURCE_COLUMN, SUBTYPE_COLUMN, RecordSource
+from train.data.records import (
+    DOMAINS,
+    INPUT_KINDS,
+    RECORD_SOURCES,
+    SOURCE_COLUMN,
+    SUBTYPE_COLUMN,
+    RecordSource,
+)
 
 if TYPE_CHECKING:
     from brain_ct.model import ModelSettings
@@ -100,10 +107,10 @@ class SliceTransform:
         d = self.decode(ex, rng)
         return d.ct, d.mask, d.label, d.neighbors
 
-    def source_of(self, ex: dict[str, Any]) -> RecordSource:
+    def source_of(self, ex: dict[str, Any]) -> RecordSource | None:
         """What a record is: its ``source`` column, or ``"hub"`` for a Hub dataset's own rows (this transform
-        was given their ``image_column``)."""
-        return "hub" if self.image_column is not None else ex[SOURCE_COLUMN]
+        was given their ``image_column``); None for a record without one."""
+        return "hub" if self.image_column is not None else ex.get(SOURCE_COLUMN)
 
     def decode(self, ex: dict[str, Any], rng: np.random.Generator | None = None) -> Decoded:
         """Decode one record (see :class:`Decoded`) with the decoder of its source (:data:`DECODERS`).
@@ -113,7 +120,13 @@ class SliceTransform:
         record each time; without it the record's own seed makes it the same every time. Generated
         examples name the subtype actually generated; file records their ``subtypes`` column.
         """
-        return DECODERS[self.source_of(ex)](self, ex, rng)
+        source = self.source_of(ex)
+        if source not in DECODERS:
+            raise InvalidInputError(
+                f"a training record has source {source!r}; records name one of {', '.join(RECORD_SOURCES)} "
+                "in their 'source' column (train.data.records)"
+            )
+        return DECODERS[source](self, ex, rng)
 
     def _no_context(self) -> list[CTImage | None] | None:
         k = self.settings.context_slices
