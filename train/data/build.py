@@ -1,4 +1,5 @@
-"""``build_splits``: the data arguments (:class:`train.args.DataArguments`) → the run's :class:`Splits`.
+"""``build_splits``: the data arguments (:class:`train.args.DataArguments`) → the run's
+:class:`~train.data.splits.Splits`.
 
 It picks the training source (phantoms, NIfTI volumes, an RSNA folder or an image folder; a Hub dataset
 goes to :func:`~train.data.hub_datasets.build_hub_splits`), the validation and test records, adds the real

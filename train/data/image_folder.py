@@ -237,7 +237,8 @@ def add_file_neighbors(columns: dict[str, list[Any]], k: int) -> dict[str, list[
 
     Returns:
         ``columns`` with ``neighbors`` (per record, 2k paths, "" past either end of its series) and
-        ``series_group`` (which series a record belongs to, so :func:`stratified_split` keeps series whole).
+        ``series_group`` (which series a record belongs to, so :func:`~train.data.sampling.stratified_split`
+        keeps series whole).
     """
     paths = columns["path"]
     neighbors = [[""] * (2 * k) for _ in paths]

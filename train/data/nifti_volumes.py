@@ -121,9 +121,10 @@ def nifti_records(
     left out (neither a visible bleed nor a normal slice: as a normal it would teach mask guidance to
     call blood normal). Volumes without a mask and unreadable pairs are left out and named in a warning.
 
-    Columns: those of the file sources (``path`` the volume, ``mask_path`` its mask, ``kind`` ""), plus
+    Columns: those of the file sources (``source`` "nifti", ``path`` the volume, ``mask_path`` its mask,
+    ``kind`` ""), plus
     ``nifti_slice`` (the slice index in reading order) and ``series_group`` (the volume's index, so
-    :func:`stratified_split` keeps whole volumes on one side).
+    :func:`~train.data.sampling.stratified_split` keeps whole volumes on one side).
 
     Raises:
         InvalidInputError: no usable volume (the message lists why per file).

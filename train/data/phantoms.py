@@ -87,9 +87,9 @@ class PhantomCache:
     """Phantoms generated ahead of training, keyed by (seed, label, size, context k).
 
     Each entry is ``[slice]``, or the 2k + 1 slices of a context stack. Fill it (:meth:`prefetch`) in the
-    main process before the DataLoader forks its workers: the :class:`SliceTransform` holding it is shared
-    with them copy-on-write. A record not in the cache is generated on demand (deterministic), so a cache
-    only saves time.
+    main process before the DataLoader forks its workers: the
+    :class:`~train.data.transform.SliceTransform` holding it is shared with them copy-on-write. A record
+    not in the cache is generated on demand (deterministic), so a cache only saves time.
     """
 
     entries: dict[tuple[Any, ...], list[Any]] = field(default_factory=dict, repr=False)

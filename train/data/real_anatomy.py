@@ -168,8 +168,8 @@ def real_anatomy_records(
     DICOM and 8-bit alternately, subtypes in turn); test uses other seeds than validation. The same
     arguments always give the same records; held-out and training levels never overlap.
 
-    Columns: those of every source (``path`` = the real file, ``synthetic_seed`` −1 so the domain is
-    "real", ``kind``) plus ``real_seed`` (≥ 0), ``real_subtype`` ("" = any that fits) and
+    Columns: those of every source (``source`` "real", ``path`` = the real file, ``synthetic_seed`` −1,
+    ``kind``) plus ``real_seed`` (≥ 0), ``real_subtype`` ("" = any that fits) and
     ``real_augment``. ``subtypes`` (subtype runs): training positives too ask for the subtypes that fit
     their level in turn, and the ``subtypes`` column names the asked subtype (the transform's targets
     follow what was painted, should a draw give way to another subtype).

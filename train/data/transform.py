@@ -71,9 +71,10 @@ class SliceTransform:
         allow_unverified: skip brain_ct's head-CT plausibility check (framing is always done).
         synthetic_size: phantom side in pixels for synthetic records.
         image_column, label_map: for Hub datasets: the image column and label value → 0/1.
-        hub_subtypes: for Hub datasets with subtypes: where they are (:func:`hub_subtypes`).
-        phantoms: prefetched phantoms for synthetic records (:class:`PhantomCache`), or None to
-            generate each when it is read.
+        hub_subtypes: for Hub datasets with subtypes: where they are
+            (:func:`~train.data.labels.hub_subtypes`).
+        phantoms: prefetched phantoms for synthetic records (:class:`~train.data.phantoms.PhantomCache`), or
+            None to generate each when it is read.
     """
 
     settings: ModelSettings
