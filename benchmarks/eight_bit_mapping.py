@@ -128,7 +128,7 @@ class PhantomCase:
 
 def phantom_cases(n: int, seed: int = EVAL_SEED) -> list[PhantomCase]:
     """``n`` phantoms (half hemorrhage) of the test split of phantom seed ``seed``, each as figure and DICOM."""
-    from train.data import PhantomCache, synthetic_example, synthetic_records
+    from train.data.phantoms import PhantomCache, synthetic_example, synthetic_records
 
     records = synthetic_records(n, "test", seed, 0.0)
     cache = PhantomCache()

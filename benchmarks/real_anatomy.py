@@ -71,7 +71,8 @@ def held_out_scores(predictor: Any, real_dir: Path, renders: int, seed: int) -> 
     (``dicom_hits``, ``8bit_hits``); see the module docstring."""
     from benchmarks.localization import score
     from brain_ct.synthetic import SUBTYPES, real_variant
-    from train.data import encode_phantom, load_real_slice, real_anatomy_split
+    from train.data.phantoms import encode_phantom
+    from train.data.real_anatomy import load_real_slice, real_anatomy_split
 
     _, held = real_anatomy_split(real_dir)
     scores: dict[str, list[float]] = {

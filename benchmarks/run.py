@@ -758,7 +758,9 @@ def bench_train(
     from brain_ct.model import load_model
     from train.args import BrainCTTrainingArguments
     from train.augment import Augmenter
-    from train.data import PhantomCache, SliceTransform, attach_transform, synthetic_records, to_dataset
+    from train.data.phantoms import PhantomCache, synthetic_records
+    from train.data.splits import to_dataset
+    from train.data.transform import SliceTransform, attach_transform
     from train.trainer import EXTRA_KEYS, BrainCTTrainer
 
     _, settings = load_model(model_dir)

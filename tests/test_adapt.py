@@ -18,7 +18,7 @@ from brain_ct.model import DEMO_MODEL_DIR
 from train import main
 from train.__main__ import parse_args
 from train.args import ADAPT_DEFAULTS, preset_defaults
-from train.data import scan_imagefolder, usable_files
+from train.data.image_folder import scan_imagefolder, usable_files
 
 
 @pytest.fixture(scope="module")

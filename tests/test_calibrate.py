@@ -23,7 +23,7 @@ from train.calibrate import (
     main,
 )
 from train.card import replace_section, section_body, threshold_text
-from train.data import merge_records
+from train.data.records import merge_records
 from train.evaluate import Scored
 
 

@@ -62,7 +62,7 @@ def test_real_posterior_fossa_slice_reads_normal(demo: Predictor) -> None:
 
 
 def test_held_out_real_levels_read_normal(demo: Predictor) -> None:
-    from train.data import real_anatomy_split
+    from train.data.real_anatomy import real_anatomy_split
 
     _, held_out = real_anatomy_split(REAL_ANATOMY_DIR)
     assert len(held_out) == 7
@@ -77,7 +77,8 @@ def test_held_out_real_levels_as_8bit_figures_read_normal(demo: Predictor) -> No
     import numpy as np
 
     from brain_ct.synthetic import real_variant
-    from train.data import encode_phantom, load_real_slice, real_anatomy_split
+    from train.data.phantoms import encode_phantom
+    from train.data.real_anatomy import load_real_slice, real_anatomy_split
 
     _, held_out = real_anatomy_split(REAL_ANATOMY_DIR)
     rng = np.random.default_rng(1)

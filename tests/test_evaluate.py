@@ -235,7 +235,9 @@ def test_single_model_numbers_are_those_of_the_training_transform(tmp_path: Path
     # path): eval_results equal the pre-ensemble pipeline rebuilt here, and gain no ensemble keys.
     from brain_ct.model import load_model
     from train.calibrate import calibration_report
-    from train.data import SliceTransform, attach_transform, scan_imagefolder, to_dataset
+    from train.data.image_folder import scan_imagefolder
+    from train.data.splits import to_dataset
+    from train.data.transform import SliceTransform, attach_transform
     from train.evaluate import predict_scores
 
     model_dir = make_tiny_model(tmp_path / "m", image_size=64, threshold=0.3)

@@ -18,13 +18,10 @@ from brain_ct.preprocess import model_input
 from brain_ct.series import anatomical_groups
 from brain_ct.synthetic import generate_context, generate_slice, to_dicom
 from train.augment import Augmenter
-from train.data import (
-    SliceTransform,
-    add_file_neighbors,
-    scan_imagefolder,
-    stratified_split,
-    synthetic_context_example,
-)
+from train.data.image_folder import add_file_neighbors, scan_imagefolder
+from train.data.phantoms import synthetic_context_example
+from train.data.sampling import stratified_split
+from train.data.transform import SliceTransform
 
 WINDOWS = [(40.0, 80.0), (80.0, 200.0), (600.0, 2800.0)]
 
@@ -153,7 +150,7 @@ def test_augmentation_moves_every_stacked_slice_alike() -> None:
 
 def test_hub_dataset_with_context_is_refused(tmp_path: Path) -> None:
     from train.args import DataArguments
-    from train.data import build_splits
+    from train.data.build import build_splits
 
     args = DataArguments(dataset_name=str(tmp_path), context_slices=1)
     with pytest.raises(InvalidInputError, match="--context_slices needs slices in series order"):

@@ -16,20 +16,12 @@ from brain_ct.preprocess import mask_to_model_grid, to_model_input
 from brain_ct.series import context_neighbors
 from brain_ct.windowing import DEFAULT_WINDOWS
 from train.augment import IDENTITY, AugmentDraw, Augmenter, AugmentParams, affine_matrix
-from train.data import (
-    PhantomCache,
-    SliceTransform,
-    add_file_neighbors,
-    class_id,
-    class_weights_from_counts,
-    read_mask,
-    read_rsna_labels,
-    scan_imagefolder,
-    scan_rsna,
-    stratified_split,
-    synthetic_records,
-    take,
-)
+from train.data.image_folder import add_file_neighbors, read_mask, scan_imagefolder
+from train.data.labels import class_id, class_weights_from_counts
+from train.data.phantoms import PhantomCache, synthetic_records
+from train.data.rsna import read_rsna_labels, scan_rsna
+from train.data.sampling import stratified_split, take
+from train.data.transform import SliceTransform
 
 RSNA_CSV = """ID,Label
 ID_aaa_epidural,0
@@ -292,7 +284,7 @@ def test_identity_matrix() -> None:
 
 
 def test_synthetic_examples_go_through_load_image_with_aligned_masks() -> None:
-    from train.data import synthetic_example
+    from train.data.phantoms import synthetic_example
 
     cols = synthetic_records(6, "train", 0, 0.5)
     seen = set()
@@ -309,7 +301,7 @@ def test_synthetic_examples_go_through_load_image_with_aligned_masks() -> None:
 
 
 def test_prefetch_fills_cache_once() -> None:
-    from train import data
+    from train.data import phantoms as data
 
     cols = synthetic_records(3, "validation", 5, 0.0)
     cache = PhantomCache()
@@ -324,7 +316,7 @@ def test_prefetch_fills_cache_once() -> None:
 
 
 def test_transform_reads_phantoms_from_its_cache() -> None:
-    from train import data
+    from train.data import phantoms as data
 
     cols = synthetic_records(2, "validation", 5, 0.0)
     batch = {k: v[:1] for k, v in cols.items()}
@@ -347,7 +339,8 @@ def test_hub_dataset_splits_and_transform(tmp_path: Path) -> None:
     from helpers_train import write_png_folder
 
     from train.args import DataArguments
-    from train.data import attach_transform, build_splits
+    from train.data.build import build_splits
+    from train.data.transform import attach_transform
 
     write_png_folder(tmp_path / "train", 12)
     args = DataArguments(dataset_name=str(tmp_path), validation_split=0.25)
@@ -377,7 +370,7 @@ GE_DIR = Path(__file__).resolve().parent.parent / "data" / "real_anatomy" / "dcm
 
 
 def test_real_holdout_is_whole_levels_spread_and_deterministic() -> None:
-    from train.data import holdout_levels, real_anatomy_files, real_anatomy_split
+    from train.data.real_anatomy import holdout_levels, real_anatomy_files, real_anatomy_split
 
     # skull base → vertex from the headers (ImagePositionPatient), not from the file names
     assert [Path(p).name for p in real_anatomy_files(GE_DIR)] == [f"{i:02d}.dcm" for i in range(1, 29)]
@@ -400,7 +393,7 @@ def test_real_holdout_is_whole_levels_spread_and_deterministic() -> None:
 
 
 def test_real_records_train_and_validation_never_share_a_level() -> None:
-    from train.data import real_anatomy_records
+    from train.data.real_anatomy import real_anatomy_records
 
     tr = real_anatomy_records(GE_DIR, "train", 0, variants=4)
     va = real_anatomy_records(GE_DIR, "validation", 0)
@@ -420,7 +413,9 @@ def test_real_records_train_and_validation_never_share_a_level() -> None:
 
 
 def test_real_anatomy_transform_is_domain_real_with_masks() -> None:
-    from train.data import merge_records, real_anatomy_records, to_dataset
+    from train.data.real_anatomy import real_anatomy_records
+    from train.data.records import merge_records
+    from train.data.splits import to_dataset
 
     va = real_anatomy_records(GE_DIR, "validation", 0)
     cols = merge_records(synthetic_records(2, "validation", 0, 0.0), va)
@@ -441,7 +436,7 @@ def test_real_anatomy_transform_is_domain_real_with_masks() -> None:
 
 
 def test_real_anatomy_training_draws_fresh_variants() -> None:
-    from train.data import real_anatomy_example, real_anatomy_records
+    from train.data.real_anatomy import real_anatomy_example, real_anatomy_records
 
     tr = real_anatomy_records(GE_DIR, "train", 0, variants=2, size=128)
     i = tr["label"].index(1)
@@ -457,7 +452,7 @@ def test_real_anatomy_training_draws_fresh_variants() -> None:
 def test_real_anatomy_files_are_ordered_by_header_not_name(tmp_path: Path) -> None:
     import shutil
 
-    from train.data import real_anatomy_files
+    from train.data.real_anatomy import real_anatomy_files
 
     # 10.dcm → a.dcm, 05.dcm → b.dcm, 20.dcm → c.dcm: name order is not anatomical order
     for src, dst in (("10", "a"), ("05", "b"), ("20", "c")):
@@ -466,7 +461,7 @@ def test_real_anatomy_files_are_ordered_by_header_not_name(tmp_path: Path) -> No
 
 
 def test_real_anatomy_dir_without_dicoms_is_a_clear_error(tmp_path: Path) -> None:
-    from train.data import real_anatomy_records
+    from train.data.real_anatomy import real_anatomy_records
 
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(InvalidInputError, match="has no DICOM files"):

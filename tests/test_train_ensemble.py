@@ -268,7 +268,7 @@ def test_push_uploads_the_ensemble_with_members_inside(
 def test_real_anatomy_validation_holds_out_what_the_members_held_out() -> None:
     from types import SimpleNamespace
 
-    from train.data import real_anatomy_split
+    from train.data.real_anatomy import real_anatomy_split
     from train.ensemble import validation_columns
 
     real_dir = Path(__file__).resolve().parents[1] / "data" / "real_anatomy" / "dcm_qa_ct-GE"

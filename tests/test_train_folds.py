@@ -18,7 +18,8 @@ from brain_ct.model import load_model
 from brain_ct.predictor import Predictor
 from brain_ct.synthetic.export import write_dataset
 from train import main
-from train.data import fold_splits, synthetic_records
+from train.data.phantoms import synthetic_records
+from train.data.sampling import fold_splits
 from train.evaluate import score_records, select_threshold
 
 #: A tiny run: 24 phantom training records, 8 validation, 4 test, one step per fold.
@@ -258,7 +259,7 @@ def test_push_leaves_the_folds_checkpoints_local() -> None:
 def test_fold_runs_write_to_fold_folders_with_their_own_counts(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from train.data import Splits, to_dataset
+    from train.data.splits import Splits, to_dataset
     from train.folds import fold_runs
 
     # 8 normals and 4 bleeds with hand-picked subtypes: each fold's positives per label are counted by hand

@@ -22,7 +22,9 @@ from brain_ct.nifti import read_nifti_series
 from brain_ct.synthetic import generate_series
 from train import main
 from train.args import DataArguments
-from train.data import SliceTransform, nifti_pairs, nifti_records, stratified_split
+from train.data.nifti_volumes import nifti_pairs, nifti_records
+from train.data.sampling import stratified_split
+from train.data.transform import SliceTransform
 
 N_SLICES, SIZE = 6, 64
 BLEED_SLICES = (2, 3)  # a 40-pixel disc of blood in these slices of a bleeding volume

@@ -21,18 +21,12 @@ from brain_ct.labels import SUBTYPE_LABELS, SUBTYPES, rsna_log_loss
 from brain_ct.model import ModelSettings, load_model
 from brain_ct.windowing import DEFAULT_WINDOWS
 from train import main
-from train.data import (
-    SUBTYPE_COLUMN,
-    SliceTransform,
-    check_subtype_records,
-    merge_records,
-    read_rsna_labels,
-    read_rsna_subtypes,
-    scan_imagefolder,
-    scan_rsna,
-    subtype_pos_weights,
-    synthetic_records,
-)
+from train.data.image_folder import scan_imagefolder
+from train.data.labels import check_subtype_records, subtype_pos_weights
+from train.data.phantoms import synthetic_records
+from train.data.records import SUBTYPE_COLUMN, merge_records
+from train.data.rsna import read_rsna_labels, read_rsna_subtypes, scan_rsna
+from train.data.transform import SliceTransform
 from train.evaluate import subtype_metrics
 
 TINY = [*TINY_FLAGS, "--dataloader_num_workers", "0"]
@@ -124,7 +118,7 @@ def test_rsna_subtype_reader_needs_all_six_rows(tmp_path: Path) -> None:
 
 def test_inconsistent_csv_stops_a_training_run(rsna: tuple[Path, Path], tmp_path: Path) -> None:
     from train.args import DataArguments
-    from train.data import build_splits
+    from train.data.build import build_splits
 
     csv = tmp_path / "bad.csv"
     csv.write_text(rsna_csv({**RSNA_ROWS, "ID_000b": [0, 0, 0, 0, 0, 1]}))
@@ -271,7 +265,8 @@ def test_hub_dataset_with_a_subtypes_column(tmp_path: Path) -> None:
     import cv2
 
     from train.args import DataArguments
-    from train.data import attach_transform, build_splits
+    from train.data.build import build_splits
+    from train.data.transform import attach_transform
 
     rows = []
     for i in range(8):
@@ -488,7 +483,7 @@ def test_validation_metrics_during_training_read_the_any_logit() -> None:
 
 
 def test_real_anatomy_records_name_the_painted_subtype() -> None:
-    from train.data import real_anatomy_records
+    from train.data.real_anatomy import real_anatomy_records
 
     ge = Path(__file__).resolve().parent.parent / "data" / "real_anatomy" / "dcm_qa_ct-GE"
     cols = real_anatomy_records(ge, "validation", 0, size=128, eval_variants=1, subtypes=True)

@@ -59,17 +59,13 @@ from train.card import (
     subtypes_text,
     threshold_text,
 )
-from train.data import (
-    SliceTransform,
-    add_file_neighbors,
-    attach_transform,
-    check_subtype_records,
-    merge_records,
-    real_anatomy_records,
-    scan_imagefolder,
-    synthetic_records,
-    to_dataset,
-)
+from train.data.image_folder import add_file_neighbors, scan_imagefolder
+from train.data.labels import check_subtype_records
+from train.data.phantoms import synthetic_records
+from train.data.real_anatomy import real_anatomy_records
+from train.data.records import merge_records
+from train.data.splits import to_dataset
+from train.data.transform import SliceTransform, attach_transform
 from train.evaluate import (
     Scored,
     predict_scores,

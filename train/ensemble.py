@@ -54,7 +54,9 @@ from brain_ct.model import shown_model_id
 from brain_ct.predictor import Predictor
 from brain_ct.wording import DISCLAIMER
 from train.card import SYNTHETIC_WARNING, metrics_table
-from train.data import add_file_neighbors, merge_records, real_anatomy_records, scan_imagefolder
+from train.data.image_folder import add_file_neighbors, scan_imagefolder
+from train.data.real_anatomy import real_anatomy_records
+from train.data.records import merge_records
 from train.evaluate import (
     Scored,
     member_metrics,

@@ -62,17 +62,12 @@ from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.jsonable import json_safe
 from brain_ct.labels import ANY, SUBTYPE_LABELS, label_set_of
 from brain_ct.predictor import Predictor
-from train.data import (
-    DOMAINS,
-    INPUT_KINDS,
-    SliceTransform,
-    add_file_neighbors,
-    attach_transform,
-    check_subtype_records,
-    scan_imagefolder,
-    synthetic_records,
-    to_dataset,
-)
+from train.data.image_folder import add_file_neighbors, scan_imagefolder
+from train.data.labels import check_subtype_records
+from train.data.phantoms import synthetic_records
+from train.data.records import DOMAINS, INPUT_KINDS
+from train.data.splits import to_dataset
+from train.data.transform import SliceTransform, attach_transform
 from train.metrics import SUBTYPE_THRESHOLD as SUBTYPE_THRESHOLD  # re-exported (defined here before)
 from train.metrics import (
     _pyplot,

@@ -34,7 +34,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from brain_ct.errors import InvalidInputError
-from train.data import PhantomCache, Splits, build_splits, fold_splits, subtype_counts, to_dataset
+from train.data.build import build_splits
+from train.data.labels import subtype_counts
+from train.data.phantoms import PhantomCache
+from train.data.sampling import fold_splits
+from train.data.splits import Splits, to_dataset
 from train.ensemble import ScoringData, describe_records, load_members, push_ensemble, write_ensemble
 from train.pipeline import Fold as Fold  # re-exported: defined here before it moved down
 from train.pipeline import describe_training_data, describe_validation, train_fold

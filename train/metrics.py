@@ -20,7 +20,7 @@ import numpy as np
 
 from brain_ct.errors import InvalidInputError
 from brain_ct.labels import ANY, SUBTYPE_LABELS, rsna_log_loss
-from train.data import DOMAINS, INPUT_KINDS
+from train.data.records import DOMAINS, INPUT_KINDS
 
 
 def softmax_scores(logits: np.ndarray, positive_index: int = 1) -> np.ndarray:

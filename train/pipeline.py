@@ -36,16 +36,11 @@ from train.args import (
 from train.augment import Augmenter
 from train.calibrate import calibrate_and_choose, calibration_groups, calibration_report, plot_reliability
 from train.card import CardInfo, write_model_card
-from train.data import (
-    PhantomCache,
-    SliceTransform,
-    Splits,
-    attach_transform,
-    build_splits,
-    class_weights_from_counts,
-    subtype_counts,
-    subtype_pos_weights,
-)
+from train.data.build import build_splits
+from train.data.labels import class_weights_from_counts, subtype_counts, subtype_pos_weights
+from train.data.phantoms import PhantomCache
+from train.data.splits import Splits
+from train.data.transform import SliceTransform, attach_transform
 from train.evaluate import (
     plot_training_curves,
     predict_scores,

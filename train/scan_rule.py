@@ -48,7 +48,7 @@ from brain_ct.jsonable import json_safe
 from brain_ct.predictor import Predictor
 from brain_ct.scan import ScanRule, head_areas
 from brain_ct.series import Series, context_neighbors, read_series
-from train.data import real_anatomy_split
+from train.data.real_anatomy import real_anatomy_split
 from train.evaluate import binary_metrics
 
 logger = logging.getLogger(__name__)
