@@ -66,6 +66,7 @@ from brain_ct.errors import BrainCTError, InvalidInputError, NotHeadCTError
 from brain_ct.image import Box as Box  # re-exported: the box type lived here first
 from brain_ct.image import CTImage
 from brain_ct.privacy import extract_meta, scrub_text
+from brain_ct.sniff import HEAD_BYTES, IMAGE_FORMATS, has_preamble, sniff, unsupported_words
 from brain_ct.windowing import AIR_HU, PRESETS, window
 
 #: Largest image any reader accepts, in pixels per frame; checked before decoding. The limits in
@@ -158,30 +159,6 @@ _DATASET_START = re.compile(
     rb"|\x08\x00(?:\x05|\x08|\x16|\x18)\x00[\x00-\xff][\x00-\x01]\x00\x00"
 )
 
-_IMAGE_MAGIC: tuple[tuple[bytes, int, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
-    (b"\xff\xd8\xff", 0, "JPEG"),
-    (b"II*\x00", 0, "TIFF"),
-    (b"MM\x00*", 0, "TIFF"),
-    (b"BM", 0, "BMP"),
-    (b"WEBP", 8, "WEBP"),
-)
-
-_UNSUPPORTED_MAGIC: tuple[tuple[bytes, int, str], ...] = (
-    (b"GIF8", 0, "a GIF image"),
-    (b"%PDF", 0, "a PDF document"),
-    (
-        b"PK\x03\x04",
-        0,
-        "a zip archive, which holds a whole scan: read it as one (the app's 'Whole scan' tab, or the "
-        "command line with the zip or folder as input: python -m brain_ct predict SCAN.zip)",
-    ),
-    (b"PK\x05\x06", 0, "an empty zip archive"),
-    (b"\x00\x00\x00\x0cjP  ", 0, "a JPEG 2000 image"),
-    (b"ftyp", 4, "an HEIC/MP4 file"),
-    (b"\x1f\x8b", 0, "a gzip archive"),
-)
-
 
 # --------------------------------------------------------------------------- reading bytes
 
@@ -236,16 +213,6 @@ def _check_file_size(size: int, shown: str) -> None:
         raise InvalidInputError(
             f"{shown}: the file is {size / 2**20:.0f} MiB, above the {MAX_FILE_BYTES / 2**20:.0f} MiB limit"
         )
-
-
-def _sniff(data: bytes) -> str:
-    """``"dicom"``, an image format name, or ``"unknown"``."""
-    if len(data) >= 132 and data[128:132] == b"DICM":
-        return "dicom"
-    for magic, offset, fmt in _IMAGE_MAGIC:
-        if data[offset : offset + len(magic)] == magic and (fmt != "WEBP" or data[:4] == b"RIFF"):
-            return fmt
-    return "unknown"
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -341,10 +308,22 @@ quiet_dicom = _quiet
 
 
 def _parse_dicom(data: bytes, shown: str, *, stop_before_pixels: bool) -> Any:
-    has_preamble = len(data) >= 132 and data[128:132] == b"DICM"
+    if sniff(data[:HEAD_BYTES]) != "dicom":
+        raise _not_dicom(data, shown)
     # A header read of a deflated file inflates the header's bytes only, not a large slice's pixels.
     prefix = _HEADER_PREFIX if stop_before_pixels else None
-    return _parse_dicom_inflated(data, shown, has_preamble, stop_before_pixels, prefix)
+    return _parse_dicom_inflated(data, shown, has_preamble(data), stop_before_pixels, prefix)
+
+
+def _not_dicom(data: bytes, shown: str) -> InvalidInputError:
+    """The refusal of bytes that are no DICOM file (a dataset without file meta is named as one)."""
+    if _DATASET_START.search(data[:256]):
+        return InvalidInputError(
+            f"{shown}: this looks like a DICOM dataset without its file meta header (no 128-byte "
+            "preamble and 'DICM' marker) and cannot be parsed as one (damaged, or an encoding that "
+            "cannot be guessed); re-export it from the viewer or PACS as a standard DICOM file"
+        )
+    return InvalidInputError(f"{shown}: this is not a DICOM file or a supported image; expected {ACCEPTED}")
 
 
 #: Bytes of a deflated dataset inflated to read its header (a CT header is a few KB).
@@ -376,15 +355,7 @@ def _parse_dicom_inflated(
                 f"{shown}: the DICOM file is damaged or truncated and cannot be parsed; expected {ACCEPTED}"
             ) from None
     if not real:
-        if _DATASET_START.search(data[:256]):
-            raise InvalidInputError(
-                f"{shown}: this looks like a DICOM dataset without its file meta header (no 128-byte "
-                "preamble and 'DICM' marker) and cannot be parsed as one (damaged, or an encoding that "
-                "cannot be guessed); re-export it from the viewer or PACS as a standard DICOM file"
-            )
-        raise InvalidInputError(
-            f"{shown}: this is not a DICOM file or a supported image; expected {ACCEPTED}"
-        )
+        raise _not_dicom(data, shown)
     # Item and delimiter tags (FFFE,xxxx) belong inside sequences; a stray one after the last
     # element (some writers append a sequence delimiter) is kept by pydicom as an element of no
     # VR that raises NotImplementedError when touched. It carries nothing: drop it, read the slice.
@@ -433,8 +404,8 @@ def read_dicom_header(source: Source) -> Any:
         InvalidInputError: empty, unreadable or not DICOM.
     """
     data, shown = read_source(source, None)
-    kind = _sniff(data)
-    if kind not in ("dicom", "unknown"):
+    kind = sniff(data[:HEAD_BYTES])
+    if kind in IMAGE_FORMATS:
         raise InvalidInputError(f"{shown}: this is a {kind} image, not a DICOM file")
     with _quiet(), reader_errors(shown):
         return _parse_dicom(data, shown, stop_before_pixels=True)
@@ -919,8 +890,8 @@ def image_pixels(data: bytes, budget: limits.UploadLimits | None = None) -> tupl
 
     For a scan's pixel total before any slice is decoded (:func:`brain_ct.series.read_series`).
     """
-    fmt = _sniff(data[:64])
-    if fmt in ("dicom", "unknown"):
+    fmt = sniff(data[:64])
+    if fmt not in IMAGE_FORMATS:
         return None
     try:
         width, height, orientation, _ = _peek_image(data, fmt, "")
@@ -1098,14 +1069,12 @@ def _load_data(
     all_frames: bool,
     check: FrameCheck | None,
 ) -> list[CTImage]:
-    kind = _sniff(data)
-    if kind == "unknown":
-        for magic, offset, what in _UNSUPPORTED_MAGIC:
-            if data[offset : offset + len(magic)] == magic:
-                raise InvalidInputError(
-                    f"{shown}: this is {what}, which is not supported; expected {ACCEPTED}"
-                )
-    if kind in ("dicom", "unknown"):
+    kind = sniff(data[:HEAD_BYTES])
+    # The DICM marker wins over any magic in the preamble (TIFF/DICOM dual files carry TIFF's there).
+    what = None if has_preamble(data) or kind in IMAGE_FORMATS else unsupported_words(data)
+    if what is not None:
+        raise InvalidInputError(f"{shown}: this is {what}, which is not supported; expected {ACCEPTED}")
+    if kind not in IMAGE_FORMATS:
         with _quiet():
             images = _dicom_frames(data, shown, all_frames, frame, allow_unverified, check)
     else:

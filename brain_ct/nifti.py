@@ -60,6 +60,7 @@ import brain_ct.limits as limits
 from brain_ct.errors import InvalidInputError
 from brain_ct.image import CTImage
 from brain_ct.io import MAX_SIDE, MIN_SIDE, hu_image, read_source
+from brain_ct.sniff import NIFTI_SUFFIXES, is_nifti_head, nifti_header_kind
 from brain_ct.volume import Series, SeriesInfo, check_plausible_series
 
 NiftiSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
@@ -92,17 +93,12 @@ READING_AXCODES = ("P", "L", "S")
 
 ACCEPTED = "a NIfTI-1 or NIfTI-2 head-CT volume in HU (.nii or .nii.gz)"
 
-#: File name endings of a single-file NIfTI volume (lower case).
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
 _READING_ORNT = orientations.axcodes2ornt(READING_AXCODES)
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 _UNIT_MM = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 0.001}
 _CHUNK = 1 << 22
 # Bytes after the declared voxels read to reach the gzip trailer (its CRC); more is not inflated.
 _MAX_TRAILING = 1 << 20
-# Bytes of a header that tell NIfTI apart (sizeof_hdr 348 + magic "n+1"/"ni1", or 540 + "n+2").
-_SNIFF_BYTES = 540
 
 
 @dataclass(frozen=True)
@@ -279,38 +275,7 @@ def is_nifti(source: NiftiSource) -> bool:
         head = bytes(source[: 1 << 16])
     else:
         return False
-    return _is_nifti_header(_inflate_start(head))
-
-
-def _inflate_start(head: bytes) -> bytes:
-    """The first bytes of ``head``, inflated when it is gzip (never more than a header's worth)."""
-    if head[:2] != b"\x1f\x8b":
-        return head[:_SNIFF_BYTES]
-    try:
-        return zlib.decompressobj(wbits=31).decompress(head, _SNIFF_BYTES)
-    except zlib.error:
-        return b""
-
-
-def _is_nifti_header(head: bytes) -> bool:
-    if len(head) >= 348 and _sizeof_hdr(head[:4]) == 348:
-        return head[344:347] in (b"n+1", b"ni1")
-    return len(head) >= 12 and _sizeof_hdr(head[:4]) == 540 and head[4:7] == b"n+2"
-
-
-def _sizeof_hdr(first: bytes) -> int | None:
-    """348 (NIfTI-1) or 540 (NIfTI-2) from the header's first field, in either byte order."""
-    found = _header_kind(first)
-    return found[0] if found else None
-
-
-def _header_kind(first: bytes) -> tuple[int, str] | None:
-    """(sizeof_hdr, byte order ``"<"`` or ``">"``) from the header's first 4 bytes, or None."""
-    for order, code in (("little", "<"), ("big", ">")):
-        value = int.from_bytes(first, order)  # type: ignore[arg-type]
-        if value in (348, 540):
-            return value, code
-    return None
+    return is_nifti_head(head)
 
 
 def _read_bytes(source: NiftiSource, name: str | None) -> tuple[bytes, str, str]:
@@ -432,7 +397,7 @@ def _parse(data: bytes, shown: str, *, voxels: bool = True) -> _Parsed:
     """
     stream = _Inflow(data, shown)
     first = stream.read(4)
-    found = _header_kind(first) if len(first) == 4 else None
+    found = nifti_header_kind(first) if len(first) == 4 else None
     if found is None:
         inside = "a gzip file that does not hold a NIfTI volume" if stream.gz else "not a NIfTI file"
         raise InvalidInputError(
@@ -1175,7 +1140,7 @@ def write_heatmap_nifti(
             geometry. Nothing is written then.
     """
     out = Path(path)
-    if not out.name.lower().endswith((".nii", ".nii.gz")):
+    if not out.name.lower().endswith(NIFTI_SUFFIXES):
         raise InvalidInputError(f"heatmap volume {out.name!r}: the file name must end in .nii or .nii.gz")
     if not out.parent.is_dir():
         raise InvalidInputError(

@@ -52,7 +52,6 @@ from brain_ct.collect import (
     is_sidecar,
     name_members,
     natural_key,
-    plural,
     screen_name,
     sniff_path,
 )
@@ -69,8 +68,10 @@ from brain_ct.io import (
 )
 from brain_ct.limits import UploadLimits
 from brain_ct.limits import using as using_limits
-from brain_ct.nifti import NIFTI_SUFFIXES, is_nifti, nifti_info, nifti_series_id, read_nifti_series
+from brain_ct.nifti import is_nifti, nifti_info, nifti_series_id, read_nifti_series
+from brain_ct.sniff import NIFTI_SUFFIXES
 from brain_ct.volume import Series, SeriesInfo, check_plausible_series
+from brain_ct.wording import plural
 
 T = TypeVar("T")
 

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from brain_ct.cli.common import int_at_least
-from brain_ct.collect import plural
 from brain_ct.errors import InvalidInputError
 from brain_ct.synthetic import FORMATS, STYLES, generate_series, plain_8bit, to_dicom, write_dataset
+from brain_ct.wording import plural
 
 _non_negative_int = int_at_least(0)
 
