@@ -30,10 +30,10 @@ from typing import Any
 
 import brain_ct.privacy as privacy
 from brain_ct.errors import InvalidInputError
-from brain_ct.io import MAX_FILE_BYTES
 from brain_ct.limits import ENV, UploadLimits
 from brain_ct.limits import current as current_limits
 from brain_ct.sniff import HEAD_BYTES, IMAGE_FORMATS, IMAGE_SUFFIXES, NIFTI_SUFFIXES, sniff
+from brain_ct.source import MAX_FILE_BYTES
 from brain_ct.wording import plural
 
 _CHUNK = 1 << 20  # bytes read from a zip member at a time

@@ -9,7 +9,7 @@ in 3D Slicer or ITK-SNAP.
 
 Reading, in order (nothing is written anywhere):
 
-1. **Bytes**: the file (at most :data:`brain_ct.io.MAX_FILE_BYTES`), gzip or not. The header is
+1. **Bytes**: the file (at most :data:`brain_ct.source.MAX_FILE_BYTES`), gzip or not. The header is
    parsed first (NIfTI-1, 348 bytes, or NIfTI-2, 540 bytes, either byte order) and checked
    before a single voxel is read: 2–7 dims, a 3-D volume (a 2-D file or a third dim of 1 is one
    slice; a 4th or 5th dim above 1 — a time series, several volumes or channels — is refused),
@@ -58,9 +58,10 @@ from nibabel import orientations, volumeutils
 
 import brain_ct.limits as limits
 from brain_ct.errors import InvalidInputError
+from brain_ct.hu import hu_image
 from brain_ct.image import CTImage
-from brain_ct.io import MAX_SIDE, MIN_SIDE, hu_image, read_source
 from brain_ct.sniff import NIFTI_SUFFIXES, is_nifti_head, nifti_header_kind
+from brain_ct.source import MAX_SIDE, MIN_SIDE, read_source
 from brain_ct.volume import Series, SeriesInfo, check_plausible_series
 
 NiftiSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]

@@ -55,21 +55,16 @@ from brain_ct.collect import (
     screen_name,
     sniff_path,
 )
+from brain_ct.dicom import check_frame_count, quiet_dicom, read_dicom_header
 from brain_ct.errors import InvalidInputError
 from brain_ct.image import CTImage
-from brain_ct.io import (
-    check_frame_count,
-    image_pixels,
-    load_frames,
-    load_image,
-    quiet_dicom,
-    read_dicom_header,
-    reader_errors,
-)
+from brain_ct.io import load_frames, load_image
 from brain_ct.limits import UploadLimits
 from brain_ct.limits import using as using_limits
 from brain_ct.nifti import is_nifti, nifti_info, nifti_series_id, read_nifti_series
+from brain_ct.ordinary_image import image_pixels
 from brain_ct.sniff import NIFTI_SUFFIXES
+from brain_ct.source import reader_errors
 from brain_ct.volume import Series, SeriesInfo, check_plausible_series
 from brain_ct.wording import plural
 

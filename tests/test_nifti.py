@@ -595,7 +595,7 @@ def test_big_endian_file_reads_the_same(dicom_series: Series) -> None:
 
 
 def test_file_over_the_size_limit_is_refused(good_bytes: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("brain_ct.io.MAX_FILE_BYTES", len(good_bytes) - 1)
+    monkeypatch.setattr("brain_ct.source.MAX_FILE_BYTES", len(good_bytes) - 1)
     with pytest.raises(InvalidInputError, match="above the .* limit"):
         read_nifti_series(good_bytes)
 
