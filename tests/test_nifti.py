@@ -23,17 +23,19 @@ from brain_ct.errors import InvalidInputError, NotHeadCTError
 from brain_ct.image import CTImage
 from brain_ct.nifti import (
     MAX_EXTENSION_BYTES,
-    MAX_VOXELS,
-    NiftiGrid,
-    NiftiSeries,
     _Inflow,
     check_ct_like,
-    grid_from_series,
-    heatmap_volume,
     is_nifti,
     nifti_info,
     read_nifti_mask,
     read_nifti_series,
+)
+from brain_ct.nifti_grid import (
+    MAX_VOXELS,
+    NiftiGrid,
+    NiftiSeries,
+    grid_from_series,
+    heatmap_volume,
     write_heatmap_nifti,
 )
 from brain_ct.series import Series, read_series

@@ -84,7 +84,8 @@ from brain_ct.cli.common import add_reading_arguments, load_predictor
 from brain_ct.collect import natural_key
 from brain_ct.errors import BrainCTError
 from brain_ct.labels import SUBTYPES
-from brain_ct.nifti import NiftiGrid, grid_from_series, is_nifti, write_heatmap_nifti
+from brain_ct.nifti import is_nifti
+from brain_ct.nifti_grid import NiftiGrid, grid_from_series, write_heatmap_nifti
 from brain_ct.scan import model_output_fields, predict_series
 from brain_ct.series import Series, list_series, read_series
 from brain_ct.sniff import NIFTI_SUFFIXES
