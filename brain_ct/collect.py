@@ -32,7 +32,7 @@ import brain_ct.privacy as privacy
 from brain_ct.errors import InvalidInputError
 from brain_ct.limits import ENV, UploadLimits
 from brain_ct.limits import current as current_limits
-from brain_ct.sniff import HEAD_BYTES, IMAGE_FORMATS, IMAGE_SUFFIXES, NIFTI_SUFFIXES, sniff
+from brain_ct.sniff import DICOM_SUFFIXES, HEAD_BYTES, IMAGE_FORMATS, IMAGE_SUFFIXES, NIFTI_SUFFIXES, sniff
 from brain_ct.source import MAX_FILE_BYTES
 from brain_ct.wording import plural
 
@@ -484,7 +484,7 @@ def _gather(
 # --------------------------------------------------------------------------- names are user data
 
 #: Extensions dropped before a name is screened.
-_NAME_EXTENSIONS = (".dcm", ".dicom", ".dic", ".ima", ".img", ".raw", ".txt", ".bin", ".json", ".xml")
+_NAME_EXTENSIONS = (*DICOM_SUFFIXES, ".dic", ".ima", ".img", ".raw", ".txt", ".bin", ".json", ".xml")
 _NAME_EXTENSIONS += (*NIFTI_SUFFIXES, ".zip")
 _NAME_EXTENSIONS += IMAGE_SUFFIXES
 

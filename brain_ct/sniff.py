@@ -23,6 +23,9 @@ import zlib
 #: File name endings of the ordinary image formats :func:`brain_ct.io.load_image` reads.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
+#: File name endings DICOM files usually carry (many have none: the bytes decide, not the name).
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
 #: File name endings of a NIfTI volume (:mod:`brain_ct.nifti`).
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
