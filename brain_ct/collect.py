@@ -4,8 +4,8 @@
 writing to disk. Zips are checked as a whole *before* anything is read (:class:`ZipLimits`: entry
 names, symlinks, entry count, declared sizes, compression ratio of each member and of the whole
 zip); members are then read into memory one by one with the limits enforced on the bytes actually
-inflated (declared sizes can lie). The first bytes of each file decide what it is (:func:`_sniff`:
-the DICOM ``DICM`` marker or a DICOM element at the start, or an image signature); anything else
+inflated (declared sizes can lie). The first bytes of each file decide what it is
+(:func:`brain_ct.sniff.sniff`: DICOM, an ordinary image, or neither); anything else
 is never inflated further nor parsed. The whole request runs under a time budget
 (:attr:`ZipLimits.max_seconds`, :class:`Budget`).
 
@@ -30,12 +30,11 @@ from typing import Any
 
 import brain_ct.privacy as privacy
 from brain_ct.errors import InvalidInputError
-from brain_ct.io import MAX_FILE_BYTES
 from brain_ct.limits import ENV, UploadLimits
 from brain_ct.limits import current as current_limits
-
-#: File name endings read as ordinary images (anything else is tried as DICOM).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from brain_ct.sniff import DICOM_SUFFIXES, HEAD_BYTES, IMAGE_FORMATS, IMAGE_SUFFIXES, NIFTI_SUFFIXES, sniff
+from brain_ct.source import MAX_FILE_BYTES
+from brain_ct.wording import plural
 
 _CHUNK = 1 << 20  # bytes read from a zip member at a time
 
@@ -82,23 +81,6 @@ DEFAULT_ZIP_LIMITS = ZipLimits()
 #: ``ZipLimits.max_ratio``: 1000 small files of zeros each stay under the per-member floor.
 _TOTAL_RATIO_FLOOR = 32 << 20
 
-#: Bytes of a file looked at to tell DICOM, an ordinary image and anything else apart.
-_HEAD_BYTES = 4096
-
-#: Signatures of the ordinary image formats :func:`brain_ct.io.load_image` reads: (magic, offset).
-_IMAGE_SIGNATURES: tuple[tuple[bytes, int], ...] = (
-    (b"\x89PNG\r\n\x1a\n", 0),
-    (b"\xff\xd8\xff", 0),
-    (b"II*\x00", 0),
-    (b"MM\x00*", 0),
-    (b"BM", 0),
-    (b"WEBP", 8),
-)
-
-#: Groups a DICOM dataset written without preamble may start with (file meta, identifying
-#: information, patient, acquisition, relationship, image pixel description).
-_FIRST_GROUPS = frozenset({0x0002, 0x0004, 0x0008, 0x0010, 0x0018, 0x0020, 0x0028})
-
 
 @dataclass
 class Member:
@@ -107,7 +89,7 @@ class Member:
     ``name`` is its path inside the folder or zip (internal only: names are user data and may
     carry identifiers; outputs use :attr:`label`). ``data`` is a path, or the bytes in memory
     (zip members; empty once a member is known not to be DICOM or an image). ``kind`` comes from
-    the first bytes (:func:`_sniff`); ``shown`` is the screened display name or None, ``ordinal``
+    the first bytes (:func:`_kind`); ``shown`` is the screened display name or None, ``ordinal``
     the 1-based place of the file in the natural order of the names.
     """
 
@@ -124,55 +106,17 @@ class Member:
         return self.shown or f"file {self.ordinal}"
 
 
-def plural(n: int, noun: str) -> str:
-    """``"1 slice"``, ``"2 slices"``: a count with its noun (regular plurals only)."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
 def natural_key(name: str) -> list[Any]:
     """Sort key that orders ``slice2`` before ``slice10`` (digits compared as numbers)."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def _sniff(head: bytes) -> str:
-    """``"dicom"``, ``"image"`` or ``"other"`` from a file's first bytes, before any parsing.
-
-    DICOM: the ``DICM`` marker after the 128-byte preamble followed by the file meta group and a
-    data element (:func:`_dataset_follows_meta`), or (old exporters, no preamble) a
-    first data element of a group in :data:`_FIRST_GROUPS`, little- or big-endian, with either
-    an explicit VR (two capital letters) or a plausible implicit length. Anything else is never
-    handed to pydicom, whose forced parsing of arbitrary bytes is slow (~2 MB/s).
-    """
-    if head[128:132] == b"DICM":
-        return "dicom" if _dataset_follows_meta(head) else "other"
-    for magic, offset in _IMAGE_SIGNATURES:
-        if head[offset : offset + len(magic)] == magic and (offset == 0 or head[:4] == b"RIFF"):
-            return "image"
-    if len(head) >= 8:
-        for order in ("<", ">"):
-            group = int.from_bytes(head[0:2], "little" if order == "<" else "big")
-            if group not in _FIRST_GROUPS:
-                continue
-            vr = head[4:6]
-            if vr.isalpha() and vr.isupper():
-                return "dicom"
-            if int.from_bytes(head[4:8], "little" if order == "<" else "big") < 1 << 16:
-                return "dicom"
-    return "other"
-
-
-def _dataset_follows_meta(head: bytes) -> bool:
-    """After ``DICM`` comes the file meta group (0002,xxxx), explicit VR little endian; when its
-    (0002,0000) *File Meta Information Group Length* is there, the first data element after it
-    must be of a real group (not 0x0000: a run of zeros parses as thousands of empty elements)."""
-    if head[132:134] != b"\x02\x00":
-        return False
-    if head[134:136] != b"\x00\x00" or head[136:138] != b"UL":
-        return True  # no group length: nothing more to check cheaply
-    start = 144 + int.from_bytes(head[140:144], "little")
-    if start + 2 > len(head):
-        return True  # the dataset starts past the bytes looked at
-    return head[start : start + 2] != b"\x00\x00"
+def _kind(head: bytes) -> str:
+    """``"dicom"``, ``"image"`` or ``"other"`` from a file's first bytes (:func:`brain_ct.sniff.sniff`)."""
+    kind = sniff(head)
+    if kind in IMAGE_FORMATS:
+        return "image"
+    return kind if kind == "dicom" else "other"
 
 
 def _skip_silently(name: str) -> bool:
@@ -341,7 +285,7 @@ class Budget:
 def _read_zip(source: Path | bytes, limits: ZipLimits, label: str, budget: Budget) -> list[Member]:
     """Check a zip, then read its members into memory with the limits enforced while inflating.
 
-    Each member's first bytes decide (:func:`_sniff`): a member that is neither DICOM nor an
+    Each member's first bytes decide (:func:`_kind`): a member that is neither DICOM nor an
     ordinary image is inflated no further and kept without its bytes (it is reported, never parsed).
     """
     try:
@@ -364,8 +308,8 @@ def _read_zip(source: Path | bytes, limits: ZipLimits, label: str, budget: Budge
             buf = bytearray()
             try:
                 with zf.open(info) as fh:
-                    buf += fh.read(_HEAD_BYTES)
-                    kind = _sniff(bytes(buf))
+                    buf += fh.read(HEAD_BYTES)
+                    kind = _kind(bytes(buf))
                     total += len(buf)
                     while kind != "other" and (chunk := fh.read(_CHUNK)):
                         buf += chunk
@@ -397,7 +341,7 @@ def _is_zip(path: Path) -> bool:
         return True
     try:
         with path.open("rb") as fh:
-            return fh.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+            return sniff(fh.read(4)) == "zip"
     except OSError:
         return False
 
@@ -406,7 +350,7 @@ def sniff_path(member: Member) -> None:
     """Set ``kind`` of a file on disk from its first bytes (an unreadable file counts as "other")."""
     try:
         with Path(member.data).open("rb") as fh:  # type: ignore[arg-type]  (only called on paths)
-            member.kind = _sniff(fh.read(_HEAD_BYTES))
+            member.kind = _kind(fh.read(HEAD_BYTES))
     except OSError:
         member.kind = "other"
 
@@ -434,7 +378,7 @@ def _read_path(member: Member, limits: ZipLimits, kept: int) -> int:
         member.kind = "other"
         member.problem = "the file is empty (0 bytes)"
         return 0
-    member.kind = _sniff(data[:_HEAD_BYTES])
+    member.kind = _kind(data[:HEAD_BYTES])
     if member.kind == "other" or kept + len(data) > limits.max_total_bytes:
         return 0
     member.data = data
@@ -481,9 +425,9 @@ def _gather(
     if isinstance(source, bytes | bytearray):
         data = bytes(source)
         budget = Budget(limits, "the upload")
-        if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
+        if sniff(data[:4]) == "zip":
             return _read_zip(data, limits, "the zip", budget), "zip", budget
-        return [Member("upload", data, kind=_sniff(data[:_HEAD_BYTES]))], "upload", budget
+        return [Member("upload", data, kind=_kind(data[:HEAD_BYTES]))], "upload", budget
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         label = path.name or str(source)
@@ -540,9 +484,9 @@ def _gather(
 # --------------------------------------------------------------------------- names are user data
 
 #: Extensions dropped before a name is screened.
-_NAME_EXTENSIONS = (".dcm", ".dicom", ".dic", ".ima", ".img", ".raw", ".txt", ".bin", ".json", ".xml")
-_NAME_EXTENSIONS += (".nii", ".nii.gz", ".zip")
-_NAME_EXTENSIONS += IMAGE_EXTENSIONS
+_NAME_EXTENSIONS = (*DICOM_SUFFIXES, ".dic", ".ima", ".img", ".raw", ".txt", ".bin", ".json", ".xml")
+_NAME_EXTENSIONS += (*NIFTI_SUFFIXES, ".zip")
+_NAME_EXTENSIONS += IMAGE_SUFFIXES
 
 
 def screen_name(name: str, identifying: Sequence[str] = ()) -> bool:

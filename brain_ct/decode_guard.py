@@ -1,6 +1,6 @@
 """Fences around the parts of DICOM decoding that allocate what the *data* says, not the header.
 
-:mod:`brain_ct.io` refuses a DICOM whose (0028,0010) *Rows* × (0028,0011) *Columns* is too large
+:mod:`brain_ct.dicom` refuses a DICOM whose (0028,0010) *Rows* × (0028,0011) *Columns* is too large
 before anything is decoded. Two things escape that check, and a tiny upload could use them to
 take a server down:
 
@@ -603,7 +603,7 @@ def decode_image(
 
     Args:
         data: the whole file (PNG, JPEG, TIFF, WebP or BMP), its header already checked.
-        fmt: its format name as :mod:`brain_ct.io` sniffed it (``"JPEG"`` decodes at a libjpeg scale).
+        fmt: its format name as :mod:`brain_ct.sniff` names it (``"JPEG"`` decodes at a libjpeg scale).
         grey: a JPEG with one component (decoded as grey; colour JPEGs stay colour).
         rows: the height its header declares (pixels).
         columns: the width its header declares (pixels).

@@ -16,9 +16,11 @@ from typing import Any
 from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.io import load_image
 from brain_ct.predictor import Prediction, Predictor
+from brain_ct.sniff import sniff
+from brain_ct.wording import plural
 
-#: The first bytes of the ordinary image formats read here (PNG; JPEG's SOI marker).
-_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+#: The ordinary image formats read here (:func:`brain_ct.sniff.sniff`'s names).
+_FORMATS = ("PNG", "JPEG")
 
 
 def is_ordinary_image(path: str | PathLike[str]) -> bool:
@@ -28,7 +30,7 @@ def is_ordinary_image(path: str | PathLike[str]) -> bool:
             head = f.read(8)
     except OSError:
         return False
-    return any(head.startswith(m) for m in _MAGIC)
+    return sniff(head) in _FORMATS
 
 
 def is_image_set(paths: Sequence[str | PathLike[str]]) -> bool:
@@ -61,7 +63,7 @@ class ImageSetReading:
 
     def summary(self) -> str:
         """One line: "2 of 3 images suspicious" (and how many could not be read)."""
-        line = f"{len(self.suspicious)} of {self.n_read} image{'s' if self.n_read != 1 else ''} suspicious"
+        line = f"{len(self.suspicious)} of {plural(self.n_read, 'image')} suspicious"
         if self.errors:
             line += f"; {len(self.errors)} could not be read"
         return line

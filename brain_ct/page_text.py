@@ -23,8 +23,8 @@ from brain_ct.image import CTImage
 from brain_ct.image_set import ImageSetReading
 from brain_ct.labels import ANY
 from brain_ct.predictor import Prediction
-from brain_ct.report import plural
 from brain_ct.scan import SeriesPrediction
+from brain_ct.wording import plural
 
 #: The input kinds a threshold can be set for, in people's words (``CTImage.source``).
 KIND_NAMES = {"dicom": "DICOM slices", "image": "PNG/JPG images"}

@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import brain_ct.explain as explain
-from brain_ct.collect import plural  # noqa: F401  (one wording of counts; app and CLI import it from here)
 from brain_ct.errors import InvalidInputError
 from brain_ct.labels import SUBTYPES
 from brain_ct.scan import SeriesPrediction
@@ -47,6 +46,7 @@ from brain_ct.wording import (
     UNVERIFIED_NOTE,
     display_caption,
     hemorrhage_name,
+    plural,
     slice_ranges,
     verdict,
 )

@@ -52,25 +52,21 @@ from brain_ct.collect import (
     is_sidecar,
     name_members,
     natural_key,
-    plural,
     screen_name,
     sniff_path,
 )
+from brain_ct.dicom import check_frame_count, quiet_dicom, read_dicom_header
 from brain_ct.errors import InvalidInputError
 from brain_ct.image import CTImage
-from brain_ct.io import (
-    check_frame_count,
-    image_pixels,
-    load_frames,
-    load_image,
-    quiet_dicom,
-    read_dicom_header,
-    reader_errors,
-)
+from brain_ct.io import load_frames, load_image
 from brain_ct.limits import UploadLimits
 from brain_ct.limits import using as using_limits
-from brain_ct.nifti import NIFTI_SUFFIXES, is_nifti, nifti_info, nifti_series_id, read_nifti_series
+from brain_ct.nifti import is_nifti, nifti_info, nifti_series_id, read_nifti_series
+from brain_ct.ordinary_image import image_pixels
+from brain_ct.sniff import NIFTI_SUFFIXES
+from brain_ct.source import reader_errors
 from brain_ct.volume import Series, SeriesInfo, check_plausible_series
+from brain_ct.wording import plural
 
 T = TypeVar("T")
 
@@ -583,28 +579,7 @@ def _read_series(
         salt = found.salt
         group = _choose(found.groups, series_uid, salt)
         sort_key = sort_entries(group.entries)
-        for other in found.groups.values():
-            if other is group:
-                continue
-            reason = (
-                f"other series {hashed_series_id(other.uid, salt)}, {plural(len(other.entries), 'slice')}"
-            )
-            for member in {id(e.member): e.member for e in other.entries}.values():
-                skipped.append((member.ordinal, {"file": member.label, "reason": reason}))
-        chosen = {id(e.member) for e in group.entries}
-        for member in members:
-            if id(member) not in chosen:
-                member.data = b""  # not part of the series: its bytes are not needed any more
-        for member in found.images:
-            skipped.append(
-                (
-                    member.ordinal,
-                    {
-                        "file": member.label,
-                        "reason": "an ordinary image beside DICOM slices; not part of the series",
-                    },
-                )
-            )
+        skipped += _left_beside(group, found, members)
         # A CT series is judged once as a series (below), not per slice: a scan's first and last
         # slices rightly show little head. Without a Modality each slice must pass io's own check,
         # which also asks for the user's consent to read it as CT; a series check on top of that
@@ -638,15 +613,43 @@ def _read_series(
     if series.slices:
         _mark_head_check(series, allow_unverified)
     if not series.slices:
-        why = [f"{e['file']}: {e['message']}" for e in series.errors]
-        why += [f"{k['file']}: {k['reason']}" for k in series.skipped]
-        details = "; ".join(why[:5])
-        more = f" (and {len(why) - 5} more)" if len(why) > 5 else ""
-        raise InvalidInputError(
-            f"no slice of {label} could be read as a head CT. Accepted: DICOM CT slices or PNG/JPG "
-            f"slices, in a folder, a zip or as several files. Per file: {details or 'no files'}{more}"
-        )
+        raise _nothing_read(series, label)
     return series
+
+
+def _left_beside(
+    group: SeriesGroup, found: SeriesHeaders, members: list[Member]
+) -> list[tuple[int, dict[str, str]]]:
+    """(ordinal, skipped entry) of every file left out beside the chosen ``group``: the other series'
+    slices and ordinary images. Members outside the group let go of their bytes."""
+    skipped = []
+    for other in found.groups.values():
+        if other is group:
+            continue
+        reason = (
+            f"other series {hashed_series_id(other.uid, found.salt)}, {plural(len(other.entries), 'slice')}"
+        )
+        for member in {id(e.member): e.member for e in other.entries}.values():
+            skipped.append((member.ordinal, {"file": member.label, "reason": reason}))
+    chosen = {id(e.member) for e in group.entries}
+    for member in members:
+        if id(member) not in chosen:
+            member.data = b""  # not part of the series: its bytes are not needed any more
+    beside = "an ordinary image beside DICOM slices; not part of the series"
+    skipped += [(member.ordinal, {"file": member.label, "reason": beside}) for member in found.images]
+    return skipped
+
+
+def _nothing_read(series: Series, label: str) -> InvalidInputError:
+    """The refusal of a request of which no slice could be read, naming why per file (the first five)."""
+    why = [f"{e['file']}: {e['message']}" for e in series.errors]
+    why += [f"{k['file']}: {k['reason']}" for k in series.skipped]
+    details = "; ".join(why[:5])
+    more = f" (and {len(why) - 5} more)" if len(why) > 5 else ""
+    return InvalidInputError(
+        f"no slice of {label} could be read as a head CT. Accepted: DICOM CT slices or PNG/JPG "
+        f"slices, in a folder, a zip or as several files. Per file: {details or 'no files'}{more}"
+    )
 
 
 def _bytes_of(member: Member) -> bytes:

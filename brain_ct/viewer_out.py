@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from brain_ct.collect import DEFAULT_ZIP_LIMITS, collect
+from brain_ct.dicom import quiet_dicom, read_dicom_header
 from brain_ct.errors import InvalidInputError
-from brain_ct.io import quiet_dicom, read_dicom_header
 from brain_ct.series import Series, hashed_series_id, read_headers, sort_entries
 
 if TYPE_CHECKING:

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import brain_ct.framing as framing
-from brain_ct.collect import plural
 from brain_ct.errors import NotHeadCTError
 from brain_ct.image import CTImage
+from brain_ct.wording import plural
 
 
 @dataclass

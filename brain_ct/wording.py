@@ -1,4 +1,5 @@
-"""The words a reading is shown with, in one place: the verdict, the demo-model note, the unverified caveat.
+"""The words a reading is shown with, in one place: the verdict, the demo-model note, the unverified caveat,
+counts of things (:func:`plural`).
 
 App, CLI and PDF report all take their wording from here, so a verdict reads the same wherever it
 is shown. A leaf module: it imports nothing of the package.
@@ -103,3 +104,8 @@ def display_caption(source: str) -> str:
     if source in ("dicom", "nifti"):
         return HU_DISPLAY
     return IMAGE_DISPLAY if source == "image" else "the slice"
+
+
+def plural(n: int, noun: str) -> str:
+    """``"1 slice"``, ``"2 slices"``: a count with its noun (regular plurals only)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

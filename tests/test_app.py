@@ -84,7 +84,7 @@ def _nifti_scan(path: Path, n: int = 5) -> Path:
     """A small phantom scan as the NIfTI volume dcm2niix would write (int16 HU, qform and sform)."""
     import nibabel as nib
 
-    from brain_ct.nifti import grid_from_series
+    from brain_ct.nifti_grid import grid_from_series
     from brain_ct.series import read_series
 
     slices = []

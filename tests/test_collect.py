@@ -24,11 +24,12 @@ from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
 
-from brain_ct.collect import ZipLimits, check_zip, natural_key, plural, screen_name
+from brain_ct.collect import ZipLimits, check_zip, natural_key, screen_name
 from brain_ct.errors import InvalidInputError
 from brain_ct.limits import UploadLimits
 from brain_ct.scan import predict_series
 from brain_ct.series import list_series, read_series
+from brain_ct.wording import plural
 
 # --------------------------------------------------------------------------- zip safety
 

@@ -23,8 +23,9 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import pixel_array
 
 from brain_ct import decode_guard
+from brain_ct.dicom import read_dicom_header
 from brain_ct.errors import InvalidInputError
-from brain_ct.io import load_frames, load_image, read_dicom_header
+from brain_ct.io import load_frames, load_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,7 +144,8 @@ def test_codec_bombs_stay_within_the_memory_bar(hostile: dict[str, Path], tmp_pa
     script = """
         import json, sys, time
         from brain_ct.errors import InvalidInputError
-        from brain_ct.io import load_frames, load_image, read_dicom_header
+        from brain_ct.dicom import read_dicom_header
+        from brain_ct.io import load_frames, load_image
         from brain_ct.series import read_series
         result = {"outcomes": {}}
         start = time.perf_counter()

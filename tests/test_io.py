@@ -19,17 +19,12 @@ from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
+from brain_ct.dicom import quiet_dicom, read_dicom_header
 from brain_ct.errors import InvalidInputError, NotHeadCTError
-from brain_ct.io import (
-    MAX_PIXELS,
-    CTImage,
-    load_frames,
-    load_image,
-    quiet_dicom,
-    read_dicom_header,
-    stored_to_hu,
-)
+from brain_ct.hu import stored_to_hu
+from brain_ct.io import CTImage, load_frames, load_image
 from brain_ct.privacy import ALLOWED_META_KEYS
+from brain_ct.source import MAX_PIXELS
 
 # --------------------------------------------------------------------------- helpers
 
@@ -762,7 +757,7 @@ def test_a_library_failure_becomes_a_message_without_values(
     def broken(ds):
         raise KeyError("DOE^JANE")
 
-    monkeypatch.setattr("brain_ct.io.extract_meta", broken)
+    monkeypatch.setattr("brain_ct.dicom.extract_meta", broken)
     with pytest.raises(InvalidInputError, match=r"upload: the file is malformed .*KeyError") as info:
         load_image(dicom_bytes(make_ct_dataset(ct_pixels(head_hu, 128))))
     assert "DOE" not in str(info.value)

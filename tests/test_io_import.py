@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from helpers_dicom import ct_dataset, dicom_bytes
 
-from brain_ct.io import load_image, quiet_dicom
+from brain_ct.dicom import quiet_dicom
+from brain_ct.io import load_image
 
 REPO = Path(__file__).resolve().parents[1]
 

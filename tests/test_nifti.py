@@ -23,17 +23,19 @@ from brain_ct.errors import InvalidInputError, NotHeadCTError
 from brain_ct.image import CTImage
 from brain_ct.nifti import (
     MAX_EXTENSION_BYTES,
-    MAX_VOXELS,
-    NiftiGrid,
-    NiftiSeries,
     _Inflow,
     check_ct_like,
-    grid_from_series,
-    heatmap_volume,
     is_nifti,
     nifti_info,
     read_nifti_mask,
     read_nifti_series,
+)
+from brain_ct.nifti_grid import (
+    MAX_VOXELS,
+    NiftiGrid,
+    NiftiSeries,
+    grid_from_series,
+    heatmap_volume,
     write_heatmap_nifti,
 )
 from brain_ct.series import Series, read_series
@@ -595,7 +597,7 @@ def test_big_endian_file_reads_the_same(dicom_series: Series) -> None:
 
 
 def test_file_over_the_size_limit_is_refused(good_bytes: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("brain_ct.io.MAX_FILE_BYTES", len(good_bytes) - 1)
+    monkeypatch.setattr("brain_ct.source.MAX_FILE_BYTES", len(good_bytes) - 1)
     with pytest.raises(InvalidInputError, match="above the .* limit"):
         read_nifti_series(good_bytes)
 

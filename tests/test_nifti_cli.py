@@ -2,7 +2,7 @@
 predict`` with ``--heatmaps-nifti``; bad NIfTI files give a clear error and nothing is written.
 
 The scan is a synthetic phantom series written as DICOM (the reference reading) and as the NIfTI
-volume ``dcm2niix`` would write from it (the grid of :func:`brain_ct.nifti.grid_from_series`).
+volume ``dcm2niix`` would write from it (the grid of :func:`brain_ct.nifti_grid.grid_from_series`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from helpers_models import make_tiny_model
 
 from brain_ct.__main__ import main
 from brain_ct.errors import InvalidInputError
-from brain_ct.nifti import grid_from_series, nifti_series_id
+from brain_ct.nifti import nifti_series_id
+from brain_ct.nifti_grid import grid_from_series
 from brain_ct.series import Series, list_series, read_series
 from brain_ct.synthetic import generate_series, to_dicom
 

@@ -185,7 +185,7 @@ def test_real_variant_writes_as_dicom_and_8bit(slices) -> None:
 
 
 def test_a_tightly_cropped_sliver_still_renders_at_least_min_side_pixels() -> None:
-    from brain_ct.io import MIN_SIDE
+    from brain_ct.source import MIN_SIDE
     from brain_ct.synthetic.real_augment import as_phantom
 
     # a skull cap seen edge-on: a thin, wide band of bone (what a tight crop of a vertex level leaves)

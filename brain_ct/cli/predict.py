@@ -81,14 +81,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from brain_ct.cli.common import add_reading_arguments, load_predictor
-from brain_ct.collect import natural_key, plural
+from brain_ct.collect import natural_key
 from brain_ct.errors import BrainCTError
 from brain_ct.labels import SUBTYPES
-from brain_ct.nifti import NIFTI_SUFFIXES, NiftiGrid, grid_from_series, is_nifti, write_heatmap_nifti
+from brain_ct.nifti import is_nifti
+from brain_ct.nifti_grid import NiftiGrid, grid_from_series, write_heatmap_nifti
 from brain_ct.scan import model_output_fields, predict_series
 from brain_ct.series import Series, list_series, read_series
+from brain_ct.sniff import NIFTI_SUFFIXES
 from brain_ct.viewer_out import source_reference, write_dicom_overlays
-from brain_ct.wording import UNVERIFIED_NOTE, subtype_list
+from brain_ct.wording import UNVERIFIED_NOTE, plural, subtype_list
 
 if TYPE_CHECKING:
     from brain_ct.image import CTImage

@@ -16,10 +16,10 @@ from pathlib import Path
 from brain_ct.cli.common import add_reading_arguments, load_predictor
 from brain_ct.cli.predict import cli_message
 from brain_ct.errors import InvalidInputError
-from brain_ct.report import plural, write_report
+from brain_ct.report import write_report
 from brain_ct.scan import predict_series
 from brain_ct.series import read_series
-from brain_ct.wording import UNVERIFIED_NOTE
+from brain_ct.wording import UNVERIFIED_NOTE, plural
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -30,9 +30,9 @@ import cv2
 import numpy as np
 
 from brain_ct.cli.common import int_at_least
-from brain_ct.collect import plural
 from brain_ct.errors import InvalidInputError
 from brain_ct.synthetic import FORMATS, STYLES, Phantom, generate_series, plain_8bit, to_dicom, write_dataset
+from brain_ct.wording import plural
 
 _non_negative_int = int_at_least(0)
 

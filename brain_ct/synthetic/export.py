@@ -41,7 +41,7 @@ from pydicom.uid import (
 )
 
 from brain_ct.errors import InvalidInputError
-from brain_ct.io import MIN_SIDE
+from brain_ct.source import MIN_SIDE
 from brain_ct.synthetic.core import Phantom, generate_slice, mask_bbox
 from brain_ct.windowing import window
 
