@@ -1,8 +1,8 @@
 """The one budget of what an upload may cost: pixels, frames, voxels, bytes and seconds.
 
 Every reader asks :func:`current` (or the :class:`UploadLimits` it was given) *before* it
-allocates anything from what a file declares: :mod:`brain_ct.io` (a slice's Rows × Columns, a
-multi-frame file's NumberOfFrames, an ordinary image's header), :mod:`brain_ct.series` (a
+allocates anything from what a file declares: :mod:`brain_ct.dicom` (a slice's Rows × Columns, a
+multi-frame file's NumberOfFrames), :mod:`brain_ct.ordinary_image` (an ordinary image's header), :mod:`brain_ct.series` (a
 scan's slices and pixels summed over the headers, before any slice is decoded) and
 :mod:`brain_ct.collect` (bytes, members, seconds). The defaults are the strict values of a
 public Space (2 vCPU, 16 GB shared by every visitor: one request ≤ 1.5 GB above idle); a local

@@ -67,7 +67,7 @@ DERIVED_KEYS: tuple[str, ...] = (
     "StudyUIDHash",  # hashed_uid(StudyInstanceUID)
 )
 
-#: Keys :mod:`brain_ct.io` adds itself (never tag values): frame bookkeeping, processing notes
+#: Keys the readers (:mod:`brain_ct.dicom`, :mod:`brain_ct.ordinary_image`) add themselves (never tag values): frame bookkeeping, processing notes
 #: written by this package, and the format of ordinary (non-DICOM) images.
 LOADER_KEYS: tuple[str, ...] = ("FrameIndex", "Notes", "Format", "BitDepth", "Channels")
 

@@ -230,7 +230,7 @@ class _ViewerOutputs:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.nifti: Path | None = args.heatmaps_nifti
-        self.nifti_is_file = self.nifti is not None and self.nifti.name.lower().endswith((".nii", ".nii.gz"))
+        self.nifti_is_file = self.nifti is not None and self.nifti.name.lower().endswith(NIFTI_SUFFIXES)
         self.dicom: Path | None = args.dicom_out
         self.keep_uids = bool(args.keep_uids)
         self.used: set[Path] = set()
@@ -595,7 +595,7 @@ def _check_viewer_outputs(args: argparse.Namespace, paths: Sequence[str]) -> str
     target = args.heatmaps_nifti
     if target is not None:
         scans = [p for p in paths if is_series_path(p)]
-        if target.name.lower().endswith((".nii", ".nii.gz")):
+        if target.name.lower().endswith(NIFTI_SUFFIXES):
             if len(scans) != 1:
                 return (
                     f"--heatmaps-nifti {str(target)!r} is one file, but {len(scans)} scans (folders, zips or "

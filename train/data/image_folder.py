@@ -22,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from brain_ct import sniff
 from brain_ct.errors import InvalidInputError
 from brain_ct.io import load_image
 from brain_ct.labels import SUBTYPES
@@ -31,7 +32,8 @@ from train.data.records import SUBTYPE_COLUMN, file_columns
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom", ""}
+#: What a class folder may hold: the ordinary images and DICOMs brain_ct reads, and DICOMs without a suffix.
+IMAGE_SUFFIXES = {*sniff.IMAGE_SUFFIXES, *sniff.DICOM_SUFFIXES, ""}
 SKIP_DIRS = {"masks"}
 
 

@@ -19,6 +19,7 @@ from brain_ct.errors import InvalidInputError
 from brain_ct.image import CTImage
 from brain_ct.nifti import read_nifti_mask, read_nifti_series
 from brain_ct.series import context_neighbors
+from brain_ct.sniff import NIFTI_SUFFIXES
 from brain_ct.volume import Series
 from train.data.records import file_columns
 
@@ -47,7 +48,7 @@ def _nifti_files(root: Path) -> list[Path]:
         (
             f
             for f in root.rglob("*")
-            if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith((".nii", ".nii.gz"))
+            if f.is_file() and not f.name.startswith(".") and f.name.lower().endswith(NIFTI_SUFFIXES)
         ),
         key=lambda f: natural_key(f.relative_to(root).as_posix()),
     )
