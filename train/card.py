@@ -333,7 +333,7 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
     Args:
         settings: the saved model's settings: preprocessing (windows, image size, mean/std, slice
             context), ``threshold`` and ``threshold_rule`` (the rule dict of
-            :func:`train.evaluate.select_threshold`, stored as ``brain_ct_threshold_rule``) and
+            :func:`train.threshold.select_threshold`, stored as ``brain_ct_threshold_rule``) and
             ``trained_on`` (the training data description).
         results: ``eval_results.json`` content: ``validation`` / ``test`` metric dicts and, when
             calibration ran, ``calibration`` (temperature, ECE per split, input kind and domain).

@@ -47,7 +47,6 @@ from train.data import (
     subtype_pos_weights,
 )
 from train.evaluate import (
-    plot_training_curves,
     predict_scores,
     report_split,
     report_subtypes,
@@ -55,6 +54,7 @@ from train.evaluate import (
     summary_line,
 )
 from train.hub import push_folder
+from train.plots import plot_training_curves
 
 # The same logger as python -m train itself: a run's log reads as before.
 logger = logging.getLogger("train")
