@@ -286,14 +286,16 @@ def calibrate_and_choose(
 
 @dataclass
 class CalibrateArguments(
-    ModelToReadArguments,
-    EvaluationDataArguments,
-    RealAnatomyEvalArguments,
-    ThresholdRuleArguments,
-    TemperatureScalingArguments,
     LoaderArguments,
+    TemperatureScalingArguments,
+    ThresholdRuleArguments,
+    RealAnatomyEvalArguments,
+    EvaluationDataArguments,
+    ModelToReadArguments,
 ):
     """The arguments of ``python -m train.calibrate`` (checked on construction; errors name the flag).
+
+    The groups are listed last first: ``--help`` shows the model, the data, the rule, then the loader.
 
     The threshold is re-chosen by ``--threshold_strategy`` (any rule but ``fixed``) on the calibrated
     validation scores.

@@ -348,9 +348,11 @@ def report_split(
 
 @dataclass
 class EvaluateArguments(
-    ModelToReadArguments, EvaluationDataArguments, ThresholdRuleArguments, LoaderArguments
+    LoaderArguments, ThresholdRuleArguments, EvaluationDataArguments, ModelToReadArguments
 ):
     """The arguments of ``python -m train.evaluate`` (checked on construction; errors name the flag).
+
+    The groups are listed last first: ``--help`` shows the model, the data, the rule, then the loader.
 
     ``--validation_dir`` / ``--synthetic_validation`` re-choose the threshold by ``--threshold_strategy``
     (any rule but ``fixed``: a fixed threshold is ``--threshold``).
