@@ -17,8 +17,8 @@ from brain_ct.errors import InvalidInputError
 from brain_ct.model import DEMO_MODEL_DIR
 from train import main
 from train.__main__ import parse_args
-from train.args import ADAPT_DEFAULTS, preset_defaults
 from train.data.image_folder import scan_imagefolder, usable_files
+from train.presets import ADAPT_DEFAULTS, preset_defaults
 
 
 @pytest.fixture(scope="module")

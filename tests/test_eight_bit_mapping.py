@@ -13,7 +13,8 @@ from helpers_train import NO_EVAL, write_tiny_folder
 from brain_ct.model import DEMO_MODEL_DIR, load_model
 from brain_ct.preprocess import EightBitMapping
 from train import main
-from train.args import DataArguments, preset_defaults
+from train.args import DataArguments
+from train.presets import preset_defaults
 
 TINY_RUN = [
     "--model_size", "tiny",

@@ -14,13 +14,8 @@ from helpers_models import make_tiny_model, phantom_ct
 from brain_ct.errors import ModelLoadError
 from brain_ct.model import ModelSettings, apply_settings_to_config, build_random_model, load_model
 from brain_ct.predictor import Predictor
-from train.evaluate import (
-    example_thresholds,
-    input_kind_thresholds,
-    metrics_by_kind,
-    rule_input_thresholds,
-    select_threshold,
-)
+from train.evaluate import metrics_by_kind
+from train.threshold import example_thresholds, input_kind_thresholds, rule_input_thresholds, select_threshold
 
 DICOM, IMAGE = 0, 1  # indices into train.data.INPUT_KINDS
 PHANTOM, REAL = 0, 1  # indices into train.data.DOMAINS

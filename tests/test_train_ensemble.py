@@ -19,7 +19,7 @@ from brain_ct.labels import SUBTYPE_LABELS
 from brain_ct.predictor import Predictor
 from brain_ct.synthetic.export import write_dataset
 from train.ensemble import EnsembleArguments, build_ensemble, main, member_ref, member_source, parse_args
-from train.evaluate import select_threshold
+from train.threshold import select_threshold
 
 
 def _validation_folder(root: Path) -> Path:

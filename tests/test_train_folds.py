@@ -20,7 +20,8 @@ from brain_ct.synthetic.export import write_dataset
 from train import main
 from train.data.phantoms import synthetic_records
 from train.data.sampling import fold_splits
-from train.evaluate import score_records, select_threshold
+from train.evaluate import score_records
+from train.threshold import select_threshold
 
 #: A tiny run: 24 phantom training records, 8 validation, 4 test, one step per fold.
 RUN = [

@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from train.args import BrainCTTrainingArguments, DataArguments, ModelArguments, preset_defaults
+from train.args import BrainCTTrainingArguments, DataArguments, ModelArguments
 from train.folds import train_folds
 
 # Re-exported: they were defined here before the run moved to train.pipeline (tests and callers name them here).
@@ -42,6 +42,7 @@ from train.pipeline import build_model as build_model
 from train.pipeline import describe_training_data as describe_training_data
 from train.pipeline import describe_validation as describe_validation
 from train.pipeline import save_preprocessor as save_preprocessor
+from train.presets import preset_defaults
 
 
 def parse_args(
@@ -50,7 +51,7 @@ def parse_args(
     """Read the three argument groups from ``argv`` (default ``sys.argv[1:]``) or from one JSON file.
 
     With ``--preset NAME`` (or ``"preset"`` in the JSON file) the preset's values become the defaults
-    (:func:`train.args.preset_defaults`), so any flag given explicitly still wins.
+    (:func:`train.presets.preset_defaults`), so any flag given explicitly still wins.
     """
     import argparse
 

@@ -24,16 +24,24 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from brain_ct.errors import InvalidInputError, ModelLoadError
+from brain_ct.errors import InvalidInputError
 from brain_ct.labels import LABEL_MODES
-from brain_ct.model import resolve_model_id, settings_from_config
 from brain_ct.preprocess import EIGHT_BIT_MAPPINGS, EightBitMapping
 from brain_ct.windowing import PRESETS, Window, resolve_window
+from train.presets import PRESETS_OF_RUN
+from train.shared_args import (
+    EvaluationDataArguments,
+    FixedThresholdArguments,
+    RealAnatomyEvalArguments,
+    TemperatureScalingArguments,
+    check_at_least,
+    check_folder,
+)
 
-#: ``--model_size`` presets: ``ResNetConfig`` keyword arguments for networks trained from scratch.
 #: Mask-guidance losses (see train/trainer.py).
 MASK_LOSS_TYPES = ("bce", "outside")
 
+#: ``--model_size`` presets: ``ResNetConfig`` keyword arguments for networks trained from scratch.
 #: ``demo`` keeps three stages (total stride 16) so Grad-CAM is 16×16 at a 256-pixel input, and stays < 10 MB.
 MODEL_SIZE_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "layer_type": "basic"},
@@ -46,71 +54,6 @@ MODEL_SIZE_PRESETS: dict[str, dict[str, Any]] = {
     },
     "resnet50-random": {},  # ResNetConfig() defaults: the same compute as microsoft/resnet-50
 }
-
-#: ``--threshold_strategy`` values (the rules: train.evaluate).
-THRESHOLD_STRATEGIES = ("auto", "real_fpr", "sensitivity", "youden", "fixed")
-
-#: ``--preset`` names (their defaults: :func:`preset_defaults`).
-PRESETS_OF_RUN = ("adapt",)
-
-#: ``--preset adapt``: training defaults for fine-tuning a brain-CT model on a small folder of real images
-#: on a CPU in minutes. The whole network trains from the first step (the base already reads CT: a frozen
-#: stage would only spend the few epochs there are); 1e-4 is AdamW's usual fine-tuning rate (measured: 2 CPU
-#: minutes on 140 internet figures took the demo model from AUC 0.88 to 0.98 on 60 held-out ones).
-ADAPT_DEFAULTS: dict[str, Any] = {
-    "stage1_epochs": 0.0,
-    "stage2_epochs": 10.0,
-    "learning_rate": 1e-4,
-    "warmup_steps": 0.1,  # a float below 1 is a ratio of the total steps (transformers 5)
-    "per_device_train_batch_size": 16,
-    "per_device_eval_batch_size": 32,
-    "validation_split": 0.2,
-    "threshold_strategy": "real_fpr",
-    "max_real_fpr": 0.10,
-    "logging_steps": 5,
-    "save_total_limit": 1,
-}
-
-
-def preset_defaults(preset: str, model_name_or_path: str | None) -> dict[str, Any]:
-    """Argument defaults of ``--preset`` (argument name → value); explicit flags override them.
-
-    ``adapt`` takes the preprocessing of the model it starts from (``brain_ct_windows``, image size, mean
-    and std, slice context, 8-bit mapping) so the fine-tuned model reads images exactly as its base did.
-
-    Raises:
-        ValueError: naming ``--model_name_or_path`` when the base is not a loadable brain-CT model.
-    """
-    if preset not in PRESETS_OF_RUN:
-        raise ValueError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS_OF_RUN)}")
-    from transformers import AutoConfig
-
-    try:
-        base = resolve_model_id(model_name_or_path)  # explicit, then BRAIN_CT_MODEL, then the bundled demo
-        config = AutoConfig.from_pretrained(base, trust_remote_code=False)
-        settings = settings_from_config(config, base)
-    except ModelLoadError as exc:
-        raise ValueError(
-            f"--preset adapt: the base model (--model_name_or_path) cannot be used: {exc}"
-        ) from None
-    except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors
-        raise ValueError(
-            f"--preset adapt: cannot read the config of --model_name_or_path {base!r} ({exc}); give a model "
-            "folder written by python -m train, or leave it out to adapt the bundled demo model"
-        ) from None
-    n = len(settings.windows)
-    return {
-        **ADAPT_DEFAULTS,
-        "model_name_or_path": base,
-        "windows": [f"{c:g},{w:g}" for c, w in settings.windows],
-        "image_size": settings.image_size,
-        "image_mean": ",".join(f"{v:g}" for v in settings.mean[:n]),
-        "image_std": ",".join(f"{v:g}" for v in settings.std[:n]),
-        "context_slices": settings.context_slices,
-        "eight_bit_mapping": settings.eight_bit.mode,
-        "eight_bit_assumed_window": "{:g},{:g}".format(*settings.eight_bit.assumed_window),
-    }
-
 
 DEFAULT_BASE_MODEL = "microsoft/resnet-50"
 
@@ -249,8 +192,9 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
-    """Where the training data comes from and how it becomes model input."""
+class DataArguments(EvaluationDataArguments, RealAnatomyEvalArguments):
+    """Where the training data comes from and how it becomes model input; the validation and test data
+    flags are those of ``train.evaluate`` and ``train.calibrate`` (:mod:`train.shared_args`)."""
 
     train_dir: str | None = field(
         default=None,
@@ -259,14 +203,6 @@ class DataArguments:
             "files (the seed's Dataset/train layout)."
         },
     )
-    validation_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Image folder for validation. Without one, a stratified seeded split of the "
-            "training data is used (--validation_split)."
-        },
-    )
-    test_dir: str | None = field(default=None, metadata={"help": "Image folder for the final test metrics."})
     dataset_name: str | None = field(
         default=None, metadata={"help": "A Hugging Face dataset (Hub id or local loading script/folder)."}
     )
@@ -362,21 +298,6 @@ class DataArguments:
             "no files are written and lesion masks come for free."
         },
     )
-    synthetic_validation: int = field(
-        default=0, metadata={"help": "Phantom slices generated for validation."}
-    )
-    synthetic_test: int = field(default=0, metadata={"help": "Phantom slices generated for the test set."})
-    synthetic_8bit_fraction: float = field(
-        default=0.5,
-        metadata={
-            "help": "Fraction of phantom slices fed as 8-bit internet-style renderings instead of "
-            "DICOM HU (chosen per index, deterministically)."
-        },
-    )
-    synthetic_size: int = field(default=256, metadata={"help": "Side of the generated phantoms in pixels."})
-    synthetic_seed: int = field(
-        default=0, metadata={"help": "Seed of the phantom generator (train/validation/test never overlap)."}
-    )
     synthetic_cache: bool = field(
         default=True,
         metadata={
@@ -385,30 +306,9 @@ class DataArguments:
             "--no_synthetic_cache regenerates every phantom every time (no memory, ~3x the CPU)."
         },
     )
-    real_anatomy_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder of real NORMAL head-CT DICOMs (e.g. data/real_anatomy/dcm_qa_ct-GE): each "
-            "training level yields --real_anatomy_variants examples, half normal and half with a lesion "
-            "painted in, deformed and re-scanned afresh every epoch, fed as DICOM or 8-bit figure "
-            "(--synthetic_8bit_fraction). Whole levels are held out for validation as domain 'real'. "
-            "Alone or mixed with --synthetic_train, --train_dir or --dicom_dir."
-        },
-    )
     real_anatomy_variants: int = field(
         default=8,
         metadata={"help": "Examples per real training level per epoch (half normal, half lesioned)."},
-    )
-    real_anatomy_holdout: int = field(
-        default=7,
-        metadata={
-            "help": "Real levels held out per series (never trained on), spread from skull base to vertex; "
-            "their normals (unchanged DICOM and 8-bit renders) and painted positives join validation."
-        },
-    )
-    real_anatomy_eval_variants: int = field(
-        default=2,
-        metadata={"help": "Normals and positives per held-out real level in validation (and test)."},
     )
     real_anatomy_test: bool = field(
         default=False,
@@ -548,6 +448,17 @@ class DataArguments:
     def __post_init__(self) -> None:
         if self.labels not in LABEL_MODES:
             raise ValueError(f"--labels {self.labels!r} is unknown; choose one of {', '.join(LABEL_MODES)}")
+        self._check_sources()
+        self.check_evaluation_data()
+        self.check_real_anatomy_eval()
+        self._check_sizes()
+        self._parse_preprocessing()
+        self._check_augmentation()
+        self._check_mask_guidance()
+        self._check_folds()
+
+    def _check_sources(self) -> None:
+        """Exactly one training source (real anatomy alone or mixed in), and its flags together."""
         sources = [
             self.train_dir is not None,
             self.dataset_name is not None,
@@ -562,24 +473,11 @@ class DataArguments:
             )
         if self.nifti_dir is None and (self.nifti_mask_dir is not None or self.mask_suffix is not None):
             raise ValueError("--nifti_mask_dir and --mask_suffix apply to --nifti_dir only")
+        check_at_least("--synthetic_train", self.synthetic_train, 0)
         if self.min_lesion_area < 1:
             raise ValueError(f"--min_lesion_area must be >= 1 lesion pixel; got {self.min_lesion_area}")
         if self.real_anatomy_dir is not None:
-            if self.dataset_name is not None:
-                raise ValueError(
-                    "--real_anatomy_dir mixes with file folders and phantoms, not --dataset_name"
-                )
-            if self.context_slices:
-                raise ValueError("--real_anatomy_dir does not support --context_slices yet (no neighbours)")
-            if not Path(self.real_anatomy_dir).is_dir():
-                raise ValueError(f"--real_anatomy_dir {self.real_anatomy_dir!r} is not a folder")
-            for flag, value, low in (
-                ("--real_anatomy_variants", self.real_anatomy_variants, 2),
-                ("--real_anatomy_holdout", self.real_anatomy_holdout, 0),
-                ("--real_anatomy_eval_variants", self.real_anatomy_eval_variants, 1),
-            ):
-                if value < low:
-                    raise ValueError(f"{flag} must be >= {low}; got {value}")
+            self._check_real_anatomy_training()
         if sum(sources) > 1:
             raise ValueError(
                 "give exactly one training source: --train_dir, --dataset_name, --dicom_dir, --nifti_dir or "
@@ -589,30 +487,27 @@ class DataArguments:
             raise ValueError("--dicom_dir and --labels_csv go together (RSNA 2019 layout)")
         for flag, value in (
             ("--train_dir", self.train_dir),
-            ("--validation_dir", self.validation_dir),
-            ("--test_dir", self.test_dir),
             ("--dicom_dir", self.dicom_dir),
             ("--mask_dir", self.mask_dir),
             ("--nifti_dir", self.nifti_dir),
             ("--nifti_mask_dir", self.nifti_mask_dir),
         ):
-            if value is not None and not Path(value).is_dir():
-                raise ValueError(f"{flag} {value!r} is not a folder")
+            check_folder(flag, value)
         if self.labels_csv is not None and not Path(self.labels_csv).is_file():
             raise ValueError(f"--labels_csv {self.labels_csv!r} is not a file")
-        for flag, value in (
-            ("--synthetic_train", self.synthetic_train),
-            ("--synthetic_validation", self.synthetic_validation),
-            ("--synthetic_test", self.synthetic_test),
-        ):
-            if value < 0:
-                raise ValueError(f"{flag} must be >= 0; got {value}")
-        if not 0.0 <= self.synthetic_8bit_fraction <= 1.0:
-            raise ValueError(
-                f"--synthetic_8bit_fraction must be in [0, 1]; got {self.synthetic_8bit_fraction}"
-            )
-        if self.synthetic_size < 64:
-            raise ValueError(f"--synthetic_size must be >= 64 pixels; got {self.synthetic_size}")
+        if self.streaming and self.dataset_name is None:
+            raise ValueError("--streaming applies to --dataset_name only")
+
+    def _check_real_anatomy_training(self) -> None:
+        """--real_anatomy_dir as a training source: what it mixes with, and its training levels."""
+        if self.dataset_name is not None:
+            raise ValueError("--real_anatomy_dir mixes with file folders and phantoms, not --dataset_name")
+        if self.context_slices:
+            raise ValueError("--real_anatomy_dir does not support --context_slices yet (no neighbours)")
+        check_at_least("--real_anatomy_variants", self.real_anatomy_variants, 2)
+
+    def _check_sizes(self) -> None:
+        """Split fraction, input size, slice context and sample caps."""
         if not 0.0 < self.validation_split < 1.0:
             raise ValueError(f"--validation_split must be in (0, 1); got {self.validation_split}")
         if self.image_size < 32:
@@ -623,8 +518,12 @@ class DataArguments:
             ("--max_train_samples", self.max_train_samples),
             ("--max_eval_samples", self.max_eval_samples),
         ):
-            if value is not None and value < 1:
-                raise ValueError(f"{flag} must be >= 1; got {value}")
+            if value is not None:
+                check_at_least(flag, value, 1)
+
+    def _parse_preprocessing(self) -> None:
+        """The 8-bit mapping, the windows and the normalisation, parsed into ``eight_bit``, ``window_list``,
+        ``mean_list`` and ``std_list``."""
         if self.eight_bit_mapping not in EIGHT_BIT_MAPPINGS:
             raise ValueError(
                 f"--eight_bit_mapping {self.eight_bit_mapping!r} is unknown; choose one of {', '.join(EIGHT_BIT_MAPPINGS)}"
@@ -646,6 +545,9 @@ class DataArguments:
             raise ValueError(f"--image_std must be > 0; got {self.image_std!r}")
         if (self.mean_list is None) != (self.std_list is None):
             raise ValueError("--image_mean and --image_std go together")
+
+    def _check_augmentation(self) -> None:
+        """The augmentation ranges; ``brightness_range`` parsed."""
         low, high = _parse_floats(self.brightness, "--brightness", 2)
         if not 0 < low <= high:
             raise ValueError(f"--brightness must be 'low,high' with 0 < low <= high; got {self.brightness!r}")
@@ -658,6 +560,8 @@ class DataArguments:
             raise ValueError(f"--shift must be in [0, 1); got {self.shift}")
         if not 0 <= self.window_jitter < 1:
             raise ValueError(f"--window_jitter must be in [0, 1); got {self.window_jitter}")
+
+    def _check_mask_guidance(self) -> None:
         if self.mask_loss_weight < 0 or self.mask_negative_weight < 0:
             raise ValueError("--mask_loss_weight and --mask_negative_weight must be >= 0")
         if self.mask_loss_type not in MASK_LOSS_TYPES:
@@ -668,8 +572,8 @@ class DataArguments:
             raise ValueError(f"--mask_pos_weight must be > 0; got {self.mask_pos_weight}")
         if self.mask_dir is not None and self.mask_loss_weight == 0:
             raise ValueError("--mask_dir is only used with --mask_loss_weight > 0 (mask guidance is off)")
-        if self.streaming and self.dataset_name is None:
-            raise ValueError("--streaming applies to --dataset_name only")
+
+    def _check_folds(self) -> None:
         if self.folds < 0 or self.folds == 1:
             raise ValueError(
                 f"--folds must be 2 or more (K fold models and their ensemble), or 0 for one model; got {self.folds}"
@@ -682,8 +586,10 @@ class DataArguments:
 
 
 @dataclass
-class BrainCTTrainingArguments(TrainingArguments):
-    """:class:`transformers.TrainingArguments` with this project's defaults and a few additions.
+class BrainCTTrainingArguments(TrainingArguments, FixedThresholdArguments, TemperatureScalingArguments):
+    """:class:`transformers.TrainingArguments` with this project's defaults and a few additions, and the
+    threshold rule and temperature scaling every command that chooses a threshold takes
+    (:mod:`train.shared_args`).
 
     ``num_train_epochs`` is derived: ``stage1_epochs + stage2_epochs``.
     """
@@ -732,35 +638,6 @@ class BrainCTTrainingArguments(TrainingArguments):
             "(n / (2 n_class); subtypes: n_negative / n_positive per label, clipped to [0.05, 20])."
         },
     )
-    threshold_strategy: str = field(
-        default="auto",
-        metadata={
-            "help": f"How the decision threshold is chosen on validation: {', '.join(THRESHOLD_STRATEGIES)} "
-            "(real_fpr: the most sensitive threshold whose false-positive rate on the validation split's "
-            "REAL normal slices is <= --max_real_fpr; sensitivity: the highest threshold reaching "
-            "--threshold_sensitivity; youden: max TPR-FPR; fixed: --threshold; auto: real_fpr when the "
-            "validation split has real normal slices, else sensitivity). The rule is recorded in "
-            "config.json (brain_ct_threshold_rule) and the model card."
-        },
-    )
-    max_real_fpr: float = field(
-        default=0.10,
-        metadata={
-            "help": "--threshold_strategy real_fpr: the highest false-positive rate allowed on the "
-            "validation split's real normal slices."
-        },
-    )
-    temperature_scaling: bool = field(
-        default=True,
-        metadata={
-            "help": "Fit a temperature on the validation split after training and fold it into the "
-            "classifier's weights when it lowers the validation NLL (--no_temperature_scaling: off)."
-        },
-    )
-    threshold_sensitivity: float = field(
-        default=0.95, metadata={"help": "Target sensitivity for --threshold_strategy sensitivity."}
-    )
-    threshold: float = field(default=0.5, metadata={"help": "Threshold for --threshold_strategy fixed."})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
     trained_on: str | None = field(
         default=None,
@@ -783,17 +660,7 @@ class BrainCTTrainingArguments(TrainingArguments):
                 )
             if min(weights) <= 0:
                 raise ValueError(f"--class_weights must be > 0; got {self.class_weights!r}")
-        if self.threshold_strategy not in THRESHOLD_STRATEGIES:
-            raise ValueError(
-                f"--threshold_strategy {self.threshold_strategy!r} is unknown; choose one of "
-                f"{', '.join(THRESHOLD_STRATEGIES)}"
-            )
-        if not 0.0 < self.threshold_sensitivity <= 1.0:
-            raise ValueError(f"--threshold_sensitivity must be in (0, 1]; got {self.threshold_sensitivity}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"--threshold must be in [0, 1]; got {self.threshold}")
-        if not 0.0 <= self.max_real_fpr <= 1.0:
-            raise ValueError(f"--max_real_fpr must be in [0, 1]; got {self.max_real_fpr}")
+        self.check_threshold_rule()
         if self.hub_private:
             self.hub_private_repo = True
         # The Trainer must not push on its own: the pushed folder needs the threshold and model card

@@ -20,7 +20,7 @@ temperature fitted on ``any`` says nothing about them, and their 0.5 operating p
 ``python -m train.calibrate --model DIR --output_dir OUT [--synthetic_validation N] [--validation_dir DIR]
 [--real_anatomy_dir DIR [--real_anatomy_eval_variants N]] [--max_real_fpr 0.1] [--synthetic_test N | --test_dir DIR]``
 does all of it after training on an existing model folder: scores the validation data, fits T, chooses the
-threshold by the rule (:func:`train.evaluate.select_threshold`, per input kind too) and writes the updated model folder (config, weights when T is
+threshold by the rule (:func:`train.threshold.select_threshold`, per input kind too) and writes the updated model folder (config, weights when T is
 kept, ``eval_results.json``, reliability and ROC plots, and the card's threshold, calibration and evaluation
 sections).
 
@@ -32,7 +32,7 @@ the ensemble at a threshold re-chosen on other data without writing anything.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -40,9 +40,9 @@ import shlex
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -50,7 +50,7 @@ from brain_ct.architectures import family_of, positive_output
 from brain_ct.ensemble import ENSEMBLE_FILE, find_ensemble_file
 from brain_ct.errors import BrainCTError, InvalidInputError, ModelLoadError
 from brain_ct.jsonable import json_safe
-from brain_ct.model import apply_settings_to_config, load_model, shown_model_id
+from brain_ct.model import ModelSettings, apply_settings_to_config, load_model, shown_model_id
 from train.card import (
     calibration_text,
     metrics_table,
@@ -62,7 +62,7 @@ from train.card import (
 from train.data.image_folder import add_file_neighbors, scan_imagefolder
 from train.data.labels import check_subtype_records
 from train.data.phantoms import synthetic_records
-from train.data.real_anatomy import real_anatomy_records
+from train.data.real_anatomy import REAL_HOLDOUT_DEFAULT, real_anatomy_records
 from train.data.records import merge_records
 from train.data.splits import to_dataset
 from train.data.transform import SliceTransform, attach_transform
@@ -71,8 +71,6 @@ from train.evaluate import (
     predict_scores,
     report_split,
     report_subtypes,
-    rule_input_thresholds,
-    select_threshold,
     summary_line,
 )
 from train.metrics import (
@@ -90,6 +88,17 @@ from train.metrics import ECE_BINS as ECE_BINS
 from train.metrics import calibration_metrics as calibration_metrics
 from train.metrics import expected_calibration_error as expected_calibration_error
 from train.metrics import reliability_bins as reliability_bins
+from train.shared_args import (
+    RECHOSEN_STRATEGIES,
+    EvaluationDataArguments,
+    LoaderArguments,
+    ModelToReadArguments,
+    RealAnatomyEvalArguments,
+    TemperatureScalingArguments,
+    ThresholdRuleArguments,
+    parse_command,
+)
+from train.threshold import rule_input_thresholds, select_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +228,7 @@ def calibrate_and_choose(
     fixed: float = 0.5,
 ) -> Calibrated:
     """Fit the temperature on validation scores (folding it into ``model`` when kept), then choose the
-    threshold on the calibrated scores by ``strategy`` (:func:`train.evaluate.select_threshold`).
+    threshold on the calibrated scores by ``strategy`` (:func:`train.threshold.select_threshold`).
 
     Args:
         model: the ``ResNetForImageClassification`` that produced ``validation`` (modified in place).
@@ -270,70 +279,63 @@ def calibrate_and_choose(
 # ---------------------------------------------------------------------------------------------- CLI
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+@dataclass
+class CalibrateArguments(
+    LoaderArguments,
+    TemperatureScalingArguments,
+    ThresholdRuleArguments,
+    RealAnatomyEvalArguments,
+    EvaluationDataArguments,
+    ModelToReadArguments,
+):
+    """The arguments of ``python -m train.calibrate`` (checked on construction; errors name the flag).
+
+    The groups are listed last first: ``--help`` shows the model, the data, the rule, then the loader.
+
+    The threshold is re-chosen by ``--threshold_strategy`` (any rule but ``fixed``) on the calibrated
+    validation scores.
+    """
+
+    threshold_strategies: ClassVar[tuple[str, ...]] = RECHOSEN_STRATEGIES
+
+    output_dir: str = field(kw_only=True, metadata={"help": "Where to write the calibrated model folder."})
+
+    def __post_init__(self) -> None:
+        self.check_evaluation_data()
+        self.check_real_anatomy_eval()
+        self.check_threshold_rule()
+
+
+def parse_args(argv: Sequence[str]) -> CalibrateArguments:
+    """:class:`CalibrateArguments` from the command line, or from one JSON file of them."""
+    return parse_command(
+        CalibrateArguments,
+        argv,
         prog="python -m train.calibrate",
         description="Calibrate a saved brain-CT model (temperature scaling folded into its weights) and "
         "re-choose its threshold on validation data; writes the updated model folder.",
     )
-    p.add_argument("--model", required=True, help="model folder (as written by python -m train)")
-    p.add_argument("--output_dir", required=True, help="where to write the calibrated model folder")
-    p.add_argument("--validation_dir", help="validation image folder (hemorrhage/ and normal/ subfolders)")
-    p.add_argument(
-        "--synthetic_validation", type=int, default=0, help="N validation phantoms generated on the fly"
-    )
-    p.add_argument(
-        "--real_anatomy_dir",
-        help="folder of real normal head DICOMs: its held-out levels join the validation data as real anatomy "
-        "(normals and painted-in lesions, via train.data.real_anatomy_records)",
-    )
-    p.add_argument(
-        "--real_anatomy_eval_variants",
-        type=int,
-        default=2,
-        help="per held-out real level: normals and as many painted lesions, DICOM and 8-bit alternately",
-    )
-    p.add_argument("--test_dir", help="test image folder: test metrics at the new threshold")
-    p.add_argument("--synthetic_test", type=int, default=0, help="N test phantoms generated on the fly")
-    p.add_argument("--synthetic_seed", type=int, default=0, help="phantom seed (same meaning as in training)")
-    p.add_argument("--synthetic_size", type=int, default=256, help="phantom side in pixels")
-    p.add_argument("--synthetic_8bit_fraction", type=float, default=0.5, help="fraction fed as 8-bit renders")
-    p.add_argument(
-        "--threshold_strategy",
-        default="auto",
-        choices=["auto", "real_fpr", "sensitivity", "youden"],
-        help="threshold rule (auto: real_fpr when the validation data has real normal slices, else sensitivity)",
-    )
-    p.add_argument(
-        "--max_real_fpr",
-        type=float,
-        default=0.10,
-        help="real_fpr: the highest false-positive rate allowed on the validation split's real normal slices",
-    )
-    p.add_argument("--threshold_sensitivity", type=float, default=0.95, help="target of the sensitivity rule")
-    p.add_argument(
-        "--no_temperature_scaling",
-        dest="temperature_scaling",
-        action="store_false",
-        help="only re-choose the threshold (weights unchanged)",
-    )
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--num_workers", type=int, default=0, help="dataloader worker processes")
-    return p
 
 
 def real_anatomy_columns(
-    folder: str, split: str, seed: int, subtypes: bool = False, eval_variants: int = 2
+    folder: str,
+    split: str,
+    seed: int,
+    subtypes: bool = False,
+    eval_variants: int = 2,
+    holdout: int = REAL_HOLDOUT_DEFAULT,
 ) -> dict[str, list[Any]]:
     """Records of the real-anatomy source's ``split`` (its held-out levels for validation/test).
 
     The ONE place this module meets that source (``train.data.real_anatomy_records``).
     """
-    return real_anatomy_records(folder, split, seed, subtypes=subtypes, eval_variants=eval_variants)
+    return real_anatomy_records(
+        folder, split, seed, subtypes=subtypes, eval_variants=eval_variants, holdout=holdout
+    )
 
 
 def split_columns(
-    args: argparse.Namespace, split: str, context_slices: int = 0, subtypes: bool = False
+    args: CalibrateArguments, split: str, context_slices: int = 0, subtypes: bool = False
 ) -> dict[str, list[Any]] | None:
     """The records of ``split`` ("validation" or "test") from the CLI's sources, or None when none given.
 
@@ -349,9 +351,11 @@ def split_columns(
     if n > 0:
         parts.append(synthetic_records(n, split, args.synthetic_seed, args.synthetic_8bit_fraction, subtypes))
     if args.real_anatomy_dir:
-        variants = args.real_anatomy_eval_variants
+        variants, holdout = args.real_anatomy_eval_variants, args.real_anatomy_holdout
         parts.append(
-            real_anatomy_columns(args.real_anatomy_dir, split, args.synthetic_seed, subtypes, variants)
+            real_anatomy_columns(
+                args.real_anatomy_dir, split, args.synthetic_seed, subtypes, variants, holdout
+            )
         )
     if not parts:
         return None
@@ -429,16 +433,8 @@ def refuse_ensemble(model_id: str) -> None:
     )
 
 
-def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[str, Any]:
+def calibrate_model(args: CalibrateArguments, argv: Sequence[str] = ()) -> dict[str, Any]:
     """Run ``python -m train.calibrate`` (see the module docstring); returns the new ``eval_results.json``."""
-    import dataclasses
-
-    if not 0.0 <= args.max_real_fpr <= 1.0:
-        raise InvalidInputError(f"--max_real_fpr must be in [0, 1]; got {args.max_real_fpr}")
-    if args.real_anatomy_eval_variants < 1:
-        raise InvalidInputError(
-            f"--real_anatomy_eval_variants must be ≥ 1; got {args.real_anatomy_eval_variants}"
-        )
     refuse_ensemble(str(args.model))
     model, settings = load_model(args.model)
     columns = split_columns(args, "validation", settings.context_slices, settings.is_multi_label)
@@ -463,11 +459,8 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
         max_real_fpr=args.max_real_fpr,
     )
     src, out = Path(args.model), Path(args.output_dir)
-    previous = None
+    previous = _previous_results(src)
     if src.is_dir():
-        if (src / "eval_results.json").is_file():
-            previous = json.loads((src / "eval_results.json").read_text())
-            previous.pop("before_calibration", None)
         _copy_model_folder(src, out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -492,22 +485,62 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
     if test_columns is not None:
         # the folded model scores the test set: this also checks the folding end to end
         test = predict_scores(model, dataset(test_columns), args.batch_size, args.num_workers, desc="test")
-        results["test"] = report_split(
-            "test", *test.binary[:3], cal.threshold, out, test.domain, cal.input_thresholds
-        )
-        results["calibration"]["test"] = calibration_report(*test.binary)
-        groups["test"] = calibration_groups(*test.binary)
-        subtypes["test"] = report_subtypes("test", test, cal.threshold, out)
+        _report_test(results, groups, subtypes, test, cal, out)
     if settings.is_multi_label:
         results["subtypes"] = {split: m for split, m in subtypes.items() if m is not None}
-    calibration_plots = []
+    calibration_plots = _plot_reliability(groups, out)
+    if previous is not None:
+        results["before_calibration"] = previous
+    _save_calibrated(model, settings, cal, out, results)
+    command = "python -m train.calibrate " + " ".join(shlex.quote(a) for a in argv)
+    _update_card(
+        out, json_safe(results), calibration_plots, _card_plots(out, results), command, settings.is_demo
+    )
+    return results
+
+
+def _previous_results(src: Path) -> dict[str, Any] | None:
+    """The model folder's ``eval_results.json`` before this calibration (its own ``before_calibration``
+    dropped), or None."""
+    if not (src.is_dir() and (src / "eval_results.json").is_file()):
+        return None
+    previous = json.loads((src / "eval_results.json").read_text())
+    previous.pop("before_calibration", None)
+    return previous
+
+
+def _report_test(
+    results: dict[str, Any],
+    groups: dict[str, Any],
+    subtypes: dict[str, Any],
+    test: Scored,
+    cal: Calibrated,
+    out: Path,
+) -> None:
+    """The test split's metrics, calibration and subtype entries at the calibrated threshold, in place."""
+    results["test"] = report_split(
+        "test", *test.binary[:3], cal.threshold, out, test.domain, cal.input_thresholds
+    )
+    results["calibration"]["test"] = calibration_report(*test.binary)
+    groups["test"] = calibration_groups(*test.binary)
+    subtypes["test"] = report_subtypes("test", test, cal.threshold, out)
+
+
+def _plot_reliability(groups: dict[str, Any], out: Path) -> list[str]:
+    """One reliability diagram per split in ``out``; returns their file names."""
+    names = []
     for split, split_groups in groups.items():
         name = f"reliability_{split}.png"
         plot_reliability(split_groups, out / name, f"Reliability — {split}")
-        calibration_plots.append(name)
-    if previous is not None:
-        results["before_calibration"] = previous
+        names.append(name)
+    return names
 
+
+def _save_calibrated(
+    model: Any, settings: ModelSettings, cal: Calibrated, out: Path, results: dict[str, Any]
+) -> None:
+    """Write the calibrated model (threshold, rule, temperature and per-kind thresholds in its config) and
+    its ``eval_results.json``."""
     settings = dataclasses.replace(
         settings,
         threshold=cal.threshold,
@@ -518,7 +551,11 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
     apply_settings_to_config(model.config, settings)
     model.save_pretrained(str(out))
     (out / "eval_results.json").write_text(json.dumps(json_safe(results), indent=2) + "\n")
-    command = "python -m train.calibrate " + " ".join(shlex.quote(a) for a in argv)
+
+
+def _card_plots(out: Path, results: dict[str, Any]) -> list[str]:
+    """The evaluation plots the card shows: training curves when the folder has them, ROC and confusion
+    matrix per split, and the subtype ROC curves."""
     plots = [p for p in ("training_curves.png",) if (out / p).is_file()]
     plots += [
         f"{kind}_{split}.png"
@@ -527,15 +564,18 @@ def calibrate_model(args: argparse.Namespace, argv: Sequence[str] = ()) -> dict[
         for kind in ("roc", "confusion_matrix")
     ]
     plots += [f"roc_subtypes_{split}.png" for split in results.get("subtypes", {})]
-    _update_card(out, json_safe(results), calibration_plots, plots, command, settings.is_demo)
-    return results
+    return plots
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; exit 0 on success, 1 on a clear error (no traceback), 2 on usage errors."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args = parse_args(argv)
+    except ValueError as exc:  # a bad flag value: as clear as the data errors below, the same status
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         results = calibrate_model(args, argv)
     except BrainCTError as exc:

@@ -333,28 +333,38 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
     Args:
         settings: the saved model's settings: preprocessing (windows, image size, mean/std, slice
             context), ``threshold`` and ``threshold_rule`` (the rule dict of
-            :func:`train.evaluate.select_threshold`, stored as ``brain_ct_threshold_rule``) and
+            :func:`train.threshold.select_threshold`, stored as ``brain_ct_threshold_rule``) and
             ``trained_on`` (the training data description).
         results: ``eval_results.json`` content: ``validation`` / ``test`` metric dicts and, when
             calibration ran, ``calibration`` (temperature, ECE per split, input kind and domain).
         info: the rest (:class:`CardInfo`).
     """
-    from huggingface_hub import ModelCardData
-
-    model_name, synthetic = info.model_name, info.synthetic
-    base_model = local_reference(info.base_model) if info.base_model else None
-    # The Hub's base_model metadata takes Hub ids; a local folder is named in the text only.
-    hub_base = info.base_model if info.base_model and not _is_local(info.base_model) else None
     smoke = is_smoke_run(info.training, info.command)
     trained_on = relative_paths(settings.trained_on or "not recorded")
-    image_size = settings.image_size
-    rule: Mapping[str, Any] | str = (
-        settings.threshold_rule
-        if settings.threshold_rule is not None
-        else "how it was chosen was not recorded"
-    )
+    lines = _front_matter(settings, results, info, trained_on)
+    if smoke:
+        lines += [f"> {SMOKE_WARNING}", ""]
+    if info.synthetic:
+        lines += [f"> {SYNTHETIC_WARNING}", ""]
+    lines += [f"> {DISCLAIMER}", ""]
+    lines += _intended_use(settings, trained_on)
+    lines += _preprocessing_section(settings)
+    lines += _evaluation_sections(settings, results, info, smoke)
+    lines += _training_sections(info)
+    lines += _usage_sections(settings, info)
+    return "\n".join(lines)
+
+
+def _front_matter(
+    settings: ModelSettings, results: Mapping[str, Any], info: CardInfo, trained_on: str
+) -> list[str]:
+    """The Hub metadata (tags, base model, eval results) and the title."""
+    from huggingface_hub import ModelCardData
+
+    # The Hub's base_model metadata takes Hub ids; a local folder is named in the text only.
+    hub_base = info.base_model if info.base_model and not _is_local(info.base_model) else None
     data = ModelCardData(
-        model_name=model_name,
+        model_name=info.model_name,
         library_name="transformers",
         pipeline_tag="image-classification",
         base_model=hub_base,
@@ -366,16 +376,15 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
             "resnet",
             "grad-cam",
         ]
-        + (["synthetic-data"] if synthetic else []),
-        eval_results=_eval_results(results, "synthetic head-CT phantoms" if synthetic else trained_on)
+        + (["synthetic-data"] if info.synthetic else []),
+        eval_results=_eval_results(results, "synthetic head-CT phantoms" if info.synthetic else trained_on)
         or None,
     )
-    lines = ["---", data.to_yaml(), "---", "", f"# {model_name}", ""]
-    if smoke:
-        lines += [f"> {SMOKE_WARNING}", ""]
-    if synthetic:
-        lines += [f"> {SYNTHETIC_WARNING}", ""]
-    lines += [f"> {DISCLAIMER}", ""]
+    return ["---", data.to_yaml(), "---", "", f"# {info.model_name}", ""]
+
+
+def _intended_use(settings: ModelSettings, trained_on: str) -> list[str]:
+    """What the model gives, its intended use and its training data."""
     if settings.is_multi_label:
         what = (
             "P(hemorrhage) for intracranial hemorrhage and the probability of each of RSNA's five subtypes, with "
@@ -384,7 +393,7 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
         )
     else:
         what = "P(hemorrhage) for intracranial hemorrhage, with labels `{0: normal, 1: hemorrhage}`"
-    lines += [
+    return [
         f"A `ResNetForImageClassification` that reads one axial head-CT slice and gives {what}. It is meant "
         "to be used with the `brain_ct` library (Predictor, CLI and Gradio app), which also draws a Grad-CAM "
         "heatmap.",
@@ -398,6 +407,12 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
         "",
         trained_on + ".",
         "",
+    ]
+
+
+def _preprocessing_section(settings: ModelSettings) -> list[str]:
+    image_size = settings.image_size
+    return [
         "## Preprocessing",
         "",
         "`brain_ct.preprocess.model_input` — the same function in training and inference: DICOM input is "
@@ -416,6 +431,19 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
         "tooling only (resize + normalise of an already windowed image); it does not do the CT windowing, so "
         "use `brain_ct` for real predictions.",
         "",
+    ]
+
+
+def _evaluation_sections(
+    settings: ModelSettings, results: Mapping[str, Any], info: CardInfo, smoke: bool
+) -> list[str]:
+    """The decision threshold, the evaluation with its plots, and the subtype and calibration sections."""
+    rule: Mapping[str, Any] | str = (
+        settings.threshold_rule
+        if settings.threshold_rule is not None
+        else "how it was chosen was not recorded"
+    )
+    lines = [
         "## Decision threshold",
         "",
         threshold_text(settings.threshold, rule),
@@ -432,7 +460,7 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
             lines += [f"![{plot}]({plot})", ""]
     if settings.is_multi_label:
         body = (
-            subtypes_text(results["subtypes"], synthetic, subtype_plots)
+            subtypes_text(results["subtypes"], info.synthetic, subtype_plots)
             if results.get("subtypes")
             else "No per-subtype evaluation was run."
         )
@@ -444,7 +472,13 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
             "",
             calibration_text(calibration, info.calibration_plots, settings.is_multi_label),
         ]
-    lines += [
+    return lines
+
+
+def _training_sections(info: CardInfo) -> list[str]:
+    """The architecture, base model and hyper-parameters, and the command that reproduces the model."""
+    base_model = local_reference(info.base_model) if info.base_model else None
+    lines = [
         "## Model and training",
         "",
         f"- architecture: {info.architecture}",
@@ -454,12 +488,17 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
     lines.append("")
     if info.command:
         lines += ["## Reproduce", "", "```bash", relative_paths(info.command), "```", ""]
-    lines += [
+    return lines
+
+
+def _usage_sections(settings: ModelSettings, info: CardInfo) -> list[str]:
+    """How to use the model, and its limitations."""
+    return [
         "## How to use",
         "",
         "```python",
         "from brain_ct import Predictor",
-        f"predictor = Predictor.from_pretrained({model_name!r})  # a Hub id or this folder",
+        f"predictor = Predictor.from_pretrained({info.model_name!r})  # a Hub id or this folder",
         'prediction = predictor.predict("slice.dcm")',
         "print(prediction.label, prediction.probability, prediction.explanation)",
         *(["print(prediction.subtypes)  # {subtype: probability}"] if settings.is_multi_label else []),
@@ -471,13 +510,12 @@ def render_model_card(settings: ModelSettings, results: Mapping[str, Any], info:
         "- Metrics are only as good as the test data; "
         + (
             "these come from synthetic phantoms, not patients."
-            if synthetic
+            if info.synthetic
             else "check how the test set was collected before trusting them."
         ),
         "- Heatmaps show where the network looked, not a segmentation of the bleed.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def write_model_card(

@@ -13,7 +13,7 @@ every ensemble gets. The validation data is the labelled image folder ``python -
 One :class:`brain_ct.Predictor` over the ensemble reads every slice (:func:`train.evaluate.score_records`, the
 scoring ``python -m train.evaluate --model <ensemble>`` uses too): its probability is the ensemble's
 P(hemorrhage) (the members' mean), ``Prediction.members`` each member's, so no preprocessing is repeated here.
-The ensemble's threshold is chosen on its validation scores by :func:`train.evaluate.select_threshold`, with
+The ensemble's threshold is chosen on its validation scores by :func:`train.threshold.select_threshold`, with
 the rules and the default (``auto``: bound false positives on real normals, else 0.95 sensitivity) of
 ``python -m train``.
 
@@ -42,7 +42,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -52,31 +52,37 @@ from brain_ct.jsonable import json_safe
 from brain_ct.labels import label_set_of
 from brain_ct.model import shown_model_id
 from brain_ct.predictor import Predictor
-from brain_ct.wording import DISCLAIMER
-from train.card import SYNTHETIC_WARNING, metrics_table
 from train.data.image_folder import add_file_neighbors, scan_imagefolder
 from train.data.real_anatomy import real_anatomy_records
 from train.data.records import merge_records
+from train.ensemble_card import render_card
 from train.evaluate import (
     Scored,
     member_metrics,
     report_split,
-    rule_input_thresholds,
     score_records,
-    select_threshold,
     summary_line,
 )
 from train.hub import push_folder
+from train.shared_args import (
+    FixedThresholdArguments,
+    RealAnatomyEvalArguments,
+    ValidationDataArguments,
+    check_at_least,
+    parse_command,
+)
+from train.threshold import rule_input_thresholds, select_threshold
 
 logger = logging.getLogger("train.ensemble")
 
-#: ``--threshold_strategy`` values: the rules of ``python -m train`` (:mod:`train.evaluate`).
-THRESHOLD_STRATEGIES: tuple[str, ...] = ("auto", "real_fpr", "sensitivity", "youden", "fixed")
-
 
 @dataclass
-class EnsembleArguments:
-    """The arguments of ``python -m train.ensemble`` (checked on construction; errors name the flag)."""
+class EnsembleArguments(ValidationDataArguments, RealAnatomyEvalArguments, FixedThresholdArguments):
+    """The arguments of ``python -m train.ensemble`` (checked on construction; errors name the flag).
+
+    The validation data, real-anatomy and threshold-rule flags are those of ``python -m train``
+    (:mod:`train.shared_args`).
+    """
 
     members: list[str] = field(
         default_factory=list,
@@ -91,67 +97,16 @@ class EnsembleArguments:
             "help": "The ensemble folder to write (ensemble.json, eval_results.json, README.md, plots)."
         },
     )
-    validation_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Labelled validation folder in python -m train's layout (normal/ and hemorrhage/ "
-            "subfolders of DICOM/PNG/JPG files): every member and the ensemble are scored on it, and the "
-            "ensemble's threshold is chosen on it. Its files count as real anatomy, as in training."
-        },
-    )
-    real_anatomy_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder of real NORMAL head-CT DICOMs: its held-out levels (normals and painted lesions, "
-            "as python -m train holds them out) join the validation data."
-        },
-    )
     seed: int = field(
         default=42,
         metadata={
             "help": "Seed of the real-anatomy validation variants (python -m train's default seed: the same)."
         },
     )
-    real_anatomy_holdout: int = field(
-        default=7,
-        metadata={
-            "help": "--real_anatomy_dir: how many levels the members held out (python -m train's "
-            "--real_anatomy_holdout; give the members' value, or the ensemble's threshold is chosen on "
-            "levels they trained on)."
-        },
-    )
-    real_anatomy_eval_variants: int = field(
-        default=2,
-        metadata={
-            "help": "--real_anatomy_dir: normals and positives per held-out level (as python -m train)."
-        },
-    )
     real_anatomy_8bit_fraction: float = field(
         default=0.5,
         metadata={"help": "--real_anatomy_dir: share of the held-out variants rendered as 8-bit figures."},
     )
-    synthetic_size: int = field(
-        default=256, metadata={"help": "--real_anatomy_dir: side in pixels real slices are rendered at."}
-    )
-    threshold_strategy: str = field(
-        default="auto",
-        metadata={
-            "aliases": ["--threshold_rule"],
-            "help": f"How the ensemble's threshold is chosen on validation: {', '.join(THRESHOLD_STRATEGIES)} "
-            "(as python -m train: auto = real_fpr when the validation data has real normal slices, else "
-            "sensitivity).",
-        },
-    )
-    max_real_fpr: float = field(
-        default=0.10,
-        metadata={
-            "help": "real_fpr: the highest false-positive rate allowed on the real normal validation slices."
-        },
-    )
-    threshold_sensitivity: float = field(
-        default=0.95, metadata={"help": "Target sensitivity of the sensitivity rule."}
-    )
-    threshold: float = field(default=0.5, metadata={"help": "The threshold of --threshold_strategy fixed."})
     trained_on: str | None = field(
         default=None,
         metadata={"help": "What the members were trained on (default: their own descriptions, joined)."},
@@ -174,6 +129,28 @@ class EnsembleArguments:
     )
 
     def __post_init__(self) -> None:
+        self._check_members_and_output()
+        self.check_validation_data()
+        self.check_real_anatomy_eval()
+        # the members were trained without these levels: without any, validation would reuse training levels
+        check_at_least("--real_anatomy_holdout", self.real_anatomy_holdout, 1)
+        if not 0.0 <= self.real_anatomy_8bit_fraction <= 1.0:
+            raise ValueError(
+                f"--real_anatomy_8bit_fraction must be in [0, 1]; got {self.real_anatomy_8bit_fraction}"
+            )
+        if self.validation_dir is None and self.real_anatomy_dir is None:
+            raise ValueError(
+                "nothing to choose the threshold on: give --validation_dir DIR (normal/ and hemorrhage/ "
+                "subfolders) and/or --real_anatomy_dir DIR"
+            )
+        self.check_threshold_rule()
+        if not 0.0 < self.threshold < 1.0:  # ensemble.json's threshold lies strictly inside (0, 1)
+            raise ValueError(f"--threshold must be in (0, 1); got {self.threshold}")
+        check_at_least("--batch_size", self.batch_size, 1)
+        if self.push_to_hub:
+            self._check_push()
+
+    def _check_members_and_output(self) -> None:
         if len(self.members) < 2:
             raise ValueError(
                 f"--members needs two or more models (folders or Hub ids); got {len(self.members)}"
@@ -191,63 +168,24 @@ class EnsembleArguments:
         for value in self.members:
             if Path(value).expanduser().is_dir() and Path(value).expanduser().resolve() == out.resolve():
                 raise ValueError(f"--members {value!r} is --output_dir itself; write the ensemble elsewhere")
-        for flag, value, low in (
-            ("--real_anatomy_holdout", self.real_anatomy_holdout, 1),
-            ("--real_anatomy_eval_variants", self.real_anatomy_eval_variants, 1),
-            ("--synthetic_size", self.synthetic_size, 64),
-        ):
-            if value < low:
-                raise ValueError(f"{flag} must be >= {low}; got {value}")
-        if not 0.0 <= self.real_anatomy_8bit_fraction <= 1.0:
-            raise ValueError(
-                f"--real_anatomy_8bit_fraction must be in [0, 1]; got {self.real_anatomy_8bit_fraction}"
-            )
-        if self.validation_dir is None and self.real_anatomy_dir is None:
-            raise ValueError(
-                "nothing to choose the threshold on: give --validation_dir DIR (normal/ and hemorrhage/ "
-                "subfolders) and/or --real_anatomy_dir DIR"
-            )
-        for flag, folder in (
-            ("--validation_dir", self.validation_dir),
-            ("--real_anatomy_dir", self.real_anatomy_dir),
-        ):
-            if folder is not None and not Path(folder).expanduser().is_dir():
-                raise ValueError(f"{flag} {folder!r} is not a folder")
-        if self.threshold_strategy not in THRESHOLD_STRATEGIES:
-            raise ValueError(
-                f"--threshold_strategy {self.threshold_strategy!r} is unknown; choose one of "
-                f"{', '.join(THRESHOLD_STRATEGIES)}"
-            )
-        if not 0.0 < self.threshold_sensitivity <= 1.0:
-            raise ValueError(f"--threshold_sensitivity must be in (0, 1]; got {self.threshold_sensitivity}")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"--threshold must be in (0, 1); got {self.threshold}")
-        if not 0.0 <= self.max_real_fpr <= 1.0:
-            raise ValueError(f"--max_real_fpr must be in [0, 1]; got {self.max_real_fpr}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch_size must be >= 1; got {self.batch_size}")
-        if self.push_to_hub:
-            self.hub_model_id = self.hub_model_id or out.resolve().name
-            for value in self.members:
-                local = Path(value).expanduser()
-                if local.is_dir() and not local.resolve().is_relative_to(out.resolve()):
-                    raise ValueError(
-                        f"--push_to_hub: member {value!r} is a local folder outside --output_dir, which the Hub "
-                        "repository could not reach; push it first and list its Hub id, or put it inside "
-                        "--output_dir"
-                    )
+
+    def _check_push(self) -> None:
+        """--push_to_hub: a Hub repository name, and members the repository can reach."""
+        out = Path(self.output_dir).expanduser()
+        self.hub_model_id = self.hub_model_id or out.resolve().name
+        for value in self.members:
+            local = Path(value).expanduser()
+            if local.is_dir() and not local.resolve().is_relative_to(out.resolve()):
+                raise ValueError(
+                    f"--push_to_hub: member {value!r} is a local folder outside --output_dir, which the Hub "
+                    "repository could not reach; push it first and list its Hub id, or put it inside "
+                    "--output_dir"
+                )
 
 
 def parse_args(argv: Sequence[str]) -> EnsembleArguments:
     """:class:`EnsembleArguments` from the command line, or from one JSON file of them."""
-    from transformers import HfArgumentParser
-
-    parser = HfArgumentParser(EnsembleArguments)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        (args,) = parser.parse_json_file(argv[0])
-    else:
-        (args,) = parser.parse_args_into_dataclasses(args=list(argv))
-    return args
+    return parse_command(EnsembleArguments, argv, prog="python -m train.ensemble")
 
 
 # ---------------------------------------------------------------------------------------------- members
@@ -318,16 +256,6 @@ def default_trained_on(predictor: Predictor) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- scoring
-
-
-class ThresholdFlags(Protocol):
-    """The threshold flags the ensemble's rule reads; :class:`EnsembleArguments` and
-    ``python -m train``'s training arguments both have them."""
-
-    threshold_strategy: str
-    threshold_sensitivity: float
-    max_real_fpr: float
-    threshold: float
 
 
 @dataclass(frozen=True)
@@ -424,164 +352,6 @@ def member_results(
     return out
 
 
-# ---------------------------------------------------------------------------------------------- card
-
-
-def _cell(value: Any) -> str:
-    return "n/a" if not isinstance(value, (int, float)) or value != value else f"{value:.3f}"
-
-
-def _summary_table(results: dict[str, Any], split: str = "validation") -> str:
-    """One row per member and one for the ensemble on ``split``: AUC, sensitivity and specificity at its own
-    threshold and at the ensemble's."""
-    rows = [
-        "| model | own threshold | ROC AUC | sensitivity | specificity | sensitivity at the ensemble's "
-        "threshold | specificity at the ensemble's threshold |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for m in results["members"]:
-        own, at = m[split], m[f"{split}_at_ensemble_threshold"]
-        rows.append(
-            f"| `{m['model']}` | {m['threshold']:.4f} | {_cell(own['auc'])} | {_cell(own['sensitivity'])} | "
-            f"{_cell(own['specificity'])} | {_cell(at['sensitivity'])} | {_cell(at['specificity'])} |"
-        )
-    e = results[split]
-    rows.append(
-        f"| **ensemble (mean)** | {results['threshold']:.4f} | {_cell(e['auc'])} | {_cell(e['sensitivity'])} | "
-        f"{_cell(e['specificity'])} | {_cell(e['sensitivity'])} | {_cell(e['specificity'])} |"
-    )
-    return "\n".join(rows)
-
-
-def render_card(name: str, results: dict[str, Any], *, demo: bool, command: str, plots: Sequence[str]) -> str:
-    """The ensemble's ``README.md``: what it is, its members, the threshold rule, metrics per member and for
-    the ensemble, how to use it, and the research-use notice (:data:`brain_ct.DISCLAIMER`)."""
-    from huggingface_hub import ModelCardData
-
-    members = results["members"]
-    hub_members = [m["model"] for m in members if m["hub"]]
-    data = ModelCardData(
-        model_name=name,
-        pipeline_tag="image-classification",
-        base_model=hub_members or None,
-        tags=["medical-imaging", "computed-tomography", "intracranial-hemorrhage", "brain-ct", "ensemble"]
-        + (["synthetic-data"] if demo else []),
-    )
-    rule = results["threshold_rule"]
-    lines = ["---", data.to_yaml(), "---", "", f"# {name}", ""]
-    if demo:
-        lines += [f"> {SYNTHETIC_WARNING}", ""]
-    lines += [
-        f"> {DISCLAIMER}",
-        "",
-        f"An ensemble of {len(members)} brain-CT hemorrhage models ({results['label_set']} label set), in the "
-        "`brain_ct` ensemble format (`ensemble.json`). Each member reads the slice with its own preprocessing; "
-        "the ensemble's P(hemorrhage) is the mean of the members' (`combine: mean`; subtype probabilities and "
-        "the Grad-CAM heatmaps are averaged too), and its own threshold, chosen on validation, decides the "
-        "label. It loads wherever a `brain_ct` model loads (`--model`, `BRAIN_CT_MODEL`, the app, "
-        "`Predictor.from_pretrained`), and each reading lists every member's probability.",
-        "",
-        "## Intended use",
-        "",
-        "Research and teaching only: comparing models and their agreement on a slice. It is not a medical "
-        "device and must not inform any decision about a patient.",
-        "",
-        "## Members",
-        "",
-        "| # | model (as in `ensemble.json`) | revision | trained on | own threshold |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {i} | `{m['model']}` | {m['revision'] or '—'} | {m['trained_on'] or 'not recorded'} | {m['threshold']:.4f} |"
-        for i, m in enumerate(members, 1)
-    ]
-    lines += [
-        "",
-        "## Decision threshold",
-        "",
-        f'`threshold` = {results["threshold"]:.4f} in `ensemble.json`: the label is "hemorrhage" when the '
-        f"members' mean P(hemorrhage) is at or above it. Chosen on the validation data below by the "
-        f"`{rule['strategy']}` rule: {rule.get('description', '')}. The rule and its inputs are stored as "
-        f"`threshold_rule`: `{json.dumps(rule, ensure_ascii=False)}`.",
-        "",
-    ]
-    if results.get("input_thresholds"):
-        kinds = ", ".join(f"`{k}` {v:.4f}" for k, v in results["input_thresholds"].items())
-        lines += [
-            f"`input_thresholds` = {kinds} in `ensemble.json`: slices of these input kinds are decided at their "
-            "own threshold (their real normals needed a stricter one to stay within the same bound).",
-            "",
-        ]
-    if rule.get("fallback"):
-        lines += [
-            f"**Fallback:** `{rule.get('requested')}` was asked for, but {rule['fallback']}. Nothing bounds how "
-            "often real normal heads are called hemorrhage at this threshold.",
-            "",
-        ]
-    lines += [
-        "## Evaluation on validation",
-        "",
-        f"Validation data: {results['validation_data']}. The ensemble's threshold was chosen on these same "
-        "slices, so its numbers are optimistic; only a separate test set measures it: "
-        f"`python -m train.evaluate --model {name} --test_dir TEST` (members and ensemble, as for one model).",
-        "",
-        _summary_table(results),
-        "",
-    ]
-    if "test" in results:
-        lines += [
-            "## Evaluation on test",
-            "",
-            f"Test data: {results['test_data']}. Neither the members nor the ensemble's threshold were chosen "
-            "on these slices.",
-            "",
-            _summary_table(results, "test"),
-            "",
-        ]
-    lines += [
-        "## Metrics by input kind and anatomy",
-        "",
-        "### Ensemble",
-        "",
-        metrics_table(results),
-        "",
-    ]
-    lines += [line for plot in plots for line in (f"![{plot}]({plot})", "")]
-    for m in members:
-        lines += [
-            f"### Member `{m['model']}` (at its own threshold)",
-            "",
-            metrics_table({"validation": m["validation"], "test": m.get("test")}),
-            "",
-        ]
-    lines += [
-        "## Reproduce",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        "## How to use",
-        "",
-        "```python",
-        "from brain_ct import Predictor",
-        f"predictor = Predictor.from_pretrained({name!r})  # this folder or its Hub id",
-        'prediction = predictor.predict("slice.dcm")',
-        "print(prediction.label, prediction.probability, prediction.members)",
-        "```",
-        "",
-        "## Limitations",
-        "",
-        "- An ensemble averages away only the errors its members do not share: copies of one model, or models "
-        "trained on the same data, gain little.",
-        "- The heatmap is the mean of the members' normalised Grad-CAMs: where the models looked, not a "
-        "segmentation of the bleed.",
-        "- Every member's own limitations (see its card) still apply.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -613,7 +383,7 @@ def write_ensemble(
     sources: Sequence[MemberSource],
     predictor: Predictor,
     data: ScoringData,
-    flags: ThresholdFlags,
+    flags: FixedThresholdArguments,
     *,
     name: str,
     command: str,

@@ -16,7 +16,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,7 +42,6 @@ from train.data.phantoms import PhantomCache
 from train.data.splits import Splits
 from train.data.transform import SliceTransform, attach_transform
 from train.evaluate import (
-    plot_training_curves,
     predict_scores,
     report_split,
     report_subtypes,
@@ -50,6 +49,10 @@ from train.evaluate import (
     summary_line,
 )
 from train.hub import push_folder
+from train.plots import plot_training_curves
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 # The same logger as python -m train itself: a run's log reads as before.
 logger = logging.getLogger("train")
@@ -534,21 +537,7 @@ def train(
     prep = Preprocessing.from_args(data_args)
     splits = build_splits(data_args, training_args.seed) if fold is None else fold.splits
     label_set = splits.label_set
-    weights = training_args.class_weight_list
-    n_labels = 6 if label_set == "subtypes" else 2
-    if weights is not None and len(weights) != n_labels:
-        raise ValueError(
-            f"--class_weights has {len(weights)} numbers but this is a {label_set} run: give {n_labels} "
-            + (
-                "(BCE positive weights in RSNA's order any,epidural,…,subdural)"
-                if n_labels == 6
-                else "(normal,hemorrhage)"
-            )
-        )
-    if weights is None and label_set == "subtypes":  # check_arguments made sure the counts are known
-        weights = subtype_pos_weights(splits.subtype_counts, sum(splits.class_counts))
-    elif weights is None:
-        weights = class_weights_from_counts(splits.class_counts)
+    weights = loss_weights(training_args, splits)
     logger.info(
         "training data: %s; labels %s; class counts %s%s; %s %s",
         splits.description,
@@ -575,17 +564,69 @@ def train(
 
     # ---- threshold on validation, metrics, plots (main process only) ----
     evaluation = calibrate_and_evaluate(trainer, training_args, val_ds, test_ds, train_result.metrics)
-    results, cal = evaluation.results, evaluation.calibration
-    threshold, rule = cal.threshold, cal.rule
 
     # ---- save: config, weights, preprocessor, results, card; push ----
+    saved = SavedRun(trained_on, weights, validation_note, evaluation)
+    return save_run(argv, trainer.model, model_args, data_args, training_args, splits, prep, saved)
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """What a finished run writes beside its weights: the training data description, the loss weights, the
+    validation note and the evaluation (threshold, calibration, results, plots)."""
+
+    trained_on: str
+    weights: list[float]
+    validation_note: str
+    evaluation: Evaluation
+
+
+def loss_weights(training_args: BrainCTTrainingArguments, splits: Splits) -> list[float]:
+    """``--class_weights`` for the run's label set, else computed from its counts (binary: class weights;
+    subtypes: BCE positive weights per label).
+
+    Raises:
+        ValueError: naming ``--class_weights`` when it has the wrong count for the label set.
+    """
+    label_set = splits.label_set
+    weights = training_args.class_weight_list
+    n_labels = 6 if label_set == "subtypes" else 2
+    if weights is not None and len(weights) != n_labels:
+        raise ValueError(
+            f"--class_weights has {len(weights)} numbers but this is a {label_set} run: give {n_labels} "
+            + (
+                "(BCE positive weights in RSNA's order any,epidural,…,subdural)"
+                if n_labels == 6
+                else "(normal,hemorrhage)"
+            )
+        )
+    if weights is None and label_set == "subtypes":  # check_arguments made sure the counts are known
+        return subtype_pos_weights(splits.subtype_counts, sum(splits.class_counts))
+    if weights is None:
+        return class_weights_from_counts(splits.class_counts)
+    return weights
+
+
+def save_run(
+    argv: Sequence[str],
+    model: PreTrainedModel,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: BrainCTTrainingArguments,
+    splits: Splits,
+    prep: Preprocessing,
+    saved: SavedRun,
+) -> dict[str, Any]:
+    """Write the trained model folder — config with the chosen threshold, weights, preprocessor,
+    ``eval_results.json``, card — and push it when asked; returns the results (with ``hub_url`` when pushed)."""
+    evaluation = saved.evaluation
+    results, cal = evaluation.results, evaluation.calibration
     out = Path(training_args.output_dir)
-    model = trainer.model
     settings = prep.settings(
-        trained_on,
-        threshold,
-        label_set,
-        threshold_rule=rule,
+        saved.trained_on,
+        cal.threshold,
+        splits.label_set,
+        threshold_rule=cal.rule,
         temperature=cal.temperature,
         input_thresholds=cal.input_thresholds,
     )
@@ -601,8 +642,8 @@ def train(
         base_model=None if model_args.from_scratch else model_args.model_name_or_path,
         architecture=describe_architecture(model),
         training={
-            **_training_summary(training_args, data_args, weights, splits),
-            "validation data": validation_note,
+            **_training_summary(training_args, data_args, saved.weights, splits),
+            "validation data": saved.validation_note,
             **({"preset": model_args.preset} if model_args.preset else {}),
         },
         command="python -m train " + " ".join(shlex.quote(a) for a in argv),

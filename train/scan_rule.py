@@ -49,7 +49,7 @@ from brain_ct.predictor import Predictor
 from brain_ct.scan import ScanRule, head_areas
 from brain_ct.series import Series, context_neighbors, read_series
 from train.data.real_anatomy import real_anatomy_split
-from train.evaluate import binary_metrics
+from train.metrics import binary_metrics
 
 logger = logging.getLogger(__name__)
 

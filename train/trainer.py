@@ -39,7 +39,7 @@ from transformers import Trainer
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 
 from brain_ct.architectures import family_of, positive_output
-from train.evaluate import binary_metrics, sigmoid, softmax_scores, subtype_metrics
+from train.metrics import binary_metrics, sigmoid, softmax_scores, subtype_metrics
 
 #: Batch keys the data transform adds that the model's forward does not take.
 EXTRA_KEYS = ("mask", "has_mask", "input_kind", "domain")
