@@ -1,6 +1,6 @@
 """The ONE preprocessing path: a :class:`~brain_ct.image.CTImage` to the tensor the network sees.
 
-Training (``train.data.SliceTransform``) and inference (:class:`brain_ct.predictor.Predictor`) both call
+Training (``train.data.transform.SliceTransform``) and inference (:class:`brain_ct.predictor.Predictor`) both call
 :func:`model_input`, so a model sees in use exactly what it was trained on. The steps, in order:
 
 1. **framing**: crop the square :func:`brain_ct.windowing.model_box` around ``ct.head_box`` (padded with

@@ -30,7 +30,7 @@ def test_binary_metrics_by_hand() -> None:
     assert m["auc"] == pytest.approx(21 / 25)
 
 
-REAL, PHANTOM = 1, 0  # indices into train.data.DOMAINS
+REAL, PHANTOM = 1, 0  # indices into train.data.records.DOMAINS
 # LABELS/SCORES with the 5 normals real except the highest-scoring one (0.65), a phantom
 DOMAINS = np.array([PHANTOM] * 5 + [PHANTOM, REAL, REAL, REAL, REAL])
 

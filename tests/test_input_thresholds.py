@@ -17,8 +17,8 @@ from brain_ct.predictor import Predictor
 from train.evaluate import metrics_by_kind
 from train.threshold import example_thresholds, input_kind_thresholds, rule_input_thresholds, select_threshold
 
-DICOM, IMAGE = 0, 1  # indices into train.data.INPUT_KINDS
-PHANTOM, REAL = 0, 1  # indices into train.data.DOMAINS
+DICOM, IMAGE = 0, 1  # indices into train.data.records.INPUT_KINDS
+PHANTOM, REAL = 0, 1  # indices into train.data.records.DOMAINS
 
 
 def _validation() -> tuple[np.ndarray, ...]:

@@ -41,7 +41,7 @@ def test_fixed_threshold_and_errors() -> None:
         choose_threshold(LABELS, SCORES, "best")
 
 
-REAL, PHANTOM = 1, 0  # indices into train.data.DOMAINS
+REAL, PHANTOM = 1, 0  # indices into train.data.records.DOMAINS
 # LABELS/SCORES with the 5 normals real except the highest-scoring one (0.65), a phantom
 DOMAINS = np.array([PHANTOM] * 5 + [PHANTOM, REAL, REAL, REAL, REAL])
 

@@ -327,7 +327,7 @@ def real_anatomy_columns(
 ) -> dict[str, list[Any]]:
     """Records of the real-anatomy source's ``split`` (its held-out levels for validation/test).
 
-    The ONE place this module meets that source (``train.data.real_anatomy_records``).
+    The ONE place this module meets that source (``train.data.real_anatomy.real_anatomy_records``).
     """
     return real_anatomy_records(
         folder, split, seed, subtypes=subtypes, eval_variants=eval_variants, holdout=holdout
@@ -340,7 +340,7 @@ def split_columns(
     """The records of ``split`` ("validation" or "test") from the CLI's sources, or None when none given.
 
     Files of a slice-context model carry their series neighbours (phantoms are generated as stacks). For a
-    subtype model (``subtypes``) every bleed must name its subtypes (:func:`train.data.check_subtype_records`).
+    subtype model (``subtypes``) every bleed must name its subtypes (:func:`train.data.labels.check_subtype_records`).
     """
     folder = args.validation_dir if split == "validation" else args.test_dir
     n = args.synthetic_validation if split == "validation" else args.synthetic_test

@@ -8,8 +8,8 @@ Example::
 Members are model folders or Hub ids (``id@revision`` pins a commit); they share one label set (binary, or
 RSNA's subtypes) and none is an ensemble: :func:`brain_ct.ensemble.load_spec` loads them with the checks
 every ensemble gets. The validation data is the labelled image folder ``python -m train`` reads
-(``normal/`` and ``hemorrhage/`` class folders, files decoded by :class:`train.data.SliceTransform` through
-``load_image``) and, with ``--real_anatomy_dir``, the held-out real levels of :func:`train.data.real_anatomy_records`.
+(``normal/`` and ``hemorrhage/`` class folders, files decoded by :class:`train.data.transform.SliceTransform` through
+``load_image``) and, with ``--real_anatomy_dir``, the held-out real levels of :func:`train.data.real_anatomy.real_anatomy_records`.
 One :class:`brain_ct.Predictor` over the ensemble reads every slice (:func:`train.evaluate.score_records`, the
 scoring ``python -m train.evaluate --model <ensemble>`` uses too): its probability is the ensemble's
 P(hemorrhage) (the members' mean), ``Prediction.members`` each member's, so no preprocessing is repeated here.
@@ -285,7 +285,7 @@ def validation_columns(args: EnsembleArguments, context_slices: int) -> dict[str
     the held-out real-anatomy levels.
 
     Raises:
-        InvalidInputError: an empty or unreadable folder (:func:`train.data.scan_imagefolder`).
+        InvalidInputError: an empty or unreadable folder (:func:`train.data.image_folder.scan_imagefolder`).
     """
     files = None
     if args.validation_dir is not None:

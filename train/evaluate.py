@@ -121,7 +121,7 @@ def metrics_by_kind(
 
 class Scored(NamedTuple):
     """A model's scores on one split: ``labels``, ``scores`` = P(hemorrhage) (float64), ``input_kind``
-    (index into ``train.data.INPUT_KINDS``) and ``domain`` (index into ``train.data.DOMAINS``), all ``[N]``;
+    (index into ``train.data.records.INPUT_KINDS``) and ``domain`` (index into ``train.data.records.DOMAINS``), all ``[N]``;
     for a subtype model also ``targets`` (0/1) and ``probabilities`` ``[N, 6]`` in
     :data:`~brain_ct.labels.SUBTYPE_LABELS` order (None for a binary model). An ensemble's
     (:func:`score_records`): ``scores`` and ``probabilities`` are the members' means, and ``members``
@@ -210,7 +210,7 @@ def score_records(
 ) -> Scored:
     """Read every record as training decodes it and score it with the ensemble ``predictor``.
 
-    Records are decoded by :meth:`train.data.SliceTransform.decode` (files through ``load_image``,
+    Records are decoded by :meth:`train.data.transform.SliceTransform.decode` (files through ``load_image``,
     phantoms from their seeds at ``synthetic_size``, real anatomy with its painted lesions), and the
     predictor preprocesses each slice for each member as at inference (one
     :meth:`~brain_ct.Predictor.predict_batch` per batch: the ensemble's mean and each member's
@@ -218,7 +218,7 @@ def score_records(
 
     Args:
         subtypes: for a subtype ensemble, also the six targets of each record and the ensemble's six
-            probabilities (every bleed must name its subtypes: :func:`train.data.check_subtype_records`).
+            probabilities (every bleed must name its subtypes: :func:`train.data.labels.check_subtype_records`).
             Ignored for a binary ensemble.
 
     Returns:
@@ -249,7 +249,7 @@ def score_records(
             means.append(float(mean[i]))
             per_member.append(members[:, i].tolist() if predictor.settings.member_ids else [])
             kinds.append(INPUT_KINDS.index("dicom" if d.ct.hu is not None else "image"))
-            domains.append(DOMAINS.index("phantom" if int(ex.get("synthetic_seed", -1)) >= 0 else "real"))
+            domains.append(DOMAINS.index("phantom" if decode.source_of(ex) == "phantom" else "real"))
             if named:
                 targets.append(decode.targets(d))
                 probabilities.append([float(mean[i]), *map(float, subtype_mean[i])])

@@ -5,9 +5,9 @@ Example::
     python -m train --model_size demo --synthetic_train 4000 --synthetic_validation 400 --folds 5 \\
         --output_dir out/ich-folds
 
-The run's data are built as for one model (:func:`train.data.build_splits`): training records, a
+The run's data are built as for one model (:func:`train.data.build.build_splits`): training records, a
 validation split and an optional test split. The validation split is held out from every fold; the
-training records are cut into K folds by :func:`train.data.fold_splits` (stratified by label and seeded;
+training records are cut into K folds by :func:`train.data.sampling.fold_splits` (stratified by label and seeded;
 the slices of one DICOM series or NIfTI volume, and the variants of one real level, stay in one fold).
 Fold model *i* is an ordinary ``python -m train`` run (:func:`train.pipeline.train_fold`, handed a :class:`Fold`)
 on the other K−1 folds, with fold *i* as its validation split — its best checkpoint, calibration, threshold
@@ -68,10 +68,10 @@ def fold_runs(
     training_args: BrainCTTrainingArguments,
     splits: Splits,
 ) -> list[Fold]:
-    """The K fold runs over ``splits.train`` (:func:`train.data.fold_splits`, the run's seed).
+    """The K fold runs over ``splits.train`` (:func:`train.data.sampling.fold_splits`, the run's seed).
 
     Raises:
-        InvalidInputError: K does not fit the training records (see :func:`train.data.fold_splits`).
+        InvalidInputError: K does not fit the training records (see :func:`train.data.sampling.fold_splits`).
     """
     k = data_args.folds
     pairs = fold_splits(_columns(splits.train), k, training_args.seed)

@@ -264,7 +264,7 @@ def build_datasets(
 ) -> tuple[Any, Any, Any]:
     """(train, validation, test) with their transforms: augmentation (and masks) for training only.
 
-    ``phantoms``: a :class:`~train.data.PhantomCache` to fill and use (``--folds`` shares one across its
+    ``phantoms``: a :class:`~train.data.phantoms.PhantomCache` to fill and use (``--folds`` shares one across its
     folds, so each phantom is generated once); None: a new one.
     """
     context = prep.context_slices

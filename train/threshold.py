@@ -58,7 +58,7 @@ def choose_threshold(
         strategy: ``real_fpr``, ``sensitivity``, ``youden`` or ``fixed``.
         target_sensitivity: for ``sensitivity``.
         fixed: for ``fixed``.
-        domains: index into :data:`train.data.DOMAINS` per example (needed by ``real_fpr``).
+        domains: index into :data:`train.data.records.DOMAINS` per example (needed by ``real_fpr``).
         max_real_fpr: for ``real_fpr``.
 
     Raises:

@@ -2,7 +2,7 @@
 
 Subtype models (``problem_type`` ``multi_label_classification``, RSNA's six labels) are trained with
 binary cross-entropy on the six logits, one positive weight per label (``class_weights`` then holds six,
-:func:`train.data.subtype_pos_weights`). Mask guidance then works on the ``any`` logit's CAM: a sigmoid
+:func:`train.data.labels.subtype_pos_weights`). Mask guidance then works on the ``any`` logit's CAM: a sigmoid
 output's logit IS its log-odds, so the ``bce`` map is ``CAM_any + b_any`` (no difference of two classes).
 
 Two stages (the seed's recipe) in ONE Trainer run, so checkpoints, resuming and ``torchrun`` work unchanged:
