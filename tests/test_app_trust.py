@@ -6,6 +6,7 @@ whole-scan tab and the error box, through a real Chromium (the ``browser`` marke
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import io
 import json
@@ -29,7 +30,8 @@ from helpers_models import make_tiny_model
 from pydicom.filewriter import dcmwrite
 from pypdf import PdfReader
 
-from brain_ct import serving
+import app_gradio
+from brain_ct import page_text, readings, server, serving
 from brain_ct.limits import UploadLimits
 from brain_ct.predictor import Predictor
 from brain_ct.report import UNVERIFIED_NOTE
@@ -194,9 +196,9 @@ def test_label_top_class_is_the_verdict(app_module, p, t):
     assert next(iter(label)) == pred.label
     assert label == {"hemorrhage": pytest.approx(p), "normal": pytest.approx(1 - p)}
     with gr.Blocks():
-        shown = app_module._verdict_labels(gr.Label()).postprocess(label)
+        shown = app_gradio.verdict_labels(gr.Label()).postprocess(label)
     assert shown.label == pred.label and shown.confidences[0].confidence == pytest.approx(label[pred.label])
-    bar = app_module.probability_bar(p, t, pred.label)
+    bar = page_text.probability_bar(p, t, pred.label)
     assert f"width:{100 * p:.1f}%" in bar and f"left:{100 * t:.1f}%" in bar
 
 
@@ -217,7 +219,7 @@ def test_one_slice_scan_hides_the_slider_and_fills_every_output(reader, inputs):
 
 def test_scan_numbers_slices_from_one_for_people_and_from_zero_in_json(reader, inputs, app_module):
     verdict, summary, _, _, state = reader.read_series([inputs["six"]])
-    result = reader.results.get(state)["result"]
+    result = reader.results.get(state).result
     assert [s["index"] for s in summary["slices"]] == list(range(6))
     assert "index is 0-based" in summary["numbering"]
     if result.positive_slices:
@@ -256,16 +258,16 @@ def test_verdict_lists_unread_files_and_the_series_can_be_chosen(app_module, rea
     for item in summary[
         "errors"
     ]:  # each unread file is named (as the series reader shows it) with its reason
-        assert app_module.md_escape(item["file"]) in verdict
+        assert page_text.md_escape(item["file"]) in verdict
     assert "2 series" in verdict
     assert len(summary["series"]) == 2 and sum(s["chosen"] for s in summary["series"]) == 1
     picker = reader.series_picker(state)
     assert picker["visible"] is True and len(picker["choices"]) == 2
-    chosen = reader.results.get(state)["result"].series.series_id
+    chosen = reader.results.get(state).result.series.series_id
     assert picker["value"] == chosen
     other = next(v for _, v in picker["choices"] if v != chosen)
     _, summary2, _, _, state2 = reader.read_series([inputs["two"]], series_id=other)
-    assert reader.results.get(state2)["result"].series.series_id == other
+    assert reader.results.get(state2).result.series.series_id == other
     assert {summary["n_slices"], summary2["n_slices"]} == {4, 3}
     # A single series shows no dropdown.
     _, _, _, _, single = reader.read_series([inputs["six"]])
@@ -274,9 +276,9 @@ def test_verdict_lists_unread_files_and_the_series_can_be_chosen(app_module, rea
 
 def test_series_markdown_lists_skipped_files_with_their_reason(app_module, reader, inputs):
     _, _, _, _, state = reader.read_series([inputs["six"]])
-    result = reader.results.get(state)["result"]
+    result = reader.results.get(state).result
     result.series.skipped.append({"file": "IM0003", "reason": "other series 3f2a, 1 slice"})
-    text = app_module.series_md(result)
+    text = page_text.series_md(result)
     assert (
         "1 file left out" in text
         and "IM0003" in text
@@ -324,7 +326,7 @@ def test_last_error_is_kept_for_the_page_in_user_words(reader, inputs):
 
 def test_error_messages_show_file_names_not_server_folders(app_module, tmp_path):
     upload = tmp_path / "abc123" / "scan.zip"
-    text = app_module.user_message(f"no slice of {upload} could be read", [str(upload)])
+    text = page_text.user_message(f"no slice of {upload} could be read", [str(upload)])
     assert str(tmp_path) not in text and "scan.zip" in text
 
 
@@ -349,7 +351,7 @@ def test_window_presets_are_greyed_for_8bit_images_and_tags_named_for_dicom(read
 
 
 def test_result_cache_is_bounded_in_entries_bytes_and_age(app_module, monkeypatch):
-    cache = app_module.ResultCache(max_entries=3, max_bytes=10_000, ttl_s=60)
+    cache = serving.ResultCache(max_entries=3, max_bytes=10_000, ttl_s=60)
     keys = [cache.put({"a": np.zeros(100, np.uint8)}) for _ in range(5)]
     assert len(cache) == 3 and cache.get(keys[0]) is None and cache.get(keys[-1]) is not None
     big = cache.put({"a": np.zeros(9_000, np.uint8)})
@@ -359,7 +361,7 @@ def test_result_cache_is_bounded_in_entries_bytes_and_age(app_module, monkeypatc
     huge = cache.put({"a": np.zeros(50_000, np.uint8)})  # larger than the budget: the newest stays
     assert cache.get(huge) is not None and len(cache) == 1
     clock = [1000.0]
-    monkeypatch.setattr(app_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     key = cache.put({"a": np.zeros(10, np.uint8)})
     clock[0] += 61
     assert cache.get(key) is None
@@ -404,7 +406,7 @@ def test_scan_cap_refuses_with_a_clear_message(app_module, registry, settings, i
 
 
 def test_markdown_escape_neutralises_html_and_links(app_module):
-    text = app_module.md_escape("<img src=x onerror=alert(1)> [click](http://evil) **b**\nnext")
+    text = page_text.md_escape("<img src=x onerror=alert(1)> [click](http://evil) **b**\nnext")
     assert "<" not in text and ">" not in text and "](" not in text and "\n" not in text
     assert "**" not in text.replace("\\*", "")
 
@@ -414,7 +416,7 @@ def test_markdown_escape_neutralises_html_and_links(app_module):
 
 def test_every_image_output_gets_its_own_file(app_module):
     with gr.Blocks():
-        component = app_module._write_images_to_unique_files(gr.Image(type="numpy", format="png"))
+        component = app_gradio.write_images_to_unique_files(gr.Image(type="numpy", format="png"))
     rgb = np.zeros((8, 8, 3), np.uint8)
     first, second = component.postprocess(rgb), component.postprocess(rgb)
     assert first.path != second.path
@@ -427,11 +429,11 @@ def test_run_folder_sweeps(app_module, tmp_path):
     alive = tmp_path / f"run-{os.getppid()}"
     dead.mkdir()
     alive.mkdir()
-    removed = app_module.sweep_dead_runs(tmp_path)
+    removed = serving.sweep_dead_runs(tmp_path)
     assert removed == [dead] and not dead.exists() and alive.exists()
     settings = app_module.AppSettings(run_dir=tmp_path / f"run-{os.getpid()}")
-    old = app_module.output_folder(settings)
-    new = app_module.output_folder(settings)
+    old = server.output_folder(settings)
+    new = server.output_folder(settings)
     cache = settings.gradio_cache
     empty, full = cache / "empty-hash-folder", cache / "full-hash-folder"
     empty.mkdir(parents=True)
@@ -447,7 +449,7 @@ def test_run_folder_sweeps(app_module, tmp_path):
     fresh.write_bytes(b"x")
     for path in (old, empty, full, full / "upload.dcm", partial, example, example.parent):
         os.utime(path, (time.time() - 1000, time.time() - 1000))
-    app_module.sweep_outputs(settings, keep=[example])
+    server.sweep_outputs(settings, keep=[example])
     assert not old.exists() and new.exists()
     assert not empty.exists() and not full.exists() and not partial.exists()
     assert example.exists() and fresh.exists()  # the examples' copies survive every sweep
@@ -458,7 +460,7 @@ def test_run_folder_sweeps(app_module, tmp_path):
 
 def test_prepare_run_dir_points_gradio_into_the_run_folder(app_module, tmp_path, monkeypatch):
     monkeypatch.setenv("GRADIO_TEMP_DIR", "unchanged")
-    monkeypatch.setattr(app_module.atexit, "register", lambda *a: None)  # the test removes it itself
+    monkeypatch.setattr(atexit, "register", lambda *a: None)  # the test removes it itself
     dead = tmp_path / "run-999999999"
     dead.mkdir()
     settings = app_module.AppSettings(run_dir=tmp_path / f"run-{os.getpid()}")
@@ -734,7 +736,7 @@ def test_a_client_address_is_refused_at_the_queue_door_when_it_has_enough_waitin
         return True, "event", "success"
 
     demo._queue.push = accept  # the queue behind the door
-    app_module.limit_queue_per_client(demo, demo.reader)
+    app_gradio.limit_queue_per_client(demo, demo.reader)
 
     def request(ip: str):
         return types.SimpleNamespace(
@@ -757,7 +759,7 @@ def test_a_library_failure_without_a_message_still_gets_one(app_module, reader, 
     def broken(*args, **kwargs):
         raise NotImplementedError()
 
-    monkeypatch.setattr(app_module, "load_image", broken)
+    monkeypatch.setattr(readings, "load_image", broken)
     with pytest.raises(gr.Error) as err:
         reader.read_slice(inputs["dcm"], request=_request("s9"))
     assert "NotImplementedError" in str(err.value) and err.value.__context__ is None
@@ -806,6 +808,6 @@ def test_a_slice_named_after_a_person_is_shown_under_a_neutral_name(app_module, 
     _, _, report = reader.slice_details(state)
     shown = text + json.dumps(reader.reading_json(state)) + _pdf_text(report)
     assert "john" not in shown.lower() and "smith" not in shown.lower()
-    assert app_module.upload_name(str(named)) == "uploaded slice"
+    assert readings.upload_name(str(named)) == "uploaded slice"
     # a scanner's own name passes the same screen
-    assert app_module.upload_name(str(tmp_path / "IM000123.dcm")) == "IM000123.dcm"
+    assert readings.upload_name(str(tmp_path / "IM000123.dcm")) == "IM000123.dcm"
