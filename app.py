@@ -39,41 +39,47 @@ age while running and removed at exit, on SIGTERM/SIGINT, or at the next start a
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
-import os
-import signal
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 import gradio as gr
 
-from app_gradio import limit_queue_per_client, uploads_only, verdict_labels, write_images_to_unique_files
+from app_gradio import (
+    cached_examples,
+    limit_queue_per_client,
+    session_of,
+    shown,
+    shown_on_page,
+    uploads_only,
+    verdict_labels,
+    write_images_to_unique_files,
+)
 from brain_ct import DISCLAIMER
+from brain_ct.__main__ import setup_logging
 from brain_ct.errors import BrainCTError
 from brain_ct.io import CTImage
 from brain_ct.labels import ANY, SUBTYPES
-from brain_ct.page_text import explanation_md, meta_rows, series_choices, user_message, verdict_label
+from brain_ct.page_text import explanation_md, meta_rows, series_choices, verdict_label
 from brain_ct.readings import (
     HIDDEN_SLIDER,
     PLOT_LABEL,
     SLIDER_LABEL,
-    ReadingFailed,
     Readings,
+    upload_paths,
     window_note,
 )
 from brain_ct.server import (
     AppSettings,
     ModelRegistry,
     example_files,
+    exit_if_port_busy,
     make_registry,
-    port_free,
+    parse_args,
     prepare_run_dir,
     remove_run_dir,
     start_sweeper,
+    stop_on_signals,
     warm_up,
 )
 from brain_ct.serving import SESSION_TTL_S, client_address, limit_malloc_arenas
@@ -111,62 +117,7 @@ LAUNCH_OPTIONS: dict[str, Any] = {
 }
 
 
-def cached_examples(demo: gr.Blocks) -> list[Path]:
-    """The copies of the example files Gradio made in its cache when the page was built: they are
-    not uploads, and sweeping them would break the example buttons."""
-    kept: set[str] = set()
-    for example in getattr(demo, "example_sets", []):
-        for values in example.non_none_processed_examples.values():
-            kept.update(v["path"] for v in values if isinstance(v, dict) and v.get("path"))
-    return [Path(p) for p in sorted(kept)]
-
-
 # --------------------------------------------------------------------------- events
-
-
-def _session(request: gr.Request | None) -> str | None:
-    return getattr(request, "session_hash", None) if request is not None else None
-
-
-def _paths(files: Any) -> list[str]:
-    if files is None:
-        return []
-    items = files if isinstance(files, (list, tuple)) else [files]
-    return [str(getattr(f, "name", f)) for f in items if f is not None]
-
-
-def _gradio_error(exc: ReadingFailed | BrainCTError, request: gr.Request | None) -> gr.Error:
-    """What the page shows for ``exc``: a failed reading under its heading, without a popup for a page
-    (its error box keeps the message; a popup said "Error" once more); a reading that cannot be shown
-    (expired, a window it cannot take) as a plain message."""
-    if isinstance(exc, ReadingFailed):
-        return gr.Error(
-            str(exc),
-            print_exception=False,
-            title=exc.heading.rstrip(":") or "Error",
-            visible=request is None or _session(request) is None,
-        )
-    return gr.Error(user_message(str(exc)), print_exception=False)
-
-
-def _shown(call: Callable[[], T], request: gr.Request | None = None) -> T:
-    """``call()``, its failure raised as the page's Gradio error (outside the except block, so the
-    error holds no frame of the failed reading)."""
-    try:
-        return call()
-    except (ReadingFailed, BrainCTError) as exc:
-        error = _gradio_error(exc, request)
-    raise error
-
-
-def _shown_on_page(method: Callable[..., T]) -> Callable[..., T]:
-    """A :class:`~brain_ct.readings.Readings` method as an event: its refusals become Gradio errors."""
-
-    @functools.wraps(method)
-    def event(self: Reader, *args: Any, **kwargs: Any) -> T:
-        return _shown(lambda: method(self, *args, **kwargs))
-
-    return event
 
 
 def subtype_controls(is_subtype_model: bool) -> tuple[Any, Any]:
@@ -206,7 +157,7 @@ class Reader(Readings):
         )
 
     def _who(self, request: gr.Request | None) -> tuple[str | None, str | None]:
-        return _session(request), self.address(request)
+        return session_of(request), self.address(request)
 
     def read_slice(
         self,
@@ -237,11 +188,11 @@ class Reader(Readings):
             width: custom window width in HU.
             opacity: heatmap opacity in [0, 1].
         """
-        paths = _paths(file)
+        paths = upload_paths(file)
         if not paths:
             return None, None, "", None
         view = (preset, center, width, opacity)
-        key, entry, overlay = _shown(
+        key, entry, overlay = shown(
             lambda: self.read_slice_file(
                 paths[0], model_id, bool(allow_unverified), bool(tta), view, *self._who(request)
             ),
@@ -249,9 +200,9 @@ class Reader(Readings):
         )
         return verdict_label(entry.pred), overlay, explanation_md(entry.pred), key
 
-    slice_details = _shown_on_page(Readings.slice_details)
-    rerender_slice = _shown_on_page(Readings.rerender_slice)
-    show_series_slice = _shown_on_page(Readings.show_series_slice)
+    slice_details = shown_on_page(Readings.slice_details)
+    rerender_slice = shown_on_page(Readings.rerender_slice)
+    show_series_slice = shown_on_page(Readings.show_series_slice)
 
     def slice_page(self, state, preset="brain", center=40.0, width=80.0, opacity=0.4):
         """:meth:`slice_details` for the page: also the table's header and the window control's state."""
@@ -282,7 +233,7 @@ class Reader(Readings):
             opacity: heatmap opacity in [0, 1].
         """
         view = (preset, center, width, opacity)
-        return _shown(lambda: self.explain_again(state, target, view, *self._who(request)), request)
+        return shown(lambda: self.explain_again(state, target, view, *self._who(request)), request)
 
     def model_info(self, model_id=None):
         """(banner, subtype panel, "Heatmap for" dropdown) for the chosen model: the subtype controls
@@ -325,10 +276,10 @@ class Reader(Readings):
             series_id: when the upload holds several series, the one to read (an id from ``series``);
                 default: the axial non-contrast CT series with the most slices.
         """
-        paths = _paths(files)
+        paths = upload_paths(files)
         if not paths:
             return "", None, None, None, None
-        return _shown(
+        return shown(
             lambda: self.read_scan_files(
                 paths, model_id, bool(allow_unverified), bool(tta), series_id, *self._who(request)
             ),
@@ -359,7 +310,7 @@ class Reader(Readings):
 
     def error_box(self, request: gr.Request | None = None) -> Any:
         """The session's last error, kept on the page (hidden when there is none)."""
-        message = self.errors.pop(_session(request))
+        message = self.errors.pop(session_of(request))
         return gr.update(value=message, visible=bool(message))
 
 
@@ -414,39 +365,49 @@ class Options:
 
 @dataclass
 class SliceTab:
-    """The one-slice tab's components."""
+    """The one-slice tab's components: the upload, then its outputs in the order
+    :func:`clear_slice_outputs` empties them."""
 
     upload: gr.File
-    error: gr.Markdown
-    bar: gr.HTML
     label: gr.Label
-    reading_json: gr.JSON
-    subtypes: gr.Label
-    report: gr.File
-    heatmap_for: gr.Dropdown
+    bar: gr.HTML
+    json: gr.JSON
     overlay: gr.Image
-    plain: gr.Image
     explanation: gr.Markdown
-    meta: gr.Dataframe
     state: gr.State
+    plain: gr.Image
+    meta: gr.Dataframe
+    report: gr.File
+    error: gr.Markdown
+    subtypes: gr.Label
+    heatmap_for: gr.Dropdown
+
+    @property
+    def outputs(self) -> list[gr.components.Component]:
+        return [getattr(self, f.name) for f in fields(self)][1:]
 
 
 @dataclass
 class ScanTab:
-    """The whole-scan tab's components."""
+    """The whole-scan tab's components: the upload and the series choice, then the outputs in the
+    order :func:`clear_scan_outputs` empties them."""
 
-    error: gr.Markdown
-    verdict: gr.Markdown
     upload: gr.File
     series_choice: gr.Dropdown
+    verdict: gr.Markdown
+    json: gr.JSON
     report: gr.File
-    heatmap: gr.File
+    state: gr.State
     plot: gr.Image
     slider: gr.Slider
     overlay: gr.Image
     text: gr.Markdown
-    json: gr.JSON
-    state: gr.State
+    error: gr.Markdown
+    heatmap: gr.File
+
+    @property
+    def outputs(self) -> list[gr.components.Component]:
+        return [getattr(self, f.name) for f in fields(self)][2:]
 
 
 def result_image(**kwargs: Any) -> gr.Image:
@@ -495,7 +456,7 @@ def slice_tab(demo: gr.Blocks, reader: Reader) -> SliceTab:
                     ]
                 # The /predict API's label (the verdict, P and 1 − P); the page shows the bar above.
                 label = verdict_labels(gr.Label(num_top_classes=2, visible=False, elem_id="reading"))
-                reading_json = gr.JSON(visible=False)
+                json = gr.JSON(visible=False)
                 # Subtype models only (shown by the model's choice): bars are probabilities, not verdicts.
                 subtypes = gr.Label(
                     num_top_classes=len(SUBTYPES),
@@ -524,18 +485,18 @@ def slice_tab(demo: gr.Blocks, reader: Reader) -> SliceTab:
         state = gr.State(time_to_live=SESSION_TTL_S, delete_callback=reader.results.discard)
     return SliceTab(
         upload,
-        error,
-        bar,
         label,
-        reading_json,
-        subtypes,
-        report,
-        heatmap_for,
+        bar,
+        json,
         overlay,
-        plain,
         explanation,
-        meta,
         state,
+        plain,
+        meta,
+        report,
+        error,
+        subtypes,
+        heatmap_for,
     )
 
 
@@ -573,30 +534,16 @@ def scan_tab(reader: Reader) -> ScanTab:
                 json = gr.JSON(label="Per-slice results", visible=False)
         state = gr.State(time_to_live=SESSION_TTL_S, delete_callback=reader.results.discard)
     return ScanTab(
-        error, verdict, upload, series_choice, report, heatmap, plot, slider, overlay, text, json, state
+        upload, series_choice, verdict, json, report, state, plot, slider, overlay, text, error, heatmap
     )
 
 
 def wire_slice_tab(tab: SliceTab, options: Options, reader: Reader) -> None:
     """The one-slice events: ``/predict`` and, after it, ``/reading``, ``/subtypes``; ``/heatmap``."""
     view = options.view
-    outputs = [
-        tab.label,
-        tab.bar,
-        tab.reading_json,
-        tab.overlay,
-        tab.explanation,
-        tab.state,
-        tab.plain,
-        tab.meta,
-        tab.report,
-        tab.error,
-        tab.subtypes,
-        tab.heatmap_for,
-    ]
     # Every output is emptied first, so a failed reading leaves nothing of the previous one.
     reading = tab.upload.change(
-        clear_slice_outputs, outputs=outputs, api_visibility="private", queue=False
+        clear_slice_outputs, outputs=tab.outputs, api_visibility="private", queue=False
     ).then(
         reader.read_slice,
         inputs=[tab.upload, *options.reading, *view],
@@ -608,7 +555,7 @@ def wire_slice_tab(tab: SliceTab, options: Options, reader: Reader) -> None:
     reading.failure(reader.error_box, outputs=tab.error, api_visibility="private")
     reading.success(reader.reading_bar, inputs=tab.state, outputs=tab.bar, api_visibility="private")
     # Public: after /predict, the same client's /reading gives that reading as plain JSON fields.
-    reading.success(reader.reading_json, inputs=tab.state, outputs=tab.reading_json, api_name="reading")
+    reading.success(reader.reading_json, inputs=tab.state, outputs=tab.json, api_name="reading")
     reading.success(
         reader.slice_page,
         inputs=[tab.state, *view],
@@ -638,18 +585,6 @@ def wire_slice_tab(tab: SliceTab, options: Options, reader: Reader) -> None:
 def wire_scan_tab(tab: ScanTab, options: Options, reader: Reader) -> None:
     """The whole-scan events: ``/predict_series``, a series chosen, the slice browser."""
     view = options.view
-    outputs = [
-        tab.verdict,
-        tab.json,
-        tab.report,
-        tab.state,
-        tab.plot,
-        tab.slider,
-        tab.overlay,
-        tab.text,
-        tab.error,
-        tab.heatmap,
-    ]
     read = {
         "fn": reader.read_series,
         "inputs": [tab.upload, *options.reading, tab.series_choice],
@@ -673,14 +608,14 @@ def wire_scan_tab(tab: ScanTab, options: Options, reader: Reader) -> None:
     after_reading(
         tab.upload.change(
             lambda: (*clear_scan_outputs(), gr.update(choices=[], value=None, visible=False)),
-            outputs=[*outputs, tab.series_choice],
+            outputs=[*tab.outputs, tab.series_choice],
             api_visibility="private",
             queue=False,
         ).then(**read, api_name="predict_series")
     )
     after_reading(
         tab.series_choice.input(
-            clear_scan_outputs, outputs=outputs, api_visibility="private", queue=False
+            clear_scan_outputs, outputs=tab.outputs, api_visibility="private", queue=False
         ).then(**read, api_visibility="private")
     )
     for control in [tab.slider, *view]:
@@ -708,37 +643,6 @@ def build_demo(registry: ModelRegistry, settings: AppSettings | None = None) -> 
     return demo
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Brain-CT hemorrhage reading assistant (Gradio app)")
-    parser.add_argument(
-        "--model", default=None, help="Hub id or folder; default env BRAIN_CT_MODEL, then the demo"
-    )
-    parser.add_argument(
-        "--revision",
-        default=os.environ.get("BRAIN_CT_MODEL_REVISION") or None,
-        help="Hub revision of the model; a commit hash pins it (default: env BRAIN_CT_MODEL_REVISION)",
-    )
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
-    parser.add_argument("--share", action="store_true", help="also create a public share link")
-    parser.add_argument(
-        "--mcp", action="store_true", help="also serve the prediction as an MCP tool (gradio[mcp])"
-    )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="also show other libraries' INFO log lines (httpx, fontTools, …)",
-    )
-    return parser.parse_args(argv)
-
-
-def setup_logging(verbose: bool = False) -> None:
-    """The app's own INFO lines; other libraries (httpx, fontTools, …) only from WARNING unless ``verbose``."""
-    from brain_ct.__main__ import setup_logging as setup
-
-    setup(verbose)
-
-
 def create_app(settings: AppSettings) -> gr.Blocks:
     """The app for ``settings``: its models (none loaded yet) and its page; ``.reader`` holds the events.
 
@@ -758,31 +662,18 @@ def launch(demo_app: gr.Blocks, args: argparse.Namespace, **kwargs: Any):
     )
 
 
-def _stop(signum: int, frame: Any) -> None:
-    # Docker and Spaces stop a container with SIGTERM, which skips atexit: turn it into the same
-    # KeyboardInterrupt as Ctrl-C, so Gradio closes its server and main() removes the run folder.
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> None:
     """``python app.py``: prepare the run folder and hooks, load and warm up the model, serve until stopped."""
     args = parse_args(argv)
     setup_logging(args.verbose)
     settings = AppSettings.from_env(model=args.model, revision=args.revision)
     prepare_run_dir(settings)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _stop)
+    stop_on_signals()
     limit_malloc_arenas()  # before Gradio starts its worker threads
     app = create_app(settings)
     start_sweeper(settings, keep=cached_examples(app))
     try:
-        if not port_free(args.host, args.port):
-            print(
-                f"Port {args.port} on {args.host} is already in use (another app or an earlier run of this "
-                "one?). Stop it, or start this one on another port: python app.py --port 7861",
-                file=sys.stderr,
-            )
-            raise SystemExit(2)
+        exit_if_port_busy(args.host, args.port)
         warm_up(app.reader.registry)  # load once at start, not per request
         launch(app, args)
     except KeyboardInterrupt:

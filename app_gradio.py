@@ -1,7 +1,7 @@
-"""The app's patches of Gradio components and of its queue: the one place that replaces Gradio internals.
+"""The app's Gradio glue: the one place that replaces Gradio internals, and how failures reach the page.
 
-Each one exists because Gradio 6 offers no public option for it; every patch wraps one component
-(or the app's queue) and leaves Gradio's own classes as they are:
+The patches exist because Gradio 6 offers no public option for them; each wraps one component (or
+the app's queue) and leaves Gradio's own classes as they are:
 
 - :func:`write_images_to_unique_files` replaces ``gr.Image.postprocess``: Gradio writes a returned
   array to a content-hash path without an atomic write, so two identical requests at once could
@@ -13,14 +13,21 @@ Each one exists because Gradio 6 offers no public option for it; every patch wra
   the label, which is "normal" for P = 17% over a threshold of 11%; the verdict is the first class.
 - :func:`limit_queue_per_client` wraps the queue's ``push``: Gradio's concurrency limits are per
   event and shared by all users, so one client could fill the whole queue.
+- :func:`cached_examples` reads the examples' processed values: Gradio copies the example files into
+  its cache, and the run folder's sweep must spare those copies.
+
+:func:`shown` and :func:`shown_on_page` turn the failures of :mod:`brain_ct.readings` into the
+``gr.Error`` the page shows (:func:`gradio_error`).
 """
 
 from __future__ import annotations
 
+import functools
 import types
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import cv2
 import gradio as gr
@@ -29,7 +36,12 @@ from gradio.components.label import LabelConfidence, LabelData
 from gradio.utils import NamedString
 from gradio_client import utils as client_utils
 
+from brain_ct.errors import BrainCTError
+from brain_ct.page_text import user_message
+from brain_ct.readings import ReadingFailed, Readings
 from brain_ct.serving import FairShare
+
+T = TypeVar("T")
 
 URL_REFUSED = (
     "A web address was given instead of a file. Only uploaded files are read: download the "
@@ -131,3 +143,52 @@ def limit_queue_per_client(demo: gr.Blocks, clients: QueueClients) -> None:
         return await original(body, request, username)
 
     queue.push = push  # type: ignore[method-assign]
+
+
+def cached_examples(demo: gr.Blocks) -> list[Path]:
+    """The copies of the example files Gradio made in its cache when the page was built: they are
+    not uploads, and sweeping them would break the example buttons."""
+    kept: set[str] = set()
+    for example in getattr(demo, "example_sets", []):
+        for values in example.non_none_processed_examples.values():
+            kept.update(v["path"] for v in values if isinstance(v, dict) and v.get("path"))
+    return [Path(p) for p in sorted(kept)]
+
+
+def session_of(request: gr.Request | None) -> str | None:
+    """The session a request belongs to (None: a call without a page or client session)."""
+    return getattr(request, "session_hash", None) if request is not None else None
+
+
+def gradio_error(exc: ReadingFailed | BrainCTError, request: gr.Request | None) -> gr.Error:
+    """What the page shows for ``exc``: a failed reading under its heading, without a popup for a page
+    (its error box keeps the message; a popup said "Error" once more); a reading that cannot be shown
+    (expired, a window it cannot take) as a plain message."""
+    if isinstance(exc, ReadingFailed):
+        return gr.Error(
+            str(exc),
+            print_exception=False,
+            title=exc.heading.rstrip(":") or "Error",
+            visible=request is None or session_of(request) is None,
+        )
+    return gr.Error(user_message(str(exc)), print_exception=False)
+
+
+def shown(call: Callable[[], T], request: gr.Request | None = None) -> T:
+    """``call()``, its failure raised as the page's Gradio error (outside the except block, so the
+    error holds no frame of the failed reading)."""
+    try:
+        return call()
+    except (ReadingFailed, BrainCTError) as exc:
+        error = gradio_error(exc, request)
+    raise error
+
+
+def shown_on_page(method: Callable[..., T]) -> Callable[..., T]:
+    """A :class:`~brain_ct.readings.Readings` method as an event: its refusals become Gradio errors."""
+
+    @functools.wraps(method)
+    def event(self: Readings, *args: Any, **kwargs: Any) -> T:
+        return shown(lambda: method(self, *args, **kwargs))
+
+    return event

@@ -138,6 +138,14 @@ class ScanBrowser:
 HIDDEN_SLIDER: dict[str, Any] = {"minimum": 1, "maximum": 2, "value": 1, "visible": False}
 
 
+def upload_paths(files: object) -> list[str]:
+    """The paths of an upload: one file or a list, each a path or a file object with ``.name``."""
+    if files is None:
+        return []
+    items = files if isinstance(files, (list, tuple)) else [files]
+    return [str(getattr(f, "name", f)) for f in items if f is not None]
+
+
 def error_heading(exc: BaseException) -> str:
     """The first words of an error on the page: content refusals are not unreadable files."""
     if isinstance(exc, ClientBusyError):

@@ -9,17 +9,21 @@ Gradio app (``app.py``) builds its page from these.
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import io
 import logging
 import os
 import shutil
+import signal
 import socket
+import sys
 import tempfile
 import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 from pydicom.filewriter import dcmwrite
 
@@ -253,6 +257,43 @@ def warm_up(registry: ModelRegistry) -> None:
     registry.get().predict(buffer.getvalue())
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of ``python app.py`` (defaults from ``BRAIN_CT_MODEL_REVISION``, ``GRADIO_SERVER_*``)."""
+    parser = argparse.ArgumentParser(description="Brain-CT hemorrhage reading assistant (Gradio app)")
+    parser.add_argument(
+        "--model", default=None, help="Hub id or folder; default env BRAIN_CT_MODEL, then the demo"
+    )
+    parser.add_argument(
+        "--revision",
+        default=os.environ.get("BRAIN_CT_MODEL_REVISION") or None,
+        help="Hub revision of the model; a commit hash pins it (default: env BRAIN_CT_MODEL_REVISION)",
+    )
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--share", action="store_true", help="also create a public share link")
+    parser.add_argument(
+        "--mcp", action="store_true", help="also serve the prediction as an MCP tool (gradio[mcp])"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show other libraries' INFO log lines (httpx, fontTools, …)",
+    )
+    return parser.parse_args(argv)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    # Docker and Spaces stop a container with SIGTERM, which skips atexit: turn it into the same
+    # KeyboardInterrupt as Ctrl-C, so Gradio closes its server and main() removes the run folder.
+    raise KeyboardInterrupt
+
+
+def stop_on_signals() -> None:
+    """Let SIGTERM and SIGINT stop the server as Ctrl-C does (see :func:`_raise_keyboard_interrupt`)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _raise_keyboard_interrupt)
+
+
 def port_free(host: str, port: int) -> bool:
     """Whether ``port`` on ``host`` can be listened on now (Gradio would fail with a raw OSError)."""
     with socket.socket() as sock:
@@ -261,3 +302,14 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def exit_if_port_busy(host: str, port: int) -> None:
+    """Exit with status 2 and a message saying what to do when ``port`` on ``host`` is taken."""
+    if not port_free(host, port):
+        print(
+            f"Port {port} on {host} is already in use (another app or an earlier run of this "
+            "one?). Stop it, or start this one on another port: python app.py --port 7861",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)

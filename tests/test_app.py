@@ -18,6 +18,7 @@ from helpers_models import make_tiny_model
 from pydicom.data import get_testdata_file
 from pydicom.filewriter import dcmwrite
 
+import app_gradio
 from brain_ct.synthetic import generate_series, generate_slice, plain_8bit, to_dicom
 
 REAL_HEAD_CT = "693_J2KI.dcm"
@@ -319,7 +320,7 @@ def test_examples_still_work_after_the_upload_sweep(app_module, tiny_model, tmp_
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(settings.gradio_cache))  # as main() does
     demo = app_module.create_app(settings)
     app_module.warm_up(demo.reader.registry)
-    kept = app_module.cached_examples(demo)
+    kept = app_gradio.cached_examples(demo)
     assert kept and all(p.is_file() for p in kept)
     partial = settings.gradio_cache / "tmpaborted"  # an aborted upload's leftover
     partial.write_bytes(b"x" * 100)
