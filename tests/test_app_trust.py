@@ -6,7 +6,6 @@ whole-scan tab and the error box, through a real Chromium (the ``browser`` marke
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import io
 import json
@@ -31,7 +30,7 @@ from pydicom.filewriter import dcmwrite
 from pypdf import PdfReader
 
 import app_gradio
-from brain_ct import page_text, readings, server, serving
+from brain_ct import page_text, readings, serving
 from brain_ct.limits import UploadLimits
 from brain_ct.predictor import Predictor
 from brain_ct.report import UNVERIFIED_NOTE
@@ -175,31 +174,6 @@ def test_label_explanation_pdf_and_cli_agree_with_the_threshold(
     assert main(["report", inputs["dcm"], "--out", str(out), "--model", folder]) == 0
     assert capsys.readouterr().out.startswith(f"{expected} (probability")
     assert f"(label: {expected})" in _pdf_text(out)
-
-
-@pytest.mark.parametrize(
-    ("p", "t"), [(0.173, 0.114), (0.114, 0.114), (0.6, 0.7), (0.7, 0.6), (0.0, 0.3), (1.0, 0.3), (0.5, 0.5)]
-)
-def test_label_top_class_is_the_verdict(app_module, p, t):
-    from brain_ct.predictor import Prediction
-
-    pred = Prediction(
-        label="hemorrhage" if p >= t else "normal",
-        probability=p,
-        threshold=t,
-        heatmap=np.zeros((2, 2), np.float32),
-        regions=[],
-        explanation="",
-    )
-    label = app_module.verdict_label(pred)
-    # The verdict comes first, however P compares with 1 - P; P is P itself.
-    assert next(iter(label)) == pred.label
-    assert label == {"hemorrhage": pytest.approx(p), "normal": pytest.approx(1 - p)}
-    with gr.Blocks():
-        shown = app_gradio.verdict_labels(gr.Label()).postprocess(label)
-    assert shown.label == pred.label and shown.confidences[0].confidence == pytest.approx(label[pred.label])
-    bar = page_text.probability_bar(p, t, pred.label)
-    assert f"width:{100 * p:.1f}%" in bar and f"left:{100 * t:.1f}%" in bar
 
 
 # --------------------------------------------------------------------------- 13.2 / 13.5 one-slice scans, numbering
@@ -350,24 +324,6 @@ def test_window_presets_are_greyed_for_8bit_images_and_tags_named_for_dicom(read
 # --------------------------------------------------------------------------- 14.2 bounded state
 
 
-def test_result_cache_is_bounded_in_entries_bytes_and_age(app_module, monkeypatch):
-    cache = serving.ResultCache(max_entries=3, max_bytes=10_000, ttl_s=60)
-    keys = [cache.put({"a": np.zeros(100, np.uint8)}) for _ in range(5)]
-    assert len(cache) == 3 and cache.get(keys[0]) is None and cache.get(keys[-1]) is not None
-    big = cache.put({"a": np.zeros(9_000, np.uint8)})
-    assert cache.nbytes <= 10_000 and cache.get(big) is not None
-    cache.discard(big)
-    assert cache.get(big) is None
-    huge = cache.put({"a": np.zeros(50_000, np.uint8)})  # larger than the budget: the newest stays
-    assert cache.get(huge) is not None and len(cache) == 1
-    clock = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
-    key = cache.put({"a": np.zeros(10, np.uint8)})
-    clock[0] += 61
-    assert cache.get(key) is None
-    assert cache.get({"not": "a key"}) is None
-
-
 def test_state_holds_a_key_with_time_to_live(app_module, settings, reader, inputs):
     _, _, _, state = reader.read_slice(inputs["dcm"])
     assert isinstance(state, str) and len(state) <= 64
@@ -412,62 +368,6 @@ def test_markdown_escape_neutralises_html_and_links(app_module):
 
 
 # --------------------------------------------------------------------------- 14.5 / 14.6 files
-
-
-def test_every_image_output_gets_its_own_file(app_module):
-    with gr.Blocks():
-        component = app_gradio.write_images_to_unique_files(gr.Image(type="numpy", format="png"))
-    rgb = np.zeros((8, 8, 3), np.uint8)
-    first, second = component.postprocess(rgb), component.postprocess(rgb)
-    assert first.path != second.path
-    assert Path(first.path).read_bytes() == Path(second.path).read_bytes()
-    assert Path(first.path).stat().st_size > 0
-
-
-def test_run_folder_sweeps(app_module, tmp_path):
-    dead = tmp_path / "run-999999999"
-    alive = tmp_path / f"run-{os.getppid()}"
-    dead.mkdir()
-    alive.mkdir()
-    removed = serving.sweep_dead_runs(tmp_path)
-    assert removed == [dead] and not dead.exists() and alive.exists()
-    settings = app_module.AppSettings(run_dir=tmp_path / f"run-{os.getpid()}")
-    old = server.output_folder(settings)
-    new = server.output_folder(settings)
-    cache = settings.gradio_cache
-    empty, full = cache / "empty-hash-folder", cache / "full-hash-folder"
-    empty.mkdir(parents=True)
-    full.mkdir()
-    (full / "upload.dcm").write_bytes(b"x")
-    example = cache / "example-hash-folder" / "example.dcm"
-    example.parent.mkdir()
-    example.write_bytes(b"x")
-    partial = cache / "tmpabc123"  # an upload aborted half-way: Gradio's parser left it at the top
-    partial.write_bytes(b"x")
-    fresh = cache / "fresh-hash-folder" / "upload.dcm"
-    fresh.parent.mkdir()
-    fresh.write_bytes(b"x")
-    for path in (old, empty, full, full / "upload.dcm", partial, example, example.parent):
-        os.utime(path, (time.time() - 1000, time.time() - 1000))
-    server.sweep_outputs(settings, keep=[example])
-    assert not old.exists() and new.exists()
-    assert not empty.exists() and not full.exists() and not partial.exists()
-    assert example.exists() and fresh.exists()  # the examples' copies survive every sweep
-    assert settings.output_dir.parent == settings.gradio_cache.parent == settings.run_dir
-    app_module.remove_run_dir(settings)
-    assert not settings.run_dir.exists() and alive.exists()
-
-
-def test_prepare_run_dir_points_gradio_into_the_run_folder(app_module, tmp_path, monkeypatch):
-    monkeypatch.setenv("GRADIO_TEMP_DIR", "unchanged")
-    monkeypatch.setattr(atexit, "register", lambda *a: None)  # the test removes it itself
-    dead = tmp_path / "run-999999999"
-    dead.mkdir()
-    settings = app_module.AppSettings(run_dir=tmp_path / f"run-{os.getpid()}")
-    app_module.prepare_run_dir(settings)
-    assert settings.run_dir.is_dir() and not dead.exists()
-    assert os.environ["GRADIO_TEMP_DIR"] == str(settings.gradio_cache)
-    app_module.remove_run_dir(settings)
 
 
 # --------------------------------------------------------------------------- 13.11 logging
