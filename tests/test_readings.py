@@ -3,7 +3,6 @@ a reading shows, and failures in the app's words."""
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from helpers_models import make_tiny_model
-from pydicom.filewriter import dcmwrite
+from helpers_series import to_bytes
 
 from brain_ct.errors import InvalidInputError, NotHeadCTError, TooLargeError
 from brain_ct.readings import (
@@ -43,17 +42,11 @@ ROOT = Path(__file__).resolve().parent.parent
 VIEW = ("brain", 40.0, 80.0, 0.4)
 
 
-def _dicom_bytes(phantom, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    dcmwrite(buffer, to_dicom(phantom, **kwargs), enforce_file_format=True)
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("readings_inputs")
     dcm = folder / "phantom.dcm"
-    dcm.write_bytes(_dicom_bytes(generate_slice(3, 256, hemorrhage=True, level="ventricles")))
+    dcm.write_bytes(to_bytes(to_dicom(generate_slice(3, 256, hemorrhage=True, level="ventricles"))))
     pngs = []
     for seed in (4, 5):
         png = folder / f"image_{seed}.png"
@@ -62,7 +55,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     scan = folder / "scan.zip"
     with zipfile.ZipFile(scan, "w") as zf:
         for i, p in enumerate(generate_series(8, n_slices=4, size=128, hemorrhage=True, subtype="subdural")):
-            zf.writestr(f"s{i}.dcm", _dicom_bytes(p, instance_number=i + 1))
+            zf.writestr(f"s{i}.dcm", to_bytes(to_dicom(p, instance_number=i + 1)))
     text = folder / "notes.dcm"
     text.write_text("this is text, not a DICOM file")
     return {"dcm": str(dcm), "png": pngs[0], "png2": pngs[1], "zip": str(scan), "text": str(text)}
