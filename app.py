@@ -1,6 +1,8 @@
 """Gradio app: drop a head-CT slice or a whole scan, see the model's reading, a Grad-CAM heatmap and an explanation.
 
-Wiring only: every image and model operation lives in :mod:`brain_ct`. Importing this module does
+Wiring only: every image and model operation lives in :mod:`brain_ct` (what a reading shows in
+:mod:`brain_ct.readings`, the server's settings, models and run folder in :mod:`brain_ct.server`), the
+patches of Gradio internals in :mod:`app_gradio`. Importing this module does
 no work: no folder, no environment change, no thread, no model. :func:`create_app` builds the page
 from :class:`AppSettings`; :func:`main` (``python app.py``, what Hugging Face Spaces runs) prepares
 the run folder, loads the model once, warms it up and launches.

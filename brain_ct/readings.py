@@ -130,12 +130,12 @@ class ScanBrowser:
     """The scan browser of a reading: the slider's settings, and the P plot (RGB) or, for an image
     set, the label saying why there is none (``plot_label``; None: the plot keeps its label)."""
 
-    slider: dict[str, Any]
+    slider: dict[str, int | bool | str]
     plot: np.ndarray | None
     plot_label: str | None = None
 
 
-HIDDEN_SLIDER: dict[str, Any] = {"minimum": 1, "maximum": 2, "value": 1, "visible": False}
+HIDDEN_SLIDER: dict[str, int | bool] = {"minimum": 1, "maximum": 2, "value": 1, "visible": False}
 
 
 def upload_paths(files: object) -> list[str]:
