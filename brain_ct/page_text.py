@@ -128,6 +128,20 @@ def subtype_probabilities(pred: Prediction | None) -> dict[str, float] | None:
     return None if pred is None or pred.subtypes is None else {k: float(v) for k, v in pred.subtypes.items()}
 
 
+def verdict_label(pred: Prediction) -> dict[str, float]:
+    """The ``/predict`` label's value: ``{class: probability}`` with the verdict first, the values being
+    P(hemorrhage) itself and 1 − P. Shown by an ``app_gradio.verdict_labels`` component, whose ``label``
+    is this first key ("hemorrhage" exactly when P(hemorrhage) >= the threshold).
+
+    Gradio's ``gr.Label`` would name the larger value as the label, which is "normal" for a reading
+    of P = 17% over a threshold of 11%: the verdict is set by the order instead.
+    """
+    p = float(pred.probability)
+    if pred.label == "hemorrhage":
+        return {"hemorrhage": p, "normal": 1.0 - p}
+    return {"normal": 1.0 - p, "hemorrhage": p}
+
+
 def explanation_md(pred: Prediction, unverified: bool | None = None) -> str:
     flag = pred.unverified if unverified is None else unverified
     lines = [verdict_line(pred.label, pred.probability, pred.threshold, flag), "", pred.explanation]

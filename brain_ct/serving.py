@@ -23,7 +23,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -39,6 +39,10 @@ BUSY_MESSAGE = "you already have a reading running; wait for its result, then up
 QUEUE_MESSAGE = (
     "you already have {n} readings waiting in the queue; wait for them to finish before sending more"
 )
+
+
+#: What a :class:`ResultCache` holds (the app's typed readings).
+Entry = TypeVar("Entry")
 
 
 class ClientBusyError(BrainCTError):
@@ -129,7 +133,7 @@ def nbytes(value: Any, seen: set[int] | None = None) -> int:
     return 0
 
 
-class ResultCache:
+class ResultCache(Generic[Entry]):
     """Readings by key, bounded in entries, bytes and age; a page's session state holds only the key.
 
     Gradio keeps a session's state until the tab closes (an hour later) or, for API clients, until
@@ -141,10 +145,10 @@ class ResultCache:
         self, max_entries: int = CACHE_ENTRIES, max_bytes: int = CACHE_BYTES, ttl_s: float = SESSION_TTL_S
     ) -> None:
         self.max_entries, self.max_bytes, self.ttl_s = max_entries, max_bytes, ttl_s
-        self._items: OrderedDict[str, tuple[float, int, dict[str, Any]]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, int, Entry]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, value: dict[str, Any]) -> str:
+    def put(self, value: Entry) -> str:
         key = uuid.uuid4().hex
         size = nbytes(value)
         with self._lock:
@@ -152,7 +156,7 @@ class ResultCache:
             self._evict()
         return key
 
-    def get(self, key: Any) -> dict[str, Any] | None:
+    def get(self, key: object) -> Entry | None:
         if not isinstance(key, str):
             return None
         with self._lock:
@@ -164,7 +168,7 @@ class ResultCache:
             self._items.move_to_end(key)
             return item[2]
 
-    def discard(self, key: Any) -> None:
+    def discard(self, key: object) -> None:
         """A session ended or its state expired: forget its reading."""
         if isinstance(key, str):
             with self._lock:

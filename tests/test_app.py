@@ -18,6 +18,7 @@ from helpers_models import make_tiny_model
 from pydicom.data import get_testdata_file
 from pydicom.filewriter import dcmwrite
 
+import app_gradio
 from brain_ct.synthetic import generate_series, generate_slice, plain_8bit, to_dicom
 
 REAL_HEAD_CT = "693_J2KI.dcm"
@@ -133,7 +134,7 @@ def test_create_app_builds_the_page_without_launching_or_loading(app_module, set
 
 def test_read_slice_returns_label_overlay_and_explanation(reader, files):
     label, overlay, text, state = reader.read_slice(files["real"])
-    pred = reader.results.get(state)["pred"]
+    pred = reader.results.get(state).pred
     # One probability: the label's values are P(hemorrhage) itself and 1 - P, the verdict first.
     assert next(iter(label)) == pred.label
     assert label == {
@@ -184,12 +185,12 @@ def test_series_reading_and_browser(reader, files):
     volume = nib.load(heatmap)
     assert heatmap.endswith(".nii.gz") and Path(heatmap).parent.parent == Path(report).parent.parent
     assert sorted(volume.shape) == [6, 128, 128]
-    result = reader.results.get(state)["result"]
+    result = reader.results.get(state).result
     planes = np.moveaxis(np.asarray(volume.dataobj), 2, 0)
     for plane, pred in zip(planes, result.predictions, strict=True):
         np.testing.assert_allclose(np.sort(plane.ravel()), np.sort(pred.heatmap.ravel()), atol=1e-6)
     slider, plot = reader.series_browser(state)
-    result = reader.results.get(state)["result"]
+    result = reader.results.get(state).result
     assert slider["value"] == result.most_suspicious + 1  # slider numbers slices from 1
     assert slider["minimum"] == 1 and slider["maximum"] == 6 and slider["visible"]
     assert plot.ndim == 3
@@ -319,7 +320,7 @@ def test_examples_still_work_after_the_upload_sweep(app_module, tiny_model, tmp_
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(settings.gradio_cache))  # as main() does
     demo = app_module.create_app(settings)
     app_module.warm_up(demo.reader.registry)
-    kept = app_module.cached_examples(demo)
+    kept = app_gradio.cached_examples(demo)
     assert kept and all(p.is_file() for p in kept)
     partial = settings.gradio_cache / "tmpaborted"  # an aborted upload's leftover
     partial.write_bytes(b"x" * 100)

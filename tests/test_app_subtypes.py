@@ -20,7 +20,7 @@ from helpers_series import synthetic_zip
 from pydicom.filewriter import dcmwrite
 
 import app
-from brain_ct import page_text
+from brain_ct import page_text, readings
 from brain_ct.ensemble import ENSEMBLE_FILE, FORMAT
 from brain_ct.labels import SUBTYPE_LABELS, SUBTYPES
 from brain_ct.predictor import Prediction, Predictor
@@ -107,7 +107,7 @@ def test_the_model_choice_shows_the_subtype_controls_only_for_subtype_models(rea
 
 def test_a_subtype_reading_fills_the_panel_with_the_five_probabilities(reader, inputs):
     label, overlay, text, state = reader.read_slice(inputs["dcm"])
-    pred = reader.results.get(state)["pred"]
+    pred = reader.results.get(state).pred
     assert set(label) == {"hemorrhage", "normal"}  # the verdict panel is the same as for binary models
     panel = reader.subtype_panel(state)
     assert list(panel) == list(SUBTYPES) and panel == pytest.approx(pred.subtypes)
@@ -116,14 +116,14 @@ def test_a_subtype_reading_fills_the_panel_with_the_five_probabilities(reader, i
 
 def test_the_heatmap_choice_explains_a_subtype_without_reading_the_file_again(reader, inputs, monkeypatch):
     _, overlay_any, text_any, state = reader.read_slice(inputs["dcm"], opacity=0.6)
-    before = reader.results.get(state)["pred"]
+    before = reader.results.get(state).pred
 
     def no_reading(*args, **kwargs):
         raise AssertionError("the file was read again")
 
-    monkeypatch.setattr(app, "load_image", no_reading)
+    monkeypatch.setattr(readings, "load_image", no_reading)
     overlay, text, report = reader.change_heatmap(state, "subdural", opacity=0.6)
-    after = reader.results.get(state)["pred"]
+    after = reader.results.get(state).pred
     assert after.heatmap_target == "subdural" and "**Heatmap for:** subdural" in text
     assert not np.array_equal(overlay, overlay_any) and not np.allclose(after.heatmap, before.heatmap)
     assert after.probability == before.probability and after.subtypes == before.subtypes
@@ -157,7 +157,7 @@ def test_a_new_upload_empties_the_panel_and_resets_the_heatmap_choice():
 
 def test_an_ensemble_reading_says_how_many_members_agreed(reader, inputs, models):
     _, _, text, state = reader.read_slice(inputs["dcm"], _choice(reader, "ensemble", models))
-    pred = reader.results.get(state)["pred"]
+    pred = reader.results.get(state).pred
     above = sum(m["probability"] >= m["threshold"] for m in pred.members)
     assert f"{above} of 2 models in the ensemble" in text
     assert list(reader.subtype_panel(state)) == list(SUBTYPES)
@@ -168,7 +168,7 @@ def test_an_ensemble_reading_says_how_many_members_agreed(reader, inputs, models
 
 def test_scan_slices_name_their_leading_subtype(reader, inputs):
     verdict, summary, _, _, state = reader.read_series([inputs["zip"]])
-    result = reader.results.get(state)["result"]
+    result = reader.results.get(state).result
     for item, pred in zip(summary["slices"], result.predictions, strict=True):
         assert item["subtypes"] == pytest.approx(pred.subtypes)
     assert set(summary["subtypes"]) == set(SUBTYPES) and result.subtype_explanation in verdict
@@ -190,7 +190,7 @@ def test_binary_scan_slices_are_unchanged(reader, inputs, models):
 
 def test_an_ensemble_scan_says_how_many_members_read_hemorrhage(reader, inputs, models):
     verdict, _, _, _, state = reader.read_series([inputs["zip"]], _choice(reader, "ensemble", models))
-    above, total = reader.results.get(state)["result"].member_agreement
+    above, total = reader.results.get(state).result.member_agreement
     assert f"Ensemble: {above} of {total} models read this scan as hemorrhage" in verdict and total == 2
 
 
@@ -207,8 +207,8 @@ def test_an_ensemble_scan_says_how_many_members_read_hemorrhage(reader, inputs, 
 def test_the_subtype_line_says_a_leading_subtype_below_the_threshold_is_no_finding(label, expected):
     subtypes = dict.fromkeys(SUBTYPES, 0.1) | {"subdural": 0.81}
     pred = Prediction(label, 0.6, 0.5, np.zeros((2, 2), np.float32), [], "", subtypes=subtypes)
-    assert app.subtype_line(pred) == expected
-    assert app.subtype_line(Prediction(label, 0.6, 0.5, np.zeros((2, 2)), [], "")) == ""
+    assert page_text.subtype_line(pred) == expected
+    assert page_text.subtype_line(Prediction(label, 0.6, 0.5, np.zeros((2, 2)), [], "")) == ""
 
 
 # --------------------------------------------------------------------------- the launched app

@@ -29,7 +29,8 @@ from helpers_models import make_tiny_model
 from pydicom.filewriter import dcmwrite
 from pypdf import PdfReader
 
-from brain_ct import serving
+import app_gradio
+from brain_ct import page_text, readings, serving
 from brain_ct.limits import UploadLimits
 from brain_ct.predictor import Predictor
 from brain_ct.report import UNVERIFIED_NOTE
@@ -175,31 +176,6 @@ def test_label_explanation_pdf_and_cli_agree_with_the_threshold(
     assert f"(label: {expected})" in _pdf_text(out)
 
 
-@pytest.mark.parametrize(
-    ("p", "t"), [(0.173, 0.114), (0.114, 0.114), (0.6, 0.7), (0.7, 0.6), (0.0, 0.3), (1.0, 0.3), (0.5, 0.5)]
-)
-def test_label_top_class_is_the_verdict(app_module, p, t):
-    from brain_ct.predictor import Prediction
-
-    pred = Prediction(
-        label="hemorrhage" if p >= t else "normal",
-        probability=p,
-        threshold=t,
-        heatmap=np.zeros((2, 2), np.float32),
-        regions=[],
-        explanation="",
-    )
-    label = app_module.verdict_label(pred)
-    # The verdict comes first, however P compares with 1 - P; P is P itself.
-    assert next(iter(label)) == pred.label
-    assert label == {"hemorrhage": pytest.approx(p), "normal": pytest.approx(1 - p)}
-    with gr.Blocks():
-        shown = app_module._verdict_labels(gr.Label()).postprocess(label)
-    assert shown.label == pred.label and shown.confidences[0].confidence == pytest.approx(label[pred.label])
-    bar = app_module.probability_bar(p, t, pred.label)
-    assert f"width:{100 * p:.1f}%" in bar and f"left:{100 * t:.1f}%" in bar
-
-
 # --------------------------------------------------------------------------- 13.2 / 13.5 one-slice scans, numbering
 
 
@@ -217,7 +193,7 @@ def test_one_slice_scan_hides_the_slider_and_fills_every_output(reader, inputs):
 
 def test_scan_numbers_slices_from_one_for_people_and_from_zero_in_json(reader, inputs, app_module):
     verdict, summary, _, _, state = reader.read_series([inputs["six"]])
-    result = reader.results.get(state)["result"]
+    result = reader.results.get(state).result
     assert [s["index"] for s in summary["slices"]] == list(range(6))
     assert "index is 0-based" in summary["numbering"]
     if result.positive_slices:
@@ -256,16 +232,16 @@ def test_verdict_lists_unread_files_and_the_series_can_be_chosen(app_module, rea
     for item in summary[
         "errors"
     ]:  # each unread file is named (as the series reader shows it) with its reason
-        assert app_module.md_escape(item["file"]) in verdict
+        assert page_text.md_escape(item["file"]) in verdict
     assert "2 series" in verdict
     assert len(summary["series"]) == 2 and sum(s["chosen"] for s in summary["series"]) == 1
     picker = reader.series_picker(state)
     assert picker["visible"] is True and len(picker["choices"]) == 2
-    chosen = reader.results.get(state)["result"].series.series_id
+    chosen = reader.results.get(state).result.series.series_id
     assert picker["value"] == chosen
     other = next(v for _, v in picker["choices"] if v != chosen)
     _, summary2, _, _, state2 = reader.read_series([inputs["two"]], series_id=other)
-    assert reader.results.get(state2)["result"].series.series_id == other
+    assert reader.results.get(state2).result.series.series_id == other
     assert {summary["n_slices"], summary2["n_slices"]} == {4, 3}
     # A single series shows no dropdown.
     _, _, _, _, single = reader.read_series([inputs["six"]])
@@ -274,9 +250,9 @@ def test_verdict_lists_unread_files_and_the_series_can_be_chosen(app_module, rea
 
 def test_series_markdown_lists_skipped_files_with_their_reason(app_module, reader, inputs):
     _, _, _, _, state = reader.read_series([inputs["six"]])
-    result = reader.results.get(state)["result"]
+    result = reader.results.get(state).result
     result.series.skipped.append({"file": "IM0003", "reason": "other series 3f2a, 1 slice"})
-    text = app_module.series_md(result)
+    text = page_text.series_md(result)
     assert (
         "1 file left out" in text
         and "IM0003" in text
@@ -324,7 +300,7 @@ def test_last_error_is_kept_for_the_page_in_user_words(reader, inputs):
 
 def test_error_messages_show_file_names_not_server_folders(app_module, tmp_path):
     upload = tmp_path / "abc123" / "scan.zip"
-    text = app_module.user_message(f"no slice of {upload} could be read", [str(upload)])
+    text = page_text.user_message(f"no slice of {upload} could be read", [str(upload)])
     assert str(tmp_path) not in text and "scan.zip" in text
 
 
@@ -346,24 +322,6 @@ def test_window_presets_are_greyed_for_8bit_images_and_tags_named_for_dicom(read
 
 
 # --------------------------------------------------------------------------- 14.2 bounded state
-
-
-def test_result_cache_is_bounded_in_entries_bytes_and_age(app_module, monkeypatch):
-    cache = app_module.ResultCache(max_entries=3, max_bytes=10_000, ttl_s=60)
-    keys = [cache.put({"a": np.zeros(100, np.uint8)}) for _ in range(5)]
-    assert len(cache) == 3 and cache.get(keys[0]) is None and cache.get(keys[-1]) is not None
-    big = cache.put({"a": np.zeros(9_000, np.uint8)})
-    assert cache.nbytes <= 10_000 and cache.get(big) is not None
-    cache.discard(big)
-    assert cache.get(big) is None
-    huge = cache.put({"a": np.zeros(50_000, np.uint8)})  # larger than the budget: the newest stays
-    assert cache.get(huge) is not None and len(cache) == 1
-    clock = [1000.0]
-    monkeypatch.setattr(app_module.time, "monotonic", lambda: clock[0])
-    key = cache.put({"a": np.zeros(10, np.uint8)})
-    clock[0] += 61
-    assert cache.get(key) is None
-    assert cache.get({"not": "a key"}) is None
 
 
 def test_state_holds_a_key_with_time_to_live(app_module, settings, reader, inputs):
@@ -404,68 +362,12 @@ def test_scan_cap_refuses_with_a_clear_message(app_module, registry, settings, i
 
 
 def test_markdown_escape_neutralises_html_and_links(app_module):
-    text = app_module.md_escape("<img src=x onerror=alert(1)> [click](http://evil) **b**\nnext")
+    text = page_text.md_escape("<img src=x onerror=alert(1)> [click](http://evil) **b**\nnext")
     assert "<" not in text and ">" not in text and "](" not in text and "\n" not in text
     assert "**" not in text.replace("\\*", "")
 
 
 # --------------------------------------------------------------------------- 14.5 / 14.6 files
-
-
-def test_every_image_output_gets_its_own_file(app_module):
-    with gr.Blocks():
-        component = app_module._write_images_to_unique_files(gr.Image(type="numpy", format="png"))
-    rgb = np.zeros((8, 8, 3), np.uint8)
-    first, second = component.postprocess(rgb), component.postprocess(rgb)
-    assert first.path != second.path
-    assert Path(first.path).read_bytes() == Path(second.path).read_bytes()
-    assert Path(first.path).stat().st_size > 0
-
-
-def test_run_folder_sweeps(app_module, tmp_path):
-    dead = tmp_path / "run-999999999"
-    alive = tmp_path / f"run-{os.getppid()}"
-    dead.mkdir()
-    alive.mkdir()
-    removed = app_module.sweep_dead_runs(tmp_path)
-    assert removed == [dead] and not dead.exists() and alive.exists()
-    settings = app_module.AppSettings(run_dir=tmp_path / f"run-{os.getpid()}")
-    old = app_module.output_folder(settings)
-    new = app_module.output_folder(settings)
-    cache = settings.gradio_cache
-    empty, full = cache / "empty-hash-folder", cache / "full-hash-folder"
-    empty.mkdir(parents=True)
-    full.mkdir()
-    (full / "upload.dcm").write_bytes(b"x")
-    example = cache / "example-hash-folder" / "example.dcm"
-    example.parent.mkdir()
-    example.write_bytes(b"x")
-    partial = cache / "tmpabc123"  # an upload aborted half-way: Gradio's parser left it at the top
-    partial.write_bytes(b"x")
-    fresh = cache / "fresh-hash-folder" / "upload.dcm"
-    fresh.parent.mkdir()
-    fresh.write_bytes(b"x")
-    for path in (old, empty, full, full / "upload.dcm", partial, example, example.parent):
-        os.utime(path, (time.time() - 1000, time.time() - 1000))
-    app_module.sweep_outputs(settings, keep=[example])
-    assert not old.exists() and new.exists()
-    assert not empty.exists() and not full.exists() and not partial.exists()
-    assert example.exists() and fresh.exists()  # the examples' copies survive every sweep
-    assert settings.output_dir.parent == settings.gradio_cache.parent == settings.run_dir
-    app_module.remove_run_dir(settings)
-    assert not settings.run_dir.exists() and alive.exists()
-
-
-def test_prepare_run_dir_points_gradio_into_the_run_folder(app_module, tmp_path, monkeypatch):
-    monkeypatch.setenv("GRADIO_TEMP_DIR", "unchanged")
-    monkeypatch.setattr(app_module.atexit, "register", lambda *a: None)  # the test removes it itself
-    dead = tmp_path / "run-999999999"
-    dead.mkdir()
-    settings = app_module.AppSettings(run_dir=tmp_path / f"run-{os.getpid()}")
-    app_module.prepare_run_dir(settings)
-    assert settings.run_dir.is_dir() and not dead.exists()
-    assert os.environ["GRADIO_TEMP_DIR"] == str(settings.gradio_cache)
-    app_module.remove_run_dir(settings)
 
 
 # --------------------------------------------------------------------------- 13.11 logging
@@ -734,7 +636,7 @@ def test_a_client_address_is_refused_at_the_queue_door_when_it_has_enough_waitin
         return True, "event", "success"
 
     demo._queue.push = accept  # the queue behind the door
-    app_module.limit_queue_per_client(demo, demo.reader)
+    app_gradio.limit_queue_per_client(demo, demo.reader)
 
     def request(ip: str):
         return types.SimpleNamespace(
@@ -757,7 +659,7 @@ def test_a_library_failure_without_a_message_still_gets_one(app_module, reader, 
     def broken(*args, **kwargs):
         raise NotImplementedError()
 
-    monkeypatch.setattr(app_module, "load_image", broken)
+    monkeypatch.setattr(readings, "load_image", broken)
     with pytest.raises(gr.Error) as err:
         reader.read_slice(inputs["dcm"], request=_request("s9"))
     assert "NotImplementedError" in str(err.value) and err.value.__context__ is None
@@ -806,6 +708,6 @@ def test_a_slice_named_after_a_person_is_shown_under_a_neutral_name(app_module, 
     _, _, report = reader.slice_details(state)
     shown = text + json.dumps(reader.reading_json(state)) + _pdf_text(report)
     assert "john" not in shown.lower() and "smith" not in shown.lower()
-    assert app_module.upload_name(str(named)) == "uploaded slice"
+    assert readings.upload_name(str(named)) == "uploaded slice"
     # a scanner's own name passes the same screen
-    assert app_module.upload_name(str(tmp_path / "IM000123.dcm")) == "IM000123.dcm"
+    assert readings.upload_name(str(tmp_path / "IM000123.dcm")) == "IM000123.dcm"

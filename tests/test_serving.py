@@ -15,6 +15,7 @@ from brain_ct.serving import (
     ClientBusyError,
     ErrorBox,
     FairShare,
+    ResultCache,
     client_address,
     failure_message,
     forget_failure,
@@ -136,3 +137,21 @@ def test_error_box_keeps_the_last_error_per_session_bounded():
         box.set(s, f"error {s}")
     box.set(None, "nobody")
     assert box.pop("a") == "" and box.pop("c") == "error c" and box.pop("c") == ""
+
+
+def test_result_cache_is_bounded_in_entries_bytes_and_age(monkeypatch):
+    cache = ResultCache(max_entries=3, max_bytes=10_000, ttl_s=60)
+    keys = [cache.put({"a": np.zeros(100, np.uint8)}) for _ in range(5)]
+    assert len(cache) == 3 and cache.get(keys[0]) is None and cache.get(keys[-1]) is not None
+    big = cache.put({"a": np.zeros(9_000, np.uint8)})
+    assert cache.nbytes <= 10_000 and cache.get(big) is not None
+    cache.discard(big)
+    assert cache.get(big) is None
+    huge = cache.put({"a": np.zeros(50_000, np.uint8)})  # larger than the budget: the newest stays
+    assert cache.get(huge) is not None and len(cache) == 1
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    key = cache.put({"a": np.zeros(10, np.uint8)})
+    clock[0] += 61
+    assert cache.get(key) is None
+    assert cache.get({"not": "a key"}) is None
