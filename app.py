@@ -65,8 +65,6 @@ from brain_ct.labels import ANY, SUBTYPES
 from brain_ct.page_text import explanation_md, meta_rows, series_choices, verdict_label
 from brain_ct.readings import (
     HIDDEN_SLIDER,
-    PLOT_LABEL,
-    SLIDER_LABEL,
     Readings,
     upload_paths,
     window_note,
@@ -85,6 +83,7 @@ from brain_ct.server import (
     warm_up,
 )
 from brain_ct.serving import SESSION_TTL_S, client_address, limit_malloc_arenas
+from brain_ct.wording import PLOT_LABEL, SLIDER_LABEL
 
 log = logging.getLogger("brain_ct.app")
 

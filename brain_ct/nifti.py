@@ -59,7 +59,6 @@ from brain_ct.errors import InvalidInputError
 from brain_ct.hu import hu_image
 from brain_ct.image import CTImage
 from brain_ct.nifti_grid import UNIT_MM, NiftiGrid, NiftiSeries
-from brain_ct.nifti_grid import write_heatmap_nifti as write_heatmap_nifti  # app.py imports it from here
 from brain_ct.sniff import NIFTI_SUFFIXES, is_nifti_head, nifti_header_kind
 from brain_ct.source import MAX_SIDE, MIN_SIDE, read_source
 from brain_ct.volume import SeriesInfo, check_plausible_series

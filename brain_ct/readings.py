@@ -23,14 +23,14 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 
-from brain_ct import limits
+from brain_ct import limits, wording
 from brain_ct.collect import screen_name
 from brain_ct.errors import BrainCTError, InvalidInputError, NotHeadCTError, TooLargeError
 from brain_ct.image import CTImage
 from brain_ct.image_set import ImageSetReading, is_image_set, read_image_set
 from brain_ct.io import load_image
 from brain_ct.labels import ANY
-from brain_ct.nifti import write_heatmap_nifti
+from brain_ct.nifti_grid import write_heatmap_nifti
 from brain_ct.page_text import (
     KIND_NAMES,
     explanation_md,
@@ -60,6 +60,7 @@ from brain_ct.serving import (
     release_memory,
     sweep_folder,
 )
+from brain_ct.sniff import HEAD_BYTES, NIFTI_SUFFIXES, sniff
 from brain_ct.volume import Series, SeriesInfo
 from brain_ct.windowing import PRESETS, display_window
 
@@ -67,13 +68,6 @@ log = logging.getLogger("brain_ct.app")
 
 T = TypeVar("T")
 
-EXPIRED = (
-    "This reading is no longer kept on the server (readings expire after a while). Upload the file again."
-)
-PLOT_LABEL = "P(hemorrhage) per slice (dashed: threshold)"
-NO_PLOT_LABEL = "No plot: separate images have no order to plot along (each image's P is listed left)"
-SLIDER_LABEL = "Slice number (1 = most inferior)"
-IMAGE_SLIDER_LABEL = "Image number (upload order)"
 #: The display window and heatmap opacity of a shown slice: (preset, center HU, width HU, opacity).
 View = tuple[str, float | None, float | None, float]
 DEFAULT_VIEW: View = ("brain", 40.0, 80.0, 0.4)
@@ -113,7 +107,7 @@ class ReadingExpired(InvalidInputError):
     """A reading the page showed is no longer in the cache."""
 
     def __init__(self) -> None:
-        super().__init__(EXPIRED)
+        super().__init__(wording.EXPIRED)
 
 
 class ReadingFailed(Exception):
@@ -149,10 +143,10 @@ def upload_paths(files: object) -> list[str]:
 def error_heading(exc: BaseException) -> str:
     """The first words of an error on the page: content refusals are not unreadable files."""
     if isinstance(exc, ClientBusyError):
-        return "Busy:"
+        return wording.HEADING_BUSY
     if isinstance(exc, (NotHeadCTError, TooLargeError)):
-        return "Refused:"
-    return "Could not read this upload:"
+        return wording.HEADING_REFUSED
+    return wording.HEADING_UNREADABLE
 
 
 def upload_name(path: str) -> str:
@@ -166,8 +160,8 @@ def refuse_scan_on_slice_tab(path: str) -> None:
     """A zip or NIfTI volume holds a scan: point to the tab that reads it, before decoding anything."""
     name = Path(path).name.lower()
     with open(path, "rb") as f:
-        head = f.read(4)
-    if head.startswith(b"PK") or name.endswith((".nii", ".nii.gz")):
+        head = f.read(HEAD_BYTES)
+    if sniff(head) in ("zip", "nifti") or name.endswith(NIFTI_SUFFIXES):
         raise InvalidInputError(
             f"{Path(path).name}: this upload holds a whole scan (a zip archive or NIfTI volume), and the "
             'One-slice tab reads one image. Use the "Whole scan" tab for it.'
@@ -193,10 +187,7 @@ def window_note(ct: CTImage | None) -> str | None:
     """Why the window presets cannot change ``ct`` (an 8-bit image), or None when they can."""
     if ct is None or ct.hu is not None:
         return None
-    return (
-        "PNG/JPG images hold no Hounsfield units: they were windowed when saved, so presets "
-        "cannot change them (DICOM only)."
-    )
+    return wording.NO_WINDOW_NOTE
 
 
 def _numbered(number: float | None, n: int) -> int:
@@ -482,7 +473,7 @@ class Readings:
         if isinstance(entry, CachedImageSet):
             return self._show_set_image(entry, number, view)
         if not isinstance(entry, CachedScan):
-            return None, (f"*{EXPIRED}*" if state else "")
+            return None, (f"*{wording.EXPIRED}*" if state else "")
         result = entry.result
         i = _numbered(number, result.n_slices)
         pred = result.predictions[i]
@@ -517,7 +508,7 @@ class Readings:
             first = (reading.suspicious or [0])[0] + 1
             n = len(reading.predictions)
             slider = {"minimum": 1, "maximum": n, "value": first, "step": 1, "visible": True}
-            return ScanBrowser(slider | {"label": IMAGE_SLIDER_LABEL}, None, NO_PLOT_LABEL)
+            return ScanBrowser(slider | {"label": wording.IMAGE_SLIDER_LABEL}, None, wording.NO_PLOT_LABEL)
         if not isinstance(entry, CachedScan):
             return None
         result = entry.result
@@ -536,7 +527,7 @@ class Readings:
             "value": result.most_suspicious + 1,
             "step": 1,
             "visible": n > 1,
-            "label": SLIDER_LABEL,
+            "label": wording.SLIDER_LABEL,
         }
         return ScanBrowser(slider, plot)
 

@@ -34,6 +34,7 @@ from brain_ct.model import SUBTYPE_DEMO_MODEL_DIR, resolve_model_id, shown_model
 from brain_ct.page_text import md_escape
 from brain_ct.predictor import Predictor
 from brain_ct.serving import sweep_dead_runs, sweep_folder
+from brain_ct.sniff import DICOM_SUFFIXES, IMAGE_SUFFIXES
 from brain_ct.synthetic import generate_slice, to_dicom
 
 log = logging.getLogger("brain_ct.app")
@@ -239,7 +240,9 @@ def output_folder(settings: AppSettings) -> Path:
 
 def example_files() -> list[str]:
     """The app's one-click examples: synthetic phantoms made by the project, and real CT slices."""
-    files = sorted(str(p) for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in {".dcm", ".png", ".jpg"})
+    files = sorted(
+        str(p) for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in (*DICOM_SUFFIXES, *IMAGE_SUFFIXES)
+    )
     files += [str(p) for p in REAL_EXAMPLE_FILES if p.is_file()]
     try:
         from pydicom.data import get_testdata_file

@@ -109,3 +109,23 @@ def display_caption(source: str) -> str:
 def plural(n: int, noun: str) -> str:
     """``"1 slice"``, ``"2 slices"``: a count with its noun (regular plurals only)."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+#: The app's words around a reading (brain_ct.readings, app.py).
+EXPIRED = (
+    "This reading is no longer kept on the server (readings expire after a while). Upload the file again."
+)
+PLOT_LABEL = "P(hemorrhage) per slice (dashed: threshold)"
+NO_PLOT_LABEL = "No plot: separate images have no order to plot along (each image's P is listed left)"
+SLIDER_LABEL = "Slice number (1 = most inferior)"
+IMAGE_SLIDER_LABEL = "Image number (upload order)"
+#: Why the window presets cannot change an 8-bit image.
+NO_WINDOW_NOTE = (
+    "PNG/JPG images hold no Hounsfield units: they were windowed when saved, so presets cannot change them "
+    "(DICOM only)."
+)
+#: The first words of an error on the page: a busy server, a refused upload (not a head CT, too large), or a
+#: file that could not be read.
+HEADING_BUSY = "Busy:"
+HEADING_REFUSED = "Refused:"
+HEADING_UNREADABLE = "Could not read this upload:"

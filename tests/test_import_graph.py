@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ROOTS = ("brain_ct", "train", "benchmarks", "app.py")
+ROOTS = ("brain_ct", "train", "benchmarks", "app.py", "app_gradio.py")
 
 
 def module_files(repo: Path, roots: tuple[str, ...] = ROOTS) -> dict[str, Path]:

@@ -17,10 +17,6 @@ from helpers_series import to_bytes
 
 from brain_ct.errors import InvalidInputError, NotHeadCTError, TooLargeError
 from brain_ct.readings import (
-    EXPIRED,
-    IMAGE_SLIDER_LABEL,
-    NO_PLOT_LABEL,
-    SLIDER_LABEL,
     CachedImageSet,
     CachedScan,
     CachedSlice,
@@ -37,6 +33,7 @@ from brain_ct.server import AppSettings, ModelRegistry
 from brain_ct.serving import ClientBusyError
 from brain_ct.synthetic import generate_series, generate_slice, plain_8bit, to_dicom
 from brain_ct.windowing import PRESETS
+from brain_ct.wording import EXPIRED, IMAGE_SLIDER_LABEL, NO_PLOT_LABEL, SLIDER_LABEL
 
 ROOT = Path(__file__).resolve().parent.parent
 VIEW = ("brain", 40.0, 80.0, 0.4)

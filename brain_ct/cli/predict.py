@@ -49,7 +49,7 @@ stands for its volumes: one scan object per volume.
 Results for viewers (scans only, i.e. a folder, zip or NIfTI volume, except ``--dicom-out``):
 
 * ``--heatmaps-nifti PATH``: the scan's heatmaps as one float32 NIfTI volume on the scan's own
-  voxel grid and affine (:func:`brain_ct.nifti.write_heatmap_nifti`; opens aligned over the scan in
+  voxel grid and affine (:func:`brain_ct.nifti_grid.write_heatmap_nifti`; opens aligned over the scan in
   3D Slicer or ITK-SNAP). PATH ending in ``.nii`` / ``.nii.gz`` is the file (one scan input); any
   other PATH is a folder receiving ``<scan>_heatmap.nii.gz`` per scan. The record gets
   ``heatmap_nifti`` (the path written).
