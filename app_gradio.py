@@ -36,17 +36,13 @@ from gradio.components.label import LabelConfidence, LabelData
 from gradio.utils import NamedString
 from gradio_client import utils as client_utils
 
+from brain_ct import wording
 from brain_ct.errors import BrainCTError
 from brain_ct.page_text import user_message
 from brain_ct.readings import ReadingFailed, Readings
 from brain_ct.serving import FairShare
 
 T = TypeVar("T")
-
-URL_REFUSED = (
-    "A web address was given instead of a file. Only uploaded files are read: download the "
-    "file and upload it."
-)
 
 
 class QueueClients(Protocol):
@@ -89,7 +85,7 @@ def uploads_only(component: gr.File) -> gr.File:
 
     def refuse(value: Any) -> None:
         if value is not None and client_utils.is_http_url_like(str(value)):
-            raise gr.Error(URL_REFUSED, print_exception=False)
+            raise gr.Error(wording.URL_REFUSED, print_exception=False)
 
     async def move_async(self: gr.File, value: Any) -> Any:
         refuse(value)

@@ -129,3 +129,5 @@ NO_WINDOW_NOTE = (
 HEADING_BUSY = "Busy:"
 HEADING_REFUSED = "Refused:"
 HEADING_UNREADABLE = "Could not read this upload:"
+#: A file component given a web address instead of an upload (the app reads uploaded files only).
+URL_REFUSED = "A web address was given instead of a file. Only uploaded files are read: download the file and upload it."
