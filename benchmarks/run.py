@@ -775,7 +775,9 @@ def bench_train(
 
     def fresh_model() -> Any:
         torch.manual_seed(0)
-        m = AutoModelForImageClassification.from_pretrained(model_dir, use_safetensors=True)
+        m = AutoModelForImageClassification.from_pretrained(
+            model_dir, use_safetensors=True, dtype=torch.float32
+        )
         return m.train()
 
     class StepClock(TrainerCallback):

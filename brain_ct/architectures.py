@@ -101,9 +101,13 @@ class Family(ABC):
         optionally ``problem_type``): a pretrained head of another size (ImageNet's 1000 classes, a binary
         model's 2 when training subtypes) is made anew, the backbone kept. ``kwargs`` go to
         ``from_pretrained`` (``revision``, ``cache_dir``)."""
+        import torch
         import transformers
 
         cls = getattr(transformers, self.model_class)
+        # Training runs in fp32 even from an fp16 file (the bundled ResNet-50): transformers' default
+        # "auto" dtype would keep the file's half precision.
+        kwargs.setdefault("dtype", torch.float32)
         return cls.from_pretrained(name_or_path, ignore_mismatched_sizes=True, **labels, **kwargs)
 
     def adapt_input_channels(self, model: torch.nn.Module, num_channels: int) -> None:

@@ -226,10 +226,12 @@ def choose_rule(
     }
     allowed = {d: max_scan_fpr * mask.sum() + 1e-9 for d, mask in normal_in.items()}
     best: tuple[tuple[float, ...], ScanRule] | None = None
+    lowest_fpr = 1.0  # the smallest worst-domain false-positive rate any candidate reaches (for the refusal)
     for rule in candidates if candidates is not None else candidate_rules():
         # The labels alone here (scan_metrics, with its AUC, only for the winner): ~1000 rules are read.
         called = np.asarray([s.read(rule)[1] == "hemorrhage" for s in scans])
         fps = {d: int((called & mask).sum()) for d, mask in normal_in.items()}
+        lowest_fpr = min(lowest_fpr, max(fps[d] / max(int(normal_in[d].sum()), 1) for d in fps))
         if any(fps[d] > allowed[d] for d in fps):
             continue
         key = (float(called[y == 1].mean()), -sum(fps.values()), *_strictness(rule))
@@ -238,7 +240,8 @@ def choose_rule(
     if best is None:
         raise InvalidInputError(
             f"no candidate scan rule keeps the false-positive rate on normal scans ≤ {max_scan_fpr}; the "
-            "model scores normal scans too high. Allow more (--max_scan_fpr) or improve the model"
+            f"model scores normal scans too high (the strictest candidate reaches {lowest_fpr:.3f} in its "
+            "worst domain). Allow more (--max_scan_fpr) or improve the model"
         )
     return best[1], scan_metrics(best[1], scans)
 
