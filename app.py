@@ -9,7 +9,7 @@ the run folder, loads the model once, warms it up and launches.
 
     python app.py [--model ID_OR_DIR] [--port 7860] [--host 127.0.0.1] [--share] [--mcp] [--verbose]
 
-Model order: ``--model``, env ``BRAIN_CT_MODEL``, the bundled demo model; ``--revision`` or env
+Model order: ``--model``, env ``BRAIN_CT_MODEL``, the bundled ResNet-50 (``models/brain-ct-resnet50``); ``--revision`` or env
 ``BRAIN_CT_MODEL_REVISION`` pins a Hub model to a commit. Extra models for the dropdown: env
 ``BRAIN_CT_MODELS`` (comma-separated Hub ids or folders), loaded lazily and cached.
 

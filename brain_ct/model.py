@@ -33,7 +33,9 @@ contract", see ``ARCHITECTURE.md``):
   real anatomy differently, so ``python -m train`` bounds false positives on real normals per kind.
 
 Model choice order everywhere (CLI, app, library): an explicit id/folder, then the environment
-variable ``BRAIN_CT_MODEL``, then the bundled demo model in ``models/brain-ct-demo/``.
+variable ``BRAIN_CT_MODEL``, then the bundled default model in ``models/brain-ct-resnet50/`` (the
+ImageNet-pretrained ResNet-50, fp16 on disk, loaded as fp32), then the small bundled demo in
+``models/brain-ct-demo/`` when the ResNet-50 folder is not there (a slimmed copy of the project).
 
 Only safetensors weights are loaded and never remote code (``trust_remote_code=False``): a model
 file can otherwise run arbitrary code on the machine that opens it.
@@ -59,10 +61,12 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
 
-#: The bundled demo models (trained on synthetic phantoms and one real head by ``python -m train``): the
-#: binary default, and the subtype model beside it. Every folder under ``models/`` is a demonstration model.
+#: The bundled models (trained on synthetic phantoms and one real head by ``python -m train``): the default
+#: ResNet-50 fine-tuned from ImageNet, the small 0.7 M-parameter demo (tests, speed, slow machines) and the
+#: small subtype model. Every folder under ``models/`` is a demonstration model.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_MODELS_DIR = PROJECT_ROOT / "models"
+DEFAULT_MODEL_DIR = BUNDLED_MODELS_DIR / "brain-ct-resnet50"
 DEMO_MODEL_DIR = BUNDLED_MODELS_DIR / "brain-ct-demo"
 SUBTYPE_DEMO_MODEL_DIR = BUNDLED_MODELS_DIR / "brain-ct-demo-subtypes"
 
@@ -194,7 +198,8 @@ class ModelSettings:
 
 
 def resolve_model_id(explicit: str | os.PathLike[str] | None = None) -> str:
-    """Pick the model to load: ``explicit``, then env ``BRAIN_CT_MODEL``, then the bundled demo.
+    """Pick the model to load: ``explicit``, then env ``BRAIN_CT_MODEL``, then the bundled default
+    (``models/brain-ct-resnet50``, or ``models/brain-ct-demo`` where that folder is missing).
 
     Args:
         explicit: a Hub id (``owner/name``) or a folder, e.g. from ``--model``; None or "" to
@@ -204,28 +209,29 @@ def resolve_model_id(explicit: str | os.PathLike[str] | None = None) -> str:
         The id or folder path as a string.
 
     Raises:
-        ModelLoadError: nothing was given and the bundled demo model is not there.
+        ModelLoadError: nothing was given and neither bundled model is there.
     """
     if explicit is not None and str(explicit).strip():
         return str(explicit).strip()
     env = os.environ.get(MODEL_ENV, "").strip()
     if env:
         return env
-    if (DEMO_MODEL_DIR / "config.json").is_file():
-        return str(DEMO_MODEL_DIR)
+    for bundled in (DEFAULT_MODEL_DIR, DEMO_MODEL_DIR):
+        if (bundled / "config.json").is_file():
+            return str(bundled)
     raise ModelLoadError(
-        f"no model given and the bundled demo model is missing ({DEMO_MODEL_DIR}). "
+        f"no model given and the bundled models are missing ({DEFAULT_MODEL_DIR}, {DEMO_MODEL_DIR}). "
         "Pass a Hub id or folder with --model (or the model argument), set the environment "
         f"variable {MODEL_ENV}, or train the demo model with python -m train "
-        "(the README's 'Demo model' section has the exact command)"
+        "(the README's section 'The small demo model' and each model's card have the exact commands)"
     )
 
 
 def shown_model_id(model_id: str) -> str:
     """The model id to show in outputs: a Hub id as given; a folder inside this project relative to it.
 
-    The bundled demo is resolved to an absolute path for loading; outputs, reports and the public app
-    show ``models/brain-ct-demo`` instead of the server's directory layout. Other folders stay as given.
+    A bundled model is resolved to an absolute path for loading; outputs, reports and the public app
+    show ``models/brain-ct-resnet50`` instead of the server's directory layout. Other folders stay as given.
     """
     path = Path(model_id).expanduser()
     if not model_id or not path.exists():
@@ -248,7 +254,7 @@ def _looks_like_path(model_id: str) -> bool:
 def _is_demo_path(model_id: str) -> bool:
     try:
         path = Path(model_id).expanduser().resolve()
-        return path == DEMO_MODEL_DIR or path.parent == BUNDLED_MODELS_DIR
+        return path in (DEFAULT_MODEL_DIR, DEMO_MODEL_DIR) or path.parent == BUNDLED_MODELS_DIR
     except OSError:
         return False
 
@@ -621,11 +627,19 @@ def load_model(
     config = _load_config(model_id, revision)
     settings = settings_from_config(config, model_id, revision)
 
+    import torch
     from transformers import AutoModelForImageClassification
 
     try:
+        # fp32 whatever the file holds: transformers' "auto" dtype would keep an fp16 file (the bundled
+        # ResNet-50) in half precision, which CPU convolutions run slower and Grad-CAM less exactly.
         model = AutoModelForImageClassification.from_pretrained(
-            model_id, config=config, revision=revision, use_safetensors=True, trust_remote_code=False
+            model_id,
+            config=config,
+            revision=revision,
+            use_safetensors=True,
+            trust_remote_code=False,
+            dtype=torch.float32,
         )
     except Exception as exc:
         raise ModelLoadError(

@@ -1,7 +1,7 @@
 """Predictor: a head-CT slice in, a :class:`Prediction` (label, probability, Grad-CAM, regions, text) out.
 
 >>> from brain_ct import Predictor
->>> predictor = Predictor.from_pretrained()          # --model / BRAIN_CT_MODEL / bundled demo
+>>> predictor = Predictor.from_pretrained()          # --model / BRAIN_CT_MODEL / bundled ResNet-50
 >>> p = predictor.predict("slice.dcm")                # a path, bytes, a file object or a CTImage
 >>> p.label, round(p.probability, 2), p.regions[:1]
 >>> rgb = p.overlay(opacity=0.4)                      # computed only when asked for
@@ -248,7 +248,7 @@ class Predictor:
         *,
         channels_last: bool | None = None,
     ) -> Predictor:
-        """Load a model or an ensemble (Hub id or folder; None → env ``BRAIN_CT_MODEL``, then the bundled demo).
+        """Load a model or an ensemble (Hub id or folder; None → env ``BRAIN_CT_MODEL``, then the bundled default).
 
         ``channels_last``: see :class:`Predictor`.
 

@@ -30,7 +30,13 @@ from pydicom.filewriter import dcmwrite
 from brain_ct import wording
 from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.limits import UploadLimits
-from brain_ct.model import SUBTYPE_DEMO_MODEL_DIR, resolve_model_id, shown_model_id
+from brain_ct.model import (
+    DEFAULT_MODEL_DIR,
+    DEMO_MODEL_DIR,
+    SUBTYPE_DEMO_MODEL_DIR,
+    resolve_model_id,
+    shown_model_id,
+)
 from brain_ct.page_text import md_escape
 from brain_ct.predictor import Predictor
 from brain_ct.serving import sweep_dead_runs, sweep_folder
@@ -62,11 +68,13 @@ def default_run_dir() -> Path:
 
 
 def _extra_models() -> list[str]:
-    """Env ``BRAIN_CT_MODELS`` (comma-separated); unset: the bundled subtype demo, when it is there."""
+    """Env ``BRAIN_CT_MODELS`` (comma-separated); unset: the bundled models that are there — the
+    default ResNet-50, the small demo, the small subtype model (the default model itself is listed once)."""
     listed = os.environ.get("BRAIN_CT_MODELS")
     if listed is not None:
         return [m.strip() for m in listed.split(",") if m.strip()]
-    return [str(SUBTYPE_DEMO_MODEL_DIR)] if (SUBTYPE_DEMO_MODEL_DIR / "config.json").is_file() else []
+    bundled = (DEFAULT_MODEL_DIR, DEMO_MODEL_DIR, SUBTYPE_DEMO_MODEL_DIR)
+    return [str(m) for m in bundled if (m / "config.json").is_file()]
 
 
 @dataclass
@@ -74,7 +82,7 @@ class AppSettings:
     """What one app server is built from: its models, its run folder and its per-request limits.
 
     Attributes:
-        model: Hub id or folder of the default model; None: env ``BRAIN_CT_MODEL``, then the bundled demo.
+        model: Hub id or folder of the default model; None: env ``BRAIN_CT_MODEL``, then the bundled default.
         revision: Hub revision of the default model (a commit hash pins it).
         extra_models: more models for the dropdown (Hub ids or folders), loaded on first use.
         run_dir: everything this server writes (outputs; Gradio's upload cache when :func:`main` runs
@@ -128,7 +136,7 @@ class ModelRegistry:
     """Predictors by model id: the default is loaded at start, extra ones on first use, all cached."""
 
     def __init__(self, default: str, extra: list[str] | None = None, revision: str | None = None) -> None:
-        # Choices are the ids users see (the bundled demo as models/brain-ct-demo, not the server's path).
+        # Choices are the ids users see (a bundled model as models/<name>, not the server's path).
         self._sources = {shown_model_id(m): m for m in [*(extra or [])[::-1], default]}
         self.default = shown_model_id(default)
         self.revision = revision
@@ -171,7 +179,7 @@ class ModelRegistry:
 def make_registry(
     model: str | None = None, revision: str | None = None, extra: list[str] | None = None
 ) -> ModelRegistry:
-    """The models of a server: ``model`` (None: env ``BRAIN_CT_MODEL``, then the bundled demo) and ``extra``."""
+    """The models of a server: ``model`` (None: env ``BRAIN_CT_MODEL``, then the bundled default) and ``extra``."""
     return ModelRegistry(resolve_model_id(model), extra, revision=revision)
 
 

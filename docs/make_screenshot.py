@@ -1,4 +1,4 @@
-"""Take the README's screenshot: the app on the bundled demo model reading an example slice.
+"""Take the README's screenshot: the app on the default model (the bundled ResNet-50) reading an example slice.
 
     python -m docs.make_screenshot [--input examples/synthetic_subdural.dcm] [--out docs/app.png]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import cv2
@@ -11,6 +12,12 @@ from helpers_dicom import ct_dataset
 from helpers_dicom import dicom_bytes as write_dicom_bytes
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
+
+from brain_ct.model import DEMO_MODEL_DIR, MODEL_ENV
+
+# The suite reads with the small bundled demo (0.7 M parameters: fast), not the default ResNet-50; the
+# tests of the default itself clear the variable (tests/test_default_model.py). Subprocesses inherit it.
+os.environ[MODEL_ENV] = str(DEMO_MODEL_DIR)
 
 #: pydicom's real CT slices with pixel data (axial head: 693_J2KI, J2K_pixelrep_mismatch; spine: CT_small).
 PYDICOM_CT_FILES = ("CT_small.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm")

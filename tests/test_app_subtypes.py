@@ -267,13 +267,26 @@ def test_browser_shows_the_subtype_panel_and_a_subtype_heatmap(served, inputs):
     assert (ARTIFACTS / "app_subtypes.png").stat().st_size > 10_000
 
 
-def test_the_bundled_subtype_demo_is_offered_unless_models_are_listed(monkeypatch):
-    from brain_ct.model import SUBTYPE_DEMO_MODEL_DIR
+def test_the_bundled_models_are_offered_unless_models_are_listed(monkeypatch):
+    from brain_ct.model import DEFAULT_MODEL_DIR, DEMO_MODEL_DIR, SUBTYPE_DEMO_MODEL_DIR
 
     monkeypatch.delenv("BRAIN_CT_MODELS", raising=False)
     monkeypatch.delenv("BRAIN_CT_MODEL", raising=False)
-    assert app.AppSettings.from_env().extra_models == [str(SUBTYPE_DEMO_MODEL_DIR)]
+    bundled = [DEFAULT_MODEL_DIR, DEMO_MODEL_DIR, SUBTYPE_DEMO_MODEL_DIR]
+    assert app.AppSettings.from_env().extra_models == [str(m) for m in bundled]
     registry = app.make_registry(None, extra=app.AppSettings.from_env().extra_models)
-    assert registry.choices == ["models/brain-ct-demo", "models/brain-ct-demo-subtypes"]
+    # The default first, listed once; nothing is loaded to list them.
+    assert registry.choices == [
+        "models/brain-ct-resnet50",
+        "models/brain-ct-demo",
+        "models/brain-ct-demo-subtypes",
+    ]
+    # With the small demo as the default (BRAIN_CT_MODEL), the ResNet-50 is still offered.
+    registry = app.make_registry(str(DEMO_MODEL_DIR), extra=app.AppSettings.from_env().extra_models)
+    assert registry.choices == [
+        "models/brain-ct-demo",
+        "models/brain-ct-resnet50",
+        "models/brain-ct-demo-subtypes",
+    ]
     monkeypatch.setenv("BRAIN_CT_MODELS", "")  # an empty list: only the default model
     assert app.AppSettings.from_env().extra_models == []

@@ -24,19 +24,24 @@ def test_resolve_explicit_wins_over_env(monkeypatch: pytest.MonkeyPatch) -> None
     assert bm.resolve_model_id("given/model") == "given/model"
 
 
-def test_resolve_env_then_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    demo = tmp_path / "demo"
-    demo.mkdir()
-    (demo / "config.json").write_text("{}")
+def test_resolve_env_then_default_then_demo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    default, demo = tmp_path / "resnet50", tmp_path / "demo"
+    for folder in (default, demo):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+    monkeypatch.setattr(bm, "DEFAULT_MODEL_DIR", default)
     monkeypatch.setattr(bm, "DEMO_MODEL_DIR", demo)
     monkeypatch.setenv("BRAIN_CT_MODEL", "env/model")
     assert bm.resolve_model_id(None) == "env/model"
     monkeypatch.delenv("BRAIN_CT_MODEL")
-    assert bm.resolve_model_id("") == str(demo)
+    assert bm.resolve_model_id("") == str(default)
+    (default / "config.json").unlink()  # a slimmed copy without the ResNet-50: the small demo
+    assert bm.resolve_model_id(None) == str(demo)
 
 
 def test_resolve_without_demo_says_how_to_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("BRAIN_CT_MODEL", raising=False)
+    monkeypatch.setattr(bm, "DEFAULT_MODEL_DIR", tmp_path / "missing-default")
     monkeypatch.setattr(bm, "DEMO_MODEL_DIR", tmp_path / "missing")
     with pytest.raises(ModelLoadError, match=r"--model.*BRAIN_CT_MODEL.*python -m train"):
         bm.resolve_model_id(None)
@@ -65,6 +70,7 @@ def test_is_demo_from_trained_on_and_from_demo_path(monkeypatch: pytest.MonkeyPa
     assert settings.is_demo is True
     assert settings.trained_on == "synthetic phantoms"
     plain = make_tiny_model(tmp_path / "plain")
+    monkeypatch.setattr(bm, "DEFAULT_MODEL_DIR", tmp_path / "no-resnet50")
     monkeypatch.setattr(bm, "DEMO_MODEL_DIR", plain.resolve())
     monkeypatch.delenv("BRAIN_CT_MODEL", raising=False)
     _, demo_settings = bm.load_model(None)

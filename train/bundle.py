@@ -44,26 +44,37 @@ def kept(path: Path) -> bool:
     return path.is_file() and (path.name in KEPT_FILES or path.suffix in KEPT_SUFFIXES)
 
 
-def write_half_weights(source: Path, target: Path) -> int:
-    """``source``'s safetensors with every floating tensor in fp16 (integer buffers as they are); the
-    file's metadata kept. Returns the number of tensors converted."""
+def write_half_weights(source: Path, target: Path) -> dict[str, Any]:
+    """``source``'s safetensors with its floating tensors in fp16, the file's metadata kept.
+
+    A tensor fp16 cannot hold (any |value| above 65504, e.g. the stem's batch-norm variance of the ImageNet
+    ResNet-50, whose first convolution takes ImageNet-normalised input scaled to Keras's 0–255) stays in
+    fp32: it would become infinite. Integer buffers stay as they are.
+
+    Returns:
+        ``{"converted": n, "kept_fp32": [names]}``.
+    """
     import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    largest = torch.finfo(torch.float16).max
     tensors: dict[str, Any] = {}
-    converted = 0
+    converted, kept_fp32 = 0, []
     with safe_open(str(source), framework="pt") as f:
         metadata = f.metadata() or {}
         names = f.keys()  # a safetensors file handle is not iterable
         for name in names:
             t = f.get_tensor(name)
             if t.is_floating_point() and t.dtype != torch.float16:
-                t = t.to(torch.float16)
-                converted += 1
+                if t.numel() and float(t.abs().max()) > largest:
+                    kept_fp32.append(name)
+                else:
+                    t = t.to(torch.float16)
+                    converted += 1
             tensors[name] = t.contiguous()
     save_file(tensors, str(target), metadata={**metadata, "format": "pt"})
-    return converted
+    return {"converted": converted, "kept_fp32": kept_fp32}
 
 
 def check_slices(size: int, n_phantoms: int, seed: int) -> list[Any]:
@@ -139,7 +150,8 @@ def bundle(
         shutil.copy2(path, output_dir / path.name)
     report: dict[str, Any] = {"source": str(model), "files": [p.name for p in files], "fp16": fp16}
     if fp16:
-        report["tensors_converted"] = write_half_weights(model / WEIGHTS, output_dir / WEIGHTS)
+        halves = write_half_weights(model / WEIGHTS, output_dir / WEIGHTS)
+        report["tensors_converted"], report["tensors_kept_fp32"] = halves["converted"], halves["kept_fp32"]
         report["check"] = compare(model, output_dir, n_phantoms, seed)
     report["weights_bytes"] = (output_dir / WEIGHTS).stat().st_size
     report["source_weights_bytes"] = (model / WEIGHTS).stat().st_size

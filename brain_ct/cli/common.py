@@ -58,7 +58,7 @@ def add_reading_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         metavar="ID_OR_DIR",
-        help="Hugging Face Hub id or model folder (default: env BRAIN_CT_MODEL, then models/brain-ct-demo)",
+        help="Hugging Face Hub id or model folder (default: env BRAIN_CT_MODEL, then models/brain-ct-resnet50)",
     )
     parser.add_argument("--revision", default=None, help="Hub revision; a commit hash pins the model")
     parser.add_argument(
