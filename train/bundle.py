@@ -22,6 +22,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from brain_ct import synthetic
+from brain_ct.errors import BrainCTError, InvalidInputError
+from brain_ct.image import CTImage
+from brain_ct.io import load_image
+from brain_ct.predictor import Predictor
+from brain_ct.server import example_files
+
 logger = logging.getLogger(__name__)
 
 #: What a bundled model folder keeps of a training output (anything else, checkpoints above all, stays behind).
@@ -85,11 +92,6 @@ def check_slices(size: int, n_phantoms: int, seed: int) -> list[Any]:
     import cv2
     import numpy as np
 
-    from brain_ct import synthetic
-    from brain_ct.image import CTImage
-    from brain_ct.io import load_image
-    from brain_ct.server import example_files
-
     slices: list[CTImage] = [load_image(path, allow_unverified=True) for path in example_files()]
     for i in range(n_phantoms):
         phantom = synthetic.generate_slice(seed + i, size, hemorrhage=i % 2 == 1)
@@ -108,8 +110,6 @@ def check_slices(size: int, n_phantoms: int, seed: int) -> list[Any]:
 def compare(original: Path, bundled: Path, n_phantoms: int, seed: int) -> dict[str, Any]:
     """P(hemorrhage) of both folders on :func:`check_slices`, and how far apart they are."""
     import numpy as np
-
-    from brain_ct.predictor import Predictor
 
     before, after = Predictor.from_pretrained(str(original)), Predictor.from_pretrained(str(bundled))
     slices = check_slices(256, n_phantoms, seed)
@@ -134,7 +134,6 @@ def bundle(
 
     Returns what was done: files copied, sizes, and with ``fp16`` the :func:`compare` numbers.
     """
-    from brain_ct.errors import InvalidInputError
 
     if not (model / "config.json").is_file() or not (model / WEIGHTS).is_file():
         raise InvalidInputError(f"{model} is not a model folder (config.json and {WEIGHTS} are needed)")
@@ -173,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow_flips", action="store_true", help="keep an fp16 copy whose labels differ")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from brain_ct.errors import BrainCTError
 
     try:
         report = bundle(
