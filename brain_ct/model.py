@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ from brain_ct.errors import InvalidInputError, ModelLoadError
 from brain_ct.labels import BINARY_LABELS, MULTI_LABEL, SUBTYPE_LABELS, SUBTYPES, label_set_of
 from brain_ct.preprocess import EIGHT_BIT_MAPPINGS, REPEAT, EightBitMapping, default_stats
 from brain_ct.scan_rule import ScanRule
+from brain_ct.wording import BUNDLED_NOTE, DEMO_NOTE
 
 if TYPE_CHECKING:
     import torch
@@ -172,6 +174,13 @@ class ModelSettings:
         return float((self.input_thresholds or {}).get(str(kind), self.threshold))
 
     @property
+    def demo_note(self) -> str:
+        """What the "for demonstration only" warning of a demo model says (:attr:`is_demo`): a bundled model
+        (a folder of ``models/``) trained with real anatomy says "phantoms and one real head"."""
+        real = re.search(r"\breal (anatomy|head|normal)", str(self.trained_on or "")) is not None
+        return BUNDLED_NOTE if real and is_bundled(self.model_id) else DEMO_NOTE
+
+    @property
     def num_channels(self) -> int:
         """Input channels the model expects: windows × (2 × context_slices + 1)."""
         return len(self.windows) * (2 * self.context_slices + 1)
@@ -249,6 +258,19 @@ def _looks_like_path(model_id: str) -> bool:
     if os.sep != "/" and os.sep in model_id:
         return True
     return model_id.count("/") > 1 or ":" in model_id
+
+
+def is_bundled(model_id: str) -> bool:
+    """True for a folder of ``models/`` (a bundled model), given as an absolute path or relative to the
+    project (how :func:`shown_model_id` shows it)."""
+    if not model_id:
+        return False
+    path = Path(model_id).expanduser()
+    try:
+        path = (path if path.is_absolute() else PROJECT_ROOT / path).resolve()
+    except OSError:
+        return False
+    return path.parent == BUNDLED_MODELS_DIR and path.is_dir()
 
 
 def _is_demo_path(model_id: str) -> bool:

@@ -40,7 +40,6 @@ from brain_ct.errors import InvalidInputError
 from brain_ct.labels import SUBTYPES
 from brain_ct.scan import SeriesPrediction
 from brain_ct.wording import (
-    DEMO_NOTE,
     DISCLAIMER,
     SUBTYPE_NOTE,
     UNVERIFIED_NOTE,
@@ -476,7 +475,7 @@ def _model_section(pdf: Any, model_settings: ModelSettings | None, prediction_mo
     pdf.paragraph(f"Model: {model_id} — revision: {revision}", size=9.5, style="B")
     pdf.paragraph(f"Trained on: {trained_on}.", size=9)
     if settings is not None and settings.is_demo:
-        pdf.paragraph(f"This model was {DEMO_NOTE}.", size=10, style="B", color=(170, 90, 0))
+        pdf.paragraph(f"This model was {settings.demo_note}.", size=10, style="B", color=(170, 90, 0))
     context = int(settings.context_slices or 0) if settings is not None else 0
     if context:
         pdf.paragraph(f"Slice context: {context} neighbouring slice(s) on each side.", size=9)

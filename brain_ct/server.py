@@ -27,7 +27,6 @@ from types import FrameType
 
 from pydicom.filewriter import dcmwrite
 
-from brain_ct import wording
 from brain_ct.errors import BrainCTError, InvalidInputError
 from brain_ct.limits import UploadLimits
 from brain_ct.model import (
@@ -170,7 +169,7 @@ class ModelRegistry:
             n = len(settings.member_ids)
             text += f" (an ensemble of {n} models: P(hemorrhage) is their mean)"
         if settings.is_demo:
-            text += f" — ⚠️ **{wording.DEMO_NOTE}**; never use it on patients."
+            text += f" — ⚠️ **{settings.demo_note}**; never use it on patients."
         elif settings.trained_on:
             text += f" — trained on {md_escape(str(settings.trained_on))}"
         return text

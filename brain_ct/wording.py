@@ -14,6 +14,10 @@ DISCLAIMER = "Research and education aid only — not a diagnosis. A qualified s
 #: banner, the report and the model card all say it.
 DEMO_NOTE = "trained on synthetic phantoms — for demonstration only"
 
+#: The same for the models bundled in ``models/`` that also learnt the normal anatomy of the one real head in
+#: ``data/real_anatomy/`` (``brain_ct_trained_on`` names its "real anatomy"): what they are, exactly.
+BUNDLED_NOTE = "trained on synthetic phantoms and one real head — for demonstration only"
+
 #: The caveat every output carries when the head-CT check was skipped ("Allow unusual images",
 #: ``--allow-unverified``): the model was only ever meant for axial head-CT slices.
 UNVERIFIED_NOTE = (

@@ -10,6 +10,7 @@ import json
 
 import pytest
 import torch
+from pypdf import PdfReader
 from safetensors import safe_open
 
 from brain_ct.model import DEFAULT_MODEL_DIR, MODEL_ENV, load_model, resolve_model_id
@@ -80,3 +81,17 @@ def test_it_reads_and_explains_the_examples(default_predictor: Predictor) -> Non
         assert (prediction.label == "hemorrhage") == (prediction.probability >= prediction.threshold), path
     by_name = {p.rsplit("/", 1)[-1]: pred for p, pred in zip(paths, predictions, strict=True)}
     assert by_name["synthetic_normal.dcm"].label == "normal"
+
+
+def test_every_view_says_phantoms_and_one_real_head(default_predictor: Predictor, tmp_path) -> None:
+    from brain_ct.report import write_report
+    from brain_ct.server import make_registry
+    from brain_ct.wording import BUNDLED_NOTE
+
+    assert default_predictor.settings.demo_note == BUNDLED_NOTE
+    assert BUNDLED_NOTE in make_registry(str(DEFAULT_MODEL_DIR)).banner()
+    prediction = default_predictor.predict(example_files()[0])
+    out = tmp_path / "r.pdf"
+    write_report(prediction, out, model_settings=default_predictor.settings)
+    text = " ".join(" ".join(page.extract_text() or "" for page in PdfReader(str(out)).pages).split())
+    assert "trained on synthetic phantoms and one real head" in text

@@ -273,3 +273,19 @@ def test_shown_model_id_hides_the_server_path_of_project_folders(tmp_path: Path)
     assert bm.shown_model_id(str(tmp_path)) == str(tmp_path)  # a user's own folder as given
     _, settings = bm.load_model(str(bm.DEMO_MODEL_DIR))
     assert settings.model_id == "models/brain-ct-demo" and settings.is_demo
+
+
+def test_bundled_models_name_the_real_head_in_their_demo_note(tmp_path: Path) -> None:
+    from brain_ct.wording import BUNDLED_NOTE, DEMO_NOTE
+
+    assert bm.is_bundled("models/brain-ct-demo") and bm.is_bundled(str(bm.DEMO_MODEL_DIR))
+    assert not bm.is_bundled("models") and not bm.is_bundled("someone/model") and not bm.is_bundled("")
+    _, demo = bm.load_model(bm.DEMO_MODEL_DIR)
+    assert demo.demo_note == BUNDLED_NOTE
+    # Trained on phantoms alone, or outside models/: the plain note (it never claims a real head it lacks).
+    _, synthetic = bm.load_model(make_tiny_model(tmp_path / "s", trained_on="synthetic phantoms"))
+    assert synthetic.is_demo and synthetic.demo_note == DEMO_NOTE
+    _, elsewhere = bm.load_model(
+        make_tiny_model(tmp_path / "r", trained_on="synthetic phantoms; real anatomy: x")
+    )
+    assert elsewhere.demo_note == DEMO_NOTE
