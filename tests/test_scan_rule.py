@@ -89,7 +89,11 @@ def test_candidates_include_todays_rule_and_keep_a_lone_slice_able_to_decide():
         ([scan(quiet(), 0)], 0.05, "bleed and normal scans"),
         ([scan(quiet(), 0), scan([0.9] * 12, 1)], 1.0, "max_scan_fpr"),
         # The one normal scan is called by every rule: the refusal says the lowest rate reachable (1 of 1).
-        ([scan([0.9] * 12, 0), scan([0.9] * 12, 1)], 0.05, r"no candidate.*strictest candidate reaches 1\.000"),
+        (
+            [scan([0.9] * 12, 0), scan([0.9] * 12, 1)],
+            0.05,
+            r"no candidate.*strictest candidate reaches 1\.000",
+        ),
     ],
 )
 def test_choose_rule_refuses_what_it_cannot_choose_on(scans, bound, match):
