@@ -55,7 +55,7 @@ def test_it_is_a_resnet50_stored_in_fp16_and_loaded_in_fp32() -> None:
     )
     assert 23e6 < sum(p.numel() for p in model.parameters()) < 24e6
     assert settings.is_demo  # every bundled model is labelled a demonstration model
-    assert "synthetic phantoms" in settings.trained_on and "real anatomy" in settings.trained_on
+    assert "synthetic phantoms and one real head" in settings.trained_on and "four" in settings.trained_on
     assert settings.scan_rule is not None and settings.threshold_rule["strategy"] == "real_fpr"
 
 
