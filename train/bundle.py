@@ -28,6 +28,7 @@ from brain_ct.image import CTImage
 from brain_ct.io import load_image
 from brain_ct.predictor import Predictor
 from brain_ct.server import example_files
+from train.data.phantoms import encode_phantom
 
 logger = logging.getLogger(__name__)
 
@@ -85,25 +86,17 @@ def write_half_weights(source: Path, target: Path) -> dict[str, Any]:
 
 
 def check_slices(size: int, n_phantoms: int, seed: int) -> list[Any]:
-    """The slices both copies read: the project's examples, then synthetic phantoms as DICOM HU and as
-    8-bit internet-style PNGs (half with a bleed)."""
-    import io
-
-    import cv2
+    """The slices both copies read: the project's examples, then synthetic phantoms (half with a bleed) as
+    training feeds them (:func:`train.data.phantoms.encode_phantom`): a DICOM and an 8-bit internet figure."""
     import numpy as np
 
     slices: list[CTImage] = [load_image(path, allow_unverified=True) for path in example_files()]
     for i in range(n_phantoms):
         phantom = synthetic.generate_slice(seed + i, size, hemorrhage=i % 2 == 1)
-        buf = io.BytesIO()
-        synthetic.to_dicom(phantom).save_as(buf)
-        slices.append(load_image(buf.getvalue(), name=f"phantom-{i}.dcm", allow_unverified=True))
-        image, _ = synthetic.render_internet(phantom, np.random.default_rng(seed + i))
-        if image.ndim == 3:
-            image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR if image.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
-        ok, png = cv2.imencode(".png", image)
-        if ok:
-            slices.append(load_image(png.tobytes(), name=f"phantom-{i}.png", allow_unverified=True))
+        rng = np.random.default_rng(seed + i)
+        slices += [
+            encode_phantom(phantom, kind, rng, f"phantom-{i}.{kind}")[0] for kind in ("dicom", "image")
+        ]
     return slices
 
 
