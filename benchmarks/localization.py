@@ -216,7 +216,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Grad-CAM localisation on synthetic hemorrhages with known masks (pointing game, heat mass).",
     )
     p.add_argument(
-        "--model", default=None, help="Hub id or folder (default: BRAIN_CT_MODEL, then the bundled demo)"
+        "--model",
+        default=None,
+        help="Hub id or folder (default: BRAIN_CT_MODEL, then the bundled default, models/brain-ct-resnet50)",
     )
     p.add_argument("--revision", default=None, help="Hub revision to pin")
     p.add_argument("--n-per-subtype", type=int, default=40, help="slices per hemorrhage subtype (default 40)")

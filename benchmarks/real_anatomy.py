@@ -1,4 +1,4 @@
-"""How does a model read REAL head anatomy? Every real-anatomy number of the README and the demo card.
+"""How does a model read REAL head anatomy? Every real-anatomy number of the README and the model cards.
 
 ``python -m benchmarks.real_anatomy [--model M] [--real-dir DIR] [--renders 3] [--out FILE]``
 
@@ -127,7 +127,11 @@ def whole_scan(predictor: Any, real_dir: Path) -> dict[str, Any]:
 
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.real_anatomy", description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=None, help="Hub id or folder (default: the bundled demo model)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="Hub id or folder (default: BRAIN_CT_MODEL, then the bundled default, models/brain-ct-resnet50)",
+    )
     p.add_argument("--real-dir", type=Path, default=DEFAULT_REAL_DIR, help="folder of real normal CT DICOMs")
     p.add_argument("--renders", type=int, default=3, help="8-bit figures per held-out normal level")
     p.add_argument("--seed", type=int, default=0)
